@@ -18,8 +18,10 @@ Finite ranges for unbounded variables (documented defaults, overridable with
 ``[-pi, pi]``, floating pitch ``[-pi/2, pi/2]``, planar/floating translations
 ``[-1, 1]`` m.
 
-Joints that are not active (a head pan, gripper fingers) stay at their
-*passive* value: 0 clamped into their limits, as MoveIt's default state.
+Joints that are not active (a head pan, gripper fingers, or any joint named in
+``locked_joints``, e.g. the SRDF's planar base of a robot used with a fixed
+base) stay at their *passive* value: 0 clamped into their limits, as MoveIt's
+default state.
 """
 
 from __future__ import annotations
@@ -87,11 +89,17 @@ class RobotModel:
         srdf: SRDFDescription | None,
         end_effectors: Sequence[str],
         joint_limits: Mapping[str, Sequence[float]] | None = None,
+        name: str | None = None,
+        locked_joints: Sequence[str] = (),
     ) -> None:
         self.urdf = urdf
+        self.locked_joints = frozenset(locked_joints)
         self.srdf = srdf or SRDFDescription()
-        self.name = urdf.name
+        self.name = name or urdf.name
         self.virtual_joint = self._find_virtual_joint()
+        known = set(urdf.joints) | {v.name for v in self.srdf.virtual_joints}
+        for joint in self.locked_joints - known:
+            raise RobotDescriptionError(f"locked joint {joint!r} is not a joint of {self.name!r}")
         self.root_frame = self.virtual_joint.parent_frame if self.virtual_joint else urdf.root
         if not end_effectors:
             raise RobotDescriptionError(
@@ -115,10 +123,13 @@ class RobotModel:
         srdf_xml: str | Sequence[str] | None = None,
         end_effectors: Sequence[str] | None = None,
         joint_limits: Mapping[str, Sequence[float]] | None = None,
+        name: str | None = None,
+        locked_joints: Sequence[str] = (),
     ) -> "RobotModel":
         """Build a model from URDF text and optional SRDF text(s) (merged in order).
 
-        ``end_effectors`` defaults to the SRDF ``<end_effector parent_link>``s.
+        ``end_effectors`` defaults to the SRDF ``<end_effector parent_link>``s;
+        ``name`` defaults to the URDF robot name; ``locked_joints`` stay passive.
         """
         urdf = parse_urdf(urdf_xml)
         srdf = None
@@ -127,7 +138,7 @@ class RobotModel:
             srdf = parsed if srdf is None else srdf.merge(parsed)
         if end_effectors is None:
             end_effectors = list(dict.fromkeys(e.parent_link for e in (srdf.end_effectors if srdf else [])))
-        return cls(urdf, srdf, end_effectors, joint_limits)
+        return cls(urdf, srdf, end_effectors, joint_limits, name, locked_joints)
 
     @classmethod
     def from_files(
@@ -151,6 +162,10 @@ class RobotModel:
             if v.child_link not in self.urdf.links:
                 raise RobotDescriptionError(f"SRDF virtual joint {v.name!r} names unknown link {v.child_link!r}")
         return matches[0] if matches else None
+
+    def _moving_virtual_joint(self) -> bool:
+        vj = self.virtual_joint
+        return vj is not None and vj.type != "fixed" and vj.name not in self.locked_joints
 
     def _leader(self, joint: JointSpec) -> tuple[JointSpec, float, float]:
         """Follow mimic chains: value(joint) = multiplier * value(leader) + offset."""
@@ -177,7 +192,7 @@ class RobotModel:
                 names.append(name)
                 ranges.append(rng)
 
-        if self.virtual_joint is not None:
+        if self._moving_virtual_joint():
             for suffix, _, _, rng in self._multi_dof_axes(self.virtual_joint.type):
                 add(f"{self.virtual_joint.name}/{suffix}", rng)
         for ee in self.end_effectors:
@@ -185,6 +200,8 @@ class RobotModel:
                 if joint.type == "fixed":
                     continue
                 leader, _, _ = self._leader(joint)
+                if leader.name in self.locked_joints:
+                    continue
                 if leader.type in ("planar", "floating"):
                     for suffix, _, _, rng in self._multi_dof_axes(leader.type):
                         add(f"{leader.name}/{suffix}", rng)
@@ -251,7 +268,7 @@ class RobotModel:
                     visit(joint.child, len(nodes) - 1, np.eye(4))
 
         root_parent = -1
-        if self.virtual_joint is not None and self.virtual_joint.type != "fixed":
+        if self._moving_virtual_joint():
             root_parent = add_axes(self.virtual_joint.name, self.virtual_joint.type, -1, np.eye(4))
         if self.root_frame in links:
             frames[self.root_frame] = FrameSpec(self.root_frame, -1, np.eye(4))
@@ -330,6 +347,7 @@ class RobotModel:
             ])
         vj = self.virtual_joint
         payload = {
+            "locked": sorted(self.locked_joints),
             "joints": joints,
             "virtual_joint": None if vj is None else [vj.name, vj.type, vj.parent_frame, vj.child_link],
             "end_effectors": self.end_effectors,
