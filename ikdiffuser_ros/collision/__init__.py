@@ -1,0 +1,1 @@
+"""Collision models: the planning-scene mirror (world), differentiable spheres, exact FCL checks."""
