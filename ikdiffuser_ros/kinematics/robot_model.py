@@ -2,7 +2,9 @@
 
 The *active joints* are exactly the joints that move at least one chosen
 end-effector link: the non-fixed, non-mimic joints on the paths from the root
-frame to those links, each once (a shared torso or mobile base appears once).
+frame to those links, plus the leader of every mimic joint on those paths (even
+when the leader itself is off the paths), each once (a shared torso or mobile
+base appears once).
 Their order, :attr:`RobotModel.joint_names`, is the order of every joint
 vector in the project: for each end effector in turn, the joints on its path
 from the root, skipping joints already listed.
