@@ -1,0 +1,417 @@
+"""``ikdiffuser_node``: the IK service node.
+
+Start-up (any failure: one clear error message, exit status 1):
+
+1. Parameters (:mod:`ikdiffuser_ros.ros.params`), validated.
+2. Robot: the ``robot_description`` / ``robot_description_semantic``
+   parameters; when empty, the topics of the same name (relative to the node's
+   namespace, QoS depth 1, reliable, transient local, as MoveIt's
+   SynchronizedStringParameter), waiting up to ``robot_description_timeout``
+   seconds; when still empty and the ``robot`` parameter names a robot config,
+   the URDF/SRDF files of that config. The robot config (``robot``, or the
+   one whose name matches the URDF's) also gives the end effectors, planning
+   groups, joint-limit overrides and locked joints of the model.
+3. Model: ``model_path``, or the checkpoint under the package's ``models/``
+   whose ``card.json`` fingerprint matches the robot's.
+4. Collision checker (python-fcl on the URDF collision geometry) and the
+   planning-scene mirror.
+
+Interfaces (``~`` = the node's name):
+
+* service ``~/get_ik_solutions`` (ikdiffuser_ros/srv/GetIKSolutions)
+* services ``~/compute_ik`` and ``~/solve_ik`` (moveit_msgs/srv/GetPositionIK)
+  when moveit_msgs is importable
+* subscriptions ``/monitored_planning_scene``, ``/planning_scene``,
+  ``/collision_object``, ``/attached_collision_object``; client
+  ``/get_planning_scene`` (asked once at start when it exists)
+* publisher ``~/solutions`` (visualization_msgs/MarkerArray): the last answer
+
+Threading: the services share one MutuallyExclusiveCallbackGroup (solves run
+one at a time, in arrival order); the scene subscriptions have their own, so
+the scene is updated while a solve runs (a solve uses the snapshot it started
+with). ``main`` spins a MultiThreadedExecutor.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import threading
+import time
+from pathlib import Path
+
+import rclpy
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
+from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor, SingleThreadedExecutor
+from rclpy.node import Node
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+
+from ikdiffuser_ros.errors import CheckpointError, IKDiffuserError
+from ikdiffuser_ros.ros.conversions import ErrorCode
+from ikdiffuser_ros.ros.engine import IKEngine, error_from_exception
+from ikdiffuser_ros.ros.params import declare_parameters, parse_groups
+from ikdiffuser_ros.ros.scene_monitor import SceneMonitor
+
+NODE_NAME = "ikdiffuser_node"
+
+
+class StartupError(RuntimeError):
+    """The node cannot start; the message says why (logged once by :func:`main`)."""
+
+
+# ---------------------------------------------------------------------- model lookup
+def _card_fingerprint(card: dict) -> str | None:
+    robot = card.get("robot") if isinstance(card.get("robot"), dict) else {}
+    return robot.get("fingerprint") or card.get("fingerprint")
+
+
+def candidate_checkpoints() -> list[Path]:
+    """Checkpoint folders (holding card.json) under the package's models/ (source tree or install share)."""
+    from ikdiffuser_ros.resources import package_share
+
+    roots = []
+    try:
+        roots.append(package_share() / "models")
+    except FileNotFoundError:
+        pass
+    import os
+
+    for prefix in os.environ.get("AMENT_PREFIX_PATH", "").split(os.pathsep):
+        if prefix:
+            roots.append(Path(prefix) / "share" / "ikdiffuser_ros" / "models")
+    seen, out = set(), []
+    for root in roots:
+        if not root.is_dir():
+            continue
+        for card in sorted(root.glob("**/card.json")):
+            key = card.parent.resolve()
+            if key not in seen:
+                seen.add(key)
+                out.append(card.parent)
+    return out
+
+
+def find_checkpoint(robot, model_path: str) -> Path:
+    """The checkpoint folder to load, or StartupError naming the fingerprint and what was tried."""
+    fp = robot.fingerprint()
+    if model_path:
+        path = Path(model_path)
+        if path.is_file():
+            path = path.parent
+        if not path.exists():
+            raise StartupError(f"model_path {model_path!r} does not exist (robot {robot.name!r}, fingerprint {fp})")
+        return path
+    tried = []
+    for folder in candidate_checkpoints():
+        try:
+            card = json.loads((folder / "card.json").read_text())
+            have = _card_fingerprint(card) if isinstance(card, dict) else None
+        except (OSError, ValueError) as exc:
+            tried.append(f"{folder} (unreadable card.json: {exc})")
+            continue
+        if have == fp:
+            return folder
+        tried.append(f"{folder} (fingerprint {have})")
+    raise StartupError(
+        f"no checkpoint for robot {robot.name!r} with fingerprint {fp}: tried "
+        + ("; ".join(tried) if tried else "nothing (no models/*/card.json found)")
+        + ". Set model_path, or train one for this robot (ikdiffuser train)")
+
+
+def load_solver(robot, path: Path, device: str):
+    """IKDiffuserSolver.from_checkpoint, with every failure as StartupError naming the fingerprints."""
+    from ikdiffuser_ros.solver import IKDiffuserSolver
+
+    try:
+        return IKDiffuserSolver.from_checkpoint(str(path), robot=robot, device=device)
+    except (CheckpointError, IKDiffuserError, OSError, ValueError, RuntimeError, KeyError) as exc:
+        card_fp = None
+        try:
+            card_fp = _card_fingerprint(json.loads((path / "card.json").read_text()))
+        except Exception:  # noqa: BLE001 - only for the message
+            pass
+        raise StartupError(
+            f"cannot load checkpoint {path} for robot {robot.name!r} (fingerprint {robot.fingerprint()}; "
+            f"checkpoint fingerprint {card_fp}): {exc}") from None
+
+
+# ---------------------------------------------------------------------- the node
+class IKDiffuserNode(Node):
+    """See the module docstring. Raises :class:`StartupError` from ``__init__`` when it cannot start."""
+
+    def __init__(self, node_name: str = NODE_NAME, *, solver_factory=None, **kwargs) -> None:
+        """``kwargs`` go to rclpy's Node (context, parameter_overrides, ...); ``solver_factory(robot,
+        checkpoint_path, device)`` replaces :func:`load_solver` (embedding, tests)."""
+        super().__init__(node_name, **kwargs)
+        try:
+            self.config = declare_parameters(self)
+        except ValueError as exc:
+            raise StartupError(f"invalid parameter: {exc}") from None
+        cfg = self.config
+        import torch
+
+        if cfg.torch_threads:
+            torch.set_num_threads(cfg.torch_threads)
+        if cfg.device.startswith("cuda") and not torch.cuda.is_available():
+            raise StartupError(f"device={cfg.device!r} but CUDA is not available (torch {torch.__version__})")
+
+        t0 = time.monotonic()
+        self.robot, self.robot_config = self._load_robot()
+        self.get_logger().info(f"robot {self.robot.name!r}: {self.robot.n_joints} joints, end effectors "
+                               f"{self.robot.end_effectors}, root {self.robot.root_frame!r}, "
+                               f"fingerprint {self.robot.fingerprint()}")
+        path = find_checkpoint(self.robot, cfg.model_path)
+        self.model_path = path
+        self.solver = (solver_factory or load_solver)(self.robot, path, cfg.device)
+        checker = None
+        try:
+            from ikdiffuser_ros.collision.fcl_checker import CollisionChecker
+
+            checker = CollisionChecker(self.robot)
+        except Exception as exc:  # noqa: BLE001 - the node still serves, without exact collision checks
+            self.get_logger().warning(f"exact collision checking unavailable: {type(exc).__name__}: {exc}")
+        self.engine = IKEngine(self.robot, self.solver, cfg, checker, self.get_logger())
+        try:
+            self.get_logger().info(f"warm-up solve: {self.engine.warmup():.2f} s")
+        except Exception as exc:  # noqa: BLE001 - a model that cannot solve at all is a start-up error
+            raise StartupError(f"the solver failed its warm-up solve ({type(exc).__name__}: {exc}); "
+                               f"checkpoint {path}") from None
+        self.scene = SceneMonitor(self.robot)
+
+        self._solve_group = MutuallyExclusiveCallbackGroup()
+        self._scene_group = MutuallyExclusiveCallbackGroup()
+        self._stats_lock = threading.Lock()
+        self.requests_served = 0
+        self.last_response = None
+
+        from ikdiffuser_ros.srv import GetIKSolutions
+
+        self.create_service(GetIKSolutions, "~/get_ik_solutions", self._on_get_ik_solutions,
+                            callback_group=self._solve_group)
+        self.bridge = None
+        try:
+            from moveit_msgs.srv import GetPositionIK
+        except ImportError:
+            self.get_logger().warning("moveit_msgs not importable: no compute_ik/solve_ik, no planning scene")
+        else:
+            from ikdiffuser_ros.ros.moveit_bridge import MoveItBridge, build_groups
+
+            groups = build_groups(self.robot, getattr(self.robot_config, "groups", {}) or {},
+                                  parse_groups(cfg.groups), self.engine.tips, self.get_logger())
+            self.bridge = MoveItBridge(self.engine, groups)
+            self.get_logger().info(f"MoveIt groups: {', '.join(f'{g.name} -> {list(g.tips)}' for g in groups.values())}")
+            for name in ("~/compute_ik", "~/solve_ik"):
+                self.create_service(GetPositionIK, name, self._on_compute_ik, callback_group=self._solve_group)
+            if cfg.follow_planning_scene:
+                self._follow_scene()
+        self._markers = None
+        if cfg.publish_markers:
+            from visualization_msgs.msg import MarkerArray
+
+            self._markers = self.create_publisher(MarkerArray, "~/solutions", 1)
+        self.get_logger().info(f"ready in {time.monotonic() - t0:.1f} s: model {path} on {cfg.device}")
+
+    # ------------------------------------------------------------------ robot
+    def _load_robot(self):
+        from ikdiffuser_ros.kinematics.robot_model import RobotModel
+        from ikdiffuser_ros.robots import available_robots, robot_config
+
+        cfg = self.config
+        urdf, srdf = cfg.robot_description, cfg.robot_description_semantic
+        rcfg = None
+        if cfg.robot:
+            try:
+                rcfg = robot_config(cfg.robot)
+            except IKDiffuserError as exc:
+                raise StartupError(f"parameter robot={cfg.robot!r}: {exc}") from None
+        if not urdf or not srdf:
+            wait = cfg.robot_description_timeout
+            got = self._wait_for_descriptions(need_urdf=not urdf, need_srdf=not srdf, timeout=wait)
+            urdf = urdf or got.get("robot_description", "")
+            srdf = srdf or got.get("robot_description_semantic", "")
+            if urdf and "robot_description" in got:
+                self.get_logger().info("robot_description received on its topic")
+        if not urdf:
+            if rcfg is None:
+                raise StartupError(
+                    f"no robot description: the robot_description parameter is empty, nothing arrived on the "
+                    f"{self.resolve_topic_name('robot_description')} topic within "
+                    f"{cfg.robot_description_timeout} s, and no robot config is set (parameter robot)")
+            self.get_logger().info(f"robot description from robot config {rcfg.name!r} ({rcfg.urdf})")
+            try:
+                urdf = rcfg.urdf_text()
+                srdf_texts = [srdf] if srdf else rcfg.srdf_texts()
+            except IKDiffuserError as exc:
+                raise StartupError(f"robot config {rcfg.name!r}: {exc}") from None
+        else:
+            srdf_texts = [srdf] if srdf else []
+        if rcfg is None:  # a robot config named like the URDF's robot, for its end effectors and groups
+            import re
+
+            m = re.search(r"<robot[^>]*\bname\s*=\s*[\"']([^\"']+)", urdf)
+            if m and m.group(1) in available_robots():
+                rcfg = robot_config(m.group(1))
+                self.get_logger().info(f"using robot config {rcfg.name!r} (matches the URDF's robot name)")
+        end_effectors = list(cfg.end_effectors) or (list(rcfg.end_effectors) if rcfg else None) or None
+        try:
+            robot = RobotModel.from_urdf(
+                urdf, srdf_texts or None, end_effectors,
+                dict(rcfg.joint_limits) if rcfg else None,
+                name=rcfg.name if rcfg else None, locked_joints=rcfg.locked_joints if rcfg else ())
+        except IKDiffuserError as exc:
+            raise StartupError(f"cannot build the robot model: {exc}") from None
+        return robot, rcfg
+
+    def _wait_for_descriptions(self, need_urdf: bool, need_srdf: bool, timeout: float) -> dict[str, str]:
+        from std_msgs.msg import String
+
+        got: dict[str, str] = {}
+        if timeout <= 0:
+            return got
+        qos = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+        subs = []
+        for name, needed in (("robot_description", need_urdf), ("robot_description_semantic", need_srdf)):
+            if needed:
+                subs.append(self.create_subscription(
+                    String, name, lambda msg, name=name: got.__setitem__(name, msg.data), qos))
+        executor = SingleThreadedExecutor(context=self.context)
+        executor.add_node(self)
+        try:
+            deadline = time.monotonic() + timeout
+            # the URDF decides; the SRDF gets a short grace period once the URDF is there
+            while time.monotonic() < deadline:
+                executor.spin_once(timeout_sec=0.05)
+                if (not need_urdf or "robot_description" in got) and (not need_srdf or "robot_description_semantic" in got):
+                    break
+                if "robot_description" in got and need_srdf:
+                    deadline = min(deadline, time.monotonic() + 1.0)
+        finally:
+            executor.remove_node(self)
+            executor.shutdown()
+            for sub in subs:
+                self.destroy_subscription(sub)
+        return got
+
+    # ------------------------------------------------------------------ planning scene
+    def _follow_scene(self) -> None:
+        from moveit_msgs.msg import AttachedCollisionObject, CollisionObject, PlanningScene
+        from moveit_msgs.srv import GetPlanningScene
+
+        cfg = self.config
+        qos = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
+        g = self._scene_group
+        self.create_subscription(PlanningScene, cfg.monitored_planning_scene_topic,
+                                 lambda m: self._scene_update(self.scene.apply_planning_scene, m, "monitored scene"),
+                                 qos, callback_group=g)
+        self.create_subscription(PlanningScene, "/planning_scene",
+                                 lambda m: self._scene_update(self.scene.apply_planning_scene, m, "planning_scene"),
+                                 qos, callback_group=g)
+        self.create_subscription(CollisionObject, "/collision_object",
+                                 lambda m: self._scene_update(self.scene.apply_collision_object, m, "collision_object"),
+                                 qos, callback_group=g)
+        self.create_subscription(
+            AttachedCollisionObject, "/attached_collision_object",
+            lambda m: self._scene_update(self.scene.apply_attached_collision_object, m, "attached_collision_object"),
+            qos, callback_group=g)
+        self._scene_client = self.create_client(GetPlanningScene, cfg.get_planning_scene_service, callback_group=g)
+        self._scene_asked = False
+        self._scene_tries = 0
+        self._scene_timer = self.create_timer(0.5, self._ask_scene, callback_group=g)
+
+    def _ask_scene(self) -> None:
+        self._scene_tries += 1
+        if self._scene_asked or self._scene_tries > 10:  # look for move_group for ~5 s after start
+            self._scene_timer.cancel()
+            return
+        if not self._scene_client.service_is_ready():
+            return
+        from moveit_msgs.srv import GetPlanningScene
+
+        self._scene_asked = True
+        self._scene_timer.cancel()
+        future = self._scene_client.call_async(GetPlanningScene.Request())
+
+        def done(fut):
+            try:
+                scene = fut.result().scene
+                scene.is_diff = False
+                self._scene_update(self.scene.apply_planning_scene, scene, "get_planning_scene")
+                self.get_logger().info(f"planning scene from {self.config.get_planning_scene_service}: "
+                                       f"{len(self.scene.object_ids())} objects")
+            except Exception as exc:  # noqa: BLE001
+                self.get_logger().warning(f"get_planning_scene failed: {exc}")
+
+        future.add_done_callback(done)
+
+    def _scene_update(self, apply, msg, what: str) -> None:
+        try:
+            apply(msg)
+        except Exception as exc:  # noqa: BLE001 - a bad message is refused, the mirror is unchanged
+            self.get_logger().warning(f"{what} refused: {exc}")
+
+    # ------------------------------------------------------------------ services
+    def _on_get_ik_solutions(self, request, response):
+        try:
+            world = self.scene.snapshot()
+            self.engine.get_ik_solutions(request, response, world)
+        except Exception as exc:  # noqa: BLE001 - never let an exception escape the callback
+            code, message = error_from_exception(exc)
+            self.get_logger().error(f"get_ik_solutions: {message}")
+            response.error_code, response.message = int(code), message
+            response.results = []
+        with self._stats_lock:
+            self.requests_served += 1
+        if response.error_code != ErrorCode.SUCCESS:
+            self.get_logger().debug(f"get_ik_solutions -> {response.error_code}: {response.message}")
+        self._publish_markers(response)
+        return response
+
+    def _on_compute_ik(self, request, response):
+        world = self.scene.snapshot()
+        response = self.bridge.compute_ik(request, response, world)
+        with self._stats_lock:
+            self.requests_served += 1
+        return response
+
+    def _publish_markers(self, response) -> None:
+        if self._markers is None or response.error_code != ErrorCode.SUCCESS:
+            return
+        try:
+            if self._markers.get_subscription_count() == 0:
+                return
+            from ikdiffuser_ros.ros.markers import solutions_marker_array
+
+            self._markers.publish(solutions_marker_array(
+                self.robot, response, self.config.max_marker_solutions, self.get_clock().now().to_msg()))
+        except Exception as exc:  # noqa: BLE001 - visualization must not break serving
+            self.get_logger().warning(f"markers: {exc}")
+
+
+def main(args=None) -> int:
+    """Entry point of ``ikdiffuser_node``; returns the process exit status."""
+    rclpy.init(args=args)
+    logger = rclpy.logging.get_logger(NODE_NAME)
+    node = None
+    try:
+        try:
+            node = IKDiffuserNode()
+        except StartupError as exc:
+            logger.error(f"cannot start: {exc}")
+            return 1
+        executor = MultiThreadedExecutor(num_threads=3)
+        executor.add_node(node)
+        try:
+            executor.spin()
+        except (KeyboardInterrupt, ExternalShutdownException):
+            pass
+        finally:
+            executor.shutdown()
+        return 0
+    finally:
+        if node is not None:
+            node.destroy_node()
+        rclpy.try_shutdown()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

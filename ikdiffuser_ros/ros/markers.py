@@ -1,0 +1,65 @@
+"""The last answer's solutions as a ``visualization_msgs/MarkerArray`` for RViz.
+
+Each drawn solution is a stick figure of the robot: a LINE_LIST joining every
+link origin to its parent link's origin, plus a SPHERE_LIST of the origins, in
+the root frame. Namespace ``target_<b>``, one marker id per solution; the
+colour goes from green (first solution) to blue; colliding solutions are red.
+A DELETEALL marker first clears the previous answer.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+
+def _skeleton(robot):
+    links = [link for link in robot.urdf.links if link in robot.urdf.child_joint or link == robot.urdf.root]
+    index = {link: i for i, link in enumerate(links)}
+    edges = [(index[robot.urdf.child_joint[link].parent], index[link]) for link in links
+             if link in robot.urdf.child_joint and robot.urdf.child_joint[link].parent in index]
+    return links, edges
+
+
+def solutions_marker_array(robot, response, max_per_target: int, stamp):
+    """GetIKSolutions response -> MarkerArray (at most ``max_per_target`` solutions per target)."""
+    from geometry_msgs.msg import Point
+    from std_msgs.msg import ColorRGBA
+    from visualization_msgs.msg import Marker, MarkerArray
+
+    cache = getattr(robot, "_ikd_skeleton", None)
+    if cache is None:
+        cache = _skeleton(robot)
+        robot._ikd_skeleton = cache
+    links, edges = cache
+    array = MarkerArray()
+    clear = Marker()
+    clear.action = Marker.DELETEALL
+    array.markers.append(clear)
+    n = len(response.joint_names)
+    for b, result in enumerate(response.results):
+        k = min(int(result.num_solutions), max_per_target)
+        if k == 0 or n == 0:
+            continue
+        q = np.asarray(result.positions, dtype=np.float64).reshape(-1, n)[:k]
+        T = robot.fk_links(torch.as_tensor(q), links).numpy()  # (k, L, 4, 4)
+        for s in range(k):
+            m = Marker()
+            m.header.frame_id = robot.root_frame
+            m.header.stamp = stamp
+            m.ns = f"target_{b}"
+            m.id = s
+            m.type = Marker.LINE_LIST
+            m.action = Marker.ADD
+            m.pose.orientation.w = 1.0
+            m.scale.x = 0.01
+            t = s / max(k - 1, 1)
+            colliding = bool(result.in_collision[s]) if len(result.in_collision) > s else False
+            m.color = ColorRGBA(r=1.0, g=0.1, b=0.1, a=0.8) if colliding else \
+                ColorRGBA(r=0.1, g=float(1.0 - 0.7 * t), b=float(0.3 + 0.7 * t), a=0.8)
+            for i, j in edges:
+                for idx in (i, j):
+                    p = T[s, idx, :3, 3]
+                    m.points.append(Point(x=float(p[0]), y=float(p[1]), z=float(p[2])))
+            array.markers.append(m)
+    return array

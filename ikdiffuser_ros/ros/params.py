@@ -1,0 +1,261 @@
+"""Every parameter of ``ikdiffuser_node`` in one place: :class:`NodeConfig`.
+
+Each field carries its description and its valid range (or choices) as
+dataclass metadata; :func:`declare_parameters` declares them all on a node
+with a ``ParameterDescriptor`` (description, range, read-only for the ones
+used only at start-up) and :func:`validate` refuses a bad value with a reason,
+both at start-up (overrides / YAML) and later (``ros2 param set``), through
+the node's on-set callback.
+
+Parameter files are ``config/<robot>.yaml``::
+
+    ikdiffuser_node:
+      ros__parameters:
+        robot: baxter
+        default_num_solutions: 32
+        ...
+
+``groups`` entries are ``"<group>:<link>[,<link>...]"`` strings: planning
+groups for the MoveIt bridge when the SRDF has no usable ones (they add to /
+override the robot config's and the SRDF's groups).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import MISSING, dataclass, field, fields
+from typing import Any
+
+# metadata keys
+_DESC, _RANGE, _CHOICES, _RO = "description", "range", "choices", "read_only"
+
+
+def _p(default, description: str, range_=None, choices=None, read_only=False, factory=False):
+    md = {_DESC: description, _RANGE: range_, _CHOICES: choices, _RO: read_only}
+    if factory:
+        return field(default_factory=lambda: list(default), metadata=md)
+    return field(default=default, metadata=md)
+
+
+OBJECTIVE_NAMES = ("seed", "joint_limits", "collision", "manipulability")
+#: Aliases accepted in GetIKSolutions.objective_names.
+OBJECTIVE_ALIASES = {"joint_limit_margin": "joint_limits", "self_collision": "collision",
+                     "world_collision": "collision", "seed_distance": "seed"}
+
+
+@dataclass
+class NodeConfig:
+    """Parameters of ikdiffuser_node (names, defaults, descriptions, ranges)."""
+
+    # -- robot ------------------------------------------------------------------------------
+    robot_description: str = _p(
+        "", "URDF XML of the robot; empty = read the robot_description topic (transient local)", read_only=True)
+    robot_description_semantic: str = _p(
+        "", "SRDF XML; empty = read the robot_description_semantic topic (transient local)", read_only=True)
+    robot_description_timeout: float = _p(
+        10.0, "seconds to wait for the robot_description(_semantic) topics when the parameters are empty "
+        "(as MoveIt's <name>_timeout)", (0.0, 3600.0), read_only=True)
+    robot: str = _p(
+        "", "name of a robot in config/robots (or a path to a robot YAML): end effectors, groups, joint "
+        "limits and locked joints of the model; also the URDF/SRDF files used when neither parameters "
+        "nor topics provide a description", read_only=True)
+    end_effectors: list = _p(
+        [], "end-effector links of the model, in the checkpoint's order (empty = the robot config's, "
+        "else the SRDF end_effector parent links)", read_only=True, factory=True)
+    groups: list = _p(
+        [], "planning groups for the MoveIt bridge as '<group>:<link>[,<link>...]' (for robots whose "
+        "SRDF has no usable groups)", read_only=True, factory=True)
+    # -- model ------------------------------------------------------------------------------
+    model_path: str = _p(
+        "", "checkpoint folder or model.safetensors file; empty = the checkpoint in the package's models/ "
+        "whose card.json fingerprint matches the robot", read_only=True)
+    device: str = _p("cpu", "torch device: cpu, cuda or cuda:<index>", read_only=True)
+    sampler: str = _p("ddim", "reverse-diffusion sampler", choices=("ddim", "ddpm"))
+    sampler_steps: int = _p(0, "reverse-diffusion steps per solve (0 = the checkpoint's default)", (0, 1000))
+    torch_threads: int = _p(0, "torch intra-op CPU threads (0 = torch's default)", (0, 256), read_only=True)
+    # -- requests ---------------------------------------------------------------------------
+    default_num_solutions: int = _p(32, "solutions per target when a request asks for 0", (1, 4096))
+    max_num_solutions: int = _p(512, "largest num_solutions a request may ask for", (1, 4096))
+    max_targets: int = _p(256, "largest number of targets in one GetIKSolutions request", (1, 100000))
+    max_batch_size: int = _p(
+        4096, "most candidate solutions (targets x solutions) per solver call; larger requests are split",
+        (1, 1_000_000))
+    default_timeout: float = _p(
+        5.0, "wall-clock budget [s] of a GetIKSolutions request whose timeout is 0", (0.001, 3600.0))
+    refine: bool = _p(True, "polish samples with damped least squares before returning them")
+    position_tolerance: float = _p(
+        0.005, "refinement tolerance: a solution's position error must be at most this [m]", (1e-7, 1.0))
+    rotation_tolerance: float = _p(
+        0.02, "refinement tolerance: a solution's rotation error must be at most this [rad]", (1e-7, math.pi))
+    return_failed_solutions: bool = _p(
+        False, "also return solutions beyond the tolerances (flagged by their errors); default: drop them")
+    collision_oversample: float = _p(
+        2.0, "with avoid_collisions, sample this many times more candidates before filtering", (1.0, 16.0))
+    # -- objective weights (defaults; a request may override them by name) -----------------
+    weight_seed: float = _p(1.0, "default weight of the seed objective (used when a request's seed_weight is 0 "
+                            "and it sends a seed state)", (0.0, 1000.0))
+    weight_joint_limits: float = _p(0.0, "default weight of the joint-limit-margin objective", (0.0, 1000.0))
+    weight_collision: float = _p(1.0, "weight of sphere-model collision guidance when avoid_collisions is set",
+                                 (0.0, 1000.0))
+    weight_manipulability: float = _p(0.0, "default weight of the manipulability objective", (0.0, 1000.0))
+    # -- MoveIt bridge ----------------------------------------------------------------------
+    moveit_default_timeout: float = _p(
+        1.0, "compute_ik/solve_ik budget [s] when the request's timeout is 0 (MoveIt's kinematics_solver_timeout)",
+        (0.001, 3600.0))
+    moveit_num_candidates: int = _p(32, "candidates sampled per compute_ik attempt (the best one is returned)",
+                                    (1, 4096))
+    moveit_random_seed: int = _p(
+        0, "random seed of compute_ik sampling (>= 0: same request -> same answer; -1: nondeterministic)",
+        (-1, 2**31 - 1))
+    # -- planning scene / visualization ----------------------------------------------------
+    follow_planning_scene: bool = _p(
+        True, "subscribe to monitored_planning_scene, planning_scene, collision_object and attached_collision_object "
+        "and ask get_planning_scene at start", read_only=True)
+    monitored_planning_scene_topic: str = _p("/monitored_planning_scene", "move_group's scene topic", read_only=True)
+    get_planning_scene_service: str = _p("/get_planning_scene", "service asked once at start (if it exists)",
+                                         read_only=True)
+    publish_markers: bool = _p(True, "publish the last answer's solutions as a MarkerArray on ~/solutions")
+    max_marker_solutions: int = _p(8, "solutions per target drawn in ~/solutions", (0, 1000))
+
+    # ------------------------------------------------------------------------------------
+    @classmethod
+    def names(cls) -> list[str]:
+        return [f.name for f in fields(cls)]
+
+    @classmethod
+    def meta(cls, name: str) -> dict:
+        return {f.name: f.metadata for f in fields(cls)}[name]
+
+
+def validate(name: str, value: Any) -> str | None:
+    """None when ``value`` is acceptable for parameter ``name``, else the reason."""
+    if name not in NodeConfig.names():
+        return None  # not ours (e.g. use_sim_time)
+    md = NodeConfig.meta(name)
+    spec = NodeConfig.__dataclass_fields__[name]
+    expected = list if spec.default_factory is not MISSING else type(spec.default)
+    if expected is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if expected is list:
+        if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
+            return f"{name} must be a list of strings"
+    elif not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
+        return f"{name} must be a {expected.__name__}, got {type(value).__name__} {value!r}"
+    if isinstance(value, float) and not math.isfinite(value):
+        return f"{name} must be finite, got {value}"
+    rng = md[_RANGE]
+    if rng is not None and not (rng[0] <= value <= rng[1]):
+        return f"{name}={value!r} is outside [{rng[0]}, {rng[1]}]"
+    if md[_CHOICES] is not None and value not in md[_CHOICES]:
+        return f"{name}={value!r} is not one of {list(md[_CHOICES])}"
+    if name == "device" and not (value == "cpu" or value == "cuda" or
+                                 (value.startswith("cuda:") and value[5:].isdigit())):
+        return f"device={value!r}: expected cpu, cuda or cuda:<index>"
+    if name == "groups":
+        for entry in value:
+            group, sep, links = entry.partition(":")
+            if not sep or not group.strip() or not [s for s in links.split(",") if s.strip()]:
+                return f"groups entry {entry!r}: expected '<group>:<link>[,<link>...]'"
+    return None
+
+
+def validate_all(config: NodeConfig) -> str | None:
+    """Cross-parameter checks; None or the reason."""
+    for name in NodeConfig.names():
+        reason = validate(name, getattr(config, name))
+        if reason:
+            return reason
+    if config.default_num_solutions > config.max_num_solutions:
+        return (f"default_num_solutions={config.default_num_solutions} exceeds "
+                f"max_num_solutions={config.max_num_solutions}")
+    return None
+
+
+def parse_groups(entries: list[str]) -> dict[str, tuple[str, ...]]:
+    """``["left_arm:left_gripper", ...]`` -> ``{"left_arm": ("left_gripper",)}``."""
+    out: dict[str, tuple[str, ...]] = {}
+    for entry in entries:
+        group, _, links = entry.partition(":")
+        out[group.strip()] = tuple(s.strip() for s in links.split(",") if s.strip())
+    return out
+
+
+def declare_parameters(node) -> NodeConfig:
+    """Declare every :class:`NodeConfig` field on ``node`` and return the values it got.
+
+    Raises ``ValueError`` with the reason when a value (from overrides or a
+    parameter file) is invalid. Installs an on-set callback that refuses bad
+    later changes (and read-only ones) with a reason, and keeps
+    ``node.ikd_config`` up to date with accepted changes.
+    """
+    from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
+
+    config = NodeConfig()
+    for f in fields(NodeConfig):
+        md = f.metadata
+        default = getattr(config, f.name)
+        desc = ParameterDescriptor(description=md[_DESC], read_only=bool(md[_RO]))
+        if md[_CHOICES]:
+            desc.additional_constraints = f"one of {list(md[_CHOICES])}"
+        rng = md[_RANGE]
+        if rng is not None and isinstance(default, bool) is False:
+            if isinstance(default, float):
+                desc.floating_point_range = [FloatingPointRange(from_value=float(rng[0]), to_value=float(rng[1]),
+                                                                step=0.0)]
+            elif isinstance(default, int):
+                desc.integer_range = [IntegerRange(from_value=int(rng[0]), to_value=int(rng[1]), step=1)]
+        if isinstance(default, list):
+            from rclpy.parameter import Parameter
+
+            # an empty list default cannot carry its type: declare with the type instead
+            try:
+                param = node.declare_parameter(f.name, Parameter.Type.STRING_ARRAY, desc)
+            except Exception as exc:  # noqa: BLE001 - e.g. a wrongly typed override
+                raise ValueError(f"parameter {f.name}: {exc}") from None
+            value = param.value if param.value is not None else []
+        else:
+            try:
+                param = node.declare_parameter(f.name, default, desc)
+            except Exception as exc:  # InvalidParameterValueException / type mismatch
+                raise ValueError(f"parameter {f.name}: {exc}") from None
+            value = param.value
+        if isinstance(default, float) and isinstance(value, int):
+            value = float(value)
+        reason = validate(f.name, list(value) if isinstance(default, list) else value)
+        if reason:
+            raise ValueError(reason)
+        setattr(config, f.name, list(value) if isinstance(default, list) else value)
+    reason = validate_all(config)
+    if reason:
+        raise ValueError(reason)
+
+    def on_set(params):
+        for p in params:
+            reason = validate(p.name, p.value)
+            if reason:
+                return SetParametersResult(successful=False, reason=reason)
+        trial = NodeConfig(**{n: getattr(node.ikd_config, n) for n in NodeConfig.names()})
+        for p in params:
+            if p.name in NodeConfig.names():
+                setattr(trial, p.name, p.value)
+        reason = validate_all(trial)
+        if reason:
+            return SetParametersResult(successful=False, reason=reason)
+        if not has_post_set:  # Humble: no post-set callbacks
+            post_set(params)
+        return SetParametersResult(successful=True)
+
+    def post_set(params):
+        for p in params:
+            if p.name in NodeConfig.names():
+                value = p.value
+                if isinstance(getattr(node.ikd_config, p.name), float) and isinstance(value, int):
+                    value = float(value)
+                setattr(node.ikd_config, p.name, value)
+
+    has_post_set = hasattr(node, "add_post_set_parameters_callback")
+    node.ikd_config = config
+    node.add_on_set_parameters_callback(on_set)
+    if has_post_set:
+        node.add_post_set_parameters_callback(post_set)
+    return config

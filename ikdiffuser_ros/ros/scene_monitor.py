@@ -1,0 +1,251 @@
+"""A thread-safe mirror of the MoveIt planning scene as a :class:`~ikdiffuser_ros.collision.world.World`.
+
+Fed with ``moveit_msgs`` messages (full scenes and diffs from
+``/monitored_planning_scene``, ``/planning_scene``, ``/collision_object``,
+``/attached_collision_object``, the ``/get_planning_scene`` answer) from the
+scene callback group, and read by solves from another thread:
+
+* every update happens under one lock and bumps a version;
+* :meth:`SceneMonitor.snapshot` returns an immutable-by-convention
+  :class:`World` built once per version (copy on write): a solve keeps the
+  snapshot it started with, so an update during a solve never changes the
+  world under it, and the next solve sees the update.
+
+Frames: object poses stamped in a robot link frame are placed with forward
+kinematics at the scene's robot state (``PlanningScene.robot_state`` when one
+was received, else the default state); an unknown frame makes the whole
+message be refused (logged by the node), as MoveIt does. Attached objects
+are stored relative to their link, so they move with it.
+
+MoveIt semantics mirrored (moveit.md §1): ADD replaces an object with the same
+id, APPEND adds shapes (creating the object), MOVE re-poses an object, REMOVE
+removes one object (an empty id: all world objects); attaching an object
+without geometry takes it out of the world; detaching puts it back into the
+world at its current pose; REMOVE of an attached object with an empty id
+detaches every object of that link (all links when the link is empty too).
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+
+import numpy as np
+
+from ikdiffuser_ros.collision.world import AllowedCollisionMatrix, AttachedObject, Shape, World, WorldObject
+from ikdiffuser_ros.ros.conversions import (
+    ErrorCode, FrameResolver, JointStateLayout, RequestError, collision_object_shapes, scene_pose_to_matrix,
+)
+
+ADD, REMOVE, APPEND, MOVE = 0, 1, 2, 3
+
+
+@dataclass
+class _Attached:
+    link: str
+    object: WorldObject  # shapes relative to the link
+    touch_links: frozenset
+
+
+class SceneMonitor:
+    """World mirror; see the module docstring. All public methods are thread safe."""
+
+    def __init__(self, robot) -> None:
+        self.robot = robot
+        self.frames = FrameResolver(robot)
+        self.layout = JointStateLayout(robot)
+        self._lock = threading.Lock()
+        self._objects: dict[str, WorldObject] = {}
+        self._attached: dict[str, _Attached] = {}
+        self._acm = AllowedCollisionMatrix()
+        self._q = self.layout.default.copy()
+        self._version = 0
+        self._snapshot: tuple[int, World] | None = None
+        self.updates = 0
+
+    # ------------------------------------------------------------------ reading
+    @property
+    def version(self) -> int:
+        return self._version
+
+    def snapshot(self) -> World:
+        """The current world (do not modify it; a new object is built after each update)."""
+        with self._lock:
+            if self._snapshot is None or self._snapshot[0] != self._version:
+                world = World(
+                    [WorldObject(o.id, list(o.shapes)) for o in self._objects.values()],
+                    [AttachedObject(a.link, WorldObject(a.object.id, list(a.object.shapes)), a.touch_links)
+                     for a in self._attached.values()],
+                    AllowedCollisionMatrix(dict(self._acm.entries), dict(self._acm.default_entries)),
+                )
+                self._snapshot = (self._version, world)
+            return self._snapshot[1]
+
+    def object_ids(self) -> list[str]:
+        with self._lock:
+            return sorted(self._objects)
+
+    def attached_ids(self) -> list[str]:
+        with self._lock:
+            return sorted(self._attached)
+
+    # ------------------------------------------------------------------ helpers (lock held)
+    def _T_frame(self, frame_id: str) -> np.ndarray:
+        frame = self.frames.normalize(frame_id)
+        if frame in self._objects or frame.partition("/")[0] in self._objects:
+            raise RequestError(ErrorCode.FRAME_TRANSFORM_FAILURE,
+                               f"frame {frame!r} is an object frame; stamp collision objects in a robot frame")
+        return self.frames.T_root(frame, self._q)
+
+    def _T_link(self, link: str) -> np.ndarray:
+        return self.frames.T_root(link, self._q)
+
+    def _bump(self) -> None:
+        self._version += 1
+        self.updates += 1
+
+    def _apply_object(self, msg) -> None:
+        op = int.from_bytes(msg.operation, "little") if isinstance(msg.operation, bytes) else int(msg.operation)
+        oid = msg.id
+        if op == REMOVE:
+            if oid:
+                self._objects.pop(oid, None)
+            else:
+                self._objects.clear()
+            return
+        if not oid:
+            raise RequestError(ErrorCode.INVALID_REQUEST, "collision object without an id")
+        if op == MOVE:
+            if oid not in self._objects:
+                raise RequestError(ErrorCode.INVALID_REQUEST, f"MOVE of unknown collision object {oid!r}")
+            old = self._objects[oid]
+            # New pose of the object frame; shapes keep their offset from the old object frame.
+            T_new = self._T_frame(msg.header.frame_id) @ scene_pose_to_matrix(msg.pose, f"object {oid!r}")
+            T_old = getattr(old, "_T_obj", None)
+            delta = T_new @ np.linalg.inv(T_old) if T_old is not None else T_new
+            moved = WorldObject(oid, [_reposed(s, delta @ s.pose) for s in old.shapes])
+            moved._T_obj = T_new  # type: ignore[attr-defined]
+            self._objects[oid] = moved
+            return
+        if op not in (ADD, APPEND):
+            raise RequestError(ErrorCode.INVALID_REQUEST, f"collision object {oid!r}: unknown operation {op}")
+        T_frame = self._T_frame(msg.header.frame_id)
+        shapes = collision_object_shapes(msg, T_frame)
+        if op == APPEND and oid in self._objects:
+            obj = WorldObject(oid, list(self._objects[oid].shapes) + shapes)
+            obj._T_obj = getattr(self._objects[oid], "_T_obj", None)  # type: ignore[attr-defined]
+        else:
+            obj = WorldObject(oid, shapes)
+            obj._T_obj = T_frame @ scene_pose_to_matrix(msg.pose, f"object {oid!r}")  # type: ignore[attr-defined]
+        self._attached.pop(oid, None)
+        self._objects[oid] = obj
+
+    def _apply_attached(self, msg) -> None:
+        obj = msg.object
+        op = int.from_bytes(obj.operation, "little") if isinstance(obj.operation, bytes) else int(obj.operation)
+        link = msg.link_name
+        if op == REMOVE:
+            ids = [obj.id] if obj.id else [k for k, a in self._attached.items() if not link or a.link == link]
+            for oid in ids:
+                att = self._attached.pop(oid, None)
+                if att is None:
+                    continue
+                T = self._T_link(att.link)  # back into the world at its current pose
+                self._objects[oid] = WorldObject(oid, [_reposed(s, T @ s.pose) for s in att.object.shapes])
+            return
+        if link not in self.robot.urdf.links:
+            raise RequestError(ErrorCode.INVALID_LINK_NAME, f"attached object {obj.id!r}: unknown link {link!r}")
+        if not obj.id:
+            raise RequestError(ErrorCode.INVALID_REQUEST, "attached collision object without an id")
+        T_link_root = np.linalg.inv(self._T_link(link))
+        has_geometry = bool(obj.primitives) or bool(obj.meshes)
+        if has_geometry:
+            shapes = collision_object_shapes(obj, T_link_root @ self._T_frame(obj.header.frame_id))
+        elif obj.id in self._objects:  # attach an existing world object
+            shapes = [_reposed(s, T_link_root @ s.pose) for s in self._objects[obj.id].shapes]
+        elif obj.id in self._attached:
+            shapes = list(self._attached[obj.id].object.shapes)
+        else:
+            raise RequestError(ErrorCode.INVALID_REQUEST,
+                               f"attached object {obj.id!r} has no geometry and is not in the world")
+        if op == APPEND and obj.id in self._attached:
+            shapes = list(self._attached[obj.id].object.shapes) + shapes
+        self._objects.pop(obj.id, None)
+        self._attached[obj.id] = _Attached(link, WorldObject(obj.id, shapes), frozenset(msg.touch_links))
+
+    def _apply_acm(self, msg) -> None:
+        acm = AllowedCollisionMatrix.from_message_fields(
+            list(msg.entry_names), [list(e.enabled) for e in msg.entry_values],
+            list(msg.default_entry_names), list(msg.default_entry_values))
+        self._acm = acm
+
+    def _apply_robot_state(self, state, is_diff: bool) -> None:
+        if state.joint_state.name:
+            try:
+                q, _, _ = self.layout.from_joint_state(state.joint_state, self._q, "scene robot state")
+                self._q = q
+            except RequestError:
+                # a scene may carry joints this model does not know (other robots, grippers...): keep known ones
+                for name, value in zip(state.joint_state.name, state.joint_state.position):
+                    if name in self.layout.index and np.isfinite(value):
+                        self._q[self.layout.index[name]] = value
+        if not is_diff:
+            self._attached.clear()
+        for att in state.attached_collision_objects:
+            self._apply_attached(att)
+
+    # ------------------------------------------------------------------ updates
+    def apply_collision_object(self, msg) -> None:
+        """moveit_msgs/CollisionObject. Raises RequestError (nothing changed) on a bad message."""
+        with self._lock:
+            backup = (dict(self._objects), dict(self._attached))
+            try:
+                self._apply_object(msg)
+            except Exception:
+                self._objects, self._attached = backup
+                raise
+            self._bump()
+
+    def apply_attached_collision_object(self, msg) -> None:
+        """moveit_msgs/AttachedCollisionObject."""
+        with self._lock:
+            backup = (dict(self._objects), dict(self._attached))
+            try:
+                self._apply_attached(msg)
+            except Exception:
+                self._objects, self._attached = backup
+                raise
+            self._bump()
+
+    def apply_planning_scene(self, msg) -> None:
+        """moveit_msgs/PlanningScene, full (``is_diff`` false: replaces everything) or a diff.
+
+        All or nothing: a bad part leaves the mirror as it was and raises.
+        """
+        with self._lock:
+            backup = (dict(self._objects), dict(self._attached), self._acm, self._q.copy())
+            try:
+                if not msg.is_diff:
+                    self._objects.clear()
+                    self._acm = AllowedCollisionMatrix()
+                self._apply_robot_state(msg.robot_state, msg.is_diff)
+                for obj in msg.world.collision_objects:
+                    self._apply_object(obj)
+                if msg.allowed_collision_matrix.entry_names or msg.allowed_collision_matrix.default_entry_names \
+                        or not msg.is_diff:
+                    self._apply_acm(msg.allowed_collision_matrix)
+            except Exception:
+                self._objects, self._attached, self._acm, self._q = backup
+                raise
+            self._bump()
+
+    def clear(self) -> None:
+        with self._lock:
+            self._objects.clear()
+            self._attached.clear()
+            self._acm = AllowedCollisionMatrix()
+            self._bump()
+
+
+def _reposed(shape: Shape, pose: np.ndarray) -> Shape:
+    return Shape(shape.kind, shape.dims, pose, shape.vertices, shape.triangles)
