@@ -1,0 +1,1 @@
+"""Pictures of IK solutions (matplotlib, no ROS)."""

@@ -1,0 +1,72 @@
+"""render_solutions writes a PNG; the ``ikdiffuser render`` wiring works with a stand-in solver."""
+from __future__ import annotations
+
+import sys
+import types
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+pytest.importorskip("matplotlib")
+
+from ikdiffuser_ros.collision.world import Shape, World, WorldObject, translation  # noqa: E402
+from ikdiffuser_ros.robots import load_robot  # noqa: E402
+from ikdiffuser_ros.viz.render import random_reachable_target, register, render_solutions  # noqa: E402
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def _random_q(model, n, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    lower, upper = model.limits()
+    return lower + (upper - lower) * torch.rand(n, model.n_joints, generator=g, dtype=torch.float64)
+
+
+def test_render_panda_png(tmp_path):
+    model = load_robot("panda")
+    q = _random_q(model, 6)
+    targets = model.fk(q[0])
+    world = World([WorldObject("table", [Shape.box([0.6, 0.8, 0.04], translation(0.5, 0.0, -0.02))]),
+                   WorldObject("ball", [Shape.sphere(0.05, translation(0.4, 0.3, 0.5))]),
+                   WorldObject("can", [Shape.cylinder(0.2, 0.05, translation(0.4, -0.3, 0.1))])])
+    out = render_solutions(model, q, targets, tmp_path / "img" / "panda.png", "panda test", world=world,
+                           failed=[False] * 5 + [True], subtitle="6 random configurations")
+    data = out.read_bytes()
+    assert data.startswith(PNG_MAGIC) and len(data) > 20_000
+
+
+def test_render_cli_with_stub_solver(tmp_path, monkeypatch):
+    calls = {}
+
+    class StubSolver:
+        def __init__(self, model):
+            self.model = model
+
+        @classmethod
+        def from_checkpoint(cls, path, robot, device="cpu"):
+            calls["checkpoint"] = path
+            return cls(robot)
+
+        def solve(self, targets, num_solutions, random_seed=None, **_):
+            calls["targets"] = targets
+            B, n = targets.shape[0], self.model.n_joints
+            q = _random_q(self.model, num_solutions).reshape(B, num_solutions, n)
+            success = torch.arange(num_solutions).reshape(B, -1) % 2 == 0
+            return SimpleNamespace(q=q, success=success, position_error=torch.full((B, num_solutions), 1e-4),
+                                   rotation_error=torch.full((B, num_solutions), 1e-3),
+                                   num_unique=success.sum(-1))
+
+    monkeypatch.setitem(sys.modules, "ikdiffuser_ros.solver", types.SimpleNamespace(IKDiffuserSolver=StubSolver))
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    register(parser.add_subparsers(dest="command"))
+    out = tmp_path / "panda_solutions.png"
+    args = parser.parse_args(["render", "--robot", "panda", "--checkpoint", "models/panda", "--num-solutions", "8",
+                              "--out", str(out), "--seed", "3"])
+    assert args.func(args) == 0
+    assert out.read_bytes().startswith(PNG_MAGIC)
+    model = load_robot("panda")
+    torch.testing.assert_close(calls["targets"][0], random_reachable_target(model, 3)[1])
+    assert calls["checkpoint"] == "models/panda"
