@@ -120,8 +120,10 @@ def find_checkpoint(robot, model_path: str) -> Path:
 
 def load_solver(robot, path: Path, device: str):
     """IKDiffuserSolver.from_checkpoint, with every failure as StartupError naming the fingerprints."""
-    from ikdiffuser_ros.solver import IKDiffuserSolver
-
+    try:
+        from ikdiffuser_ros.solver import IKDiffuserSolver
+    except ImportError as exc:
+        raise StartupError(f"the solver is not installed ({exc})") from None
     try:
         return IKDiffuserSolver.from_checkpoint(str(path), robot=robot, device=device)
     except (CheckpointError, IKDiffuserError, OSError, ValueError, RuntimeError, KeyError) as exc:

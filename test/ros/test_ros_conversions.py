@@ -1,0 +1,227 @@
+"""Pure conversions of the ROS layer: poses, quaternions, frames, joint states, collision objects,
+the planning-scene mirror and parameter validation (message objects, no node)."""
+from __future__ import annotations
+
+import math
+import threading
+
+import numpy as np
+import pytest
+
+pytestmark = pytest.mark.ros
+
+from geometry_msgs.msg import Pose, PoseStamped  # noqa: E402
+from sensor_msgs.msg import JointState  # noqa: E402
+
+from ikdiffuser_ros.ros.conversions import (  # noqa: E402
+    ErrorCode, FrameResolver, JointStateLayout, RequestError, duration_to_seconds, matrix_to_pose,
+    pose_stamped_to_root, pose_to_matrix, rigid_offsets,
+)
+from ikdiffuser_ros.ros.params import NodeConfig, parse_groups, validate, validate_all  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def baxter():
+    from ikdiffuser_ros.robots import load_robot
+
+    return load_robot("baxter")
+
+
+def _pose(x=0.1, y=0.2, z=0.3, q=(0.0, 0.0, 0.0, 1.0)):
+    p = Pose()
+    p.position.x, p.position.y, p.position.z = x, y, z
+    p.orientation.x, p.orientation.y, p.orientation.z, p.orientation.w = q
+    return p
+
+
+def test_pose_round_trip():
+    T = pose_to_matrix(_pose(q=(0.0, 0.0, math.sin(0.3), math.cos(0.3))))
+    assert np.allclose(T[:3, 3], [0.1, 0.2, 0.3])
+    assert np.allclose(T[:3, :3] @ T[:3, :3].T, np.eye(3))
+    assert np.allclose(pose_to_matrix(matrix_to_pose(T)), T)
+
+
+def test_near_unit_quaternion_is_normalized():
+    T = pose_to_matrix(_pose(q=(0.0, 0.0, 0.0, 1.05)))
+    assert np.allclose(T[:3, :3], np.eye(3))
+
+
+@pytest.mark.parametrize("q", [(0, 0, 0, 0), (0, 0, 0, 2.0), (0.5, 0.5, 0.5, 0.1), (math.nan, 0, 0, 1), (0, 0, 0, math.inf)])
+def test_bad_quaternions_are_rejected(q):
+    with pytest.raises(RequestError) as info:
+        pose_to_matrix(_pose(q=q))
+    assert info.value.code == ErrorCode.INVALID_GOAL
+    assert "quaternion" in info.value.message
+
+
+@pytest.mark.parametrize("xyz", [(math.nan, 0, 0), (0, math.inf, 0), (0, 0, -math.inf)])
+def test_non_finite_positions_are_rejected(xyz):
+    with pytest.raises(RequestError) as info:
+        pose_to_matrix(_pose(*xyz))
+    assert info.value.code == ErrorCode.INVALID_GOAL
+
+
+def test_frames(baxter):
+    frames = FrameResolver(baxter)
+    msg = PoseStamped(pose=_pose())
+    T_root = pose_stamped_to_root(msg, frames)
+    msg.header.frame_id = baxter.root_frame
+    assert np.allclose(pose_stamped_to_root(msg, frames), T_root)
+    msg.header.frame_id = "torso"  # a link: placed by FK at the default state
+    T_torso = baxter.fk_links(baxter.default_positions(), ["torso"])[0].numpy()
+    assert np.allclose(pose_stamped_to_root(msg, frames), T_torso @ T_root)
+    msg.header.frame_id = "no_such_frame"
+    with pytest.raises(RequestError) as info:
+        pose_stamped_to_root(msg, frames)
+    assert info.value.code == ErrorCode.FRAME_TRANSFORM_FAILURE
+
+
+def test_joint_state_layout(baxter):
+    layout = JointStateLayout(baxter)
+    js = JointState(name=["left_s0", "head_pan"], position=[0.3, 0.1])
+    q, passive, _ = layout.from_joint_state(js)
+    assert q[baxter.index_of("left_s0")] == pytest.approx(0.3)
+    assert passive == {"head_pan": pytest.approx(0.1)}
+    for bad, code in [(JointState(name=["nope"], position=[0.0]), ErrorCode.INVALID_ROBOT_STATE),
+                      (JointState(name=["left_s0"], position=[]), ErrorCode.INVALID_ROBOT_STATE),
+                      (JointState(name=["left_s0"], position=[math.nan]), ErrorCode.INVALID_ROBOT_STATE)]:
+        with pytest.raises(RequestError) as info:
+            layout.from_joint_state(bad)
+        assert info.value.code == code
+    js_out, _ = layout.to_joint_state(q, passive)
+    assert set(baxter.joint_names) <= set(js_out.name) and "head_pan" in js_out.name
+
+
+def test_rigid_offsets(baxter):
+    tips = rigid_offsets(baxter)
+    assert tips["left_gripper"][0] == "left_gripper" and np.allclose(tips["left_gripper"][1], np.eye(4))
+    # left_hand_link is rigidly attached to left_gripper (fixed joints after left_w2)
+    ee, T = tips["left_hand_link"]
+    assert ee == "left_gripper" and T.shape == (4, 4)
+    assert "left_lower_forearm" not in tips
+
+
+def test_duration():
+    from builtin_interfaces.msg import Duration
+
+    assert duration_to_seconds(Duration(sec=1, nanosec=500_000_000)) == pytest.approx(1.5)
+    assert duration_to_seconds(Duration(sec=-1, nanosec=0)) < 0
+
+
+# ---------------------------------------------------------------------- scene mirror
+def _box(oid, xyz, size=(0.2, 0.2, 0.2), frame="", op=0):
+    from moveit_msgs.msg import CollisionObject
+    from shape_msgs.msg import SolidPrimitive
+
+    obj = CollisionObject()
+    obj.id = oid
+    obj.header.frame_id = frame
+    obj.pose.orientation.w = 1.0
+    obj.pose.position.x, obj.pose.position.y, obj.pose.position.z = xyz
+    obj.primitives = [SolidPrimitive(type=SolidPrimitive.BOX, dimensions=list(size))]
+    obj.primitive_poses = [_pose(0, 0, 0)]
+    obj.operation = bytes([op]) if isinstance(CollisionObject().operation, bytes) else op
+    return obj
+
+
+def test_scene_monitor_objects_and_snapshots(baxter):
+    from moveit_msgs.msg import AttachedCollisionObject, PlanningScene
+
+    from ikdiffuser_ros.ros.scene_monitor import SceneMonitor
+
+    scene = SceneMonitor(baxter)
+    scene.apply_collision_object(_box("table", (0.8, 0.0, -0.3), (1.0, 1.0, 0.05)))
+    snap = scene.snapshot()
+    assert snap.object_ids() == ["table"]
+    assert np.allclose(snap.get("table").shapes[0].pose[:3, 3], [0.8, 0.0, -0.3])
+    # a cylinder stamped in a link frame is placed by FK
+    from moveit_msgs.msg import CollisionObject
+    from shape_msgs.msg import SolidPrimitive
+
+    cyl = _box("cyl", (0.0, 0.0, 0.1), frame="torso")
+    cyl.primitives = [SolidPrimitive(type=SolidPrimitive.CYLINDER, dimensions=[0.2, 0.05])]
+    scene.apply_collision_object(cyl)
+    T_torso = baxter.fk_links(baxter.default_positions(), ["torso"])[0].numpy()
+    assert np.allclose(scene.snapshot().get("cyl").shapes[0].pose[:3, 3], (T_torso @ [0, 0, 0.1, 1])[:3])
+    assert snap.object_ids() == ["table"], "an old snapshot must not change"
+    # a bad message is refused and changes nothing
+    with pytest.raises(RequestError):
+        scene.apply_collision_object(_box("bad", (0, 0, 0), frame="no_such_frame"))
+    assert scene.object_ids() == ["cyl", "table"]
+    # attach the table-less box to the left gripper, then detach it back into the world
+    att = AttachedCollisionObject(link_name="left_gripper", touch_links=["left_hand_link"])
+    att.object = _box("held", (0.0, 0.0, 0.05), (0.04, 0.04, 0.04), frame="left_gripper")
+    scene.apply_attached_collision_object(att)
+    w = scene.snapshot()
+    assert [a.object.id for a in w.attached] == ["held"] and w.attached[0].touch_links == {"left_hand_link"}
+    assert np.allclose(w.attached[0].object.shapes[0].pose[:3, 3], [0, 0, 0.05])
+    detach = AttachedCollisionObject(link_name="left_gripper")
+    detach.object.id = "held"
+    detach.object.operation = bytes([1]) if isinstance(CollisionObject().operation, bytes) else 1
+    scene.apply_attached_collision_object(detach)
+    assert "held" in scene.object_ids() and not scene.snapshot().attached
+    # REMOVE, then a full scene replaces everything; a diff adds; the ACM is mirrored
+    remove = _box("cyl", (0, 0, 0), op=1)
+    scene.apply_collision_object(remove)
+    assert "cyl" not in scene.object_ids()
+    full = PlanningScene(is_diff=False)
+    full.world.collision_objects = [_box("a", (1.0, 0, 0))]
+    full.allowed_collision_matrix.entry_names = ["a", "torso"]
+    from moveit_msgs.msg import AllowedCollisionEntry
+
+    full.allowed_collision_matrix.entry_values = [AllowedCollisionEntry(enabled=[False, True]),
+                                                  AllowedCollisionEntry(enabled=[True, False])]
+    scene.apply_planning_scene(full)
+    assert scene.object_ids() == ["a"]
+    assert scene.snapshot().acm.allowed("a", "torso")
+    diff = PlanningScene(is_diff=True)
+    diff.world.collision_objects = [_box("b", (1.0, 1.0, 0))]
+    scene.apply_planning_scene(diff)
+    assert scene.object_ids() == ["a", "b"] and scene.snapshot().acm.allowed("a", "torso")
+
+
+def test_scene_monitor_concurrent_updates(baxter):
+    """Snapshots taken while another thread updates are always consistent Worlds."""
+    from ikdiffuser_ros.ros.scene_monitor import SceneMonitor
+
+    scene = SceneMonitor(baxter)
+    stop = threading.Event()
+    errors = []
+
+    def writer():
+        i = 0
+        while not stop.is_set():
+            scene.apply_collision_object(_box(f"o{i % 5}", (1.0 + 0.01 * i, 0, 0)))
+            i += 1
+
+    t = threading.Thread(target=writer)
+    t.start()
+    try:
+        for _ in range(200):
+            w = scene.snapshot()
+            ids = w.object_ids()
+            if len(ids) != len(set(ids)) or any(len(o.shapes) != 1 for o in w.objects):
+                errors.append(ids)
+    finally:
+        stop.set()
+        t.join()
+    assert not errors
+
+
+# ---------------------------------------------------------------------- parameters
+def test_parameter_validation():
+    assert validate("default_num_solutions", 32) is None
+    assert "outside" in validate("default_num_solutions", 0)
+    assert "outside" in validate("position_tolerance", -1.0)
+    assert "finite" in validate("rotation_tolerance", math.nan)
+    assert "must be a" in validate("max_batch_size", "big")
+    assert "cpu, cuda" in validate("device", "tpu")
+    assert validate("device", "cuda:1") is None
+    assert "one of" in validate("sampler", "euler")
+    assert "expected" in validate("groups", ["left_arm"])
+    assert parse_groups(["both:l, r", "left:l"]) == {"both": ("l", "r"), "left": ("l",)}
+    cfg = NodeConfig(default_num_solutions=600, max_num_solutions=512)
+    assert "exceeds" in validate_all(cfg)
+    assert validate_all(NodeConfig()) is None
+    for name in NodeConfig.names():
+        assert NodeConfig.meta(name)["description"], name
