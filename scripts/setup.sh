@@ -142,11 +142,12 @@ else
   if stamp_ok colcon-test-ws "$ti_hash" && [ -f test_ws/install/moveit_msgs/share/moveit_msgs/package.xml ]; then
     log "test_ws/install (moveit_msgs, octomap_msgs, object_recognition_msgs) up to date"
   else
+    # unoptimised: test-only messages, and the generated code compiles much faster at -O0
     log "colcon build: test/interfaces -> test_ws/install (a few minutes the first time)"
     colcon --log-base test_ws/log build --base-paths "$ROOT/test/interfaces" \
         --build-base test_ws/build --install-base test_ws/install \
         --event-handlers parallel_status- \
-        --cmake-args "${CMAKE_ARGS[@]}"
+        --cmake-args "${CMAKE_ARGS[@]/-DCMAKE_BUILD_TYPE=Release/-DCMAKE_BUILD_TYPE=}"
     stamp_write colcon-test-ws "$ti_hash"
   fi
 fi
