@@ -250,7 +250,8 @@ class CollisionChecker:
                 raise InvalidRequestError(f"object {att.object.id!r} is attached to unknown link {att.link!r}")
             pad = self._pad_of.get(att.link, 0.0) if padded else 0.0
             for shape in att.object.shapes:
-                geom, center, half = _world_shape_geometry(shape, pad)
+                geom, center, half = self._mesh_geometry(shape, pad) if shape.kind == "mesh" else \
+                    _world_shape_geometry(shape, pad)
                 bodies.append(_Body(att.object.id, att.link, shape.pose, fcl.CollisionObject(geom, fcl.Transform()),
                                     center, half, shape.kind == "sphere", att))
         return bodies
@@ -301,10 +302,15 @@ class CollisionChecker:
         return out
 
     # ------------------------------------------------------------------ geometry per configuration
-    def _link_poses(self, q, links: list[str]) -> np.ndarray:
-        q = torch.as_tensor(q, dtype=torch.float64)
+    def _as_q(self, q) -> torch.Tensor:
+        """(M, n) float64 CPU tensor, or InvalidRequestError."""
+        q = torch.as_tensor(q).detach().to(device="cpu", dtype=torch.float64)
         if q.ndim != 2 or q.shape[1] != self.model.n_joints:
             raise InvalidRequestError(f"q must be (M, {self.model.n_joints}), got {tuple(q.shape)}")
+        return q
+
+    def _link_poses(self, q, links: list[str]) -> np.ndarray:
+        q = self._as_q(q)
         with torch.no_grad():
             return self.model.fk_links(q, links).numpy()
 
@@ -323,13 +329,22 @@ class CollisionChecker:
             h[:, sphere] = half[sphere]
         return c, h + _AABB_EPS
 
-    def _prepare(self, q, world: World | None, padded: bool):
+    def _fk(self, q, world: World | None) -> tuple[dict[str, int], np.ndarray]:
+        """One FK call for every link carrying geometry or an attached object: (link -> index, (M, L, 4, 4))."""
+        links = list(self.geometry_links)
+        if world is not None:
+            for att in world.attached:
+                if att.link not in self.model.urdf.links:
+                    raise InvalidRequestError(f"object {att.object.id!r} is attached to unknown link {att.link!r}")
+                links.append(att.link)
+        links = list(dict.fromkeys(links))
+        return {name: i for i, name in enumerate(links)}, self._link_poses(q, links)
+
+    def _prepare(self, q, world: World | None, padded: bool, fk=None):
         bodies = self.padded_bodies if padded else self.bodies
         n_link = len(bodies)
         bodies = bodies + self._attached_bodies(world, padded)
-        links = list(dict.fromkeys(b.link for b in bodies))
-        index = {name: i for i, name in enumerate(links)}
-        T_links = self._link_poses(q, links)
+        index, T_links = fk if fk is not None else self._fk(q, world)
         link_index = np.array([index[b.link] for b in bodies], dtype=np.int64)
         T_local = np.stack([b.T_link_shape for b in bodies]) if bodies else np.zeros((0, 4, 4))
         T = self._shape_poses(T_links, link_index, T_local)
@@ -339,12 +354,26 @@ class CollisionChecker:
         c, h = self._aabbs(T, center, half, sphere)
         return bodies, n_link, T, c, h
 
+    def _mesh_geometry(self, shape: Shape, pad: float):
+        """BVH of a world/attached mesh shape, cached by content (scenes are re-sent unchanged)."""
+        import hashlib
+
+        digest = hashlib.sha1(shape.vertices.tobytes() + shape.triangles.tobytes()).hexdigest()
+        key = ("world-mesh", digest, pad)
+        if key not in self._bvh_cache:
+            if len(self._bvh_cache) > 256:  # keep the robot's own meshes, drop old scene meshes
+                for k in [k for k in self._bvh_cache if k[0] == "world-mesh"]:
+                    del self._bvh_cache[k]
+            self._bvh_cache[key] = _world_shape_geometry(shape, pad)
+        return self._bvh_cache[key]
+
     def _world_bodies(self, world: World | None):
         """World objects as (ids, fcl objects, AABB centre (W, 3), half (W, 3))."""
         ids, objs, cs, hs = [], [], [], []
         if world is not None:
             for object_id, shape in world.iter_world_shapes():
-                geom, center, half = _world_shape_geometry(shape)
+                geom, center, half = self._mesh_geometry(shape, 0.0) if shape.kind == "mesh" else \
+                    _world_shape_geometry(shape)
                 R, t = shape.pose[:3, :3], shape.pose[:3, 3]
                 ids.append(object_id)
                 objs.append(fcl.CollisionObject(geom, fcl.Transform(R, t)))
@@ -369,8 +398,8 @@ class CollisionChecker:
         Returns:
             :class:`CollisionReport` with (M,) bool arrays and named pairs.
         """
-        q = torch.as_tensor(q, dtype=torch.float64)
-        M = q.shape[0] if q.ndim == 2 else -1
+        q = self._as_q(q)
+        M = q.shape[0]
         acm = world.acm if world is not None else None
         self_hit = np.zeros(M, dtype=bool)
         world_hit = np.zeros(M, dtype=bool)
@@ -378,8 +407,9 @@ class CollisionChecker:
         request = fcl.CollisionRequest(num_max_contacts=1, enable_contact=False)
         max_pairs = max(int(max_pairs), 1)
 
+        fk = self._fk(q, world)
         if self_collision:
-            bodies, n_link, T, c, h = self._prepare(q, world, padded=False)
+            bodies, n_link, T, c, h = self._prepare(q, world, padded=False, fk=fk)
             ii, jj = self._self_body_pairs(bodies, n_link, acm)
             if len(ii):
                 overlap = np.all(np.abs(c[:, ii] - c[:, jj]) <= h[:, ii] + h[:, jj], axis=-1)  # (M, P)
@@ -405,7 +435,7 @@ class CollisionChecker:
 
         w_ids, w_objs, wc, wh = self._world_bodies(world)
         if w_ids:
-            bodies, _, T, c, h = self._prepare(q, world, padded=True)
+            bodies, _, T, c, h = self._prepare(q, world, padded=True, fk=fk)
             ii, jj = [], []
             for i, body in enumerate(bodies):
                 for j, object_id in enumerate(w_ids):
@@ -448,15 +478,16 @@ class CollisionChecker:
             The distance is 0 where a checked pair is in contact or penetrating,
             ``inf`` where nothing is checked. Pairs are pruned with an AABB lower bound.
         """
-        q = torch.as_tensor(q, dtype=torch.float64)
+        q = self._as_q(q)
         M = q.shape[0]
         acm = world.acm if world is not None else None
         best = np.full(M, np.inf)
         closest: list = [None] * M
-        jobs = []  # (bodies_a, T_a, objs_b or None, ii, jj, lower (M, P), names)
+        jobs = []  # (bodies_a, T_a, bodies_b or None, ii, jj, lower (M, P), world objects, world ids)
+        fk = self._fk(q, world)
         w_ids, w_objs, wc, wh = self._world_bodies(world)
         if w_ids:
-            bodies, _, T, c, h = self._prepare(q, world, padded=True)
+            bodies, _, T, c, h = self._prepare(q, world, padded=True, fk=fk)
             ii = np.array([i for i in range(len(bodies)) for j in range(len(w_ids))
                            if acm is None or not acm.allowed(bodies[i].owner, w_ids[j])], dtype=np.int64)
             jj = np.array([j for i in range(len(bodies)) for j in range(len(w_ids))
@@ -466,7 +497,7 @@ class CollisionChecker:
                 lower = np.linalg.norm(np.maximum(gap, 0.0), axis=-1)
                 jobs.append((bodies, T, None, ii, jj, lower, w_objs, w_ids))
         if include_self:
-            bodies, n_link, T, c, h = self._prepare(q, world, padded=False)
+            bodies, n_link, T, c, h = self._prepare(q, world, padded=False, fk=fk)
             ii, jj = self._self_body_pairs(bodies, n_link, acm)
             if len(ii):
                 gap = np.abs(c[:, ii] - c[:, jj]) - h[:, ii] - h[:, jj]
