@@ -37,6 +37,10 @@ Which pairs are checked (MoveIt semantics, see docs/moveit notes §1, §3):
 * link or attached object - world object: the ACM decides. World collision.
 * world - world: never checked.
 
+Queries are serialised by a lock (they move shared FCL objects); BVH meshes are
+surface models, so a small object wholly inside a link mesh is not reported
+(as in MoveIt).
+
 Padding (``moveit_msgs/LinkPadding``): like MoveIt's ``PlanningScene``, the
 padded robot is used against the world and the unpadded robot for self
 collision. Primitives grow by the padding (box/cylinder length by twice),
@@ -45,7 +49,8 @@ mesh vertices move outward along their vertex normals.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import threading
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -203,6 +208,7 @@ class CollisionChecker:
         self.adjacent = self._adjacent_pairs()
         self.disabled = frozenset(model.srdf.disabled_collisions) if model.srdf is not None else frozenset()
         self._self_pair_cache: tuple | None = None
+        self._lock = threading.RLock()  # queries move the shared FCL objects: one query at a time
 
     # ------------------------------------------------------------------ construction
     def _link_body(self, link: str, g, pad: float) -> _Body:
@@ -398,7 +404,10 @@ class CollisionChecker:
         Returns:
             :class:`CollisionReport` with (M,) bool arrays and named pairs.
         """
-        q = self._as_q(q)
+        with self._lock:
+            return self._check(self._as_q(q), world, self_collision, max_pairs)
+
+    def _check(self, q: torch.Tensor, world: World | None, self_collision: bool, max_pairs: int) -> CollisionReport:
         M = q.shape[0]
         acm = world.acm if world is not None else None
         self_hit = np.zeros(M, dtype=bool)
@@ -478,7 +487,10 @@ class CollisionChecker:
             The distance is 0 where a checked pair is in contact or penetrating,
             ``inf`` where nothing is checked. Pairs are pruned with an AABB lower bound.
         """
-        q = self._as_q(q)
+        with self._lock:
+            return self._min_distance(self._as_q(q), world, include_self)
+
+    def _min_distance(self, q: torch.Tensor, world: World | None, include_self: bool):
         M = q.shape[0]
         acm = world.acm if world is not None else None
         best = np.full(M, np.inf)

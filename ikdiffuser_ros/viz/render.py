@@ -71,7 +71,8 @@ def _shape_lines(shape) -> list[np.ndarray]:
         if top_r > 0:
             lines.append(_circle(top_r, h / 2, T))
         for a in np.linspace(0, 2 * np.pi, 4, endpoint=False):
-            p = np.array([[r * math.cos(a), r * math.sin(a), -h / 2], [top_r * math.cos(a), top_r * math.sin(a), h / 2]])
+            p = np.array([[r * math.cos(a), r * math.sin(a), -h / 2],
+                          [top_r * math.cos(a), top_r * math.sin(a), h / 2]])
             lines.append(p @ T[:3, :3].T + T[:3, 3])
         return lines
     # mesh: its edges (subsampled)
