@@ -152,7 +152,7 @@ def render_solutions(model, q, targets=None, path: str | Path = "solutions.png",
     import matplotlib.pyplot as plt
     from mpl_toolkits.mplot3d.art3d import Line3DCollection, Poly3DCollection
 
-    q = torch.as_tensor(q, dtype=torch.float64)
+    q = torch.as_tensor(q).detach().to(device="cpu", dtype=torch.float64)
     if q.ndim == 1:
         q = q[None]
     N = q.shape[0]
@@ -291,18 +291,32 @@ def register(subparsers) -> None:
     p.add_argument("--seed", type=int, default=0, help="seeds the target and the sampler")
     p.add_argument("--device", default="cpu")
     p.add_argument("--all", action="store_true", help="also draw the unsuccessful solutions (in red)")
+    p.add_argument("--no-collision-check", action="store_true",
+                   help="skip counting the drawn solutions in self collision (exact FCL check)")
     p.add_argument("--elev", type=float, default=22.0)
     p.add_argument("--azim", type=float, default=-60.0)
     p.set_defaults(func=_main)
 
 
-def random_reachable_target(model, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    """(q (n,), targets (E, 4, 4)) from the FK of a seeded uniform configuration within the limits."""
+def random_reachable_target(model, seed: int = 0, collision_free: bool = True,
+                            tries: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
+    """(q (n,), targets (E, 4, 4)) from the FK of a seeded uniform configuration within the limits.
+
+    With ``collision_free`` the first of ``tries`` draws that is free of self collision
+    (exact FCL check) is used, so the target is not folded into the robot's own body.
+    """
     generator = torch.Generator().manual_seed(seed)
     lower, upper = model.limits()
-    q = lower + (upper - lower) * torch.rand(model.n_joints, generator=generator, dtype=torch.float64)
+    q = lower + (upper - lower) * torch.rand(tries if collision_free else 1, model.n_joints, generator=generator,
+                                             dtype=torch.float64)
+    index = 0
+    if collision_free:
+        from ikdiffuser_ros.collision.fcl_checker import CollisionChecker
+
+        free = CollisionChecker(model).check(q, max_pairs=1).free
+        index = int(np.flatnonzero(free)[0]) if free.any() else 0
     with torch.no_grad():
-        return q, model.fk(q)
+        return q[index], model.fk(q[index])
 
 
 def _main(args) -> int:
@@ -319,10 +333,10 @@ def _main(args) -> int:
     _, targets = random_reachable_target(model, args.seed)
     solver = IKDiffuserSolver.from_checkpoint(args.checkpoint, robot=model, device=args.device)
     result = solver.solve(targets[None], num_solutions=args.num_solutions, random_seed=args.seed)
-    q = torch.as_tensor(result.q)[0]
-    success = torch.as_tensor(result.success)[0].bool()
-    pos = torch.as_tensor(result.position_error)[0][success]
-    rot = torch.as_tensor(result.rotation_error)[0][success]
+    q = torch.as_tensor(result.q)[0].cpu()
+    success = torch.as_tensor(result.success)[0].bool().cpu()
+    pos = torch.as_tensor(result.position_error)[0].cpu()[success]
+    rot = torch.as_tensor(result.rotation_error)[0].cpu()[success]
     n_ok = int(success.sum())
     if args.all:
         drawn, failed = q, ~success
@@ -335,6 +349,11 @@ def _main(args) -> int:
     if n_ok:
         subtitle += (f", median error {1000 * float(pos.median()):.2f} mm / {math.degrees(float(rot.median())):.2f}°"
                      f", {int(torch.as_tensor(result.num_unique)[0])} distinct")
+    if not args.no_collision_check:
+        from ikdiffuser_ros.collision.fcl_checker import CollisionChecker
+
+        colliding = int(CollisionChecker(model).check(drawn).self_collision.sum())
+        subtitle += f"; {colliding} of {len(drawn)} drawn in self collision (FCL)"
     out = args.out or f"docs/img/{args.robot}_solutions.png"
     render_solutions(model, drawn, targets, out, title=f"{args.robot}: IK solutions for one target pose",
                      failed=failed, view=(args.elev, args.azim), subtitle=subtitle)
