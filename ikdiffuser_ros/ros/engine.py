@@ -101,7 +101,7 @@ class IKEngine:
         return set(sig.parameters)
 
     def _call_solver(self, T: np.ndarray, mask: np.ndarray, pos_only: np.ndarray, num: int, seed,
-                     objectives: dict, world, random_seed: int) -> np.ndarray:
+                     objectives: dict, world, random_seed: int, deadline: float = math.inf) -> np.ndarray:
         """One solver call: (B, E, 4, 4) targets -> (B, num, n) float64 joint values."""
         cfg = self.config
         kwargs = dict(
@@ -110,6 +110,8 @@ class IKEngine:
             world=world, refine=cfg.refine, sampler=cfg.sampler, steps=cfg.sampler_steps or None,
             random_seed=int(random_seed),
         )
+        if math.isfinite(deadline):  # the solver stops refining when the budget is spent
+            kwargs["timeout"] = max(deadline - time.monotonic(), 1e-3)
         if self._solve_params is not None:
             kwargs = {k: v for k, v in kwargs.items() if k in self._solve_params}
         result = self.solver.solve(torch.as_tensor(T, dtype=torch.float64), **kwargs)
@@ -202,7 +204,7 @@ class IKEngine:
                 for c in range(calls_per_target):
                     num = min(per_call, n_sample - c * per_call)
                     q = self._call_solver(T, mask, pos_only, num, opts.seed, objectives, guide_world,
-                                          (base_seed + 7919 * call_index) % (2**62))
+                                          (base_seed + 7919 * call_index) % (2**62), opts.deadline)
                     call_index += 1
                     for j, i in enumerate(chunk):
                         qi = q[j]

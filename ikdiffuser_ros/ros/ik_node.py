@@ -358,7 +358,9 @@ class IKDiffuserNode(Node):
             self.engine.get_ik_solutions(request, response, world)
         except Exception as exc:  # noqa: BLE001 - never let an exception escape the callback
             code, message = error_from_exception(exc)
-            self.get_logger().error(f"get_ik_solutions: {message}")
+            import traceback
+
+            self.get_logger().error(f"get_ik_solutions: {message}\n{traceback.format_exc()}")
             response.error_code, response.message = int(code), message
             response.results = []
         with self._stats_lock:
