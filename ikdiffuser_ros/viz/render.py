@@ -347,7 +347,7 @@ def _main(args) -> int:
         return 1
     subtitle = f"{n_ok}/{args.num_solutions} successful"
     if n_ok:
-        subtitle += (f", median error {1000 * float(pos.median()):.2f} mm / {math.degrees(float(rot.median())):.2f}°"
+        subtitle += (f", median error {1000 * float(pos.median()):.3g} mm / {math.degrees(float(rot.median())):.3g}°"
                      f", {int(torch.as_tensor(result.num_unique)[0])} distinct")
     if not args.no_collision_check:
         from ikdiffuser_ros.collision.fcl_checker import CollisionChecker
