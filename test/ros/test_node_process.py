@@ -1,0 +1,134 @@
+"""The installed ``ikdiffuser_node`` executable (install/ikdiffuser_ros/lib/ikdiffuser_ros/) as a process:
+robot description from the transient-local topics, a real service call, a clean SIGINT exit, and
+start-up failures (wrong / missing / corrupt model, bad parameter) exiting non-zero with one clear
+message naming the fingerprints."""
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+pytestmark = pytest.mark.ros
+
+import rclpy  # noqa: E402
+from rclpy.executors import SingleThreadedExecutor  # noqa: E402
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy  # noqa: E402
+
+from ik_helpers import installed_executable, pose_stamped, run_installed, spin_until, train_tiny  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def tiny_baxter(tmp_path_factory):
+    return train_tiny("baxter", tmp_path_factory.getbasetemp() / "tiny_baxter")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _installed():
+    if not installed_executable().is_file():
+        pytest.skip("install tree missing: run `make setup`")
+
+
+def _args(**params) -> list[str]:
+    out = ["--ros-args", "-r", "__node:=ikd_proc_node"]
+    for k, v in params.items():
+        out += ["-p", f"{k}:={v}"]
+    return out
+
+
+def test_topic_description_service_call_and_sigint(ros_context, tiny_baxter):
+    from std_msgs.msg import String
+
+    from ikdiffuser_ros.msg import IKTarget
+    from ikdiffuser_ros.robots import robot_config
+    from ikdiffuser_ros.srv import GetIKSolutions
+
+    cfg = robot_config("baxter")
+    node = rclpy.create_node("ikd_description_publisher", context=ros_context)
+    qos = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+    # relative topic names, resolved in the node's namespace (here /), as MoveIt does
+    node.create_publisher(String, "robot_description", qos).publish(String(data=cfg.urdf_text()))
+    node.create_publisher(String, "robot_description_semantic", qos).publish(String(data=cfg.srdf_texts()[0]))
+    executor = SingleThreadedExecutor(context=ros_context)
+    executor.add_node(node)
+    proc = subprocess.Popen([sys.executable, str(installed_executable()),
+                             *_args(model_path=str(tiny_baxter), robot_description_timeout=30.0)],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        client = node.create_client(GetIKSolutions, "/ikd_proc_node/get_ik_solutions")
+        deadline = time.monotonic() + 90
+        while not client.service_is_ready() and time.monotonic() < deadline and proc.poll() is None:
+            executor.spin_once(timeout_sec=0.1)
+        assert client.service_is_ready(), "the node did not come up"
+        robot = cfg.load()
+        q = robot.default_positions().clone()
+        q[robot.index_of("left_e1")] = 1.0
+        T = robot.fk(q).numpy()
+        req = GetIKSolutions.Request(num_solutions=8, random_seed=0)
+        req.targets = [IKTarget(link_names=["left_gripper", "right_gripper"],
+                                poses=[pose_stamped(T[0]), pose_stamped(T[1])])]
+        res = spin_until(executor, client.call_async(req), 60)
+        assert res.error_code == 1, res.message
+        assert res.results[0].num_solutions > 0
+        assert max(res.results[0].position_errors) <= 0.005
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=30)
+        assert proc.returncode == 0, out
+        assert "robot_description received on its topic" in out
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+        executor.shutdown()
+        node.destroy_node()
+
+
+def _fingerprint() -> str:
+    from ikdiffuser_ros.robots import load_robot
+
+    return load_robot("baxter").fingerprint()
+
+
+def test_wrong_model_fingerprint(tiny_baxter, tmp_path):
+    wrong = tmp_path / "wrong_model"
+    shutil.copytree(tiny_baxter, wrong)
+    card = json.loads((wrong / "card.json").read_text())
+    card["robot"]["fingerprint"] = "0123456789abcdef"
+    (wrong / "card.json").write_text(json.dumps(card))
+    res = run_installed(_args(robot="baxter", robot_description_timeout=0.0, model_path=str(wrong)))
+    assert res.returncode != 0
+    err = res.stdout + res.stderr
+    assert "0123456789abcdef" in err and _fingerprint() in err, err
+    assert err.count("[ERROR]") == 1 and "Traceback" not in err, err
+
+
+def test_no_matching_checkpoint_lists_what_was_tried():
+    # a model for the left arm only: no checkpoint in models/ matches its fingerprint
+    res = run_installed(_args(robot="baxter", robot_description_timeout=0.0, end_effectors="[left_gripper]"))
+    assert res.returncode != 0
+    err = res.stdout + res.stderr
+    assert "no checkpoint for robot 'baxter' with fingerprint" in err and "tried" in err, err
+    assert "Traceback" not in err
+
+
+def test_corrupt_weights(tiny_baxter, tmp_path):
+    bad = tmp_path / "corrupt_model"
+    shutil.copytree(tiny_baxter, bad)
+    (bad / "model.safetensors").write_bytes(b"not a safetensors file")
+    res = run_installed(_args(robot="baxter", robot_description_timeout=0.0, model_path=str(bad)))
+    assert res.returncode != 0
+    err = res.stdout + res.stderr
+    assert "corrupt" in err and _fingerprint() in err and "Traceback" not in err, err
+
+
+def test_bad_parameter_is_refused_with_a_reason(tiny_baxter):
+    res = run_installed(_args(robot="baxter", robot_description_timeout=0.0, model_path=str(tiny_baxter),
+                              default_num_solutions=0))
+    assert res.returncode != 0
+    err = res.stdout + res.stderr
+    assert "default_num_solutions" in err and "Traceback" not in err, err
