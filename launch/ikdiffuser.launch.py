@@ -1,0 +1,59 @@
+"""Launch ikdiffuser_node for one robot.
+
+    ros2 launch ikdiffuser_ros ikdiffuser.launch.py robot:=baxter [params_file:=...] [device:=cuda]
+
+The robot description (URDF and SRDF, xacro expanded) comes from
+config/robots/<robot>.yaml and is passed as the robot_description /
+robot_description_semantic parameters; the node parameters come from
+config/<robot>.yaml. In a MoveIt setup, drop the description parameters and
+the node reads the robot_description topics published by robot_state_publisher
+and move_group instead.
+"""
+from __future__ import annotations
+
+import os
+
+from launch import LaunchDescription
+from launch.actions import DeclareLaunchArgument, OpaqueFunction
+from launch.substitutions import LaunchConfiguration
+from launch_ros.actions import Node
+
+
+def _share() -> str:
+    try:
+        from ament_index_python.packages import get_package_share_directory
+
+        return get_package_share_directory("ikdiffuser_ros")
+    except Exception:  # running from a source checkout
+        return os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _node(context):
+    from ikdiffuser_ros.robots import robot_config
+
+    robot = LaunchConfiguration("robot").perform(context)
+    params_file = LaunchConfiguration("params_file").perform(context) or os.path.join(
+        _share(), "config", f"{robot}.yaml")
+    cfg = robot_config(robot)
+    description = {
+        "robot_description": cfg.urdf_text(),
+        "robot_description_semantic": "\n".join(cfg.srdf_texts()[:1]),
+    }
+    overrides = {"device": LaunchConfiguration("device").perform(context)}
+    model_path = LaunchConfiguration("model_path").perform(context)
+    if model_path:
+        overrides["model_path"] = model_path
+    return [Node(package="ikdiffuser_ros", executable="ikdiffuser_node", name="ikdiffuser_node", output="screen",
+                 parameters=[params_file, description, overrides])]
+
+
+def generate_launch_description() -> LaunchDescription:
+    return LaunchDescription([
+        DeclareLaunchArgument("robot", default_value="baxter", description="robot in config/robots"),
+        DeclareLaunchArgument("params_file", default_value="", description="node parameters (default "
+                              "config/<robot>.yaml)"),
+        DeclareLaunchArgument("device", default_value="cpu", description="cpu, cuda or cuda:<index>"),
+        DeclareLaunchArgument("model_path", default_value="", description="checkpoint folder (default: "
+                              "the one in models/ matching the robot)"),
+        OpaqueFunction(function=_node),
+    ])
