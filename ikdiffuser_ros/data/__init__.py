@@ -1,0 +1,1 @@
+"""Offline datasets of (joint configuration, end-effector poses)."""

@@ -1,0 +1,196 @@
+"""Seeded, resumable, sharded dataset of (q, end-effector poses): ``ikdiffuser generate``.
+
+Layout of ``OUT``::
+
+    manifest.json               robot name + fingerprint, joint names, end effectors, seed,
+                                shard size, total count, per-shard {file, count, seed}
+    shard_00000.safetensors     q (M, n) float32, pos (M, E, 3) float32 [m], rot6d (M, E, 6) float32
+
+Shard ``k`` holds ``min(shard_size, N - k * shard_size)`` rows drawn with its own generator seeded
+``seed + k``: joints uniform within the limits (float64), FK in float64 with the project's
+:class:`RobotModel`, stored as float32. Shards are written to a temporary name and renamed, so a
+shard file that exists is complete; re-running the same command skips them (resume). With
+``--reject-self-collision`` rows whose configuration is in self collision (sphere model) are
+dropped and replaced by further draws from the same shard generator. Work is done in chunks of
+``CHUNK`` rows, so peak memory is about one shard (not the whole dataset).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+
+import torch
+
+from ikdiffuser_ros.errors import IKDiffuserError
+from ikdiffuser_ros.kinematics.transforms import matrix_to_rot6d
+
+#: rows per FK chunk (fixed: part of what makes a shard reproducible).
+CHUNK = 65_536
+MANIFEST = "manifest.json"
+FORMAT_VERSION = 1
+
+
+def sample_joints(robot, M: int, generator: torch.Generator) -> torch.Tensor:
+    """(M, n) float64 joint values uniform within the robot's limits."""
+    lo = torch.as_tensor(robot.lower, dtype=torch.float64)
+    hi = torch.as_tensor(robot.upper, dtype=torch.float64)
+    return lo + torch.rand(M, lo.shape[0], generator=generator, dtype=torch.float64) * (hi - lo)
+
+
+def poses_of(robot, q: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(M, n) joints -> float64 FK -> positions (M, E, 3) and rot6d (M, E, 6), float32."""
+    T = robot.fk(q.double())
+    return T[..., :3, 3].float(), matrix_to_rot6d(T[..., :3, :3]).float()
+
+
+def sample_fk(robot, M: int, generator: torch.Generator, reject_self_collision: bool = False,
+              collision_fn=None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Draw M rows: q (M, n) float32, pos (M, E, 3) float32, rot6d (M, E, 6) float32.
+
+    Joints are drawn in chunks of :data:`CHUNK` from ``generator``; with ``reject_self_collision``
+    colliding rows are dropped and more are drawn until M are collected.
+    """
+    if reject_self_collision and collision_fn is None:
+        collision_fn = self_collision_fn(robot)
+    qs, ps, rs = [], [], []
+    have = 0
+    while have < M:
+        c = CHUNK if M - have > CHUNK or reject_self_collision else M - have
+        q = sample_joints(robot, c, generator)
+        if reject_self_collision:
+            q = q[~collision_fn(q)]
+            q = q[: M - have]
+        pos, rot6d = poses_of(robot, q)
+        qs.append(q.float()), ps.append(pos), rs.append(rot6d)
+        have += q.shape[0]
+    return torch.cat(qs), torch.cat(ps), torch.cat(rs)
+
+
+def self_collision_fn(robot):
+    """``q (M, n) -> (M,) bool`` from :mod:`ikdiffuser_ros.collision.spheres` (imported lazily)."""
+    try:
+        from ikdiffuser_ros.collision.spheres import self_collision_mask
+    except ImportError as exc:
+        raise IKDiffuserError(
+            "--reject-self-collision needs ikdiffuser_ros.collision.spheres.self_collision_mask "
+            f"(the sphere collision model), which is not available: {exc}") from None
+    return lambda q: self_collision_mask(robot, q).bool().cpu()
+
+
+def _manifest_header(robot, seed: int, shard_size: int, num_samples: int, reject: bool) -> dict:
+    return {"format_version": FORMAT_VERSION, "robot": getattr(robot, "name", None),
+            "fingerprint": robot.fingerprint(), "joint_names": list(robot.joint_names),
+            "end_effectors": list(robot.end_effectors), "root_frame": getattr(robot, "root_frame", None),
+            "seed": seed, "shard_size": shard_size, "num_samples": num_samples,
+            "reject_self_collision": reject, "fields": {"q": "(M, n) float32 joint units",
+                                                        "pos": "(M, E, 3) float32 m, root frame",
+                                                        "rot6d": "(M, E, 6) float32 first two columns of R"}}
+
+
+def generate_dataset(robot, num_samples: int, out_dir: str | Path, seed: int = 0, shard_size: int = 1_000_000,
+                     reject_self_collision: bool = False, progress: bool = True, robot_name: str | None = None) -> dict:
+    """Write (or complete) the sharded dataset in ``out_dir``; returns the manifest.
+
+    Raises:
+        IKDiffuserError: an existing manifest in ``out_dir`` was made with other settings or robot.
+    """
+    from safetensors.torch import save_file
+    from tqdm import tqdm
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    header = _manifest_header(robot, seed, shard_size, num_samples, reject_self_collision)
+    if robot_name:
+        header["robot_config"] = robot_name
+    mpath = out / MANIFEST
+    if mpath.is_file():
+        old = json.loads(mpath.read_text())
+        for key in ("fingerprint", "seed", "shard_size", "reject_self_collision"):
+            if old.get(key) != header[key]:
+                raise IKDiffuserError(f"{mpath} was written with {key}={old.get(key)!r}, this run has "
+                                      f"{key}={header[key]!r}; use another --out or the same settings")
+    collision_fn = self_collision_fn(robot) if reject_self_collision else None
+    num_shards = math.ceil(num_samples / shard_size)
+    shards = []
+    bar = tqdm(total=num_samples, unit="samples", unit_scale=True, desc=f"generate {header['robot']}",
+               disable=not progress)
+    t0 = time.time()
+    for k in range(num_shards):
+        count = min(shard_size, num_samples - k * shard_size)
+        name = f"shard_{k:05d}.safetensors"
+        path = out / name
+        entry = {"file": name, "count": count, "seed": seed + k}
+        if path.is_file():
+            bar.update(count)
+        else:
+            q, pos, rot6d = sample_fk(robot, count, torch.Generator().manual_seed(seed + k),
+                                      reject_self_collision, collision_fn)
+            tmp = out / (name + ".tmp")
+            save_file({"q": q.contiguous(), "pos": pos.contiguous(), "rot6d": rot6d.contiguous()}, str(tmp),
+                      metadata={"seed": str(seed + k), "fingerprint": header["fingerprint"]})
+            tmp.replace(path)
+            bar.update(count)
+        shards.append(entry)
+        manifest = {**header, "shards": shards, "complete": k + 1 == num_shards}
+        (out / (MANIFEST + ".tmp")).write_text(json.dumps(manifest, indent=2) + "\n")
+        (out / (MANIFEST + ".tmp")).replace(mpath)
+    bar.close()
+    manifest["last_run_wall_s"] = round(time.time() - t0, 2)
+    mpath.write_text(json.dumps(manifest, indent=2) + "\n")
+    return manifest
+
+
+def load_shards(data_dir: str | Path, robot=None) -> dict:
+    """Load a generated dataset: ``{"q", "pos", "rot6d", "manifest"}`` (concatenated, float32).
+
+    Raises:
+        IKDiffuserError: missing manifest/shard, or a fingerprint different from ``robot``'s.
+    """
+    from safetensors.torch import load_file
+
+    d = Path(data_dir)
+    mpath = d / MANIFEST
+    if not mpath.is_file():
+        raise IKDiffuserError(f"no dataset manifest at {mpath}; run `ikdiffuser generate` first")
+    manifest = json.loads(mpath.read_text())
+    if robot is not None and manifest.get("fingerprint") != robot.fingerprint():
+        raise IKDiffuserError(f"dataset {d} is for robot {manifest.get('robot')!r} (fingerprint "
+                              f"{manifest.get('fingerprint')}), not {robot.fingerprint()}")
+    parts = {"q": [], "pos": [], "rot6d": []}
+    for entry in manifest["shards"]:
+        path = d / entry["file"]
+        if not path.is_file():
+            raise IKDiffuserError(f"missing shard {path}; re-run `ikdiffuser generate` to complete it")
+        t = load_file(str(path))
+        for key in parts:
+            parts[key].append(t[key])
+    return {**{k: torch.cat(v) for k, v in parts.items()}, "manifest": manifest}
+
+
+def register(subparsers) -> None:
+    """Add ``generate`` to the ``ikdiffuser`` command."""
+    p = subparsers.add_parser("generate", help="write a seeded, sharded (q, FK pose) dataset",
+                              description=__doc__.split("\n\n")[0])
+    p.add_argument("--robot", required=True)
+    p.add_argument("--num-samples", type=lambda s: int(s.replace("_", "")), required=True)
+    p.add_argument("--out", required=True)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--shard-size", type=lambda s: int(s.replace("_", "")), default=1_000_000)
+    p.add_argument("--reject-self-collision", action="store_true")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=_main)
+
+
+def _main(args) -> int:
+    from ikdiffuser_ros.robots import load_robot
+
+    robot = load_robot(args.robot)
+    m = generate_dataset(robot, args.num_samples, args.out, seed=args.seed, shard_size=args.shard_size,
+                         reject_self_collision=args.reject_self_collision, progress=not args.no_progress,
+                         robot_name=args.robot)
+    print(f"{args.out}: {m['num_samples']} samples in {len(m['shards'])} shards ({m['robot']}, "
+          f"fingerprint {m['fingerprint']})")
+    return 0

@@ -1,0 +1,1 @@
+"""The diffusion model: denoiser network, noise schedule, normalizer, checkpoint format."""

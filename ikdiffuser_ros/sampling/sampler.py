@@ -1,0 +1,125 @@
+"""The reverse-diffusion loop: end-effector targets -> joint samples.
+
+Stable API (used by the solver facade, objectives and refinement):
+
+- ``load_checkpoint(dir, robot, device) -> LoadedModel`` (:mod:`ikdiffuser_ros.model.checkpoint`);
+- ``sample(loaded, ee_pos, ee_rot6d, ee_mask, pos_only, num_solutions, method="ddim", steps=20,
+  eta=0.0, generator=None, guidance=None, guidance_scale=1.0, guidance_clip=1.0) -> q (B, N, n)``;
+- ``targets_from_poses(T) -> (ee_pos, ee_rot6d)`` to build the inputs from (B, E, 4, 4) poses.
+
+All B targets x N solutions are denoised as one batch of B*N rows (row ``b * N + k`` is solution k
+of target b). Each step, numbered as in diffusion_policy::
+
+    1. eps_hat = denoiser(x_t, t | targets)
+    2. x0_hat  = clamp((x_t - sqrt(1 - abar_t) eps_hat) / sqrt(abar_t), -1, 1)
+    3. guidance (optional): g = d/dx0 sum_rows cost(denormalize(x0_hat))   (autograd, normalized space)
+       g is clipped per row to L2 norm <= guidance_clip, then
+       x0_hat <- clamp(x0_hat - guidance_scale * g, -1, 1)
+    4. x_{t_prev} = DDIM (eta) or DDPM (ancestral) update from (x_t, x0_hat); epsilon is re-derived from
+       the clamped/guided x0_hat, so both samplers see the same clean-sample estimate.
+
+The returned joints are denormalized and clamped to the robot's limits. All randomness comes from
+``generator`` (a ``torch.Generator`` on the model's device), so a seeded generator makes ``sample``
+reproducible.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+from ikdiffuser_ros.kinematics.transforms import matrix_to_rot6d
+from ikdiffuser_ros.model.checkpoint import LoadedModel, load_checkpoint  # noqa: F401  (re-export)
+from ikdiffuser_ros.model.schedule import ddim_step, ddpm_step
+
+GuidanceFn = Callable[[torch.Tensor], torch.Tensor]
+
+
+def targets_from_poses(T: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(..., E, 4, 4) poses -> positions (..., E, 3) and 6-D rotations (..., E, 6)."""
+    return T[..., :3, 3], matrix_to_rot6d(T[..., :3, :3])
+
+
+def _repeat(x: torch.Tensor, N: int) -> torch.Tensor:
+    return x.repeat_interleave(N, dim=0)
+
+
+def sample(loaded: LoadedModel, ee_pos: torch.Tensor, ee_rot6d: torch.Tensor, ee_mask: torch.Tensor | None = None,
+           pos_only: torch.Tensor | None = None, num_solutions: int = 1, method: str = "ddim",
+           steps: int | None = 20, eta: float = 0.0, generator: torch.Generator | None = None,
+           guidance: GuidanceFn | None = None, guidance_scale: float = 1.0,
+           guidance_clip: float | None = 1.0) -> torch.Tensor:
+    """Draw ``num_solutions`` joint configurations for each of B end-effector targets.
+
+    Args:
+        loaded: from :func:`load_checkpoint` (or built by the trainer).
+        ee_pos: (B, E, 3) target positions [m] in the robot's root frame.
+        ee_rot6d: (B, E, 6) target rotations, first two columns of R (ignored where free/position-only).
+        ee_mask: (B, E) bool, True = constrained; default all True.
+        pos_only: (B, E) bool, True = only the position is constrained; default all False.
+        num_solutions: N samples per target.
+        method: ``"ddim"`` (deterministic for eta=0) or ``"ddpm"`` (ancestral).
+        steps: number of reverse steps S (a strided subset of the T training steps; None = all T).
+        eta: DDIM noise scale (0 = deterministic ODE-like sampler, 1 = DDPM-like).
+        generator: torch.Generator for the initial noise and any step noise.
+        guidance: ``cost(q (B*N, n) joint units, float32) -> (B*N,)``, differentiable in q; see step 3.
+        guidance_scale: step size of the guidance shift in normalized joint units.
+        guidance_clip: per-row L2 clip of the guidance gradient (None = no clip).
+    Returns:
+        q: (B, N, n) float32 joint values within the robot's limits.
+    """
+    if method not in ("ddim", "ddpm"):
+        raise ValueError(f"method must be 'ddim' or 'ddpm', got {method!r}")
+    model, norm, schedule = loaded.denoiser, loaded.normalizer, loaded.schedule
+    dev = next(model.parameters()).device
+    n, E = model.config.n_joints, model.config.n_ee
+    ee_pos = torch.as_tensor(ee_pos).to(dev, torch.float32)
+    ee_rot6d = torch.as_tensor(ee_rot6d).to(dev, torch.float32)
+    B = ee_pos.shape[0]
+    if ee_pos.shape != (B, E, 3) or ee_rot6d.shape != (B, E, 6):
+        raise ValueError(f"expected ee_pos (B, {E}, 3) and ee_rot6d (B, {E}, 6), got "
+                         f"{tuple(ee_pos.shape)} and {tuple(ee_rot6d.shape)}")
+    ee_mask = torch.ones(B, E, dtype=torch.bool, device=dev) if ee_mask is None else ee_mask.to(dev).bool()
+    pos_only = torch.zeros(B, E, dtype=torch.bool, device=dev) if pos_only is None else pos_only.to(dev).bool()
+    N = int(num_solutions)
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        ctx = model.encode_targets(_repeat(norm.normalize_pos(ee_pos), N), _repeat(ee_rot6d, N),
+                                   _repeat(ee_mask, N), _repeat(pos_only, N))
+        x = torch.randn(B * N, n, generator=generator, device=dev, dtype=torch.float32)
+        ts = schedule.timesteps(steps)
+        for i, t in enumerate(ts):
+            t_prev = ts[i + 1] if i + 1 < len(ts) else -1
+            tt = torch.full((B * N,), t, dtype=torch.long, device=dev)
+            # 1. predict the noise
+            eps = model(x, tt, None, None, None, None, ctx=ctx)
+            # 2. predicted clean sample, clamped to the normalized joint box
+            x0 = schedule.predict_x0(x, eps, tt).clamp(-1, 1)
+            # 3. guidance on the clean-sample estimate
+            if guidance is not None:
+                x0 = _guide(x0, norm, guidance, guidance_scale, guidance_clip)
+            # 4. reverse update
+            if method == "ddim":
+                x = ddim_step(schedule, x, x0, t, t_prev, eta=eta, generator=generator)
+            else:
+                x = ddpm_step(schedule, x, x0, t, t_prev, generator=generator)
+    model.train(was_training)
+    q = norm.denormalize_joints(x.clamp(-1, 1))
+    q = torch.minimum(torch.maximum(q, norm.lower), norm.upper)
+    return q.view(B, N, n)
+
+
+def _guide(x0: torch.Tensor, norm, guidance: GuidanceFn, scale: float, clip: float | None) -> torch.Tensor:
+    with torch.enable_grad():
+        xg = x0.detach().requires_grad_(True)
+        cost = guidance(norm.denormalize_joints(xg))
+        (grad,) = torch.autograd.grad(cost.sum(), xg, allow_unused=True)
+    if grad is None:
+        return x0
+    grad = torch.nan_to_num(grad, nan=0.0, posinf=0.0, neginf=0.0)
+    if clip is not None:
+        gn = grad.norm(dim=-1, keepdim=True)
+        grad = grad * (clip / gn.clamp_min(clip))
+    return (x0 - scale * grad).clamp(-1, 1)

@@ -1,0 +1,1 @@
+"""Offline training of the denoiser (never imported by the node)."""

@@ -1,0 +1,485 @@
+"""Training loop of the IKDiffuser denoiser: ``ikdiffuser train --robot NAME ...``.
+
+Data: ``--data DIR`` reads the shards written by ``ikdiffuser generate`` (loaded into memory,
+float32); without it the trainer draws its own dataset in-process with the same generator code:
+``dataset_size > 0`` samples once into memory (seeded, reproducible), ``dataset_size == 0`` draws
+fresh uniform joint samples and their FK for every batch (an unlimited stream). A disjoint held-out
+set (seed ``seed + 7_919``) of FK targets is used for the periodic evaluation: median / p90 of the
+worst-over-end-effectors position and rotation error of raw DDIM samples (EMA weights, one sample
+per target, all end effectors constrained), no refinement.
+
+Each batch row constrains a random subset of end effectors (each kept with ``p_keep_ee``, at least
+one kept) and makes a kept one position-only with ``p_pos_only``; one model then answers
+both-arms, left-only and right-only (and position-only) queries.
+
+Optimisation: AdamW, linear warmup then cosine decay to ``lr_min`` where the progress is
+``max(step / max_steps, elapsed / max_minutes)`` (so a wall-clock budget still anneals), gradient
+clipping, EMA of the weights (the EMA weights are what is checkpointed).
+
+Outputs in ``out_dir``: ``model.safetensors`` + ``card.json`` (the EMA checkpoint, every
+``ckpt_every`` steps and at the end), ``train_state.safetensors`` (raw weights, EMA, AdamW moments,
+RNG states) + ``train_state.json`` (step, elapsed time, config) for ``--resume``, and
+``metrics.jsonl`` (one JSON line per evaluation). No pickle anywhere.
+
+Multi-GPU: launched by ``torchrun`` (``WORLD_SIZE > 1``) the trainer initialises the process group
+(NCCL on CUDA, gloo on CPU), wraps the model in DDP, seeds each rank's data stream differently (each
+rank draws its own batches: the unbiased analogue of a DistributedSampler for i.i.d. batches), and
+only rank 0 evaluates, logs and saves. ``batch_size`` is per rank.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import math
+import os
+import shlex
+import sys
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from ikdiffuser_ros.model.checkpoint import LoadedModel, hardware_info, save_checkpoint
+from ikdiffuser_ros.model.denoiser import DenoiserConfig, IKDenoiser
+from ikdiffuser_ros.model.normalizer import Normalizer
+from ikdiffuser_ros.model.schedule import NoiseSchedule, ScheduleConfig
+
+HELD_OUT_SEED_OFFSET = 7_919
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines a training run (YAML keys = field names)."""
+
+    #: robot name in config/robots/.
+    robot: str = "panda"
+    # -- model
+    d_model: int = 128
+    n_heads: int = 4
+    n_layers: int = 4
+    ff_mult: int = 4
+    dropout: float = 0.0
+    #: diffusion steps T.
+    num_train_steps: int = 100
+    # -- data
+    #: directory of shards from `ikdiffuser generate`; None = generate in-process.
+    data_dir: str | None = None
+    #: in-process dataset size (0 = fresh samples every batch).
+    dataset_size: int = 0
+    #: number of held-out FK targets for evaluation.
+    eval_samples: int = 512
+    #: probability that an end effector is constrained in a training row (>= 1 always kept).
+    p_keep_ee: float = 0.7
+    #: probability that a constrained end effector is position-only.
+    p_pos_only: float = 0.1
+    # -- optimisation
+    batch_size: int = 512
+    lr: float = 1e-3
+    lr_min: float = 1e-5
+    weight_decay: float = 1e-4
+    warmup_steps: int = 500
+    grad_clip: float = 1.0
+    ema_decay: float = 0.999
+    #: stop after this many optimizer steps (None = only the time budget).
+    max_steps: int | None = 100_000
+    #: stop after this many minutes of training (None = only max_steps).
+    max_minutes: float | None = None
+    # -- bookkeeping
+    eval_every: int = 1000
+    #: DDIM steps of the evaluation sampler.
+    eval_sampler_steps: int = 20
+    ckpt_every: int = 1000
+    log_every: int = 100
+    seed: int = 0
+    device: str = "cpu"
+    #: torch intra-op threads (0 = torch default).
+    threads: int = 0
+    out_dir: str = "runs/panda"
+
+    def denoiser_config(self, n_joints: int, n_ee: int) -> DenoiserConfig:
+        return DenoiserConfig(n_joints=n_joints, n_ee=n_ee, d_model=self.d_model, n_heads=self.n_heads,
+                              n_layers=self.n_layers, ff_mult=self.ff_mult, dropout=self.dropout)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainConfig":
+        names = {f.name for f in fields(cls)}
+        unknown = set(d) - names
+        if unknown:
+            raise ValueError(f"unknown training config keys: {sorted(unknown)}")
+        return cls(**d)
+
+    @classmethod
+    def from_yaml(cls, path: str | Path, **overrides) -> "TrainConfig":
+        import yaml
+
+        data = yaml.safe_load(Path(path).read_text()) or {}
+        data.update({k: v for k, v in overrides.items() if v is not None})
+        return cls.from_dict(data)
+
+    @classmethod
+    def preset(cls, name: str, **overrides) -> "TrainConfig":
+        """Named presets: ``tiny`` (seconds on a CPU, for tests) and ``default``."""
+        presets = {
+            "default": {},
+            "tiny": dict(d_model=32, n_heads=2, n_layers=1, ff_mult=2, batch_size=64, lr=3e-3, warmup_steps=10,
+                         max_steps=60, eval_every=30, ckpt_every=30, log_every=10, eval_samples=32,
+                         eval_sampler_steps=5, num_train_steps=20, ema_decay=0.9),
+        }
+        if name not in presets:
+            raise ValueError(f"unknown preset {name!r}; choose from {sorted(presets)}")
+        return cls(**{**presets[name], **overrides})
+
+
+# ----------------------------------------------------------------------------------------- data
+
+
+class BatchSource:
+    """Training rows: q (M, n) and target poses (pos (M, E, 3), rot6d (M, E, 6)), float32.
+
+    Either an in-memory table (``q``/``pos``/``rot6d`` given) sampled with replacement, or an
+    unlimited stream of fresh uniform joint samples + FK (``robot`` only).
+    """
+
+    def __init__(self, robot, generator: torch.Generator, q=None, pos=None, rot6d=None):
+        self.robot, self.generator = robot, generator
+        self.q, self.pos, self.rot6d = q, pos, rot6d
+
+    @property
+    def size(self) -> int:
+        return 0 if self.q is None else self.q.shape[0]
+
+    def batch(self, B: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        if self.q is None:
+            from ikdiffuser_ros.data.generate import sample_fk
+
+            return sample_fk(self.robot, B, self.generator)
+        idx = torch.randint(0, self.q.shape[0], (B,), generator=self.generator)
+        return self.q[idx], self.pos[idx], self.rot6d[idx]
+
+
+def random_masks(B: int, E: int, p_keep: float, p_pos_only: float, generator: torch.Generator):
+    """(B, E) bool constrained mask (>= 1 True per row) and (B, E) bool position-only mask."""
+    keep = torch.rand(B, E, generator=generator) < p_keep
+    forced = torch.randint(0, E, (B,), generator=generator)
+    keep[torch.arange(B), forced] |= ~keep.any(1)
+    pos_only = (torch.rand(B, E, generator=generator) < p_pos_only) & keep
+    return keep, pos_only
+
+
+# ----------------------------------------------------------------------------------------- eval
+
+
+@torch.no_grad()
+def evaluate(loaded: LoadedModel, q_ref: torch.Tensor, steps: int, seed: int = 0) -> dict:
+    """Raw-sample accuracy on held-out FK targets of ``q_ref`` (K, n): one DDIM sample per target.
+
+    Returns median / p90 of the worst-over-end-effectors position [mm] and rotation [deg] error.
+    """
+    from ikdiffuser_ros.kinematics.transforms import pose_errors
+    from ikdiffuser_ros.sampling.sampler import sample, targets_from_poses
+
+    robot = loaded.robot
+    T_ref = robot.fk(q_ref.double())
+    pos, rot6d = targets_from_poses(T_ref.float())
+    gen = torch.Generator(device=loaded.device).manual_seed(seed)
+    q = sample(loaded, pos, rot6d, num_solutions=1, method="ddim", steps=steps, generator=gen)[:, 0]
+    T = robot.fk(q.double().cpu())
+    dp, dr = pose_errors(T, T_ref)
+    dp, dr = dp.amax(-1) * 1000, torch.rad2deg(dr.amax(-1))
+    return {"pos_mm_median": dp.median().item(), "pos_mm_p90": dp.quantile(0.9).item(),
+            "rot_deg_median": dr.median().item(), "rot_deg_p90": dr.quantile(0.9).item(),
+            "num_targets": int(q_ref.shape[0]), "sampler": f"ddim-{steps}"}
+
+
+# ----------------------------------------------------------------------------------------- state
+
+
+def _save_state(out: Path, model, ema, opt, step: int, elapsed: float, config: TrainConfig, gens: dict,
+                extra: dict) -> None:
+    from safetensors.torch import save_file
+
+    tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    tensors.update({f"ema.{k}": v.detach().cpu().contiguous() for k, v in ema.state_dict().items()})
+    osd = opt.state_dict()
+    for idx, st in osd["state"].items():
+        for k, v in st.items():
+            tensors[f"opt.{idx}.{k}"] = torch.as_tensor(v).detach().cpu().contiguous()
+    for name, g in gens.items():
+        tensors[f"rng.{name}"] = g.get_state().cpu()
+    meta = {"step": step, "elapsed_s": elapsed, "config": config.to_dict(),
+            "param_groups": osd["param_groups"], **extra}
+    save_file(tensors, str(out / "train_state.safetensors.tmp"))
+    (out / "train_state.json.tmp").write_text(json.dumps(meta, indent=2) + "\n")
+    (out / "train_state.safetensors.tmp").replace(out / "train_state.safetensors")
+    (out / "train_state.json.tmp").replace(out / "train_state.json")
+
+
+def _load_state(out: Path, model, ema, opt, gens: dict) -> dict:
+    from safetensors.torch import load_file
+
+    meta = json.loads((out / "train_state.json").read_text())
+    tensors = load_file(str(out / "train_state.safetensors"))
+    model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+    ema.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("ema.")})
+    state: dict = {}
+    for k, v in tensors.items():
+        if k.startswith("opt."):
+            _, idx, name = k.split(".", 2)
+            state.setdefault(int(idx), {})[name] = v
+    opt.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+    for name, g in gens.items():
+        if f"rng.{name}" in tensors:
+            g.set_state(tensors[f"rng.{name}"])
+    return meta
+
+
+# ----------------------------------------------------------------------------------------- loop
+
+
+def _lr(config: TrainConfig, step: int, elapsed: float) -> float:
+    if step < config.warmup_steps:
+        return config.lr * (step + 1) / config.warmup_steps
+    progress = 0.0
+    if config.max_steps:
+        progress = max(progress, (step - config.warmup_steps) / max(1, config.max_steps - config.warmup_steps))
+    if config.max_minutes:
+        progress = max(progress, elapsed / (config.max_minutes * 60))
+    progress = min(progress, 1.0)
+    return config.lr_min + 0.5 * (config.lr - config.lr_min) * (1 + math.cos(math.pi * progress))
+
+
+def train(config: TrainConfig, resume: bool = False, command: str | None = None, progress: bool = True) -> dict:
+    """Run (or resume) a training run; returns the final evaluation metrics and counters."""
+    from ikdiffuser_ros.data.generate import load_shards, sample_fk
+    from ikdiffuser_ros.robots import load_robot
+
+    if config.max_steps is None and config.max_minutes is None:
+        raise ValueError("set max_steps or max_minutes")
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    ddp = world > 1
+    device = torch.device(config.device)
+    if ddp:
+        import torch.distributed as dist
+
+        if device.type == "cuda":
+            device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+            torch.cuda.set_device(device)
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    is_main = rank == 0
+    out = Path(config.out_dir)
+    if is_main:
+        out.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(config.seed + rank)
+
+    robot = load_robot(config.robot)
+    n, E = len(robot.joint_names), len(robot.end_effectors)
+    data_gen = torch.Generator().manual_seed(config.seed + 1000 * rank)
+    noise_gen = torch.Generator().manual_seed(config.seed + 1000 * rank + 1)
+    # -- data
+    if config.data_dir:
+        shards = load_shards(config.data_dir, robot)
+        source = BatchSource(robot, data_gen, shards["q"], shards["pos"], shards["rot6d"])
+        dataset_desc = {"source": f"shards {config.data_dir}", "size": source.size,
+                        "manifest_seed": shards["manifest"].get("seed")}
+    elif config.dataset_size > 0:
+        q, pos, rot6d = sample_fk(robot, config.dataset_size, torch.Generator().manual_seed(config.seed))
+        source = BatchSource(robot, data_gen, q, pos, rot6d)
+        dataset_desc = {"source": "in-process uniform samples", "size": config.dataset_size}
+    else:
+        source = BatchSource(robot, data_gen)
+        dataset_desc = {"source": "in-process fresh uniform samples per batch", "size": None}
+    if source.size:
+        stat_pos = source.pos[: 200_000]
+    else:
+        stat_pos = sample_fk(robot, 100_000, torch.Generator().manual_seed(config.seed + 1))[1]
+    normalizer = Normalizer.fit(robot.lower, robot.upper, stat_pos).to(device)
+    q_eval = sample_fk(robot, config.eval_samples,
+                       torch.Generator().manual_seed(config.seed + HELD_OUT_SEED_OFFSET))[0]
+
+    # -- model
+    schedule_config = ScheduleConfig(num_train_steps=config.num_train_steps)
+    schedule = NoiseSchedule(schedule_config)
+    abar = schedule.alphas_cumprod.float().to(device)
+    model = IKDenoiser(config.denoiser_config(n, E)).to(device)
+    ema = copy.deepcopy(model).eval()
+    for p in ema.parameters():
+        p.requires_grad_(False)
+    opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    gens = {"data": data_gen, "noise": noise_gen}
+    step, elapsed_before = 0, 0.0
+    history: list[dict] = []
+    if resume and (out / "train_state.json").is_file():
+        meta = _load_state(out, model, ema, opt, gens)
+        step, elapsed_before = meta["step"], meta["elapsed_s"]
+        history = meta.get("history", [])
+    net = model
+    if ddp:
+        from torch.nn.parallel import DistributedDataParallel
+
+        net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    n_params = sum(p.numel() for p in model.parameters())
+    loaded_ema = LoadedModel(ema, normalizer, schedule, {}, robot, device)
+
+    def card_extra(metrics: dict) -> dict:
+        return {"training": {"dataset": dataset_desc, "steps": step, "batch_size": config.batch_size,
+                             "world_size": world, "samples_seen": step * config.batch_size * world,
+                             "wall_time_s": round(elapsed_before + time.time() - t_start, 1),
+                             "parameters": n_params, "hardware": hardware_info(device),
+                             "config": config.to_dict(), "command": command or shlex.join(sys.argv)},
+                "eval": metrics}
+
+    def log(msg: str) -> None:
+        if is_main:
+            (pbar.write if pbar is not None else print)(msg)
+            sys.stdout.flush()
+
+    t_start = time.time()
+    pbar = None
+    if is_main and progress:
+        from tqdm import tqdm
+
+        pbar = tqdm(total=config.max_steps, initial=step, desc=f"train {config.robot}", dynamic_ncols=True,
+                    mininterval=1.0 if sys.stderr.isatty() else 30.0)
+    log(f"[train] robot={config.robot} n={n} E={E} params={n_params} data={dataset_desc} "
+        f"device={device} world={world} threads={torch.get_num_threads()} start_step={step}")
+    metrics: dict = history[-1] if history else {}
+    loss_avg = None
+    model.train()
+    while True:
+        elapsed = elapsed_before + time.time() - t_start
+        stop = (config.max_steps is not None and step >= config.max_steps) or (
+            config.max_minutes is not None and elapsed >= config.max_minutes * 60)
+        if ddp:
+            flag = torch.tensor([float(stop)], device=device)
+            torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+            stop = bool(flag.item())
+        if stop:
+            break
+        lr = _lr(config, step, elapsed)
+        for g in opt.param_groups:
+            g["lr"] = lr
+        q, pos, rot6d = source.batch(config.batch_size)
+        keep, pos_only = random_masks(config.batch_size, E, config.p_keep_ee, config.p_pos_only, data_gen)
+        q, pos, rot6d, keep, pos_only = (x.to(device) for x in (q, pos, rot6d, keep, pos_only))
+        x0 = normalizer.normalize_joints(q)
+        t = torch.randint(0, config.num_train_steps, (config.batch_size,), generator=noise_gen).to(device)
+        eps = torch.randn(x0.shape, generator=noise_gen).to(device)
+        ab = abar[t][:, None]
+        x_t = ab.sqrt() * x0 + (1 - ab).sqrt() * eps
+        pred = net(x_t, t, normalizer.normalize_pos(pos), rot6d, keep, pos_only)
+        loss = F.mse_loss(pred, eps)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if config.grad_clip:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+        opt.step()
+        step += 1
+        decay = min(config.ema_decay, (1 + step) / (10 + step))
+        with torch.no_grad():
+            for pe, pm in zip(ema.parameters(), model.parameters()):
+                pe.lerp_(pm, 1 - decay)
+        lv = loss.item()
+        loss_avg = lv if loss_avg is None else 0.98 * loss_avg + 0.02 * lv
+        if pbar is not None:
+            pbar.update(1)
+        if is_main and step % config.log_every == 0:
+            log(f"[train] step {step} loss {loss_avg:.4f} lr {lr:.2e} elapsed {elapsed / 60:.1f} min")
+            if pbar is not None:
+                pbar.set_postfix(loss=f"{loss_avg:.4f}", **({"pos_mm": f"{metrics['pos_mm_median']:.1f}"}
+                                                           if metrics else {}))
+        if is_main and step % config.eval_every == 0:
+            metrics = {"step": step, "loss": loss_avg, **evaluate(loaded_ema, q_eval, config.eval_sampler_steps)}
+            history.append(metrics)
+            with open(out / "metrics.jsonl", "a") as fh:
+                fh.write(json.dumps(metrics) + "\n")
+            log(f"[eval] step {step}: raw DDIM-{config.eval_sampler_steps} median {metrics['pos_mm_median']:.1f} mm / "
+                f"{metrics['rot_deg_median']:.2f} deg (p90 {metrics['pos_mm_p90']:.1f} mm / "
+                f"{metrics['rot_deg_p90']:.2f} deg)")
+        if is_main and step % config.ckpt_every == 0:
+            now = elapsed_before + time.time() - t_start
+            save_checkpoint(out, ema, normalizer, schedule_config, robot, card_extra(metrics))
+            _save_state(out, model, ema, opt, step, now, config, gens, {"history": history})
+    if pbar is not None:
+        pbar.close()
+    if is_main:
+        if not metrics or metrics.get("step") != step:
+            metrics = {"step": step, "loss": loss_avg, **evaluate(loaded_ema, q_eval, config.eval_sampler_steps)}
+            history.append(metrics)
+            with open(out / "metrics.jsonl", "a") as fh:
+                fh.write(json.dumps(metrics) + "\n")
+        now = elapsed_before + time.time() - t_start
+        save_checkpoint(out, ema, normalizer, schedule_config, robot, card_extra(metrics))
+        _save_state(out, model, ema, opt, step, now, config, gens, {"history": history})
+        log(f"[done] step {step} wall {now / 60:.1f} min; final raw median {metrics['pos_mm_median']:.1f} mm / "
+            f"{metrics['rot_deg_median']:.2f} deg -> {out}")
+    if ddp:
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()
+    return {"step": step, "metrics": metrics, "out_dir": str(out)}
+
+
+# ----------------------------------------------------------------------------------------- CLI
+
+
+def register(subparsers) -> None:
+    """Add ``train`` to the ``ikdiffuser`` command."""
+    p = subparsers.add_parser("train", help="train the diffusion IK model for a robot",
+                              description=__doc__.split("\n\n")[0])
+    p.add_argument("--robot", required=True)
+    p.add_argument("--config", help="YAML file of TrainConfig fields (default: config/training/<robot>.yaml "
+                                    "if it exists), or a preset name: tiny, default")
+    p.add_argument("--data", help="dataset directory from `ikdiffuser generate` (default: generate in-process)")
+    p.add_argument("--out", help="output directory (default runs/<robot>)")
+    p.add_argument("--resume", action="store_true", help="continue from <out>/train_state.*")
+    p.add_argument("--max-steps", type=int)
+    p.add_argument("--max-minutes", type=float)
+    p.add_argument("--device", help="cpu | cuda | cuda:K")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--threads", type=int, help="torch intra-op threads")
+    p.add_argument("--no-progress", action="store_true", help="no tqdm bar (log lines only)")
+    p.set_defaults(func=_main)
+
+
+def config_from_args(args) -> TrainConfig:
+    overrides = {"robot": args.robot, "data_dir": args.data, "out_dir": args.out, "max_steps": args.max_steps,
+                 "max_minutes": args.max_minutes, "device": args.device, "seed": args.seed,
+                 "threads": args.threads}
+    overrides = {k: v for k, v in overrides.items() if v is not None}
+    if args.config in ("tiny", "default"):
+        config = TrainConfig.preset(args.config, **overrides)
+    else:
+        path = args.config
+        if path is None:
+            from ikdiffuser_ros.resources import package_share
+
+            candidate = Path(package_share()) / "config" / "training" / f"{args.robot}.yaml"
+            path = candidate if candidate.is_file() else None
+        config = TrainConfig.from_yaml(path, **overrides) if path else TrainConfig(**overrides)
+    if args.out is None and "out_dir" not in overrides:
+        config.out_dir = f"runs/{config.robot}"
+    return config
+
+
+def _main(args) -> int:
+    config = config_from_args(args)
+    train(config, resume=args.resume, command=shlex.join(["ikdiffuser", *sys.argv[1:]]),
+          progress=not args.no_progress)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="ikdiffuser-train")
+    sub = parser.add_subparsers(dest="command", required=True)
+    register(sub)
+    args = parser.parse_args(["train", *(sys.argv[1:] if argv is None else argv)])
+    return args.func(args)
