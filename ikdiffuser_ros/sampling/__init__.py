@@ -1,0 +1,1 @@
+"""Sampling: the reverse-diffusion loop (sampler), objectives and refinement."""
