@@ -77,85 +77,136 @@ class KinematicTree:
 
     # ------------------------------------------------------------------ constants
     def _constants(self, dtype: torch.dtype, device: torch.device) -> dict[str, object]:
+        """Tensors of the kernel for one (dtype, device), built once.
+
+        Nodes are stored level-major (all depth-0 nodes, then depth 1, ...), so
+        each level is a contiguous slice of the per-node arrays.
+        """
         key = (dtype, device)
         if key in self._cache:
             return self._cache[key]
-        as_t = lambda a: torch.as_tensor(np.asarray(a), dtype=dtype, device=device)  # noqa: E731
-        c: dict[str, object] = {}
-        levels = []
-        for level, members in enumerate(self._levels):
-            nodes = [self.nodes[i] for i in members]
+        as_t = lambda a: torch.as_tensor(np.asarray(a, dtype=float), dtype=dtype, device=device)  # noqa: E731
+        idx_t = lambda a: torch.as_tensor(np.asarray(a, dtype=np.int64), device=device)  # noqa: E731
+        order = [i for members in self._levels for i in members]  # level-major node order
+        row = {node: r for r, node in enumerate(order)}
+        J, F = len(order), len(self.frames)
+        c: dict[str, object] = {"n_nodes": J}
+        if J:
+            nodes = [self.nodes[i] for i in order]
             R0 = np.stack([n.origin[:3, :3] for n in nodes])
-            t0 = np.stack([n.origin[:3, 3] for n in nodes])
             axes = np.stack([n.axis for n in nodes])
-            K = np.zeros((len(nodes), 3, 3))
+            K = np.zeros((J, 3, 3))
             K[:, 0, 1], K[:, 0, 2], K[:, 1, 2] = -axes[:, 2], axes[:, 1], -axes[:, 0]
             K[:, 1, 0], K[:, 2, 0], K[:, 2, 1] = axes[:, 2], -axes[:, 1], axes[:, 0]
             prismatic = np.array([n.prismatic for n in nodes])
             revolute = ~prismatic
-            # Local rotation R0 @ (I + sin K + (1 - cos) K^2) for revolute nodes, R0 for prismatic.
-            levels.append(
-                dict(
-                    R0=as_t(R0),
-                    A1=as_t(R0 @ K * revolute[:, None, None]),
-                    A2=as_t(R0 @ K @ K * revolute[:, None, None]),
-                    t0=as_t(t0),
-                    slide=as_t((R0 @ axes[:, :, None])[:, :, 0] * prismatic[:, None]),
-                    var=torch.as_tensor([n.var for n in nodes], device=device),
-                    mult=as_t([n.multiplier for n in nodes]),
-                    off=as_t([n.offset for n in nodes]),
-                    parent_pos=torch.as_tensor(
-                        [self._position[n.parent][1] if n.parent >= 0 else 0 for n in nodes], device=device
-                    ),
-                    is_root=level == 0,
-                )
-            )
-        c["levels"] = levels
-        c["frame_offsets"] = as_t(np.stack([f.offset for f in self.frames])) if self.frames else None
-        c["frame_level_pos"] = [self._position[f.parent] if f.parent >= 0 else None for f in self.frames]
-        order = [i for members in self._levels for i in members]  # level-major node order
-        c["order"] = order
-        c["node_axes"] = as_t(np.stack([self.nodes[i].axis for i in order])) if order else None
-        c["node_prismatic"] = torch.as_tensor([self.nodes[i].prismatic for i in order], device=device)
-        # var_map[j, v] = multiplier of node j (level-major) on variable v
-        var_map = np.zeros((len(order), self.n_vars))
-        for row, i in enumerate(order):
-            var_map[row, self.nodes[i].var] += self.nodes[i].multiplier
-        c["var_map"] = as_t(var_map)
-        c["ancestors"] = as_t(self._ancestors[:, order]) if order else None
+            mult = np.array([n.multiplier for n in nodes])
+            off = np.array([n.offset for n in nodes])
+            var = [n.var for n in nodes]
+            # theta = q[:, var] * mult + off; skipped parts when trivial
+            c["var"] = None if var == list(range(self.n_vars)) else idx_t(var)
+            c["affine"] = (as_t(mult), as_t(off)) if np.any(mult != 1) or np.any(off != 0) else None
+            # local rotation R0 @ (I + sin K + (1 - cos) K^2) for revolute nodes, R0 for prismatic
+            c["R0"] = as_t(R0)
+            c["A1"] = as_t(R0 @ K * revolute[:, None, None])
+            c["A2"] = as_t(R0 @ K @ K * revolute[:, None, None])
+            c["t0"] = as_t(np.stack([n.origin[:3, 3] for n in nodes]))
+            c["slide"] = as_t((R0 @ axes[:, :, None])[:, :, 0] * prismatic[:, None]) if prismatic.any() else None
+            levels = []
+            start = 0
+            for depth, members in enumerate(self._levels):
+                end = start + len(members)
+                parents = [row[self.nodes[i].parent] - (start - len(self._levels[depth - 1])) if depth else -1
+                           for i in members]
+                if depth == 0:
+                    mode = None
+                elif len(set(parents)) == 1:
+                    mode = ("one", parents[0])  # every node of the level hangs on the same parent
+                elif parents == list(range(len(self._levels[depth - 1]))):
+                    mode = ("same", None)  # node k's parent is node k of the previous level
+                else:
+                    mode = ("gather", idx_t(parents))
+                levels.append((start, end, mode))
+                start = end
+            c["levels"] = levels
+            c["node_axis_w"] = _axis_kernel(axes, as_t)
+        # frames: T_root_frame = T_root_node @ offset (node -1: the root, an identity "node")
+        frame_rows = [row[f.parent] if f.parent >= 0 else -1 for f in self.frames]
+        c["frame_has_root"] = any(r < 0 for r in frame_rows)
+        c["frame_rows"] = idx_t([r + 1 if c["frame_has_root"] else r for r in frame_rows])
+        offsets = np.stack([f.offset for f in self.frames]) if F else np.zeros((0, 4, 4))
+        c["frame_R"] = None if np.allclose(offsets[:, :3, :3], np.eye(3), atol=0, rtol=0) else as_t(offsets[:, :3, :3])
+        c["frame_t"] = None if not np.any(offsets[:, :3, 3]) else as_t(offsets[:, :3, 3])
+        # Jacobian: one column per (frame, ancestor node) pair, scattered to (frame, variable)
+        pairs = [(f, row[j]) for f in range(F) for j in order if self._ancestors[f, j]]
+        c["n_pairs"] = len(pairs)
+        if pairs:
+            c["pair_frame"] = idx_t([p[0] for p in pairs])
+            c["pair_node"] = idx_t([p[1] for p in pairs])
+            pm = np.array([self.nodes[order[p[1]]].prismatic for p in pairs])
+            c["pair_prismatic"] = torch.as_tensor(pm, device=device)[:, None] if pm.any() else None
+            c["pair_prismatic"] = c["pair_prismatic"][..., None] if pm.any() else None
+            mult = np.array([self.nodes[order[r]].multiplier for _, r in pairs])
+            c["pair_mult"] = as_t(mult)[:, None, None] if np.any(mult != 1) else None
+            target = [f * self.n_vars + self.nodes[order[r]].var for f, r in pairs]
+            if len(set(target)) == len(target):
+                # each (frame, variable) gets at most one column: gather rows (row 0 is zeros)
+                source = np.zeros(F * self.n_vars, dtype=np.int64)
+                source[target] = np.arange(1, len(pairs) + 1)
+                c["pair_source"], c["pair_scatter"] = idx_t(source), None
+            else:
+                # a variable drives several nodes of one path (mimic): sum them with a matmul
+                scatter = np.zeros((F * self.n_vars, len(pairs)))
+                for k, tgt in enumerate(target):
+                    scatter[tgt, k] += 1.0
+                c["pair_source"], c["pair_scatter"] = None, as_t(scatter)
         self._cache[key] = c
         return c
 
     # ------------------------------------------------------------------ kernels
-    def _node_poses(self, q: torch.Tensor, c: dict) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        """q (B, n_vars) -> per level (R (B, L, 3, 3), t (B, L, 3)) of the node frames in the root frame."""
-        out: list[tuple[torch.Tensor, torch.Tensor]] = []
-        for lv in c["levels"]:
-            theta = q[:, lv["var"]] * lv["mult"] + lv["off"]  # (B, L)
-            s, vers = torch.sin(theta)[..., None, None], (1 - torch.cos(theta))[..., None, None]
-            R_loc = lv["R0"] + s * lv["A1"] + vers * lv["A2"]  # (B, L, 3, 3)
-            t_loc = lv["t0"] + theta[..., None] * lv["slide"]  # (B, L, 3)
-            if lv["is_root"]:
-                out.append((R_loc, t_loc))
-            else:
-                R_p, t_p = out[-1]
-                R_p, t_p = R_p[:, lv["parent_pos"]], t_p[:, lv["parent_pos"]]
-                out.append((R_p @ R_loc, (R_p @ t_loc[..., None])[..., 0] + t_p))
-        return out
+    # Layout: the kernel works *batch-last*, (nodes, 3, 3, B) rotations and (nodes, 3, B)
+    # translations, so that every 3x3 product is a few long, contiguous, vectorized
+    # multiply-adds over the batch instead of B tiny matmuls; the results are transposed
+    # to batch-first once, at the end.
 
-    def _frames(self, levels: list, batch: int, c: dict, dtype, device) -> tuple[torch.Tensor, torch.Tensor]:
-        """Frames in the root frame: (R (B, F, 3, 3), t (B, F, 3))."""
-        Rs, ts = [], []
-        off = c["frame_offsets"]
-        for f, lp in enumerate(c["frame_level_pos"]):
-            if lp is None:
-                Rs.append(off[f, :3, :3].expand(batch, 3, 3))
-                ts.append(off[f, :3, 3].expand(batch, 3))
-            else:
-                R_n, t_n = levels[lp[0]][0][:, lp[1]], levels[lp[0]][1][:, lp[1]]
-                Rs.append(R_n @ off[f, :3, :3])
-                ts.append((R_n @ off[f, :3, 3:4])[..., 0] + t_n)
-        return torch.stack(Rs, 1), torch.stack(ts, 1)
+    @staticmethod
+    def _compose(R_p, t_p, R_l, t_l):
+        """Parent pose (R_p, t_p) composed with local poses (R_l, t_l), batch-last, broadcasting."""
+        R = R_p[:, :, 0:1] * R_l[:, 0:1]
+        R.addcmul_(R_p[:, :, 1:2], R_l[:, 1:2]).addcmul_(R_p[:, :, 2:3], R_l[:, 2:3])
+        t = torch.addcmul(t_p, R_p[:, :, 0], t_l[:, 0:1])
+        t.addcmul_(R_p[:, :, 1], t_l[:, 1:2]).addcmul_(R_p[:, :, 2], t_l[:, 2:3])
+        return R, t
+
+    @classmethod
+    def _node_poses(cls, q: torch.Tensor, c: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        """q (B, n_vars) -> (R (J, 3, 3, B), t (J, 3, B)): node frames in the root frame, level-major."""
+        qT = q.t()
+        theta = qT if c["var"] is None else qT[c["var"]]  # (J, B)
+        if c["affine"] is not None:
+            theta = theta * c["affine"][0][:, None] + c["affine"][1][:, None]
+        s, vers = torch.sin(theta)[:, None, None], (1 - torch.cos(theta))[:, None, None]
+        R_loc = torch.addcmul(c["R0"][..., None], c["A1"][..., None], s).addcmul_(c["A2"][..., None], vers)
+        if c["slide"] is None:
+            t_loc = c["t0"][..., None].expand(-1, -1, q.shape[0])
+        else:
+            t_loc = torch.addcmul(c["t0"][..., None], c["slide"][..., None], theta[:, None])
+        Rs: list[torch.Tensor] = []
+        ts: list[torch.Tensor] = []
+        for start, end, mode in c["levels"]:
+            R_l, t_l = R_loc[start:end], t_loc[start:end]
+            if mode is not None:
+                R_p, t_p = Rs[-1], ts[-1]
+                if mode[0] == "one":
+                    R_p, t_p = R_p[mode[1]:mode[1] + 1], t_p[mode[1]:mode[1] + 1]
+                elif mode[0] == "gather":
+                    R_p, t_p = R_p[mode[1]], t_p[mode[1]]
+                R_l, t_l = cls._compose(R_p, t_p, R_l, t_l)
+            Rs.append(R_l)
+            ts.append(t_l)
+        if len(Rs) == 1:
+            return Rs[0], ts[0]
+        return torch.cat(Rs, 0), torch.cat(ts, 0)
 
     def forward(self, q: torch.Tensor, with_jacobian: bool = False):
         """Batched FK (and optionally geometric Jacobians).
@@ -169,31 +220,80 @@ class KinematicTree:
             jac (if asked): (..., F, 6, n_vars) geometric Jacobians in the root
                 frame, rows (vx, vy, vz, wx, wy, wz) of each frame's origin.
         """
-        if q.shape[-1] != self.n_vars:
+        if q.ndim == 0 or q.shape[-1] != self.n_vars:
             raise ValueError(f"expected q with last dimension {self.n_vars}, got shape {tuple(q.shape)}")
         batch_shape = q.shape[:-1]
         q2 = q.reshape(-1, self.n_vars)
-        B = q2.shape[0]
-        c = self._constants(q.dtype, q.device)
-        levels = self._node_poses(q2, c)
-        R_f, t_f = self._frames(levels, B, c, q.dtype, q.device)
-        T = torch.cat([R_f, t_f[..., None]], -1)
-        bottom = torch.zeros(B, len(self.frames), 1, 4, dtype=q.dtype, device=q.device)
-        bottom[..., 3] = 1
-        T = torch.cat([T, bottom], -2).reshape(*batch_shape, len(self.frames), 4, 4)
+        B, F, V = q2.shape[0], len(self.frames), self.n_vars
+        dtype, device = q.dtype, q.device
+        c = self._constants(dtype, device)
+        if c["n_nodes"]:
+            R_n, t_n = self._node_poses(q2, c)
+        else:
+            R_n, t_n = q2.new_zeros(0, 3, 3, B), q2.new_zeros(0, 3, B)
+        if c["frame_has_root"]:  # an identity node in front for frames fixed to the root
+            eye = torch.eye(3, dtype=dtype, device=device)[None, :, :, None].expand(1, 3, 3, B)
+            R_e, t_e = torch.cat([eye, R_n], 0), torch.cat([q2.new_zeros(1, 3, B), t_n], 0)
+        else:
+            R_e, t_e = R_n, t_n
+        rows = c["frame_rows"]
+        R_f, t_f = R_e[rows], t_e[rows]  # (F, 3, 3, B), (F, 3, B)
+        if c["frame_t"] is not None:
+            off = c["frame_t"]
+            t_f = torch.addcmul(t_f, R_f[:, :, 0], off[:, None, 0:1])
+            t_f.addcmul_(R_f[:, :, 1], off[:, None, 1:2]).addcmul_(R_f[:, :, 2], off[:, None, 2:3])
+        if c["frame_R"] is not None:
+            off = c["frame_R"][..., None]  # (F, 3, 3, 1)
+            R_f = (R_f[:, :, 0:1] * off[:, 0:1]).addcmul_(R_f[:, :, 1:2], off[:, 1:2]).addcmul_(
+                R_f[:, :, 2:3], off[:, 2:3])
+        T = q2.new_empty(B, F, 4, 4)
+        T[..., :3, :3] = R_f.permute(3, 0, 1, 2)
+        T[..., :3, 3] = t_f.permute(2, 0, 1)
+        T[..., 3, :3] = 0
+        T[..., 3, 3] = 1
+        T = T.reshape(*batch_shape, F, 4, 4)
         if not with_jacobian:
             return T
-        if not c["order"]:
-            jac = torch.zeros(*batch_shape, len(self.frames), 6, self.n_vars, dtype=q.dtype, device=q.device)
-            return T, jac
-        R_n = torch.cat([lv[0] for lv in levels], 1)  # (B, J, 3, 3), level-major
-        t_n = torch.cat([lv[1] for lv in levels], 1)  # (B, J, 3)
-        axis_w = (R_n @ c["node_axes"][..., None])[..., 0]  # (B, J, 3)
-        prismatic = c["node_prismatic"][None, None, :, None]
-        lever = t_f[:, :, None, :] - t_n[:, None, :, :]  # (B, F, J, 3)
-        axis_b = axis_w[:, None].expand_as(lever)
-        lin = torch.where(prismatic, axis_b, torch.cross(axis_b, lever, dim=-1))
-        ang = torch.where(prismatic, torch.zeros_like(axis_b), axis_b)
-        cols = torch.cat([lin, ang], -1) * c["ancestors"][None, :, :, None]  # (B, F, J, 6)
-        jac = torch.einsum("bfjk,jv->bfkv", cols, c["var_map"])
-        return T, jac.reshape(*batch_shape, len(self.frames), 6, self.n_vars)
+        if not c["n_pairs"]:
+            return T, q.new_zeros(*batch_shape, F, 6, V)
+        node = c["pair_node"]
+        axis = c["node_axis_w"](R_n)[node]  # (P, 3, B) joint axes in the root frame
+        lever = t_f[c["pair_frame"]] - t_n[node]  # (P, 3, B) node origin -> frame origin
+        a0, a1, a2 = axis.unbind(1)
+        l0, l1, l2 = lever.unbind(1)
+        lin = [torch.addcmul(a1 * l2, a2, l1, value=-1), torch.addcmul(a2 * l0, a0, l2, value=-1),
+               torch.addcmul(a0 * l1, a1, l0, value=-1)]  # axis x lever
+        ang = [a0, a1, a2]
+        pm = c["pair_prismatic"]
+        if pm is not None:  # prismatic: (axis | 0)
+            zero = torch.zeros((), dtype=dtype, device=device)
+            lin = [torch.where(pm[:, 0], a, x) for a, x in zip(ang, lin)]
+            ang = [torch.where(pm[:, 0], zero, a) for a in ang]
+        cols = torch.stack(lin + ang, 1)  # (P, 6, B)
+        if c["pair_mult"] is not None:
+            cols = cols * c["pair_mult"]
+        # (frame, variable) rows, batch-last; no scatter_add/index_add: they are very slow on
+        # small batches with several threads
+        if c["pair_source"] is not None:
+            jac = torch.cat([cols.new_zeros(1, 6, B), cols], 0)[c["pair_source"]]  # (F * V, 6, B)
+        else:
+            jac = (c["pair_scatter"] @ cols.reshape(c["n_pairs"], 6 * B)).view(F * V, 6, B)
+        jac = jac.view(F, V, 6, B).permute(3, 0, 2, 1).contiguous()
+        return T, jac.reshape(*batch_shape, F, 6, V)
+
+
+def _axis_kernel(axes: np.ndarray, as_t):
+    """R (J, 3, 3, B) -> R @ axis (J, 3, B) for constant (J, 3) axes, skipping zero components."""
+    used = [k for k in range(3) if np.any(axes[:, k] != 0)]
+    if all(np.count_nonzero(a) == 1 and a[np.flatnonzero(a)[0]] == 1 for a in axes) and len(used) == 1:
+        k = used[0]
+        return lambda R: R[:, :, k]  # every axis is the same unit vector e_k
+    coef = {k: as_t(axes[:, k])[:, None, None] for k in used}
+
+    def kernel(R: torch.Tensor) -> torch.Tensor:
+        out = R[:, :, used[0]] * coef[used[0]]
+        for k in used[1:]:
+            out = out.addcmul_(R[:, :, k], coef[k])
+        return out
+
+    return kernel
