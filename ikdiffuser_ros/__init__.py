@@ -4,6 +4,12 @@ The core (this package minus ``ikdiffuser_ros.ros``) imports no ROS module:
 tensors in, tensors out.
 """
 
+# The colcon install tree holds the rosidl-generated msg/ and srv/ next to a copy
+# of this package; let a source checkout earlier on sys.path still find them.
+from pkgutil import extend_path
+
+__path__ = extend_path(__path__, __name__)
+
 from ikdiffuser_ros.errors import CheckpointError, IKDiffuserError, InvalidRequestError, RobotDescriptionError
 from ikdiffuser_ros.kinematics.robot_model import RobotModel
 from ikdiffuser_ros.robots import load_robot
