@@ -68,6 +68,8 @@ class SolveOptions:
     #: fixed joint values (index -> value) written into every candidate (MoveIt: joints outside the group)
     fixed: dict[int, float] = field(default_factory=dict)
     max_rounds: int = 4
+    #: use collision guidance in retry rounds (collision_guidance 'fallback'); 'always' ignores this
+    fallback_guidance: bool = True
 
 
 class IKEngine:
@@ -175,8 +177,9 @@ class IKEngine:
         base_seed = opts.random_seed if opts.random_seed is not None and opts.random_seed >= 0 \
             else secrets.randbits(62)
         objectives = dict(opts.objectives)
-        if opts.avoid_collisions and cfg.weight_collision > 0 and "collision" not in objectives:
-            objectives["collision"] = cfg.weight_collision
+        guided = dict(objectives)
+        if opts.avoid_collisions and cfg.weight_collision > 0 and cfg.collision_guidance != "off":
+            guided.setdefault("collision", cfg.weight_collision)
         guide_world = world if opts.avoid_collisions else None
 
         found: list[list[tuple]] = [[] for _ in specs]  # per target: list of candidate arrays + metrics
@@ -203,7 +206,9 @@ class IKEngine:
                 pos_only = np.stack([specs[i].position_only for i in chunk])
                 for c in range(calls_per_target):
                     num = min(per_call, n_sample - c * per_call)
-                    q = self._call_solver(T, mask, pos_only, num, opts.seed, objectives, guide_world,
+                    use_guidance = cfg.collision_guidance == "always" or (round_ > 0 and opts.fallback_guidance)
+                    q = self._call_solver(T, mask, pos_only, num, opts.seed,
+                                          guided if use_guidance else objectives, guide_world,
                                           (base_seed + 7919 * call_index) % (2**62), opts.deadline)
                     call_index += 1
                     for j, i in enumerate(chunk):

@@ -211,7 +211,8 @@ class MoveItBridge:
             num_solutions=cfg.moveit_num_candidates, seed=q_seed, objectives=objectives,
             avoid_collisions=bool(req.avoid_collisions),
             random_seed=cfg.moveit_random_seed if cfg.moveit_random_seed >= 0 else None,
-            deadline=t0 + timeout, accept=accept, fixed=fixed, max_rounds=1_000_000)
+            deadline=t0 + timeout, accept=accept, fixed=fixed, max_rounds=1_000_000,
+            fallback_guidance=False)  # guided rounds cannot be interrupted: keep to the budget
         [sol] = eng.solve([spec], opts, world if req.avoid_collisions else world)
         if sol.code != ErrorCode.SUCCESS or len(sol.q) == 0:
             return self._fail(response, ErrorCode.NO_IK_SOLUTION, sol.message or "no IK solution")

@@ -92,11 +92,16 @@ class NodeConfig:
     collision_oversample: float = _p(
         2.0, "with avoid_collisions, sample this many times more candidates before filtering", (1.0, 16.0))
     # -- objective weights (defaults; a request may override them by name) -----------------
-    weight_seed: float = _p(1.0, "default weight of the seed objective (used when a request's seed_weight is 0 "
-                            "and it sends a seed state)", (0.0, 1000.0))
+    weight_seed: float = _p(0.0, "compute_ik/solve_ik: weight of the seed objective pulling samples towards "
+                            "robot_state (0 = none: the candidate closest to the seed is picked, which is much faster "
+                            "on a CPU than objective polishing)", (0.0, 1000.0))
     weight_joint_limits: float = _p(0.0, "default weight of the joint-limit-margin objective", (0.0, 1000.0))
     weight_collision: float = _p(1.0, "weight of sphere-model collision guidance when avoid_collisions is set",
                                  (0.0, 1000.0))
+    collision_guidance: str = _p(
+        "fallback", "when to guide sampling away from collisions (sphere model) with avoid_collisions: 'off' "
+        "(exact filtering only), 'fallback' (only in the retry rounds of targets left without a collision-free "
+        "solution; guidance is slow on a CPU), 'always'", choices=("off", "fallback", "always"))
     weight_manipulability: float = _p(0.0, "default weight of the manipulability objective", (0.0, 1000.0))
     # -- MoveIt bridge ----------------------------------------------------------------------
     moveit_default_timeout: float = _p(
