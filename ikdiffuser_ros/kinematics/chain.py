@@ -164,6 +164,8 @@ class KinematicTree:
         return c
 
     # ------------------------------------------------------------------ kernels
+    # Gathers use index_select: advanced indexing (aten::index) parallelizes even tiny
+    # gathers, which costs milliseconds per call when the CPU is shared.
     # Layout: the kernel works *batch-last*, (nodes, 3, 3, B) rotations and (nodes, 3, B)
     # translations, so that every 3x3 product is a few long, contiguous, vectorized
     # multiply-adds over the batch instead of B tiny matmuls; the results are transposed
@@ -181,8 +183,8 @@ class KinematicTree:
     @classmethod
     def _node_poses(cls, q: torch.Tensor, c: dict) -> tuple[torch.Tensor, torch.Tensor]:
         """q (B, n_vars) -> (R (J, 3, 3, B), t (J, 3, B)): node frames in the root frame, level-major."""
-        qT = q.t()
-        theta = qT if c["var"] is None else qT[c["var"]]  # (J, B)
+        qT = q.t().contiguous()
+        theta = qT if c["var"] is None else qT.index_select(0, c["var"])  # (J, B)
         if c["affine"] is not None:
             theta = theta * c["affine"][0][:, None] + c["affine"][1][:, None]
         s, vers = torch.sin(theta)[:, None, None], (1 - torch.cos(theta))[:, None, None]
@@ -200,7 +202,7 @@ class KinematicTree:
                 if mode[0] == "one":
                     R_p, t_p = R_p[mode[1]:mode[1] + 1], t_p[mode[1]:mode[1] + 1]
                 elif mode[0] == "gather":
-                    R_p, t_p = R_p[mode[1]], t_p[mode[1]]
+                    R_p, t_p = R_p.index_select(0, mode[1]), t_p.index_select(0, mode[1])
                 R_l, t_l = cls._compose(R_p, t_p, R_l, t_l)
             Rs.append(R_l)
             ts.append(t_l)
@@ -237,7 +239,7 @@ class KinematicTree:
         else:
             R_e, t_e = R_n, t_n
         rows = c["frame_rows"]
-        R_f, t_f = R_e[rows], t_e[rows]  # (F, 3, 3, B), (F, 3, B)
+        R_f, t_f = R_e.index_select(0, rows), t_e.index_select(0, rows)  # (F, 3, 3, B), (F, 3, B)
         if c["frame_t"] is not None:
             off = c["frame_t"]
             t_f = torch.addcmul(t_f, R_f[:, :, 0], off[:, None, 0:1])
@@ -257,8 +259,8 @@ class KinematicTree:
         if not c["n_pairs"]:
             return T, q.new_zeros(*batch_shape, F, 6, V)
         node = c["pair_node"]
-        axis = c["node_axis_w"](R_n)[node]  # (P, 3, B) joint axes in the root frame
-        lever = t_f[c["pair_frame"]] - t_n[node]  # (P, 3, B) node origin -> frame origin
+        axis = c["node_axis_w"](R_n).index_select(0, node)  # (P, 3, B) joint axes in the root frame
+        lever = t_f.index_select(0, c["pair_frame"]) - t_n.index_select(0, node)  # (P, 3, B) node origin -> frame origin
         a0, a1, a2 = axis.unbind(1)
         l0, l1, l2 = lever.unbind(1)
         lin = [torch.addcmul(a1 * l2, a2, l1, value=-1), torch.addcmul(a2 * l0, a0, l2, value=-1),
@@ -275,7 +277,7 @@ class KinematicTree:
         # (frame, variable) rows, batch-last; no scatter_add/index_add: they are very slow on
         # small batches with several threads
         if c["pair_source"] is not None:
-            jac = torch.cat([cols.new_zeros(1, 6, B), cols], 0)[c["pair_source"]]  # (F * V, 6, B)
+            jac = torch.cat([cols.new_zeros(1, 6, B), cols], 0).index_select(0, c["pair_source"])  # (F * V, 6, B)
         else:
             jac = (c["pair_scatter"] @ cols.reshape(c["n_pairs"], 6 * B)).view(F * V, 6, B)
         jac = jac.view(F, V, 6, B).permute(3, 0, 2, 1).contiguous()
