@@ -13,12 +13,16 @@ __path__ = extend_path(__path__, __name__)
 from ikdiffuser_ros.errors import CheckpointError, IKDiffuserError, InvalidRequestError, RobotDescriptionError
 from ikdiffuser_ros.kinematics.robot_model import RobotModel
 from ikdiffuser_ros.robots import load_robot
+from ikdiffuser_ros.solver import IKDiffuserSolver, IKSolutions, SolverConfig
 
 __all__ = [
     "CheckpointError",
     "IKDiffuserError",
+    "IKDiffuserSolver",
+    "IKSolutions",
     "InvalidRequestError",
     "RobotDescriptionError",
     "RobotModel",
+    "SolverConfig",
     "load_robot",
 ]
