@@ -41,3 +41,8 @@ def _single_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(name="make_loaded")
+def _make_loaded_fixture():
+    return make_loaded

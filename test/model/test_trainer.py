@@ -1,0 +1,133 @@
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from ikdiffuser_ros.model.checkpoint import load_checkpoint
+from ikdiffuser_ros.training.trainer import TrainConfig, random_masks, train
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _fixed_batch_loss(model_dir, robot, seed=123, B=512):
+    """Loss of the checkpointed (EMA) model on a fixed batch of noised held-out rows."""
+    from ikdiffuser_ros.data.generate import sample_fk
+
+    loaded = load_checkpoint(model_dir, robot)
+    g = torch.Generator().manual_seed(seed)
+    q, pos, rot6d = sample_fk(robot, B, g)
+    x0 = loaded.normalizer.normalize_joints(q)
+    t = torch.randint(0, loaded.schedule.num_train_steps, (B,), generator=g)
+    eps = torch.randn(x0.shape, generator=g)
+    x_t = loaded.schedule.add_noise(x0, eps, t)
+    mask = torch.ones(B, pos.shape[1], dtype=torch.bool)
+    with torch.no_grad():
+        pred = loaded.denoiser(x_t, t, loaded.normalizer.normalize_pos(pos), rot6d, mask, ~mask)
+    return F.mse_loss(pred, eps).item()
+
+
+def test_random_masks_keep_at_least_one():
+    g = torch.Generator().manual_seed(0)
+    keep, pos_only = random_masks(5000, 2, 0.3, 0.5, g)
+    assert keep.any(1).all() and not (pos_only & ~keep).any()
+    assert (~keep).any() and pos_only.any()
+    keep1, _ = random_masks(100, 1, 0.0, 0.0, g)
+    assert keep1.all()
+
+
+def test_tiny_training_reduces_loss_and_resume_continues(tmp_path, panda):
+    out = tmp_path / "run"
+    cfg = TrainConfig.preset("tiny", robot="panda", out_dir=str(out), max_steps=1, seed=0)
+    train(cfg, progress=False)
+    loss_start = _fixed_batch_loss(out, panda)
+    shutil.rmtree(out)
+    cfg.max_steps = 80
+    result = train(cfg, progress=False)
+    assert result["step"] == 80
+    loss_trained = _fixed_batch_loss(out, panda)
+    assert loss_trained < 0.8 * loss_start
+    state = json.loads((out / "train_state.json").read_text())
+    assert state["step"] == 80
+    card = json.loads((out / "card.json").read_text())
+    assert card["training"]["steps"] == 80 and "pos_mm_median" in card["eval"]
+    assert card["training"]["hardware"]["torch"] == torch.__version__
+    # resume: the step counter, optimizer and EMA continue
+    cfg.max_steps = 100
+    result = train(cfg, resume=True, progress=False)
+    assert result["step"] == 100
+    assert json.loads((out / "train_state.json").read_text())["step"] == 100
+    assert json.loads((out / "card.json").read_text())["training"]["steps"] == 100
+    assert len((out / "metrics.jsonl").read_text().splitlines()) >= 3
+    assert not list(out.glob("*.pt")) and not list(out.glob("*.pkl"))
+
+
+def test_resume_is_equivalent_to_one_run(tmp_path):
+    """40 steps, then resume to 60 == 60 steps in one go (same data, noise and optimizer state).
+
+    The learning rate is made constant after warmup (lr_min = lr): the cosine decay depends on max_steps.
+    """
+    kw = dict(robot="panda", seed=1, eval_every=1000, ckpt_every=1000, lr_min=3e-3)
+    one = TrainConfig.preset("tiny", out_dir=str(tmp_path / "one"), max_steps=60, **kw)
+    train(one, progress=False)
+    two = TrainConfig.preset("tiny", out_dir=str(tmp_path / "two"), max_steps=40, **kw)
+    train(two, progress=False)
+    two.max_steps = 60
+    train(two, resume=True, progress=False)
+    from safetensors.torch import load_file
+
+    a = load_file(str(tmp_path / "one" / "model.safetensors"))
+    b = load_file(str(tmp_path / "two" / "model.safetensors"))
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], atol=1e-5, rtol=1e-4)
+
+
+def test_config_yaml_and_cli_args(tmp_path):
+    from ikdiffuser_ros.cli import build_parser
+    from ikdiffuser_ros.training.trainer import config_from_args
+
+    y = tmp_path / "c.yaml"
+    y.write_text("robot: baxter\nd_model: 48\nbatch_size: 32\n")
+    cfg = TrainConfig.from_yaml(y, max_steps=5)
+    assert (cfg.d_model, cfg.batch_size, cfg.max_steps) == (48, 32, 5)
+    y.write_text("d_modle: 3\n")
+    with pytest.raises(ValueError, match="d_modle"):
+        TrainConfig.from_yaml(y)
+    args = build_parser().parse_args(["train", "--robot", "baxter", "--max-minutes", "2", "--seed", "4"])
+    cfg = config_from_args(args)  # picks config/training/baxter.yaml
+    assert cfg.robot == "baxter" and cfg.max_minutes == 2 and cfg.seed == 4 and cfg.out_dir == "runs/baxter"
+    for robot in ("panda", "baxter", "dual_ur5_mobile"):
+        TrainConfig.from_yaml(REPO / "config" / "training" / f"{robot}.yaml")
+
+
+def test_training_from_generated_shards(tmp_path, baxter):
+    from ikdiffuser_ros.data.generate import generate_dataset
+
+    generate_dataset(baxter, 3000, tmp_path / "data", seed=0, shard_size=1000, progress=False)
+    cfg = TrainConfig.preset("tiny", robot="baxter", data_dir=str(tmp_path / "data"), out_dir=str(tmp_path / "run"),
+                             max_steps=5, eval_every=5, ckpt_every=5)
+    train(cfg, progress=False)
+    card = json.loads((tmp_path / "run" / "card.json").read_text())
+    assert card["training"]["dataset"]["size"] == 3000
+
+
+@pytest.mark.slow
+def test_ddp_two_cpu_processes(tmp_path):
+    """torchrun --nproc_per_node=2 (gloo on CPU): ranks stay in step and rank 0 writes the checkpoint."""
+    pytest.importorskip("torch.distributed.run")
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    code = ("from ikdiffuser_ros.training.trainer import TrainConfig, train; "
+            f"train(TrainConfig.preset('tiny', robot='panda', out_dir={str(tmp_path)!r}, max_steps=6, "
+            "eval_every=6, ckpt_every=6, threads=1), progress=False)")
+    script = tmp_path / "run_ddp.py"
+    script.write_text(code + "\n")
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                           str(script)], env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    card = json.loads((tmp_path / "card.json").read_text())
+    assert card["training"]["world_size"] == 2 and card["training"]["steps"] == 6
