@@ -172,17 +172,25 @@ class KinematicTree:
     # to batch-first once, at the end.
 
     @staticmethod
-    def _compose(R_p, t_p, R_l, t_l):
-        """Parent pose (R_p, t_p) composed with local poses (R_l, t_l), batch-last, broadcasting."""
-        R = R_p[:, :, 0:1] * R_l[:, 0:1]
+    def _compose(R_p, t_p, R_l, t_l, out=None):
+        """Parent pose (R_p, t_p) composed with local poses (R_l, t_l), batch-last, broadcasting.
+
+        ``out``: optional (R, t) buffers to write into (only when no gradient is recorded).
+        """
+        R = torch.mul(R_p[:, :, 0:1], R_l[:, 0:1], **({} if out is None else {"out": out[0]}))
         R.addcmul_(R_p[:, :, 1:2], R_l[:, 1:2]).addcmul_(R_p[:, :, 2:3], R_l[:, 2:3])
-        t = torch.addcmul(t_p, R_p[:, :, 0], t_l[:, 0:1])
+        t = torch.addcmul(t_p, R_p[:, :, 0], t_l[:, 0:1], **({} if out is None else {"out": out[1]}))
         t.addcmul_(R_p[:, :, 1], t_l[:, 1:2]).addcmul_(R_p[:, :, 2], t_l[:, 2:3])
         return R, t
 
     @classmethod
-    def _node_poses(cls, q: torch.Tensor, c: dict) -> tuple[torch.Tensor, torch.Tensor]:
-        """q (B, n_vars) -> (R (J, 3, 3, B), t (J, 3, B)): node frames in the root frame, level-major."""
+    def _node_poses(cls, q: torch.Tensor, c: dict, inplace: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        """q (B, n_vars) -> (R (J, 3, 3, B), t (J, 3, B)): node frames in the root frame, level-major.
+
+        ``inplace``: write every level straight into preallocated outputs (no autograd);
+        otherwise levels are concatenated at the end.
+        """
+        B = q.shape[0]
         qT = q.t().contiguous()
         theta = qT if c["var"] is None else qT.index_select(0, c["var"])  # (J, B)
         if c["affine"] is not None:
@@ -190,24 +198,37 @@ class KinematicTree:
         s, vers = torch.sin(theta)[:, None, None], (1 - torch.cos(theta))[:, None, None]
         R_loc = torch.addcmul(c["R0"][..., None], c["A1"][..., None], s).addcmul_(c["A2"][..., None], vers)
         if c["slide"] is None:
-            t_loc = c["t0"][..., None].expand(-1, -1, q.shape[0])
+            t_loc = c["t0"][..., None].expand(-1, -1, B)
         else:
             t_loc = torch.addcmul(c["t0"][..., None], c["slide"][..., None], theta[:, None])
+        levels = c["levels"]
+        if len(levels) == 1:
+            return R_loc, t_loc
+        if inplace:
+            R_all, t_all = R_loc.new_empty(R_loc.shape), R_loc.new_empty(c["n_nodes"], 3, B)
+            R_all[: levels[0][1]] = R_loc[: levels[0][1]]
+            t_all[: levels[0][1]] = t_loc[: levels[0][1]]
         Rs: list[torch.Tensor] = []
         ts: list[torch.Tensor] = []
-        for start, end, mode in c["levels"]:
+        prev = (0, 0)
+        for start, end, mode in levels:
             R_l, t_l = R_loc[start:end], t_loc[start:end]
             if mode is not None:
-                R_p, t_p = Rs[-1], ts[-1]
+                if inplace:
+                    R_p, t_p = R_all[prev[0]:prev[1]], t_all[prev[0]:prev[1]]
+                else:
+                    R_p, t_p = Rs[-1], ts[-1]
                 if mode[0] == "one":
                     R_p, t_p = R_p[mode[1]:mode[1] + 1], t_p[mode[1]:mode[1] + 1]
                 elif mode[0] == "gather":
                     R_p, t_p = R_p.index_select(0, mode[1]), t_p.index_select(0, mode[1])
-                R_l, t_l = cls._compose(R_p, t_p, R_l, t_l)
+                out = (R_all[start:end], t_all[start:end]) if inplace else None
+                R_l, t_l = cls._compose(R_p, t_p, R_l, t_l, out)
             Rs.append(R_l)
             ts.append(t_l)
-        if len(Rs) == 1:
-            return Rs[0], ts[0]
+            prev = (start, end)
+        if inplace:
+            return R_all, t_all
         return torch.cat(Rs, 0), torch.cat(ts, 0)
 
     def forward(self, q: torch.Tensor, with_jacobian: bool = False):
@@ -229,8 +250,9 @@ class KinematicTree:
         B, F, V = q2.shape[0], len(self.frames), self.n_vars
         dtype, device = q.dtype, q.device
         c = self._constants(dtype, device)
+        inplace = not (q.requires_grad and torch.is_grad_enabled())  # out= buffers unless recording
         if c["n_nodes"]:
-            R_n, t_n = self._node_poses(q2, c)
+            R_n, t_n = self._node_poses(q2, c, inplace)
         else:
             R_n, t_n = q2.new_zeros(0, 3, 3, B), q2.new_zeros(0, 3, B)
         if c["frame_has_root"]:  # an identity node in front for frames fixed to the root
@@ -271,6 +293,12 @@ class KinematicTree:
             zero = torch.zeros((), dtype=dtype, device=device)
             lin = [torch.where(pm[:, 0], a, x) for a, x in zip(ang, lin)]
             ang = [torch.where(pm[:, 0], zero, a) for a in ang]
+        if inplace and c["pair_source"] is not None and c["pair_mult"] is None:
+            padded = q2.new_empty(c["n_pairs"] + 1, 6, B)  # row 0: zeros for (frame, variable)s off the path
+            padded[0] = 0
+            torch.stack(lin + ang, 1, out=padded[1:])
+            jac = padded.index_select(0, c["pair_source"]).view(F, V, 6, B).permute(3, 0, 2, 1).contiguous()
+            return T, jac.reshape(*batch_shape, F, 6, V)
         cols = torch.stack(lin + ang, 1)  # (P, 6, B)
         if c["pair_mult"] is not None:
             cols = cols * c["pair_mult"]

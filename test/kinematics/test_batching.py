@@ -94,3 +94,15 @@ def test_cuda_matches_cpu(name, robot):
     T32, _ = model.fk_and_jacobian(q.float().cuda())
     assert T32.dtype == torch.float32
     torch.testing.assert_close(T32.cpu().double(), T, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("name", ROBOTS)
+def test_recording_and_non_recording_paths_agree(name, robot):
+    """The kernel writes into preallocated buffers unless autograd records; both paths agree."""
+    model = robot(name)
+    q = random_q(model, 33, seed=14)
+    T, J = model.fk_and_jacobian(q)
+    T_g, J_g = model.fk_and_jacobian(q.clone().requires_grad_(True))
+    assert T_g.requires_grad and J_g.requires_grad
+    torch.testing.assert_close(T_g.detach(), T, atol=1e-15, rtol=0)
+    torch.testing.assert_close(J_g.detach(), J, atol=1e-15, rtol=0)
