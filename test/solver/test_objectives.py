@@ -12,7 +12,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from conftest import random_q
+from solvertools import random_q
 
 from ikdiffuser_ros.collision.spheres import SphereModel
 from ikdiffuser_ros.collision.world import Shape, World, WorldObject

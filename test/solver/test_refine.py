@@ -6,7 +6,7 @@ import math
 
 import pytest
 import torch
-from conftest import random_q
+from solvertools import random_q
 
 from ikdiffuser_ros.kinematics.transforms import rotation_angle
 from ikdiffuser_ros.sampling.refine import (RefineConfig, count_distinct, deduplicate, joint_kinds,

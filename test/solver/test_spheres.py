@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from conftest import random_q
+from solvertools import random_q
 
 from ikdiffuser_ros.collision.spheres import (GENERATOR_VERSION, SphereModel, fit_spheres, geometry_mesh,
                                               self_collision_mask, shape_sdf, sphere_file)
