@@ -338,6 +338,9 @@ class SphereModel:
         self.pair_i = torch.tensor(li, dtype=torch.int64)
         self.pair_j = torch.tensor(lj, dtype=torch.int64)
         self._attached_cache: dict[int, tuple] = {}
+        #: per-World derived tensors, keyed by :func:`_world_key` (object/shape identities and the
+        #: ACM contents); shape poses are read once, so replace a Shape rather than editing its pose.
+        self._world_cache: dict[tuple, tuple] = {}
 
     # ------------------------------------------------------------ constructors
     @classmethod
@@ -419,9 +422,9 @@ class SphereModel:
 
     def _attached_spheres(self, world: World):
         """Spheres of the attached objects: (link names, local (A, 3), radii (A,), owner object ids)."""
-        key = id(world)
+        key = tuple((a.link, id(a.object), tuple(id(s) for s in a.object.shapes)) for a in world.attached)
         cached = self._attached_cache.get(key)
-        if cached is not None and cached[0] is world:
+        if cached is not None:
             return cached[1]
         links, local, radii, owners = [], [], [], []
         for att in world.attached:
@@ -434,7 +437,7 @@ class SphereModel:
                 radii.append(s[3])
                 owners.append(att.object.id)
         out = (links, np.array(local).reshape(-1, 3), np.array(radii).reshape(-1), owners)
-        self._attached_cache = {key: (world, out)}
+        self._attached_cache = {key: (world.attached, out)}
         return out
 
     def world_sphere_set(self, q: torch.Tensor, world: World | None):
@@ -466,27 +469,37 @@ class SphereModel:
         if world is None or not world.objects:
             return torch.full(q.shape[:-1], math.inf, dtype=q.dtype, device=q.device)
         c, r, names = self.world_sphere_set(q, world)
-        codes, poses, half, ids = self._world_tensors(world, c.dtype, c.device)
+        key = ("world", c.dtype, str(c.device), *_world_key(world))
+        cached = self._world_cache.get(key)
+        if cached is None or cached[0] is not world:
+            codes, poses, half, ids = self._world_tensors(world, c.dtype, c.device)
+            allowed = torch.tensor([[world.acm.allowed(nm, oid) for oid in ids] for nm in names],
+                                   dtype=torch.bool, device=c.device).reshape(len(names), len(ids))
+            cached = (world, (codes, poses, half, allowed))
+            if len(self._world_cache) > 16:
+                self._world_cache.clear()
+            self._world_cache[key] = cached
+        codes, poses, half, allowed = cached[1]
         if codes.numel() == 0:
             return torch.full(q.shape[:-1], math.inf, dtype=q.dtype, device=q.device)
         # points in every shape frame: p_local = R^T (c - t)  -> (M, S', K, 3)
         R, t = poses[:, :3, :3], poses[:, :3, 3]
         p = torch.einsum("kji,mskj->mski", R, c.unsqueeze(-2) - t)
         d = shape_sdf(p, codes, half) - r.view(1, -1, 1)
-        allowed = torch.tensor([[world.acm.allowed(nm, oid) for oid in ids] for nm in names],
-                               dtype=torch.bool, device=c.device)
         # an attached object never collides with itself; its own id cannot be a world id (World checks)
         d = torch.where(allowed, torch.full_like(d, math.inf), d)
         if per_shape:
             return d
         return d.flatten(-2).amin(-1)
 
-    def self_distance_with(self, q: torch.Tensor, world: World | None) -> torch.Tensor:
-        """Like :meth:`self_distance`, also honouring ``world.acm`` link pairs and checking attached
-        objects against robot links (except their link and touch links)."""
-        if world is None or (not world.attached and not world.acm.entries and not world.acm.default_entries):
-            return self.self_distance(q)
-        c, r, names = self.world_sphere_set(q, world)
+    def _self_pairs_with(self, world: World) -> tuple[list[int], list[int], list[str]]:
+        """Sphere index pairs checked for self collision given ``world`` (ACM, attached objects)."""
+        key = ("self", *_world_key(world))
+        cached = self._world_cache.get(key)
+        if cached is not None and cached[0] is world:
+            return cached[1]
+        _, _, _, owners = self._attached_spheres(world)
+        names = list(self.sphere_link_names) + list(owners)
         S = self.num_spheres
         pi, pj = self.pair_i.tolist(), self.pair_j.tolist()
         keep = [k for k in range(len(pi)) if world.acm.lookup(names[pi[k]], names[pj[k]]) is not True]
@@ -499,11 +512,36 @@ class SphereModel:
                 if not a.may_touch(link) and world.acm.lookup(a.object.id, link) is not True:
                     pi.append(s)
                     pj.append(a_idx)
-        if not pi:
+        out = (pi, pj, names)
+        if len(self._world_cache) > 16:
+            self._world_cache.clear()
+        self._world_cache[key] = (world, out)
+        return out
+
+    def self_pair_distances_with(self, q: torch.Tensor, world: World | None) -> torch.Tensor:
+        """(M, n) -> (M, P') signed self distances [m], honouring ``world.acm`` for link pairs and
+        checking attached objects against robot links (except their link and touch links)."""
+        if world is None or (not world.attached and not world.acm.entries and not world.acm.default_entries):
+            return self.pair_distances(q)
+        c, r, _ = self.world_sphere_set(q, world)
+        pi, pj, _ = self._self_pairs_with(world)
+        i = torch.tensor(pi, dtype=torch.int64, device=c.device)
+        j = torch.tensor(pj, dtype=torch.int64, device=c.device)
+        return (c[..., i, :] - c[..., j, :]).norm(dim=-1) - r[i] - r[j]
+
+    def self_distance_with(self, q: torch.Tensor, world: World | None) -> torch.Tensor:
+        """Like :meth:`self_distance`, with :meth:`self_pair_distances_with`'s pairs (+inf if none)."""
+        d = self.self_pair_distances_with(q, world)
+        if d.shape[-1] == 0:
             return torch.full(q.shape[:-1], math.inf, dtype=q.dtype, device=q.device)
-        i = torch.tensor(pi, device=c.device)
-        j = torch.tensor(pj, device=c.device)
-        return ((c[..., i, :] - c[..., j, :]).norm(dim=-1) - r[i] - r[j]).amin(-1)
+        return d.amin(-1)
+
+
+def _world_key(world: World) -> tuple:
+    """Hashable identity of what the sphere model derives from a World."""
+    return (id(world), tuple(id(s) for _, s in world.iter_world_shapes()),
+            tuple((a.link, id(a.object), a.touch_links) for a in world.attached),
+            frozenset(world.acm.entries.items()), frozenset(world.acm.default_entries.items()))
 
 
 def shape_sdf(p: torch.Tensor, codes: torch.Tensor, half: torch.Tensor) -> torch.Tensor:

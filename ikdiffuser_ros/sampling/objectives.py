@@ -84,12 +84,13 @@ def collision(sphere_model, world=None, margin: float = 0.02) -> CostFn:
     """Hinge on signed distances of the sphere model: ``sum (relu(margin - d) / margin)^2`` (dimensionless).
 
     ``d`` runs over the checked self sphere pairs and, with ``world``, over
-    (robot or attached-object sphere, world shape) pairs not allowed by the ACM.
+    attached-object / link pairs and (robot or attached-object sphere, world
+    shape) pairs, all minus those the ACM allows (see
+    :meth:`SphereModel.self_pair_distances_with` and :meth:`SphereModel.world_distance`).
     """
 
     def cost(q: torch.Tensor) -> torch.Tensor:
-        c = sphere_model.sphere_centers(q)
-        total = (torch.relu(margin - sphere_model.pair_distances(q, centers=c)) / margin).pow(2).sum(-1)
+        total = (torch.relu(margin - sphere_model.self_pair_distances_with(q, world)) / margin).pow(2).sum(-1)
         if world is not None and world.objects:
             d = sphere_model.world_distance(q, world, per_shape=True)
             d = torch.where(torch.isinf(d), torch.full_like(d, margin), d)

@@ -183,6 +183,17 @@ def test_attached_object_spheres_move_with_the_link(panda, panda_spheres):
     # self check with the attachment honours touch links and the attachment link itself
     d_self = panda_spheres.self_distance_with(q, world)
     assert d_self.shape == (3,)
+    pairs = panda_spheres.self_pair_distances_with(q, world)
+    n_att = c.shape[1] - panda_spheres.num_spheres
+    n_free = sum(1 for link in names[:panda_spheres.num_spheres]
+                 if link not in ("panda_hand", "panda_leftfinger", "panda_rightfinger"))
+    assert pairs.shape == (3, panda_spheres.pair_i.numel() + n_att * n_free)
+    # an ACM entry allowing a link pair removes its sphere pairs
+    world.acm.set_entry("panda_link1", "panda_link5", True)
+    n15 = sum(1 for i, j in zip(panda_spheres.pair_i.tolist(), panda_spheres.pair_j.tolist())
+              if {names[i], names[j]} == {"panda_link1", "panda_link5"})
+    assert n15 > 0
+    assert panda_spheres.self_pair_distances_with(q, world).shape[1] == pairs.shape[1] - n15
 
 
 def test_world_validation():
