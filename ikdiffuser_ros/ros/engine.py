@@ -90,6 +90,13 @@ class IKEngine:
         self.lower = robot.lower.numpy()
         self.upper = robot.upper.numpy()
         self._solve_params = self._solver_params(solver)
+        # active variables that move each end effector (for joints held fixed by the MoveIt bridge)
+        names = robot.joint_names
+        vj = robot.virtual_joint
+        self.ee_vars: list[set[int]] = []
+        for ee in robot.end_effectors:
+            joints = [j.name for j in robot.urdf.path_from_root(ee)] + ([vj.name] if vj is not None else [])
+            self.ee_vars.append({i for i, v in enumerate(names) for j in joints if v == j or v.startswith(j + "/")})
 
     # ------------------------------------------------------------------ solver plumbing
     @staticmethod
@@ -129,6 +136,34 @@ class IKEngine:
         spec = TargetSpec(T, np.ones(self.E, dtype=bool), np.zeros(self.E, dtype=bool))
         self.solve([spec], SolveOptions(num_solutions=2, random_seed=0, max_rounds=1))
         return time.monotonic() - t0
+
+    def _hold_fixed(self, q: np.ndarray, spec: TargetSpec, fixed: dict[int, float], deadline: float) -> np.ndarray:
+        """Write the held joint values into the candidates; when a held joint moves a constrained end
+        effector (e.g. a mobile base or a torso outside the group), re-converge the candidates with the
+        held joints pinned (LM refinement on a copy of the model whose limits pin them)."""
+        q = q.copy()
+        for idx, value in fixed.items():
+            q[:, idx] = value
+        held = set(fixed)
+        if not any(held & self.ee_vars[e] for e in np.flatnonzero(spec.mask)):
+            return q
+        import copy
+
+        from ikdiffuser_ros.sampling.refine import RefineConfig, refine
+
+        pinned = copy.copy(self.robot)
+        lo, hi = self.robot.lower.clone(), self.robot.upper.clone()
+        for idx, value in fixed.items():
+            v = float(min(max(value, float(lo[idx])), float(hi[idx])))
+            lo[idx] = hi[idx] = v
+        pinned.lower, pinned.upper = lo, hi
+        res = refine(pinned, torch.as_tensor(q), torch.as_tensor(spec.T), torch.as_tensor(spec.mask),
+                     torch.as_tensor(spec.position_only), RefineConfig(),
+                     deadline if math.isfinite(deadline) else None)
+        q = res.q.detach().cpu().numpy().astype(np.float64)
+        for idx, value in fixed.items():
+            q[:, idx] = value
+        return q
 
     # ------------------------------------------------------------------ measuring
     def measure(self, q: np.ndarray, spec: TargetSpec, world=None) -> tuple[np.ndarray, ...]:
@@ -213,8 +248,8 @@ class IKEngine:
                     call_index += 1
                     for j, i in enumerate(chunk):
                         qi = q[j]
-                        for idx, value in opts.fixed.items():
-                            qi[:, idx] = value
+                        if opts.fixed:
+                            qi = self._hold_fixed(qi, specs[i], opts.fixed, opts.deadline)
                         pe, re, within, coll = self.measure(qi, specs[i], world)
                         ok = within & (pe <= cfg.position_tolerance) & (re <= cfg.rotation_tolerance)
                         if opts.avoid_collisions:
