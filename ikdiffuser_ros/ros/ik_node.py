@@ -206,11 +206,17 @@ class IKDiffuserNode(Node):
                 self.create_service(GetPositionIK, name, self._on_compute_ik, callback_group=self._solve_group)
             if cfg.follow_planning_scene:
                 self._follow_scene()
-        self._markers = None
+        self._markers = self._display = None
         if cfg.publish_markers:
             from visualization_msgs.msg import MarkerArray
 
             self._markers = self.create_publisher(MarkerArray, "~/solutions", 1)
+            try:
+                from moveit_msgs.msg import DisplayRobotState
+
+                self._display = self.create_publisher(DisplayRobotState, "~/display_robot_state", 1)
+            except ImportError:
+                pass
         self.get_logger().info(f"ready in {time.monotonic() - t0:.1f} s: model {path} on {cfg.device}")
 
     # ------------------------------------------------------------------ robot
@@ -378,15 +384,28 @@ class IKDiffuserNode(Node):
         return response
 
     def _publish_markers(self, response) -> None:
-        if self._markers is None or response.error_code != ErrorCode.SUCCESS:
+        """The answer for RViz: all targets' solutions as a MarkerArray on ~/solutions, and the first
+        solution of the first solved target as a moveit_msgs/DisplayRobotState on ~/display_robot_state."""
+        if self._markers is None or not self.config.publish_markers or not response.results:
             return
         try:
-            if self._markers.get_subscription_count() == 0:
-                return
-            from ikdiffuser_ros.ros.markers import solutions_marker_array
+            if self._markers.get_subscription_count() > 0:
+                from ikdiffuser_ros.ros.markers import solutions_marker_array
 
-            self._markers.publish(solutions_marker_array(
-                self.robot, response, self.config.max_marker_solutions, self.get_clock().now().to_msg()))
+                self._markers.publish(solutions_marker_array(
+                    self.robot, response, self.config.max_marker_solutions, self.get_clock().now().to_msg()))
+            if self._display is not None and self._display.get_subscription_count() > 0:
+                first = next((r for r in response.results if r.num_solutions > 0), None)
+                if first is not None:
+                    import numpy as np
+                    from moveit_msgs.msg import DisplayRobotState
+
+                    q = np.asarray(first.positions[:self.robot.n_joints], dtype=np.float64)
+                    msg = DisplayRobotState()
+                    msg.state.joint_state, msg.state.multi_dof_joint_state = self.engine.layout.to_joint_state(q)
+                    msg.state.joint_state.header.stamp = self.get_clock().now().to_msg()
+                    msg.state.joint_state.header.frame_id = self.robot.root_frame
+                    self._display.publish(msg)
         except Exception as exc:  # noqa: BLE001 - visualization must not break serving
             self.get_logger().warning(f"markers: {exc}")
 

@@ -341,6 +341,18 @@ def test_unreachable_target(setup, free_config):
     assert res.results[0].num_solutions == 0 and "no IK solution" in res.results[0].message
 
 
+def test_timeout_is_honoured(setup, free_config):
+    _, client = setup
+    _, T = free_config
+    req = _request([_target(["left_gripper"], [pose_stamped(T[0])])] * 3, num_solutions=4,
+                   timeout=Duration(sec=0, nanosec=1))
+    t0 = time.monotonic()
+    res = client.call(client.ik, req)
+    assert res.error_code == CODES.TIMED_OUT, res.message
+    assert all(r.error_code == CODES.TIMED_OUT and r.num_solutions == 0 for r in res.results)
+    assert time.monotonic() - t0 < 2.0
+
+
 def test_ten_concurrent_clients(setup, ros_context, free_config):
     """Ten clients (own nodes, own threads) call at once; each gets the right answer for its own target."""
     import torch
@@ -625,21 +637,27 @@ def test_markers_published(setup, ros_context, free_config):
 
     runner, client = setup
     _, T = free_config
-    got = []
+    from moveit_msgs.msg import DisplayRobotState
+
+    got, shown = [], []
     sub_node = rclpy.create_node("ikd_marker_listener", context=ros_context)
     sub_node.create_subscription(MarkerArray, f"/{NODE}/solutions", got.append, 1)
+    sub_node.create_subscription(DisplayRobotState, f"/{NODE}/display_robot_state", shown.append, 1)
     ex = SingleThreadedExecutor(context=ros_context)
     ex.add_node(sub_node)
     try:
         deadline = time.monotonic() + 10
-        while runner.node._markers.get_subscription_count() == 0 and time.monotonic() < deadline:
+        while (runner.node._markers.get_subscription_count() == 0
+               or runner.node._display.get_subscription_count() == 0) and time.monotonic() < deadline:
             ex.spin_once(timeout_sec=0.05)
         res = client.call(client.ik, _request([_target(["left_gripper"], [pose_stamped(T[0])])], num_solutions=4))
         assert res.error_code == CODES.SUCCESS
         deadline = time.monotonic() + 10
-        while not got and time.monotonic() < deadline:
+        while not (got and shown) and time.monotonic() < deadline:
             ex.spin_once(timeout_sec=0.05)
+        assert shown and set(runner.node.robot.joint_names) <= set(shown[-1].state.joint_state.name)
         assert got and len(got[-1].markers) >= 2 and got[-1].markers[1].points
+        assert got[-1].markers[0].action == got[-1].markers[0].DELETEALL
     finally:
         ex.shutdown()
         sub_node.destroy_node()
