@@ -384,15 +384,40 @@ class SphereModel:
         return (c[..., i, :] - c[..., j, :]).norm(dim=-1) - r[i] - r[j]
 
     def self_distance(self, q: torch.Tensor) -> torch.Tensor:
-        """(M, n) -> (M,) smallest signed self distance [m] (+inf when no pair is checked)."""
+        """(M, n) -> (M,) smallest signed self distance [m] (+inf when no pair is checked).
+
+        All sphere-sphere distances at once (``torch.cdist``, matrix-product form), masked to the
+        checked pairs: faster than gathering the pairs when most sphere pairs are checked.
+        """
         if self.pair_i.numel() == 0:
             return torch.full(q.shape[:-1], math.inf, dtype=q.dtype, device=q.device)
-        return self.pair_distances(q).amin(-1)
+        c = self.sphere_centers(q)
+        offset = self._pair_offsets(c.dtype, c.device)
+        return (torch.cdist(c, c, compute_mode="use_mm_for_euclid_dist") - offset).flatten(-2).amin(-1)
 
-    def in_self_collision(self, q: torch.Tensor, margin: float = 0.0) -> torch.Tensor:
-        """(M, n) -> (M,) bool, some checked sphere pair is closer than ``margin`` [m]."""
+    def _pair_offsets(self, dtype, device):
+        """(S, S): ``r_i + r_j`` for checked pairs (i < j), ``-inf`` elsewhere (cached per dtype/device)."""
+        key = ("pairs", dtype, str(device))
+        if key not in self._world_cache:
+            S = self.num_spheres
+            r = self.radii
+            off = torch.full((S, S), -math.inf, dtype=torch.float64)
+            off[self.pair_i, self.pair_j] = r[self.pair_i] + r[self.pair_j]
+            self._world_cache[key] = off.to(dtype=dtype, device=device)
+        return self._world_cache[key]
+
+    def in_self_collision(self, q: torch.Tensor, margin: float = 0.0, max_elements: int = 1 << 24) -> torch.Tensor:
+        """(..., n) -> (...) bool, some checked sphere pair is closer than ``margin`` [m].
+
+        Evaluated in row chunks of at most ``max_elements`` pair distances (bounded memory for
+        dataset-sized batches).
+        """
+        shape = q.shape[:-1]
+        flat = q.reshape(-1, q.shape[-1])
+        rows = max(1, max_elements // max(1, self.num_spheres ** 2))
         with torch.no_grad():
-            return self.self_distance(q) < margin
+            out = [self.self_distance(flat[i:i + rows]) < margin for i in range(0, flat.shape[0], rows)]
+        return (torch.cat(out) if out else torch.zeros(0, dtype=torch.bool, device=q.device)).reshape(shape)
 
     # ------------------------------------------------------------ world
     def _world_tensors(self, world: World, dtype, device):

@@ -119,7 +119,8 @@ def test_user_checks_shape_and_combine_validates(panda):
     assert obj.combine({"seed": 0.0}, {}) is None
     q = random_q(panda, 4, seed=5)
     c = obj.combine({"user": 2.0, "joint_limits": 3.0},
-                    {"user": lambda: obj.user(lambda x: x[:, 0]), "joint_limits": lambda: obj.joint_limit_margin(panda)})
+                    {"user": lambda: obj.user(lambda x: x[:, 0]),
+                     "joint_limits": lambda: obj.joint_limit_margin(panda)})
     torch.testing.assert_close(c(q), 2 * q[:, 0] + 3 * obj.joint_limit_margin(panda)(q))
 
 
