@@ -35,10 +35,11 @@ def _node(context):
     params_file = LaunchConfiguration("params_file").perform(context) or os.path.join(
         _share(), "config", f"{robot}.yaml")
     cfg = robot_config(robot)
-    description = {
-        "robot_description": cfg.urdf_text(),
-        "robot_description_semantic": "\n".join(cfg.srdf_texts()[:1]),
-    }
+    if len(cfg.srdf) <= 1:
+        srdf = cfg.srdf_texts()
+        description = {"robot_description": cfg.urdf_text(), "robot_description_semantic": srdf[0] if srdf else ""}
+    else:  # several SRDF files are merged by the robot config itself: let the node load them
+        description = {"robot_description_timeout": 0.0}
     overrides = {"device": LaunchConfiguration("device").perform(context)}
     model_path = LaunchConfiguration("model_path").perform(context)
     if model_path:

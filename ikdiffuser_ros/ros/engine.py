@@ -166,8 +166,12 @@ class IKEngine:
         return q
 
     # ------------------------------------------------------------------ measuring
-    def measure(self, q: np.ndarray, spec: TargetSpec, world=None) -> tuple[np.ndarray, ...]:
-        """(k, n) candidates -> (position error, rotation error, within limits, in collision), each (k,)."""
+    def measure(self, q: np.ndarray, spec: TargetSpec, world=None, collision_mask: np.ndarray | None = None
+                ) -> tuple[np.ndarray, ...]:
+        """(k, n) candidates -> (position error, rotation error, within limits, in collision), each (k,).
+
+        ``collision_mask`` (k,) bool: check collisions only there (the others report False).
+        """
         k = q.shape[0]
         if k == 0:
             z = np.zeros(0)
@@ -183,8 +187,21 @@ class IKEngine:
         rot_err = torch.where(rot_mask, rot, torch.zeros_like(rot)).amax(-1).numpy()
         eps = 1e-9
         within = np.all((q >= self.lower - eps) & (q <= self.upper + eps), axis=-1)
-        collide = self.check_collisions(q, world)
+        if collision_mask is None:
+            collide = self.check_collisions(q, world)
+        else:
+            collide = np.zeros(k, dtype=bool)
+            if collision_mask.any():
+                collide[collision_mask] = self.check_collisions(q[collision_mask], world)
         return pos_err, rot_err, within, collide
+
+    def check_collisions_masked(self, q: np.ndarray, world, mask: np.ndarray | None) -> np.ndarray:
+        if mask is None:
+            return self.check_collisions(q, world)
+        out = np.zeros(len(q), dtype=bool)
+        if mask.any():
+            out[mask] = self.check_collisions(q[mask], world)
+        return out
 
     def check_collisions(self, q: np.ndarray, world) -> np.ndarray:
         if self.checker is None or len(q) == 0:
@@ -250,8 +267,10 @@ class IKEngine:
                         qi = q[j]
                         if opts.fixed:
                             qi = self._hold_fixed(qi, specs[i], opts.fixed, opts.deadline)
-                        pe, re, within, coll = self.measure(qi, specs[i], world)
+                        pe, re, within, _ = self.measure(qi, specs[i], world, np.zeros(len(qi), dtype=bool))
                         ok = within & (pe <= cfg.position_tolerance) & (re <= cfg.rotation_tolerance)
+                        # exact collision checks only where they matter (dropped candidates are not checked)
+                        coll = self.check_collisions_masked(qi, world, None if opts.keep_invalid else ok)
                         if opts.avoid_collisions:
                             ok &= ~coll
                         if opts.accept is not None and ok.any():
@@ -425,6 +444,8 @@ class IKEngine:
             seed, _, _ = self.layout.from_joint_state(request.seed_state, what="seed_state")
             if seed_weight > 0:
                 objectives["seed"] = seed_weight
+        elif "seed" in objectives:
+            raise RequestError(ErrorCode.INVALID_REQUEST, "the seed objective needs a seed_state")
         specs, errors = [], []
         for b, target in enumerate(targets):
             try:

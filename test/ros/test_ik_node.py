@@ -258,6 +258,7 @@ def _pose_with(T, x=None, q=None):
     ("unknown_objective", CODES.INVALID_REQUEST),
     ("objective_length_mismatch", CODES.INVALID_REQUEST),
     ("negative_seed_weight", CODES.INVALID_REQUEST),
+    ("seed_objective_without_seed", CODES.INVALID_REQUEST),
 ])
 def test_bad_requests_get_error_codes(setup, free_config, case, code):
     runner, client = setup
@@ -297,6 +298,8 @@ def test_bad_requests_get_error_codes(setup, free_config, case, code):
         req.objective_names, req.objective_weights = ["manipulability"], []
     elif case == "negative_seed_weight":
         req.seed_weight = -1.0
+    elif case == "seed_objective_without_seed":
+        req.objective_names, req.objective_weights = ["seed"], [1.0]
     res = client.call(client.ik, req)
     assert res.error_code == code, res.message
     assert res.message
