@@ -93,3 +93,22 @@ def test_dual_ur5_mobile_groups(ros_context, tmp_path_factory):
             assert list(res.solution.multi_dof_joint_state.joint_names) == ["base_joint"]
     finally:
         runner.close()
+
+
+def test_description_from_parameters(ros_context, tmp_path_factory):
+    """robot_description(_semantic) given as parameters (as a launch file does); the robot config is
+    found by the URDF's robot name, the checkpoint by fingerprint among the given folder's cards."""
+    from ikdiffuser_ros.robots import robot_config
+
+    cfg = robot_config("panda")
+    ckpt = train_tiny("panda", tmp_path_factory.getbasetemp() / "tiny_panda")
+    runner = NodeRunner(ros_context, dict(robot_description=cfg.urdf_text(),
+                                          robot_description_semantic=cfg.srdf_texts()[0],
+                                          model_path=str(ckpt), follow_planning_scene=False),
+                        name="ikd_panda_params")
+    try:
+        assert runner.node.robot.end_effectors == ["panda_hand_tcp"]
+        assert runner.node.robot_config is not None and runner.node.robot_config.name == "panda"
+        assert runner.node.robot.fingerprint() == cfg.load().fingerprint()
+    finally:
+        runner.close()
