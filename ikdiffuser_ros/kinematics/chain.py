@@ -106,12 +106,16 @@ class KinematicTree:
             # theta = q[:, var] * mult + off; skipped parts when trivial
             c["var"] = None if var == list(range(self.n_vars)) else idx_t(var)
             c["affine"] = (as_t(mult), as_t(off)) if np.any(mult != 1) or np.any(off != 0) else None
-            # local rotation R0 @ (I + sin K + (1 - cos) K^2) for revolute nodes, R0 for prismatic
-            c["R0"] = as_t(R0)
-            c["A1"] = as_t(R0 @ K * revolute[:, None, None])
-            c["A2"] = as_t(R0 @ K @ K * revolute[:, None, None])
-            c["t0"] = as_t(np.stack([n.origin[:3, 3] for n in nodes]))
-            c["slide"] = as_t((R0 @ axes[:, :, None])[:, :, 0] * prismatic[:, None]) if prismatic.any() else None
+            # local pose [R | t] (3x4) = M0 + sin * A1 + (1 - cos) * A2 + theta * S:
+            # rotation R0 @ (I + sin K + (1 - cos) K^2) for revolute nodes, sliding t for prismatic
+            M0, A1, A2, S = (np.zeros((J, 3, 4)) for _ in range(4))
+            M0[:, :, :3] = R0
+            M0[:, :, 3] = np.stack([n.origin[:3, 3] for n in nodes])
+            A1[:, :, :3] = R0 @ K * revolute[:, None, None]
+            A2[:, :, :3] = R0 @ K @ K * revolute[:, None, None]
+            S[:, :, 3] = (R0 @ axes[:, :, None])[:, :, 0] * prismatic[:, None]
+            c["M0"], c["A1"], c["A2"] = as_t(M0)[..., None], as_t(A1)[..., None], as_t(A2)[..., None]
+            c["S"] = as_t(S)[..., None] if prismatic.any() else None
             levels = []
             start = 0
             for depth, members in enumerate(self._levels):
@@ -135,8 +139,8 @@ class KinematicTree:
         c["frame_has_root"] = any(r < 0 for r in frame_rows)
         c["frame_rows"] = idx_t([r + 1 if c["frame_has_root"] else r for r in frame_rows])
         offsets = np.stack([f.offset for f in self.frames]) if F else np.zeros((0, 4, 4))
-        c["frame_R"] = None if np.allclose(offsets[:, :3, :3], np.eye(3), atol=0, rtol=0) else as_t(offsets[:, :3, :3])
-        c["frame_t"] = None if not np.any(offsets[:, :3, 3]) else as_t(offsets[:, :3, 3])
+        identity = np.array_equal(offsets, np.broadcast_to(np.eye(4), offsets.shape))
+        c["frame_offset"] = None if identity else as_t(offsets[:, :3, :])[..., None]  # (F, 3, 4, 1)
         # Jacobian: one column per (frame, ancestor node) pair, scattered to (frame, variable)
         pairs = [(f, row[j]) for f in range(F) for j in order if self._ancestors[f, j]]
         c["n_pairs"] = len(pairs)
@@ -166,70 +170,57 @@ class KinematicTree:
     # ------------------------------------------------------------------ kernels
     # Gathers use index_select: advanced indexing (aten::index) parallelizes even tiny
     # gathers, which costs milliseconds per call when the CPU is shared.
-    # Layout: the kernel works *batch-last*, (nodes, 3, 3, B) rotations and (nodes, 3, B)
-    # translations, so that every 3x3 product is a few long, contiguous, vectorized
+    # Layout: the kernel works *batch-last*, poses [R | t] as (nodes, 3, 4, B), so that
+    # every pose product is a few long, contiguous, vectorized
     # multiply-adds over the batch instead of B tiny matmuls; the results are transposed
     # to batch-first once, at the end.
 
     @staticmethod
-    def _compose(R_p, t_p, R_l, t_l, out=None):
-        """Parent pose (R_p, t_p) composed with local poses (R_l, t_l), batch-last, broadcasting.
+    def _compose(M_p, M_l, out=None):
+        """Parent poses M_p composed with local poses M_l, both [R | t] (L, 3, 4, B), broadcasting.
 
-        ``out``: optional (R, t) buffers to write into (only when no gradient is recorded).
+        ``out``: optional buffer to write into (only when no gradient is recorded).
         """
-        R = torch.mul(R_p[:, :, 0:1], R_l[:, 0:1], **({} if out is None else {"out": out[0]}))
-        R.addcmul_(R_p[:, :, 1:2], R_l[:, 1:2]).addcmul_(R_p[:, :, 2:3], R_l[:, 2:3])
-        t = torch.addcmul(t_p, R_p[:, :, 0], t_l[:, 0:1], **({} if out is None else {"out": out[1]}))
-        t.addcmul_(R_p[:, :, 1], t_l[:, 1:2]).addcmul_(R_p[:, :, 2], t_l[:, 2:3])
-        return R, t
+        M = torch.mul(M_p[:, :, 0:1], M_l[:, 0:1], **({} if out is None else {"out": out}))
+        M.addcmul_(M_p[:, :, 1:2], M_l[:, 1:2]).addcmul_(M_p[:, :, 2:3], M_l[:, 2:3])
+        M[:, :, 3].add_(M_p[:, :, 3])
+        return M
 
     @classmethod
-    def _node_poses(cls, q: torch.Tensor, c: dict, inplace: bool) -> tuple[torch.Tensor, torch.Tensor]:
-        """q (B, n_vars) -> (R (J, 3, 3, B), t (J, 3, B)): node frames in the root frame, level-major.
+    def _node_poses(cls, q: torch.Tensor, c: dict, inplace: bool) -> torch.Tensor:
+        """q (B, n_vars) -> M (J, 3, 4, B): node frames [R | t] in the root frame, level-major.
 
-        ``inplace``: write every level straight into preallocated outputs (no autograd);
+        ``inplace``: write every level straight into a preallocated output (no autograd);
         otherwise levels are concatenated at the end.
         """
-        B = q.shape[0]
         qT = q.t().contiguous()
         theta = qT if c["var"] is None else qT.index_select(0, c["var"])  # (J, B)
         if c["affine"] is not None:
             theta = theta * c["affine"][0][:, None] + c["affine"][1][:, None]
         s, vers = torch.sin(theta)[:, None, None], (1 - torch.cos(theta))[:, None, None]
-        R_loc = torch.addcmul(c["R0"][..., None], c["A1"][..., None], s).addcmul_(c["A2"][..., None], vers)
-        if c["slide"] is None:
-            t_loc = c["t0"][..., None].expand(-1, -1, B)
-        else:
-            t_loc = torch.addcmul(c["t0"][..., None], c["slide"][..., None], theta[:, None])
+        M_loc = torch.addcmul(c["M0"], c["A1"], s).addcmul_(c["A2"], vers)  # (J, 3, 4, B)
+        if c["S"] is not None:
+            M_loc.addcmul_(c["S"], theta[:, None, None])
         levels = c["levels"]
         if len(levels) == 1:
-            return R_loc, t_loc
+            return M_loc
         if inplace:
-            R_all, t_all = R_loc.new_empty(R_loc.shape), R_loc.new_empty(c["n_nodes"], 3, B)
-            R_all[: levels[0][1]] = R_loc[: levels[0][1]]
-            t_all[: levels[0][1]] = t_loc[: levels[0][1]]
-        Rs: list[torch.Tensor] = []
-        ts: list[torch.Tensor] = []
+            M_all = torch.empty_like(M_loc)
+            M_all[: levels[0][1]] = M_loc[: levels[0][1]]
+        Ms: list[torch.Tensor] = []
         prev = (0, 0)
         for start, end, mode in levels:
-            R_l, t_l = R_loc[start:end], t_loc[start:end]
+            M_l = M_loc[start:end]
             if mode is not None:
-                if inplace:
-                    R_p, t_p = R_all[prev[0]:prev[1]], t_all[prev[0]:prev[1]]
-                else:
-                    R_p, t_p = Rs[-1], ts[-1]
+                M_p = M_all[prev[0]:prev[1]] if inplace else Ms[-1]
                 if mode[0] == "one":
-                    R_p, t_p = R_p[mode[1]:mode[1] + 1], t_p[mode[1]:mode[1] + 1]
+                    M_p = M_p[mode[1]:mode[1] + 1]
                 elif mode[0] == "gather":
-                    R_p, t_p = R_p.index_select(0, mode[1]), t_p.index_select(0, mode[1])
-                out = (R_all[start:end], t_all[start:end]) if inplace else None
-                R_l, t_l = cls._compose(R_p, t_p, R_l, t_l, out)
-            Rs.append(R_l)
-            ts.append(t_l)
+                    M_p = M_p.index_select(0, mode[1])
+                M_l = cls._compose(M_p, M_l, M_all[start:end] if inplace else None)
+            Ms.append(M_l)
             prev = (start, end)
-        if inplace:
-            return R_all, t_all
-        return torch.cat(Rs, 0), torch.cat(ts, 0)
+        return M_all if inplace else torch.cat(Ms, 0)
 
     def forward(self, q: torch.Tensor, with_jacobian: bool = False):
         """Batched FK (and optionally geometric Jacobians).
@@ -251,28 +242,17 @@ class KinematicTree:
         dtype, device = q.dtype, q.device
         c = self._constants(dtype, device)
         inplace = not (q.requires_grad and torch.is_grad_enabled())  # out= buffers unless recording
-        if c["n_nodes"]:
-            R_n, t_n = self._node_poses(q2, c, inplace)
-        else:
-            R_n, t_n = q2.new_zeros(0, 3, 3, B), q2.new_zeros(0, 3, B)
+        M_n = self._node_poses(q2, c, inplace) if c["n_nodes"] else q2.new_zeros(0, 3, 4, B)
         if c["frame_has_root"]:  # an identity node in front for frames fixed to the root
-            eye = torch.eye(3, dtype=dtype, device=device)[None, :, :, None].expand(1, 3, 3, B)
-            R_e, t_e = torch.cat([eye, R_n], 0), torch.cat([q2.new_zeros(1, 3, B), t_n], 0)
+            eye = torch.eye(3, 4, dtype=dtype, device=device)[None, :, :, None].expand(1, 3, 4, B)
+            M_e = torch.cat([eye, M_n], 0)
         else:
-            R_e, t_e = R_n, t_n
-        rows = c["frame_rows"]
-        R_f, t_f = R_e.index_select(0, rows), t_e.index_select(0, rows)  # (F, 3, 3, B), (F, 3, B)
-        if c["frame_t"] is not None:
-            off = c["frame_t"]
-            t_f = torch.addcmul(t_f, R_f[:, :, 0], off[:, None, 0:1])
-            t_f.addcmul_(R_f[:, :, 1], off[:, None, 1:2]).addcmul_(R_f[:, :, 2], off[:, None, 2:3])
-        if c["frame_R"] is not None:
-            off = c["frame_R"][..., None]  # (F, 3, 3, 1)
-            R_f = (R_f[:, :, 0:1] * off[:, 0:1]).addcmul_(R_f[:, :, 1:2], off[:, 1:2]).addcmul_(
-                R_f[:, :, 2:3], off[:, 2:3])
+            M_e = M_n
+        M_f = M_e.index_select(0, c["frame_rows"])  # (F, 3, 4, B)
+        if c["frame_offset"] is not None:
+            M_f = self._compose(M_f, c["frame_offset"])
         T = q2.new_empty(B, F, 4, 4)
-        T[..., :3, :3] = R_f.permute(3, 0, 1, 2)
-        T[..., :3, 3] = t_f.permute(2, 0, 1)
+        T[..., :3, :] = M_f.permute(3, 0, 1, 2)
         T[..., 3, :3] = 0
         T[..., 3, 3] = 1
         T = T.reshape(*batch_shape, F, 4, 4)
@@ -281,8 +261,8 @@ class KinematicTree:
         if not c["n_pairs"]:
             return T, q.new_zeros(*batch_shape, F, 6, V)
         node = c["pair_node"]
-        axis = c["node_axis_w"](R_n).index_select(0, node)  # (P, 3, B) joint axes in the root frame
-        lever = t_f.index_select(0, c["pair_frame"]) - t_n.index_select(0, node)  # (P, 3, B) node origin -> frame origin
+        axis = c["node_axis_w"](M_n).index_select(0, node)  # (P, 3, B) joint axes in the root frame
+        lever = M_f[:, :, 3].index_select(0, c["pair_frame"]) - M_n[:, :, 3].index_select(0, node)  # (P, 3, B) node origin -> frame origin
         a0, a1, a2 = axis.unbind(1)
         l0, l1, l2 = lever.unbind(1)
         lin = [torch.addcmul(a1 * l2, a2, l1, value=-1), torch.addcmul(a2 * l0, a0, l2, value=-1),
@@ -313,7 +293,7 @@ class KinematicTree:
 
 
 def _axis_kernel(axes: np.ndarray, as_t):
-    """R (J, 3, 3, B) -> R @ axis (J, 3, B) for constant (J, 3) axes, skipping zero components."""
+    """M = [R | t] (J, 3, 4, B) -> R @ axis (J, 3, B) for constant (J, 3) axes, skipping zero components."""
     used = [k for k in range(3) if np.any(axes[:, k] != 0)]
     if all(np.count_nonzero(a) == 1 and a[np.flatnonzero(a)[0]] == 1 for a in axes) and len(used) == 1:
         k = used[0]

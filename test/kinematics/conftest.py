@@ -3,6 +3,9 @@
 - ``robot(name)``: the cached :class:`RobotModel` of ``config/robots/<name>.yaml``.
 - ``urdf_text(name)``: its expanded URDF XML.
 - ``pk_chain(xml, end_link, root_link='')``: a cached float64 pytorch_kinematics SerialChain.
+
+These tests run torch single-threaded (restored afterwards): their tensors are small, and on a
+shared CPU every multi-threaded op waits for a descheduled worker (a 10x slower folder).
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ from __future__ import annotations
 import functools
 
 import pytest
+import torch
 
 from ikdiffuser_ros.robots import robot_config
 from kinref import pk_serial_chain
@@ -38,3 +42,11 @@ def urdf_text():
 @pytest.fixture(scope="session")
 def pk_chain():
     return functools.lru_cache(maxsize=None)(pk_serial_chain)
+
+
+@pytest.fixture(autouse=True, scope="package")
+def _single_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
