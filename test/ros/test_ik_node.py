@@ -356,6 +356,26 @@ def test_timeout_is_honoured(setup, free_config):
     assert time.monotonic() - t0 < 2.0
 
 
+def test_return_failed_solutions(setup, free_config):
+    """With return_failed_solutions (a live parameter) an unreachable target still gets its candidates,
+    flagged by their errors, after NO_IK_SOLUTION."""
+    from rclpy.parameter import Parameter
+
+    runner, client = setup
+    _, T = free_config
+    far = T[0].copy()
+    far[:3, 3] = (4.0, 0.0, 0.0)
+    runner.node.set_parameters([Parameter("return_failed_solutions", value=True)])
+    try:
+        res = client.call(client.ik, _request([_target(["left_gripper"], [pose_stamped(far)])], num_solutions=4,
+                                              timeout=Duration(sec=0, nanosec=300_000_000)))
+        assert res.error_code == CODES.NO_IK_SOLUTION
+        r = res.results[0]
+        assert r.num_solutions == 4 and min(r.position_errors) > 1.0
+    finally:
+        runner.node.set_parameters([Parameter("return_failed_solutions", value=False)])
+
+
 def test_ten_concurrent_clients(setup, ros_context, free_config):
     """Ten clients (own nodes, own threads) call at once; each gets the right answer for its own target."""
     import torch
