@@ -21,10 +21,12 @@ Self-collision pairs: sphere pairs of two different links, skipping SRDF
 ``disable_collisions`` pairs, parent-child links (directly joined, or joined
 through links without geometry), pairs whose relative pose no active joint
 changes, and pairs whose sphere sets overlap in at least
-``always_colliding_fraction`` of random configurations (as MoveIt's setup
-assistant disables "always in collision" pairs; the list is stored in the
-JSON). Signed distances are ``|c_i - c_j| - r_i - r_j`` [m] (negative =
-penetration of the sphere approximations).
+``always_colliding_fraction`` (80 %) of random configurations while the exact
+geometry (python-fcl) collides rarely (<= 10 %: the spheres cannot represent
+that pair) or almost always (>= 95 %, as MoveIt's setup assistant disables
+"always in collision" pairs). The list and both rates are stored in the JSON.
+Signed distances are ``|c_i - c_j| - r_i - r_j`` [m] (negative = penetration
+of the sphere approximations).
 
 World distances use exact signed distances from sphere centres to boxes,
 spheres and capped cylinders; a cone is treated as its bounding cylinder and
@@ -49,7 +51,7 @@ from ikdiffuser_ros.kinematics.robot_model import RobotModel
 from ikdiffuser_ros.kinematics.urdf import Geometry
 
 #: Bump when the fitting changes, so cached files are regenerated.
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 
 
 # ---------------------------------------------------------------------------- fitting
@@ -69,8 +71,12 @@ class SphereFitConfig:
     volume_samples: int = 3000
     #: Random configurations used to find always-colliding pairs.
     collision_samples: int = 1000
-    #: Pairs colliding in at least this fraction of those samples are ignored.
+    #: Pairs whose spheres collide in at least this fraction of those samples are ignored when the
+    #: exact (FCL) geometry collides in at most ``exact_rare_fraction`` of them (the spheres cannot
+    #: represent the pair) or in at least 95 % (always colliding); without python-fcl, when the
+    #: spheres collide in at least 95 %.
     always_colliding_fraction: float = 0.8
+    exact_rare_fraction: float = 0.1
     #: Seed of every random choice (the file is deterministic).
     seed: int = 0
 
@@ -270,6 +276,7 @@ def generate_sphere_data(model: RobotModel, config: SphereFitConfig = SphereFitC
         "fit": {k: v for k, v in config.__dict__.items()},
         "links": spheres,
         "always_colliding": [],
+        "always_colliding_rates": [],
     }
     sm = SphereModel(model, spheres, ignore_pairs=())
     if sm.pair_i.numel():
@@ -282,11 +289,34 @@ def generate_sphere_data(model: RobotModel, config: SphereFitConfig = SphereFitC
         for p in range(d.shape[1]):
             key = (sm.sphere_link_names[int(sm.pair_i[p])], sm.sphere_link_names[int(sm.pair_j[p])])
             link_pairs.setdefault(key, []).append(p)
+        exact = _exact_pair_rates(model, q)
         for (a, b), cols in sorted(link_pairs.items()):
             frac = float((d[:, cols].amin(1) < 0).double().mean())
-            if frac >= config.always_colliding_fraction:
+            if frac < config.always_colliding_fraction:
+                continue
+            if exact is None:  # no exact checker: only pairs the spheres (almost) always find
+                drop, rate = frac >= 0.95, None
+            else:
+                rate = exact.get(frozenset((a, b)), 0) / len(q)
+                drop = rate <= config.exact_rare_fraction or rate >= 0.95
+            if drop:
                 data["always_colliding"].append([a, b])
+                data["always_colliding_rates"].append([round(frac, 3), None if rate is None else round(rate, 3)])
     return data
+
+
+def _exact_pair_rates(model: RobotModel, q: torch.Tensor) -> dict[frozenset, int] | None:
+    """Per link pair, in how many of the configurations ``q`` python-fcl finds a collision (None without fcl)."""
+    try:
+        from ikdiffuser_ros.collision.fcl_checker import CollisionChecker
+    except ImportError:
+        return None
+    report = CollisionChecker(model).check(q, max_pairs=100000)
+    counts: dict[frozenset, int] = {}
+    for pairs in report.pairs:
+        for pair in {frozenset(p) for p in pairs}:
+            counts[pair] = counts.get(pair, 0) + 1
+    return counts
 
 
 def generate_sphere_file(model: RobotModel, path: str | Path | None = None,

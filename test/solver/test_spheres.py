@@ -108,15 +108,17 @@ def test_self_distance_gradient_matches_finite_differences(panda, panda_spheres)
         torch.testing.assert_close(g[:, k], fd, atol=1e-5, rtol=1e-4)
 
 
-def test_spheres_flag_every_exact_collision_on_panda(panda, panda_spheres):
+@pytest.mark.parametrize("name", ["panda", "baxter", "pr2", "dual_ur5_mobile"])
+def test_spheres_flag_every_exact_collision(name):
     """Independent reference: python-fcl on the URDF meshes. The sphere model is conservative:
     whatever FCL finds in self collision, the spheres find too (the converse need not hold)."""
     pytest.importorskip("fcl")
     from ikdiffuser_ros.collision.fcl_checker import CollisionChecker
 
-    q = random_q(panda, 300, seed=3)
-    exact = CollisionChecker(panda).check(q).self_collision
-    approx = panda_spheres.in_self_collision(q).numpy()
+    model = load_robot(name)
+    q = random_q(model, 150, seed=3)
+    exact = CollisionChecker(model).check(q).self_collision
+    approx = SphereModel.from_robot(model).in_self_collision(q).numpy()
     assert exact.any()
     assert not (exact & ~approx).any()
     assert approx.mean() < 4 * exact.mean() + 0.05  # and not absurdly conservative
