@@ -140,7 +140,7 @@ def bench_fk(
         "torch": torch.__version__,
         "torch_threads": torch.get_num_threads(),
         "cpu_count": os.cpu_count(),
-        "machine": f"{platform.machine()} {platform.processor() or platform.platform()}",
+        "machine": _machine(),
         "repeats": repeats,
         "min_time_s": min_time_s,
         "ours": OURS_METHOD,
@@ -148,6 +148,19 @@ def bench_fk(
         "pytorch_kinematics": _pk_version() if chains else None,
         "results": rows,
     }
+
+
+def _machine() -> str:
+    """CPU model (from /proc/cpuinfo on Linux), architecture and OS."""
+    model = platform.processor()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{model or 'unknown CPU'}, {platform.machine()}, {platform.platform()}"
 
 
 def _pk_version() -> str:

@@ -4,8 +4,11 @@ A :class:`KinematicTree` holds only 1-DOF *motion nodes* (revolute or
 prismatic axes, after expanding planar/floating joints and collapsing every
 fixed joint into the next node's constant origin) and the *frames* asked for
 (links, each a constant offset from one node). Nodes are grouped by depth, so
-FK is one batched matmul per tree level, whatever the batch size: sibling
-arms at the same depth share it.
+FK is one batched pose product per tree level, whatever the batch size: sibling
+arms at the same depth share it. The kernel works batch-last on fused [R | t]
+(3x4) poses: each pose product is a few long vectorized multiply-adds over the
+batch (not B tiny matmuls), and Jacobian columns are computed only for the
+(frame, ancestor node) pairs. See :meth:`KinematicTree.forward`.
 
 Conventions: node value ``theta = multiplier * q[var] + offset`` (mimic
 joints share their leader's ``var``); a node's frame is its joint frame after
@@ -61,10 +64,6 @@ class KinematicTree:
             depth.append(0 if node.parent < 0 else depth[node.parent] + 1)
         n_levels = max(depth, default=-1) + 1
         self._levels = [[i for i, d in enumerate(depth) if d == level] for level in range(n_levels)]
-        self._position = {}  # node index -> (level, position within level)
-        for level, members in enumerate(self._levels):
-            for pos, node in enumerate(members):
-                self._position[node] = (level, pos)
         # ancestors[f, j]: node j moves frame f
         anc = np.zeros((len(frames), len(nodes)), dtype=bool)
         for f, frame in enumerate(frames):
