@@ -235,6 +235,8 @@ class KinematicTree:
         """
         if q.ndim == 0 or q.shape[-1] != self.n_vars:
             raise ValueError(f"expected q with last dimension {self.n_vars}, got shape {tuple(q.shape)}")
+        if not q.is_floating_point():  # the constants would be cast to integers: silently wrong poses
+            raise ValueError(f"expected a floating-point q, got dtype {q.dtype}")
         batch_shape = q.shape[:-1]
         q2 = q.reshape(-1, self.n_vars)
         B, F, V = q2.shape[0], len(self.frames), self.n_vars

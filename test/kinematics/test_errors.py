@@ -109,3 +109,16 @@ def test_bad_q_shape(shape):
     model = RobotModel.from_urdf(GOOD, end_effectors=["tip"])
     for fn in (model.fk, model.jacobian, model.fk_and_jacobian):
         raises_naming("2", str(tuple(shape)), fn=lambda: fn(torch.zeros(shape)), exc=ValueError)
+
+
+def test_scalar_q():
+    model = RobotModel.from_urdf(GOOD, end_effectors=["tip"])
+    raises_naming("2", "()", fn=lambda: model.fk(torch.tensor(0.5)), exc=ValueError)
+
+
+@pytest.mark.parametrize("dtype", [torch.int64, torch.int32, torch.bool])
+def test_integer_q_is_rejected(dtype):
+    """Integer joint values would cast the kinematic constants to integers (silently wrong)."""
+    model = RobotModel.from_urdf(GOOD, end_effectors=["tip"])
+    for fn in (model.fk, model.fk_and_jacobian, lambda q: model.fk_links(q, ["l1"])):
+        raises_naming(str(dtype), fn=lambda: fn(torch.zeros(3, 2, dtype=dtype)), exc=ValueError)
