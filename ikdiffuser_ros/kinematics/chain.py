@@ -17,6 +17,7 @@ the motion, and the revolute axis passes through its origin.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -238,7 +239,7 @@ class KinematicTree:
         if not q.is_floating_point():  # the constants would be cast to integers: silently wrong poses
             raise ValueError(f"expected a floating-point q, got dtype {q.dtype}")
         batch_shape = q.shape[:-1]
-        q2 = q.reshape(-1, self.n_vars)
+        q2 = q.reshape(math.prod(batch_shape), self.n_vars)  # (-1 is ambiguous with 0 variables)
         B, F, V = q2.shape[0], len(self.frames), self.n_vars
         dtype, device = q.dtype, q.device
         c = self._constants(dtype, device)

@@ -159,3 +159,44 @@ def test_srdf_floating_virtual_joint():
     # translation columns are the unit axes
     torch.testing.assert_close(J[:, 0, :3, :3], torch.eye(3, dtype=torch.float64).expand(50, 3, 3))
     assert torch.all(J[:, 0, 3:, :3] == 0)
+
+
+def test_robot_without_active_joints():
+    """Only fixed joints: n = 0, poses constant, Jacobians (…, E, 6, 0)."""
+    xml = ('<robot name="r"><link name="a"/><link name="b"/><joint name="j" type="fixed"><parent link="a"/>'
+           '<child link="b"/><origin xyz="1 0 0"/></joint></robot>')
+    model = RobotModel.from_urdf(xml, end_effectors=["a", "b"])
+    assert model.joint_names == []
+    T, J = model.fk_and_jacobian(torch.zeros(4, 0, dtype=torch.float64))
+    assert T.shape == (4, 2, 4, 4) and J.shape == (4, 2, 6, 0)
+    assert model.fk(torch.zeros(0))[1, :3, 3].tolist() == [1.0, 0.0, 0.0]
+
+
+def test_urdf_floating_joint_and_prismatic_mimic_of_off_path_leader():
+    from test_jacobian_fd import fd_jacobian
+
+    xml = """<robot name="f"><link name="w"/><link name="body"/><link name="arm"/><link name="x"/>
+      <joint name="fl" type="floating"><parent link="w"/><child link="body"/>
+        <origin xyz="0.1 0.2 0.3" rpy="0.1 0.2 0.3"/></joint>
+      <joint name="ja" type="prismatic"><parent link="body"/><child link="arm"/><origin xyz="0.3 0 0"/>
+        <axis xyz="0 1 0"/><limit lower="-1" upper="1"/><mimic joint="jb" multiplier="0.5" offset="0.2"/></joint>
+      <joint name="jb" type="revolute"><parent link="w"/><child link="x"/><axis xyz="0 0 1"/>
+        <limit lower="-1" upper="1"/></joint></robot>"""
+    model = RobotModel.from_urdf(xml, end_effectors=["arm"])
+    assert model.joint_names == ["fl/x", "fl/y", "fl/z", "fl/yaw", "fl/pitch", "fl/roll", "jb"]
+    g = torch.Generator().manual_seed(4)
+    q = torch.rand(20, 7, generator=g, dtype=torch.float64) * 2 - 1
+    T = model.fk(q)[:, 0]
+    # by hand: origin, then x y z yaw pitch roll, then the prismatic slide 0.5 * jb + 0.2 along y
+    O = np.eye(4)
+    O[:3, :3] = _rot("z", np.array([0.3]))[0] @ _rot("y", np.array([0.2]))[0] @ _rot("x", np.array([0.1]))[0]
+    O[:3, 3] = [0.1, 0.2, 0.3]
+    x, y, z, yaw, pitch, roll, jb = (v.numpy() for v in q.unbind(-1))
+    F = np.tile(np.eye(4), (20, 1, 1))
+    F[:, :3, :3] = _rot("z", yaw) @ _rot("y", pitch) @ _rot("x", roll)
+    F[:, :3, 3] = np.stack([x, y, z], -1)
+    P = np.tile(np.eye(4), (20, 1, 1))
+    P[:, 0, 3], P[:, 1, 3] = 0.3, 0.5 * jb + 0.2
+    pos, rot = pose_error(T, torch.from_numpy(O @ F @ P))
+    assert pos <= 1e-12 and rot <= 1e-12
+    assert (model.jacobian(q) - fd_jacobian(model, q)).abs().max().item() <= 1e-6
