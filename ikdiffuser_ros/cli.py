@@ -13,6 +13,7 @@ import sys
 #: modules providing ``register(subparsers)``.
 MODULES = [
     "ikdiffuser_ros.bench.fk",
+    "ikdiffuser_ros.bench.ik",
     "ikdiffuser_ros.data.generate",
     "ikdiffuser_ros.training.trainer",
     "ikdiffuser_ros.viz.render",

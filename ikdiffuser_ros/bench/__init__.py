@@ -1,0 +1,1 @@
+"""Benchmarks: ``ikdiffuser bench-fk`` (kinematics) and ``ikdiffuser bench`` (IK vs peers)."""
