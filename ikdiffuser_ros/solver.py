@@ -360,8 +360,8 @@ class IKDiffuserSolver:
         with torch.no_grad():
             res6 = pose_residual(self.robot.fk(q), T_rows)
             rot_mask = mask_rows & ~po_rows
-            pos_err = torch.where(mask_rows, res6[..., :3].norm(dim=-1), torch.zeros(())).amax(-1)
-            rot_err = torch.where(rot_mask, res6[..., 3:].norm(dim=-1), torch.zeros(())).amax(-1)
+            pos_err = torch.where(mask_rows, res6[..., :3].norm(dim=-1), 0.0).amax(-1)
+            rot_err = torch.where(rot_mask, res6[..., 3:].norm(dim=-1), 0.0).amax(-1)
             lower, upper = self.robot.limits(torch.float64, dev)
             within = ((q >= lower - 1e-9) & (q <= upper + 1e-9)).all(-1)
             tol = self.config.refine

@@ -41,6 +41,7 @@ import math
 import time
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from ikdiffuser_ros.kinematics.robot_model import RobotModel
@@ -282,7 +283,9 @@ def unique_mask(
     and no earlier *kept* row ``j`` has ``max_k |q_ik - q_jk| / tol_k <= 1``
     (``tol`` a float or (n,) tensor; wrapping joints compare modulo ``2 pi``).
     So every kept pair differs by more than the tolerance in some joint, and
-    every dropped row is within the tolerance of a kept one.
+    every dropped row is within the tolerance of a kept one. Cost: one chunked
+    all-pairs pass; rows with a neighbour are then resolved per batch on their
+    dense closeness matrix (one O(A) step per row).
     """
     *batch, N, n = q.shape
     q = q.reshape(-1, N, n)
@@ -291,30 +294,44 @@ def unique_mask(
              else valid.reshape(Bf, N).to(q.device, torch.bool))
     tol_t = torch.as_tensor(tol, dtype=q.dtype, device=q.device).expand(n)
     wrap = None if wrapping is None or not bool(wrapping.any()) else wrapping.to(q.device)
-    chunk = max(1, min(N, max_elements // max(1, Bf * N * n)))
+    scaled = q / tol_t
+
+    def close_block(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        """(..., c, n), (..., m, n) scaled rows -> (..., c, m) bool, Chebyshev distance <= 1."""
+        if wrap is None:
+            return torch.cdist(a, b, p=float("inf")) <= 1.0
+        diff = (a[..., :, None, :] - b[..., None, :, :]) * tol_t
+        diff = torch.where(wrap, wrap_to_pi(diff), diff)
+        return (diff.abs() / tol_t).amax(-1) <= 1.0
+
+    per_row = N * (n if wrap is not None else 1)
+    # 1. rows with no other valid row within tolerance are kept as they are (one chunked pass)
+    has_neighbour = torch.zeros(Bf, N, dtype=torch.bool, device=q.device)
     cols = torch.arange(N, device=q.device)
-
-    def repeats(keep: torch.Tensor) -> torch.Tensor:
-        """(Bf, N): some earlier kept row is within tolerance."""
-        out = torch.zeros(Bf, N, dtype=torch.bool, device=q.device)
-        for start in range(0, N, chunk):
-            stop = min(N, start + chunk)
-            diff = q[:, start:stop, None, :] - q[:, None, :, :]  # (Bf, c, N, n)
-            if wrap is not None:
-                diff = torch.where(wrap, wrap_to_pi(diff), diff)
-            close = (diff.abs() / tol_t).amax(-1) <= 1.0  # (Bf, c, N)
-            close &= (cols[None, :] < cols[start:stop, None]) & keep[:, None, :]
-            out[:, start:stop] = close.any(-1)
-        return out
-
-    # greedy leader clustering, keep[i] = valid[i] and no earlier kept row is close, solved by
-    # fixed-point (Jacobi) iteration on this triangular system: exact, usually 2-3 passes
-    keep = valid.clone()
-    for _ in range(N):
-        new = valid & ~repeats(keep)
-        if torch.equal(new, keep):
-            break
-        keep = new
+    chunk = max(1, min(N, max_elements // max(1, Bf * per_row)))
+    for start in range(0, N, chunk):
+        stop = min(N, start + chunk)
+        not_self = cols[None, :] != cols[start:stop, None]
+        close = close_block(scaled[:, start:stop], scaled) & valid[:, None, :] & not_self
+        has_neighbour[:, start:stop] = close.any(-1)
+    keep = valid & ~has_neighbour
+    # 2. greedy leaders among the rest, per batch, in row order, on their dense closeness matrix
+    ambiguous = valid & has_neighbour
+    for b in ambiguous.any(-1).nonzero().flatten().tolist():
+        idx = ambiguous[b].nonzero().flatten()
+        qa = scaled[b, idx]
+        A = len(idx)
+        close = np.zeros((A, A), dtype=bool)
+        step = max(1, min(A, max_elements // max(1, A * (n if wrap is not None else 1))))
+        for start in range(0, A, step):
+            close[start:start + step] = close_block(qa[start:start + step], qa).cpu().numpy()
+        removed = np.zeros(A, dtype=bool)
+        kept = np.zeros(A, dtype=bool)
+        for i in range(A):
+            if not removed[i]:
+                kept[i] = True
+                removed |= close[i]
+        keep[b, idx[torch.from_numpy(kept).to(idx.device)]] = True
     return keep.reshape(*batch, N)
 
 

@@ -146,6 +146,32 @@ def test_dedup_merges_identical_and_near_identical():
     assert deduplicate(qb, tol=1e-3)[1].tolist() == [3, 3]
 
 
+@pytest.mark.parametrize("wrap", [False, True])
+def test_dedup_is_the_greedy_leader_clustering(wrap):
+    """Against a plain Python loop: keep a row iff no earlier kept row is within tolerance."""
+    g = torch.Generator().manual_seed(0)
+    wrapping = torch.tensor([wrap, False, False])
+    for _ in range(15):
+        N = int(torch.randint(1, 50, (1,), generator=g))
+        q = torch.randint(0, 4, (N, 3), generator=g).double() * 7e-4
+        q += 1e-4 * torch.rand(N, 3, generator=g, dtype=torch.float64)
+        if wrap:  # straddle the +-pi seam of the first (wrapping) joint
+            q[:, 0] += torch.where(torch.rand(N, generator=g) < 0.5, math.pi - 1e-3, -math.pi)
+        valid = torch.rand(N, generator=g) < 0.8
+        kept: list[int] = []
+        for i in range(N):
+            if not valid[i]:
+                continue
+            d = q[i] - q[torch.tensor(kept, dtype=torch.long)] if kept else torch.zeros(0, 3, dtype=torch.float64)
+            if wrap:
+                d[:, 0] = torch.remainder(d[:, 0] + math.pi, 2 * math.pi) - math.pi
+            if not kept or (d.abs().amax(-1) > 1e-3).all():
+                kept.append(i)
+        expect = torch.zeros(N, dtype=torch.bool)
+        expect[kept] = True
+        assert torch.equal(unique_mask(q, valid, 1e-3, wrapping), expect)
+
+
 def test_count_distinct_uses_per_joint_tolerances_and_wraps(panda, baxter):
     tol = joint_tolerances(panda)
     assert torch.allclose(tol, torch.full((7,), 0.05, dtype=torch.float64))
