@@ -55,7 +55,10 @@ def sample_fk(robot, M: int, generator: torch.Generator, reject_self_collision: 
     """
     if reject_self_collision and collision_fn is None:
         collision_fn = self_collision_fn(robot)
-    qs, ps, rs = [], [], []
+    n, E = len(robot.joint_names), len(robot.end_effectors)
+    q_out = torch.empty(M, n, dtype=torch.float32)
+    pos_out = torch.empty(M, E, 3, dtype=torch.float32)
+    rot_out = torch.empty(M, E, 6, dtype=torch.float32)
     have = 0
     while have < M:
         c = CHUNK if M - have > CHUNK or reject_self_collision else M - have
@@ -64,9 +67,10 @@ def sample_fk(robot, M: int, generator: torch.Generator, reject_self_collision: 
             q = q[~collision_fn(q)]
             q = q[: M - have]
         pos, rot6d = poses_of(robot, q)
-        qs.append(q.float()), ps.append(pos), rs.append(rot6d)
-        have += q.shape[0]
-    return torch.cat(qs), torch.cat(ps), torch.cat(rs)
+        k = q.shape[0]
+        q_out[have:have + k], pos_out[have:have + k], rot_out[have:have + k] = q, pos, rot6d
+        have += k
+    return q_out, pos_out, rot_out
 
 
 def self_collision_fn(robot):
