@@ -14,10 +14,11 @@ all ``B * N`` rows processed as one batch)::
    one ``cost(q) -> (B*N,)``.
 3. **sample**: :func:`sampling.sampler.sample` with the cost as guidance.
 4. **refine** (``refine=True``): the raw samples are the initial guesses of a
-   batched Levenberg-Marquardt polish (:func:`sampling.refine.refine`). Rows
-   that do not converge are *not* retried: they come back with
+   batched Levenberg-Marquardt polish (:func:`sampling.refine.refine`). By
+   default rows that do not converge are *not* retried: they come back with
    ``success=False`` (ask for more solutions, or call again with another
-   ``random_seed``).
+   ``random_seed``). With ``SolverConfig.retries = k``, up to k rounds draw a
+   fresh diffusion sample for every failed row and refine it.
 5. **polish** (objectives given and ``refine=True``): converged rows descend the
    cost in the null space of the task (:func:`sampling.refine.polish`), so the
    objectives hold after refinement too.
@@ -70,6 +71,10 @@ class SolverConfig:
     refine: RefineConfig = field(default_factory=RefineConfig)
     #: Null-space objective polish.
     polish: PolishConfig = field(default_factory=PolishConfig)
+    #: Rounds of re-sampling for rows whose refinement failed: each round draws one fresh
+    #: diffusion sample per failed row (same target, same guidance) and refines it; a row keeps
+    #: the new sample only if it converges. 0 = failed rows come back with ``success=False``.
+    retries: int = 0
     #: "Same solution" tolerance of the de-duplication, per joint [rad or m].
     dedup_tol: float = 1e-3
     #: Margin of the ``joint_limits`` objective [rad or m].
@@ -342,6 +347,26 @@ class IKDiffuserSolver:
         timings["polish"] = 0.0
         if refine:
             res = refine_fn(self.robot, q, T_rows, mask_rows, po_rows, self.config.refine, deadline)
+            for _ in range(self.config.retries):
+                failed = (~res.converged).nonzero().flatten()
+                if failed.numel() == 0 or (deadline is not None and time.monotonic() > deadline):
+                    break
+                b_idx = failed // N
+                cost_sub = self._cost(objectives, None if seed_rows is None else seed_rows[failed], world, cost_fn)
+                q_new = sample(self.loaded, ee_pos[b_idx], ee_rot6d[b_idx], target_mask.to(dev)[b_idx],
+                               position_only.to(dev)[b_idx], 1, method=sampler,
+                               steps=steps if steps is not None else (self.config.steps or 20), generator=generator,
+                               guidance=cost_sub, guidance_scale=self.config.guidance_scale,
+                               guidance_clip=self.config.guidance_clip)
+                r2 = refine_fn(self.robot, q_new.reshape(-1, n).to(torch.float64), T_rows[failed], mask_rows[failed],
+                               po_rows[failed], self.config.refine, deadline)
+                take_new = r2.converged
+                rows = failed[take_new]
+                res.q[rows] = r2.q[take_new]
+                res.position_error[rows] = r2.position_error[take_new]
+                res.rotation_error[rows] = r2.rotation_error[take_new]
+                res.converged[rows] = True
+                res.iterations[failed] += r2.iterations
             timings["refine"] = time.monotonic() - t
             if cost is not None:
                 t = time.monotonic()
