@@ -225,3 +225,19 @@ def test_parameter_validation():
     assert validate_all(NodeConfig()) is None
     for name in NodeConfig.names():
         assert NodeConfig.meta(name)["description"], name
+
+
+def test_error_codes_match_the_interfaces():
+    """ErrorCode mirrors GetIKSolutions' constants and MoveItErrorCodes' values."""
+    from ikdiffuser_ros.srv import GetIKSolutions
+
+    for code in ErrorCode:
+        if hasattr(GetIKSolutions.Request, code.name):
+            assert getattr(GetIKSolutions.Request, code.name) == code.value, code.name
+    assert {c.name for c in ErrorCode} - {"INVALID_GROUP_NAME"} <= {
+        n for n in dir(GetIKSolutions.Request) if n.isupper()}
+    moveit = pytest.importorskip("moveit_msgs.msg")
+    for name, value in [("SUCCESS", 1), ("INVALID_GROUP_NAME", -15), ("INVALID_GOAL_CONSTRAINTS", -16),
+                        ("INVALID_ROBOT_STATE", -17), ("INVALID_LINK_NAME", -18), ("FRAME_TRANSFORM_FAILURE", -21),
+                        ("COLLISION_CHECKING_UNAVAILABLE", -22), ("NO_IK_SOLUTION", -31), ("TIMED_OUT", -6)]:
+        assert getattr(moveit.MoveItErrorCodes, name) == value
