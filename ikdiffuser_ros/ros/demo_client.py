@@ -15,7 +15,6 @@ Exit status 0 when every call answered as expected.
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import signal
 import statistics

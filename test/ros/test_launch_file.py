@@ -8,7 +8,6 @@ import sys
 import types
 from pathlib import Path
 
-import pytest
 
 LAUNCH = Path(__file__).resolve().parents[2] / "launch" / "ikdiffuser.launch.py"
 

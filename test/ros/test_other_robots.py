@@ -13,7 +13,6 @@ pytestmark = pytest.mark.ros
 
 pytest.importorskip("moveit_msgs.srv", reason="moveit_msgs not built: run `make setup`")
 
-import rclpy  # noqa: E402,F401
 import torch  # noqa: E402
 from moveit_msgs.msg import RobotState  # noqa: E402
 from moveit_msgs.srv import GetPositionIK  # noqa: E402
