@@ -66,6 +66,8 @@ def main() -> int:
     ap.add_argument("--soak-num-solutions", type=int, default=4)
     ap.add_argument("--soak-every", type=int, default=500)
     ap.add_argument("--threads", type=int, default=0, help="torch_threads of the node (0 = default)")
+    ap.add_argument("--param", action="append", default=[], metavar="NAME:=VALUE",
+                    help="extra node parameter (repeatable), e.g. --param sampler_steps:=8")
     ap.add_argument("--json", default="", help="also write the results here")
     args = ap.parse_args()
 
@@ -87,6 +89,8 @@ def main() -> int:
            "-p", "publish_markers:=false", "-p", f"torch_threads:={args.threads}"]
     if args.model_path:
         cmd += ["-p", f"model_path:={args.model_path}"]
+    for p in args.param:
+        cmd += ["-p", p]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 
     # targets: FK of random collision-free configurations (middle of the joint ranges)
@@ -117,7 +121,7 @@ def main() -> int:
     ex = SingleThreadedExecutor()
     ex.add_node(node)
     client = node.create_client(GetIKSolutions, f"/{NODE}/get_ik_solutions")
-    out: dict = {"robot": args.robot, "links": links, "num_solutions": args.num_solutions, "cpu": cpu_name(),
+    out: dict = {"robot": args.robot, "params": args.param, "torch_threads": args.threads, "links": links, "num_solutions": args.num_solutions, "cpu": cpu_name(),
                  "cores": os.cpu_count(), "load_average_start": os.getloadavg()}
     try:
         t0 = time.monotonic()
