@@ -131,3 +131,59 @@ def test_bad_parameter_is_refused_with_a_reason(tiny_baxter):
     assert res.returncode != 0
     err = res.stdout + res.stderr
     assert "default_num_solutions" in err and "Traceback" not in err, err
+
+
+def _shipped_baxter() -> bool:
+    from ikdiffuser_ros.ros.ik_node import _card_fingerprint, candidate_checkpoints
+
+    fp = _fingerprint()
+    for folder in candidate_checkpoints():
+        try:
+            if _card_fingerprint(json.loads((folder / "card.json").read_text())) == fp:
+                return True
+        except (OSError, ValueError):
+            pass
+    return False
+
+
+def test_shipped_baxter_model(ros_context):
+    """The installed node finds the shipped baxter checkpoint by fingerprint (no model_path) and
+    answers 1 target x 32 solutions for both arms within tolerance (at least 8 pass)."""
+    if not _shipped_baxter():
+        pytest.skip("no shipped baxter checkpoint in models/")
+    from ikdiffuser_ros.msg import IKTarget
+    from ikdiffuser_ros.robots import load_robot
+    from ikdiffuser_ros.srv import GetIKSolutions
+
+    node = rclpy.create_node("ikd_shipped_client", context=ros_context)
+    executor = SingleThreadedExecutor(context=ros_context)
+    executor.add_node(node)
+    proc = subprocess.Popen([sys.executable, str(installed_executable()), "--ros-args", "-r", "__node:=ikd_shipped_node",
+                             "-p", "robot:=baxter", "-p", "robot_description_timeout:=0.0"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        client = node.create_client(GetIKSolutions, "/ikd_shipped_node/get_ik_solutions")
+        deadline = time.monotonic() + 120
+        while not client.service_is_ready() and time.monotonic() < deadline and proc.poll() is None:
+            executor.spin_once(timeout_sec=0.1)
+        assert client.service_is_ready(), "the node did not come up"
+        robot = load_robot("baxter")
+        q = robot.default_positions().clone()
+        q[robot.index_of("left_e1")] = q[robot.index_of("right_e1")] = 1.0
+        T = robot.fk(q).numpy()
+        req = GetIKSolutions.Request(num_solutions=32, random_seed=0)
+        req.targets = [IKTarget(link_names=["left_gripper", "right_gripper"],
+                                poses=[pose_stamped(T[0]), pose_stamped(T[1])])]
+        res = spin_until(executor, client.call_async(req), 60)
+        assert res.error_code == 1, res.message
+        assert res.results[0].num_solutions >= 8 and max(res.results[0].position_errors) <= 0.005
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
+            try:
+                proc.communicate(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.communicate()
+        executor.shutdown()
+        node.destroy_node()
