@@ -84,9 +84,9 @@ class NodeConfig:
         5.0, "wall-clock budget [s] of a GetIKSolutions request whose timeout is 0", (0.001, 3600.0))
     refine: bool = _p(True, "polish samples with damped least squares before returning them")
     position_tolerance: float = _p(
-        0.005, "refinement tolerance: a solution's position error must be at most this [m]", (1e-7, 1.0))
+        1.0e-5, "refinement tolerance: a solution's position error must be at most this [m]", (1e-7, 1.0))
     rotation_tolerance: float = _p(
-        0.02, "refinement tolerance: a solution's rotation error must be at most this [rad]", (1e-7, math.pi))
+        1.0e-4, "refinement tolerance: a solution's rotation error must be at most this [rad]", (1e-7, math.pi))
     return_failed_solutions: bool = _p(
         False, "also return solutions beyond the tolerances (flagged by their errors); default: drop them")
     collision_oversample: float = _p(
