@@ -34,9 +34,9 @@ import torch
 
 from ikdiffuser_ros.kinematics.robot_model import RobotModel
 from ikdiffuser_ros.kinematics.transforms import pose_errors
+from ikdiffuser_ros.sampling.refine import count_distinct, joint_kinds, joint_tolerances
 
 POS_TOL, ROT_TOL = 1e-5, 1e-4
-DISTINCT_TOL_RAD, DISTINCT_TOL_M = 0.05, 0.005
 DEFAULT_SEED = 2**31 - 1
 
 
@@ -73,16 +73,10 @@ def errors(model: RobotModel, q: torch.Tensor, targets: torch.Tensor) -> tuple[t
     return pos.amax(-1), rot.amax(-1)
 
 
-def distinct_mask(q: torch.Tensor, joint_is_prismatic: torch.Tensor) -> torch.Tensor:
-    """Greedy: (M, n) -> (M,) bool, True for solutions that differ from every earlier kept one."""
-    tol = torch.where(joint_is_prismatic, DISTINCT_TOL_M, DISTINCT_TOL_RAD).to(q.dtype)
-    keep = torch.zeros(q.shape[0], dtype=torch.bool)
-    kept: list[torch.Tensor] = []
-    for i in range(q.shape[0]):
-        if not kept or ((torch.stack(kept) - q[i]).abs() > tol).any(-1).all():
-            kept.append(q[i])
-            keep[i] = True
-    return keep
+def succeeded(model: RobotModel, q: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """q (..., n), targets (..., E, 4, 4) -> (...) bool: within POS_TOL and ROT_TOL at every EE."""
+    pos, rot = errors(model, q, targets)
+    return (pos <= POS_TOL) & (rot <= ROT_TOL)
 
 
 def diversity(q: torch.Tensor) -> float:
@@ -101,23 +95,16 @@ def _stats(report: SolverReport, pos: torch.Tensor, rot: torch.Tensor) -> None:
     report.p95_rot_err_deg = float(rot.quantile(0.95).rad2deg())
 
 
-def _prismatic(model: RobotModel) -> torch.Tensor:
-    kinds = []
-    for name in model.joint_names:
-        joint = model.urdf.joints.get(name)
-        kinds.append(joint is not None and joint.type == "prismatic" or name.endswith(("/x", "/y", "/z")))
-    return torch.tensor(kinds)
-
-
 class Bench:
     """Runs every solver on the same targets and fills one :class:`SolverReport` each."""
 
     def __init__(self, model: RobotModel, args: argparse.Namespace) -> None:
         self.model, self.args = model, args
-        self.prismatic = _prismatic(model)
+        self.distinct_tol = joint_tolerances(model)  # 0.05 rad / 5 mm per joint
+        self.wrapping = joint_kinds(model)[1]
         _, self.targets = random_targets(model, args.num_targets, args.seed)
         _, self.div_targets = random_targets(model, args.diversity_targets, args.seed + 1)
-        _, self.many_targets = random_targets(model, 1000, args.seed + 2)
+        _, self.many_targets = random_targets(model, args.many_targets, args.seed + 2)
         self.checker = self._collision_checker()
 
     def _collision_checker(self):
@@ -135,8 +122,12 @@ class Bench:
         report = self.checker.check(q)
         return float(1.0 - torch.as_tensor(report.self_collision, dtype=torch.float64).mean())
 
+    def _successful(self, sols: list[torch.Tensor], targets: torch.Tensor) -> list[torch.Tensor]:
+        """Keep, for each target i, the rows of sols[i] (M_i, n) that reach targets[i]."""
+        return [s[succeeded(self.model, s, targets[i : i + 1])] if s.shape[0] else s for i, s in enumerate(sols)]
+
     def _distinct_stats(self, report: SolverReport, sols: list[torch.Tensor], wall: float) -> None:
-        distinct = [int(distinct_mask(s, self.prismatic).sum()) for s in sols]
+        distinct = [int(count_distinct(s, tol=self.distinct_tol, wrapping=self.wrapping)) for s in sols]
         report.time_1x1000_s = wall / len(sols)
         report.distinct_per_s = sum(distinct) / wall
         report.diversity = float(np.nanmean([diversity(s) for s in sols]))
@@ -161,19 +152,14 @@ class Bench:
         report.self_collision_free = self._collision_free(res.q[ok])
         sols, start = [], time.perf_counter()
         for i in range(self.div_targets.shape[0]):
-            r = solve(self.div_targets[i : i + 1], 1000, a.seed + 10 + i)
+            r = solve(self.div_targets[i : i + 1], a.diversity_solutions, a.seed + 10 + i)
             sols.append(r.q[0])
         wall = time.perf_counter() - start
-        succ = []
-        for i, s in enumerate(sols):
-            p, r_ = errors(self.model, s, self.div_targets[i : i + 1])
-            succ.append(s[(p <= POS_TOL) & (r_ <= ROT_TOL)])
-        self._distinct_stats(report, succ, wall)
+        self._distinct_stats(report, self._successful(sols, self.div_targets), wall)
         start = time.perf_counter()
         res = solve(self.many_targets, 1, a.seed + 3)
         report.time_1000x1_s = time.perf_counter() - start
-        p, r_ = errors(self.model, res.q[:, 0], self.many_targets)
-        report.success_1000x1 = float(((p <= POS_TOL) & (r_ <= ROT_TOL)).double().mean())
+        report.success_1000x1 = float(succeeded(self.model, res.q[:, 0], self.many_targets).double().mean())
         return report
 
     # ------------------------------------------------------------------ KDL
@@ -206,24 +192,18 @@ class Bench:
         sols, start = [], time.perf_counter()
         for T in self.div_targets.numpy():
             found_q = []
-            for _ in range(1000):
+            for _ in range(self.args.diversity_solutions):
                 q1 = peer.solve_one(T, rng, float("inf"), max_attempts=1)
                 if q1 is not None:
                     found_q.append(torch.from_numpy(q1))
             sols.append(torch.stack(found_q) if found_q else torch.zeros(0, self.model.n_joints))
         wall = time.perf_counter() - start
-        succ = []
-        for i, s in enumerate(sols):
-            if s.shape[0]:
-                p, r_ = errors(self.model, s, self.div_targets[i : i + 1])
-                s = s[(p <= POS_TOL) & (r_ <= ROT_TOL)]
-            succ.append(s)
-        self._distinct_stats(report, succ, wall)
+        self._distinct_stats(report, self._successful(sols, self.div_targets), wall)
         q, wall = solve_targets(self.many_targets)
         report.time_1000x1_s = wall
         found = ~q.isnan().any(-1)
-        p, r_ = errors(self.model, q[found], self.many_targets[found])
-        report.success_1000x1 = float(((p <= POS_TOL) & (r_ <= ROT_TOL)).sum()) / self.many_targets.shape[0]
+        ok = succeeded(self.model, q[found], self.many_targets[found])
+        report.success_1000x1 = float(ok.sum()) / self.many_targets.shape[0]
         return report
 
     # ------------------------------------------------------------------ pytorch_kinematics
@@ -245,19 +225,14 @@ class Bench:
         report.notes.append(f"PseudoInverseIK, {self.args.num_solutions} retries, 100 iterations, best retry")
         sols, start = [], time.perf_counter()
         for i in range(self.div_targets.shape[0]):
-            sols.append(peer.solve_many(self.div_targets[i], 1000, g))
+            sols.append(peer.solve_many(self.div_targets[i], self.args.diversity_solutions, g))
         wall = time.perf_counter() - start
-        succ = []
-        for i, s in enumerate(sols):
-            p, r_ = errors(self.model, s, self.div_targets[i : i + 1])
-            succ.append(s[(p <= POS_TOL) & (r_ <= ROT_TOL)])
-        self._distinct_stats(report, succ, wall)
+        self._distinct_stats(report, self._successful(sols, self.div_targets), wall)
         report.notes.append("1x1000: one problem with 1000 retries per arm (see peers.solve_many)")
         start = time.perf_counter()
         q, _ = peer.solve_batch(self.many_targets, g)
         report.time_1000x1_s = time.perf_counter() - start
-        p, r_ = errors(self.model, q, self.many_targets)
-        report.success_1000x1 = float(((p <= POS_TOL) & (r_ <= ROT_TOL)).double().mean())
+        report.success_1000x1 = float(succeeded(self.model, q, self.many_targets).double().mean())
         return report
 
 
@@ -317,6 +292,8 @@ def run(args: argparse.Namespace) -> dict:
         "num_targets": args.num_targets,
         "num_solutions": args.num_solutions,
         "diversity_targets": args.diversity_targets,
+        "diversity_solutions": args.diversity_solutions,
+        "many_targets": args.many_targets,
         "seed": args.seed,
         "time_budget_s": args.time_budget,
         "device": args.device,
@@ -334,6 +311,8 @@ def register(subparsers) -> None:
     p.add_argument("--num-targets", type=int, default=500)
     p.add_argument("--num-solutions", type=int, default=32, help="samples (or retries) per target")
     p.add_argument("--diversity-targets", type=int, default=3)
+    p.add_argument("--diversity-solutions", type=int, default=1000, help="solutions per target in the 1 x 1000 run")
+    p.add_argument("--many-targets", type=int, default=1000, help="targets in the 1000 x 1 run")
     p.add_argument("--steps", type=int, default=None, help="sampler steps (default: the checkpoint's)")
     p.add_argument("--time-budget", type=float, default=1.0, help="seconds per target for KDL restarts")
     p.add_argument("--seed", type=int, default=DEFAULT_SEED)

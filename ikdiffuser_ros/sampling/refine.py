@@ -288,6 +288,8 @@ def unique_mask(
     dense closeness matrix (one O(A) step per row).
     """
     *batch, N, n = q.shape
+    if N == 0 or q.numel() == 0:
+        return torch.zeros(*batch, N, dtype=torch.bool, device=q.device)
     q = q.reshape(-1, N, n)
     Bf = q.shape[0]
     valid = (torch.ones(Bf, N, dtype=torch.bool, device=q.device) if valid is None

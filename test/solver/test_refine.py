@@ -208,3 +208,10 @@ def test_refine_is_deterministic(panda, pos_only):
     a = refine(panda, q0, targets, position_only=po)
     b = refine(panda, q0, targets, position_only=po)
     assert torch.equal(a.q, b.q) and torch.equal(a.converged, b.converged)
+
+
+def test_count_distinct_of_no_solutions_is_zero():
+    from ikdiffuser_ros.sampling.refine import count_distinct
+
+    assert int(count_distinct(torch.zeros(0, 7, dtype=torch.float64))) == 0
+    assert count_distinct(torch.zeros(3, 0, 7)).tolist() == [0, 0, 0]
