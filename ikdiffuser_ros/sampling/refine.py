@@ -158,6 +158,18 @@ def _row_errors(res: torch.Tensor, target_mask: torch.Tensor, rot_mask: torch.Te
 
 # ---------------------------------------------------------------------------- LM
 @torch.no_grad()
+def _broadcast_targets(targets: torch.Tensor, target_mask: torch.Tensor | None, position_only: torch.Tensor | None,
+                       M: int, E: int, device, dtype) -> tuple[torch.Tensor, ...]:
+    """Targets (M, E, 4, 4) and (M, E) masks: constrained EEs (default all), position-only EEs
+    (default none) and EEs whose rotation is constrained (constrained and not position-only)."""
+    targets = targets.to(device=device, dtype=dtype).expand(M, E, 4, 4)
+    target_mask = (torch.ones(M, E, dtype=torch.bool, device=device) if target_mask is None
+                   else target_mask.to(device=device, dtype=torch.bool).expand(M, E))
+    position_only = (torch.zeros(M, E, dtype=torch.bool, device=device) if position_only is None
+                     else position_only.to(device=device, dtype=torch.bool).expand(M, E))
+    return targets, target_mask, position_only, target_mask & ~position_only
+
+
 def refine(
     model: RobotModel,
     q0: torch.Tensor,
@@ -186,12 +198,8 @@ def refine(
     q = q0.detach().to(dtype).clone()
     M, n = q.shape
     E = len(model.end_effectors)
-    targets = targets.to(device=device, dtype=dtype).expand(M, E, 4, 4)
-    target_mask = (torch.ones(M, E, dtype=torch.bool, device=device) if target_mask is None
-                   else target_mask.to(device=device, dtype=torch.bool).expand(M, E))
-    position_only = (torch.zeros(M, E, dtype=torch.bool, device=device) if position_only is None
-                     else position_only.to(device=device, dtype=torch.bool).expand(M, E))
-    rot_mask = target_mask & ~position_only
+    targets, target_mask, position_only, rot_mask = _broadcast_targets(
+        targets, target_mask, position_only, M, E, device, dtype)
     lower, upper = model.limits(dtype, device)
     _, wrapping = joint_kinds(model)
     wrapping = wrapping.to(device)
@@ -432,12 +440,8 @@ def polish(
     M, n = q.shape
     E = len(model.end_effectors)
     device, dtype = q.device, q.dtype
-    targets = targets.to(device=device, dtype=dtype).expand(M, E, 4, 4)
-    target_mask = (torch.ones(M, E, dtype=torch.bool, device=device) if target_mask is None
-                   else target_mask.to(device=device, dtype=torch.bool).expand(M, E))
-    position_only = (torch.zeros(M, E, dtype=torch.bool, device=device) if position_only is None
-                     else position_only.to(device=device, dtype=torch.bool).expand(M, E))
-    rot_mask = target_mask & ~position_only
+    targets, target_mask, position_only, rot_mask = _broadcast_targets(
+        targets, target_mask, position_only, M, E, device, dtype)
     w = torch.cat([target_mask.unsqueeze(-1).expand(M, E, 3).to(dtype),
                    rot_mask.unsqueeze(-1).expand(M, E, 3).to(dtype)], -1).reshape(M, 6 * E)
     step = torch.full((M,), polish_config.step, dtype=dtype, device=device)
