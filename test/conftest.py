@@ -17,6 +17,8 @@ import pkgutil
 import sys
 from pathlib import Path
 
+import pytest
+
 os.environ.setdefault("ROS_DOMAIN_ID", str(os.getpid() % 80 + 20))
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -38,3 +40,19 @@ def _merge_ikdiffuser_ros_path() -> None:
 
 
 _merge_ikdiffuser_ros_path()
+
+
+@pytest.fixture(scope="session")
+def panda():
+    """The panda RobotModel, loaded once per session."""
+    from ikdiffuser_ros.robots import load_robot
+
+    return load_robot("panda")
+
+
+@pytest.fixture(scope="session")
+def baxter():
+    """The baxter (both arms) RobotModel, loaded once per session."""
+    from ikdiffuser_ros.robots import load_robot
+
+    return load_robot("baxter")

@@ -9,17 +9,6 @@ from ikdiffuser_ros.model.checkpoint import LoadedModel
 from ikdiffuser_ros.model.denoiser import DenoiserConfig, IKDenoiser
 from ikdiffuser_ros.model.normalizer import Normalizer
 from ikdiffuser_ros.model.schedule import NoiseSchedule, ScheduleConfig
-from ikdiffuser_ros.robots import load_robot
-
-
-@pytest.fixture(scope="session")
-def panda():
-    return load_robot("panda")
-
-
-@pytest.fixture(scope="session")
-def baxter():
-    return load_robot("baxter")
 
 
 def make_loaded(robot, seed: int = 0, num_train_steps: int = 20) -> LoadedModel:

@@ -5,18 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from ikdiffuser_ros.robots import load_robot
 from solvertools import tiny_loaded_model
-
-
-@pytest.fixture(scope="session")
-def panda():
-    return load_robot("panda")
-
-
-@pytest.fixture(scope="session")
-def baxter():
-    return load_robot("baxter")
 
 
 @pytest.fixture(scope="session")
