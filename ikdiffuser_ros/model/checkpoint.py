@@ -3,12 +3,13 @@
 ``model.safetensors`` holds the (EMA) denoiser weights under ``denoiser.*`` and the normalizer
 buffers under ``normalizer.*``. ``card.json`` is the self-describing model card::
 
-    {"format_version": 1, "architecture": {DenoiserConfig}, "schedule": {ScheduleConfig},
+    {"format_version": 1, "architecture": {"type": NAME, **config}, "schedule": {ScheduleConfig},
      "normalization": {lower, upper, pos_mean, pos_std}, "robot": {name, fingerprint, joint_names,
      end_effectors}, "training": {dataset_size, steps, wall_time_s, hardware, command, ...},
      "eval": {...}}
 
 :func:`load_checkpoint` refuses a checkpoint whose robot fingerprint differs from the robot's.
+``architecture.type`` names one of :data:`ARCHITECTURES` (a card without it is an ``IKDenoiser``).
 """
 
 from __future__ import annotations
@@ -23,24 +24,41 @@ import torch
 
 from ikdiffuser_ros.errors import CheckpointError
 from ikdiffuser_ros.model.denoiser import DenoiserConfig, IKDenoiser
+from ikdiffuser_ros.model.feedback import KinematicFeedback
+from ikdiffuser_ros.model.mlp_denoiser import IKMLPDenoiser, MLPDenoiserConfig
 from ikdiffuser_ros.model.normalizer import Normalizer
 from ikdiffuser_ros.model.schedule import NoiseSchedule, ScheduleConfig
 
 FORMAT_VERSION = 1
 WEIGHTS_FILE = "model.safetensors"
 CARD_FILE = "card.json"
+#: card ``architecture.type`` -> (config class, network class).
+ARCHITECTURES = {
+    "IKDenoiser": (DenoiserConfig, IKDenoiser),
+    "IKMLPDenoiser": (MLPDenoiserConfig, IKMLPDenoiser),
+}
+Denoiser = IKDenoiser | IKMLPDenoiser
 
 
 @dataclass
 class LoadedModel:
-    """A checkpoint ready for sampling (denoiser in eval mode, on ``device``)."""
+    """A checkpoint ready for sampling (denoiser in eval mode, on ``device``).
 
-    denoiser: IKDenoiser
+    ``feedback`` is built from ``robot`` and ``normalizer`` when the denoiser conditions on
+    kinematic feedback, else None.
+    """
+
+    denoiser: Denoiser
     normalizer: Normalizer
     schedule: NoiseSchedule
     card: dict
     robot: object  # RobotModel
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    feedback: KinematicFeedback | None = None
+
+    def __post_init__(self):
+        if self.feedback is None and getattr(self.denoiser, "needs_feedback", False):
+            self.feedback = KinematicFeedback(self.robot, self.normalizer)
 
     @property
     def n_joints(self) -> int:
@@ -68,11 +86,11 @@ def hardware_info(device: str | torch.device = "cpu") -> dict:
     return info
 
 
-def build_card(model: IKDenoiser, normalizer: Normalizer, schedule_config: ScheduleConfig, robot,
+def build_card(model: Denoiser, normalizer: Normalizer, schedule_config: ScheduleConfig, robot,
                card_extra: dict | None = None) -> dict:
     card = {
         "format_version": FORMAT_VERSION,
-        "architecture": {"type": "IKDenoiser", **model.config.to_dict()},
+        "architecture": {"type": type(model).__name__, **model.config.to_dict()},
         "schedule": schedule_config.to_dict(),
         "normalization": normalizer.stats(),
         "robot": {"name": getattr(robot, "name", None), "fingerprint": robot.fingerprint(), "joint_names": list(robot.joint_names),
@@ -86,7 +104,7 @@ def build_card(model: IKDenoiser, normalizer: Normalizer, schedule_config: Sched
     return card
 
 
-def save_checkpoint(directory: str | Path, model: IKDenoiser, normalizer: Normalizer,
+def save_checkpoint(directory: str | Path, model: Denoiser, normalizer: Normalizer,
                     schedule_config: ScheduleConfig, robot, card_extra: dict | None = None) -> Path:
     """Write ``model.safetensors`` (pass the EMA denoiser) and ``card.json`` into ``directory``.
 
@@ -150,9 +168,15 @@ def load_checkpoint(directory: str | Path, robot, device: str | torch.device = "
         tensors = load_file(str(wpath), device="cpu")
     except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
         raise CheckpointError(f"corrupt checkpoint weights {wpath}: {exc}") from None
+    arch = card.get("architecture")
+    arch_type = arch.get("type", "IKDenoiser") if isinstance(arch, dict) else None
+    if arch_type not in ARCHITECTURES:
+        raise CheckpointError(f"checkpoint {directory}: unknown architecture.type {arch_type!r} "
+                              f"(known: {sorted(ARCHITECTURES)})")
+    config_cls, net_cls = ARCHITECTURES[arch_type]
     try:
-        config = DenoiserConfig.from_dict(card["architecture"])
-        model = IKDenoiser(config)
+        config = config_cls.from_dict(card["architecture"])
+        model = net_cls(config)
         normalizer = Normalizer.empty(config.n_joints, config.n_ee)
         model.load_state_dict({k[9:]: v for k, v in tensors.items() if k.startswith("denoiser.")})
         normalizer.load_state_dict({k[11:]: v for k, v in tensors.items() if k.startswith("normalizer.")})

@@ -125,6 +125,11 @@ class IKDenoiser(nn.Module):
         self.ln_out = nn.LayerNorm(d)
         self.head = nn.Linear(d, 1)
 
+    @property
+    def needs_feedback(self) -> bool:
+        """This network takes no kinematic feedback (see :mod:`ikdiffuser_ros.model.mlp_denoiser`)."""
+        return False
+
     def encode_targets(self, ee_pos: torch.Tensor, ee_rot6d: torch.Tensor, ee_mask: torch.Tensor,
                        pos_only: torch.Tensor) -> torch.Tensor:
         """(B, E, 3), (B, E, 6), (B, E) bool, (B, E) bool -> (B, E, d) end-effector tokens."""

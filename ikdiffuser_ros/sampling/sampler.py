@@ -10,7 +10,8 @@ Stable API (used by the solver facade, objectives and refinement):
 All B targets x N solutions are denoised as one batch of B*N rows (row ``b * N + k`` is solution k
 of target b). Each step, numbered as in diffusion_policy::
 
-    1. eps_hat = denoiser(x_t, t | targets)
+    1. eps_hat = denoiser(x_t, t | targets)       (+ kinematic feedback of x_t for denoisers that take it,
+                                                   see :mod:`ikdiffuser_ros.model.feedback`)
     2. x0_hat  = clamp((x_t - sqrt(1 - abar_t) eps_hat) / sqrt(abar_t), -1, 1)
     3. guidance (optional): g = d/dx0 sum_rows cost(denormalize(x0_hat))   (autograd, normalized space)
        g is clipped per row to L2 norm <= guidance_clip, then
@@ -31,6 +32,7 @@ import torch
 
 from ikdiffuser_ros.kinematics.transforms import matrix_to_rot6d
 from ikdiffuser_ros.model.checkpoint import LoadedModel, load_checkpoint  # noqa: F401  (re-export)
+from ikdiffuser_ros.model.feedback import FeedbackTargets
 from ikdiffuser_ros.model.schedule import ddim_step, ddpm_step
 
 GuidanceFn = Callable[[torch.Tensor], torch.Tensor]
@@ -88,13 +90,17 @@ def sample(loaded: LoadedModel, ee_pos: torch.Tensor, ee_rot6d: torch.Tensor, ee
     with torch.no_grad():
         ctx = model.encode_targets(_repeat(norm.normalize_pos(ee_pos), N), _repeat(ee_rot6d, N),
                                    _repeat(ee_mask, N), _repeat(pos_only, N))
+        fb_targets = _feedback_targets(loaded, ee_pos, ee_rot6d, ee_mask, pos_only, N)
         x = torch.randn(B * N, n, generator=generator, device=dev, dtype=torch.float32)
         ts = schedule.timesteps(steps)
         for i, t in enumerate(ts):
             t_prev = ts[i + 1] if i + 1 < len(ts) else -1
             tt = torch.full((B * N,), t, dtype=torch.long, device=dev)
             # 1. predict the noise
-            eps = model(x, tt, None, None, None, None, ctx=ctx)
+            if fb_targets is None:
+                eps = model(x, tt, None, None, None, None, ctx=ctx)
+            else:
+                eps = model(x, tt, None, None, None, None, ctx=ctx, feedback=loaded.feedback(x, fb_targets))
             # 2. predicted clean sample, clamped to the normalized joint box
             x0 = schedule.predict_x0(x, eps, tt).clamp(-1, 1)
             # 3. guidance on the clean-sample estimate
@@ -109,6 +115,13 @@ def sample(loaded: LoadedModel, ee_pos: torch.Tensor, ee_rot6d: torch.Tensor, ee
     q = norm.denormalize_joints(x.clamp(-1, 1))
     q = torch.minimum(torch.maximum(q, norm.lower), norm.upper)
     return q.view(B, N, n)
+
+
+def _feedback_targets(loaded: LoadedModel, ee_pos, ee_rot6d, ee_mask, pos_only, N: int) -> FeedbackTargets | None:
+    """Targets repeated N times for the kinematic feedback, or None if the denoiser takes none."""
+    if loaded.feedback is None:
+        return None
+    return FeedbackTargets.build(_repeat(ee_pos, N), _repeat(ee_rot6d, N), _repeat(ee_mask, N), _repeat(pos_only, N))
 
 
 def _guide(x0: torch.Tensor, norm, guidance: GuidanceFn, scale: float, clip: float | None) -> torch.Tensor:

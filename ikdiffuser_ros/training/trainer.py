@@ -45,6 +45,8 @@ import torch.nn.functional as F
 
 from ikdiffuser_ros.model.checkpoint import LoadedModel, hardware_info, save_checkpoint
 from ikdiffuser_ros.model.denoiser import DenoiserConfig, IKDenoiser
+from ikdiffuser_ros.model.feedback import FeedbackTargets
+from ikdiffuser_ros.model.mlp_denoiser import IKMLPDenoiser, MLPDenoiserConfig
 from ikdiffuser_ros.model.normalizer import Normalizer
 from ikdiffuser_ros.model.schedule import NoiseSchedule, ScheduleConfig
 
@@ -58,11 +60,19 @@ class TrainConfig:
     #: robot name in config/robots/.
     robot: str = "panda"
     # -- model
+    #: ``transformer`` (IKDenoiser, the paper's token model) or ``mlp`` (IKMLPDenoiser, CPU-sized).
+    architecture: str = "transformer"
     d_model: int = 128
     n_heads: int = 4
     n_layers: int = 4
     ff_mult: int = 4
     dropout: float = 0.0
+    #: residual blocks of the ``mlp`` architecture.
+    n_blocks: int = 4
+    #: ``mlp`` only: condition on the forward-kinematics feedback of the noisy sample.
+    fk_feedback: bool = True
+    #: checkpoint directory to warm-start from (e.g. models/<robot>); its training hours carry over.
+    init_from: str | None = None
     #: diffusion steps T.
     num_train_steps: int = 100
     # -- data
@@ -76,6 +86,8 @@ class TrainConfig:
     p_keep_ee: float = 0.7
     #: probability that a constrained end effector is position-only.
     p_pos_only: float = 0.1
+    #: train only on configurations free of self collision (sphere model, conservative vs FCL).
+    reject_self_collision: bool = False
     # -- optimisation
     batch_size: int = 512
     lr: float = 1e-3
@@ -100,9 +112,16 @@ class TrainConfig:
     threads: int = 0
     out_dir: str = "runs/panda"
 
-    def denoiser_config(self, n_joints: int, n_ee: int) -> DenoiserConfig:
-        return DenoiserConfig(n_joints=n_joints, n_ee=n_ee, d_model=self.d_model, n_heads=self.n_heads,
-                              n_layers=self.n_layers, ff_mult=self.ff_mult, dropout=self.dropout)
+    def build_denoiser(self, n_joints: int, n_ee: int) -> IKDenoiser | IKMLPDenoiser:
+        """A freshly initialised denoiser of this config's architecture."""
+        if self.architecture == "mlp":
+            return IKMLPDenoiser(MLPDenoiserConfig(n_joints=n_joints, n_ee=n_ee, d_model=self.d_model,
+                                                   n_blocks=self.n_blocks, fk_feedback=self.fk_feedback))
+        if self.architecture == "transformer":
+            return IKDenoiser(DenoiserConfig(n_joints=n_joints, n_ee=n_ee, d_model=self.d_model,
+                                             n_heads=self.n_heads, n_layers=self.n_layers, ff_mult=self.ff_mult,
+                                             dropout=self.dropout))
+        raise ValueError(f"architecture must be 'transformer' or 'mlp', got {self.architecture!r}")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -144,12 +163,15 @@ class BatchSource:
     """Training rows: q (M, n) and target poses (pos (M, E, 3), rot6d (M, E, 6)), float32.
 
     Either an in-memory table (``q``/``pos``/``rot6d`` given) sampled with replacement, or an
-    unlimited stream of fresh uniform joint samples + FK (``robot`` only).
+    unlimited stream of fresh uniform joint samples + FK (``robot`` only; with
+    ``reject_self_collision`` only samples the sphere model finds free of self collision).
     """
 
-    def __init__(self, robot, generator: torch.Generator, q=None, pos=None, rot6d=None):
+    def __init__(self, robot, generator: torch.Generator, q=None, pos=None, rot6d=None,
+                 reject_self_collision: bool = False):
         self.robot, self.generator = robot, generator
         self.q, self.pos, self.rot6d = q, pos, rot6d
+        self.reject_self_collision = reject_self_collision
 
     @property
     def size(self) -> int:
@@ -159,7 +181,7 @@ class BatchSource:
         if self.q is None:
             from ikdiffuser_ros.data.generate import sample_fk
 
-            return sample_fk(self.robot, B, self.generator)
+            return sample_fk(self.robot, B, self.generator, reject_self_collision=self.reject_self_collision)
         idx = torch.randint(0, self.q.shape[0], (B,), generator=self.generator)
         return self.q[idx], self.pos[idx], self.rot6d[idx]
 
@@ -255,177 +277,278 @@ def _lr(config: TrainConfig, step: int, elapsed: float) -> float:
     return config.lr_min + 0.5 * (config.lr - config.lr_min) * (1 + math.cos(math.pi * progress))
 
 
-def train(config: TrainConfig, resume: bool = False, command: str | None = None, progress: bool = True) -> dict:
-    """Run (or resume) a training run; returns the final evaluation metrics and counters."""
-    from ikdiffuser_ros.data.generate import load_shards, sample_fk
-    from ikdiffuser_ros.robots import load_robot
+@dataclass
+class _Run:
+    """Everything a training run holds (built by :func:`_setup`)."""
 
-    if config.max_steps is None and config.max_minutes is None:
-        raise ValueError("set max_steps or max_minutes")
+    config: TrainConfig
+    robot: object
+    device: torch.device
+    world: int
+    rank: int
+    source: BatchSource
+    dataset_desc: dict
+    normalizer: Normalizer
+    schedule_config: ScheduleConfig
+    abar: torch.Tensor
+    model: torch.nn.Module
+    ema: torch.nn.Module
+    net: torch.nn.Module
+    opt: torch.optim.Optimizer
+    gens: dict
+    q_eval: torch.Tensor
+    feedback: object = None
+    step: int = 0
+    elapsed_before: float = 0.0
+    history: list = field(default_factory=list)
+    prior: dict = field(default_factory=dict)
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def _init_distributed(config: TrainConfig) -> tuple[int, int, torch.device]:
+    """(world size, rank, device); initialises the process group under torchrun."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
-    ddp = world > 1
     device = torch.device(config.device)
-    if ddp:
+    if world > 1:
         import torch.distributed as dist
 
         if device.type == "cuda":
             device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
             torch.cuda.set_device(device)
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return world, rank, device
+
+
+def _data(config: TrainConfig, robot, data_gen: torch.Generator) -> tuple[BatchSource, dict, torch.Tensor]:
+    """The batch source, its description for the card, and (M, E, 3) positions for the statistics."""
+    from ikdiffuser_ros.data.generate import load_shards, sample_fk
+
+    if config.data_dir:
+        shards = load_shards(config.data_dir, robot)
+        source = BatchSource(robot, data_gen, shards["q"], shards["pos"], shards["rot6d"])
+        desc = {"source": f"shards {config.data_dir}", "size": source.size,
+                "manifest_seed": shards["manifest"].get("seed")}
+    elif config.dataset_size > 0:
+        q, pos, rot6d = sample_fk(robot, config.dataset_size, torch.Generator().manual_seed(config.seed),
+                                  reject_self_collision=config.reject_self_collision)
+        source = BatchSource(robot, data_gen, q, pos, rot6d)
+        desc = {"source": "in-process uniform samples", "size": config.dataset_size}
+    else:
+        source = BatchSource(robot, data_gen, reject_self_collision=config.reject_self_collision)
+        desc = {"source": "in-process fresh uniform samples per batch", "size": None}
+    desc["self_collision_free"] = bool(config.reject_self_collision)
+    if source.size:
+        return source, desc, source.pos[: 200_000]
+    return source, desc, sample_fk(robot, 100_000, torch.Generator().manual_seed(config.seed + 1))[1]
+
+
+def _warm_start(config: TrainConfig, robot, model, ema, device) -> tuple[Normalizer, dict]:
+    """Load ``config.init_from`` into ``model`` and ``ema``; returns its normalizer and its training totals."""
+    from ikdiffuser_ros.model.checkpoint import load_checkpoint
+
+    loaded = load_checkpoint(config.init_from, robot, device="cpu")
+    if loaded.denoiser.config != model.config:
+        raise ValueError(f"--resume-from {config.init_from}: its architecture {loaded.denoiser.config} differs "
+                         f"from the configured {model.config}")
+    model.load_state_dict(loaded.denoiser.state_dict())
+    ema.load_state_dict(loaded.denoiser.state_dict())
+    return loaded.normalizer.to(device), cumulative_training(loaded.card)
+
+
+def cumulative_training(card: dict) -> dict:
+    """Training totals of a checkpoint card: ``{"steps", "hours", "runs"}`` over all warm-started runs."""
+    tr = card.get("training", {}) if isinstance(card, dict) else {}
+    total = tr.get("cumulative")
+    if isinstance(total, dict):
+        return total
+    return {"steps": int(tr.get("steps", 0) or 0), "hours": round(float(tr.get("wall_time_s", 0) or 0) / 3600, 3),
+            "runs": 1 if tr else 0}
+
+
+def _setup(config: TrainConfig, resume: bool) -> _Run:
+    """Robot, data, normalizer, model, EMA, optimizer, warm start or resume."""
+    from ikdiffuser_ros.data.generate import sample_fk
+    from ikdiffuser_ros.model.feedback import KinematicFeedback
+    from ikdiffuser_ros.robots import load_robot
+
+    if config.max_steps is None and config.max_minutes is None:
+        raise ValueError("set max_steps or max_minutes")
+    world, rank, device = _init_distributed(config)
     if config.threads:
         torch.set_num_threads(config.threads)
-    is_main = rank == 0
-    out = Path(config.out_dir)
-    if is_main:
-        out.mkdir(parents=True, exist_ok=True)
+    if rank == 0:
+        Path(config.out_dir).mkdir(parents=True, exist_ok=True)
     torch.manual_seed(config.seed + rank)
-
     robot = load_robot(config.robot)
     n, E = len(robot.joint_names), len(robot.end_effectors)
     data_gen = torch.Generator().manual_seed(config.seed + 1000 * rank)
     noise_gen = torch.Generator().manual_seed(config.seed + 1000 * rank + 1)
-    # -- data
-    if config.data_dir:
-        shards = load_shards(config.data_dir, robot)
-        source = BatchSource(robot, data_gen, shards["q"], shards["pos"], shards["rot6d"])
-        dataset_desc = {"source": f"shards {config.data_dir}", "size": source.size,
-                        "manifest_seed": shards["manifest"].get("seed")}
-    elif config.dataset_size > 0:
-        q, pos, rot6d = sample_fk(robot, config.dataset_size, torch.Generator().manual_seed(config.seed))
-        source = BatchSource(robot, data_gen, q, pos, rot6d)
-        dataset_desc = {"source": "in-process uniform samples", "size": config.dataset_size}
-    else:
-        source = BatchSource(robot, data_gen)
-        dataset_desc = {"source": "in-process fresh uniform samples per batch", "size": None}
-    if source.size:
-        stat_pos = source.pos[: 200_000]
-    else:
-        stat_pos = sample_fk(robot, 100_000, torch.Generator().manual_seed(config.seed + 1))[1]
-    normalizer = Normalizer.fit(robot.lower, robot.upper, stat_pos).to(device)
-    q_eval = sample_fk(robot, config.eval_samples,
-                       torch.Generator().manual_seed(config.seed + HELD_OUT_SEED_OFFSET))[0]
-
-    # -- model
-    schedule_config = ScheduleConfig(num_train_steps=config.num_train_steps)
-    schedule = NoiseSchedule(schedule_config)
-    abar = schedule.alphas_cumprod.float().to(device)
-    model = IKDenoiser(config.denoiser_config(n, E)).to(device)
+    source, desc, stat_pos = _data(config, robot, data_gen)
+    model = config.build_denoiser(n, E).to(device)
     ema = copy.deepcopy(model).eval()
     for p in ema.parameters():
         p.requires_grad_(False)
+    prior: dict = {}
+    if config.init_from:
+        normalizer, prior = _warm_start(config, robot, model, ema, device)
+    else:
+        normalizer = Normalizer.fit(robot.lower, robot.upper, stat_pos).to(device)
+    schedule_config = ScheduleConfig(num_train_steps=config.num_train_steps)
+    abar = NoiseSchedule(schedule_config).alphas_cumprod.float().to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    gens = {"data": data_gen, "noise": noise_gen}
-    step, elapsed_before = 0, 0.0
-    history: list[dict] = []
+    q_eval = sample_fk(robot, config.eval_samples, torch.Generator().manual_seed(config.seed + HELD_OUT_SEED_OFFSET))[0]
+    feedback = KinematicFeedback(robot, normalizer) if model.needs_feedback else None
+    run = _Run(config, robot, device, world, rank, source, desc, normalizer, schedule_config, abar, model, ema, model,
+               opt, {"data": data_gen, "noise": noise_gen}, q_eval, feedback, prior=prior)
+    out = Path(config.out_dir)
     if resume and (out / "train_state.json").is_file():
-        meta = _load_state(out, model, ema, opt, gens)
-        step, elapsed_before = meta["step"], meta["elapsed_s"]
-        history = meta.get("history", [])
-    net = model
-    if ddp:
+        meta = _load_state(out, model, ema, opt, run.gens)
+        run.step, run.elapsed_before = meta["step"], meta["elapsed_s"]
+        run.history, run.prior = meta.get("history", []), meta.get("prior", prior)
+    if world > 1:
         from torch.nn.parallel import DistributedDataParallel
 
-        net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-    n_params = sum(p.numel() for p in model.parameters())
-    loaded_ema = LoadedModel(ema, normalizer, schedule, {}, robot, device)
+        run.net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    return run
 
-    def card_extra(metrics: dict) -> dict:
-        return {"training": {"dataset": dataset_desc, "steps": step, "batch_size": config.batch_size,
-                             "world_size": world, "samples_seen": step * config.batch_size * world,
-                             "wall_time_s": round(elapsed_before + time.time() - t_start, 1),
-                             "parameters": n_params, "hardware": hardware_info(device),
-                             "config": config.to_dict(), "command": command or shlex.join(sys.argv)},
-                "eval": metrics}
+
+def _train_step(run: _Run, lr: float) -> float:
+    """One AdamW step on a fresh batch (+ EMA update); returns the loss."""
+    c, dev = run.config, run.device
+    for g in run.opt.param_groups:
+        g["lr"] = lr
+    E = len(run.robot.end_effectors)
+    q, pos, rot6d = run.source.batch(c.batch_size)
+    keep, pos_only = random_masks(c.batch_size, E, c.p_keep_ee, c.p_pos_only, run.gens["data"])
+    q, pos, rot6d, keep, pos_only = (x.to(dev) for x in (q, pos, rot6d, keep, pos_only))
+    x0 = run.normalizer.normalize_joints(q)
+    t = torch.randint(0, c.num_train_steps, (c.batch_size,), generator=run.gens["noise"]).to(dev)
+    eps = torch.randn(x0.shape, generator=run.gens["noise"]).to(dev)
+    ab = run.abar[t][:, None]
+    x_t = ab.sqrt() * x0 + (1 - ab).sqrt() * eps
+    extra = {}
+    if run.feedback is not None:
+        with torch.no_grad():
+            extra["feedback"] = run.feedback(x_t, FeedbackTargets.build(pos, rot6d, keep, pos_only))
+    pred = run.net(x_t, t, run.normalizer.normalize_pos(pos), rot6d, keep, pos_only, **extra)
+    loss = F.mse_loss(pred, eps)
+    run.opt.zero_grad(set_to_none=True)
+    loss.backward()
+    if c.grad_clip:
+        torch.nn.utils.clip_grad_norm_(run.model.parameters(), c.grad_clip)
+    run.opt.step()
+    run.step += 1
+    decay = min(c.ema_decay, (1 + run.step) / (10 + run.step))
+    with torch.no_grad():
+        for pe, pm in zip(run.ema.parameters(), run.model.parameters()):
+            pe.lerp_(pm, 1 - decay)
+    return loss.item()
+
+
+def _card_extra(run: _Run, metrics: dict, wall_s: float, command: str | None) -> dict:
+    """The ``training`` and ``eval`` sections of the card, with totals over warm-started runs."""
+    c = run.config
+    this_steps = run.step
+    cumulative = {"steps": run.prior.get("steps", 0) + this_steps,
+                  "hours": round(run.prior.get("hours", 0.0) + wall_s / 3600, 3),
+                  "runs": run.prior.get("runs", 0) + 1, "warm_started_from": c.init_from}
+    n_params = sum(p.numel() for p in run.model.parameters())
+    return {"training": {"dataset": run.dataset_desc, "steps": this_steps, "batch_size": c.batch_size,
+                         "world_size": run.world, "samples_seen": this_steps * c.batch_size * run.world,
+                         "wall_time_s": round(wall_s, 1), "cumulative": cumulative, "parameters": n_params,
+                         "hardware": hardware_info(run.device), "config": c.to_dict(),
+                         "command": command or shlex.join(sys.argv)},
+            "eval": metrics}
+
+
+def _evaluate(run: _Run) -> dict:
+    loaded = LoadedModel(run.ema, run.normalizer, NoiseSchedule(run.schedule_config), {}, run.robot, run.device,
+                         run.feedback)
+    metrics = {"step": run.step, **evaluate(loaded, run.q_eval, run.config.eval_sampler_steps)}
+    run.history.append(metrics)
+    with open(Path(run.config.out_dir) / "metrics.jsonl", "a") as fh:
+        fh.write(json.dumps(metrics) + "\n")
+    return metrics
+
+
+def _save(run: _Run, metrics: dict, wall_s: float, command: str | None) -> None:
+    out = Path(run.config.out_dir)
+    save_checkpoint(out, run.ema, run.normalizer, run.schedule_config, run.robot,
+                    _card_extra(run, metrics, wall_s, command))
+    _save_state(out, run.model, run.ema, run.opt, run.step, wall_s, run.config, run.gens,
+                {"history": run.history, "prior": run.prior})
+
+
+def _should_stop(run: _Run, elapsed: float) -> bool:
+    c = run.config
+    stop = (c.max_steps is not None and run.step >= c.max_steps) or (
+        c.max_minutes is not None and elapsed >= c.max_minutes * 60)
+    if run.world > 1:
+        flag = torch.tensor([float(stop)], device=run.device)
+        torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+        stop = bool(flag.item())
+    return stop
+
+
+def train(config: TrainConfig, resume: bool = False, command: str | None = None, progress: bool = True) -> dict:
+    """Run (or resume) a training run; returns the final evaluation metrics and counters.
+
+    ``max_steps`` counts the steps of this run (a warm start from ``init_from`` begins at 0).
+    """
+    run = _setup(config, resume)
+    pbar = None
+    if run.is_main and progress:
+        from tqdm import tqdm
+
+        pbar = tqdm(total=config.max_steps, initial=run.step, desc=f"train {config.robot}",
+                    dynamic_ncols=True, mininterval=1.0 if sys.stderr.isatty() else 30.0)
 
     def log(msg: str) -> None:
-        if is_main:
+        if run.is_main:
             (pbar.write if pbar is not None else print)(msg)
             sys.stdout.flush()
 
+    n_params = sum(p.numel() for p in run.model.parameters())
+    log(f"[train] robot={config.robot} arch={config.architecture} params={n_params} data={run.dataset_desc} "
+        f"device={run.device} world={run.world} threads={torch.get_num_threads()} start_step={run.step} "
+        f"prior={run.prior}")
     t_start = time.time()
-    pbar = None
-    if is_main and progress:
-        from tqdm import tqdm
-
-        pbar = tqdm(total=config.max_steps, initial=step, desc=f"train {config.robot}", dynamic_ncols=True,
-                    mininterval=1.0 if sys.stderr.isatty() else 30.0)
-    log(f"[train] robot={config.robot} n={n} E={E} params={n_params} data={dataset_desc} "
-        f"device={device} world={world} threads={torch.get_num_threads()} start_step={step}")
-    metrics: dict = history[-1] if history else {}
+    metrics: dict = run.history[-1] if run.history else {}
     loss_avg = None
-    model.train()
-    while True:
-        elapsed = elapsed_before + time.time() - t_start
-        stop = (config.max_steps is not None and step >= config.max_steps) or (
-            config.max_minutes is not None and elapsed >= config.max_minutes * 60)
-        if ddp:
-            flag = torch.tensor([float(stop)], device=device)
-            torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
-            stop = bool(flag.item())
-        if stop:
-            break
-        lr = _lr(config, step, elapsed)
-        for g in opt.param_groups:
-            g["lr"] = lr
-        q, pos, rot6d = source.batch(config.batch_size)
-        keep, pos_only = random_masks(config.batch_size, E, config.p_keep_ee, config.p_pos_only, data_gen)
-        q, pos, rot6d, keep, pos_only = (x.to(device) for x in (q, pos, rot6d, keep, pos_only))
-        x0 = normalizer.normalize_joints(q)
-        t = torch.randint(0, config.num_train_steps, (config.batch_size,), generator=noise_gen).to(device)
-        eps = torch.randn(x0.shape, generator=noise_gen).to(device)
-        ab = abar[t][:, None]
-        x_t = ab.sqrt() * x0 + (1 - ab).sqrt() * eps
-        pred = net(x_t, t, normalizer.normalize_pos(pos), rot6d, keep, pos_only)
-        loss = F.mse_loss(pred, eps)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        if config.grad_clip:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-        opt.step()
-        step += 1
-        decay = min(config.ema_decay, (1 + step) / (10 + step))
-        with torch.no_grad():
-            for pe, pm in zip(ema.parameters(), model.parameters()):
-                pe.lerp_(pm, 1 - decay)
-        lv = loss.item()
+    run.model.train()
+    while not _should_stop(run, elapsed := run.elapsed_before + time.time() - t_start):
+        lv = _train_step(run, _lr(config, run.step, elapsed))
         loss_avg = lv if loss_avg is None else 0.98 * loss_avg + 0.02 * lv
         if pbar is not None:
             pbar.update(1)
-        if is_main and step % config.log_every == 0:
-            log(f"[train] step {step} loss {loss_avg:.4f} lr {lr:.2e} elapsed {elapsed / 60:.1f} min")
-            if pbar is not None:
-                pbar.set_postfix(loss=f"{loss_avg:.4f}", **({"pos_mm": f"{metrics['pos_mm_median']:.1f}"}
-                                                           if metrics else {}))
-        if is_main and step % config.eval_every == 0:
-            metrics = {"step": step, "loss": loss_avg, **evaluate(loaded_ema, q_eval, config.eval_sampler_steps)}
-            history.append(metrics)
-            with open(out / "metrics.jsonl", "a") as fh:
-                fh.write(json.dumps(metrics) + "\n")
-            log(f"[eval] step {step}: raw DDIM-{config.eval_sampler_steps} median {metrics['pos_mm_median']:.1f} mm / "
-                f"{metrics['rot_deg_median']:.2f} deg (p90 {metrics['pos_mm_p90']:.1f} mm / "
+        if not run.is_main:
+            continue
+        if run.step % config.log_every == 0:
+            log(f"[train] step {run.step} loss {loss_avg:.4f} elapsed {elapsed / 60:.1f} min")
+        if run.step % config.eval_every == 0:
+            metrics = {**_evaluate(run), "loss": loss_avg}
+            log(f"[eval] step {run.step}: raw DDIM-{config.eval_sampler_steps} median {metrics['pos_mm_median']:.1f} "
+                f"mm / {metrics['rot_deg_median']:.2f} deg (p90 {metrics['pos_mm_p90']:.1f} mm / "
                 f"{metrics['rot_deg_p90']:.2f} deg)")
-        if is_main and step % config.ckpt_every == 0:
-            now = elapsed_before + time.time() - t_start
-            save_checkpoint(out, ema, normalizer, schedule_config, robot, card_extra(metrics))
-            _save_state(out, model, ema, opt, step, now, config, gens, {"history": history})
+        if run.step % config.ckpt_every == 0:
+            _save(run, metrics, run.elapsed_before + time.time() - t_start, command)
     if pbar is not None:
         pbar.close()
-    if is_main:
-        if not metrics or metrics.get("step") != step:
-            metrics = {"step": step, "loss": loss_avg, **evaluate(loaded_ema, q_eval, config.eval_sampler_steps)}
-            history.append(metrics)
-            with open(out / "metrics.jsonl", "a") as fh:
-                fh.write(json.dumps(metrics) + "\n")
-        now = elapsed_before + time.time() - t_start
-        save_checkpoint(out, ema, normalizer, schedule_config, robot, card_extra(metrics))
-        _save_state(out, model, ema, opt, step, now, config, gens, {"history": history})
-        log(f"[done] step {step} wall {now / 60:.1f} min; final raw median {metrics['pos_mm_median']:.1f} mm / "
-            f"{metrics['rot_deg_median']:.2f} deg -> {out}")
-    if ddp:
+    if run.is_main:
+        if not metrics or metrics.get("step") != run.step:
+            metrics = {**_evaluate(run), "loss": loss_avg}
+        wall = run.elapsed_before + time.time() - t_start
+        _save(run, metrics, wall, command)
+        log(f"[done] step {run.step} wall {wall / 60:.1f} min; final raw median {metrics['pos_mm_median']:.1f} mm / "
+            f"{metrics['rot_deg_median']:.2f} deg -> {config.out_dir}")
+    if run.world > 1:
         torch.distributed.barrier()
         torch.distributed.destroy_process_group()
-    return {"step": step, "metrics": metrics, "out_dir": str(out)}
+    return {"step": run.step, "metrics": metrics, "out_dir": str(config.out_dir)}
 
 
 # ----------------------------------------------------------------------------------------- CLI
@@ -441,6 +564,8 @@ def register(subparsers) -> None:
     p.add_argument("--data", help="dataset directory from `ikdiffuser generate` (default: generate in-process)")
     p.add_argument("--out", help="output directory (default runs/<robot>)")
     p.add_argument("--resume", action="store_true", help="continue from <out>/train_state.*")
+    p.add_argument("--resume-from", dest="init_from", metavar="CHECKPOINT",
+                   help="warm-start from a checkpoint directory (e.g. models/<robot>); training hours add up")
     p.add_argument("--max-steps", type=int)
     p.add_argument("--max-minutes", type=float)
     p.add_argument("--device", help="cpu | cuda | cuda:K")
@@ -453,7 +578,7 @@ def register(subparsers) -> None:
 def config_from_args(args) -> TrainConfig:
     overrides = {"robot": args.robot, "data_dir": args.data, "out_dir": args.out, "max_steps": args.max_steps,
                  "max_minutes": args.max_minutes, "device": args.device, "seed": args.seed,
-                 "threads": args.threads}
+                 "threads": args.threads, "init_from": args.init_from}
     overrides = {k: v for k, v in overrides.items() if v is not None}
     if args.config in ("tiny", "default"):
         config = TrainConfig.preset(args.config, **overrides)

@@ -1,0 +1,118 @@
+"""IKMLPDenoiser and its kinematic feedback: shapes, masking semantics, the feedback's geometry,
+checkpoint round trip, and warm-started training whose hours add up."""
+
+import json
+
+import pytest
+import torch
+
+from ikdiffuser_ros.data.generate import sample_fk
+from ikdiffuser_ros.kinematics.transforms import matrix_to_rot6d
+from ikdiffuser_ros.model.checkpoint import LoadedModel, load_checkpoint, save_checkpoint
+from ikdiffuser_ros.model.feedback import FeedbackTargets, KinematicFeedback, feature_width, rot6d_to_matrix
+from ikdiffuser_ros.model.mlp_denoiser import IKMLPDenoiser, MLPDenoiserConfig
+from ikdiffuser_ros.model.normalizer import Normalizer
+from ikdiffuser_ros.model.schedule import NoiseSchedule, ScheduleConfig
+from ikdiffuser_ros.sampling.sampler import sample, targets_from_poses
+from ikdiffuser_ros.training.trainer import TrainConfig, train
+
+
+def _mlp_loaded(robot, fk_feedback=True, seed=0) -> LoadedModel:
+    torch.manual_seed(seed)
+    n, E = len(robot.joint_names), len(robot.end_effectors)
+    model = IKMLPDenoiser(MLPDenoiserConfig(n, E, d_model=32, n_blocks=2, fk_feedback=fk_feedback)).eval()
+    pos = sample_fk(robot, 2000, torch.Generator().manual_seed(seed))[1]
+    normalizer = Normalizer.fit(robot.lower, robot.upper, pos)
+    return LoadedModel(model, normalizer, NoiseSchedule(ScheduleConfig(num_train_steps=20)), {}, robot)
+
+
+def _rows(robot, B, seed=1):
+    q, pos, rot6d = sample_fk(robot, B, torch.Generator().manual_seed(seed))
+    return q, pos, rot6d
+
+
+def test_rot6d_round_trip(baxter):
+    q, _, _ = _rows(baxter, 16)
+    R = baxter.fk(q.double())[..., :3, :3]
+    torch.testing.assert_close(rot6d_to_matrix(matrix_to_rot6d(R)), R)
+
+
+def test_feedback_vanishes_at_a_solution_and_points_back(baxter):
+    loaded = _mlp_loaded(baxter)
+    fb: KinematicFeedback = loaded.feedback
+    n, E = baxter.n_joints, len(baxter.end_effectors)
+    assert fb.width == feature_width(n, E) == 15 * E + n
+    q, pos, rot6d = _rows(baxter, 64)
+    mask = torch.ones(64, E, dtype=torch.bool)
+    targets = FeedbackTargets.build(pos, rot6d, mask, ~mask)
+    x = loaded.normalizer.normalize_joints(q)
+    feats = fb(x, targets)
+    assert feats.shape == (64, fb.width)
+    errors = feats[:, :15 * E].view(64, E, 15)[..., 9:]
+    assert errors.abs().max() < 1e-3 and feats[:, 15 * E:].abs().max() < 1e-2
+    # a small joint offset: the least-squares step points back towards the solution
+    dx = 0.02 * torch.randn(64, n, generator=torch.Generator().manual_seed(3))
+    step = fb(x + dx, targets)[:, 15 * E:]
+    cos = torch.nn.functional.cosine_similarity(step, -dx, dim=-1)
+    assert cos.median() > 0.5
+
+
+def test_free_and_position_only_targets_are_ignored(baxter):
+    loaded = _mlp_loaded(baxter)
+    model, norm = loaded.denoiser, loaded.normalizer
+    q, pos, rot6d = _rows(baxter, 8)
+    x = norm.normalize_joints(q) + 0.1
+    t = torch.full((8,), 5)
+    mask = torch.tensor([[True, False]] * 8)
+    pos_only = torch.tensor([[True, False]] * 8)
+
+    def eps(p, r):
+        fb = loaded.feedback(x, FeedbackTargets.build(p, r, mask, pos_only))
+        return model(x, t, norm.normalize_pos(p), r, mask, pos_only, feedback=fb)
+
+    p2, r2 = pos.clone(), rot6d.clone()
+    p2[:, 1] += 0.3                               # free end effector moved
+    r2[:, 0] = torch.tensor([0.0, 1, 0, -1, 0, 0])  # rotation of a position-only target changed
+    torch.testing.assert_close(eps(pos, rot6d), eps(p2, r2))
+    p3 = pos.clone()
+    p3[:, 0] += 0.1                               # the constrained position matters
+    assert (eps(pos, rot6d) - eps(p3, rot6d)).abs().max() > 1e-4
+
+
+def test_feedback_is_required_when_configured(panda):
+    loaded = _mlp_loaded(panda)
+    with pytest.raises(ValueError, match="feedback"):
+        loaded.denoiser(torch.zeros(2, 7), torch.zeros(2, dtype=torch.long), torch.zeros(2, 1, 3),
+                        torch.zeros(2, 1, 6), torch.ones(2, 1, dtype=torch.bool), torch.zeros(2, 1, dtype=torch.bool))
+    assert _mlp_loaded(panda, fk_feedback=False).feedback is None
+
+
+def test_checkpoint_round_trip_and_sampling(tmp_path, baxter):
+    loaded = _mlp_loaded(baxter)
+    save_checkpoint(tmp_path, loaded.denoiser, loaded.normalizer, ScheduleConfig(num_train_steps=20), baxter)
+    back = load_checkpoint(tmp_path, baxter)
+    assert back.card["architecture"]["type"] == "IKMLPDenoiser" and back.feedback is not None
+    q, _, _ = _rows(baxter, 3)
+    pos, rot6d = targets_from_poses(baxter.fk(q.double()).float())
+
+    def draw(m):
+        return sample(m, pos, rot6d, num_solutions=4, steps=5, generator=torch.Generator().manual_seed(0))
+
+    out = draw(back)
+    torch.testing.assert_close(out, draw(loaded))
+    assert out.shape == (3, 4, baxter.n_joints)
+    assert ((out >= baxter.lower.float() - 1e-6) & (out <= baxter.upper.float() + 1e-6)).all()
+
+
+def test_warm_start_adds_up_training_and_checks_architecture(tmp_path):
+    first, second = tmp_path / "a", tmp_path / "b"
+    tiny = dict(robot="panda", architecture="mlp", d_model=32, n_blocks=1, max_steps=20, eval_every=20)
+    train(TrainConfig.preset("tiny", out_dir=str(first), **tiny), progress=False)
+    train(TrainConfig.preset("tiny", out_dir=str(second), init_from=str(first), **tiny), progress=False)
+    card = json.loads((second / "card.json").read_text())
+    total = card["training"]["cumulative"]
+    assert total["steps"] == 40 and total["runs"] == 2 and total["warm_started_from"] == str(first)
+    assert total["hours"] >= json.loads((first / "card.json").read_text())["training"]["cumulative"]["hours"]
+    other = dict(tiny, d_model=16)
+    with pytest.raises(ValueError, match="architecture"):
+        train(TrainConfig.preset("tiny", out_dir=str(tmp_path / "c"), init_from=str(first), **other), progress=False)
