@@ -66,8 +66,9 @@ class _ResBlock(nn.Module):
         self.fc1 = nn.Linear(d, d)
         self.fc2 = nn.Linear(d, d)
 
-    def forward(self, h: torch.Tensor, t_act: torch.Tensor) -> torch.Tensor:
-        return h + self.fc2(F.silu(self.fc1(self.ln(h) + self.t_proj(t_act))))
+    def forward(self, h: torch.Tensor, t_act: torch.Tensor, t_index: torch.Tensor) -> torch.Tensor:
+        """h (B, d); t_act (U, d) per distinct timestep; t_index (B,) row -> distinct timestep."""
+        return h + self.fc2(F.silu(self.fc1(self.ln(h) + self.t_proj(t_act)[t_index])))
 
 
 class IKMLPDenoiser(nn.Module):
@@ -119,7 +120,9 @@ class IKMLPDenoiser(nn.Module):
                 raise ValueError("this denoiser conditions on kinematic feedback: pass feedback=")
             parts.append(feedback)
         h = self.inp(torch.cat(parts, -1))
-        t_act = F.silu(self.t_mlp(sinusoidal_embedding(t, self.config.d_model)))
+        # timestep terms once per distinct t (a sampler step has one; a training batch at most T)
+        t_unique, t_index = torch.unique(t, return_inverse=True)
+        t_act = F.silu(self.t_mlp(sinusoidal_embedding(t_unique, self.config.d_model)))
         for block in self.blocks:
-            h = block(h, t_act)
+            h = block(h, t_act, t_index)
         return self.head(self.ln_out(h))

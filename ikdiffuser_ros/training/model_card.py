@@ -17,7 +17,23 @@ from pathlib import Path
 import torch
 
 HELD_OUT_SEED = 2_000_003
+#: raw-sample goals (issue 7): single-arm robots, and robots with several end effectors.
 GOAL_MM, GOAL_DEG = 10.0, 3.0
+GOAL_MULTI_MM, GOAL_MULTI_DEG = 20.0, 5.0
+
+
+def raw_goal(n_ee: int) -> tuple[float, float]:
+    """Median raw-sample goal (mm, deg) for a robot with ``n_ee`` end effectors."""
+    return (GOAL_MM, GOAL_DEG) if n_ee == 1 else (GOAL_MULTI_MM, GOAL_MULTI_DEG)
+
+
+def self_collision_free_share(robot, q: torch.Tensor) -> float | None:
+    """Share of (M, n) configurations free of self collision by exact FCL (None without python-fcl)."""
+    try:
+        from ikdiffuser_ros.collision.fcl_checker import CollisionChecker
+    except ImportError:
+        return None
+    return round(float(CollisionChecker(robot).check(q.double()).free.mean()), 4)
 
 
 def _stats(dp_m: torch.Tensor, dr_rad: torch.Tensor) -> dict:
@@ -47,6 +63,8 @@ def evaluate_checkpoint(directory, robot, num_targets: int = 1000, best_of: int 
     q = sample(loaded, pos, rot6d, num_solutions=1, steps=steps, generator=gen())[:, 0]
     dp, dr = pose_errors(robot.fk(q.double()), T_ref)
     out["all_end_effectors"] = _stats(dp.amax(-1), dr.amax(-1))
+    out["self_collision_free_share"] = self_collision_free_share(robot, q[:200])
+    out["uniform_self_collision_free_share"] = self_collision_free_share(robot, q_ref[:200])
     if E > 1:
         out["single_end_effector"] = {}
         for e, link in enumerate(robot.end_effectors):
@@ -65,6 +83,9 @@ def evaluate_checkpoint(directory, robot, num_targets: int = 1000, best_of: int 
     t0 = time.perf_counter()
     sample(loaded, pos[:1], rot6d[:1], num_solutions=32, steps=steps, generator=gen())
     out["time_1_target_32_solutions_s"] = round(time.perf_counter() - t0, 3)
+    t0 = time.perf_counter()
+    sample(loaded, pos[:1], rot6d[:1], num_solutions=1000, steps=steps, generator=gen())
+    out["time_1000_samples_s"] = round(time.perf_counter() - t0, 3)
     out["torch_threads"] = torch.get_num_threads()
     return out
 
@@ -73,8 +94,11 @@ def readme(card: dict, metrics: dict, reproduce: str) -> str:
     """Markdown model card from ``card.json`` and :func:`evaluate_checkpoint` metrics."""
     a, r, tr = card["architecture"], card["robot"], card.get("training", {})
     allm = metrics["all_end_effectors"]
-    ok = allm["pos_mm_median"] <= GOAL_MM and allm["rot_deg_median"] <= GOAL_DEG
+    goal_mm, goal_deg = raw_goal(len(r["end_effectors"]))
+    ok = allm["pos_mm_median"] <= goal_mm and allm["rot_deg_median"] <= goal_deg
     hw = tr.get("hardware", {})
+    total = tr.get("cumulative", {})
+    device = hw.get("gpu") or "no GPU"
     lines = [
         f"# IKDiffuser model: {r['name']}",
         "",
@@ -84,21 +108,22 @@ def readme(card: dict, metrics: dict, reproduce: str) -> str:
         "files: `model.safetensors` (EMA weights + normalizer), `card.json` (everything below, machine-readable).",
         "",
         "## Architecture",
-        f"IKDenoiser (arXiv 2506.13087 style): one token per joint + one per end effector; d_model {a['d_model']}, "
-        f"{a['n_heads']} heads, {a['n_layers']} blocks (timestep residual, joint self-attention, cross-attention "
-        f"to end-effector tokens, MLP x{a['ff_mult']}); {tr.get('parameters', '?')} parameters. Epsilon "
-        f"prediction, cosine schedule with T = {card['schedule']['num_train_steps']}. Free end effectors use a "
-        "learned token; position-only targets zero the rotation and add a learned flag.",
+        _architecture(card),
         "",
         "## Data and training",
-        f"- data: {tr.get('dataset', {}).get('source', '?')} (joints uniform within limits, float64 FK), "
+        f"- data: {tr.get('dataset', {}).get('source', '?')} (joints uniform within limits"
+        f"{', kept only if free of self collision by the sphere model' if tr.get('dataset', {}).get('self_collision_free') else ''}"
+        f", float64 FK), "
         f"{tr.get('samples_seen', '?'):,} samples seen; each row constrains a random subset of end effectors "
         f"(p_keep {tr.get('config', {}).get('p_keep_ee')}, >= 1) and is position-only with p "
         f"{tr.get('config', {}).get('p_pos_only')}",
         f"- {tr.get('steps', '?'):,} AdamW steps, batch {tr.get('batch_size')}, lr {tr.get('config', {}).get('lr')} "
         f"(warmup + cosine), EMA {tr.get('config', {}).get('ema_decay')}, seed {tr.get('config', {}).get('seed')}",
-        f"- wall time {tr.get('wall_time_s', 0) / 60:.1f} min on a **2-core CPU** shared with other jobs "
-        f"({hw.get('cpu', '?')}, 1 torch thread, torch {hw.get('torch', '?')}); no GPU",
+        f"- this run: wall time {tr.get('wall_time_s', 0) / 60:.1f} min on a **2-core CPU** shared with other jobs "
+        f"({hw.get('cpu', '?')}, {hw.get('torch_threads', 1)} torch thread(s), torch {hw.get('torch', '?')}); {device}",
+        f"- **total training: {total.get('hours', tr.get('wall_time_s', 0) / 3600):.2f} h, "
+        f"{total.get('steps', tr.get('steps', 0)):,} steps over {total.get('runs', 1)} run(s)** "
+        f"(each run warm-starts from the previous checkpoint with `--resume-from`)",
         "",
         "## Held-out accuracy of raw samples (no guidance, no refinement)",
         f"{metrics['sampler'].upper()}, targets = FK of uniform joint samples (seed {metrics['held_out_seed']}); "
@@ -120,14 +145,17 @@ def readme(card: dict, metrics: dict, reproduce: str) -> str:
             row(f"all end effectors, best of {k[8:]}", m)
     lines += [
         "",
-        f"Goal for raw samples: median <= {GOAL_MM:.0f} mm / {GOAL_DEG:.0f} deg. "
+        f"Raw samples free of self collision (exact FCL, 200 targets): {_share(metrics.get('self_collision_free_share'))}"
+        f" (uniform random joints: {_share(metrics.get('uniform_self_collision_free_share'))}).",
+        "",
+        f"Goal for raw samples: median <= {goal_mm:.0f} mm / {goal_deg:.0f} deg. "
         + ("**Met.**" if ok else
-           f"**Not met**: this CPU-budget model is {allm['pos_mm_median'] / GOAL_MM:.0f}x off in position. Its "
+           f"**Not met**: this CPU-budget model is {allm['pos_mm_median'] / goal_mm:.1f}x off in position. Its "
            "samples are a rough prior: the solver's Levenberg-Marquardt refinement (`sampling/refine.py`) is what "
            "brings solutions to tolerance. Training longer (or on a GPU) with the same command and a larger "
            "`--max-minutes` / `max_steps` is the way to a usable raw accuracy."),
         f"Sampling 32 solutions for one target: {metrics['time_1_target_32_solutions_s'] * 1000:.0f} ms "
-        f"({metrics['torch_threads']} thread(s)).",
+        f"({metrics['torch_threads']} thread(s)); 1000 samples: {metrics.get('time_1000_samples_s', float('nan')) * 1000:.0f} ms.",
         "",
         "## Reproduce",
         "```bash",
@@ -139,6 +167,28 @@ def readme(card: dict, metrics: dict, reproduce: str) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def _share(x: float | None) -> str:
+    return "n/a (no python-fcl)" if x is None else f"{100 * x:.1f} %"
+
+
+def _architecture(card: dict) -> str:
+    """One paragraph on the card's architecture."""
+    a, tr = card["architecture"], card.get("training", {})
+    T = card["schedule"]["num_train_steps"]
+    if a.get("type") == "IKMLPDenoiser":
+        fb = ("conditioned on the **kinematic feedback** of the noisy sample (its end-effector poses by FK, their "
+              "error to the targets and one damped least-squares joint step)") if a.get("fk_feedback") else \
+            "without kinematic feedback"
+        return (f"IKMLPDenoiser: residual MLP, width {a['d_model']}, {a['n_blocks']} blocks, {fb}; "
+                f"{tr.get('parameters', '?')} parameters. Epsilon prediction, cosine schedule with T = {T}. Free end "
+                "effectors and the rotation of position-only targets are zeroed and flagged.")
+    return (f"IKDenoiser (arXiv 2506.13087 style): one token per joint + one per end effector; d_model "
+            f"{a['d_model']}, {a['n_heads']} heads, {a['n_layers']} blocks (timestep residual, joint self-attention, "
+            f"cross-attention to end-effector tokens, MLP x{a['ff_mult']}); {tr.get('parameters', '?')} parameters. "
+            f"Epsilon prediction, cosine schedule with T = {T}. Free end effectors use a learned token; "
+            "position-only targets zero the rotation and add a learned flag.")
 
 
 def main(argv=None) -> int:
