@@ -465,10 +465,16 @@ def _card_extra(run: _Run, metrics: dict, wall_s: float, command: str | None) ->
             "eval": metrics}
 
 
-def _evaluate(run: _Run) -> dict:
+def _evaluate(run: _Run, wall_s: float) -> dict:
+    """Held-out raw-sample metrics of the EMA weights, appended to ``metrics.jsonl``.
+
+    ``total_hours`` / ``total_steps`` count the warm-started runs before this one too (learning curves).
+    """
     loaded = LoadedModel(run.ema, run.normalizer, NoiseSchedule(run.schedule_config), {}, run.robot, run.device,
                          run.feedback)
-    metrics = {"step": run.step, **evaluate(loaded, run.q_eval, run.config.eval_sampler_steps)}
+    metrics = {"step": run.step, "total_steps": run.prior.get("steps", 0) + run.step,
+               "total_hours": round(run.prior.get("hours", 0.0) + wall_s / 3600, 4),
+               **evaluate(loaded, run.q_eval, run.config.eval_sampler_steps)}
     run.history.append(metrics)
     with open(Path(run.config.out_dir) / "metrics.jsonl", "a") as fh:
         fh.write(json.dumps(metrics) + "\n")
@@ -530,7 +536,7 @@ def train(config: TrainConfig, resume: bool = False, command: str | None = None,
         if run.step % config.log_every == 0:
             log(f"[train] step {run.step} loss {loss_avg:.4f} elapsed {elapsed / 60:.1f} min")
         if run.step % config.eval_every == 0:
-            metrics = {**_evaluate(run), "loss": loss_avg}
+            metrics = {**_evaluate(run, elapsed), "loss": loss_avg}
             log(f"[eval] step {run.step}: raw DDIM-{config.eval_sampler_steps} median {metrics['pos_mm_median']:.1f} "
                 f"mm / {metrics['rot_deg_median']:.2f} deg (p90 {metrics['pos_mm_p90']:.1f} mm / "
                 f"{metrics['rot_deg_p90']:.2f} deg)")
@@ -539,9 +545,9 @@ def train(config: TrainConfig, resume: bool = False, command: str | None = None,
     if pbar is not None:
         pbar.close()
     if run.is_main:
-        if not metrics or metrics.get("step") != run.step:
-            metrics = {**_evaluate(run), "loss": loss_avg}
         wall = run.elapsed_before + time.time() - t_start
+        if not metrics or metrics.get("step") != run.step:
+            metrics = {**_evaluate(run, wall), "loss": loss_avg}
         _save(run, metrics, wall, command)
         log(f"[done] step {run.step} wall {wall / 60:.1f} min; final raw median {metrics['pos_mm_median']:.1f} mm / "
             f"{metrics['rot_deg_median']:.2f} deg -> {config.out_dir}")

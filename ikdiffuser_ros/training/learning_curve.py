@@ -1,0 +1,69 @@
+"""Learning curves: held-out raw-sample error against cumulative training hours, one line per robot.
+
+``python -m ikdiffuser_ros.training.learning_curve models/panda models/baxter ... --out docs/img/learning_curves.png``
+
+Each checkpoint directory holds ``learning_curve.jsonl`` (the ``metrics.jsonl`` lines of every run
+that led to it, copied when the model is shipped). Lines without ``total_hours`` (older runs) get
+their hours from the step count and the card's totals (steps and hours grow together on one CPU).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+CURVE_FILE = "learning_curve.jsonl"
+
+
+def read_curve(directory: str | Path) -> list[dict]:
+    """Metrics lines of a checkpoint directory, each with ``total_hours``, ordered by it."""
+    directory = Path(directory)
+    card = json.loads((directory / "card.json").read_text())
+    total = card.get("training", {}).get("cumulative", {})
+    hours_per_step = total.get("hours", 0.0) / max(1, total.get("steps", 1))
+    rows = [json.loads(line) for line in (directory / CURVE_FILE).read_text().splitlines() if line.strip()]
+    for row in rows:
+        row.setdefault("total_hours", row.get("total_steps", row["step"]) * hours_per_step)
+    return sorted(rows, key=lambda r: r["total_hours"])
+
+
+def plot(directories: list[str | Path], out: str | Path) -> Path:
+    """Median raw position [mm] and rotation [deg] error vs CPU hours, log-log, to a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax_p, ax_r) = plt.subplots(1, 2, figsize=(10, 4))
+    for d in directories:
+        rows = read_curve(d)
+        hours = [r["total_hours"] for r in rows]
+        ax_p.plot(hours, [r["pos_mm_median"] for r in rows], marker=".", label=Path(d).name)
+        ax_r.plot(hours, [r["rot_deg_median"] for r in rows], marker=".", label=Path(d).name)
+    for ax, label, goals in ((ax_p, "median position error [mm]", (10, 20)), (ax_r, "median rotation error [deg]", (3, 5))):
+        ax.set(xscale="log", yscale="log", xlabel="training hours (one CPU thread)", ylabel=label)
+        for g in goals:
+            ax.axhline(g, color="grey", lw=0.8, ls="--")
+        ax.grid(True, which="both", alpha=0.3)
+    ax_p.legend()
+    fig.suptitle("Raw samples (DDIM-20, no refinement) on held-out targets; dashed: goals (single arm, multi-arm)")
+    fig.tight_layout()
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("checkpoints", nargs="+", help="checkpoint directories with learning_curve.jsonl")
+    ap.add_argument("--out", default="docs/img/learning_curves.png")
+    args = ap.parse_args(argv)
+    print(plot(args.checkpoints, args.out))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

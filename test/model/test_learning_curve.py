@@ -1,0 +1,26 @@
+"""Learning curves of shipped checkpoints: hours from the metrics lines (or from the card), and the PNG."""
+
+import json
+import shutil
+
+from ikdiffuser_ros.training.learning_curve import CURVE_FILE, plot, read_curve
+from ikdiffuser_ros.training.trainer import TrainConfig, train
+
+
+def test_curve_has_cumulative_hours_and_plots(tmp_path):
+    run = tmp_path / "run"
+    train(TrainConfig.preset("tiny", robot="panda", architecture="mlp", d_model=32, n_blocks=1, max_steps=30,
+                             eval_every=10, out_dir=str(run)), progress=False)
+    shipped = tmp_path / "panda"
+    shipped.mkdir()
+    shutil.copy(run / "card.json", shipped)
+    lines = (run / "metrics.jsonl").read_text().splitlines()
+    old = json.loads(lines[0])
+    old.pop("total_hours")  # a line from an older run: hours come from the card's totals
+    (shipped / CURVE_FILE).write_text("\n".join([json.dumps(old), *lines[1:]]) + "\n")
+    rows = read_curve(shipped)
+    assert [r["step"] for r in rows] == [10, 20, 30]
+    hours = [r["total_hours"] for r in rows]
+    assert hours == sorted(hours) and all(h >= 0 for h in hours)
+    out = plot([shipped], tmp_path / "curves.png")
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
