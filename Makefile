@@ -1,6 +1,6 @@
 SHELL := /bin/bash
 .DEFAULT_GOAL := test
-.PHONY: setup test test-ros demo clean distclean
+.PHONY: setup test test-ros demo bench clean distclean
 
 # Everything needed to run the node and the tests (idempotent; fast when nothing changed).
 setup:
@@ -16,6 +16,20 @@ test-ros: setup
 
 demo: setup
 	source scripts/ros_env.sh && bash scripts/demo.sh
+
+# IKDiffuser against TRAC-IK, robotics-toolbox, pink and KDL (minutes on 2 cores): installs the
+# peers of requirements/bench.txt into .venv once, then rewrites the marked section of
+# docs/benchmarks.md, the plots in docs/img/ and docs/bench/ik.json. Extra options: BENCH_ARGS.
+BENCH_STAMP := .venv/.ikdiffuser-stamps/bench
+bench: setup
+	@want="$$(cat requirements/bench.txt requirements/core.txt | sha256sum)"; \
+	  if [ "$$(cat $(BENCH_STAMP) 2>/dev/null)" != "$$want" ]; then \
+	    echo "[bench] installing requirements/bench.txt"; \
+	    .venv/bin/python -m pip install -q -r requirements/bench.txt -c requirements/core.txt 2>&1 \
+	      | grep -v ' is ignored' >&2; \
+	    .venv/bin/python -c 'import pytracik, roboticstoolbox, pink' && echo "$$want" > $(BENCH_STAMP); fi
+	source scripts/ros_env.sh && OMP_NUM_THREADS=1 ikdiffuser bench --json docs/bench/ik.json \
+	  --docs docs/benchmarks.md --plots docs/img $(BENCH_ARGS)
 
 clean:
 	rm -rf build install log test_ws .venv/.ikdiffuser-stamps/colcon-*

@@ -1,0 +1,206 @@
+"""Tables, goal checks, plots and the docs section of ``ikdiffuser bench`` (from its JSON report).
+
+The report is ``{"settings": ..., "robots": {name: {"one_solution": [...], "many": [...],
+"solvers": {name: description}, "notes": [...]}}}`` (see :func:`ikdiffuser_ros.bench.ik.run`).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+BEGIN, END = "<!-- ikdiffuser-bench:begin -->", "<!-- ikdiffuser-bench:end -->"
+OURS, ABLATION = "ikdiffuser", "uniform+LM"
+PLOT_SUCCESS = "bench_success_vs_budget.png"
+PLOT_FREE = "bench_collision_free_per_s.png"
+
+
+def _pct(x: float) -> str:
+    return "n/a" if x is None or math.isnan(x) else f"{100 * x:.1f} %"
+
+
+def _num(x: float, fmt: str = "{:.3g}") -> str:
+    return "n/a" if x is None or math.isnan(x) else fmt.format(x)
+
+
+def one_solution_table(robot: dict, main: int) -> str:
+    """Markdown: success per budget, mean time per target and answer errors at ``budgets[main]``."""
+    rows = robot["one_solution"]
+    budgets = rows[0]["budgets"] if rows else []
+    head = ["solver"] + [f"success @ {b * 1e3:g} ms" for b in budgets]
+    head += [f"ms/target @ {budgets[main] * 1e3:g} ms", "pos err p50 / p95 [m]", "rot err p50 / p95 [rad]"]
+    lines = ["| " + " | ".join(head) + " |", "|---" + "|---:" * (len(head) - 1) + "|"]
+    for r in rows:
+        cells = [r["solver"]] + [_pct(s) for s in r["success"]]
+        cells.append(_num(r["time_per_target"][main] * 1e3, "{:.2f}"))
+        cells.append(f"{_num(r['pos_err'][0], '{:.1e}')} / {_num(r['pos_err'][1], '{:.1e}')}")
+        cells.append(f"{_num(r['rot_err'][0], '{:.1e}')} / {_num(r['rot_err'][1], '{:.1e}')}")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def many_table(robot: dict) -> str:
+    """Markdown: protocol 2 per solver (rates per second of solver time)."""
+    head = ["solver", "verified/s", "distinct/s", "diversity [rad]", "self-coll-free share",
+            "**distinct self-coll-free/s**", "distinct free of self + scene/s"]
+    lines = ["| " + " | ".join(head) + " |", "|---" + "|---:" * (len(head) - 1) + "|"]
+    for r in robot["many"]:
+        s = r["seconds"]
+        share = r["self_free"] / r["distinct"] if r["distinct"] else float("nan")
+        lines.append("| " + " | ".join([
+            r["solver"], _num(r["verified"] / s, "{:.0f}"), _num(r["distinct"] / s, "{:.0f}"),
+            _num(r["mean_diversity"], "{:.2f}"), _pct(share), _num(r["self_free"] / s, "{:.0f}"),
+            _num(r["scene_free"] / s, "{:.0f}")]) + " |")
+    return "\n".join(lines)
+
+
+def _by_solver(rows: list[dict]) -> dict[str, dict]:
+    return {r["solver"]: r for r in rows}
+
+
+def prior_vs_uniform_table(report: dict, main: int) -> str:
+    """Markdown: protocol 3, the learned prior against uniform starts, per robot."""
+    head = ["robot", "success @ budget: prior / uniform", "distinct/s: prior / uniform",
+            "self-coll-free distinct/s: prior / uniform", "diversity: prior / uniform"]
+    lines = ["| " + " | ".join(head) + " |", "|---" + "|---:" * (len(head) - 1) + "|"]
+    for name, robot in report["robots"].items():
+        one, many = _by_solver(robot["one_solution"]), _by_solver(robot["many"])
+        if OURS not in one or ABLATION not in one:
+            continue
+        p, u = many.get(OURS), many.get(ABLATION)
+
+        def pair(key: str, fmt: str = "{:.0f}") -> str:
+            if p is None or u is None:
+                return "n/a"
+            return f"{_num(p[key] / p['seconds'], fmt)} / {_num(u[key] / u['seconds'], fmt)}"
+
+        lines.append("| " + " | ".join([
+            name, f"{_pct(one[OURS]['success'][main])} / {_pct(one[ABLATION]['success'][main])}",
+            pair("distinct"), pair("self_free"),
+            "n/a" if p is None or u is None else
+            f"{_num(p['mean_diversity'], '{:.2f}')} / {_num(u['mean_diversity'], '{:.2f}')}"]) + " |")
+    return "\n".join(lines)
+
+
+def goals(report: dict, main: int) -> list[str]:
+    """The issue's goals, checked per robot: one bullet each, 'met' or 'missed' with the numbers."""
+    out = []
+    for name, robot in report["robots"].items():
+        one, many = _by_solver(robot["one_solution"]), _by_solver(robot["many"])
+        peers = [s for s in one if s not in (OURS, ABLATION)]
+        if OURS not in one or not peers:
+            continue
+        ours = one[OURS]
+        if "trac_ik" in one:
+            tr = one["trac_ik"]["success"][main]
+            out.append(f"{name}: one-solution success >= TRAC-IK's: {_pct(ours['success'][main])} vs {_pct(tr)}: "
+                       f"{'met' if ours['success'][main] >= tr else 'missed'}")
+        fastest = min(one[s]["time_per_target"][main] for s in peers)
+        t = ours["time_per_target"][main]
+        out.append(f"{name}: mean time per target within 2x the fastest peer: {t * 1e3:.2f} ms vs "
+                   f"{fastest * 1e3:.2f} ms: {'met' if t <= 2 * fastest else 'missed'}")
+        peer_many = [many[s] for s in peers if s in many]
+        if OURS in many and peer_many:
+            m = many[OURS]
+            best = max(peer_many, key=lambda r: r["self_free"] / r["seconds"])
+            rate, best_rate = m["self_free"] / m["seconds"], best["self_free"] / best["seconds"]
+            out.append(f"{name}: distinct self-collision-free solutions/s >= 3x the best peer ({best['solver']}): "
+                       f"{rate:.0f} vs {best_rate:.0f}/s ({rate / best_rate:.2f}x): "
+                       f"{'met' if rate >= 3 * best_rate else 'missed'}" if best_rate else
+                       f"{name}: no peer found a self-collision-free solution")
+            top = max(peer_many, key=lambda r: r["mean_diversity"] if not math.isnan(r["mean_diversity"]) else -1)
+            out.append(f"{name}: diversity >= every peer's: {m['mean_diversity']:.2f} vs {top['mean_diversity']:.2f} "
+                       f"rad ({top['solver']}): {'met' if m['mean_diversity'] >= top['mean_diversity'] else 'missed'}")
+    return out
+
+
+def plot(report: dict, out_dir: Path) -> list[Path]:
+    """Write the two PNGs (success vs budget; distinct collision-free solutions/s) into ``out_dir``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    robots = report["robots"]
+    fig, axes = plt.subplots(1, len(robots), figsize=(4.2 * len(robots), 3.6), squeeze=False, sharey=True)
+    for ax, (name, robot) in zip(axes[0], robots.items()):
+        for r in robot["one_solution"]:
+            style = "-o" if r["solver"] in (OURS, ABLATION) else "--."
+            ax.plot([b * 1e3 for b in r["budgets"]], [100 * s for s in r["success"]], style, label=r["solver"])
+        ax.set(xscale="log", xlabel="time budget per target [ms]", title=name, ylim=(0, 101))
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("success [%] (1e-5 m, 1e-4 rad)")
+    axes[0][-1].legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    success_png = out_dir / PLOT_SUCCESS
+    fig.savefig(success_png, dpi=110)
+    plt.close(fig)
+
+    solvers = list(dict.fromkeys(r["solver"] for robot in robots.values() for r in robot["many"]))
+    fig, ax = plt.subplots(figsize=(1.6 + 1.9 * len(robots), 3.8))
+    width = 0.8 / max(len(solvers), 1)
+    for k, solver in enumerate(solvers):
+        xs, self_free, scene_free = [], [], []
+        for i, robot in enumerate(robots.values()):
+            r = _by_solver(robot["many"]).get(solver)
+            if r:
+                xs.append(i + (k - (len(solvers) - 1) / 2) * width)
+                self_free.append(max(r["self_free"] / r["seconds"], 0.5))
+                scene_free.append(max(r["scene_free"] / r["seconds"], 0.5))
+        bars = ax.bar(xs, self_free, width, label=solver)
+        ax.scatter(xs, scene_free, marker="_", s=120, color="k", zorder=3)
+        ax.bar_label(bars, labels=[f"{v:.0f}" for v in self_free], fontsize=6, rotation=90, padding=2)
+    ax.set_xticks(range(len(robots)), list(robots))
+    ax.set(yscale="log", ylabel="distinct self-collision-free solutions / s",
+           title="many solutions per target (bars: self-collision-free; black ticks: also scene-free)")
+    ax.title.set_fontsize(9)
+    ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    free_png = out_dir / PLOT_FREE
+    fig.savefig(free_png, dpi=110)
+    plt.close(fig)
+    return [success_png, free_png]
+
+
+def markdown(report: dict, img_prefix: str = "img/") -> str:
+    """The whole docs section: settings, per-robot tables, protocol 3, goals, plots, notes."""
+    s = report["settings"]
+    main = s["budgets_s"].index(s["main_budget_s"])
+    parts = [
+        f"Command: `{s['command']}` ({s['date']}, {s['machine']}, torch {s['torch']} with "
+        f"{s['torch_threads']} thread(s); peers: {', '.join(f'{k} {v}' for k, v in s['versions'].items())}).",
+        "",
+        f"Targets: FK poses of uniform random configurations (seed {s['seed']}); protocol 1: "
+        f"{s['one_targets']} targets, budgets {', '.join(f'{b * 1e3:g}' for b in s['budgets_s'])} ms per target; "
+        f"protocol 2: {s['many_targets']} targets x {s['many_budget_s']:g} s each. "
+        f"Success = 1e-5 m / 1e-4 rad at every end effector and within limits, by one float64 FK of our "
+        f"RobotModel.",
+        "",
+        f"![success vs budget]({img_prefix}{PLOT_SUCCESS})",
+        "",
+        f"![distinct collision-free solutions per second]({img_prefix}{PLOT_FREE})",
+        "",
+    ]
+    for name, robot in report["robots"].items():
+        parts += [f"### {name} ({robot['n_joints']} joints, end effectors {', '.join(robot['end_effectors'])})",
+                  "", "One solution per target:", "", one_solution_table(robot, main), "",
+                  f"Many solutions per target ({s['many_budget_s']:g} s each):", "", many_table(robot), ""]
+        parts += [f"- {k}: {v}" for k, v in robot["solvers"].items()]
+        parts += [f"- note: {n}" for n in robot["notes"]] + [""]
+    parts += ["### The learned prior against uniform starts (same LM, same dedup, same budget)", "",
+              prior_vs_uniform_table(report, main), "", "### Against the goals of the issue", ""]
+    parts += [f"- {g}" for g in goals(report, main)]
+    return "\n".join(parts) + "\n"
+
+
+def replace_section(path: Path, text: str) -> None:
+    """Put ``text`` between the BEGIN/END markers of ``path`` (appended with the markers if absent)."""
+    doc = path.read_text() if path.exists() else ""
+    block = f"{BEGIN}\n{text}{END}"
+    if BEGIN in doc and END in doc:
+        head, rest = doc.split(BEGIN, 1)
+        doc = head + block + rest.split(END, 1)[1]
+    else:
+        doc = doc.rstrip("\n") + "\n\n" + block + "\n"
+    path.write_text(doc)
