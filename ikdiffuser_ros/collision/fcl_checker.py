@@ -13,7 +13,9 @@ Pipeline of :meth:`CollisionChecker.check` for ``q`` (M, n):
 2. shape poses ``T_root_shape = T_root_link @ T_link_shape`` for all M at once;
 3. broad phase, vectorised over M in numpy: world-axis AABB overlap of the
    candidate pairs (pairs whose collision is allowed were removed once, up
-   front, see below);
+   front, see below); for world objects, first only the objects whose box
+   overlaps the whole robot's box in some configuration (so thousands of far
+   objects cost little);
 4. narrow phase: ``fcl.collide`` on the overlapping pairs only (the FCL object
    transforms are updated lazily, only for shapes that take part).
 
@@ -37,6 +39,10 @@ Which pairs are checked (MoveIt semantics, see docs/moveit notes §1, §3):
 * link or attached object - world object: the ACM decides. World collision.
 * world - world: never checked.
 
+World objects (FCL objects, boxes, ACM mask) are built once per
+:class:`~ikdiffuser_ros.collision.world.World` (identity and shapes; worlds
+are immutable by convention) and dropped with it, scene-mesh BVHs included.
+
 Queries are serialised by a lock (they move shared FCL objects); BVH meshes are
 surface models, so a small object wholly inside a link mesh is not reported
 (as in MoveIt).
@@ -50,6 +56,7 @@ mesh vertices move outward along their vertex normals.
 from __future__ import annotations
 
 import threading
+import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -208,6 +215,7 @@ class CollisionChecker:
         self.adjacent = self._adjacent_pairs()
         self.disabled = frozenset(model.srdf.disabled_collisions) if model.srdf is not None else frozenset()
         self._self_pair_cache: tuple | None = None
+        self._world_cache: tuple | None = None  # (weakref to World, key, _WorldBodies)
         self._lock = threading.RLock()  # queries move the shared FCL objects: one query at a time
 
     # ------------------------------------------------------------------ construction
@@ -374,20 +382,65 @@ class CollisionChecker:
         return self._bvh_cache[key]
 
     def _world_bodies(self, world: World | None):
-        """World objects as (ids, fcl objects, AABB centre (W, 3), half (W, 3))."""
+        """World objects as (ids, fcl objects, AABB centre (W, 3), half (W, 3)), built once per World."""
+        if world is None:
+            return [], [], np.zeros((0, 3)), np.zeros((0, 3))
+        return self._world_entry(world)["bodies"]
+
+    def _world_entry(self, world: World) -> dict:
+        """The cached per-World data (rebuilt when the world or its shapes or ACM object change)."""
+        key = (tuple(id(s) for _, s in world.iter_world_shapes()), id(world.acm), len(world.acm.entries),
+               len(world.acm.default_entries))
+        cached = self._world_cache
+        if cached is not None and cached[0]() is world and cached[1] == key:
+            return cached[2]
+        self._world_cache = None  # drop the old world's objects (and scene meshes) before building
+        for k in [k for k in self._bvh_cache if k[0] == "world-mesh"]:
+            del self._bvh_cache[k]
         ids, objs, cs, hs = [], [], [], []
-        if world is not None:
-            for object_id, shape in world.iter_world_shapes():
-                geom, center, half = self._mesh_geometry(shape, 0.0) if shape.kind == "mesh" else \
-                    _world_shape_geometry(shape)
-                R, t = shape.pose[:3, :3], shape.pose[:3, 3]
-                ids.append(object_id)
-                objs.append(fcl.CollisionObject(geom, fcl.Transform(R, t)))
-                cs.append(R @ center + t)
-                hs.append(np.abs(R) @ half if shape.kind != "sphere" else half)
-        if not ids:
-            return ids, objs, np.zeros((0, 3)), np.zeros((0, 3))
-        return ids, objs, np.stack(cs), np.stack(hs) + _AABB_EPS
+        for object_id, shape in world.iter_world_shapes():
+            geom, center, half = self._mesh_geometry(shape, 0.0) if shape.kind == "mesh" else \
+                _world_shape_geometry(shape)
+            R, t = shape.pose[:3, :3], shape.pose[:3, 3]
+            ids.append(object_id)
+            objs.append(fcl.CollisionObject(geom, fcl.Transform(R, t)))
+            cs.append(R @ center + t)
+            hs.append(np.abs(R) @ half if shape.kind != "sphere" else half)
+        bodies = (ids, objs, np.stack(cs), np.stack(hs) + _AABB_EPS) if ids else \
+            (ids, objs, np.zeros((0, 3)), np.zeros((0, 3)))
+        entry = {"bodies": bodies, "allowed": {}}
+        self._world_cache = (weakref.ref(world), key, entry)
+        return entry
+
+    def _world_allowed(self, world: World, owners: list[str]) -> np.ndarray:
+        """(B, W) bool: the ACM allows body owner b to touch world shape w (cached per World and owners)."""
+        entry = self._world_entry(world)
+        ids = entry["bodies"][0]
+        key = tuple(owners)
+        if key not in entry["allowed"]:
+            acm = world.acm
+            if not acm.entries and not acm.default_entries:
+                allowed = np.zeros((len(owners), len(ids)), dtype=bool)
+            else:
+                unique_ids = list(dict.fromkeys(ids))
+                col = {oid: k for k, oid in enumerate(unique_ids)}
+                per_owner = {o: np.array([acm.allowed(o, oid) for oid in unique_ids], dtype=bool)
+                             for o in dict.fromkeys(owners)}
+                index = np.array([col[oid] for oid in ids], dtype=np.int64)
+                allowed = np.stack([per_owner[o][index] for o in owners]).reshape(len(owners), len(ids))
+            entry["allowed"][key] = allowed
+        return entry["allowed"][key]
+
+    @staticmethod
+    def _near_world(c: np.ndarray, h: np.ndarray, wc: np.ndarray, wh: np.ndarray) -> np.ndarray:
+        """Indices of the world shapes whose AABB overlaps the whole robot's AABB in some configuration.
+
+        ``c``, ``h``: (M, S, 3) body AABBs; ``wc``, ``wh``: (W, 3) world AABBs.
+        """
+        lo, hi = (c - h).min(axis=1), (c + h).max(axis=1)  # (M, 3)
+        centre, half = (lo + hi) / 2, (hi - lo) / 2
+        near = np.all(np.abs(wc[None] - centre[:, None]) <= wh[None] + half[:, None], axis=-1)  # (M, W)
+        return np.flatnonzero(near.any(axis=0))
 
     # ------------------------------------------------------------------ queries
     def check(self, q, world: World | None = None, *, self_collision: bool = True,
@@ -445,13 +498,10 @@ class CollisionChecker:
         w_ids, w_objs, wc, wh = self._world_bodies(world)
         if w_ids:
             bodies, _, T, c, h = self._prepare(q, world, padded=True, fk=fk)
-            ii, jj = [], []
-            for i, body in enumerate(bodies):
-                for j, object_id in enumerate(w_ids):
-                    if acm is None or not acm.allowed(body.owner, object_id):
-                        ii.append(i)
-                        jj.append(j)
-            ii, jj = np.asarray(ii, dtype=np.int64), np.asarray(jj, dtype=np.int64)
+            near = self._near_world(c, h, wc, wh)
+            allowed = self._world_allowed(world, [b.owner for b in bodies])[:, near]
+            ii, jj = np.nonzero(~allowed)  # body-major, world shapes in order, as the pairs are reported
+            jj = near[jj]
             if len(ii):
                 overlap = np.all(np.abs(c[:, ii] - wc[jj]) <= h[:, ii] + wh[jj], axis=-1)  # (M, P)
                 for m in np.flatnonzero(overlap.any(axis=1)):

@@ -46,7 +46,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ikdiffuser_ros.collision.world import Shape, World
+from ikdiffuser_ros.collision.world import Shape, World, mesh_obb
 from ikdiffuser_ros.kinematics.robot_model import RobotModel
 from ikdiffuser_ros.kinematics.urdf import Geometry
 
@@ -461,12 +461,10 @@ class SphereModel:
                 code, d = 1, np.array([shape.dims[0], 0.0, 0.0])
             elif shape.kind in ("cylinder", "cone"):
                 code, d = 2, np.array([shape.dims[1], shape.dims[0] / 2, 0.0])  # radius, half height
-            else:  # mesh: oriented bounding box
-                import trimesh
-
-                obb = trimesh.Trimesh(shape.vertices, shape.triangles, process=False).bounding_box_oriented
-                code, d = 0, np.asarray(obb.primitive.extents) / 2
-                pose = pose @ np.asarray(obb.primitive.transform)
+            else:  # mesh: oriented bounding box (principal axes: flat and collinear meshes too)
+                extents, T_box = mesh_obb(shape.vertices)
+                code, d = 0, extents / 2
+                pose = pose @ T_box
             codes.append(code)
             poses.append(pose)
             dims.append(d)

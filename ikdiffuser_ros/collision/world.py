@@ -118,6 +118,87 @@ class Shape:
         return cls("mesh", np.zeros(0), np.eye(4) if pose is None else pose, vertices, triangles)
 
 
+#: doubled triangle area [m^2] at or below which a mesh triangle counts as degenerate
+DEGENERATE_AREA = 1e-12
+
+
+def mesh_obb(vertices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Oriented bounding box of points along their principal axes.
+
+    Args:
+        vertices: (V, 3) float64 points [m], V >= 1.
+
+    Returns:
+        ``(extents (3,) full box extents [m], pose (4, 4) of the box centre in the points' frame)``.
+        Contains every point; exact for flat or collinear point sets (extents 0 there), where
+        hull-based boxes (qhull) fail.
+    """
+    v = np.asarray(vertices, dtype=np.float64).reshape(-1, 3)
+    centre = v.mean(axis=0)
+    x = v - centre
+    _, axes = np.linalg.eigh(x.T @ x)
+    if np.linalg.det(axes) < 0:
+        axes[:, 0] = -axes[:, 0]
+    local = x @ axes
+    lo, hi = local.min(axis=0), local.max(axis=0)
+    pose = np.eye(4)
+    pose[:3, :3] = axes
+    pose[:3, 3] = centre + axes @ ((lo + hi) / 2)
+    return hi - lo, pose
+
+
+def _zero_size(shape: "Shape") -> bool:
+    """A primitive with no extent in two or more directions (a point or a line)."""
+    d = shape.dims
+    if shape.kind == "box":
+        return int(np.sum(d == 0)) >= 2
+    if shape.kind == "sphere":
+        return bool(d[0] == 0)
+    return bool(d[0] == 0 or d[1] == 0)  # cylinder, cone: height, radius
+
+
+def validated_shape(shape: "Shape", max_extent: float = 1.0e4) -> "Shape":
+    """``shape`` made safe for the collision checkers, or InvalidRequestError saying what is wrong.
+
+    * zero-size primitives (sphere radius 0, cylinder / cone height or radius 0, a box with two or
+      three zero extents) are refused; a box with one zero extent (a plane-like box) is kept;
+    * a mesh without vertices or triangles is refused; degenerate triangles (a repeated vertex, or a
+      doubled area <= :data:`DEGENERATE_AREA` m^2) are dropped, and a mesh left without triangles is
+      refused; a flat mesh is kept;
+    * every coordinate must lie within ``max_extent`` [m] of the frame's origin: the pose
+      translation plus the farthest vertex or the largest dimension.
+
+    Returns the same object when nothing is dropped, else a new mesh shape.
+    """
+    with np.errstate(over="ignore"):
+        reach = float(np.linalg.norm(shape.pose[:3, 3]))
+    if shape.kind != "mesh":
+        if _zero_size(shape):
+            raise InvalidRequestError(f"zero-size {shape.kind} (dims {shape.dims.tolist()})")
+        with np.errstate(over="ignore"):
+            size = float(np.linalg.norm(shape.dims))
+    else:
+        if len(shape.vertices) == 0 or len(shape.triangles) == 0:
+            raise InvalidRequestError(f"empty mesh ({len(shape.vertices)} vertices, {len(shape.triangles)} "
+                                      "triangles)")
+        with np.errstate(over="ignore"):
+            size = float(np.linalg.norm(shape.vertices, axis=-1).max())
+    if not reach + size <= max_extent:
+        raise InvalidRequestError(f"{shape.kind} reaches {reach + size:.3g} m from its frame's origin, beyond "
+                                  f"the {max_extent:g} m limit (absurd coordinates)")
+    if shape.kind != "mesh":
+        return shape
+    tri = shape.triangles
+    a, b, c = (shape.vertices[tri[:, k]] for k in range(3))
+    area2 = np.linalg.norm(np.cross(b - a, c - a), axis=-1)
+    keep = (tri[:, 0] != tri[:, 1]) & (tri[:, 1] != tri[:, 2]) & (tri[:, 0] != tri[:, 2]) & (area2 > DEGENERATE_AREA)
+    if not keep.any():
+        raise InvalidRequestError(f"mesh has only degenerate triangles ({len(tri)} of zero area)")
+    if keep.all():
+        return shape
+    return Shape.mesh(shape.vertices, tri[keep], shape.pose)
+
+
 def translation(x: float, y: float, z: float) -> np.ndarray:
     """(4, 4) pure translation [m]; a helper for building poses in tests and examples."""
     T = np.eye(4)

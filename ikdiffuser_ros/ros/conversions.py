@@ -26,12 +26,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from enum import IntEnum
 
 import numpy as np
 import torch
 
-from ikdiffuser_ros.collision.world import Shape, WorldObject
+from ikdiffuser_ros.collision.world import Shape, WorldObject, mesh_obb, validated_shape
 from ikdiffuser_ros.errors import InvalidRequestError
 
 #: |‖q‖ - 1| up to this is normalized; beyond it the quaternion is rejected.
@@ -364,22 +365,43 @@ def solid_primitive_to_shape(prim, T_root_shape: np.ndarray, what: str = "primit
         raise RequestError(ErrorCode.INVALID_REQUEST, f"{what}: {exc}") from None
 
 
-def mesh_to_shape(mesh, T_root_shape: np.ndarray, what: str = "mesh") -> Shape:
-    """shape_msgs/Mesh -> mesh :class:`Shape`."""
-    vertices = np.array([[p.x, p.y, p.z] for p in mesh.vertices], dtype=np.float64).reshape(-1, 3)
-    triangles = np.array([list(t.vertex_indices) for t in mesh.triangles], dtype=np.int64).reshape(-1, 3)
+@dataclass(frozen=True)
+class SceneLimits:
+    """What the scene mirror accepts per collision object (see :func:`collision_object_shapes`)."""
+
+    #: [m] farthest a shape may reach from the frame it is expressed in (root or attachment link)
+    max_extent: float = 1.0e4
+    #: a mesh with more triangles is replaced by its oriented bounding box (conservative)
+    max_mesh_triangles: int = 100_000
+
+
+def mesh_to_shape(mesh, T_root_shape: np.ndarray, what: str = "mesh", max_triangles: int | None = None) -> Shape:
+    """shape_msgs/Mesh -> mesh :class:`Shape`; with more than ``max_triangles`` triangles, a box
+    :class:`Shape`: the mesh's oriented bounding box (contains it, so collision checks stay conservative)."""
+    vertices = np.array([(p.x, p.y, p.z) for p in mesh.vertices], dtype=np.float64).reshape(-1, 3)
     try:
+        if max_triangles is not None and len(mesh.triangles) > max_triangles and len(vertices):
+            if not np.all(np.isfinite(vertices)):
+                raise InvalidRequestError("mesh vertices must be finite")
+            extents, T_box = mesh_obb(vertices)
+            return Shape.box(extents, T_root_shape @ T_box)
+        triangles = np.array([t.vertex_indices for t in mesh.triangles], dtype=np.int64).reshape(-1, 3)
         return Shape.mesh(vertices, triangles, T_root_shape)
     except InvalidRequestError as exc:
         raise RequestError(ErrorCode.INVALID_REQUEST, f"{what}: {exc}") from None
 
 
-def collision_object_shapes(msg, T_frame: np.ndarray) -> list[Shape]:
-    """moveit_msgs/CollisionObject geometry -> shapes posed by ``T_frame @ pose @ shape_pose``.
+def collision_object_shapes(msg, T_frame: np.ndarray, limits: SceneLimits = SceneLimits(),
+                            notes: list[str] | None = None) -> list[Shape]:
+    """moveit_msgs/CollisionObject geometry -> validated shapes posed by ``T_frame @ pose @ shape_pose``.
 
     ``T_frame`` is the pose of ``msg.header.frame_id`` in the frame the shapes
     should be expressed in (the root frame for world objects, the attachment
     link for attached ones). Planes are skipped (infinite; not supported).
+    Every shape passes :func:`~ikdiffuser_ros.collision.world.validated_shape`
+    (``limits.max_extent``); one that does not makes the whole object refused
+    (RequestError naming the object and the shape). A mesh beyond
+    ``limits.max_mesh_triangles`` becomes its bounding box, with a line in ``notes``.
     """
     what = f"collision object {msg.id!r}"
     if len(msg.primitives) != len(msg.primitive_poses):
@@ -387,11 +409,23 @@ def collision_object_shapes(msg, T_frame: np.ndarray) -> list[Shape]:
     if len(msg.meshes) != len(msg.mesh_poses):
         raise RequestError(ErrorCode.INVALID_REQUEST, f"{what}: meshes and mesh_poses differ in length")
     T_obj = T_frame @ scene_pose_to_matrix(msg.pose, what)
-    shapes = [solid_primitive_to_shape(p, T_obj @ scene_pose_to_matrix(pp, what), what)
-              for p, pp in zip(msg.primitives, msg.primitive_poses)]
-    shapes += [mesh_to_shape(m, T_obj @ scene_pose_to_matrix(mp, what), what)
-               for m, mp in zip(msg.meshes, msg.mesh_poses)]
-    return shapes
+    shapes = [solid_primitive_to_shape(p, T_obj @ scene_pose_to_matrix(pp, what), f"{what}, primitive {i}")
+              for i, (p, pp) in enumerate(zip(msg.primitives, msg.primitive_poses))]
+    for i, (m, mp) in enumerate(zip(msg.meshes, msg.mesh_poses)):
+        shape = mesh_to_shape(m, T_obj @ scene_pose_to_matrix(mp, what), f"{what}, mesh {i}",
+                              limits.max_mesh_triangles)
+        if shape.kind == "box" and notes is not None:
+            notes.append(f"{what}, mesh {i}: {len(m.triangles)} triangles exceed max_mesh_triangles="
+                         f"{limits.max_mesh_triangles}; replaced by its oriented bounding box "
+                         f"{np.round(shape.dims, 3).tolist()} m")
+        shapes.append(shape)
+    out = []
+    for i, shape in enumerate(shapes):
+        try:
+            out.append(validated_shape(shape, limits.max_extent))
+        except InvalidRequestError as exc:
+            raise RequestError(ErrorCode.INVALID_REQUEST, f"{what}, shape {i}: {exc}") from None
+    return out
 
 
 def scene_pose_to_matrix(pose, what: str = "pose") -> np.ndarray:
@@ -416,5 +450,5 @@ __all__ = [
     "ErrorCode", "RequestError", "QUATERNION_NORM_TOLERANCE", "duration_to_seconds", "seconds_to_duration_fields",
     "quaternion_to_matrix", "pose_to_matrix", "matrix_to_pose", "matrix_to_quaternion", "transform_to_matrix",
     "JointStateLayout", "FrameResolver", "pose_stamped_to_root", "rigid_offsets", "solid_primitive_to_shape",
-    "mesh_to_shape", "collision_object_shapes", "world_object", "scene_pose_to_matrix",
+    "mesh_to_shape", "collision_object_shapes", "world_object", "scene_pose_to_matrix", "SceneLimits",
 ]

@@ -34,11 +34,18 @@ from ikdiffuser_ros.ros.params import OBJECTIVE_ALIASES, OBJECTIVE_NAMES, NodeCo
 
 @dataclass
 class TargetSpec:
-    """One validated target: (E, 4, 4) end-effector poses (root frame) + masks."""
+    """One validated target: (E, 4, 4) end-effector poses (root frame) + masks.
+
+    ``offset`` (E, 4, 4): pose of the link each target names in its end effector's frame
+    (``T_ee_link``; identity when the target names the end effector itself, or when None). The
+    solver is given the end-effector poses ``T``; tolerances are checked, and errors reported,
+    at the named link (``fk(q)[e] @ offset[e]`` against ``T[e] @ offset[e]``).
+    """
 
     T: np.ndarray
     mask: np.ndarray  # (E,) bool: constrained
     position_only: np.ndarray  # (E,) bool
+    offset: np.ndarray | None = None  # (E, 4, 4) T_ee_link, None = identity
 
 
 @dataclass
@@ -179,6 +186,9 @@ class IKEngine:
         qt = torch.as_tensor(q, dtype=torch.float64)
         T = self.robot.fk(qt)  # (k, E, 4, 4)
         target = torch.as_tensor(spec.T, dtype=torch.float64)
+        if spec.offset is not None:  # errors at the links the request names, not at their end effectors
+            offset = torch.as_tensor(spec.offset, dtype=torch.float64)
+            T, target = T @ offset, target @ offset
         pos = (T[..., :3, 3] - target[..., :3, 3]).norm(dim=-1)  # (k, E)
         rot = rotation_angle(T[..., :3, :3], target.expand_as(T)[..., :3, :3])
         mask = torch.as_tensor(spec.mask)
@@ -326,6 +336,7 @@ class IKEngine:
                                f"{what}: position_only has {len(position_only)} entries, expected "
                                f"{len(link_names)} or 0")
         T = self.robot.fk(torch.as_tensor(q_ref if q_ref is not None else self.layout.default)).numpy().copy()
+        offset = np.tile(np.eye(4), (self.E, 1, 1))
         mask = np.zeros(self.E, dtype=bool)
         pos_only = np.zeros(self.E, dtype=bool)
         for k, (link, pose) in enumerate(zip(link_names, poses)):
@@ -342,6 +353,7 @@ class IKEngine:
                 raise RequestError(ErrorCode.INVALID_GOAL, f"{what}: end effector {ee!r} is constrained twice")
             T_root_link = pose_stamped_to_root(pose, self.frames, q_ref, f"{what}, link {link!r}")
             T[e] = T_root_link @ np.linalg.inv(T_ee_link)
+            offset[e] = T_ee_link
             mask[e] = True
             pos_only[e] = bool(position_only[k]) if position_only else False
             if pos_only[e] and not np.allclose(T_ee_link[:3, 3], 0):
@@ -349,7 +361,7 @@ class IKEngine:
                 raise RequestError(ErrorCode.INVALID_GOAL,
                                    f"{what}: position_only is supported on end-effector links "
                                    f"{self.robot.end_effectors}, not on the offset frame {link!r}")
-        return TargetSpec(T, mask, pos_only)
+        return TargetSpec(T, mask, pos_only, offset)
 
     def objectives_from(self, names, weights) -> dict[str, float]:
         names, weights = list(names), list(weights)
@@ -434,7 +446,7 @@ class IKEngine:
         timeout = duration_to_seconds(request.timeout)
         if timeout < 0 or not math.isfinite(timeout):
             raise RequestError(ErrorCode.INVALID_REQUEST, f"negative timeout {timeout:.9g} s")
-        timeout = timeout or cfg.default_timeout
+        timeout = min(timeout or cfg.default_timeout, cfg.max_timeout)
         seed_weight = float(request.seed_weight)
         if not math.isfinite(seed_weight) or seed_weight < 0:
             raise RequestError(ErrorCode.INVALID_REQUEST, f"seed_weight {seed_weight} must be finite and >= 0")

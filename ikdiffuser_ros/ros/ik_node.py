@@ -26,10 +26,18 @@ Interfaces (``~`` = the node's name):
   ``/get_planning_scene`` (asked once at start when it exists)
 * publisher ``~/solutions`` (visualization_msgs/MarkerArray): the last answer
 
-Threading: the services share one MutuallyExclusiveCallbackGroup (solves run
-one at a time, in arrival order); the scene subscriptions have their own, so
-the scene is updated while a solve runs (a solve uses the snapshot it started
-with). ``main`` spins a MultiThreadedExecutor.
+Threading and load (docs/ros_node.md, "Concurrency"): the services are in a
+ReentrantCallbackGroup with request queues of ``service_queue_depth`` (QoS
+history depth, default 1000, so a burst is never dropped by the rmw); each
+callback hands its solve to a :class:`~ikdiffuser_ros.ros.solve_queue.SolveQueue`:
+one solver thread runs admitted requests one at a time, in arrival order, and
+a request beyond ``max_queued_requests`` admitted ones is answered at once with
+FAILURE "busy: N requests queued". Every request's budget is capped at
+``max_timeout``, so none holds the solver longer. The scene subscriptions have
+their own MutuallyExclusiveCallbackGroup and always find a free executor thread
+(``main`` spins a MultiThreadedExecutor with
+:attr:`IKDiffuserNode.executor_threads` threads), so the scene is updated while
+a solve runs (a solve uses the snapshot taken when it starts).
 """
 
 from __future__ import annotations
@@ -41,16 +49,17 @@ import time
 from pathlib import Path
 
 import rclpy
-from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 
 from ikdiffuser_ros.errors import CheckpointError, IKDiffuserError
-from ikdiffuser_ros.ros.conversions import ErrorCode
+from ikdiffuser_ros.ros.conversions import ErrorCode, SceneLimits
 from ikdiffuser_ros.ros.engine import IKEngine, error_from_exception
 from ikdiffuser_ros.ros.params import declare_parameters, parse_groups
 from ikdiffuser_ros.ros.scene_monitor import SceneMonitor
+from ikdiffuser_ros.ros.solve_queue import Busy, SolveQueue, executor_threads
 
 NODE_NAME = "ikdiffuser_node"
 
@@ -178,18 +187,20 @@ class IKDiffuserNode(Node):
         except Exception as exc:  # noqa: BLE001 - a model that cannot solve at all is a start-up error
             raise StartupError(f"the solver failed its warm-up solve ({type(exc).__name__}: {exc}); "
                                f"checkpoint {path}") from None
-        self.scene = SceneMonitor(self.robot)
+        self.scene = SceneMonitor(self.robot, SceneLimits(cfg.max_scene_extent, cfg.max_mesh_triangles))
 
-        self._solve_group = MutuallyExclusiveCallbackGroup()
+        self._solve_group = ReentrantCallbackGroup()
         self._scene_group = MutuallyExclusiveCallbackGroup()
         self._stats_lock = threading.Lock()
         self.requests_served = 0
-        self.last_response = None
+        self.solve_queue = SolveQueue(cfg.max_queued_requests)
+        service_qos = QoSProfile(depth=cfg.service_queue_depth, reliability=ReliabilityPolicy.RELIABLE,
+                                 durability=DurabilityPolicy.VOLATILE)
 
         from ikdiffuser_ros.srv import GetIKSolutions
 
         self.create_service(GetIKSolutions, "~/get_ik_solutions", self._on_get_ik_solutions,
-                            callback_group=self._solve_group)
+                            qos_profile=service_qos, callback_group=self._solve_group)
         self.bridge = None
         try:
             from moveit_msgs.srv import GetPositionIK
@@ -203,7 +214,8 @@ class IKDiffuserNode(Node):
             self.bridge = MoveItBridge(self.engine, groups)
             self.get_logger().info(f"MoveIt groups: {', '.join(f'{g.name} -> {list(g.tips)}' for g in groups.values())}")
             for name in ("~/compute_ik", "~/solve_ik"):
-                self.create_service(GetPositionIK, name, self._on_compute_ik, callback_group=self._solve_group)
+                self.create_service(GetPositionIK, name, self._on_compute_ik, qos_profile=service_qos,
+                                    callback_group=self._solve_group)
             if cfg.follow_planning_scene:
                 self._follow_scene()
         self._markers = self._display = None
@@ -218,6 +230,15 @@ class IKDiffuserNode(Node):
             except ImportError:
                 pass
         self.get_logger().info(f"ready in {time.monotonic() - t0:.1f} s: model {path} on {cfg.device}")
+
+    @property
+    def executor_threads(self) -> int:
+        """Threads the node's executor needs: one per admitted request, plus spare ones."""
+        return executor_threads(self.config.max_queued_requests)
+
+    def destroy_node(self) -> None:
+        self.solve_queue.close()
+        super().destroy_node()
 
     # ------------------------------------------------------------------ robot
     def _load_robot(self):
@@ -352,13 +373,29 @@ class IKDiffuserNode(Node):
         future.add_done_callback(done)
 
     def _scene_update(self, apply, msg, what: str) -> None:
+        """Apply one scene message; a bad one is refused (mirror unchanged), every problem logged."""
         try:
-            apply(msg)
+            notes = apply(msg)
         except Exception as exc:  # noqa: BLE001 - a bad message is refused, the mirror is unchanged
             self.get_logger().warning(f"{what} refused: {exc}")
+            return
+        for note in notes:
+            self.get_logger().warning(f"{what}: {note}")
 
     # ------------------------------------------------------------------ services
     def _on_get_ik_solutions(self, request, response):
+        """Executor thread: admit the request to the solve queue (or answer busy at once)."""
+        try:
+            self.solve_queue.run(self._solve_get_ik_solutions, request, response)
+        except Busy as exc:
+            response.error_code = int(ErrorCode.FAILURE)
+            response.message = f"{exc} (max_queued_requests={self.solve_queue.capacity}); retry later"
+            response.joint_names = list(self.robot.joint_names)
+        self._count_served()
+        return response
+
+    def _solve_get_ik_solutions(self, request, response) -> None:
+        """Solver thread: one GetIKSolutions request on the scene as it is now."""
         try:
             world = self.scene.snapshot()
             self.engine.get_ik_solutions(request, response, world)
@@ -369,19 +406,24 @@ class IKDiffuserNode(Node):
             self.get_logger().error(f"get_ik_solutions: {message}\n{traceback.format_exc()}")
             response.error_code, response.message = int(code), message
             response.results = []
-        with self._stats_lock:
-            self.requests_served += 1
         if response.error_code != ErrorCode.SUCCESS:
             self.get_logger().debug(f"get_ik_solutions -> {response.error_code}: {response.message}")
         self._publish_markers(response)
-        return response
 
     def _on_compute_ik(self, request, response):
-        world = self.scene.snapshot()
-        response = self.bridge.compute_ik(request, response, world)
+        """Executor thread: compute_ik / solve_ik through the solve queue (busy: FAILURE at once)."""
+        try:
+            response, _ = self.solve_queue.run(lambda: self.bridge.compute_ik(request, response,
+                                                                              self.scene.snapshot()))
+        except Busy as exc:
+            response = self.bridge.fail(response, ErrorCode.FAILURE,
+                                        f"{exc} (max_queued_requests={self.solve_queue.capacity}); retry later")
+        self._count_served()
+        return response
+
+    def _count_served(self) -> None:
         with self._stats_lock:
             self.requests_served += 1
-        return response
 
     def _publish_markers(self, response) -> None:
         """The answer for RViz: all targets' solutions as a MarkerArray on ~/solutions, and the first
@@ -421,7 +463,7 @@ def main(args=None) -> int:
         except StartupError as exc:
             logger.error(f"cannot start: {exc}")
             return 1
-        executor = MultiThreadedExecutor(num_threads=3)
+        executor = MultiThreadedExecutor(num_threads=node.executor_threads)
         executor.add_node(node)
         try:
             executor.spin()

@@ -21,8 +21,9 @@ kinematics_service_capability (docs: /work/shared/notes/moveit.md §2):
 * ``constraints.joint_constraints``: solutions must satisfy them (position
   within [-tolerance_below, +tolerance_above]).
 * ``timeout``: ``sec`` + ``nanosec`` (move_group ignores ``nanosec``; we honour
-  it); 0 (or negative) means ``moveit_default_timeout``. Sampling rounds are
-  repeated until a solution passes or the time is up.
+  it); 0 (or negative) means ``moveit_default_timeout``; it is capped at
+  ``max_timeout``. Sampling rounds are repeated until a solution passes, the
+  time is up, or ``max_rounds`` rounds were sampled.
 * Result: SUCCESS with the full robot state (every joint), or NO_IK_SOLUTION.
 
 Deviations (more specific codes where move_group would say NO_IK_SOLUTION):
@@ -135,7 +136,8 @@ class MoveItBridge:
         self.engine = engine
         self.groups = groups
 
-    def _fail(self, response, code: int, message: str):
+    def fail(self, response, code: int, message: str):
+        """Fill ``response`` (GetPositionIK) with an error code and message; returns it."""
         response.error_code.val = int(code)
         if hasattr(response.error_code, "message"):  # moveit_msgs >= 2.4 (not Humble)
             response.error_code.message = message
@@ -150,21 +152,21 @@ class MoveItBridge:
             code, message = error_from_exception(exc)
             if code == ErrorCode.INVALID_REQUEST:
                 code = ErrorCode.INVALID_GOAL
-            return self._fail(response, code, message)
+            return self.fail(response, code, message)
 
     def _compute_ik(self, req, response, world):
         t0 = time.monotonic()
         eng, cfg = self.engine, self.engine.config
         group = self.groups.get(req.group_name)
         if group is None:
-            return self._fail(response, ErrorCode.INVALID_GROUP_NAME,
+            return self.fail(response, ErrorCode.INVALID_GROUP_NAME,
                               f"unknown group {req.group_name!r}; groups: {sorted(self.groups)}")
         # ---- poses and links (move_group's rules)
         vec = list(req.pose_stamped_vector)
         if len(vec) >= 2:
             links = list(req.ik_link_names)
             if len(links) != len(vec):
-                return self._fail(response, ErrorCode.INVALID_LINK_NAME,
+                return self.fail(response, ErrorCode.INVALID_LINK_NAME,
                                   f"{len(vec)} poses in pose_stamped_vector but {len(links)} ik_link_names")
             poses = vec
         else:
@@ -172,22 +174,22 @@ class MoveItBridge:
             links = [(req.ik_link_names[0] if req.ik_link_names else "") if vec else req.ik_link_name]
         links = [link or group.tips[0] for link in links]
         if len(set(links)) != len(links):
-            return self._fail(response, ErrorCode.INVALID_LINK_NAME, f"a link is named twice: {links}")
+            return self.fail(response, ErrorCode.INVALID_LINK_NAME, f"a link is named twice: {links}")
         for link in links:
             if link not in eng.tips:
-                return self._fail(response, ErrorCode.INVALID_LINK_NAME,
+                return self.fail(response, ErrorCode.INVALID_LINK_NAME,
                                   f"link {link!r} is not a tip of group {req.group_name!r} (tips: "
                                   f"{list(group.tips)}, or frames rigidly attached to them)")
             ee = eng.tips[link][0]
             if ee not in {eng.tips[t][0] for t in group.tips}:
-                return self._fail(response, ErrorCode.INVALID_LINK_NAME,
+                return self.fail(response, ErrorCode.INVALID_LINK_NAME,
                                   f"link {link!r} is not a tip of group {req.group_name!r} (tips: {list(group.tips)})")
         # ---- robot state: seed + other joints
         try:
             q_seed, passive, _ = eng.layout.from_joint_state(req.robot_state.joint_state, what="robot_state")
             eng.layout.from_multi_dof(req.robot_state.multi_dof_joint_state, q_seed)
         except RequestError as exc:
-            return self._fail(response, exc.code, exc.message)
+            return self.fail(response, exc.code, exc.message)
         # ---- target: requested tips + the group's other tips at their seed pose
         spec = eng.target_spec(links, poses, [], q_seed, "ik_request")
         T_seed = eng.robot.fk(torch.as_tensor(q_seed)).numpy()
@@ -200,8 +202,9 @@ class MoveItBridge:
         timeout = duration_to_seconds(req.timeout)
         if not timeout > 0:
             timeout = cfg.moveit_default_timeout
+        timeout = min(timeout, cfg.max_timeout)
         if req.avoid_collisions and eng.checker is None:
-            return self._fail(response, ErrorCode.NO_IK_SOLUTION,
+            return self.fail(response, ErrorCode.NO_IK_SOLUTION,
                               "avoid_collisions requested but exact collision checking is unavailable")
         fixed = {i: float(q_seed[i]) for i in range(eng.n) if i not in set(group.joints)}
         objectives = {"seed": cfg.weight_seed} if cfg.weight_seed > 0 else {}
@@ -211,11 +214,11 @@ class MoveItBridge:
             num_solutions=cfg.moveit_num_candidates, seed=q_seed, objectives=objectives,
             avoid_collisions=bool(req.avoid_collisions),
             random_seed=cfg.moveit_random_seed if cfg.moveit_random_seed >= 0 else None,
-            deadline=t0 + timeout, accept=accept, fixed=fixed, max_rounds=1_000_000,
+            deadline=t0 + timeout, accept=accept, fixed=fixed, max_rounds=cfg.max_rounds,
             fallback_guidance=False)  # guided rounds cannot be interrupted: keep to the budget
         [sol] = eng.solve([spec], opts, world if req.avoid_collisions else world)
         if sol.code != ErrorCode.SUCCESS or len(sol.q) == 0:
-            return self._fail(response, ErrorCode.NO_IK_SOLUTION, sol.message or "no IK solution")
+            return self.fail(response, ErrorCode.NO_IK_SOLUTION, sol.message or "no IK solution")
         # closest to the seed over the group's joints
         gj = list(group.joints)
         best = int(np.argmin(np.linalg.norm(sol.q[:, gj] - q_seed[gj], axis=-1)))

@@ -82,6 +82,19 @@ class NodeConfig:
         (1, 1_000_000))
     default_timeout: float = _p(
         5.0, "wall-clock budget [s] of a GetIKSolutions request whose timeout is 0", (0.001, 3600.0))
+    max_timeout: float = _p(
+        10.0, "cap [s] on any request's solve budget (GetIKSolutions, compute_ik, solve_ik): a larger or 0 "
+        "timeout is clamped to it, so no request holds the solver longer", (0.001, 3600.0))
+    max_rounds: int = _p(
+        100, "most sampling rounds of one compute_ik/solve_ik request (each round samples moveit_num_candidates)",
+        (1, 100_000))
+    max_queued_requests: int = _p(
+        64, "requests admitted at once (solving or waiting for the solver); one more is answered at once with "
+        "FAILURE 'busy: N requests queued'. Each admitted request holds an executor thread", (1, 1024),
+        read_only=True)
+    service_queue_depth: int = _p(
+        1000, "QoS history depth of the IK services' request queues (the rmw drops requests beyond it)",
+        (1, 100_000), read_only=True)
     refine: bool = _p(True, "polish samples with damped least squares before returning them")
     position_tolerance: float = _p(
         1.0e-5, "refinement tolerance: a solution's position error must be at most this [m]", (1e-7, 1.0))
@@ -119,6 +132,12 @@ class NodeConfig:
     monitored_planning_scene_topic: str = _p("/monitored_planning_scene", "move_group's scene topic", read_only=True)
     get_planning_scene_service: str = _p("/get_planning_scene", "service asked once at start (if it exists)",
                                          read_only=True)
+    max_scene_extent: float = _p(
+        1.0e4, "scene objects reaching farther than this [m] from their frame (pose, vertices, sizes) are refused "
+        "as absurd", (1.0, 1.0e9), read_only=True)
+    max_mesh_triangles: int = _p(
+        100_000, "a scene mesh with more triangles is replaced by its oriented bounding box (conservative), with a "
+        "warning", (1, 100_000_000), read_only=True)
     publish_markers: bool = _p(True, "publish the last answer's solutions as a MarkerArray on ~/solutions")
     max_marker_solutions: int = _p(8, "solutions per target drawn in ~/solutions", (0, 1000))
 

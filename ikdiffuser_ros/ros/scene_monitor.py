@@ -13,9 +13,18 @@ scene callback group, and read by solves from another thread:
 
 Frames: object poses stamped in a robot link frame are placed with forward
 kinematics at the scene's robot state (``PlanningScene.robot_state`` when one
-was received, else the default state); an unknown frame makes the whole
-message be refused (logged by the node), as MoveIt does. Attached objects
-are stored relative to their link, so they move with it.
+was received, else the default state). Attached objects are stored relative
+to their link, so they move with it.
+
+Validation, per object (:class:`~ikdiffuser_ros.ros.conversions.SceneLimits`,
+:func:`~ikdiffuser_ros.collision.world.validated_shape`): an object with an
+unknown frame, non-finite or absurd coordinates (beyond ``max_extent``), an
+empty mesh, a mesh of only degenerate triangles or a zero-size primitive is
+refused and not added (a CollisionObject message raises RequestError naming
+it; in a PlanningScene it is skipped, named in the returned warnings, and the
+rest of the scene applies); degenerate triangles are dropped, flat meshes and
+plane-like boxes are kept, a mesh beyond ``max_mesh_triangles`` becomes its
+oriented bounding box (a warning says so).
 
 MoveIt semantics mirrored (moveit.md §1): ADD replaces an object with the same
 id, APPEND adds shapes (creating the object), MOVE re-poses an object, REMOVE
@@ -34,7 +43,8 @@ import numpy as np
 
 from ikdiffuser_ros.collision.world import AllowedCollisionMatrix, AttachedObject, Shape, World, WorldObject
 from ikdiffuser_ros.ros.conversions import (
-    ErrorCode, FrameResolver, JointStateLayout, RequestError, collision_object_shapes, scene_pose_to_matrix,
+    ErrorCode, FrameResolver, JointStateLayout, RequestError, SceneLimits, collision_object_shapes,
+    scene_pose_to_matrix,
 )
 
 ADD, REMOVE, APPEND, MOVE = 0, 1, 2, 3
@@ -50,8 +60,10 @@ class _Attached:
 class SceneMonitor:
     """World mirror; see the module docstring. All public methods are thread safe."""
 
-    def __init__(self, robot) -> None:
+    def __init__(self, robot, limits: SceneLimits = SceneLimits()) -> None:
         self.robot = robot
+        self.limits = limits
+        self._notes: list[str] = []  # warnings of the update in progress (lock held)
         self.frames = FrameResolver(robot)
         self.layout = JointStateLayout(robot)
         self._lock = threading.Lock()
@@ -90,12 +102,16 @@ class SceneMonitor:
             return sorted(self._attached)
 
     # ------------------------------------------------------------------ helpers (lock held)
-    def _T_frame(self, frame_id: str) -> np.ndarray:
+    def _T_frame(self, frame_id: str, what: str) -> np.ndarray:
+        """Pose (4, 4) of a robot frame at the scene's robot state; RequestError naming ``what`` if unknown."""
         frame = self.frames.normalize(frame_id)
         if frame in self._objects or frame.partition("/")[0] in self._objects:
             raise RequestError(ErrorCode.FRAME_TRANSFORM_FAILURE,
-                               f"frame {frame!r} is an object frame; stamp collision objects in a robot frame")
-        return self.frames.T_root(frame, self._q)
+                               f"{what}: frame {frame!r} is an object frame; stamp collision objects in a robot frame")
+        try:
+            return self.frames.T_root(frame, self._q)
+        except RequestError as exc:
+            raise RequestError(exc.code, f"{what}: {exc.message}") from None
 
     def _T_link(self, link: str) -> np.ndarray:
         return self.frames.T_root(link, self._q)
@@ -120,7 +136,8 @@ class SceneMonitor:
                 raise RequestError(ErrorCode.INVALID_REQUEST, f"MOVE of unknown collision object {oid!r}")
             old = self._objects[oid]
             # New pose of the object frame; shapes keep their offset from the old object frame.
-            T_new = self._T_frame(msg.header.frame_id) @ scene_pose_to_matrix(msg.pose, f"object {oid!r}")
+            T_new = self._T_frame(msg.header.frame_id, f"collision object {oid!r}") @ \
+                scene_pose_to_matrix(msg.pose, f"object {oid!r}")
             T_old = getattr(old, "_T_obj", None)
             delta = T_new @ np.linalg.inv(T_old) if T_old is not None else T_new
             moved = WorldObject(oid, [_reposed(s, delta @ s.pose) for s in old.shapes])
@@ -129,8 +146,8 @@ class SceneMonitor:
             return
         if op not in (ADD, APPEND):
             raise RequestError(ErrorCode.INVALID_REQUEST, f"collision object {oid!r}: unknown operation {op}")
-        T_frame = self._T_frame(msg.header.frame_id)
-        shapes = collision_object_shapes(msg, T_frame)
+        T_frame = self._T_frame(msg.header.frame_id, f"collision object {oid!r}")
+        shapes = collision_object_shapes(msg, T_frame, self.limits, self._notes)
         if op == APPEND and oid in self._objects:
             obj = WorldObject(oid, list(self._objects[oid].shapes) + shapes)
             obj._T_obj = getattr(self._objects[oid], "_T_obj", None)  # type: ignore[attr-defined]
@@ -160,7 +177,8 @@ class SceneMonitor:
         T_link_root = np.linalg.inv(self._T_link(link))
         has_geometry = bool(obj.primitives) or bool(obj.meshes)
         if has_geometry:
-            shapes = collision_object_shapes(obj, T_link_root @ self._T_frame(obj.header.frame_id))
+            T_frame = self._T_frame(obj.header.frame_id, f"attached object {obj.id!r}")
+            shapes = collision_object_shapes(obj, T_link_root @ T_frame, self.limits, self._notes)
         elif obj.id in self._objects:  # attach an existing world object
             shapes = [_reposed(s, T_link_root @ s.pose) for s in self._objects[obj.id].shapes]
         elif obj.id in self._attached:
@@ -195,9 +213,11 @@ class SceneMonitor:
             self._apply_attached(att)
 
     # ------------------------------------------------------------------ updates
-    def apply_collision_object(self, msg) -> None:
-        """moveit_msgs/CollisionObject. Raises RequestError (nothing changed) on a bad message."""
+    def apply_collision_object(self, msg) -> list[str]:
+        """moveit_msgs/CollisionObject. Raises RequestError (nothing changed) on a bad message;
+        returns warnings about what was changed on the way in (a mesh replaced by its box)."""
         with self._lock:
+            self._notes = []
             backup = (dict(self._objects), dict(self._attached))
             try:
                 self._apply_object(msg)
@@ -205,10 +225,12 @@ class SceneMonitor:
                 self._objects, self._attached = backup
                 raise
             self._bump()
+            return self._notes
 
-    def apply_attached_collision_object(self, msg) -> None:
-        """moveit_msgs/AttachedCollisionObject."""
+    def apply_attached_collision_object(self, msg) -> list[str]:
+        """moveit_msgs/AttachedCollisionObject (raises and returns as :meth:`apply_collision_object`)."""
         with self._lock:
+            self._notes = []
             backup = (dict(self._objects), dict(self._attached))
             try:
                 self._apply_attached(msg)
@@ -216,13 +238,17 @@ class SceneMonitor:
                 self._objects, self._attached = backup
                 raise
             self._bump()
+            return self._notes
 
-    def apply_planning_scene(self, msg) -> None:
+    def apply_planning_scene(self, msg) -> list[str]:
         """moveit_msgs/PlanningScene, full (``is_diff`` false: replaces everything) or a diff.
 
-        All or nothing: a bad part leaves the mirror as it was and raises.
+        A bad robot state, attached object or ACM leaves the mirror as it was and raises. A bad
+        world collision object is skipped (not added; a returned warning names it and says why)
+        and the rest applies. Returns the warnings.
         """
         with self._lock:
+            self._notes = []
             backup = (dict(self._objects), dict(self._attached), self._acm, self._q.copy())
             try:
                 if not msg.is_diff:
@@ -230,7 +256,7 @@ class SceneMonitor:
                     self._acm = AllowedCollisionMatrix()
                 self._apply_robot_state(msg.robot_state, msg.is_diff)
                 for obj in msg.world.collision_objects:
-                    self._apply_object(obj)
+                    self._apply_object_or_skip(obj)
                 if msg.allowed_collision_matrix.entry_names or msg.allowed_collision_matrix.default_entry_names \
                         or not msg.is_diff:
                     self._apply_acm(msg.allowed_collision_matrix)
@@ -238,6 +264,16 @@ class SceneMonitor:
                 self._objects, self._attached, self._acm, self._q = backup
                 raise
             self._bump()
+            return self._notes
+
+    def _apply_object_or_skip(self, msg) -> None:
+        """One world object of a PlanningScene; a bad one is noted and leaves the mirror unchanged."""
+        backup = (dict(self._objects), dict(self._attached))
+        try:
+            self._apply_object(msg)
+        except RequestError as exc:
+            self._objects, self._attached = backup
+            self._notes.append(f"refused: {exc.message}")
 
     def clear(self) -> None:
         with self._lock:

@@ -38,7 +38,8 @@ def spin_until(executor, future, timeout_s: float = 30.0):
 
 
 class NodeRunner:
-    """An IKDiffuserNode spun by a MultiThreadedExecutor in a background thread."""
+    """An IKDiffuserNode spun by a MultiThreadedExecutor (as many threads as ``main`` gives it) in a
+    background thread."""
 
     def __init__(self, context, parameter_overrides, name: str = "ikdiffuser_node", **kwargs) -> None:
         from rclpy.executors import MultiThreadedExecutor
@@ -48,7 +49,7 @@ class NodeRunner:
 
         params = [Parameter(k, value=v) for k, v in parameter_overrides.items()]
         self.node = IKDiffuserNode(name, context=context, parameter_overrides=params, **kwargs)
-        self.executor = MultiThreadedExecutor(num_threads=3, context=context)
+        self.executor = MultiThreadedExecutor(num_threads=self.node.executor_threads, context=context)
         self.executor.add_node(self.node)
         self.thread = threading.Thread(target=self._spin, daemon=True)
         self.thread.start()

@@ -1,0 +1,109 @@
+"""Admission control and one solver worker for the node's IK services (no rclpy here).
+
+Service callbacks (a reentrant callback group, one executor thread each) hand
+their solve to :meth:`SolveQueue.run`, which either admits it and blocks the
+calling thread until the worker thread has run it, or refuses it at once with
+:class:`Busy` when ``capacity`` requests are already admitted (solving or
+waiting). Admitted jobs run one at a time, in arrival order (FIFO), so a
+request's latency is its own solve time plus the solve times of the requests
+admitted before it; each of those is capped by the node's ``max_timeout``.
+
+At most ``capacity`` executor threads are ever blocked here; the executor has
+a few threads more (:func:`executor_threads`), so "busy" answers, scene
+updates and parameter services always find a free thread.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+#: executor threads beyond the admitted requests: busy answers, scene updates, parameters, timers
+SPARE_THREADS = 4
+
+
+def executor_threads(capacity: int) -> int:
+    """Executor thread count for a node admitting ``capacity`` requests at once."""
+    return int(capacity) + SPARE_THREADS
+
+
+class Busy(RuntimeError):
+    """The queue is full: ``queued`` requests are admitted already."""
+
+    def __init__(self, queued: int) -> None:
+        super().__init__(f"busy: {queued} requests queued")
+        self.queued = queued
+
+
+class _Job:
+    def __init__(self, fn: Callable[..., Any], args: tuple) -> None:
+        self.fn, self.args = fn, args
+        self.done = threading.Event()
+        self.result: Any = None
+        self.error: BaseException | None = None
+        self.enqueued = time.monotonic()
+        self.started = 0.0
+
+
+class SolveQueue:
+    """See the module docstring. ``capacity``: requests admitted at once (>= 1)."""
+
+    def __init__(self, capacity: int, name: str = "ikdiffuser-solver") -> None:
+        self.capacity = max(1, int(capacity))
+        self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._admitted = 0
+        self.peak = 0  #: most requests admitted at once so far
+        self.refused = 0  #: requests answered busy so far
+        self._closed = False
+        self._worker = threading.Thread(target=self._work, name=name, daemon=True)
+        self._worker.start()
+
+    @property
+    def admitted(self) -> int:
+        """Requests solving or waiting now."""
+        return self._admitted
+
+    def run(self, fn: Callable[..., Any], *args: Any) -> tuple[Any, float]:
+        """Run ``fn(*args)`` on the worker; returns (its result, seconds spent waiting for the worker).
+
+        Raises :class:`Busy` at once when full (or closed); re-raises what ``fn`` raised.
+        """
+        with self._lock:
+            if self._closed or self._admitted >= self.capacity:
+                self.refused += 1
+                raise Busy(self._admitted)
+            self._admitted += 1
+            self.peak = max(self.peak, self._admitted)
+        job = _Job(fn, args)
+        try:
+            self._jobs.put(job)
+            job.done.wait()
+        finally:
+            with self._lock:
+                self._admitted -= 1
+        if job.error is not None:
+            raise job.error
+        return job.result, job.started - job.enqueued
+
+    def _work(self) -> None:
+        while True:
+            job = self._jobs.get()
+            if job is None:
+                return
+            job.started = time.monotonic()
+            try:
+                job.result = job.fn(*job.args)
+            except BaseException as exc:  # noqa: BLE001 - handed to the waiting caller
+                job.error = exc
+            job.done.set()
+
+    def close(self, timeout: float = 30.0) -> None:
+        """Refuse new jobs, let the admitted ones finish, stop the worker (waits up to ``timeout`` s)."""
+        with self._lock:
+            self._closed = True
+        self._jobs.put(None)
+        self._worker.join(timeout)
