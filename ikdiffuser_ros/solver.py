@@ -298,8 +298,8 @@ class IKDiffuserSolver:
             steps: reverse diffusion steps (default :attr:`SolverConfig.steps`).
             generator: a torch.Generator on the model device (overrides ``random_seed``).
             random_seed: seed of the run (default 0).
-            timeout: wall-clock budget [s]; refinement and polish stop when it is spent (the
-                sampling itself is not interrupted); unfinished rows report ``success=False``.
+            timeout: wall-clock budget [s]; sampling (between reverse steps), refinement and polish
+                stop when it is spent; unfinished rows report ``success=False``.
 
         Raises:
             InvalidRequestError: bad shapes/values/sizes, unknown objectives, ``seed`` objective without a seed.
@@ -335,7 +335,7 @@ class IKDiffuserSolver:
         q_raw = sample(self.loaded, ee_pos, ee_rot6d, target_mask.to(dev), position_only.to(dev), N,
                        method=sampler, steps=steps if steps is not None else (self.config.steps or 20),
                        generator=generator, guidance=cost, guidance_scale=self.config.guidance_scale,
-                       guidance_clip=self.config.guidance_clip)
+                       guidance_clip=self.config.guidance_clip, deadline=deadline)
         timings["sample"] = time.monotonic() - t
 
         # 4./5. refine and polish (float64)
@@ -357,7 +357,7 @@ class IKDiffuserSolver:
                                position_only.to(dev)[b_idx], 1, method=sampler,
                                steps=steps if steps is not None else (self.config.steps or 20), generator=generator,
                                guidance=cost_sub, guidance_scale=self.config.guidance_scale,
-                               guidance_clip=self.config.guidance_clip)
+                               guidance_clip=self.config.guidance_clip, deadline=deadline)
                 r2 = refine_fn(self.robot, q_new.reshape(-1, n).to(torch.float64), T_rows[failed], mask_rows[failed],
                                po_rows[failed], self.config.refine, deadline)
                 take_new = r2.converged

@@ -26,6 +26,7 @@ reproducible.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 
 import torch
@@ -51,7 +52,7 @@ def sample(loaded: LoadedModel, ee_pos: torch.Tensor, ee_rot6d: torch.Tensor, ee
            pos_only: torch.Tensor | None = None, num_solutions: int = 1, method: str = "ddim",
            steps: int | None = 20, eta: float = 0.0, generator: torch.Generator | None = None,
            guidance: GuidanceFn | None = None, guidance_scale: float = 1.0,
-           guidance_clip: float | None = 1.0) -> torch.Tensor:
+           guidance_clip: float | None = 1.0, deadline: float | None = None) -> torch.Tensor:
     """Draw ``num_solutions`` joint configurations for each of B end-effector targets.
 
     Args:
@@ -68,6 +69,8 @@ def sample(loaded: LoadedModel, ee_pos: torch.Tensor, ee_rot6d: torch.Tensor, ee
         guidance: ``cost(q (B*N, n) joint units, float32) -> (B*N,)``, differentiable in q; see step 3.
         guidance_scale: step size of the guidance shift in normalized joint units.
         guidance_clip: per-row L2 clip of the guidance gradient (None = no clip).
+        deadline: ``time.monotonic()`` value; once passed, no further reverse step starts and the
+            last clean-sample estimate is returned (coarser samples, on time). None = no limit.
     Returns:
         q: (B, N, n) float32 joint values within the robot's limits.
     """
@@ -94,6 +97,9 @@ def sample(loaded: LoadedModel, ee_pos: torch.Tensor, ee_rot6d: torch.Tensor, ee
         x = torch.randn(B * N, n, generator=generator, device=dev, dtype=torch.float32)
         ts = schedule.timesteps(steps)
         for i, t in enumerate(ts):
+            if i > 0 and deadline is not None and time.monotonic() > deadline:
+                x = x0  # out of time: the last clean-sample estimate
+                break
             t_prev = ts[i + 1] if i + 1 < len(ts) else -1
             tt = torch.full((B * N,), t, dtype=torch.long, device=dev)
             # 1. predict the noise

@@ -96,3 +96,20 @@ def test_targets_from_poses(panda):
     pos, rot6d = targets_from_poses(T)
     assert pos.shape == (2, 1, 3) and rot6d.shape == (2, 1, 6)
     torch.testing.assert_close(rot6d[..., :3], T[..., :3, 0])
+
+
+def test_passed_deadline_stops_after_one_step_with_the_clean_estimate(panda, make_loaded):
+    import time
+
+    loaded = make_loaded(panda)
+    x_star = torch.linspace(-0.8, 0.8, 7)
+    loaded.denoiser = _ExactPointDenoiser(loaded.schedule, x_star)
+    calls = []
+    forward = loaded.denoiser.forward
+    loaded.denoiser.forward = lambda *a, **k: calls.append(1) or forward(*a, **k)
+    pos, rot6d = _targets(panda, 2)
+    q = sample(loaded, pos, rot6d, num_solutions=3, steps=50, generator=torch.Generator().manual_seed(1),
+               deadline=time.monotonic() - 1.0)
+    assert len(calls) == 1
+    # the exact predictor's clean estimate after one step is already x*
+    torch.testing.assert_close(q, loaded.normalizer.denormalize_joints(x_star).expand(2, 3, 7), atol=1e-3, rtol=0)
