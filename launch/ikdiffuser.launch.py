@@ -1,13 +1,13 @@
 """Launch ikdiffuser_node for one robot.
 
-    ros2 launch ikdiffuser_ros ikdiffuser.launch.py robot:=baxter [params_file:=...] [device:=cuda]
+    ros2 launch ikdiffuser_ros ikdiffuser.launch.py robot:=baxter [params_file:=...] [device:=cuda] [model_path:=...]
 
 The robot description (URDF and SRDF, xacro expanded) comes from
 config/robots/<robot>.yaml and is passed as the robot_description /
 robot_description_semantic parameters; the node parameters come from
-config/<robot>.yaml. In a MoveIt setup, drop the description parameters and
-the node reads the robot_description topics published by robot_state_publisher
-and move_group instead.
+params_file (which must exist) or else config/<robot>.yaml. In a MoveIt setup,
+drop the description parameters and the node reads the robot_description topics
+published by robot_state_publisher and move_group instead.
 """
 from __future__ import annotations
 
@@ -28,12 +28,23 @@ def _share() -> str:
         return os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+def _params_files(context, robot: str) -> list[str]:
+    """The node parameters file: params_file when given (it must exist; launch_ros would only warn
+    and start the node without it), else config/<robot>.yaml when there is one."""
+    given = LaunchConfiguration("params_file").perform(context)
+    if given:
+        if not os.path.isfile(given):
+            raise FileNotFoundError(f"params_file {given!r} is not a file")
+        return [given]
+    default = os.path.join(_share(), "config", f"{robot}.yaml")
+    return [default] if os.path.isfile(default) else []
+
+
 def _node(context):
     from ikdiffuser_ros.robots import robot_config
 
     robot = LaunchConfiguration("robot").perform(context)
-    params_file = LaunchConfiguration("params_file").perform(context) or os.path.join(
-        _share(), "config", f"{robot}.yaml")
+    params_files = _params_files(context, robot)
     cfg = robot_config(robot)
     if len(cfg.srdf) <= 1:
         srdf = cfg.srdf_texts()
@@ -45,7 +56,7 @@ def _node(context):
     if model_path:
         overrides["model_path"] = model_path
     return [Node(package="ikdiffuser_ros", executable="ikdiffuser_node", name="ikdiffuser_node", output="screen",
-                 parameters=[params_file, description, overrides])]
+                 parameters=[*params_files, description, overrides])]
 
 
 def generate_launch_description() -> LaunchDescription:
