@@ -37,6 +37,8 @@ from ikdiffuser_ros.bench.protocols import (DEFAULT_SEED, SolutionCounter, many_
 
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_SOLVERS = ["ikdiffuser", "uniform+LM", *PEERS]
+#: Seeds of the solvers' random starts are the target seed minus this (the runs add < 1e6 to them).
+SOLVER_SEED_OFFSET = 10**6
 PEER_PACKAGES = ["pytracik", "roboticstoolbox-python", "pin", "pin-pink", "daqp"]
 
 
@@ -95,11 +97,12 @@ def bench_robot(args: argparse.Namespace, name: str) -> dict:
     _, targets_1 = random_targets(model, args.one_targets, args.seed)
     _, targets_2 = random_targets(model, args.many_targets, args.seed + 1)
     main = args.budgets.index(args.main_budget)
-    one = [one_solution_batched(p, targets_1, args.budgets, main, args.seed) for p in pipelines]
-    one += [one_solution_peer(p, model, targets_1, args.budgets, main, args.seed) for p in peers_1]
-    counter = SolutionCounter(model, CollisionChecker(model), table_and_box(model), args.max_checks, args.seed)
-    many = [many_solutions_batched(p, targets_2, args.many_budget, args.chunk, counter, args.seed) for p in pipelines]
-    many += [many_solutions_peer(p, targets_2, args.many_budget, counter, args.seed) for p in peers_2]
+    seed = args.seed - SOLVER_SEED_OFFSET  # solvers' random starts never replay the targets' configurations
+    one = [one_solution_batched(p, targets_1, args.budgets, main, seed) for p in pipelines]
+    one += [one_solution_peer(p, model, targets_1, args.budgets, main, seed) for p in peers_1]
+    counter = SolutionCounter(model, CollisionChecker(model), table_and_box(model), args.max_checks, seed)
+    many = [many_solutions_batched(p, targets_2, args.many_budget, args.chunk, counter, seed) for p in pipelines]
+    many += [many_solutions_peer(p, targets_2, args.many_budget, counter, seed) for p in peers_2]
     print(f"[bench] {name}: done", file=sys.stderr)
     return {
         "n_joints": model.n_joints,
@@ -142,11 +145,11 @@ def register(subparsers) -> None:
     p.add_argument("--robots", nargs="+", default=None, help="default: every robot with a shipped model")
     p.add_argument("--models", type=Path, default=REPO / "models", help="checkpoint root (models/<robot>)")
     p.add_argument("--solvers", nargs="+", default=DEFAULT_SOLVERS, choices=DEFAULT_SOLVERS)
-    p.add_argument("--one-targets", type=int, default=500, help="protocol 1: targets")
+    p.add_argument("--one-targets", type=int, default=1000, help="protocol 1: targets")
     p.add_argument("--budgets-ms", type=float, nargs="+", default=[1, 2, 5, 10, 20],
                    help="protocol 1: time budgets per target [ms]")
     p.add_argument("--main-budget-ms", type=float, default=5, help="protocol 1: budget of the tables [ms]")
-    p.add_argument("--many-targets", type=int, default=5, help="protocol 2: targets")
+    p.add_argument("--many-targets", type=int, default=10, help="protocol 2: targets")
     p.add_argument("--many-budget", type=float, default=1.0, help="protocol 2: seconds per target")
     p.add_argument("--chunk", type=int, default=256, help="protocol 2: most rows per batch of the batched pipelines")
     p.add_argument("--max-checks", type=int, default=500, help="protocol 2: FCL checks per target and solver")

@@ -128,7 +128,10 @@ def plot(report: dict, out_dir: Path) -> list[Path]:
         for r in robot["one_solution"]:
             style = "-o" if r["solver"] in (OURS, ABLATION) else "--."
             ax.plot([b * 1e3 for b in r["budgets"]], [100 * s for s in r["success"]], style, label=r["solver"])
+        budgets_ms = [b * 1e3 for b in robot["one_solution"][0]["budgets"]] if robot["one_solution"] else []
         ax.set(xscale="log", xlabel="time budget per target [ms]", title=name, ylim=(0, 101))
+        ax.set_xticks(budgets_ms, [f"{b:g}" for b in budgets_ms])
+        ax.minorticks_off()
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel("success [%] (1e-5 m, 1e-4 rad)")
     axes[0][-1].legend(fontsize=8, loc="lower right")
