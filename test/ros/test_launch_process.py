@@ -12,6 +12,7 @@ Needs ``launch``, ``launch_ros``, the ``ros2`` command and ``composition_interfa
 """
 from __future__ import annotations
 
+import contextlib
 import importlib
 import json
 import os
@@ -97,13 +98,14 @@ class Launched:
             time.sleep(0.2)
 
     def wait_exit(self, timeout_s: float = EXIT_S) -> int:
+        """The exit status of ``ros2 launch``; fails when it is still running after ``timeout_s``."""
         try:
             return self.proc.wait(timeout=timeout_s)
         except subprocess.TimeoutExpired:
             pytest.fail(f"ros2 launch still running after {timeout_s} s:\n{self.output()}")
 
     def interrupt(self) -> int:
-        """SIGINT to ``ros2 launch`` (as Ctrl-C would), then its exit status."""
+        """SIGINT to ``ros2 launch`` alone (it must pass it on to the node), then its exit status."""
         self.proc.send_signal(signal.SIGINT)
         return self.wait_exit()
 
@@ -112,7 +114,8 @@ class Launched:
 
     def __exit__(self, *exc) -> None:
         for pid in session_members(self.proc.pid):
-            os.kill(pid, signal.SIGKILL)
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
         self.proc.wait()
 
 
@@ -201,17 +204,23 @@ def test_launch_serves_robot_and_exits_on_sigint(client, robot, tmp_path):
         assert_clean_sigint(launched)
 
 
-def test_launch_arguments_reach_the_node(client, tmp_path_factory, tmp_path):
-    """model_path, device and params_file (here with default_num_solutions 3) are what the node uses."""
+def baxter_params_file(tmp_path: Path, **overrides) -> str:
+    """config/baxter.yaml with ``overrides`` of its node parameters, written to ``tmp_path``."""
     import yaml
 
-    model = train_tiny("baxter", tmp_path_factory.getbasetemp() / "tiny_baxter")
     params = yaml.safe_load((REPO / "config" / "baxter.yaml").read_text())
-    params["ikdiffuser_node"]["ros__parameters"]["default_num_solutions"] = 3
-    params_file = tmp_path / "params.yaml"
-    params_file.write_text(yaml.safe_dump(params))
+    params["ikdiffuser_node"]["ros__parameters"].update(overrides)
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(params))
+    return str(path)
+
+
+def test_launch_arguments_reach_the_node(client, tmp_path_factory, tmp_path):
+    """model_path, device and params_file (here with default_num_solutions 3) are what the node uses."""
+    model = train_tiny("baxter", tmp_path_factory.getbasetemp() / "tiny_baxter")
+    params_file = baxter_params_file(tmp_path, default_num_solutions=3)
     with Launched(tmp_path / "launch.log", robot="baxter", model_path=str(model), device="cpu",
-                  params_file=str(params_file)) as launched:
+                  params_file=params_file) as launched:
         launched.wait_for("ready in")
         assert f"model {model} on cpu" in launched.output()
         assert node_parameters(client, ["model_path", "device", "default_num_solutions"]) == {
@@ -220,18 +229,11 @@ def test_launch_arguments_reach_the_node(client, tmp_path_factory, tmp_path):
         assert_clean_sigint(launched)
 
 
-def _bad_params_file(tmp_path: Path) -> str:
-    params = (REPO / "config" / "baxter.yaml").read_text().replace("default_num_solutions: 32",
-                                                                    "default_num_solutions: 0")
-    path = tmp_path / "bad_params.yaml"
-    path.write_text(params)
-    return str(path)
-
-
 @pytest.mark.parametrize("argument, value, message", [
     pytest.param("model_path", "/nonexistent/model", "model_path '/nonexistent/model' does not exist", id="model_path"),
     pytest.param("device", "tpu", "device='tpu': expected cpu, cuda or cuda:<index>", id="device"),
-    pytest.param("params_file", _bad_params_file, "default_num_solutions", id="params_file"),
+    pytest.param("params_file", lambda tmp_path: baxter_params_file(tmp_path, default_num_solutions=0),
+                 "default_num_solutions", id="params_file"),
 ])
 def test_bad_argument_ends_the_node_with_one_clear_error(argument, value, message, tmp_path):
     """The node starts, says what is wrong in one line and exits 1; ros2 launch then ends too."""
