@@ -68,6 +68,17 @@ class StartupError(RuntimeError):
     """The node cannot start; the message says why (logged once by :func:`main`)."""
 
 
+def malloc_trim() -> None:
+    """glibc ``malloc_trim(0)``: return free heap pages of every arena to the OS (no-op elsewhere)."""
+    import ctypes
+    import ctypes.util
+
+    try:
+        ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
 # ---------------------------------------------------------------------- model lookup
 def _card_fingerprint(card: dict) -> str | None:
     robot = card.get("robot") if isinstance(card.get("robot"), dict) else {}
@@ -237,7 +248,9 @@ class IKDiffuserNode(Node):
         return executor_threads(self.config.max_queued_requests)
 
     def destroy_node(self) -> None:
-        self.solve_queue.close()
+        queue = getattr(self, "solve_queue", None)  # absent when __init__ failed before it
+        if queue is not None:
+            queue.close()
         super().destroy_node()
 
     # ------------------------------------------------------------------ robot
@@ -346,6 +359,16 @@ class IKDiffuserNode(Node):
         self._scene_asked = False
         self._scene_tries = 0
         self._scene_timer = self.create_timer(0.5, self._ask_scene, callback_group=g)
+        self._trimmed_version = self.scene.version
+        self.create_timer(2.0, self._release_memory, callback_group=g)
+
+    def _release_memory(self) -> None:
+        """After scene changes, hand freed heap memory back to the OS (glibc ``malloc_trim``): large
+        meshes leave megabytes of freed, fragmented heap behind that the allocator would otherwise keep."""
+        if self.scene.version == self._trimmed_version:
+            return
+        self._trimmed_version = self.scene.version
+        malloc_trim()
 
     def _ask_scene(self) -> None:
         self._scene_tries += 1

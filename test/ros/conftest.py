@@ -3,14 +3,19 @@
 Everything under test/ros is marked ``ros`` and is skipped (not failed) when
 rclpy or the built interfaces cannot be imported, so a plain
 ``pip install -e .[test]`` on a machine without ROS still runs the core tests.
-Run ``make setup`` and ``source scripts/ros_env.sh`` first.
+Run ``make setup`` and ``source scripts/ros_env.sh`` first. Discovery is kept to
+localhost (``ROS_AUTOMATIC_DISCOVERY_RANGE``, unless set).
 """
 from __future__ import annotations
 
 import importlib
+import os
 from pathlib import Path
 
 import pytest
+
+# nodes started by these tests (in-process or as processes) discover only this host
+os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
 
 
 def _missing(modules: tuple[str, ...]) -> str | None:

@@ -102,3 +102,93 @@ def run_installed(args: list[str], timeout: float = 60.0, env=None) -> subproces
     return subprocess.run([sys.executable, str(installed_executable()), *args], capture_output=True, text=True,
                           timeout=timeout, env=env or node_env())
 
+
+
+# ---------------------------------------------------------------------- scene messages (moveit_msgs)
+def plain_pose(x: float = 0.0, y: float = 0.0, z: float = 0.0):
+    """geometry_msgs/Pose at (x, y, z) [m], identity orientation."""
+    from geometry_msgs.msg import Pose
+
+    p = Pose()
+    p.position.x, p.position.y, p.position.z = float(x), float(y), float(z)
+    p.orientation.w = 1.0
+    return p
+
+
+def box_object(oid: str, xyz, size=(0.1, 0.1, 0.1), op: bytes | None = None, frame: str = "base"):
+    """moveit_msgs/CollisionObject: one box of full extents ``size`` [m] at ``xyz`` in ``frame``
+    (``op``: CollisionObject.ADD (default), REMOVE...)."""
+    from moveit_msgs.msg import CollisionObject
+    from shape_msgs.msg import SolidPrimitive
+
+    obj = CollisionObject(id=oid, operation=CollisionObject.ADD if op is None else op)
+    obj.header.frame_id = frame
+    obj.pose = plain_pose(*xyz)
+    obj.primitives = [SolidPrimitive(type=SolidPrimitive.BOX, dimensions=[float(v) for v in size])]
+    obj.primitive_poses = [plain_pose()]
+    return obj
+
+
+def mesh_object(oid: str, vertices: np.ndarray, triangles: np.ndarray, xyz=(0.0, 0.0, 0.0)):
+    """moveit_msgs/CollisionObject (ADD, frame ``base``): one mesh, (V, 3) vertices [m], (F, 3) indices."""
+    from geometry_msgs.msg import Point
+    from moveit_msgs.msg import CollisionObject
+    from shape_msgs.msg import Mesh, MeshTriangle
+
+    obj = CollisionObject(id=oid, operation=CollisionObject.ADD)
+    obj.header.frame_id = "base"
+    obj.pose = plain_pose(*xyz)
+    mesh = Mesh()
+    mesh.vertices = [Point(x=float(v[0]), y=float(v[1]), z=float(v[2])) for v in vertices]
+    mesh.triangles = [MeshTriangle(vertex_indices=[int(i) for i in t]) for t in triangles]
+    obj.meshes, obj.mesh_poses = [mesh], [plain_pose()]
+    return obj
+
+
+def grid_mesh(n: int, size: float) -> tuple[np.ndarray, np.ndarray]:
+    """A flat n x n vertex grid of side ``size`` [m] in z = 0 and its 2 (n-1)^2 triangles."""
+    xs = np.linspace(-size / 2, size / 2, n)
+    v = np.stack(np.meshgrid(xs, xs, [0.0], indexing="ij"), -1).reshape(-1, 3)
+    i, j = (a.reshape(-1) for a in np.meshgrid(np.arange(n - 1), np.arange(n - 1), indexing="ij"))
+    t = np.concatenate([np.stack([i * n + j, i * n + j + 1, (i + 1) * n + j], -1),
+                        np.stack([i * n + j + 1, (i + 1) * n + j + 1, (i + 1) * n + j], -1)])
+    return v, t
+
+
+TETRA = (np.array([[0, 0, 0], [0.1, 0, 0], [0, 0.1, 0], [0, 0, 0.1]]),
+         np.array([[0, 1, 2], [0, 1, 3], [0, 2, 3], [1, 2, 3]]))
+
+#: every kind of collision object the node must refuse (see :func:`invalid_object`)
+INVALID_KINDS = ("empty_mesh", "no_vertices", "only_degenerate_triangles", "huge_vertices", "nan_vertex",
+                 "absurd_position", "unknown_frame", "zero_sphere", "zero_cylinder", "line_box")
+
+
+def invalid_object(kind: str):
+    """One collision object of an :data:`INVALID_KINDS` kind, id ``bad_<kind>``, near x = 1.5 m."""
+    from shape_msgs.msg import SolidPrimitive
+
+    oid = f"bad_{kind}"
+    v, t = TETRA
+    meshes = {
+        "empty_mesh": (v, np.zeros((0, 3))),
+        "no_vertices": (np.zeros((0, 3)), np.zeros((0, 3))),
+        "only_degenerate_triangles": (np.array([[0, 0, 0], [0.1, 0, 0], [0.2, 0, 0]]), np.array([[0, 1, 2], [0, 0, 1]])),
+        "huge_vertices": (v * 1e301, t),
+        "nan_vertex": (np.vstack([v[:3], [np.nan, 0, 0]]), t),
+    }
+    if kind in meshes:
+        return mesh_object(oid, *meshes[kind], (1.5, 0, 0))
+    if kind == "absurd_position":
+        return box_object(oid, (1e5, 0, 0))
+    if kind == "unknown_frame":
+        return box_object(oid, (1.5, 0, 0), frame="no_such_frame")
+    if kind == "line_box":
+        return box_object(oid, (1.5, 0, 0), size=(0.5, 0.0, 0.0))
+    obj = box_object(oid, (1.5, 0, 0))
+    if kind == "zero_sphere":
+        obj.primitives = [SolidPrimitive(type=SolidPrimitive.SPHERE, dimensions=[0.0])]
+    elif kind == "zero_cylinder":
+        obj.primitives = [SolidPrimitive(type=SolidPrimitive.CYLINDER, dimensions=[0.0, 0.1])]
+    else:
+        raise ValueError(kind)
+    return obj

@@ -18,15 +18,16 @@ pytestmark = pytest.mark.ros
 import rclpy  # noqa: E402
 from rclpy.executors import SingleThreadedExecutor  # noqa: E402
 
-from ik_helpers import NodeRunner, pose_stamped, spin_until, train_tiny  # noqa: E402
+from ik_helpers import (  # noqa: E402
+    INVALID_KINDS, TETRA, NodeRunner, box_object, grid_mesh, invalid_object, mesh_object, pose_stamped, spin_until,
+    train_tiny,
+)
 
 pytest.importorskip("moveit_msgs.srv", reason="moveit_msgs not built: run `make setup`")
 
 from builtin_interfaces.msg import Duration  # noqa: E402
-from geometry_msgs.msg import Point, Pose  # noqa: E402
 from moveit_msgs.msg import CollisionObject, PlanningScene  # noqa: E402
 from moveit_msgs.srv import GetPositionIK  # noqa: E402
-from shape_msgs.msg import Mesh, MeshTriangle, SolidPrimitive  # noqa: E402
 
 from ikdiffuser_ros.msg import IKTarget  # noqa: E402
 from ikdiffuser_ros.srv import GetIKSolutions  # noqa: E402
@@ -140,7 +141,7 @@ def test_huge_timeout_is_capped_and_does_not_starve_others(node, caller, ros_con
         t0 = time.monotonic()
         long_future = caller.compute.call_async(req)
         time.sleep(0.3)
-        pub.publish(_box("during_long_solve", (3.0, 3.0, 0.0)))
+        pub.publish(box_object("during_long_solve", (3.0, 3.0, 0.0)))
         assert _wait(lambda: "during_long_solve" in node.scene.object_ids(), MAX_TIMEOUT), \
             "a scene update waited for the solve"
         short = other.call(other.ik, _ik_request(T[0]), timeout=4 * MAX_TIMEOUT + 30)
@@ -149,7 +150,7 @@ def test_huge_timeout_is_capped_and_does_not_starve_others(node, caller, ros_con
         t_long = time.monotonic() - t0
     finally:
         other.close()
-        pub.publish(_box("during_long_solve", (3.0, 3.0, 0.0), op=CollisionObject.REMOVE))
+        pub.publish(box_object("during_long_solve", (3.0, 3.0, 0.0), op=CollisionObject.REMOVE))
         pub_node.destroy_node()
     assert res.error_code.val == CODES.NO_IK_SOLUTION
     assert t_long <= MAX_TIMEOUT + 5.0, f"unreachable compute_ik took {t_long:.1f} s (max_timeout {MAX_TIMEOUT})"
@@ -182,81 +183,6 @@ def test_errors_are_measured_at_the_requested_link(node, caller, target, link):
 
 
 # ---------------------------------------------------------------------- scene input
-def _pose(x=0.0, y=0.0, z=0.0) -> Pose:
-    p = Pose()
-    p.position.x, p.position.y, p.position.z = float(x), float(y), float(z)
-    p.orientation.w = 1.0
-    return p
-
-
-def _box(oid, xyz, size=(0.1, 0.1, 0.1), op=CollisionObject.ADD, frame="base"):
-    obj = CollisionObject(id=oid, operation=op)
-    obj.header.frame_id = frame
-    obj.pose = _pose(*xyz)
-    obj.primitives = [SolidPrimitive(type=SolidPrimitive.BOX, dimensions=[float(v) for v in size])]
-    obj.primitive_poses = [_pose()]
-    return obj
-
-
-def _mesh_object(oid, vertices, triangles, xyz=(0.0, 0.0, 0.0)):
-    obj = CollisionObject(id=oid, operation=CollisionObject.ADD)
-    obj.header.frame_id = "base"
-    obj.pose = _pose(*xyz)
-    mesh = Mesh()
-    mesh.vertices = [Point(x=float(v[0]), y=float(v[1]), z=float(v[2])) for v in vertices]
-    mesh.triangles = [MeshTriangle(vertex_indices=[int(i) for i in t]) for t in triangles]
-    obj.meshes, obj.mesh_poses = [mesh], [_pose()]
-    return obj
-
-
-def _grid(n: int, size: float) -> tuple[np.ndarray, np.ndarray]:
-    """A flat n x n vertex grid [m] in z = 0 and its 2 (n-1)^2 triangles."""
-    xs = np.linspace(-size / 2, size / 2, n)
-    v = np.stack(np.meshgrid(xs, xs, [0.0], indexing="ij"), -1).reshape(-1, 3)
-    t = [[i * n + j, i * n + j + 1, (i + 1) * n + j] for i in range(n - 1) for j in range(n - 1)]
-    t += [[i * n + j + 1, (i + 1) * n + j + 1, (i + 1) * n + j] for i in range(n - 1) for j in range(n - 1)]
-    return v, np.asarray(t)
-
-
-TETRA = (np.array([[0, 0, 0], [0.1, 0, 0], [0, 0.1, 0], [0, 0, 0.1]]), np.array([[0, 1, 2], [0, 1, 3], [0, 2, 3], [1, 2, 3]]))
-
-
-def _invalid(kind: str) -> CollisionObject:
-    """One collision object of each invalid kind, id ``bad_<kind>``."""
-    oid = f"bad_{kind}"
-    v, t = TETRA
-    if kind == "empty_mesh":
-        return _mesh_object(oid, v, np.zeros((0, 3)), (1.5, 0, 0))
-    if kind == "no_vertices":
-        return _mesh_object(oid, np.zeros((0, 3)), np.zeros((0, 3)), (1.5, 0, 0))
-    if kind == "only_degenerate_triangles":
-        line = np.array([[0, 0, 0], [0.1, 0, 0], [0.2, 0, 0]])
-        return _mesh_object(oid, line, np.array([[0, 1, 2], [0, 0, 1]]), (1.5, 0, 0))
-    if kind == "huge_vertices":
-        return _mesh_object(oid, v * 1e301, t, (1.5, 0, 0))
-    if kind == "nan_vertex":
-        return _mesh_object(oid, np.vstack([v[:3], [np.nan, 0, 0]]), t, (1.5, 0, 0))
-    if kind == "absurd_position":
-        return _box(oid, (1e5, 0, 0))
-    if kind == "unknown_frame":
-        return _box(oid, (1.5, 0, 0), frame="no_such_frame")
-    if kind == "zero_sphere":
-        obj = _box(oid, (1.5, 0, 0))
-        obj.primitives = [SolidPrimitive(type=SolidPrimitive.SPHERE, dimensions=[0.0])]
-        return obj
-    if kind == "zero_cylinder":
-        obj = _box(oid, (1.5, 0, 0))
-        obj.primitives = [SolidPrimitive(type=SolidPrimitive.CYLINDER, dimensions=[0.0, 0.1])]
-        return obj
-    if kind == "line_box":
-        return _box(oid, (1.5, 0, 0), size=(0.5, 0.0, 0.0))
-    raise ValueError(kind)
-
-
-INVALID_KINDS = ["empty_mesh", "no_vertices", "only_degenerate_triangles", "huge_vertices", "nan_vertex",
-                 "absurd_position", "unknown_frame", "zero_sphere", "zero_cylinder", "line_box"]
-
-
 def _wait(predicate, timeout: float = 10.0) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -314,17 +240,17 @@ def test_invalid_object_is_refused_with_a_warning_and_poisons_nothing(node, call
     """Each invalid object kind, alone and inside a PlanningScene next to a good object: refused, named in
     a warning, not added; the good object is added; avoid_collisions requests keep succeeding."""
     _, T = target
-    good = _box(f"good_next_to_{kind}", (2.0, 2.0, 0.0))
+    good = box_object(f"good_next_to_{kind}", (2.0, 2.0, 0.0))
     scene = PlanningScene(is_diff=True)
-    scene.world.collision_objects = [_invalid(kind), good]
+    scene.world.collision_objects = [invalid_object(kind), good]
     assert _publish_until(scene_pub["scene"], scene, lambda: good.id in node.scene.object_ids())
-    scene_pub["object"].publish(_invalid(kind))
+    scene_pub["object"].publish(invalid_object(kind))
     # two warnings naming it: in the PlanningScene, and alone
     assert _logged(scene_pub["log"], f"'bad_{kind}'", "refused", count=2), scene_pub["log"][-5:]
     assert f"bad_{kind}" not in node.scene.object_ids()
     res = _solve_avoiding(caller, T)
     assert res.error_code == CODES.SUCCESS, res.message
-    scene_pub["object"].publish(_box(good.id, (0, 0, 0), op=CollisionObject.REMOVE))
+    scene_pub["object"].publish(box_object(good.id, (0, 0, 0), op=CollisionObject.REMOVE))
     assert _wait(lambda: good.id not in node.scene.object_ids())
 
 
@@ -339,12 +265,12 @@ def test_degenerate_but_meaningful_geometry_is_kept_and_solves_work(node, caller
     oid = f"kept_{kind}"
     xyz = T[0, :3, 3] + (0.0, 0.0, 0.35)  # above the target hand
     if kind == "flat_mesh":
-        obj = _mesh_object(oid, *_grid(3, 0.3), xyz)
+        obj = mesh_object(oid, *grid_mesh(3, 0.3), xyz)
     elif kind == "some_degenerate_triangles":
         v, t = TETRA
-        obj = _mesh_object(oid, v, np.vstack([t, [[0, 0, 1], [0, 1, 1]]]), xyz)
+        obj = mesh_object(oid, v, np.vstack([t, [[0, 0, 1], [0, 1, 1]]]), xyz)
     else:
-        obj = _box(oid, xyz, size=(0.3, 0.3, 0.0))
+        obj = box_object(oid, xyz, size=(0.3, 0.3, 0.0))
     node.set_parameters([Parameter("collision_guidance", value="always")])
     try:
         assert _publish_until(scene_pub["object"], obj, lambda: oid in node.scene.object_ids())
@@ -355,15 +281,15 @@ def test_degenerate_but_meaningful_geometry_is_kept_and_solves_work(node, caller
         assert res.error_code in (CODES.SUCCESS, CODES.NO_IK_SOLUTION), res.message
     finally:
         node.set_parameters([Parameter("collision_guidance", value="fallback")])
-        scene_pub["object"].publish(_box(oid, (0, 0, 0), op=CollisionObject.REMOVE))
+        scene_pub["object"].publish(box_object(oid, (0, 0, 0), op=CollisionObject.REMOVE))
         assert _wait(lambda: oid not in node.scene.object_ids())
 
 
 def test_mesh_over_the_triangle_cap_becomes_its_bounding_box(node, caller, scene_pub, target):
     _, T = target
-    v, t = _grid(40, 0.5)  # 3042 triangles > MAX_TRIANGLES
+    v, t = grid_mesh(40, 0.5)  # 3042 triangles > MAX_TRIANGLES
     v[:, 2] = 0.05 * np.sin(7 * v[:, 0])
-    obj = _mesh_object("big_mesh", v, t, (1.2, -1.0, 0.0))
+    obj = mesh_object("big_mesh", v, t, (1.2, -1.0, 0.0))
     assert _publish_until(scene_pub["object"], obj, lambda: "big_mesh" in node.scene.object_ids())
     [shape] = node.scene.snapshot().get("big_mesh").shapes
     assert shape.kind == "box"
@@ -371,7 +297,7 @@ def test_mesh_over_the_triangle_cap_becomes_its_bounding_box(node, caller, scene
     assert np.all(np.abs(local) <= shape.dims / 2 + 1e-9), "the box contains the mesh"
     assert _logged(scene_pub["log"], "'big_mesh'", "bounding box")
     assert _solve_avoiding(caller, T).error_code == CODES.SUCCESS
-    scene_pub["object"].publish(_box("big_mesh", (0, 0, 0), op=CollisionObject.REMOVE))
+    scene_pub["object"].publish(box_object("big_mesh", (0, 0, 0), op=CollisionObject.REMOVE))
     assert _wait(lambda: "big_mesh" not in node.scene.object_ids())
 
 
@@ -388,7 +314,7 @@ def test_thousands_of_objects_do_not_slow_solves_much(node, caller, scene_pub, t
 
     empty = min(timed() for _ in range(2))
     scene = PlanningScene(is_diff=True)
-    scene.world.collision_objects = [_box(f"far_{i}", (3.0 + (i % 40) * 0.2, -4.0 + (i // 40) * 0.2, 0.0))
+    scene.world.collision_objects = [box_object(f"far_{i}", (3.0 + (i % 40) * 0.2, -4.0 + (i // 40) * 0.2, 0.0))
                                      for i in range(2000)]
     assert _publish_until(scene_pub["scene"], scene, lambda: len(node.scene.object_ids()) >= 2000, 20.0)
     try:
@@ -410,9 +336,9 @@ def test_scene_flood_during_solves(node, caller, scene_pub, target):
         i = 0
         while not stop.is_set() and i < 600:
             if i % 5 == 4:
-                scene_pub["object"].publish(_invalid(INVALID_KINDS[i % len(INVALID_KINDS)]))
+                scene_pub["object"].publish(invalid_object(INVALID_KINDS[i % len(INVALID_KINDS)]))
             else:
-                scene_pub["object"].publish(_box(f"flood_{i % 50}", (3.0 + 0.01 * i, 3.0, 0.0)))
+                scene_pub["object"].publish(box_object(f"flood_{i % 50}", (3.0 + 0.01 * i, 3.0, 0.0)))
                 sent.add(f"flood_{i % 50}")
             i += 1
             time.sleep(0.002)
