@@ -155,10 +155,8 @@ def wrap_continuous(model: RobotModel, q: np.ndarray) -> np.ndarray:
 
 
 class SerialPeer:
-    """Arm-after-arm solve over :func:`arm_segments`; subclasses implement :meth:`solve_chain`."""
-
-    name = "serial"
-    description = ""
+    """Arm-after-arm solve over :func:`arm_segments`; subclasses set ``name`` and ``description``
+    and implement :meth:`solve_chain`."""
 
     def __init__(self, model: RobotModel, urdf_xml: str) -> None:
         self.model = peer_model(model, urdf_xml)

@@ -34,7 +34,7 @@ class PriorPipeline:
     def solve(self, targets: torch.Tensor, num: int, deadline: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
         """targets (B, E, 4, 4), ``num`` rows each -> (q (B, num, n) float64, converged (B, num) bool).
 
-        ``deadline`` is a ``time.monotonic()`` value; sampling itself is not interrupted.
+        ``deadline`` is a ``time.monotonic()`` value, passed to the solver as its timeout.
         """
         timeout = max(deadline - time.monotonic(), 1e-6)
         res = self.solver.solve(targets, num_solutions=num, timeout=timeout, random_seed=seed, steps=self.steps)
