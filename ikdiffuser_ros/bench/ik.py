@@ -20,7 +20,7 @@ import argparse
 import datetime
 import json
 import os
-import platform
+import subprocess
 import sys
 from dataclasses import asdict
 from importlib.metadata import PackageNotFoundError, version
@@ -29,6 +29,7 @@ from pathlib import Path
 import torch
 
 from ikdiffuser_ros.bench import report as rep
+from ikdiffuser_ros.bench.fk import _machine
 from ikdiffuser_ros.bench.peers import PEERS, build_peers
 from ikdiffuser_ros.bench.pipelines import PriorPipeline, UniformPipeline
 from ikdiffuser_ros.bench.protocols import (DEFAULT_SEED, SolutionCounter, many_solutions_batched,
@@ -50,12 +51,20 @@ def shipped_robots(models_dir: Path) -> list[str]:
 
 
 def _versions() -> dict[str, str]:
+    """Installed versions of the peer packages (PyPI, and Debian's python3-pykdl)."""
     out = {}
     for pkg in PEER_PACKAGES:
         try:
             out[pkg] = version(pkg)
         except PackageNotFoundError:
             pass
+    try:
+        kdl = subprocess.run(["dpkg-query", "-W", "-f=${Version}", "python3-pykdl"], capture_output=True,
+                             text=True, timeout=10)
+        if kdl.returncode == 0 and kdl.stdout:
+            out["python3-pykdl"] = kdl.stdout
+    except (OSError, subprocess.SubprocessError):
+        pass
     return out
 
 
@@ -129,7 +138,7 @@ def run(args: argparse.Namespace) -> dict:
     settings = {
         "command": _command(),
         "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs",
+        "machine": f"{_machine()}, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at the start",
         "torch": torch.__version__, "torch_threads": torch.get_num_threads(), "versions": _versions(),
         "seed": args.seed, "one_targets": args.one_targets, "budgets_s": args.budgets,
         "main_budget_s": args.main_budget, "many_targets": args.many_targets, "many_budget_s": args.many_budget,
