@@ -31,12 +31,13 @@ class PriorPipeline:
         self.description = (f"IKDiffuserSolver.solve (diffusion samples, {steps or 'default'} DDIM steps, "
                             f"then its batched LM), failed rows re-sampled while time is left")
 
-    def solve(self, targets: torch.Tensor, num: int, deadline: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def solve(self, targets: torch.Tensor, num: int, deadline: float | None, seed: int
+              ) -> tuple[torch.Tensor, torch.Tensor]:
         """targets (B, E, 4, 4), ``num`` rows each -> (q (B, num, n) float64, converged (B, num) bool).
 
-        ``deadline`` is a ``time.monotonic()`` value, passed to the solver as its timeout.
+        ``deadline`` is a ``time.monotonic()`` value, passed to the solver as its timeout (None: none).
         """
-        timeout = max(deadline - time.monotonic(), 1e-6)
+        timeout = None if deadline is None else max(deadline - time.monotonic(), 1e-6)
         res = self.solver.solve(targets, num_solutions=num, timeout=timeout, random_seed=seed, steps=self.steps)
         return res.q, res.success
 
@@ -50,7 +51,8 @@ class UniformPipeline:
         self.model, self.config = model, refine_config
         self.description = "uniform starts within the limits, then the solver's batched LM (same RefineConfig)"
 
-    def solve(self, targets: torch.Tensor, num: int, deadline: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def solve(self, targets: torch.Tensor, num: int, deadline: float | None, seed: int
+              ) -> tuple[torch.Tensor, torch.Tensor]:
         """Same contract as :meth:`PriorPipeline.solve`."""
         g = torch.Generator().manual_seed(seed)
         B, n = targets.shape[0], self.model.n_joints
