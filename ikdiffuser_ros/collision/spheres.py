@@ -594,7 +594,7 @@ def _world_key(world: World) -> tuple:
     """Hashable identity of what the sphere model derives from a World."""
     return (id(world), tuple(id(s) for _, s in world.iter_world_shapes()),
             tuple((a.link, id(a.object), a.touch_links) for a in world.attached),
-            frozenset(world.acm.entries.items()), frozenset(world.acm.default_entries.items()))
+            world.acm.key())
 
 
 def shape_sdf(p: torch.Tensor, codes: torch.Tensor, half: torch.Tensor) -> torch.Tensor:

@@ -234,6 +234,37 @@ class AttachedObject:
         return link == self.link or link in self.touch_links
 
 
+class _MatrixEntries(Mapping):
+    """Read-only ``frozenset({a, b}) -> bool`` view of a square ACM matrix (message form).
+
+    O(n) to build and O(1) per lookup, where a dict of every pair of a 1500-name matrix takes
+    seconds. Entry (i, j) with j >= i decides the pair (the upper triangle, as MoveIt writes it).
+    """
+
+    def __init__(self, names: list[str], matrix: np.ndarray) -> None:
+        self._names = names
+        self._index = {name: i for i, name in enumerate(names)}
+        self._matrix = matrix
+
+    def __getitem__(self, key: frozenset[str]) -> bool:
+        pair = tuple(key)
+        if len(pair) not in (1, 2):
+            raise KeyError(key)
+        i, j = sorted((self._index[pair[0]], self._index[pair[-1]]))  # KeyError when a name is unknown
+        return bool(self._matrix[i, j])
+
+    def __iter__(self) -> Iterator[frozenset[str]]:
+        n = len(self._names)
+        return (frozenset((self._names[i], self._names[j])) for i in range(n) for j in range(i, n))
+
+    def __len__(self) -> int:
+        return len(self._names) * (len(self._names) + 1) // 2
+
+    def key(self) -> tuple:
+        """Hashable identity of the (read-only) contents, without listing every pair."""
+        return ("matrix", id(self))
+
+
 @dataclass
 class AllowedCollisionMatrix:
     """MoveIt's AllowedCollisionMatrix: ``True`` = collision allowed (not checked).
@@ -246,10 +277,17 @@ class AllowedCollisionMatrix:
     default_entries: dict[str, bool] = field(default_factory=dict)
 
     def set_entry(self, a: str, b: str, allowed: bool) -> None:
+        if not isinstance(self.entries, dict):  # a read-only matrix view (from a message): copy on write
+            self.entries = dict(self.entries)
         self.entries[frozenset((a, b))] = bool(allowed)
 
     def set_default(self, name: str, allowed: bool) -> None:
         self.default_entries[name] = bool(allowed)
+
+    def key(self) -> tuple:
+        """Hashable value of the contents, for caches (cheap for matrices read from a message)."""
+        entries = self.entries.key() if isinstance(self.entries, _MatrixEntries) else frozenset(self.entries.items())
+        return entries, frozenset(self.default_entries.items())
 
     def lookup(self, a: str, b: str) -> bool | None:
         """The entry or default-derived value for (a, b), or None when nothing is said."""
@@ -281,10 +319,8 @@ class AllowedCollisionMatrix:
         if len(default_entry_names) != len(default_entry_values):
             raise InvalidRequestError("default_entry_names and default_entry_values differ in length")
         acm = cls()
-        for i, a in enumerate(entry_names):
-            for j, b in enumerate(entry_names):
-                if j >= i:
-                    acm.set_entry(a, b, bool(entry_values[i][j]))
+        if len(entry_names):
+            acm.entries = _MatrixEntries(list(entry_names), np.asarray(entry_values, dtype=bool))
         for name, value in zip(default_entry_names, default_entry_values):
             acm.set_default(name, bool(value))
         return acm

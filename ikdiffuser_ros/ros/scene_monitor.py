@@ -88,7 +88,7 @@ class SceneMonitor:
                     [WorldObject(o.id, list(o.shapes)) for o in self._objects.values()],
                     [AttachedObject(a.link, WorldObject(a.object.id, list(a.object.shapes)), a.touch_links)
                      for a in self._attached.values()],
-                    AllowedCollisionMatrix(dict(self._acm.entries), dict(self._acm.default_entries)),
+                    self._acm,  # replaced, never changed in place: shared by the snapshots
                 )
                 self._snapshot = (self._version, world)
             return self._snapshot[1]
