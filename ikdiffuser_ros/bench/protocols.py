@@ -110,6 +110,7 @@ def _percentiles(x: torch.Tensor) -> list[float]:
 
 
 def _answer_errors(result: OneSolution, model: RobotModel, q: torch.Tensor, targets: torch.Tensor) -> None:
+    """Error percentiles of the answered rows of q (B, n) (NaN rows = no answer) into ``result``."""
     answered = ~q.isnan().any(-1)
     pos, rot = errors(model, q[answered], targets[answered])
     result.pos_err, result.rot_err = _percentiles(pos), _percentiles(rot)
