@@ -350,7 +350,7 @@ def build_peers(names: list[str], model: RobotModel, urdf_xml: str, budget: floa
             peers.append(PEERS[name](model, urdf_xml, budget))
         except ImportError as exc:
             notes.append(f"{name}: skipped, not installed ({exc})")
-        except ValueError as exc:
+        except (ValueError, RuntimeError) as exc:  # a robot the peer cannot model (floating base, mimic chain)
             notes.append(f"{name}: skipped on {model.name} ({exc})")
     return peers, notes
 
