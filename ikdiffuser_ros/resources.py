@@ -4,7 +4,8 @@
 installed ``share/ikdiffuser_ros``) for ``ikdiffuser_ros``; the
 ``example-robot-data`` wheel's ``cmeel.prefix/share/example-robot-data`` for
 ``example-robot-data``; then ``<prefix>/share/<pkg>`` for every prefix on
-``AMENT_PREFIX_PATH`` (a system ROS install).
+``AMENT_PREFIX_PATH`` (a system ROS install). ``package:///<pkg>/<path>`` (an extra
+slash, as in example-robot-data's talos URDF) is read the same way.
 """
 
 from __future__ import annotations
@@ -57,7 +58,7 @@ def package_path(package: str) -> Path:
 def resolve_uri(uri: str, base: Path | None = None) -> Path:
     """``package://pkg/path``, ``file:///abs`` or a path (relative to ``base``) -> a local path."""
     if uri.startswith("package://"):
-        package, _, rest = uri[len("package://"):].partition("/")
+        package, _, rest = uri[len("package://"):].lstrip("/").partition("/")
         return package_path(package) / rest
     if uri.startswith("file://"):
         return Path(uri[len("file://"):])
