@@ -8,14 +8,33 @@ buffers under ``normalizer.*``. ``card.json`` is the self-describing model card:
      end_effectors}, "training": {dataset_size, steps, wall_time_s, hardware, command, ...},
      "eval": {...}}
 
-:func:`load_checkpoint` refuses a checkpoint whose robot fingerprint differs from the robot's.
 ``architecture.type`` names one of :data:`ARCHITECTURES` (a card without it is an ``IKDenoiser``).
+
+Checkpoints are untrusted input. :func:`load_checkpoint` checks, in this order, and raises one
+:class:`CheckpointError` line naming the file and the field at the first failure:
+
+1. files: regular files only (a symlink to one is fine; a FIFO, device, directory or symlink loop is
+   refused without opening it for a blocking read), at most :data:`MAX_CARD_BYTES` /
+   :data:`MAX_WEIGHTS_BYTES`;
+2. the card, before anything is allocated: ``format_version``; ``robot`` an object whose
+   ``fingerprint`` equals the robot's; ``architecture`` and ``schedule`` objects whose fields have the
+   right JSON types (:func:`~ikdiffuser_ros.model.validation.check_fields`) and sane ranges (the
+   config class's ``validate()``); joint and end-effector counts equal the robot's; at most
+   :data:`MAX_PARAMETERS` parameters (counted on a ``meta``-device copy of the network);
+3. the weights: tensor names and shapes equal those of that freshly built network and the
+   normalizer (read from the safetensors header before the data), every value finite, joint limits
+   ordered, position scales positive;
+4. a self-test: raw samples for a few known targets (FK of random configurations) are finite and so
+   are their pose errors.
 """
 
 from __future__ import annotations
 
 import json
+import math
+import os
 import platform
+import stat
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,10 +47,19 @@ from ikdiffuser_ros.model.feedback import KinematicFeedback
 from ikdiffuser_ros.model.mlp_denoiser import IKMLPDenoiser, MLPDenoiserConfig
 from ikdiffuser_ros.model.normalizer import Normalizer
 from ikdiffuser_ros.model.schedule import NoiseSchedule, ScheduleConfig
+from ikdiffuser_ros.model.validation import check_fields
 
 FORMAT_VERSION = 1
 WEIGHTS_FILE = "model.safetensors"
 CARD_FILE = "card.json"
+#: largest card.json read [bytes]
+MAX_CARD_BYTES = 16 << 20
+#: largest model.safetensors read [bytes]
+MAX_WEIGHTS_BYTES = 1 << 30
+#: largest network built from a card (parameters; 50 M float32 = 200 MB)
+MAX_PARAMETERS = 50_000_000
+#: raw-sample pose errors [m] beyond this fail the self-test (no robot arm reaches that far)
+SELF_TEST_MAX_ERROR = 100.0
 #: card ``architecture.type`` -> (config class, network class).
 ARCHITECTURES = {
     "IKDenoiser": (DenoiserConfig, IKDenoiser),
@@ -127,68 +155,244 @@ def save_checkpoint(directory: str | Path, model: Denoiser, normalizer: Normaliz
     return directory
 
 
-def read_card(directory: str | Path) -> dict:
-    path = Path(directory) / CARD_FILE
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint card not found: {path}")
+def _file_kind(mode: int) -> str:
+    for test, name in ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"),
+                       (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device")):
+        if test(mode):
+            return name
+    return "not a regular file"
+
+
+def regular_file_size(path: Path, what: str, max_bytes: int) -> int:
+    """Size [bytes] of ``path`` if it is a regular file (or a symlink to one) of at most ``max_bytes``.
+
+    Raises CheckpointError naming ``what`` and ``path``: missing ("not found"), unreadable (a symlink
+    loop, permissions), not a regular file (FIFO, device, directory), or too large. Never opens it.
+    """
     try:
-        card = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise CheckpointError(f"{what} not found: {path}") from None
+    except OSError as exc:
+        raise CheckpointError(f"cannot read {what} {path}: {exc.strerror or exc}") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise CheckpointError(f"{what} {path} is {_file_kind(st.st_mode)}, not a regular file")
+    if st.st_size > max_bytes:
+        raise CheckpointError(f"{what} {path} has {st.st_size} bytes, more than the {max_bytes} allowed")
+    return st.st_size
+
+
+def read_regular_file(path: Path, what: str, max_bytes: int) -> bytes:
+    """The bytes of a regular file checked by :func:`regular_file_size` (opened non-blocking, re-checked
+    after opening, so a file swapped for a FIFO cannot hang the read)."""
+    regular_file_size(path, what, max_bytes)
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    except OSError as exc:
+        raise CheckpointError(f"cannot read {what} {path}: {exc.strerror or exc}") from None
+    with os.fdopen(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+            raise CheckpointError(f"{what} {path} is not a regular file")
+        data = f.read(max_bytes + 1)
+    if len(data) > max_bytes:
+        raise CheckpointError(f"{what} {path} has more than the {max_bytes} bytes allowed")
+    return data
+
+
+def read_card(directory: str | Path) -> dict:
+    """The parsed ``card.json`` of ``directory`` (format version checked; see the module docstring)."""
+    path = Path(directory) / CARD_FILE
+    raw = read_regular_file(path, "checkpoint card", MAX_CARD_BYTES)
+    try:
+        card = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
         raise CheckpointError(f"corrupt checkpoint card {path}: {exc}") from None
-    if not isinstance(card, dict) or card.get("format_version") != FORMAT_VERSION:
+    if not isinstance(card, dict) or card.get("format_version") != FORMAT_VERSION \
+            or isinstance(card.get("format_version"), bool):
         raise CheckpointError(f"unsupported checkpoint card {path}: format_version "
                               f"{card.get('format_version') if isinstance(card, dict) else None!r}, "
                               f"expected {FORMAT_VERSION}")
     return card
 
 
-def load_checkpoint(directory: str | Path, robot, device: str | torch.device = "cpu") -> LoadedModel:
-    """Load a checkpoint directory for ``robot`` (a RobotModel) onto ``device``.
+def card_fingerprint(card: dict) -> str | None:
+    """The robot fingerprint a card was trained for (``robot.fingerprint``), or None."""
+    robot = card.get("robot")
+    value = robot.get("fingerprint") if isinstance(robot, dict) else card.get("fingerprint")
+    return value if isinstance(value, str) else None
+
+
+@dataclass
+class CardSpec:
+    """What a validated card says to build: architecture, its config and the schedule."""
+
+    arch_type: str
+    config: object  # DenoiserConfig | MLPDenoiserConfig
+    schedule: ScheduleConfig
+
+
+def validate_card(card: dict, path: Path, robot) -> CardSpec:
+    """Check a card's fields against ``robot`` before anything is allocated (module docstring, step 2).
+
+    Raises CheckpointError ``"checkpoint card <path>: <section>.<field> = <value> ..."``.
+    """
+    def fail(message: str) -> CheckpointError:
+        return CheckpointError(f"checkpoint card {path}: {message}")
+
+    def section(name: str, default=None) -> dict:
+        value = card.get(name, default)
+        if not isinstance(value, dict):
+            raise fail(f"{name} must be an object, got {type(value).__name__} {value!r}")
+        return value
+
+    info = section("robot")
+    want, have = card_fingerprint(card), robot.fingerprint()
+    if want != have:
+        raise CheckpointError(
+            f"checkpoint {path.parent} was trained for robot {info.get('name')!r} (fingerprint {want}), "
+            f"but robot {getattr(robot, 'name', '?')!r} has fingerprint {have}: joints, limits or "
+            f"end effectors differ; retrain or load the matching robot")
+    arch = section("architecture")
+    arch_type = arch.get("type", "IKDenoiser")
+    if not isinstance(arch_type, str) or arch_type not in ARCHITECTURES:
+        raise fail(f"architecture.type = {arch_type!r} is not a known architecture ({sorted(ARCHITECTURES)})")
+    config_cls, _ = ARCHITECTURES[arch_type]
+    try:
+        config = config_cls(**check_fields(config_cls, arch))
+        config.validate()
+    except ValueError as exc:
+        raise fail(f"architecture.{exc}") from None
+    n, E = len(robot.joint_names), len(robot.end_effectors)
+    if (config.n_joints, config.n_ee) != (n, E):
+        raise fail(f"architecture.n_joints = {config.n_joints}, n_ee = {config.n_ee}, but the robot has {n} "
+                   f"joints and {E} end effectors")
+    try:
+        schedule = ScheduleConfig(**check_fields(ScheduleConfig, section("schedule", {})))
+        schedule.validate()
+    except ValueError as exc:
+        raise fail(f"schedule.{exc}") from None
+    return CardSpec(arch_type, config, schedule)
+
+
+def _expected_shapes(spec: CardSpec, path: Path) -> dict[str, tuple[int, ...]]:
+    """Tensor name -> shape of the network a card describes, counted on the ``meta`` device (no memory)."""
+    _, net_cls = ARCHITECTURES[spec.arch_type]
+    with torch.device("meta"):
+        meta = net_cls(spec.config)
+    count = sum(p.numel() for p in meta.parameters())
+    if count > MAX_PARAMETERS:
+        raise CheckpointError(f"checkpoint card {path}: architecture describes {count:.3g} parameters, more than "
+                              f"the {MAX_PARAMETERS:.3g} allowed")
+    shapes = {f"denoiser.{k}": tuple(v.shape) for k, v in meta.state_dict().items()}
+    norm = Normalizer.empty(spec.config.n_joints, spec.config.n_ee)
+    shapes.update({f"normalizer.{k}": tuple(v.shape) for k, v in norm.state_dict().items()})
+    return shapes
+
+
+def _check_weight_shapes(wpath: Path, expected: dict[str, tuple[int, ...]], directory: Path) -> None:
+    """Tensor names and shapes in the safetensors header against ``expected`` (data not read)."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(wpath), framework="pt", device="cpu") as f:
+            shapes = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
+        raise CheckpointError(f"corrupt checkpoint weights {wpath}: {exc}") from None
+    missing = sorted(set(expected) - set(shapes))
+    extra = sorted(set(shapes) - set(expected))
+    wrong = [k for k in expected if k in shapes and shapes[k] != expected[k]]
+    if missing or extra or wrong:
+        parts = ([f"missing tensors {missing[:3]}"] if missing else []) + \
+                ([f"unexpected tensors {extra[:3]}"] if extra else []) + \
+                [f"tensor {k} has shape {list(shapes[k])}, the card's architecture needs {list(expected[k])}"
+                 for k in wrong[:1]]
+        raise CheckpointError(f"checkpoint {directory} does not match its card: {wpath}: " + "; ".join(parts))
+
+
+def _check_values(tensors: dict[str, torch.Tensor], wpath: Path) -> None:
+    """Every tensor floating point and finite; joint limits ordered; position scales positive."""
+    for name, t in tensors.items():
+        if not t.is_floating_point():
+            raise CheckpointError(f"checkpoint weights {wpath}: tensor {name} has dtype {t.dtype}, expected floats")
+        bad = int((~torch.isfinite(t)).sum())
+        if bad:
+            raise CheckpointError(f"checkpoint weights {wpath}: tensor {name} has {bad} of {t.numel()} values "
+                                  f"NaN or infinite")
+    if not bool((tensors["normalizer.upper"] > tensors["normalizer.lower"]).all()):
+        raise CheckpointError(f"checkpoint weights {wpath}: tensor normalizer.upper is not above normalizer.lower")
+    if not bool((tensors["normalizer.pos_std"] > 0).all()):
+        raise CheckpointError(f"checkpoint weights {wpath}: tensor normalizer.pos_std has values <= 0")
+
+
+def self_test(loaded: "LoadedModel", directory: Path, targets: int = 4) -> None:
+    """Raw samples (2 per target, 5 DDIM steps) for ``targets`` known poses (FK of seeded random
+    configurations) must be finite, and so must their position errors (below :data:`SELF_TEST_MAX_ERROR`
+    m). Raises CheckpointError naming the checkpoint."""
+    from ikdiffuser_ros.sampling.sampler import sample, targets_from_poses
+
+    robot = loaded.robot
+    g = torch.Generator().manual_seed(0)
+    lo, hi = robot.limits()
+    q = lo + (hi - lo) * torch.rand(targets, len(lo), generator=g, dtype=torch.float64)
+    T = robot.fk(q)
+    pos, rot = targets_from_poses(T)
+    try:
+        raw = sample(loaded, pos.float(), rot.float(), num_solutions=2, steps=5,
+                     generator=g if loaded.device.type == "cpu" else None).cpu()
+        err = (robot.fk(raw.reshape(-1, len(lo)).double())[..., :3, 3]
+               - pos.repeat_interleave(2, dim=0)).norm(dim=-1)
+    except Exception as exc:  # noqa: BLE001 - any failure of an untrusted model is its fault
+        raise CheckpointError(f"checkpoint {directory} fails its self-test: {type(exc).__name__}: {exc}") from None
+    worst = float(err.max()) if err.numel() else math.nan
+    if not bool(torch.isfinite(raw).all()) or not math.isfinite(worst) or worst > SELF_TEST_MAX_ERROR:
+        raise CheckpointError(f"checkpoint {directory} fails its self-test: raw samples for {targets} known targets "
+                              f"are not finite or not plausible (largest position error {worst:.3g} m)")
+
+
+def load_checkpoint(directory: str | Path, robot, device: str | torch.device = "cpu",
+                    run_self_test: bool = True) -> LoadedModel:
+    """Load a checkpoint directory for ``robot`` (a RobotModel) onto ``device``, validating it first
+    (module docstring; ``run_self_test=False`` skips step 4).
 
     Raises:
-        CheckpointError: missing/corrupt files (naming the path), unsupported format, or a robot
-            fingerprint that differs from ``robot.fingerprint()`` (naming both).
+        CheckpointError: one line naming the file and field: missing, unreadable or non-regular files,
+            bad card fields, a robot fingerprint that differs from ``robot.fingerprint()`` (naming
+            both), weights that do not match the card, non-finite values, a failed self-test.
     """
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
     directory = Path(directory)
     card = read_card(directory)
-    info = card.get("robot", {})
-    want, have = info.get("fingerprint"), robot.fingerprint()
-    if want != have:
-        raise CheckpointError(
-            f"checkpoint {directory} was trained for robot {info.get('name')!r} (fingerprint {want}), "
-            f"but robot {getattr(robot, 'name', '?')!r} has fingerprint {have}: joints, limits or "
-            f"end effectors differ; retrain or load the matching robot")
+    spec = validate_card(card, directory / CARD_FILE, robot)
+    expected = _expected_shapes(spec, directory / CARD_FILE)
     wpath = directory / WEIGHTS_FILE
-    if not wpath.is_file():
-        raise CheckpointError(f"checkpoint weights not found: {wpath}")
+    regular_file_size(wpath, "checkpoint weights", MAX_WEIGHTS_BYTES)
+    _check_weight_shapes(wpath, expected, directory)
     try:
         tensors = load_file(str(wpath), device="cpu")
     except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
         raise CheckpointError(f"corrupt checkpoint weights {wpath}: {exc}") from None
-    arch = card.get("architecture")
-    arch_type = arch.get("type", "IKDenoiser") if isinstance(arch, dict) else None
-    if arch_type not in ARCHITECTURES:
-        raise CheckpointError(f"checkpoint {directory}: unknown architecture.type {arch_type!r} "
-                              f"(known: {sorted(ARCHITECTURES)})")
-    config_cls, net_cls = ARCHITECTURES[arch_type]
+    _check_values(tensors, wpath)
+    _, net_cls = ARCHITECTURES[spec.arch_type]
+    schedule = NoiseSchedule(spec.schedule)
+    if not bool((schedule.alphas_cumprod > 0).all()):
+        raise CheckpointError(f"checkpoint card {directory / CARD_FILE}: schedule leaves no signal "
+                              f"(alphas_cumprod reaches 0)")
     try:
-        config = config_cls.from_dict(card["architecture"])
-        model = net_cls(config)
-        normalizer = Normalizer.empty(config.n_joints, config.n_ee)
+        model = net_cls(spec.config)
+        normalizer = Normalizer.empty(spec.config.n_joints, spec.config.n_ee)
         model.load_state_dict({k[9:]: v for k, v in tensors.items() if k.startswith("denoiser.")})
         normalizer.load_state_dict({k[11:]: v for k, v in tensors.items() if k.startswith("normalizer.")})
-        schedule = NoiseSchedule(ScheduleConfig(**card.get("schedule", {})))
     except (KeyError, TypeError, ValueError, RuntimeError) as exc:
-        raise CheckpointError(f"checkpoint {directory} does not match its card: {exc}") from None
-    if config.n_joints != len(robot.joint_names) or config.n_ee != len(robot.end_effectors):
-        raise CheckpointError(f"checkpoint {directory} has {config.n_joints} joints / {config.n_ee} end effectors, "
-                              f"robot has {len(robot.joint_names)} / {len(robot.end_effectors)}")
+        raise CheckpointError(f"checkpoint {directory} does not match its card: "
+                              f"{' '.join(str(exc).split())}") from None
     device = torch.device(device)
     model.to(device).eval()
     normalizer.to(device)
     for p in model.parameters():
         p.requires_grad_(False)
-    return LoadedModel(model, normalizer, schedule, card, robot, device)
+    loaded = LoadedModel(model, normalizer, schedule, card, robot, device)
+    if run_self_test:
+        self_test(loaded, directory)
+    return loaded

@@ -28,6 +28,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ikdiffuser_ros.model.validation import check_range, check_ranges
+
 
 @dataclass
 class DenoiserConfig:
@@ -48,6 +50,15 @@ class DenoiserConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    def validate(self) -> None:
+        """ValueError naming the first field outside its sane range (checked before building a network
+        from an untrusted card; the checkpoint loader also caps the total parameter count)."""
+        check_ranges(self, {"n_joints": (1, 512), "n_ee": (1, 64), "d_model": (2, 4096), "n_heads": (1, 64),
+                            "n_layers": (1, 64), "ff_mult": (1, 16)})
+        check_range("dropout", self.dropout, 0.0, 1.0, open_high=True)
+        if self.d_model % self.n_heads:
+            raise ValueError(f"d_model = {self.d_model} is not divisible by n_heads = {self.n_heads}")
 
     @classmethod
     def from_dict(cls, d: dict) -> "DenoiserConfig":

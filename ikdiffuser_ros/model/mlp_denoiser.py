@@ -26,6 +26,7 @@ from torch import nn
 
 from ikdiffuser_ros.model.denoiser import sinusoidal_embedding
 from ikdiffuser_ros.model.feedback import feature_width
+from ikdiffuser_ros.model.validation import check_ranges
 
 #: target features per end effector: constrained flag, position-only flag, position (3), rot6d (6).
 TARGET_FEATURES = 11
@@ -46,6 +47,11 @@ class MLPDenoiserConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    def validate(self) -> None:
+        """ValueError naming the first field outside its sane range (checked before building a network
+        from an untrusted card; the checkpoint loader also caps the total parameter count)."""
+        check_ranges(self, {"n_joints": (1, 512), "n_ee": (1, 64), "d_model": (1, 8192), "n_blocks": (1, 128)})
 
     @classmethod
     def from_dict(cls, d: dict) -> "MLPDenoiserConfig":

@@ -15,6 +15,8 @@ from dataclasses import asdict, dataclass
 
 import torch
 
+from ikdiffuser_ros.model.validation import check_range
+
 
 @dataclass
 class ScheduleConfig:
@@ -29,6 +31,14 @@ class ScheduleConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    def validate(self) -> None:
+        """ValueError naming the first field outside its sane range (an untrusted card's schedule)."""
+        check_range("num_train_steps", self.num_train_steps, 1, 10_000)
+        if self.kind != "cosine":
+            raise ValueError(f"kind = {self.kind!r} is not 'cosine' (the only schedule implemented)")
+        check_range("cosine_s", self.cosine_s, 0.0, 1.0, open_low=True)
+        check_range("max_beta", self.max_beta, 0.0, 1.0, open_low=True, open_high=True)
 
 
 class NoiseSchedule:

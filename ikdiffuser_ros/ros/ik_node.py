@@ -42,7 +42,6 @@ a solve runs (a solve uses the snapshot taken when it starts).
 
 from __future__ import annotations
 
-import json
 import sys
 import threading
 import time
@@ -81,8 +80,17 @@ def malloc_trim() -> None:
 
 # ---------------------------------------------------------------------- model lookup
 def _card_fingerprint(card: dict) -> str | None:
-    robot = card.get("robot") if isinstance(card.get("robot"), dict) else {}
-    return robot.get("fingerprint") or card.get("fingerprint")
+    from ikdiffuser_ros.model.checkpoint import card_fingerprint
+
+    return card_fingerprint(card)
+
+
+def _read_fingerprint(folder: Path) -> str | None:
+    """The fingerprint in ``folder``'s card.json (read safely: no FIFO or symlink loop can hang it);
+    CheckpointError when the card is unreadable."""
+    from ikdiffuser_ros.model.checkpoint import read_card
+
+    return _card_fingerprint(read_card(folder))
 
 
 def candidate_checkpoints() -> list[Path]:
@@ -124,9 +132,8 @@ def find_checkpoint(robot, model_path: str) -> Path:
     tried = []
     for folder in candidate_checkpoints():
         try:
-            card = json.loads((folder / "card.json").read_text())
-            have = _card_fingerprint(card) if isinstance(card, dict) else None
-        except (OSError, ValueError) as exc:
+            have = _read_fingerprint(folder)
+        except CheckpointError as exc:
             tried.append(f"{folder} (unreadable card.json: {exc})")
             continue
         if have == fp:
@@ -146,15 +153,16 @@ def load_solver(robot, path: Path, device: str):
         raise StartupError(f"the solver is not installed ({exc})") from None
     try:
         return IKDiffuserSolver.from_checkpoint(str(path), robot=robot, device=device)
-    except (CheckpointError, IKDiffuserError, OSError, ValueError, RuntimeError, KeyError) as exc:
+    except Exception as exc:  # noqa: BLE001 - an untrusted checkpoint: any failure is one start-up error
         card_fp = None
         try:
-            card_fp = _card_fingerprint(json.loads((path / "card.json").read_text()))
-        except Exception:  # noqa: BLE001 - only for the message
+            card_fp = _read_fingerprint(path)
+        except CheckpointError:
             pass
+        detail = str(exc) if isinstance(exc, (CheckpointError, IKDiffuserError)) else f"{type(exc).__name__}: {exc}"
         raise StartupError(
             f"cannot load checkpoint {path} for robot {robot.name!r} (fingerprint {robot.fingerprint()}; "
-            f"checkpoint fingerprint {card_fp}): {exc}") from None
+            f"checkpoint fingerprint {card_fp}): {detail}") from None
 
 
 # ---------------------------------------------------------------------- the node
@@ -483,8 +491,9 @@ def main(args=None) -> int:
     try:
         try:
             node = IKDiffuserNode()
-        except StartupError as exc:
-            logger.error(f"cannot start: {exc}")
+        except Exception as exc:  # noqa: BLE001 - StartupError, or anything unforeseen: one line, exit 1
+            reason = str(exc) if isinstance(exc, StartupError) else f"unexpected {type(exc).__name__}: {exc}"
+            logger.error(f"cannot start: {' '.join(reason.split())}")
             return 1
         executor = MultiThreadedExecutor(num_threads=node.executor_threads)
         executor.add_node(node)

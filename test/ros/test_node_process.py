@@ -187,3 +187,56 @@ def test_shipped_baxter_model(ros_context):
                 proc.communicate()
         executor.shutdown()
         node.destroy_node()
+
+
+def _nan_weights(path):
+    from safetensors.torch import load_file, save_file
+
+    tensors = load_file(str(path / "model.safetensors"))
+    save_file({k: v.fill_(float("nan")) if k.startswith("denoiser.") else v for k, v in tensors.items()},
+              str(path / "model.safetensors"))
+
+
+def _card_edit(edit):
+    def apply(path):
+        card = json.loads((path / "card.json").read_text())
+        edit(card)
+        (path / "card.json").write_text(json.dumps(card))
+    return apply
+
+
+def _fifo_card(path):
+    import os
+
+    (path / "card.json").unlink()
+    os.mkfifo(path / "card.json")
+
+
+def _symlink_loop_weights(path):
+    import os
+
+    (path / "model.safetensors").unlink()
+    os.symlink(path / "loop", path / "model.safetensors")
+    os.symlink(path / "model.safetensors", path / "loop")
+
+
+@pytest.mark.parametrize("case,tamper,words", [
+    ("fifo_card", _fifo_card, ("card.json", "FIFO")),
+    ("nan_weights", _nan_weights, ("model.safetensors", "NaN")),
+    ("n_layers_1e7", _card_edit(lambda c: c["architecture"].update(n_layers=10**7)), ("architecture.n_layers",)),
+    ("num_train_steps_1e9", _card_edit(lambda c: c["schedule"].update(num_train_steps=10**9)),
+     ("schedule.num_train_steps",)),
+    ("symlink_loop", _symlink_loop_weights, ("model.safetensors", "symbolic links")),
+])
+def test_untrusted_checkpoint_is_one_clear_line_and_exit_1(tiny_baxter, tmp_path, case, tamper, words):
+    """Tampered checkpoints that once hung start-up (FIFO), were accepted (NaN weights) or died in
+    std::bad_alloc / MemoryError: now one error line naming the file and field, exit status 1."""
+    bad = tmp_path / case
+    shutil.copytree(tiny_baxter, bad)
+    tamper(bad)
+    res = run_installed(_args(robot="baxter", robot_description_timeout=0.0, model_path=str(bad)), timeout=90)
+    err = res.stdout + res.stderr
+    assert res.returncode == 1, err
+    assert err.count("[ERROR]") == 1 and "Traceback" not in err, err
+    line = next(x for x in err.splitlines() if "[ERROR]" in x)
+    assert all(w in line for w in words) and str(bad) in line, line
