@@ -160,14 +160,14 @@ class MoveItBridge:
         group = self.groups.get(req.group_name)
         if group is None:
             return self.fail(response, ErrorCode.INVALID_GROUP_NAME,
-                              f"unknown group {req.group_name!r}; groups: {sorted(self.groups)}")
+                             f"unknown group {req.group_name!r}; groups: {sorted(self.groups)}")
         # ---- poses and links (move_group's rules)
         vec = list(req.pose_stamped_vector)
         if len(vec) >= 2:
             links = list(req.ik_link_names)
             if len(links) != len(vec):
                 return self.fail(response, ErrorCode.INVALID_LINK_NAME,
-                                  f"{len(vec)} poses in pose_stamped_vector but {len(links)} ik_link_names")
+                                 f"{len(vec)} poses in pose_stamped_vector but {len(links)} ik_link_names")
             poses = vec
         else:
             poses = [vec[0] if vec else req.pose_stamped]
@@ -178,12 +178,12 @@ class MoveItBridge:
         for link in links:
             if link not in eng.tips:
                 return self.fail(response, ErrorCode.INVALID_LINK_NAME,
-                                  f"link {link!r} is not a tip of group {req.group_name!r} (tips: "
-                                  f"{list(group.tips)}, or frames rigidly attached to them)")
+                                 f"link {link!r} is not a tip of group {req.group_name!r} (tips: "
+                                 f"{list(group.tips)}, or frames rigidly attached to them)")
             ee = eng.tips[link][0]
             if ee not in {eng.tips[t][0] for t in group.tips}:
                 return self.fail(response, ErrorCode.INVALID_LINK_NAME,
-                                  f"link {link!r} is not a tip of group {req.group_name!r} (tips: {list(group.tips)})")
+                                 f"link {link!r} is not a tip of group {req.group_name!r} (tips: {list(group.tips)})")
         # ---- robot state: seed + other joints
         try:
             q_seed, passive, _ = eng.layout.from_joint_state(req.robot_state.joint_state, what="robot_state")
@@ -205,7 +205,7 @@ class MoveItBridge:
         timeout = min(timeout, cfg.max_timeout)
         if req.avoid_collisions and eng.checker is None:
             return self.fail(response, ErrorCode.NO_IK_SOLUTION,
-                              "avoid_collisions requested but exact collision checking is unavailable")
+                             "avoid_collisions requested but exact collision checking is unavailable")
         fixed = {i: float(q_seed[i]) for i in range(eng.n) if i not in set(group.joints)}
         objectives = {"seed": cfg.weight_seed} if cfg.weight_seed > 0 else {}
         if cfg.weight_joint_limits > 0:
