@@ -73,8 +73,20 @@ def sample_fk(robot, M: int, generator: torch.Generator, reject_self_collision: 
     return q_out, pos_out, rot_out
 
 
-def self_collision_fn(robot):
-    """``q (M, n) -> (M,) bool`` from :mod:`ikdiffuser_ros.collision.spheres` (imported lazily)."""
+def self_collision_fn(robot, method: str = "spheres"):
+    """``q (M, n) -> (M,) bool`` (True = in self collision).
+
+    ``method``: ``"spheres"`` (the differentiable sphere model; fast, conservative) or ``"fcl"`` (exact
+    FCL on the URDF meshes with the SRDF's disabled pairs; for robots whose sphere model flags
+    nearly every configuration).
+    """
+    if method == "fcl":
+        from ikdiffuser_ros.collision.fcl_checker import CollisionChecker
+
+        checker = CollisionChecker(robot)
+        return lambda q: torch.as_tensor(checker.check(q.double()).in_collision)
+    if method != "spheres":
+        raise ValueError(f"self-collision method must be 'spheres' or 'fcl', got {method!r}")
     try:
         from ikdiffuser_ros.collision.spheres import self_collision_mask
     except ImportError as exc:

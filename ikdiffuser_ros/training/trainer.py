@@ -86,8 +86,10 @@ class TrainConfig:
     p_keep_ee: float = 0.7
     #: probability that a constrained end effector is position-only.
     p_pos_only: float = 0.1
-    #: train only on configurations free of self collision (sphere model, conservative vs FCL).
+    #: train only on configurations free of self collision, by ``collision_filter``.
     reject_self_collision: bool = False
+    #: ``spheres`` (fast, conservative vs FCL) or ``fcl`` (exact; for robots the sphere model over-flags).
+    collision_filter: str = "spheres"
     # -- optimisation
     batch_size: int = 512
     lr: float = 1e-3
@@ -163,15 +165,14 @@ class BatchSource:
     """Training rows: q (M, n) and target poses (pos (M, E, 3), rot6d (M, E, 6)), float32.
 
     Either an in-memory table (``q``/``pos``/``rot6d`` given) sampled with replacement, or an
-    unlimited stream of fresh uniform joint samples + FK (``robot`` only; with
-    ``reject_self_collision`` only samples the sphere model finds free of self collision).
+    unlimited stream of fresh uniform joint samples + FK (``robot`` only; with ``collision_fn``
+    only samples it finds free of self collision).
     """
 
-    def __init__(self, robot, generator: torch.Generator, q=None, pos=None, rot6d=None,
-                 reject_self_collision: bool = False):
+    def __init__(self, robot, generator: torch.Generator, q=None, pos=None, rot6d=None, collision_fn=None):
         self.robot, self.generator = robot, generator
         self.q, self.pos, self.rot6d = q, pos, rot6d
-        self.reject_self_collision = reject_self_collision
+        self.collision_fn = collision_fn
 
     @property
     def size(self) -> int:
@@ -181,7 +182,8 @@ class BatchSource:
         if self.q is None:
             from ikdiffuser_ros.data.generate import sample_fk
 
-            return sample_fk(self.robot, B, self.generator, reject_self_collision=self.reject_self_collision)
+            return sample_fk(self.robot, B, self.generator, reject_self_collision=self.collision_fn is not None,
+                             collision_fn=self.collision_fn)
         idx = torch.randint(0, self.q.shape[0], (B,), generator=self.generator)
         return self.q[idx], self.pos[idx], self.rot6d[idx]
 
@@ -325,8 +327,9 @@ def _init_distributed(config: TrainConfig) -> tuple[int, int, torch.device]:
 
 def _data(config: TrainConfig, robot, data_gen: torch.Generator) -> tuple[BatchSource, dict, torch.Tensor]:
     """The batch source, its description for the card, and (M, E, 3) positions for the statistics."""
-    from ikdiffuser_ros.data.generate import load_shards, sample_fk
+    from ikdiffuser_ros.data.generate import load_shards, sample_fk, self_collision_fn
 
+    collision_fn = self_collision_fn(robot, config.collision_filter) if config.reject_self_collision else None
     if config.data_dir:
         shards = load_shards(config.data_dir, robot)
         source = BatchSource(robot, data_gen, shards["q"], shards["pos"], shards["rot6d"])
@@ -334,13 +337,13 @@ def _data(config: TrainConfig, robot, data_gen: torch.Generator) -> tuple[BatchS
                 "manifest_seed": shards["manifest"].get("seed")}
     elif config.dataset_size > 0:
         q, pos, rot6d = sample_fk(robot, config.dataset_size, torch.Generator().manual_seed(config.seed),
-                                  reject_self_collision=config.reject_self_collision)
+                                  reject_self_collision=collision_fn is not None, collision_fn=collision_fn)
         source = BatchSource(robot, data_gen, q, pos, rot6d)
         desc = {"source": "in-process uniform samples", "size": config.dataset_size}
     else:
-        source = BatchSource(robot, data_gen, reject_self_collision=config.reject_self_collision)
+        source = BatchSource(robot, data_gen, collision_fn=collision_fn)
         desc = {"source": "in-process fresh uniform samples per batch", "size": None}
-    desc["self_collision_free"] = bool(config.reject_self_collision)
+    desc["self_collision_free"] = config.collision_filter if config.reject_self_collision else False
     if source.size:
         return source, desc, source.pos[: 200_000]
     return source, desc, sample_fk(robot, 100_000, torch.Generator().manual_seed(config.seed + 1))[1]
