@@ -60,8 +60,10 @@ class SolverConfig:
     max_solutions: int = 10000
     #: Largest ``B * num_solutions`` of one call.
     max_rows: int = 200000
-    #: Default reverse steps (None = the sampler's default).
+    #: Default reverse steps (None = the checkpoint card's ``sampling.steps``, else 20).
     steps: int | None = None
+    #: Low-noise tail passes after the reverse steps (None = the card's ``sampling.tail_steps``, else 0).
+    tail_steps: int | None = None
     #: Guidance step size (normalized joint units, the range of every joint is [-1, 1]) and per-row
     #: gradient clip: each reverse step shifts the clean-sample estimate by at most
     #: ``guidance_scale * guidance_clip`` (objective weights set the balance between objectives).
@@ -325,17 +327,20 @@ class IKDiffuserSolver:
         timings["validate"] = time.monotonic() - t0
 
         # 3. sample
-        from ikdiffuser_ros.sampling.sampler import sample, targets_from_poses
+        from ikdiffuser_ros.sampling.sampler import default_sampling, sample, targets_from_poses
 
+        card_steps, card_tail = default_sampling(self.loaded)
+        sampling = dict(method=sampler, steps=steps or self.config.steps or card_steps,
+                        tail_steps=card_tail if self.config.tail_steps is None else self.config.tail_steps,
+                        guidance_scale=self.config.guidance_scale, guidance_clip=self.config.guidance_clip,
+                        deadline=deadline)
         if generator is None:
             generator = torch.Generator(device=dev).manual_seed(0 if random_seed is None else int(random_seed))
         t = time.monotonic()
         T_dev = T.to(dev)
         ee_pos, ee_rot6d = targets_from_poses(T_dev.float())
         q_raw = sample(self.loaded, ee_pos, ee_rot6d, target_mask.to(dev), position_only.to(dev), N,
-                       method=sampler, steps=steps if steps is not None else (self.config.steps or 20),
-                       generator=generator, guidance=cost, guidance_scale=self.config.guidance_scale,
-                       guidance_clip=self.config.guidance_clip, deadline=deadline)
+                       generator=generator, guidance=cost, **sampling)
         timings["sample"] = time.monotonic() - t
 
         # 4./5. refine and polish (float64)
@@ -354,10 +359,7 @@ class IKDiffuserSolver:
                 b_idx = failed // N
                 cost_sub = self._cost(objectives, None if seed_rows is None else seed_rows[failed], world, cost_fn)
                 q_new = sample(self.loaded, ee_pos[b_idx], ee_rot6d[b_idx], target_mask.to(dev)[b_idx],
-                               position_only.to(dev)[b_idx], 1, method=sampler,
-                               steps=steps if steps is not None else (self.config.steps or 20), generator=generator,
-                               guidance=cost_sub, guidance_scale=self.config.guidance_scale,
-                               guidance_clip=self.config.guidance_clip, deadline=deadline)
+                               position_only.to(dev)[b_idx], 1, generator=generator, guidance=cost_sub, **sampling)
                 r2 = refine_fn(self.robot, q_new.reshape(-1, n).to(torch.float64), T_rows[failed], mask_rows[failed],
                                po_rows[failed], self.config.refine, deadline)
                 take_new = r2.converged

@@ -271,6 +271,11 @@ def validate_card(card: dict, path: Path, robot) -> CardSpec:
         schedule.validate()
     except ValueError as exc:
         raise fail(f"schedule.{exc}") from None
+    sampling = section("sampling", {})
+    for key, lo, hi in (("steps", 1, 1000), ("tail_steps", 0, 100)):
+        value = sampling.get(key, lo)
+        if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+            raise fail(f"sampling.{key} = {value!r} must be an integer in [{lo}, {hi}]")
     return CardSpec(arch_type, config, schedule)
 
 

@@ -5,7 +5,8 @@ Stable API (used by the solver facade, objectives and refinement):
 - ``load_checkpoint(dir, robot, device) -> LoadedModel`` (:mod:`ikdiffuser_ros.model.checkpoint`);
 - ``sample(loaded, ee_pos, ee_rot6d, ee_mask, pos_only, num_solutions, method="ddim", steps=20,
   eta=0.0, generator=None, guidance=None, guidance_scale=1.0, guidance_clip=1.0) -> q (B, N, n)``;
-- ``targets_from_poses(T) -> (ee_pos, ee_rot6d)`` to build the inputs from (B, E, 4, 4) poses.
+- ``targets_from_poses(T) -> (ee_pos, ee_rot6d)`` to build the inputs from (B, E, 4, 4) poses;
+- ``default_sampling(loaded) -> (steps, tail_steps)``, the checkpoint card's recommended sampler.
 
 All B targets x N solutions are denoised as one batch of B*N rows (row ``b * N + k`` is solution k
 of target b). Each step, numbered as in diffusion_policy::
@@ -18,6 +19,13 @@ of target b). Each step, numbered as in diffusion_policy::
        x0_hat <- clamp(x0_hat - guidance_scale * g, -1, 1)
     4. x_{t_prev} = DDIM (eta) or DDPM (ancestral) update from (x_t, x0_hat); epsilon is re-derived from
        the clamped/guided x0_hat, so both samplers see the same clean-sample estimate.
+
+**Low-noise tail** (``tail_steps`` k > 0): after the S reverse steps, k more denoiser passes at the
+low timesteps ``round(linspace(TAIL_T_MAX, 0, k))``, each replacing the sample by its clean-sample
+estimate (steps 1-3, no re-noising). A denoiser with kinematic feedback has learned to remove small
+joint perturbations given where they put the end effectors, so these passes act as a learned,
+target-aware refinement: on panda after 8 000 training steps, 6 + 9 steps give a 6 mm median raw
+error where 20 plain DDIM steps give 32 mm (docs/training.md).
 
 The returned joints are denormalized and clamped to the robot's limits. All randomness comes from
 ``generator`` (a ``torch.Generator`` on the model's device), so a seeded generator makes ``sample``
@@ -37,6 +45,23 @@ from ikdiffuser_ros.model.feedback import FeedbackTargets
 from ikdiffuser_ros.model.schedule import ddim_step, ddpm_step
 
 GuidanceFn = Callable[[torch.Tensor], torch.Tensor]
+#: highest timestep of the low-noise tail.
+TAIL_T_MAX = 10
+#: sampler defaults for a card without a ``sampling`` section (older checkpoints).
+DEFAULT_STEPS, DEFAULT_TAIL_STEPS = 20, 0
+
+
+def default_sampling(loaded: LoadedModel) -> tuple[int, int]:
+    """(steps, tail_steps) recommended by the checkpoint card's ``sampling`` section."""
+    section = loaded.card.get("sampling", {}) if isinstance(loaded.card, dict) else {}
+    return int(section.get("steps", DEFAULT_STEPS)), int(section.get("tail_steps", DEFAULT_TAIL_STEPS))
+
+
+def tail_timesteps(k: int) -> list[int]:
+    """The k timesteps of the low-noise tail, descending from :data:`TAIL_T_MAX` to 0."""
+    if k <= 0:
+        return []
+    return torch.linspace(TAIL_T_MAX, 0, k, dtype=torch.float64).round().long().tolist()
 
 
 def targets_from_poses(T: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -52,7 +77,7 @@ def sample(loaded: LoadedModel, ee_pos: torch.Tensor, ee_rot6d: torch.Tensor, ee
            pos_only: torch.Tensor | None = None, num_solutions: int = 1, method: str = "ddim",
            steps: int | None = 20, eta: float = 0.0, generator: torch.Generator | None = None,
            guidance: GuidanceFn | None = None, guidance_scale: float = 1.0,
-           guidance_clip: float | None = 1.0, deadline: float | None = None) -> torch.Tensor:
+           guidance_clip: float | None = 1.0, deadline: float | None = None, tail_steps: int = 0) -> torch.Tensor:
     """Draw ``num_solutions`` joint configurations for each of B end-effector targets.
 
     Args:
@@ -71,6 +96,7 @@ def sample(loaded: LoadedModel, ee_pos: torch.Tensor, ee_rot6d: torch.Tensor, ee
         guidance_clip: per-row L2 clip of the guidance gradient (None = no clip).
         deadline: ``time.monotonic()`` value; once passed, no further reverse step starts and the
             last clean-sample estimate is returned (coarser samples, on time). None = no limit.
+        tail_steps: k passes of the low-noise tail after the reverse steps (module docstring).
     Returns:
         q: (B, N, n) float32 joint values within the robot's limits.
     """
@@ -96,11 +122,12 @@ def sample(loaded: LoadedModel, ee_pos: torch.Tensor, ee_rot6d: torch.Tensor, ee
         fb_targets = _feedback_targets(loaded, ee_pos, ee_rot6d, ee_mask, pos_only, N)
         x = torch.randn(B * N, n, generator=generator, device=dev, dtype=torch.float32)
         ts = schedule.timesteps(steps)
-        for i, t in enumerate(ts):
+        plan = [(t, ts[i + 1] if i + 1 < len(ts) else -1) for i, t in enumerate(ts)]
+        plan += [(t, None) for t in tail_timesteps(tail_steps)]  # None: replace x by the clean estimate
+        for i, (t, t_prev) in enumerate(plan):
             if i > 0 and deadline is not None and time.monotonic() > deadline:
                 x = x0  # out of time: the last clean-sample estimate
                 break
-            t_prev = ts[i + 1] if i + 1 < len(ts) else -1
             tt = torch.full((B * N,), t, dtype=torch.long, device=dev)
             # 1. predict the noise
             if fb_targets is None:
@@ -112,8 +139,10 @@ def sample(loaded: LoadedModel, ee_pos: torch.Tensor, ee_rot6d: torch.Tensor, ee
             # 3. guidance on the clean-sample estimate
             if guidance is not None:
                 x0 = _guide(x0, norm, guidance, guidance_scale, guidance_clip)
-            # 4. reverse update
-            if method == "ddim":
+            # 4. reverse update (or, in the tail, the clean estimate itself)
+            if t_prev is None:
+                x = x0
+            elif method == "ddim":
                 x = ddim_step(schedule, x, x0, t, t_prev, eta=eta, generator=generator)
             else:
                 x = ddpm_step(schedule, x, x0, t, t_prev, generator=generator)

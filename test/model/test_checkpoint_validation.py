@@ -92,6 +92,9 @@ CARD_CASES = {
     "schedule_kind": (lambda c: c["schedule"].update(kind="linear"), ("schedule.kind",)),
     "schedule_list": (lambda c: c.update(schedule=[1, 2]), ("schedule must be an object",)),
     "format_version_true": (lambda c: c.update(format_version=True), ("card.json", "format_version")),
+    "sampling_steps_0": (lambda c: c.update(sampling={"steps": 0}), ("card.json", "sampling.steps = 0")),
+    "sampling_tail_huge": (lambda c: c.update(sampling={"steps": 6, "tail_steps": 10**9}), ("sampling.tail_steps",)),
+    "sampling_list": (lambda c: c.update(sampling=[6]), ("sampling must be an object",)),
     "other_robot_fingerprint": (lambda c: c["robot"].update(fingerprint="0123456789abcdef"),
                                 ("0123456789abcdef", "fingerprint")),
 }

@@ -113,3 +113,19 @@ def test_passed_deadline_stops_after_one_step_with_the_clean_estimate(panda, mak
     assert len(calls) == 1
     # the exact predictor's clean estimate after one step is already x*
     torch.testing.assert_close(q, loaded.normalizer.denormalize_joints(x_star).expand(2, 3, 7), atol=1e-3, rtol=0)
+
+
+def test_low_noise_tail_keeps_a_fixed_point_and_follows_the_card(panda, make_loaded):
+    from ikdiffuser_ros.sampling.sampler import TAIL_T_MAX, default_sampling, tail_timesteps
+
+    ts = tail_timesteps(9)
+    assert ts[0] == TAIL_T_MAX and ts[-1] == 0 and ts == sorted(ts, reverse=True) and tail_timesteps(0) == []
+    loaded = make_loaded(panda)
+    assert default_sampling(loaded) == (20, 0)
+    loaded.card = {"sampling": {"steps": 6, "tail_steps": 9}}
+    assert default_sampling(loaded) == (6, 9)
+    x_star = torch.linspace(-0.8, 0.8, 7)
+    loaded.denoiser = _ExactPointDenoiser(loaded.schedule, x_star)
+    pos, rot6d = _targets(panda, 2)
+    q = sample(loaded, pos, rot6d, num_solutions=3, steps=4, tail_steps=5, generator=torch.Generator().manual_seed(1))
+    torch.testing.assert_close(q, loaded.normalizer.denormalize_joints(x_star).expand(2, 3, 7), atol=1e-5, rtol=0)
