@@ -1,16 +1,23 @@
 """Held-out evaluation of a checkpoint and its README model card.
 
 ``python -m ikdiffuser_ros.training.model_card CHECKPOINT_DIR [--robot NAME] [--write-readme]``
+``python -m ikdiffuser_ros.training.model_card RUN_DIR --ship models/<robot> [--steps S --tail-steps K] [--force]``
 
-Metrics are of *raw* samples (DDIM, 20 steps, no guidance, no refinement) on held-out targets: the
-FK of joint configurations drawn uniformly within the limits with seed 2_000_003 (the training
-streams use other seeds). Errors per target are the worst over its constrained end effectors.
+Metrics are of *raw* samples (the card's sampler: DDIM steps + low-noise tail, no guidance, no
+refinement; and plain DDIM-20 for comparison across models) on held-out targets: the FK of joint
+configurations drawn uniformly within the limits with seed 2_000_003 (the training streams use other
+seeds). Errors per target are the worst over its constrained end effectors.
+
+``--ship`` copies a training run's checkpoint into ``models/<robot>`` with its sampler defaults and
+its learning curve, but only if its held-out median position error beats the shipped one's
+(``--force`` to replace anyway, e.g. for a new architecture whose numbers are not comparable).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import time
 from pathlib import Path
 
@@ -45,22 +52,28 @@ def _stats(dp_m: torch.Tensor, dr_rad: torch.Tensor) -> dict:
 
 @torch.no_grad()
 def evaluate_checkpoint(directory, robot, num_targets: int = 1000, best_of: int = 16, best_of_targets: int = 100,
-                        steps: int = 20, seed: int = 0) -> dict:
-    """Raw-sample accuracy of a checkpoint: all EEs, each EE alone (E > 1), best of N, and timing."""
+                        seed: int = 0) -> dict:
+    """Raw-sample accuracy of a checkpoint with its card's sampler: all EEs, each EE alone (E > 1), best
+    of N, self-collision-free share, timing; and all EEs with plain DDIM-20."""
     from ikdiffuser_ros.data.generate import sample_fk
     from ikdiffuser_ros.kinematics.transforms import pose_errors
     from ikdiffuser_ros.model.checkpoint import load_checkpoint
-    from ikdiffuser_ros.sampling.sampler import sample, targets_from_poses
+    from ikdiffuser_ros.sampling.sampler import default_sampling, sample, targets_from_poses
 
     loaded = load_checkpoint(directory, robot)
+    steps, tail = default_sampling(loaded)
     E = len(robot.end_effectors)
     q_ref = sample_fk(robot, num_targets, torch.Generator().manual_seed(HELD_OUT_SEED))[0].double()
     T_ref = robot.fk(q_ref)
     pos, rot6d = targets_from_poses(T_ref.float())
     gen = lambda: torch.Generator().manual_seed(seed)  # noqa: E731
-    out: dict = {"sampler": f"ddim-{steps}", "held_out_seed": HELD_OUT_SEED}
+    out: dict = {"sampler": f"ddim-{steps}" + (f" + tail-{tail}" if tail else ""), "held_out_seed": HELD_OUT_SEED}
+    kw = dict(steps=steps, tail_steps=tail)
 
-    q = sample(loaded, pos, rot6d, num_solutions=1, steps=steps, generator=gen())[:, 0]
+    q = sample(loaded, pos, rot6d, num_solutions=1, steps=20, generator=gen())[:, 0]
+    dp, dr = pose_errors(robot.fk(q.double()), T_ref)
+    out["all_end_effectors_ddim20"] = _stats(dp.amax(-1), dr.amax(-1))
+    q = sample(loaded, pos, rot6d, num_solutions=1, generator=gen(), **kw)[:, 0]
     dp, dr = pose_errors(robot.fk(q.double()), T_ref)
     out["all_end_effectors"] = _stats(dp.amax(-1), dr.amax(-1))
     out["self_collision_free_share"] = self_collision_free_share(robot, q[:200])
@@ -70,21 +83,21 @@ def evaluate_checkpoint(directory, robot, num_targets: int = 1000, best_of: int 
         for e, link in enumerate(robot.end_effectors):
             mask = torch.zeros(num_targets, E, dtype=torch.bool)
             mask[:, e] = True
-            q = sample(loaded, pos, rot6d, mask, num_solutions=1, steps=steps, generator=gen())[:, 0]
+            q = sample(loaded, pos, rot6d, mask, num_solutions=1, generator=gen(), **kw)[:, 0]
             dp, dr = pose_errors(robot.fk(q.double()), T_ref)
             out["single_end_effector"][link] = _stats(dp[:, e], dr[:, e])
     K = min(best_of_targets, num_targets)
-    q = sample(loaded, pos[:K], rot6d[:K], num_solutions=best_of, steps=steps, generator=gen())
+    q = sample(loaded, pos[:K], rot6d[:K], num_solutions=best_of, generator=gen(), **kw)
     dp, dr = pose_errors(robot.fk(q.double()), T_ref[:K, None])
     dp, dr = dp.amax(-1), dr.amax(-1)  # (K, N)
     best = (dp + 0.1 * dr).argmin(1)  # 1 deg ~ 1.7 mm
     idx = torch.arange(K)
     out[f"best_of_{best_of}"] = _stats(dp[idx, best], dr[idx, best])
     t0 = time.perf_counter()
-    sample(loaded, pos[:1], rot6d[:1], num_solutions=32, steps=steps, generator=gen())
+    sample(loaded, pos[:1], rot6d[:1], num_solutions=32, generator=gen(), **kw)
     out["time_1_target_32_solutions_s"] = round(time.perf_counter() - t0, 3)
     t0 = time.perf_counter()
-    sample(loaded, pos[:1], rot6d[:1], num_solutions=1000, steps=steps, generator=gen())
+    sample(loaded, pos[:1], rot6d[:1], num_solutions=1000, generator=gen(), **kw)
     out["time_1000_samples_s"] = round(time.perf_counter() - t0, 3)
     out["torch_threads"] = torch.get_num_threads()
     return out
@@ -138,6 +151,8 @@ def readme(card: dict, metrics: dict, reproduce: str) -> str:
                      f"{m['rot_deg_p90']:.2f} | {m['num_targets']} |")
 
     row("all end effectors, 1 sample", allm)
+    if "all_end_effectors_ddim20" in metrics:
+        row("all end effectors, 1 sample, plain DDIM-20 (no tail)", metrics["all_end_effectors_ddim20"])
     for link, m in metrics.get("single_end_effector", {}).items():
         row(f"`{link}` only, 1 sample", m)
     for k, m in metrics.items():
@@ -191,6 +206,38 @@ def _architecture(card: dict) -> str:
             "position-only targets zero the rotation and add a learned flag.")
 
 
+def ship(run_dir: Path, dest: Path, steps: int, tail_steps: int, force: bool, num_targets: int) -> dict | None:
+    """Copy a run's checkpoint to ``dest`` with sampler defaults and learning curve if it beats the shipped one.
+
+    Returns its :func:`evaluate_checkpoint` metrics if shipped, else None.
+    """
+    from ikdiffuser_ros.robots import load_robot
+    from ikdiffuser_ros.training.learning_curve import CURVE_FILE
+
+    card = json.loads((run_dir / "card.json").read_text())
+    card["sampling"] = {"steps": steps, "tail_steps": tail_steps}
+    staging = dest.with_name(dest.name + ".staging")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    shutil.copy(run_dir / "model.safetensors", staging)
+    (staging / "card.json").write_text(json.dumps(card, indent=2) + "\n")
+    metrics = evaluate_checkpoint(staging, load_robot(card["robot"]["name"]), num_targets=num_targets)
+    new = metrics["all_end_effectors"]["pos_mm_median"]
+    old_eval = dest / "eval.json"
+    old = json.loads(old_eval.read_text())["all_end_effectors"]["pos_mm_median"] if old_eval.is_file() else None
+    if old is not None and new >= old and not force:
+        print(f"not shipped: held-out median {new:.1f} mm does not beat the shipped {old:.1f} mm")
+        shutil.rmtree(staging)
+        return None
+    curve = (dest / CURVE_FILE).read_text() if (dest / CURVE_FILE).is_file() and card["training"].get(
+        "cumulative", {}).get("runs", 1) > 1 else ""
+    (staging / CURVE_FILE).write_text(curve + (run_dir / "metrics.jsonl").read_text())
+    shutil.rmtree(dest, ignore_errors=True)
+    staging.rename(dest)
+    print(f"shipped {run_dir} -> {dest}: held-out median {new:.1f} mm (was {old})")
+    return metrics
+
+
 def main(argv=None) -> int:
     from ikdiffuser_ros.robots import load_robot
 
@@ -200,11 +247,20 @@ def main(argv=None) -> int:
     ap.add_argument("--num-targets", type=int, default=1000)
     ap.add_argument("--write-readme", action="store_true")
     ap.add_argument("--reproduce", default=None, help="command line to put in the README")
+    ap.add_argument("--ship", type=Path, help="copy the run CHECKPOINT into this models/<robot> folder if it is better")
+    ap.add_argument("--steps", type=int, default=20, help="--ship: the card's default DDIM steps")
+    ap.add_argument("--tail-steps", type=int, default=0, help="--ship: the card's default low-noise tail passes")
+    ap.add_argument("--force", action="store_true", help="--ship even if the held-out error is not better")
     args = ap.parse_args(argv)
     d = Path(args.checkpoint)
+    if args.ship:
+        metrics = ship(d, args.ship, args.steps, args.tail_steps, args.force, args.num_targets)
+        if metrics is None:
+            return 1
+        d, args.write_readme = args.ship, True
     card = json.loads((d / "card.json").read_text())
-    robot = load_robot(args.robot or card["robot"]["name"])
-    metrics = evaluate_checkpoint(d, robot, num_targets=args.num_targets)
+    if not args.ship:
+        metrics = evaluate_checkpoint(d, load_robot(args.robot or card["robot"]["name"]), num_targets=args.num_targets)
     print(json.dumps(metrics, indent=2))
     if args.write_readme:
         (d / "eval.json").write_text(json.dumps(metrics, indent=2) + "\n")

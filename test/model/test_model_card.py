@@ -1,18 +1,42 @@
+import json
+
 from ikdiffuser_ros.model.checkpoint import save_checkpoint
 from ikdiffuser_ros.model.schedule import ScheduleConfig
-from ikdiffuser_ros.training.model_card import evaluate_checkpoint, readme
+from ikdiffuser_ros.training.learning_curve import CURVE_FILE
+from ikdiffuser_ros.training.model_card import evaluate_checkpoint, main, readme
+from ikdiffuser_ros.training.trainer import TrainConfig, train
 
 
 def test_evaluate_and_readme(tmp_path, baxter, make_loaded):
     loaded = make_loaded(baxter)
     save_checkpoint(tmp_path, loaded.denoiser, loaded.normalizer, ScheduleConfig(num_train_steps=20), baxter,
                     {"training": {"steps": 3, "batch_size": 8, "samples_seen": 24, "parameters": 1,
-                                  "command": "ikdiffuser train --robot baxter"}})
-    m = evaluate_checkpoint(tmp_path, baxter, num_targets=20, best_of=4, best_of_targets=5, steps=3)
-    assert m["all_end_effectors"]["num_targets"] == 20
+                                  "command": "ikdiffuser train --robot baxter"},
+                     "sampling": {"steps": 3, "tail_steps": 2}})
+    m = evaluate_checkpoint(tmp_path, baxter, num_targets=20, best_of=4, best_of_targets=5)
+    assert m["sampler"] == "ddim-3 + tail-2"
+    assert m["all_end_effectors"]["num_targets"] == m["all_end_effectors_ddim20"]["num_targets"] == 20
     assert set(m["single_end_effector"]) == set(baxter.end_effectors)
     assert m["best_of_4"]["pos_mm_median"] <= m["best_of_4"]["pos_mm_p90"]
-    import json
+    assert 0.0 <= m["self_collision_free_share"] <= 1.0
 
     text = readme(json.loads((tmp_path / "card.json").read_text()), m, "ikdiffuser train --robot baxter")
     assert "Not met" in text and "ikdiffuser train --robot baxter" in text and "left_gripper" in text
+    assert "total training" in text
+
+
+def test_ship_only_when_better(tmp_path):
+    run = tmp_path / "run"
+    train(TrainConfig.preset("tiny", robot="panda", architecture="mlp", d_model=32, n_blocks=1, max_steps=10,
+                             eval_every=10, out_dir=str(run)), progress=False)
+    dest = tmp_path / "models" / "panda"
+    assert main([str(run), "--ship", str(dest), "--steps", "3", "--tail-steps", "2"]) == 0
+    card = json.loads((dest / "card.json").read_text())
+    assert card["sampling"] == {"steps": 3, "tail_steps": 2}
+    assert {"README.md", "eval.json", CURVE_FILE, "model.safetensors"} <= {p.name for p in dest.iterdir()}
+    # the same run again is not better: refused, the shipped folder untouched; --force replaces it
+    before = (dest / "eval.json").read_text()
+    assert main([str(run), "--ship", str(dest), "--steps", "3", "--tail-steps", "2"]) == 1
+    assert (dest / "eval.json").read_text() == before and not (dest.parent / "panda.staging").exists()
+    assert main([str(run), "--ship", str(dest), "--steps", "4", "--force"]) == 0
+    assert json.loads((dest / "card.json").read_text())["sampling"] == {"steps": 4, "tail_steps": 0}
