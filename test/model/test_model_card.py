@@ -18,7 +18,7 @@ def test_evaluate_and_readme(tmp_path, baxter, make_loaded):
     assert m["all_end_effectors"]["num_targets"] == m["all_end_effectors_ddim20"]["num_targets"] == 20
     assert set(m["single_end_effector"]) == set(baxter.end_effectors)
     assert m["best_of_4"]["pos_mm_median"] <= m["best_of_4"]["pos_mm_p90"]
-    assert 0.0 <= m["self_collision_free_share"] <= 1.0
+    assert 0.0 <= m["self_collision_free_share"] <= 1.0 and 0.0 <= m["self_collision_free_share_feasible_targets"] <= 1.0
 
     text = readme(json.loads((tmp_path / "card.json").read_text()), m, "ikdiffuser train --robot baxter")
     assert "Not met" in text and "ikdiffuser train --robot baxter" in text and "left_gripper" in text
