@@ -196,7 +196,8 @@ def readme(card: dict, metrics: dict, reproduce: str) -> str:
         "",
         "## Reproduce",
         "```bash",
-        reproduce,
+        f"OMP_NUM_THREADS=1 {reproduce}",
+        *_ship_line(card),
         "```",
         f"Training command as recorded: `{tr.get('command', '?')}` (config `config/training/{r.get('name')}.yaml` "
         "is the default for `--config`). CPU timing makes the number of steps in a wall-clock budget vary; "
@@ -204,6 +205,15 @@ def readme(card: dict, metrics: dict, reproduce: str) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def _ship_line(card: dict) -> list[str]:
+    """The ``--ship`` command that put this checkpoint into models/ (with its sampler defaults)."""
+    sampling, out = card.get("sampling"), card.get("training", {}).get("config", {}).get("out_dir")
+    if not sampling or not out:
+        return []
+    return [f"python -m ikdiffuser_ros.training.model_card {out} --ship models/{card['robot']['name']} "
+            f"--steps {sampling['steps']} --tail-steps {sampling.get('tail_steps', 0)} --num-targets 1000"]
 
 
 def _pct(x: float | None) -> str:
