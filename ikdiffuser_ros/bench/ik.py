@@ -70,14 +70,19 @@ def _versions() -> dict[str, str]:
 
 def _pipelines(args: argparse.Namespace, model, name: str, notes: list[str]) -> list:
     """The batched pipelines asked for: the shipped model (if any) and the uniform ablation."""
+    from ikdiffuser_ros.model.checkpoint import read_card
     from ikdiffuser_ros.solver import IKDiffuserSolver, SolverConfig
 
     out = []
     if "ikdiffuser" in args.solvers:
         path = args.models / name
         if (path / "card.json").is_file():
-            out.append(PriorPipeline(IKDiffuserSolver.from_checkpoint(path, robot=model, device=args.device),
-                                     args.steps))
+            pipeline = PriorPipeline(IKDiffuserSolver.from_checkpoint(path, robot=model, device=args.device),
+                                     args.steps)
+            card = read_card(path)
+            pipeline.description += (f"; model {path.name}: {card.get('architecture', {}).get('type')}, "
+                                      f"{card.get('training', {}).get('steps')} training steps")
+            out.append(pipeline)
         else:
             notes.append(f"ikdiffuser: skipped, no model in {path}")
     if "uniform+LM" in args.solvers:

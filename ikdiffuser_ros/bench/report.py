@@ -159,7 +159,7 @@ def plot(report: dict, out_dir: Path) -> list[Path]:
     ax.set(yscale="log", ylabel="distinct self-collision-free solutions / s",
            title="many solutions per target (bars: self-collision-free; black ticks: also scene-free)")
     ax.title.set_fontsize(9)
-    ax.legend(fontsize=7, ncol=2)
+    ax.legend(fontsize=7, ncol=len(solvers), loc="upper center", bbox_to_anchor=(0.5, -0.08), frameon=False)
     fig.tight_layout()
     free_png = out_dir / PLOT_FREE
     fig.savefig(free_png, dpi=110)
