@@ -166,6 +166,10 @@ def load_solver(robot, path: Path, device: str):
 
 
 # ---------------------------------------------------------------------- the node
+#: CPython thread switch interval of the node's process [s] (see IKDiffuserNode.__init__).
+GIL_SWITCH_INTERVAL_S = 0.0002
+
+
 class IKDiffuserNode(Node):
     """See the module docstring. Raises :class:`StartupError` from ``__init__`` when it cannot start."""
 
@@ -173,6 +177,11 @@ class IKDiffuserNode(Node):
         """``kwargs`` go to rclpy's Node (context, parameter_overrides, ...); ``solver_factory(robot,
         checkpoint_path, device)`` replaces :func:`load_solver` (embedding, tests)."""
         super().__init__(node_name, **kwargs)
+        # The solver thread makes thousands of short torch calls, each releasing and retaking the GIL.
+        # With CPython's default 5 ms switch interval, a Python-busy thread (scene callbacks under a
+        # flood of planning-scene messages) makes every retake wait up to 5 ms: a 0.3 s solve grew past
+        # its 2 s budget. 0.2 ms keeps the solver's share fair (test_scene_flood_during_solves).
+        sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
         try:
             self.config = declare_parameters(self)
         except ValueError as exc:
