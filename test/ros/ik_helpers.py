@@ -19,6 +19,23 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[2]
 
 
+def shipped_model_for(robot: str) -> bool:
+    """True if the package's models/ holds a checkpoint whose card fingerprint matches ``robot``."""
+    import json
+
+    from ikdiffuser_ros.robots import load_robot
+    from ikdiffuser_ros.ros.ik_node import _card_fingerprint, candidate_checkpoints
+
+    fp = load_robot(robot).fingerprint()
+    for folder in candidate_checkpoints():
+        try:
+            if _card_fingerprint(json.loads((folder / "card.json").read_text())) == fp:
+                return True
+        except (OSError, ValueError):
+            pass
+    return False
+
+
 def train_tiny(robot: str, out_dir: Path, steps: int = 60) -> Path:
     """A tiny checkpoint for ``robot`` in ``out_dir`` (model.safetensors + card.json)."""
     from ikdiffuser_ros.training.trainer import TrainConfig, train

@@ -34,7 +34,7 @@ from rclpy.executors import SingleThreadedExecutor  # noqa: E402
 
 from ik_helpers import (  # noqa: E402
     INVALID_KINDS, box_object, grid_mesh, installed_executable, invalid_object, mesh_object, pose_stamped,
-    spin_until, train_tiny,
+    shipped_model_for, spin_until, train_tiny,
 )
 
 pytest.importorskip("moveit_msgs.msg", reason="moveit_msgs not built: run `make setup`")
@@ -49,19 +49,6 @@ BURST = 50
 RSS_LIMIT_MB = 1536.0
 REPORT: dict = {}
 
-
-def _shipped_baxter() -> bool:
-    from ikdiffuser_ros.robots import load_robot
-    from ikdiffuser_ros.ros.ik_node import _card_fingerprint, candidate_checkpoints
-
-    fp = load_robot("baxter").fingerprint()
-    for folder in candidate_checkpoints():
-        try:
-            if _card_fingerprint(json.loads((folder / "card.json").read_text())) == fp:
-                return True
-        except (OSError, ValueError):
-            pass
-    return False
 
 
 def rss_mb(pid: int) -> float:
@@ -111,7 +98,7 @@ def proc(ros_context, tmp_path_factory):
     if not installed_executable().is_file():
         pytest.skip("install tree missing: run `make setup`")
     params = dict(robot="baxter", robot_description_timeout=0.0, torch_threads=1, sampler_steps=6)
-    if not _shipped_baxter():
+    if not shipped_model_for("baxter"):
         params["model_path"] = str(train_tiny("baxter", tmp_path_factory.getbasetemp() / "tiny_baxter"))
     args = ["--ros-args", "-r", f"__node:={NODE}"] + [a for k, v in params.items() for a in ("-p", f"{k}:={v}")]
     p = Proc(args)

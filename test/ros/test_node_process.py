@@ -19,7 +19,9 @@ import rclpy  # noqa: E402
 from rclpy.executors import SingleThreadedExecutor  # noqa: E402
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy  # noqa: E402
 
-from ik_helpers import installed_executable, pose_stamped, run_installed, spin_until, train_tiny  # noqa: E402
+from ik_helpers import (  # noqa: E402
+    installed_executable, pose_stamped, run_installed, shipped_model_for, spin_until, train_tiny,
+)
 
 
 @pytest.fixture(scope="module")
@@ -133,23 +135,11 @@ def test_bad_parameter_is_refused_with_a_reason(tiny_baxter):
     assert "default_num_solutions" in err and "Traceback" not in err, err
 
 
-def _shipped_baxter() -> bool:
-    from ikdiffuser_ros.ros.ik_node import _card_fingerprint, candidate_checkpoints
-
-    fp = _fingerprint()
-    for folder in candidate_checkpoints():
-        try:
-            if _card_fingerprint(json.loads((folder / "card.json").read_text())) == fp:
-                return True
-        except (OSError, ValueError):
-            pass
-    return False
-
 
 def test_shipped_baxter_model(ros_context):
     """The installed node finds the shipped baxter checkpoint by fingerprint (no model_path) and
     answers 1 target x 32 solutions for both arms within tolerance (at least 8 pass)."""
-    if not _shipped_baxter():
+    if not shipped_model_for("baxter"):
         pytest.skip("no shipped baxter checkpoint in models/")
     from ikdiffuser_ros.msg import IKTarget
     from ikdiffuser_ros.robots import load_robot
