@@ -161,6 +161,24 @@ else
   stamp_write colcon-main "$main_hash"
 fi
 
+# build_test_ws STAMP SRC_DIR MARKER_PKG "DESCRIPTION" "NOTE": colcon-build the packages under SRC_DIR into
+# test_ws/install unless the stamp (hash of SRC_DIR's files + requirements/ros.txt) and MARKER_PKG's
+# package.xml show they are up to date. Unoptimised: test-only messages compile much faster at -O0.
+build_test_ws() {
+  local stamp="$1" src="$2" marker="$3" desc="$4" note="$5" hash
+  hash="$(hash_files $(find "$src" -type f | sort) requirements/ros.txt)"
+  if stamp_ok "$stamp" "$hash" && [ -f "test_ws/install/$marker/share/$marker/package.xml" ]; then
+    log "test_ws/install ($desc) up to date"
+    return
+  fi
+  log "colcon build: $src -> test_ws/install $note"
+  colcon --log-base test_ws/log build --base-paths "$src" \
+      --build-base test_ws/build --install-base test_ws/install \
+      --event-handlers parallel_status- \
+      --cmake-args "${CMAKE_ARGS[@]/-DCMAKE_BUILD_TYPE=Release/-DCMAKE_BUILD_TYPE=}"
+  stamp_write "$stamp" "$hash"
+}
+
 # Test-only MoveIt interfaces. A system with MoveIt installed (and sourced)
 # uses its real moveit_msgs; the copy in test/interfaces is only built when no
 # moveit_msgs other than our own test_ws one is importable.
@@ -168,34 +186,13 @@ real_moveit="$("$VPY" -c 'import moveit_msgs, os; print(os.path.dirname(moveit_m
 if [ -n "$real_moveit" ] && [[ "$real_moveit" != "$ROOT/test_ws/"* ]]; then
   log "using the installed moveit_msgs ($real_moveit); not building test/interfaces"
 else
-  ti_hash="$(hash_files $(find test/interfaces -type f | sort) requirements/ros.txt)"
-  if stamp_ok colcon-test-ws "$ti_hash" && [ -f test_ws/install/moveit_msgs/share/moveit_msgs/package.xml ]; then
-    log "test_ws/install (moveit_msgs, octomap_msgs, object_recognition_msgs) up to date"
-  else
-    # unoptimised: test-only messages, and the generated code compiles much faster at -O0
-    log "colcon build: test/interfaces -> test_ws/install (a few minutes the first time)"
-    colcon --log-base test_ws/log build --base-paths "$ROOT/test/interfaces" \
-        --build-base test_ws/build --install-base test_ws/install \
-        --event-handlers parallel_status- \
-        --cmake-args "${CMAKE_ARGS[@]/-DCMAKE_BUILD_TYPE=Release/-DCMAKE_BUILD_TYPE=}"
-    stamp_write colcon-test-ws "$ti_hash"
-  fi
+  build_test_ws colcon-test-ws "$ROOT/test/interfaces" moveit_msgs \
+    "moveit_msgs, octomap_msgs, object_recognition_msgs" "(a few minutes the first time)"
 fi
 
 # Interface packages launch_ros needs (composition_interfaces), from source: no wheel exists.
 if [ -d "$LAUNCH_WHEELS" ] && [ -d "$ROS_SRC" ]; then
-  src_hash="$(hash_files $(find "$ROS_SRC" -type f | sort) requirements/ros.txt)"
-  if stamp_ok colcon-ros-src "$src_hash" \
-      && [ -f test_ws/install/composition_interfaces/share/composition_interfaces/package.xml ]; then
-    log "test_ws/install (composition_interfaces) up to date"
-  else
-    log "colcon build: $ROS_SRC -> test_ws/install"
-    colcon --log-base test_ws/log build --base-paths "$ROS_SRC" \
-        --build-base test_ws/build --install-base test_ws/install \
-        --event-handlers parallel_status- \
-        --cmake-args "${CMAKE_ARGS[@]/-DCMAKE_BUILD_TYPE=Release/-DCMAKE_BUILD_TYPE=}"
-    stamp_write colcon-ros-src "$src_hash"
-  fi
+  build_test_ws colcon-ros-src "$ROS_SRC" composition_interfaces composition_interfaces ""
 elif [ -d "$LAUNCH_WHEELS" ]; then
   warn "no $ROS_SRC: launch_ros cannot import without composition_interfaces"
 fi
