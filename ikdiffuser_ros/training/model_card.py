@@ -48,20 +48,21 @@ def _share(free: torch.Tensor | None) -> float | None:
 
 
 @torch.no_grad()
-def collision_metrics(loaded, robot, q_ref: torch.Tensor, kw: dict, gen) -> dict:
-    """Self-collision-free share (exact FCL) of raw samples for 200 held-out targets, of the targets'
-    own configurations, and of raw samples for targets whose configuration is itself free (feasible)."""
+def collision_metrics(loaded, robot, q_ref: torch.Tensor, q_raw: torch.Tensor, kw: dict, gen) -> dict:
+    """Self-collision-free share (exact FCL) of the raw samples ``q_raw`` (K, n) already drawn for the
+    held-out targets of ``q_ref`` (K, n) (first 200), of the targets' own configurations, and of raw
+    samples for targets whose configuration is itself free (feasible)."""
     from ikdiffuser_ros.sampling.sampler import sample, targets_from_poses
 
     free_ref = fcl_free(robot, q_ref[:400])
     if free_ref is None:
         return {}
-    out = {"uniform_self_collision_free_share": _share(free_ref[:200])}
-    for key, q in (("self_collision_free_share", q_ref[:200]), ("self_collision_free_share_feasible_targets",
-                                                                q_ref[:400][free_ref][:200])):
-        pos, rot6d = targets_from_poses(robot.fk(q).float())
-        out[key] = _share(fcl_free(robot, sample(loaded, pos, rot6d, num_solutions=1, generator=gen(), **kw)[:, 0]))
-    return out
+    feasible = q_ref[:400][free_ref][:200]
+    pos, rot6d = targets_from_poses(robot.fk(feasible).float())
+    q_feasible = sample(loaded, pos, rot6d, num_solutions=1, generator=gen(), **kw)[:, 0]
+    return {"uniform_self_collision_free_share": _share(free_ref[:200]),
+            "self_collision_free_share": _share(fcl_free(robot, q_raw[:200])),
+            "self_collision_free_share_feasible_targets": _share(fcl_free(robot, q_feasible))}
 
 
 def _stats(dp_m: torch.Tensor, dr_rad: torch.Tensor) -> dict:
@@ -97,7 +98,7 @@ def evaluate_checkpoint(directory, robot, num_targets: int = 1000, best_of: int 
     q = sample(loaded, pos, rot6d, num_solutions=1, generator=gen(), **kw)[:, 0]
     dp, dr = pose_errors(robot.fk(q.double()), T_ref)
     out["all_end_effectors"] = _stats(dp.amax(-1), dr.amax(-1))
-    out.update(collision_metrics(loaded, robot, q_ref, kw, gen))
+    out.update(collision_metrics(loaded, robot, q_ref, q, kw, gen))
     if E > 1:
         out["single_end_effector"] = {}
         for e, link in enumerate(robot.end_effectors):
