@@ -126,7 +126,7 @@ def evaluate_checkpoint(directory, robot, num_targets: int = 1000, best_of: int 
 
 def readme(card: dict, metrics: dict, reproduce: str) -> str:
     """Markdown model card from ``card.json`` and :func:`evaluate_checkpoint` metrics."""
-    a, r, tr = card["architecture"], card["robot"], card.get("training", {})
+    r, tr = card["robot"], card.get("training", {})
     allm = metrics["all_end_effectors"]
     goal_mm, goal_deg = raw_goal(len(r["end_effectors"]))
     ok = allm["pos_mm_median"] <= goal_mm and allm["rot_deg_median"] <= goal_deg
