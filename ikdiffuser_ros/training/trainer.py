@@ -45,7 +45,7 @@ import torch.nn.functional as F
 
 from ikdiffuser_ros.model.checkpoint import LoadedModel, hardware_info, save_checkpoint
 from ikdiffuser_ros.model.denoiser import DenoiserConfig, IKDenoiser
-from ikdiffuser_ros.model.feedback import FeedbackTargets
+from ikdiffuser_ros.model.feedback import FeedbackTargets, KinematicFeedback
 from ikdiffuser_ros.model.mlp_denoiser import IKMLPDenoiser, MLPDenoiserConfig
 from ikdiffuser_ros.model.normalizer import Normalizer
 from ikdiffuser_ros.model.schedule import NoiseSchedule, ScheduleConfig
@@ -375,7 +375,6 @@ def cumulative_training(card: dict) -> dict:
 def _setup(config: TrainConfig, resume: bool) -> _Run:
     """Robot, data, normalizer, model, EMA, optimizer, warm start or resume."""
     from ikdiffuser_ros.data.generate import sample_fk
-    from ikdiffuser_ros.model.feedback import KinematicFeedback
     from ikdiffuser_ros.robots import load_robot
 
     if config.max_steps is None and config.max_minutes is None:
