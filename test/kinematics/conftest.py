@@ -13,7 +13,6 @@ from __future__ import annotations
 import functools
 
 import pytest
-import torch
 
 from ikdiffuser_ros.robots import robot_config
 from kinref import pk_serial_chain
@@ -45,8 +44,5 @@ def pk_chain():
 
 
 @pytest.fixture(autouse=True, scope="package")
-def _single_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+def _single_thread(one_torch_thread_session):
+    """One torch thread (``one_torch_thread_session`` of test/conftest.py)."""

@@ -17,6 +17,9 @@ from ikdiffuser_ros.collision.world import (AllowedCollisionMatrix, AttachedObje
 from ikdiffuser_ros.errors import InvalidRequestError
 from ikdiffuser_ros.robots import available_robots, load_robot
 
+# one torch thread (test/conftest.py), in place before the module-scoped sphere model
+pytestmark = pytest.mark.usefixtures("one_torch_thread_session")
+
 
 @pytest.fixture(scope="module")
 def panda_spheres(panda):

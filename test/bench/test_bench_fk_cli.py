@@ -6,6 +6,8 @@ import json
 
 import pytest
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread_session")  # small tensors: one torch thread
+
 
 def _json_from_stdout(out: str) -> dict:
     return json.loads(out[out.index("\n{") + 1:])

@@ -1,4 +1,5 @@
-"""Helpers shared by the solver tests (a unique module name: ``conftest`` is ambiguous on sys.path)."""
+"""Helpers shared by the solver, sampling and collision tests (a unique module name: ``conftest`` is ambiguous
+on sys.path). Importable from every test folder: test/ is on sys.path (see test/conftest.py)."""
 
 from __future__ import annotations
 
