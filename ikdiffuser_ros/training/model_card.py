@@ -72,68 +72,128 @@ def _stats(dp_m: torch.Tensor, dr_rad: torch.Tensor) -> dict:
             "num_targets": int(mm.shape[0])}
 
 
-@torch.no_grad()
-def evaluate_checkpoint(directory, robot, num_targets: int = 1000, best_of: int = 16, best_of_targets: int = 100,
-                        seed: int = 0) -> dict:
-    """Raw-sample accuracy of a checkpoint with its card's sampler: all EEs, each EE alone (E > 1), best
-    of N, self-collision-free share, timing; and all EEs with plain DDIM-20."""
-    from ikdiffuser_ros.data.generate import sample_fk
-    from ikdiffuser_ros.kinematics.transforms import pose_errors
-    from ikdiffuser_ros.model.checkpoint import load_checkpoint
-    from ikdiffuser_ros.sampling.sampler import default_sampling, sample, targets_from_poses
+def _held_out_targets(robot, num_targets: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The held-out targets: FK of ``num_targets`` = K configurations uniform within the limits (seed
+    :data:`HELD_OUT_SEED`).
 
-    loaded = load_checkpoint(directory, robot)
-    steps, tail = default_sampling(loaded)
-    E = len(robot.end_effectors)
+    Returns:
+        q_ref: (K, n) float64 joint values of the targets.
+        T_ref: (K, E, 4, 4) float64 end-effector poses in the root frame [m].
+        pos: (K, E, 3) float32 target positions [m].
+        rot6d: (K, E, 6) float32 target rotations (first two columns of R).
+    """
+    from ikdiffuser_ros.data.generate import sample_fk
+    from ikdiffuser_ros.sampling.sampler import targets_from_poses
+
     q_ref = sample_fk(robot, num_targets, torch.Generator().manual_seed(HELD_OUT_SEED))[0].double()
     T_ref = robot.fk(q_ref)
     pos, rot6d = targets_from_poses(T_ref.float())
-    gen = lambda: torch.Generator().manual_seed(seed)  # noqa: E731
-    out: dict = {"sampler": f"ddim-{steps}" + (f" + tail-{tail}" if tail else ""), "held_out_seed": HELD_OUT_SEED}
-    kw = dict(steps=steps, tail_steps=tail)
+    return q_ref, T_ref, pos, rot6d
 
+
+def _all_end_effector_metrics(loaded, robot, pos, rot6d, T_ref, kw: dict, gen) -> tuple[dict, torch.Tensor]:
+    """Errors of one raw sample per target, worst over the end effectors, by plain DDIM-20 and by the card's sampler.
+
+    ``pos`` (K, E, 3) [m], ``rot6d`` (K, E, 6) and ``T_ref`` (K, E, 4, 4) [m] are the targets, ``kw`` the card's
+    sampler options (``steps``, ``tail_steps``) and ``gen()`` a fresh seeded generator for each sampling.
+
+    Returns:
+        ({"all_end_effectors_ddim20": stats, "all_end_effectors": stats}, the (K, n) float32 samples of the card's
+        sampler).
+    """
+    from ikdiffuser_ros.kinematics.transforms import pose_errors
+    from ikdiffuser_ros.sampling.sampler import sample
+
+    out = {}
     q = sample(loaded, pos, rot6d, num_solutions=1, steps=20, generator=gen())[:, 0]
     dp, dr = pose_errors(robot.fk(q.double()), T_ref)
     out["all_end_effectors_ddim20"] = _stats(dp.amax(-1), dr.amax(-1))
     q = sample(loaded, pos, rot6d, num_solutions=1, generator=gen(), **kw)[:, 0]
     dp, dr = pose_errors(robot.fk(q.double()), T_ref)
     out["all_end_effectors"] = _stats(dp.amax(-1), dr.amax(-1))
-    out.update(collision_metrics(loaded, robot, q_ref, q, kw, gen))
-    if E > 1:
-        out["single_end_effector"] = {}
-        for e, link in enumerate(robot.end_effectors):
-            mask = torch.zeros(num_targets, E, dtype=torch.bool)
-            mask[:, e] = True
-            q = sample(loaded, pos, rot6d, mask, num_solutions=1, generator=gen(), **kw)[:, 0]
-            dp, dr = pose_errors(robot.fk(q.double()), T_ref)
-            out["single_end_effector"][link] = _stats(dp[:, e], dr[:, e])
-    K = min(best_of_targets, num_targets)
-    q = sample(loaded, pos[:K], rot6d[:K], num_solutions=best_of, generator=gen(), **kw)
-    dp, dr = pose_errors(robot.fk(q.double()), T_ref[:K, None])
+    return out, q
+
+
+def _single_end_effector_metrics(loaded, robot, pos, rot6d, T_ref, kw: dict, gen) -> dict:
+    """{end-effector link: stats} of one raw sample per target that constrains only that end effector.
+
+    Targets, ``kw`` and ``gen`` as in :func:`_all_end_effector_metrics`.
+    """
+    from ikdiffuser_ros.kinematics.transforms import pose_errors
+    from ikdiffuser_ros.sampling.sampler import sample
+
+    K, E = pos.shape[0], len(robot.end_effectors)
+    out = {}
+    for e, link in enumerate(robot.end_effectors):
+        mask = torch.zeros(K, E, dtype=torch.bool)
+        mask[:, e] = True
+        q = sample(loaded, pos, rot6d, mask, num_solutions=1, generator=gen(), **kw)[:, 0]
+        dp, dr = pose_errors(robot.fk(q.double()), T_ref)
+        out[link] = _stats(dp[:, e], dr[:, e])
+    return out
+
+
+def _best_of_stats(loaded, robot, pos, rot6d, T_ref, best_of: int, kw: dict, gen) -> dict:
+    """Stats of the best of ``best_of`` = N raw samples per target (by position error [m] + 0.1 * rotation error
+    [rad], worst over the end effectors). Targets (K of them), ``kw`` and ``gen`` as in
+    :func:`_all_end_effector_metrics`."""
+    from ikdiffuser_ros.kinematics.transforms import pose_errors
+    from ikdiffuser_ros.sampling.sampler import sample
+
+    K = pos.shape[0]
+    q = sample(loaded, pos, rot6d, num_solutions=best_of, generator=gen(), **kw)
+    dp, dr = pose_errors(robot.fk(q.double()), T_ref[:, None])
     dp, dr = dp.amax(-1), dr.amax(-1)  # (K, N)
     best = (dp + 0.1 * dr).argmin(1)  # 1 deg ~ 1.7 mm
     idx = torch.arange(K)
-    out[f"best_of_{best_of}"] = _stats(dp[idx, best], dr[idx, best])
+    return _stats(dp[idx, best], dr[idx, best])
+
+
+def _timings(loaded, pos, rot6d, kw: dict, gen) -> dict:
+    """Wall times [s] of the card's sampler for 32 and 1000 samples of the first target (``pos`` (K, E, 3) [m],
+    ``rot6d`` (K, E, 6))."""
+    from ikdiffuser_ros.sampling.sampler import sample
+
+    out = {}
     t0 = time.perf_counter()
     sample(loaded, pos[:1], rot6d[:1], num_solutions=32, generator=gen(), **kw)
     out["time_1_target_32_solutions_s"] = round(time.perf_counter() - t0, 3)
     t0 = time.perf_counter()
     sample(loaded, pos[:1], rot6d[:1], num_solutions=1000, generator=gen(), **kw)
     out["time_1000_samples_s"] = round(time.perf_counter() - t0, 3)
+    return out
+
+
+@torch.no_grad()
+def evaluate_checkpoint(directory, robot, num_targets: int = 1000, best_of: int = 16, best_of_targets: int = 100,
+                        seed: int = 0) -> dict:
+    """Raw-sample accuracy of a checkpoint with its card's sampler: all EEs, each EE alone (E > 1), best
+    of N, self-collision-free share, timing; and all EEs with plain DDIM-20."""
+    from ikdiffuser_ros.model.checkpoint import load_checkpoint
+    from ikdiffuser_ros.sampling.sampler import default_sampling
+
+    loaded = load_checkpoint(directory, robot)
+    steps, tail = default_sampling(loaded)
+    q_ref, T_ref, pos, rot6d = _held_out_targets(robot, num_targets)
+    gen = lambda: torch.Generator().manual_seed(seed)  # noqa: E731
+    out: dict = {"sampler": f"ddim-{steps}" + (f" + tail-{tail}" if tail else ""), "held_out_seed": HELD_OUT_SEED}
+    kw = dict(steps=steps, tail_steps=tail)
+    all_ee, q = _all_end_effector_metrics(loaded, robot, pos, rot6d, T_ref, kw, gen)
+    out.update(all_ee)
+    out.update(collision_metrics(loaded, robot, q_ref, q, kw, gen))
+    if len(robot.end_effectors) > 1:
+        out["single_end_effector"] = _single_end_effector_metrics(loaded, robot, pos, rot6d, T_ref, kw, gen)
+    K = min(best_of_targets, num_targets)
+    out[f"best_of_{best_of}"] = _best_of_stats(loaded, robot, pos[:K], rot6d[:K], T_ref[:K], best_of, kw, gen)
+    out.update(_timings(loaded, pos, rot6d, kw, gen))
     out["torch_threads"] = torch.get_num_threads()
     return out
 
 
-def readme(card: dict, metrics: dict, reproduce: str) -> str:
-    """Markdown model card from ``card.json`` and :func:`evaluate_checkpoint` metrics."""
-    r, tr = card["robot"], card.get("training", {})
-    allm = metrics["all_end_effectors"]
-    goal_mm, goal_deg = raw_goal(len(r["end_effectors"]))
-    ok = allm["pos_mm_median"] <= goal_mm and allm["rot_deg_median"] <= goal_deg
-    hw = tr.get("hardware", {})
-    total = tr.get("cumulative", {})
-    device = hw.get("gpu") or "no GPU"
-    lines = [
+def _intro(card: dict) -> list[str]:
+    """Title, what the model is and where it is loaded, and the architecture paragraph."""
+    r = card["robot"]
+    return [
         f"# IKDiffuser model: {r['name']}",
         "",
         f"Diffusion-model IK prior for `{r['name']}` ({len(r['joint_names'])} joints, end effectors "
@@ -143,7 +203,16 @@ def readme(card: dict, metrics: dict, reproduce: str) -> str:
         "",
         "## Architecture",
         _architecture(card),
-        "",
+    ]
+
+
+def _training_section(card: dict) -> list[str]:
+    """The "Data and training" section: data, optimizer, this run's wall time [min] and hardware, the total [h]."""
+    tr = card.get("training", {})
+    hw = tr.get("hardware", {})
+    total = tr.get("cumulative", {})
+    device = hw.get("gpu") or "no GPU"
+    return [
         "## Data and training",
         f"- data: {tr.get('dataset', {}).get('source', '?')} (joints uniform within limits"
         f"{', kept only if free of self collision by the sphere model' if tr.get('dataset', {}).get('self_collision_free') else ''}"
@@ -158,29 +227,43 @@ def readme(card: dict, metrics: dict, reproduce: str) -> str:
         f"- **total training: {total.get('hours', tr.get('wall_time_s', 0) / 3600):.2f} h, "
         f"{total.get('steps', tr.get('steps', 0)):,} steps over {total.get('runs', 1)} run(s)** "
         f"(each run warm-starts from the previous checkpoint with `--resume-from`)",
-        "",
+    ]
+
+
+def _accuracy_row(name: str, m: dict) -> str:
+    """One table row: median and p90 position [mm] and rotation [deg] errors, number of targets."""
+    return (f"| {name} | {m['pos_mm_median']:.1f} | {m['pos_mm_p90']:.1f} | {m['rot_deg_median']:.2f} | "
+            f"{m['rot_deg_p90']:.2f} | {m['num_targets']} |")
+
+
+def _accuracy_table(metrics: dict) -> list[str]:
+    """The "Held-out accuracy of raw samples" section: one table row per query of :func:`evaluate_checkpoint`."""
+    lines = [
         "## Held-out accuracy of raw samples (no guidance, no refinement)",
         f"{metrics['sampler'].upper()}, targets = FK of uniform joint samples (seed {metrics['held_out_seed']}); "
         "error = worst over constrained end effectors.",
         "",
         "| query | median pos [mm] | p90 pos [mm] | median rot [deg] | p90 rot [deg] | targets |",
         "| --- | --- | --- | --- | --- | --- |",
+        _accuracy_row("all end effectors, 1 sample", metrics["all_end_effectors"]),
     ]
-
-    def row(name, m):
-        lines.append(f"| {name} | {m['pos_mm_median']:.1f} | {m['pos_mm_p90']:.1f} | {m['rot_deg_median']:.2f} | "
-                     f"{m['rot_deg_p90']:.2f} | {m['num_targets']} |")
-
-    row("all end effectors, 1 sample", allm)
     if "all_end_effectors_ddim20" in metrics:
-        row("all end effectors, 1 sample, plain DDIM-20 (no tail)", metrics["all_end_effectors_ddim20"])
+        lines.append(_accuracy_row("all end effectors, 1 sample, plain DDIM-20 (no tail)",
+                                   metrics["all_end_effectors_ddim20"]))
     for link, m in metrics.get("single_end_effector", {}).items():
-        row(f"`{link}` only, 1 sample", m)
+        lines.append(_accuracy_row(f"`{link}` only, 1 sample", m))
     for k, m in metrics.items():
         if k.startswith("best_of_"):
-            row(f"all end effectors, best of {k[8:]}", m)
-    lines += [
-        "",
+            lines.append(_accuracy_row(f"all end effectors, best of {k[8:]}", m))
+    return lines
+
+
+def _raw_sample_notes(card: dict, metrics: dict) -> list[str]:
+    """Self-collision-free shares, the raw-sample goal (met or not) and the sampling times [ms]."""
+    allm = metrics["all_end_effectors"]
+    goal_mm, goal_deg = raw_goal(len(card["robot"]["end_effectors"]))
+    ok = allm["pos_mm_median"] <= goal_mm and allm["rot_deg_median"] <= goal_deg
+    return [
         f"Raw samples free of self collision (exact FCL, 200 held-out targets): "
         f"{_pct(metrics.get('self_collision_free_share'))}; for targets whose own configuration is free "
         f"(feasible without collision): {_pct(metrics.get('self_collision_free_share_feasible_targets'))}; uniform "
@@ -194,7 +277,13 @@ def readme(card: dict, metrics: dict, reproduce: str) -> str:
            "`--max-minutes` / `max_steps` is the way to a usable raw accuracy."),
         f"Sampling 32 solutions for one target: {metrics['time_1_target_32_solutions_s'] * 1000:.0f} ms "
         f"({metrics['torch_threads']} thread(s)); 1000 samples: {metrics.get('time_1000_samples_s', float('nan')) * 1000:.0f} ms.",
-        "",
+    ]
+
+
+def _reproduce_section(card: dict, reproduce: str) -> list[str]:
+    """The "Reproduce" section: the training command ``reproduce``, the ``--ship`` command, the recorded command."""
+    r, tr = card["robot"], card.get("training", {})
+    return [
         "## Reproduce",
         "```bash",
         f"OMP_NUM_THREADS=1 {reproduce}",
@@ -203,9 +292,14 @@ def readme(card: dict, metrics: dict, reproduce: str) -> str:
         f"Training command as recorded: `{tr.get('command', '?')}` (config `config/training/{r.get('name')}.yaml` "
         "is the default for `--config`). CPU timing makes the number of steps in a wall-clock budget vary; "
         "pass `--max-steps` for an exact replay.",
-        "",
     ]
-    return "\n".join(lines)
+
+
+def readme(card: dict, metrics: dict, reproduce: str) -> str:
+    """Markdown model card from ``card.json`` and :func:`evaluate_checkpoint` metrics."""
+    sections = [_intro(card), _training_section(card), _accuracy_table(metrics), _raw_sample_notes(card, metrics),
+                _reproduce_section(card, reproduce)]
+    return "\n".join(line for section in sections for line in [*section, ""])
 
 
 def _ship_line(card: dict) -> list[str]:
