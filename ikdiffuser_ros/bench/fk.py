@@ -82,6 +82,71 @@ def _pk_chains(model, urdf_xml: str, dtype: torch.dtype, device: torch.device):
     return chains
 
 
+def _timed_calls(model, chains, q: torch.Tensor) -> dict[str, Callable[[], object]]:
+    """The calls to time on the (B, n) configurations ``q``: ``"ours"`` and, with pk ``chains``, ``"pk"``.
+
+    ours: every end-effector pose (B, E, 4, 4) and Jacobian (B, E, 6, n) in one tree pass; pk: per arm,
+    the Jacobian and end-effector pose of its chain on the arm's columns of ``q``.
+    """
+    def ours():
+        return model.fk_and_jacobian(q)
+
+    def theirs():
+        return [chain.jacobian(q[:, idx], ret_eef_pose=True) for chain, idx in chains]
+
+    return {"ours": ours, **({"pk": theirs} if chains else {})}
+
+
+def _time_methods(methods: dict[str, Callable[[], object]], repeats: int, min_time_s: float,
+                  sync: Callable[[], None]) -> dict[str, list[float]]:
+    """Warm each method up (two calls), then time them ``repeats`` times, interleaved: seconds per call."""
+    for fn in methods.values():  # warm-up: constants, allocator, caches
+        fn()
+        fn()
+    times: dict[str, list[float]] = {name: [] for name in methods}
+    for _ in range(repeats):
+        for name, fn in methods.items():
+            times[name].append(_time_call(fn, min_time_s, sync))
+    return times
+
+
+def _result_row(batch: int, times: dict[str, list[float]]) -> dict:
+    """One ``results`` row: per method the median and best time per call [s] and configurations/s (from the
+    median); with pk, the speedups pk / ours of the medians and of the best times."""
+    row = {"batch": batch}
+    for name, ts in times.items():
+        med = statistics.median(ts)
+        row[f"{name}_s"] = med
+        row[f"{name}_min_s"] = min(ts)
+        row[f"{name}_configs_per_s"] = batch / med
+    if "pk" in times:
+        row["speedup"] = row["pk_s"] / row["ours_s"]
+        row["speedup_best"] = row["pk_min_s"] / row["ours_min_s"]
+    return row
+
+
+def _report(model, dev: torch.device, dtype: str, repeats: int, min_time_s: float, with_pk: bool,
+            rows: list[dict]) -> dict:
+    """The JSON-able report: robot, device, versions, machine, the timing settings, and the result ``rows``."""
+    return {
+        "robot": model.name,
+        "n_joints": model.n_joints,
+        "end_effectors": model.end_effectors,
+        "device": str(dev) if dev.type != "cuda" else f"cuda ({torch.cuda.get_device_name(dev)})",
+        "dtype": dtype,
+        "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "cpu_count": os.cpu_count(),
+        "machine": _machine(),
+        "repeats": repeats,
+        "min_time_s": min_time_s,
+        "ours": OURS_METHOD,
+        "pk": PK_METHOD if with_pk else None,
+        "pytorch_kinematics": _pk_version() if with_pk else None,
+        "results": rows,
+    }
+
+
 def bench_fk(
     robot: str = "baxter",
     batch_sizes: Sequence[int] = DEFAULT_BATCH_SIZES,
@@ -106,48 +171,9 @@ def bench_fk(
     rows = []
     for batch in batch_sizes:
         q = lo + (hi - lo) * torch.rand(batch, model.n_joints, generator=gen, dtype=torch_dtype, device=dev)
-
-        def ours():
-            return model.fk_and_jacobian(q)
-
-        def theirs():
-            return [chain.jacobian(q[:, idx], ret_eef_pose=True) for chain, idx in chains]
-
-        methods = {"ours": ours, **({"pk": theirs} if chains else {})}
-        for fn in methods.values():  # warm-up: constants, allocator, caches
-            fn()
-            fn()
-        times: dict[str, list[float]] = {name: [] for name in methods}
-        for _ in range(repeats):
-            for name, fn in methods.items():
-                times[name].append(_time_call(fn, min_time_s, sync))
-        row = {"batch": batch}
-        for name, ts in times.items():
-            med = statistics.median(ts)
-            row[f"{name}_s"] = med
-            row[f"{name}_min_s"] = min(ts)
-            row[f"{name}_configs_per_s"] = batch / med
-        if chains:
-            row["speedup"] = row["pk_s"] / row["ours_s"]
-            row["speedup_best"] = row["pk_min_s"] / row["ours_min_s"]
-        rows.append(row)
-    return {
-        "robot": model.name,
-        "n_joints": model.n_joints,
-        "end_effectors": model.end_effectors,
-        "device": str(dev) if dev.type != "cuda" else f"cuda ({torch.cuda.get_device_name(dev)})",
-        "dtype": dtype,
-        "torch": torch.__version__,
-        "torch_threads": torch.get_num_threads(),
-        "cpu_count": os.cpu_count(),
-        "machine": _machine(),
-        "repeats": repeats,
-        "min_time_s": min_time_s,
-        "ours": OURS_METHOD,
-        "pk": PK_METHOD if chains else None,
-        "pytorch_kinematics": _pk_version() if chains else None,
-        "results": rows,
-    }
+        times = _time_methods(_timed_calls(model, chains, q), repeats, min_time_s, sync)
+        rows.append(_result_row(batch, times))
+    return _report(model, dev, dtype, repeats, min_time_s, bool(chains), rows)
 
 
 def _machine() -> str:
