@@ -37,6 +37,7 @@ import os
 import shlex
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
@@ -502,57 +503,96 @@ def _should_stop(run: _Run, elapsed: float) -> bool:
     return stop
 
 
+def _progress_bar(run: _Run, progress: bool):
+    """A tqdm bar over ``max_steps`` on the main process when ``progress`` is set, else None."""
+    if not (run.is_main and progress):
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=run.config.max_steps, initial=run.step, desc=f"train {run.config.robot}",
+                dynamic_ncols=True, mininterval=1.0 if sys.stderr.isatty() else 30.0)
+
+
+def _logger(run: _Run, pbar) -> Callable[[str], None]:
+    """``log(msg)``: on the main process, print ``msg`` (through ``pbar`` when there is one) and flush stdout."""
+    def log(msg: str) -> None:
+        if run.is_main:
+            (pbar.write if pbar is not None else print)(msg)
+            sys.stdout.flush()
+
+    return log
+
+
+def _log_start(run: _Run, log: Callable[[str], None]) -> None:
+    """The first log line: robot, architecture, parameter count, data, device, processes, threads, start step."""
+    config = run.config
+    n_params = sum(p.numel() for p in run.model.parameters())
+    log(f"[train] robot={config.robot} arch={config.architecture} params={n_params} data={run.dataset_desc} "
+        f"device={run.device} world={run.world} threads={torch.get_num_threads()} start_step={run.step} "
+        f"prior={run.prior}")
+
+
+def _after_step(run: _Run, loss_avg: float, elapsed: float, metrics: dict, wall: Callable[[], float],
+                command: str | None, log: Callable[[str], None]) -> dict:
+    """Main process, after step ``run.step``: log the smoothed loss every ``log_every`` steps, evaluate every
+    ``eval_every`` steps at ``elapsed`` [s], checkpoint every ``ckpt_every`` steps at ``wall()`` [s] of training.
+
+    Returns the latest metrics (``metrics`` when this step was not evaluated).
+    """
+    config = run.config
+    if run.step % config.log_every == 0:
+        log(f"[train] step {run.step} loss {loss_avg:.4f} elapsed {elapsed / 60:.1f} min")
+    if run.step % config.eval_every == 0:
+        metrics = {**_evaluate(run, elapsed), "loss": loss_avg}
+        log(f"[eval] step {run.step}: raw DDIM-{config.eval_sampler_steps} median {metrics['pos_mm_median']:.1f} "
+            f"mm / {metrics['rot_deg_median']:.2f} deg (p90 {metrics['pos_mm_p90']:.1f} mm / "
+            f"{metrics['rot_deg_p90']:.2f} deg)")
+    if run.step % config.ckpt_every == 0:
+        _save(run, metrics, wall(), command)
+    return metrics
+
+
+def _finish(run: _Run, metrics: dict, loss_avg: float | None, wall_s: float, command: str | None,
+            log: Callable[[str], None]) -> dict:
+    """Main process, at the end: evaluate (unless the last step was), save the checkpoint at ``wall_s`` [s] of
+    training, log the final numbers. Returns the final metrics."""
+    if not metrics or metrics.get("step") != run.step:
+        metrics = {**_evaluate(run, wall_s), "loss": loss_avg}
+    _save(run, metrics, wall_s, command)
+    log(f"[done] step {run.step} wall {wall_s / 60:.1f} min; final raw median {metrics['pos_mm_median']:.1f} mm / "
+        f"{metrics['rot_deg_median']:.2f} deg -> {run.config.out_dir}")
+    return metrics
+
+
 def train(config: TrainConfig, resume: bool = False, command: str | None = None, progress: bool = True) -> dict:
     """Run (or resume) a training run; returns the final evaluation metrics and counters.
 
     ``max_steps`` counts the steps of this run (a warm start from ``init_from`` begins at 0).
     """
     run = _setup(config, resume)
-    pbar = None
-    if run.is_main and progress:
-        from tqdm import tqdm
-
-        pbar = tqdm(total=config.max_steps, initial=run.step, desc=f"train {config.robot}",
-                    dynamic_ncols=True, mininterval=1.0 if sys.stderr.isatty() else 30.0)
-
-    def log(msg: str) -> None:
-        if run.is_main:
-            (pbar.write if pbar is not None else print)(msg)
-            sys.stdout.flush()
-
-    n_params = sum(p.numel() for p in run.model.parameters())
-    log(f"[train] robot={config.robot} arch={config.architecture} params={n_params} data={run.dataset_desc} "
-        f"device={run.device} world={run.world} threads={torch.get_num_threads()} start_step={run.step} "
-        f"prior={run.prior}")
+    pbar = _progress_bar(run, progress)
+    log = _logger(run, pbar)
+    _log_start(run, log)
     t_start = time.time()
+
+    def wall() -> float:
+        """Training time [s] so far, including the runs that this one resumes."""
+        return run.elapsed_before + time.time() - t_start
+
     metrics: dict = run.history[-1] if run.history else {}
     loss_avg = None
     run.model.train()
-    while not _should_stop(run, elapsed := run.elapsed_before + time.time() - t_start):
+    while not _should_stop(run, elapsed := wall()):
         lv = _train_step(run, _lr(config, run.step, elapsed))
         loss_avg = lv if loss_avg is None else 0.98 * loss_avg + 0.02 * lv
         if pbar is not None:
             pbar.update(1)
-        if not run.is_main:
-            continue
-        if run.step % config.log_every == 0:
-            log(f"[train] step {run.step} loss {loss_avg:.4f} elapsed {elapsed / 60:.1f} min")
-        if run.step % config.eval_every == 0:
-            metrics = {**_evaluate(run, elapsed), "loss": loss_avg}
-            log(f"[eval] step {run.step}: raw DDIM-{config.eval_sampler_steps} median {metrics['pos_mm_median']:.1f} "
-                f"mm / {metrics['rot_deg_median']:.2f} deg (p90 {metrics['pos_mm_p90']:.1f} mm / "
-                f"{metrics['rot_deg_p90']:.2f} deg)")
-        if run.step % config.ckpt_every == 0:
-            _save(run, metrics, run.elapsed_before + time.time() - t_start, command)
+        if run.is_main:
+            metrics = _after_step(run, loss_avg, elapsed, metrics, wall, command, log)
     if pbar is not None:
         pbar.close()
     if run.is_main:
-        wall = run.elapsed_before + time.time() - t_start
-        if not metrics or metrics.get("step") != run.step:
-            metrics = {**_evaluate(run, wall), "loss": loss_avg}
-        _save(run, metrics, wall, command)
-        log(f"[done] step {run.step} wall {wall / 60:.1f} min; final raw median {metrics['pos_mm_median']:.1f} mm / "
-            f"{metrics['rot_deg_median']:.2f} deg -> {config.out_dir}")
+        metrics = _finish(run, metrics, loss_avg, wall(), command, log)
     if run.world > 1:
         torch.distributed.barrier()
         torch.distributed.destroy_process_group()
