@@ -373,11 +373,9 @@ def cumulative_training(card: dict) -> dict:
             "runs": 1 if tr else 0}
 
 
-def _setup(config: TrainConfig, resume: bool) -> _Run:
-    """Robot, data, normalizer, model, EMA, optimizer, warm start or resume."""
-    from ikdiffuser_ros.data.generate import sample_fk
-    from ikdiffuser_ros.robots import load_robot
-
+def _init_process(config: TrainConfig) -> tuple[int, int, torch.device]:
+    """Check that the run can stop, join the process group under torchrun, set the torch threads, create
+    ``out_dir`` (rank 0) and seed torch; returns (world size, rank, device)."""
     if config.max_steps is None and config.max_minutes is None:
         raise ValueError("set max_steps or max_minutes")
     world, rank, device = _init_distributed(config)
@@ -386,20 +384,47 @@ def _setup(config: TrainConfig, resume: bool) -> _Run:
     if rank == 0:
         Path(config.out_dir).mkdir(parents=True, exist_ok=True)
     torch.manual_seed(config.seed + rank)
-    robot = load_robot(config.robot)
-    n, E = len(robot.joint_names), len(robot.end_effectors)
-    data_gen = torch.Generator().manual_seed(config.seed + 1000 * rank)
-    noise_gen = torch.Generator().manual_seed(config.seed + 1000 * rank + 1)
-    source, desc, stat_pos = _data(config, robot, data_gen)
-    model = config.build_denoiser(n, E).to(device)
+    return world, rank, device
+
+
+def _model_and_ema(config: TrainConfig, robot, device: torch.device) -> tuple[torch.nn.Module, torch.nn.Module]:
+    """The configured denoiser for ``robot`` on ``device`` (freshly initialised) and a frozen copy of it for the EMA."""
+    model = config.build_denoiser(len(robot.joint_names), len(robot.end_effectors)).to(device)
     ema = copy.deepcopy(model).eval()
     for p in ema.parameters():
         p.requires_grad_(False)
-    prior: dict = {}
+    return model, ema
+
+
+def _normalizer_and_prior(config: TrainConfig, robot, model, ema, stat_pos: torch.Tensor,
+                          device: torch.device) -> tuple[Normalizer, dict]:
+    """With ``init_from``: warm-start ``model`` and ``ema``, its normalizer and training totals; else a normalizer
+    fitted to the joint limits and the (M, E, 3) end-effector positions ``stat_pos`` [m], and no totals."""
     if config.init_from:
-        normalizer, prior = _warm_start(config, robot, model, ema, device)
-    else:
-        normalizer = Normalizer.fit(robot.lower, robot.upper, stat_pos).to(device)
+        return _warm_start(config, robot, model, ema, device)
+    return Normalizer.fit(robot.lower, robot.upper, stat_pos).to(device), {}
+
+
+def _resume_state(run: _Run, out: Path) -> None:
+    """Continue from ``out/train_state.*``: weights, EMA, optimizer and generators, step, elapsed time [s],
+    evaluation history and the totals of earlier runs."""
+    meta = _load_state(out, run.model, run.ema, run.opt, run.gens)
+    run.step, run.elapsed_before = meta["step"], meta["elapsed_s"]
+    run.history, run.prior = meta.get("history", []), meta.get("prior", run.prior)
+
+
+def _setup(config: TrainConfig, resume: bool) -> _Run:
+    """Robot, data, normalizer, model, EMA, optimizer, warm start or resume."""
+    from ikdiffuser_ros.data.generate import sample_fk
+    from ikdiffuser_ros.robots import load_robot
+
+    world, rank, device = _init_process(config)
+    robot = load_robot(config.robot)
+    data_gen = torch.Generator().manual_seed(config.seed + 1000 * rank)
+    noise_gen = torch.Generator().manual_seed(config.seed + 1000 * rank + 1)
+    source, desc, stat_pos = _data(config, robot, data_gen)
+    model, ema = _model_and_ema(config, robot, device)
+    normalizer, prior = _normalizer_and_prior(config, robot, model, ema, stat_pos, device)
     schedule_config = ScheduleConfig(num_train_steps=config.num_train_steps)
     abar = NoiseSchedule(schedule_config).alphas_cumprod.float().to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
@@ -409,9 +434,7 @@ def _setup(config: TrainConfig, resume: bool) -> _Run:
                opt, {"data": data_gen, "noise": noise_gen}, q_eval, feedback, prior=prior)
     out = Path(config.out_dir)
     if resume and (out / "train_state.json").is_file():
-        meta = _load_state(out, model, ema, opt, run.gens)
-        run.step, run.elapsed_before = meta["step"], meta["elapsed_s"]
-        run.history, run.prior = meta.get("history", []), meta.get("prior", prior)
+        _resume_state(run, out)
     if world > 1:
         from torch.nn.parallel import DistributedDataParallel
 
