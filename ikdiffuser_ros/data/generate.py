@@ -106,6 +106,37 @@ def _manifest_header(robot, seed: int, shard_size: int, num_samples: int, reject
                                                         "rot6d": "(M, E, 6) float32 first two columns of R"}}
 
 
+def _check_manifest(mpath: Path, header: dict) -> None:
+    """Raise IKDiffuserError if the manifest at ``mpath`` (if any) was written for another robot fingerprint,
+    seed, shard size or self-collision setting than ``header``."""
+    if not mpath.is_file():
+        return
+    old = json.loads(mpath.read_text())
+    for key in ("fingerprint", "seed", "shard_size", "reject_self_collision"):
+        if old.get(key) != header[key]:
+            raise IKDiffuserError(f"{mpath} was written with {key}={old.get(key)!r}, this run has "
+                                  f"{key}={header[key]!r}; use another --out or the same settings")
+
+
+def _write_shard(path: Path, robot, count: int, seed: int, reject_self_collision: bool, collision_fn,
+                 fingerprint: str) -> None:
+    """Draw ``count`` rows from a generator seeded ``seed`` (see :func:`sample_fk`) and save them to ``path``:
+    q (count, n), pos (count, E, 3) [m], rot6d (count, E, 6), float32; written to ``path.tmp``, then renamed."""
+    from safetensors.torch import save_file
+
+    q, pos, rot6d = sample_fk(robot, count, torch.Generator().manual_seed(seed), reject_self_collision, collision_fn)
+    tmp = path.with_name(path.name + ".tmp")
+    save_file({"q": q.contiguous(), "pos": pos.contiguous(), "rot6d": rot6d.contiguous()}, str(tmp),
+              metadata={"seed": str(seed), "fingerprint": fingerprint})
+    tmp.replace(path)
+
+
+def _replace_manifest(out: Path, manifest: dict) -> None:
+    """Write ``manifest`` to ``out/manifest.json`` through a temporary file (a reader never sees half of it)."""
+    (out / (MANIFEST + ".tmp")).write_text(json.dumps(manifest, indent=2) + "\n")
+    (out / (MANIFEST + ".tmp")).replace(out / MANIFEST)
+
+
 def generate_dataset(robot, num_samples: int, out_dir: str | Path, seed: int = 0, shard_size: int = 1_000_000,
                      reject_self_collision: bool = False, progress: bool = True, robot_name: str | None = None) -> dict:
     """Write (or complete) the sharded dataset in ``out_dir``; returns the manifest.
@@ -113,7 +144,6 @@ def generate_dataset(robot, num_samples: int, out_dir: str | Path, seed: int = 0
     Raises:
         IKDiffuserError: an existing manifest in ``out_dir`` was made with other settings or robot.
     """
-    from safetensors.torch import save_file
     from tqdm import tqdm
 
     out = Path(out_dir)
@@ -122,12 +152,7 @@ def generate_dataset(robot, num_samples: int, out_dir: str | Path, seed: int = 0
     if robot_name:
         header["robot_config"] = robot_name
     mpath = out / MANIFEST
-    if mpath.is_file():
-        old = json.loads(mpath.read_text())
-        for key in ("fingerprint", "seed", "shard_size", "reject_self_collision"):
-            if old.get(key) != header[key]:
-                raise IKDiffuserError(f"{mpath} was written with {key}={old.get(key)!r}, this run has "
-                                      f"{key}={header[key]!r}; use another --out or the same settings")
+    _check_manifest(mpath, header)
     collision_fn = self_collision_fn(robot) if reject_self_collision else None
     num_shards = math.ceil(num_samples / shard_size)
     shards = []
@@ -137,22 +162,12 @@ def generate_dataset(robot, num_samples: int, out_dir: str | Path, seed: int = 0
     for k in range(num_shards):
         count = min(shard_size, num_samples - k * shard_size)
         name = f"shard_{k:05d}.safetensors"
-        path = out / name
-        entry = {"file": name, "count": count, "seed": seed + k}
-        if path.is_file():
-            bar.update(count)
-        else:
-            q, pos, rot6d = sample_fk(robot, count, torch.Generator().manual_seed(seed + k),
-                                      reject_self_collision, collision_fn)
-            tmp = out / (name + ".tmp")
-            save_file({"q": q.contiguous(), "pos": pos.contiguous(), "rot6d": rot6d.contiguous()}, str(tmp),
-                      metadata={"seed": str(seed + k), "fingerprint": header["fingerprint"]})
-            tmp.replace(path)
-            bar.update(count)
-        shards.append(entry)
+        if not (out / name).is_file():  # an existing shard is complete (written under another name, then renamed)
+            _write_shard(out / name, robot, count, seed + k, reject_self_collision, collision_fn, header["fingerprint"])
+        bar.update(count)
+        shards.append({"file": name, "count": count, "seed": seed + k})
         manifest = {**header, "shards": shards, "complete": k + 1 == num_shards}
-        (out / (MANIFEST + ".tmp")).write_text(json.dumps(manifest, indent=2) + "\n")
-        (out / (MANIFEST + ".tmp")).replace(mpath)
+        _replace_manifest(out, manifest)
     bar.close()
     manifest["last_run_wall_s"] = round(time.time() - t0, 2)
     mpath.write_text(json.dumps(manifest, indent=2) + "\n")
