@@ -231,51 +231,79 @@ class CardSpec:
     schedule: ScheduleConfig
 
 
-def validate_card(card: dict, path: Path, robot) -> CardSpec:
-    """Check a card's fields against ``robot`` before anything is allocated (module docstring, step 2).
+def _card_error(path: Path, message: str) -> CheckpointError:
+    """``"checkpoint card <path>: <message>"``."""
+    return CheckpointError(f"checkpoint card {path}: {message}")
 
-    Raises CheckpointError ``"checkpoint card <path>: <section>.<field> = <value> ..."``.
-    """
-    def fail(message: str) -> CheckpointError:
-        return CheckpointError(f"checkpoint card {path}: {message}")
 
-    def section(name: str, default=None) -> dict:
-        value = card.get(name, default)
-        if not isinstance(value, dict):
-            raise fail(f"{name} must be an object, got {type(value).__name__} {value!r}")
-        return value
+def _card_section(card: dict, path: Path, name: str, default=None) -> dict:
+    """``card[name]`` (``default`` when absent), which must be a JSON object."""
+    value = card.get(name, default)
+    if not isinstance(value, dict):
+        raise _card_error(path, f"{name} must be an object, got {type(value).__name__} {value!r}")
+    return value
 
-    info = section("robot")
+
+def _check_robot(card: dict, path: Path, robot) -> None:
+    """The card's ``robot`` section is an object and its fingerprint is ``robot.fingerprint()`` (naming both if not)."""
+    info = _card_section(card, path, "robot")
     want, have = card_fingerprint(card), robot.fingerprint()
     if want != have:
         raise CheckpointError(
             f"checkpoint {path.parent} was trained for robot {info.get('name')!r} (fingerprint {want}), "
             f"but robot {getattr(robot, 'name', '?')!r} has fingerprint {have}: joints, limits or "
             f"end effectors differ; retrain or load the matching robot")
-    arch = section("architecture")
+
+
+def _card_architecture(card: dict, path: Path, robot) -> tuple[str, object]:
+    """(architecture type, its validated config) from the card's ``architecture`` section; the config's
+    n_joints and n_ee must be those of ``robot``."""
+    arch = _card_section(card, path, "architecture")
     arch_type = arch.get("type", "IKDenoiser")
     if not isinstance(arch_type, str) or arch_type not in ARCHITECTURES:
-        raise fail(f"architecture.type = {arch_type!r} is not a known architecture ({sorted(ARCHITECTURES)})")
+        raise _card_error(path, f"architecture.type = {arch_type!r} is not a known architecture "
+                                f"({sorted(ARCHITECTURES)})")
     config_cls, _ = ARCHITECTURES[arch_type]
     try:
         config = config_cls(**check_fields(config_cls, arch))
         config.validate()
     except ValueError as exc:
-        raise fail(f"architecture.{exc}") from None
+        raise _card_error(path, f"architecture.{exc}") from None
     n, E = len(robot.joint_names), len(robot.end_effectors)
     if (config.n_joints, config.n_ee) != (n, E):
-        raise fail(f"architecture.n_joints = {config.n_joints}, n_ee = {config.n_ee}, but the robot has {n} "
-                   f"joints and {E} end effectors")
+        raise _card_error(path, f"architecture.n_joints = {config.n_joints}, n_ee = {config.n_ee}, but the robot "
+                                f"has {n} joints and {E} end effectors")
+    return arch_type, config
+
+
+def _card_schedule(card: dict, path: Path) -> ScheduleConfig:
+    """The validated ScheduleConfig of the card's ``schedule`` section (defaults when absent)."""
     try:
-        schedule = ScheduleConfig(**check_fields(ScheduleConfig, section("schedule", {})))
+        schedule = ScheduleConfig(**check_fields(ScheduleConfig, _card_section(card, path, "schedule", {})))
         schedule.validate()
     except ValueError as exc:
-        raise fail(f"schedule.{exc}") from None
-    sampling = section("sampling", {})
+        raise _card_error(path, f"schedule.{exc}") from None
+    return schedule
+
+
+def _check_sampling(card: dict, path: Path) -> None:
+    """The card's optional ``sampling`` defaults: integer ``steps`` in [1, 1000], ``tail_steps`` in [0, 100]."""
+    sampling = _card_section(card, path, "sampling", {})
     for key, lo, hi in (("steps", 1, 1000), ("tail_steps", 0, 100)):
         value = sampling.get(key, lo)
         if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
-            raise fail(f"sampling.{key} = {value!r} must be an integer in [{lo}, {hi}]")
+            raise _card_error(path, f"sampling.{key} = {value!r} must be an integer in [{lo}, {hi}]")
+
+
+def validate_card(card: dict, path: Path, robot) -> CardSpec:
+    """Check a card's fields against ``robot`` before anything is allocated (module docstring, step 2).
+
+    Raises CheckpointError ``"checkpoint card <path>: <section>.<field> = <value> ..."``.
+    """
+    _check_robot(card, path, robot)
+    arch_type, config = _card_architecture(card, path, robot)
+    schedule = _card_schedule(card, path)
+    _check_sampling(card, path)
     return CardSpec(arch_type, config, schedule)
 
 
@@ -354,22 +382,12 @@ def self_test(loaded: "LoadedModel", directory: Path, targets: int = 4) -> None:
                               f"are not finite or not plausible (largest position error {worst:.3g} m)")
 
 
-def load_checkpoint(directory: str | Path, robot, device: str | torch.device = "cpu",
-                    run_self_test: bool = True) -> LoadedModel:
-    """Load a checkpoint directory for ``robot`` (a RobotModel) onto ``device``, validating it first
-    (module docstring; ``run_self_test=False`` skips step 4).
-
-    Raises:
-        CheckpointError: one line naming the file and field: missing, unreadable or non-regular files,
-            bad card fields, a robot fingerprint that differs from ``robot.fingerprint()`` (naming
-            both), weights that do not match the card, non-finite values, a failed self-test.
-    """
+def _load_weights(directory: Path, spec: CardSpec) -> dict[str, torch.Tensor]:
+    """The tensors of ``directory/model.safetensors`` on the CPU, after checking the file (regular, size), its
+    tensor names and shapes against the card's architecture (header only) and then every value."""
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
-    directory = Path(directory)
-    card = read_card(directory)
-    spec = validate_card(card, directory / CARD_FILE, robot)
     expected = _expected_shapes(spec, directory / CARD_FILE)
     wpath = directory / WEIGHTS_FILE
     regular_file_size(wpath, "checkpoint weights", MAX_WEIGHTS_BYTES)
@@ -379,6 +397,11 @@ def load_checkpoint(directory: str | Path, robot, device: str | torch.device = "
     except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
         raise CheckpointError(f"corrupt checkpoint weights {wpath}: {exc}") from None
     _check_values(tensors, wpath)
+    return tensors
+
+
+def _build_model(spec: CardSpec, tensors: dict[str, torch.Tensor], directory: Path):
+    """(denoiser, normalizer, noise schedule) of the card, the weights loaded (on the CPU, still trainable)."""
     _, net_cls = ARCHITECTURES[spec.arch_type]
     schedule = NoiseSchedule(spec.schedule)
     if not bool((schedule.alphas_cumprod > 0).all()):
@@ -392,6 +415,23 @@ def load_checkpoint(directory: str | Path, robot, device: str | torch.device = "
     except (KeyError, TypeError, ValueError, RuntimeError) as exc:
         raise CheckpointError(f"checkpoint {directory} does not match its card: "
                               f"{' '.join(str(exc).split())}") from None
+    return model, normalizer, schedule
+
+
+def load_checkpoint(directory: str | Path, robot, device: str | torch.device = "cpu",
+                    run_self_test: bool = True) -> LoadedModel:
+    """Load a checkpoint directory for ``robot`` (a RobotModel) onto ``device``, validating it first
+    (module docstring; ``run_self_test=False`` skips step 4).
+
+    Raises:
+        CheckpointError: one line naming the file and field: missing, unreadable or non-regular files,
+            bad card fields, a robot fingerprint that differs from ``robot.fingerprint()`` (naming
+            both), weights that do not match the card, non-finite values, a failed self-test.
+    """
+    directory = Path(directory)
+    card = read_card(directory)
+    spec = validate_card(card, directory / CARD_FILE, robot)
+    model, normalizer, schedule = _build_model(spec, _load_weights(directory, spec), directory)
     device = torch.device(device)
     model.to(device).eval()
     normalizer.to(device)
