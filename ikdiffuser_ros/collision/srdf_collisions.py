@@ -128,6 +128,48 @@ def _colliding_pairs(checker: CollisionChecker, q: torch.Tensor, chunk: int = 50
     return out
 
 
+def _sampled_collision_counts(checker: CollisionChecker, model: RobotModel, samples: int, seed: int) -> dict[Pair, int]:
+    """Per colliding (sorted) link pair, in how many of ``samples`` configurations (M, n) float64, uniform
+    within the joint limits from a generator seeded ``seed``, it is in collision."""
+    g = torch.Generator().manual_seed(seed)
+    lo, hi = model.limits()
+    q = lo + (hi - lo) * torch.rand(samples, model.n_joints, generator=g, dtype=torch.float64)
+    counts: dict[Pair, int] = {}
+    for pairs in _colliding_pairs(checker, q):
+        for p in pairs:
+            counts[p] = counts.get(p, 0) + 1
+    return counts
+
+
+def _classify_pairs(links: list[str], adjacent: set[Pair], default: set[Pair], counts: dict[Pair, int],
+                    samples: int, keep: set[Pair], always_fraction: float) -> tuple[dict[Pair, str], dict[Pair, float]]:
+    """Every pair of the geometry ``links``, in their order: ``Adjacent``, else (unless in ``keep``) ``Default``
+    when colliding in the default configuration, ``Always`` when its rate ``counts / samples`` is at least
+    ``always_fraction``, ``Never`` when it never collided.
+
+    Returns:
+        (disabled pair -> reason, collision rate of every non-adjacent pair).
+    """
+    disabled: dict[Pair, str] = {}
+    rates: dict[Pair, float] = {}
+    for i, a in enumerate(links):
+        for b in links[i + 1:]:
+            p = _pair(a, b)
+            if p in adjacent:
+                disabled[p] = "Adjacent"
+                continue
+            rates[p] = counts.get(p, 0) / samples
+            if p in keep:
+                continue
+            if p in default:
+                disabled[p] = "Default"
+            elif rates[p] >= always_fraction:
+                disabled[p] = "Always"
+            elif counts.get(p, 0) == 0:
+                disabled[p] = "Never"
+    return disabled, rates
+
+
 def compute_disabled_pairs(model: RobotModel, samples: int = 10_000, seed: int = 0,
                            always_fraction: float = 0.95, keep: Iterable[Pair] = ()) -> CollisionSetup:
     """Classify every pair of geometry links of ``model`` (see the module docstring).
@@ -148,30 +190,8 @@ def compute_disabled_pairs(model: RobotModel, samples: int = 10_000, seed: int =
     checker = CollisionChecker(_without_disabled_pairs(model))
     adjacent = adjacent_pairs(model)
     default = _colliding_pairs(checker, model.default_positions()[None])[0]
-    g = torch.Generator().manual_seed(seed)
-    lo, hi = model.limits()
-    q = lo + (hi - lo) * torch.rand(samples, model.n_joints, generator=g, dtype=torch.float64)
-    counts: dict[Pair, int] = {}
-    for pairs in _colliding_pairs(checker, q):
-        for p in pairs:
-            counts[p] = counts.get(p, 0) + 1
-    disabled: dict[Pair, str] = {}
-    rates: dict[Pair, float] = {}
-    for i, a in enumerate(links):
-        for b in links[i + 1:]:
-            p = _pair(a, b)
-            if p in adjacent:
-                disabled[p] = "Adjacent"
-                continue
-            rates[p] = counts.get(p, 0) / samples
-            if p in keep:
-                continue
-            if p in default:
-                disabled[p] = "Default"
-            elif rates[p] >= always_fraction:
-                disabled[p] = "Always"
-            elif counts.get(p, 0) == 0:
-                disabled[p] = "Never"
+    counts = _sampled_collision_counts(checker, model, samples, seed)
+    disabled, rates = _classify_pairs(links, adjacent, default, counts, samples, keep, always_fraction)
     return CollisionSetup(model.name, samples, seed, always_fraction, dict(sorted(disabled.items())), rates)
 
 
