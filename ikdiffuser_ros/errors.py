@@ -23,3 +23,50 @@ class CheckpointError(IKDiffuserError, ValueError):
 
 class InvalidRequestError(IKDiffuserError, ValueError):
     """An IK request with bad values (NaN poses, unknown links, absurd sizes...)."""
+
+
+def _listing(names, limit: int = 100) -> str:
+    names = list(names)
+    shown = ", ".join(repr(n) for n in names[:limit])
+    return shown + (f", ... ({len(names)} in all)" if len(names) > limit else "")
+
+
+class InvalidGoalError(InvalidRequestError):
+    """A target pose that cannot be a goal: NaN or infinite values, a quaternion far from unit norm,
+    a link constrained twice, mismatched list lengths."""
+
+
+class InvalidRobotStateError(InvalidRequestError):
+    """A joint state (seed, robot state) with unknown joints, NaN values or mismatched lengths."""
+
+
+class UnknownFrameError(InvalidRequestError):
+    """A frame that is neither the root frame nor a link of the robot; ``known`` lists the valid ones."""
+
+    def __init__(self, frame: str, known, what: str = "") -> None:
+        self.frame, self.known = frame, list(known)
+        prefix = f"{what}: " if what else ""
+        super().__init__(f"{prefix}unknown frame {frame!r}; valid frames: {_listing(self.known)} "
+                         f"(an empty frame_id means the root frame)")
+
+
+class UnknownLinkError(InvalidRequestError):
+    """A link that cannot carry an IK target (not a link of the robot, or not rigidly attached to an
+    end effector of the model, or not a tip of the requested group); ``valid`` lists the ones that can."""
+
+    def __init__(self, link: str, valid, reason: str, what: str = "") -> None:
+        self.link, self.valid = link, list(valid)
+        prefix = f"{what}: " if what else ""
+        super().__init__(f"{prefix}link {link!r} {reason}; valid links: {_listing(self.valid)}")
+
+
+class UnknownGroupError(InvalidRequestError):
+    """A planning group the model does not know; ``known`` lists the groups it has."""
+
+    def __init__(self, group: str, known) -> None:
+        self.group, self.known = group, sorted(known)
+        super().__init__(f"unknown group {group!r}; groups: {_listing(self.known)}")
+
+
+class CollisionCheckingUnavailableError(IKDiffuserError):
+    """Collision-free answers were asked for but exact collision checking (python-fcl) is unavailable."""

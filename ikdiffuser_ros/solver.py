@@ -8,27 +8,30 @@ all ``B * N`` rows processed as one batch)::
 
 1. **validate**: shapes, finite values, proper rotations, masks, sizes; every
    problem raises :class:`InvalidRequestError` naming it.
-2. **objectives**: ``{name: weight}`` over :data:`objectives.KNOWN_OBJECTIVES`
+2. **objectives**: ``{name: weight}`` over the registry :data:`objectives.OBJECTIVES`
    (``seed``, ``joint_limits``, ``collision``, ``manipulability``, ``user``) plus
    ``cost_fn`` (added as ``user`` with weight 1 when not named), combined into
    one ``cost(q) -> (B*N,)``.
 3. **sample**: :func:`sampling.sampler.sample` with the cost as guidance.
 4. **refine** (``refine=True``): the raw samples are the initial guesses of a
-   batched Levenberg-Marquardt polish (:func:`sampling.refine.refine`). By
-   default rows that do not converge are *not* retried: they come back with
-   ``success=False`` (ask for more solutions, or call again with another
-   ``random_seed``). With ``SolverConfig.retries = k``, up to k rounds draw a
-   fresh diffusion sample for every failed row and refine it.
+   batched Levenberg-Marquardt polish (:func:`sampling.refine.refine`); locked
+   joints stay where they are. Rows that do not converge come back with
+   ``success=False``: one call is one round. Rounds, deadlines over many
+   calls, exact collision filtering and planning groups belong to
+   :class:`ikdiffuser_ros.pipeline.IKPipeline`, which calls this method.
 5. **polish** (objectives given and ``refine=True``): converged rows descend the
    cost in the null space of the task (:func:`sampling.refine.polish`), so the
    objectives hold after refinement too.
-6. **measure**: position / rotation errors by FK (worst over constrained end
-   effectors), limits, sphere-model self collision.
+6. **measure**: position / rotation errors by FK at the constrained frames
+   (``tip_points``; worst over constrained end effectors), limits, and the one
+   success test (errors within ``SolverConfig.refine`` tolerances and within
+   limits); sphere-model self collision.
 7. **deduplicate**: successful rows equal within ``dedup_tol`` per joint are
    merged (``is_unique``; ``num_unique`` counts them).
 8. **order**: per target, unique successful solutions first, then duplicate
-   successes, then failures; within each group by cost (if any objective) else
-   by position error.
+   successes, then failures; within each group by :func:`ranking_key`: the cost
+   (if any objective), else the distance to the seed (if given), else the
+   position error.
 
 Determinism: all randomness comes from one ``torch.Generator`` seeded with
 ``random_seed`` (default 0), or the ``generator`` passed in, so equal inputs
@@ -49,7 +52,11 @@ from ikdiffuser_ros.errors import InvalidRequestError
 from ikdiffuser_ros.kinematics.robot_model import RobotModel
 from ikdiffuser_ros.sampling import objectives as obj
 from ikdiffuser_ros.sampling.refine import (PolishConfig, RefineConfig, joint_kinds, polish, pose_residual,
-                                            project_to_limits, refine, unique_mask)
+                                            project_to_limits, refine, tip_fk_and_jacobian, tip_targets, unique_mask)
+
+
+#: Share of a ``timeout`` that sampling may use at most (the rest is the refinement's).
+SAMPLE_SHARE = 0.5
 
 
 @dataclass(frozen=True)
@@ -73,10 +80,6 @@ class SolverConfig:
     refine: RefineConfig = field(default_factory=RefineConfig)
     #: Null-space objective polish.
     polish: PolishConfig = field(default_factory=PolishConfig)
-    #: Rounds of re-sampling for rows whose refinement failed: each round draws one fresh
-    #: diffusion sample per failed row (same target, same guidance) and refines it; a row keeps
-    #: the new sample only if it converges. 0 = failed rows come back with ``success=False``.
-    retries: int = 0
     #: "Same solution" tolerance of the de-duplication, per joint [rad or m].
     dedup_tol: float = 1e-3
     #: Margin of the ``joint_limits`` objective [rad or m].
@@ -248,22 +251,39 @@ class IKDiffuserSolver:
         return clean, B, target_mask, position_only, seed
 
     def _cost(self, objectives, seed_rows, world, cost_fn):
+        """``{name: weight}`` (+ ``cost_fn`` as ``user``) -> one ``cost(q (M, n)) -> (M,)`` or None."""
         weights = dict(objectives or {})
         if cost_fn is not None:
             if not callable(cost_fn):
                 raise InvalidRequestError("cost_fn must be callable: q (M, n) -> (M,)")
             weights.setdefault("user", 1.0)
-        factories: dict[str, Callable[[], obj.CostFn]] = {
-            "joint_limits": lambda: obj.joint_limit_margin(self.robot, self.config.joint_limit_margin),
-            "manipulability": lambda: obj.manipulability(self.robot),
-        }
-        if seed_rows is not None:
-            factories["seed"] = lambda: obj.seed_distance(seed_rows, self.wrapping)
-        if cost_fn is not None:
-            factories["user"] = lambda: obj.user(cost_fn)
-        if "collision" in weights and float(weights.get("collision", 0)) != 0 and self.sphere_model is not None:
-            factories["collision"] = lambda: obj.collision(self.sphere_model, world, self.config.collision_margin)
-        return obj.combine(weights, factories)
+        collision_weighted = float(obj.canonical_weights(weights).get("collision", 0.0)) > 0
+        ctx = obj.ObjectiveContext(
+            robot=self.robot, seed_rows=seed_rows, world=world, cost_fn=cost_fn,
+            sphere_model=self.sphere_model if collision_weighted else None,
+            joint_limit_margin=self.config.joint_limit_margin, collision_margin=self.config.collision_margin)
+        return obj.combine(weights, ctx)
+
+    def _locked(self, locked) -> dict[int, float]:
+        """``{joint index or name: value}`` -> ``{index: value}`` (validated)."""
+        out: dict[int, float] = {}
+        for key, value in dict(locked or {}).items():
+            i = self.robot.index_of(key) if isinstance(key, str) else int(key)
+            if not 0 <= i < self.robot.n_joints or not math.isfinite(float(value)):
+                raise InvalidRequestError(f"locked joint {key!r}: index or value {value!r} out of range")
+            out[i] = float(value)
+        return out
+
+    def _tip_points(self, tip_points, B: int):
+        if tip_points is None:
+            return None
+        E = len(self.robot.end_effectors)
+        tp = torch.as_tensor(tip_points, dtype=torch.float64)
+        if tp.shape == (E, 3):
+            tp = tp.expand(B, E, 3)
+        if tp.shape != (B, E, 3) or not torch.isfinite(tp).all():
+            raise InvalidRequestError(f"tip_points must be finite with shape ({E}, 3) or ({B}, {E}, 3)")
+        return tp
 
     # ------------------------------------------------------------------ solve
     def solve(
@@ -282,17 +302,21 @@ class IKDiffuserSolver:
         generator: torch.Generator | None = None,
         random_seed: int | None = None,
         timeout: float | None = None,
+        locked: Mapping[int | str, float] | None = None,
+        tip_points: torch.Tensor | None = None,
+        self_collision: bool = True,
     ) -> IKSolutions:
         """Solve B IK problems, ``num_solutions`` candidates each (see the module docstring).
 
         Args:
-            targets: (B, E, 4, 4) (or (E, 4, 4) for B = 1) float poses in the root frame.
+            targets: (B, E, 4, 4) (or (E, 4, 4) for B = 1) float poses of the end effectors in the root frame.
             num_solutions: N > 0 candidates per target.
             target_mask: (B, E) or (E,) bool, True = constrained (default all True).
             position_only: (B, E) or (E,) bool, True = position only (default all False).
-            objectives: ``{name: weight}``, names from ``seed``, ``joint_limits``, ``collision``,
-                ``manipulability``, ``user`` (see :mod:`ikdiffuser_ros.sampling.objectives`).
-            seed: (n,) or (B, n) joint values for the ``seed`` objective.
+            objectives: ``{name: weight}``, names (or aliases) of :data:`objectives.OBJECTIVES`:
+                ``seed``, ``joint_limits``, ``collision``, ``manipulability``, ``user``.
+            seed: (n,) or (B, n) joint values: the ``seed`` objective, and the order of the
+                solutions when there is no objective (closest first).
             world: :class:`~ikdiffuser_ros.collision.world.World` for the ``collision`` objective.
             cost_fn: user cost ``q (M, n) -> (M,)``, differentiable (the ``user`` objective).
             refine: run LM refinement (and the objective polish); False returns raw samples.
@@ -300,131 +324,196 @@ class IKDiffuserSolver:
             steps: reverse diffusion steps (default :attr:`SolverConfig.steps`).
             generator: a torch.Generator on the model device (overrides ``random_seed``).
             random_seed: seed of the run (default 0).
-            timeout: wall-clock budget [s]; sampling (between reverse steps), refinement and polish
-                stop when it is spent; unfinished rows report ``success=False``.
+            timeout: wall-clock budget [s]; sampling stops (between reverse steps) after
+                :data:`SAMPLE_SHARE` of it, so refinement has time to turn samples into solutions;
+                refinement and polish stop when it is spent; unfinished rows report ``success=False``.
+            locked: ``{joint index or name: value}`` [rad or m]: joints held at these values (the
+                refinement does not move them).
+            tip_points: (B, E, 3) or (E, 3) position [m] of the constrained frame in each end
+                effector's frame (a TCP...): errors and tolerances are taken there. Default: origin.
+            self_collision: measure self collision with the sphere model (``in_self_collision``).
 
         Raises:
             InvalidRequestError: bad shapes/values/sizes, unknown objectives, ``seed`` objective without a seed.
         """
         t0 = time.monotonic()
-        timings: dict[str, float] = {}
-        deadline = None
-        if timeout is not None:
-            if not (isinstance(timeout, (int, float)) and math.isfinite(timeout) and timeout > 0):
-                raise InvalidRequestError(f"timeout must be a positive number of seconds, got {timeout!r}")
-            deadline = t0 + float(timeout)
+        deadline = self._deadline(timeout, t0)
+        self._check_sampler(sampler, steps)
+        batch = self._batch(targets, num_solutions, target_mask, position_only, seed, locked, tip_points)
+        cost = self._cost(objectives, batch.seed_rows, world, cost_fn)
+        timings = {"validate": time.monotonic() - t0}
+        sample_deadline = None if deadline is None else t0 + SAMPLE_SHARE * (deadline - t0)
+        q = self._sample(batch, cost, sampler, steps, generator, random_seed, sample_deadline, timings)
+        q = self._refine(batch, q, cost, deadline, timings) if refine else self._raw(batch, q, timings)
+        t = time.monotonic()
+        measured = self._measure(batch, q, cost, self_collision)
+        result = self._ordered(batch, measured)
+        timings["measure"] = time.monotonic() - t
+        timings["total"] = time.monotonic() - t0
+        result.timings = timings
+        return result
+
+    # ------------------------------------------------------------------ stages of solve
+    @staticmethod
+    def _deadline(timeout, t0: float) -> float | None:
+        if timeout is None:
+            return None
+        if not (isinstance(timeout, (int, float)) and math.isfinite(timeout) and timeout > 0):
+            raise InvalidRequestError(f"timeout must be a positive number of seconds, got {timeout!r}")
+        return t0 + float(timeout)
+
+    @staticmethod
+    def _check_sampler(sampler: str, steps) -> None:
         if sampler not in ("ddim", "ddpm"):
             raise InvalidRequestError(f"sampler must be 'ddim' or 'ddpm', got {sampler!r}")
         if steps is not None and (isinstance(steps, bool) or not isinstance(steps, int) or steps <= 0):
             raise InvalidRequestError(f"steps must be a positive int, got {steps!r}")
-        T, B, target_mask, position_only, seed = self._validate(
-            targets, num_solutions, target_mask, position_only, seed)
-        N, n, E = num_solutions, self.robot.n_joints, len(self.robot.end_effectors)
-        M = B * N
-        dev = self.device
-        seed_rows = None if seed is None else seed.repeat_interleave(N, 0).to(dev)
-        cost = self._cost(objectives, seed_rows, world, cost_fn)
-        timings["validate"] = time.monotonic() - t0
 
-        # 3. sample
+    def _batch(self, targets, num_solutions, target_mask, position_only, seed, locked, tip_points) -> "_Batch":
+        T, B, target_mask, position_only, seed = self._validate(targets, num_solutions, target_mask,
+                                                                position_only, seed)
+        dev = self.device
+        return _Batch(T=T.to(dev), B=B, N=num_solutions, mask=target_mask.to(dev), pos_only=position_only.to(dev),
+                      seed=None if seed is None else seed.to(dev), locked=self._locked(locked),
+                      tip_points=self._tip_points(tip_points, B), n=self.robot.n_joints)
+
+    def _sample(self, batch: "_Batch", cost, sampler, steps, generator, random_seed, deadline, timings) -> torch.Tensor:
+        """Diffusion samples, (M, n) float64 rows (target-major), locked joints set."""
         from ikdiffuser_ros.sampling.sampler import default_sampling, sample, targets_from_poses
 
+        t = time.monotonic()
         card_steps, card_tail = default_sampling(self.loaded)
-        sampling = dict(method=sampler, steps=steps or self.config.steps or card_steps,
-                        tail_steps=card_tail if self.config.tail_steps is None else self.config.tail_steps,
-                        guidance_scale=self.config.guidance_scale, guidance_clip=self.config.guidance_clip,
-                        deadline=deadline)
         if generator is None:
-            generator = torch.Generator(device=dev).manual_seed(0 if random_seed is None else int(random_seed))
-        t = time.monotonic()
-        T_dev = T.to(dev)
-        ee_pos, ee_rot6d = targets_from_poses(T_dev.float())
-        q_raw = sample(self.loaded, ee_pos, ee_rot6d, target_mask.to(dev), position_only.to(dev), N,
-                       generator=generator, guidance=cost, **sampling)
+            generator = torch.Generator(device=self.device).manual_seed(0 if random_seed is None else int(random_seed))
+        ee_pos, ee_rot6d = targets_from_poses(batch.T.float())
+        q = sample(self.loaded, ee_pos, ee_rot6d, batch.mask, batch.pos_only, batch.N, method=sampler,
+                   steps=steps or self.config.steps or card_steps,
+                   tail_steps=card_tail if self.config.tail_steps is None else self.config.tail_steps,
+                   guidance_scale=self.config.guidance_scale, guidance_clip=self.config.guidance_clip,
+                   generator=generator, guidance=cost, deadline=deadline)
         timings["sample"] = time.monotonic() - t
+        return batch.with_locked(q.reshape(batch.B * batch.N, batch.n).to(torch.float64))
 
-        # 4./5. refine and polish (float64)
-        q = q_raw.reshape(M, n).to(torch.float64)
-        T_rows = T_dev.repeat_interleave(N, 0)
-        mask_rows = target_mask.to(dev).repeat_interleave(N, 0)
-        po_rows = position_only.to(dev).repeat_interleave(N, 0)
+    def _refine(self, batch: "_Batch", q: torch.Tensor, cost, deadline, timings) -> torch.Tensor:
+        """LM refinement, then the null-space objective polish when there is a cost: (M, n) -> (M, n)."""
         t = time.monotonic()
-        timings["polish"] = 0.0
-        if refine:
-            res = refine_fn(self.robot, q, T_rows, mask_rows, po_rows, self.config.refine, deadline)
-            for _ in range(self.config.retries):
-                failed = (~res.converged).nonzero().flatten()
-                if failed.numel() == 0 or (deadline is not None and time.monotonic() > deadline):
-                    break
-                b_idx = failed // N
-                cost_sub = self._cost(objectives, None if seed_rows is None else seed_rows[failed], world, cost_fn)
-                q_new = sample(self.loaded, ee_pos[b_idx], ee_rot6d[b_idx], target_mask.to(dev)[b_idx],
-                               position_only.to(dev)[b_idx], 1, generator=generator, guidance=cost_sub, **sampling)
-                r2 = refine_fn(self.robot, q_new.reshape(-1, n).to(torch.float64), T_rows[failed], mask_rows[failed],
-                               po_rows[failed], self.config.refine, deadline)
-                take_new = r2.converged
-                rows = failed[take_new]
-                res.q[rows] = r2.q[take_new]
-                res.position_error[rows] = r2.position_error[take_new]
-                res.rotation_error[rows] = r2.rotation_error[take_new]
-                res.converged[rows] = True
-                res.iterations[failed] += r2.iterations
-            timings["refine"] = time.monotonic() - t
-            if cost is not None:
-                t = time.monotonic()
-                res = polish(self.robot, res, T_rows, cost, mask_rows, po_rows, self.config.refine,
-                             self.config.polish, deadline)
-                timings["polish"] = time.monotonic() - t
-            q, converged = res.q, res.converged
-        else:
-            lower, upper = self.robot.limits(torch.float64, dev)
-            q = project_to_limits(q, lower, upper)
-            timings["refine"] = 0.0
-            converged = None
-
-        # 6. measure (independently of the refinement's own bookkeeping)
+        rows = dict(frozen=batch.frozen, tip_points=batch.rows(batch.tip_points))
+        res = refine_fn(self.robot, q, batch.rows(batch.T), batch.rows(batch.mask), batch.rows(batch.pos_only),
+                        self.config.refine, deadline, **rows)
+        timings["refine"] = time.monotonic() - t
         t = time.monotonic()
-        with torch.no_grad():
-            res6 = pose_residual(self.robot.fk(q), T_rows)
-            rot_mask = mask_rows & ~po_rows
-            pos_err = torch.where(mask_rows, res6[..., :3].norm(dim=-1), 0.0).amax(-1)
-            rot_err = torch.where(rot_mask, res6[..., 3:].norm(dim=-1), 0.0).amax(-1)
-            lower, upper = self.robot.limits(torch.float64, dev)
-            within = ((q >= lower - 1e-9) & (q <= upper + 1e-9)).all(-1)
-            tol = self.config.refine
-            success = (pos_err <= tol.pos_tol * (1 + 1e-6)) & (rot_err <= tol.rot_tol * (1 + 1e-6)) & within
-            sm = self.sphere_model
-            coll = sm.in_self_collision(q) if sm is not None else None
-            cost_val = None
-            if cost is not None:
-                with torch.enable_grad():  # user costs may build graphs; we only need values
-                    cost_val = cost(q).detach().to(torch.float64)
-        # 7./8. dedup and order, per target
-        q3, succ3 = q.view(B, N, n), success.view(B, N)
-        unique = unique_mask(q3, succ3, self.config.dedup_tol, self.wrapping.to(dev))
-        key = cost_val.view(B, N) if cost_val is not None else pos_err.view(B, N)
-        key = torch.nan_to_num(key, nan=math.inf)
-        group = torch.where(unique, 0, torch.where(succ3, 1, 2)).to(torch.float64)
-        # lexicographic (group, key): sort by key, then stable sort by group
-        order = torch.sort(key, dim=-1, stable=True).indices
-        order = order.gather(-1, torch.sort(group.gather(-1, order), dim=-1, stable=True).indices)
+        if cost is not None:
+            res = polish(self.robot, res, batch.rows(batch.T), cost, batch.rows(batch.mask),
+                         batch.rows(batch.pos_only), self.config.refine, self.config.polish, deadline, **rows)
+        timings["polish"] = time.monotonic() - t
+        return res.q
 
-        def take(x):
-            if x is None:
-                return None
-            if tuple(x.shape[:2]) != (B, N):
-                x = x.reshape(B, N, *x.shape[1:])
-            idx = order.view(B, N, *([1] * (x.ndim - 2))).expand_as(x)
-            return x.gather(1, idx)
+    def _raw(self, batch: "_Batch", q: torch.Tensor, timings) -> torch.Tensor:
+        lower, upper = self.robot.limits(torch.float64, self.device)
+        timings["refine"] = timings["polish"] = 0.0
+        return batch.with_locked(project_to_limits(q, lower, upper))
 
-        timings["measure"] = time.monotonic() - t
-        timings["total"] = time.monotonic() - t0
-        uq = take(unique)
-        return IKSolutions(
-            q=take(q), position_error=take(pos_err), rotation_error=take(rot_err), within_limits=take(within),
-            success=take(success), in_self_collision=take(coll), is_unique=uq, num_unique=uq.sum(-1),
-            cost=take(cost_val), timings=timings,
-        )
+    @torch.no_grad()
+    def _measure(self, batch: "_Batch", q: torch.Tensor, cost, self_collision: bool) -> dict:
+        """Errors at the tips, limits, the one success test, self collision and cost of (M, n) rows."""
+        tips = batch.rows(batch.tip_points)
+        T_fk, _ = tip_fk_and_jacobian(self.robot, q, tips) if tips is not None else (self.robot.fk(q), None)
+        res6 = pose_residual(T_fk, tip_targets(batch.rows(batch.T), tips))
+        mask, rot_mask = batch.rows(batch.mask), batch.rows(batch.mask & ~batch.pos_only)
+        pos_err = torch.where(mask, res6[..., :3].norm(dim=-1), 0.0).amax(-1)
+        rot_err = torch.where(rot_mask, res6[..., 3:].norm(dim=-1), 0.0).amax(-1)
+        lower, upper = self.robot.limits(torch.float64, self.device)
+        within = ((q >= lower - 1e-9) & (q <= upper + 1e-9)).all(-1)
+        tol = self.config.refine
+        success = (pos_err <= tol.pos_tol * (1 + 1e-6)) & (rot_err <= tol.rot_tol * (1 + 1e-6)) & within
+        sm = self.sphere_model if self_collision else None
+        cost_val = None
+        if cost is not None:
+            with torch.enable_grad():  # user costs may build graphs; we only need values
+                cost_val = cost(q).detach().to(torch.float64)
+        return dict(q=q, position_error=pos_err, rotation_error=rot_err, within_limits=within, success=success,
+                    in_self_collision=sm.in_self_collision(q) if sm is not None else None, cost=cost_val)
+
+    def _ordered(self, batch: "_Batch", m: dict) -> IKSolutions:
+        """Per target: unique successes, duplicate successes, failures; each by :func:`ranking_key`."""
+        B, N, n = batch.B, batch.N, batch.n
+        succ = m["success"].view(B, N)
+        unique = unique_mask(m["q"].view(B, N, n), succ, self.config.dedup_tol, self.wrapping.to(self.device))
+        key = ranking_key(m["cost"], m["q"], batch.rows(batch.seed), m["position_error"], self.wrapping)
+        order = rank(unique, succ, key.view(B, N))
+        fields = {k: None if v is None else take_rows(v.view(B, N, *v.shape[1:]), order) for k, v in m.items()}
+        uq = take_rows(unique, order)
+        return IKSolutions(**fields, is_unique=uq, num_unique=uq.sum(-1))
+
+
+@dataclass
+class _Batch:
+    """One validated solve: B targets x N rows, on the model's device.
+
+    T (B, E, 4, 4) float64 end-effector targets, mask / pos_only (B, E) bool, seed (B, n) or None,
+    locked ``{index: value}``, tip_points (B, E, 3) or None. ``rows(x)`` repeats a per-target
+    tensor for the B * N rows (target-major).
+    """
+
+    T: torch.Tensor
+    B: int
+    N: int
+    mask: torch.Tensor
+    pos_only: torch.Tensor
+    seed: torch.Tensor | None
+    locked: dict[int, float]
+    tip_points: torch.Tensor | None
+    n: int
+
+    def rows(self, x: torch.Tensor | None) -> torch.Tensor | None:
+        return None if x is None else x.to(self.T.device).repeat_interleave(self.N, 0)
+
+    @property
+    def seed_rows(self) -> torch.Tensor | None:
+        return self.rows(self.seed)
+
+    @property
+    def frozen(self) -> torch.Tensor | None:
+        """(n,) bool, the locked joints (None when none is)."""
+        if not self.locked:
+            return None
+        out = torch.zeros(self.n, dtype=torch.bool, device=self.T.device)
+        out[list(self.locked)] = True
+        return out
+
+    def with_locked(self, q: torch.Tensor) -> torch.Tensor:
+        """(M, n) rows with the locked joints set to their values."""
+        if self.locked:
+            q = q.clone()
+            q[:, list(self.locked)] = torch.tensor(list(self.locked.values()), dtype=q.dtype, device=q.device)
+        return q
+
+
+def ranking_key(cost: torch.Tensor | None, q: torch.Tensor, seed_rows: torch.Tensor | None,
+                position_error: torch.Tensor, wrapping: torch.Tensor) -> torch.Tensor:
+    """(M,) key of the one ordering rule: the combined cost when there is an objective, else the
+    squared joint distance to the seed when there is one (wrap-aware), else the position error [m]."""
+    if cost is not None:
+        key = cost
+    elif seed_rows is not None:
+        key = obj.seed_distance(seed_rows, wrapping)(q)
+    else:
+        key = position_error
+    return torch.nan_to_num(key.to(torch.float64), nan=math.inf)
+
+
+def rank(unique: torch.Tensor, valid: torch.Tensor, key: torch.Tensor) -> torch.Tensor:
+    """(B, N) bools and key -> (B, N) row order: unique valid rows, then repeated valid rows, then
+    the rest; ascending ``key`` within each group (stable)."""
+    group = torch.where(unique, 0, torch.where(valid, 1, 2)).to(torch.float64)
+    order = torch.sort(key, dim=-1, stable=True).indices
+    return order.gather(-1, torch.sort(group.gather(-1, order), dim=-1, stable=True).indices)
+
+
+def take_rows(x: torch.Tensor, order: torch.Tensor) -> torch.Tensor:
+    """(B, N, ...) -> rows reordered by ``order`` (B, N)."""
+    idx = order.view(*order.shape, *([1] * (x.ndim - 2))).expand_as(x)
+    return x.gather(1, idx)
 
 
 refine_fn = refine  # the module-level name `refine` is shadowed by solve()'s argument

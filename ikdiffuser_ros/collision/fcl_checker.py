@@ -56,6 +56,7 @@ mesh vertices move outward along their vertex normals.
 from __future__ import annotations
 
 import threading
+import time
 import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -175,6 +176,10 @@ class CollisionReport:
 
     def __len__(self) -> int:
         return len(self.in_collision)
+
+
+#: Target duration of one slice of :meth:`CollisionChecker.check_until` [s].
+SLICE_SECONDS = 0.01
 
 
 class CollisionChecker:
@@ -459,6 +464,36 @@ class CollisionChecker:
         """
         with self._lock:
             return self._check(self._as_q(q), world, self_collision, max_pairs)
+
+    def prepare(self, world: World | None) -> None:
+        """Build ``world``'s FCL objects now (they are cached per World; 5000 boxes take ~0.1 s), so a
+        later deadline-bound :meth:`check_until` does not pay for it."""
+        if world is not None:
+            with self._lock:
+                self._world_entry(world)
+
+    def check_until(self, q, world: World | None, deadline: float | None, slice_rows: int = 8
+                    ) -> tuple[np.ndarray, np.ndarray]:
+        """Collision status of ``q`` (M, n), checked in slices until ``deadline`` (a ``time.monotonic()``
+        value; None = no limit; the first slice always runs). Slices start at ``slice_rows`` rows and
+        double while one takes under :data:`SLICE_SECONDS` / 4, halve when one takes over it.
+
+        Returns ``(in_collision (M,) bool, checked (M,) bool)``: rows past the deadline are unchecked
+        (``in_collision`` False there; callers must not report them as collision free).
+        """
+        q = self._as_q(q)
+        M = q.shape[0]
+        hit, checked = np.zeros(M, dtype=bool), np.zeros(M, dtype=bool)
+        start, size = 0, max(1, slice_rows)
+        while start < M:
+            if start > 0 and deadline is not None and time.monotonic() > deadline:
+                break
+            stop, t = min(M, start + size), time.monotonic()
+            hit[start:stop] = self.check(q[start:stop], world, max_pairs=1).in_collision
+            checked[start:stop] = True
+            took, start = time.monotonic() - t, stop
+            size = size * 2 if took < SLICE_SECONDS / 4 else max(1, size // 2) if took > SLICE_SECONDS else size
+        return hit, checked
 
     def _check(self, q: torch.Tensor, world: World | None, self_collision: bool, max_pairs: int) -> CollisionReport:
         M = q.shape[0]

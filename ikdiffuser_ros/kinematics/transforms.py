@@ -103,3 +103,26 @@ def pose_to_matrix(position: torch.Tensor, quat: torch.Tensor) -> torch.Tensor:
     T[..., :3, 3] = position
     T[..., 3, 3] = 1
     return T
+
+
+def euler_zyx_to_matrix(yaw: torch.Tensor, pitch: torch.Tensor, roll: torch.Tensor) -> torch.Tensor:
+    """Yaw, pitch, roll [rad] (each (...)) -> (..., 3, 3) ``Rz(yaw) @ Ry(pitch) @ Rx(roll)``.
+
+    The one Euler order of this package (URDF ``rpy`` and planar/floating joint variables use it).
+    """
+    cy, sy, cp, sp, cr, sr = (torch.cos(yaw), torch.sin(yaw), torch.cos(pitch), torch.sin(pitch),
+                              torch.cos(roll), torch.sin(roll))
+    rows = [
+        torch.stack([cy * cp, cy * sp * sr - sy * cr, cy * sp * cr + sy * sr], -1),
+        torch.stack([sy * cp, sy * sp * sr + cy * cr, sy * sp * cr - cy * sr], -1),
+        torch.stack([-sp, cp * sr, cp * cr], -1),
+    ]
+    return torch.stack(rows, -2)
+
+
+def matrix_to_euler_zyx(rot: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(..., 3, 3) -> (yaw, pitch, roll) [rad], the inverse of :func:`euler_zyx_to_matrix` (pitch in [-pi/2, pi/2])."""
+    yaw = torch.atan2(rot[..., 1, 0], rot[..., 0, 0])
+    pitch = torch.asin((-rot[..., 2, 0]).clamp(-1.0, 1.0))
+    roll = torch.atan2(rot[..., 2, 1], rot[..., 2, 2])
+    return yaw, pitch, roll

@@ -30,6 +30,8 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 
@@ -38,10 +40,6 @@ from ikdiffuser_ros.kinematics.robot_model import RobotModel
 from ikdiffuser_ros.sampling.refine import joint_kinds, wrap_to_pi
 
 CostFn = Callable[[torch.Tensor], torch.Tensor]
-
-#: Names accepted by :func:`combine` (the solver's ``objectives`` keys).
-KNOWN_OBJECTIVES = ("seed", "joint_limits", "collision", "manipulability", "user")
-
 
 def seed_distance(seed: torch.Tensor, wrapping: torch.Tensor | None = None) -> CostFn:
     """Squared joint-space distance to ``seed`` (n,) or (M, n) [rad^2 or m^2].
@@ -130,32 +128,136 @@ def user(fn: CostFn) -> CostFn:
     return cost
 
 
-def combine(weights: Mapping[str, float], factories: Mapping[str, Callable[[], CostFn]]) -> CostFn | None:
-    """Weighted sum ``sum_k w_k cost_k(q)`` of named objectives.
+@dataclass(frozen=True)
+class ObjectiveContext:
+    """What objectives may need in one solve: the robot and, where the request has them, per-row
+    seeds (M, n), the sphere model, the world and a user cost. Margins in m or rad."""
 
-    Args:
-        weights: ``{name: weight}``; names must be in :data:`KNOWN_OBJECTIVES`.
-            Zero weights are dropped; negative or non-finite weights are refused.
-        factories: ``{name: () -> cost}`` for the objectives available in this
-            context (e.g. ``seed`` only when a seed was given). A known name
-            whose factory is missing raises with the reason.
+    robot: RobotModel
+    seed_rows: torch.Tensor | None = None
+    sphere_model: object = None
+    world: object = None
+    cost_fn: CostFn | None = None
+    joint_limit_margin: float = 0.1
+    collision_margin: float = 0.02
 
-    Returns:
-        the combined cost, or None when every weight is zero.
+
+class Objective:
+    """One named objective: ``build(context)`` returns its cost function (``q (M, n) -> (M,)``).
+
+    A new objective is one subclass with a ``name`` (and optional ``aliases``) added to
+    :data:`OBJECTIVES`; requests, the solver and the node all read that registry.
     """
-    terms = []
+
+    name: ClassVar[str]
+    aliases: ClassVar[tuple[str, ...]] = ()
+    #: what the request must provide, for the error message when it is missing
+    needs: ClassVar[str] = ""
+
+    @classmethod
+    def available(cls, ctx: ObjectiveContext) -> bool:
+        return True
+
+    @classmethod
+    def build(cls, ctx: ObjectiveContext) -> CostFn:
+        raise NotImplementedError
+
+
+class SeedDistance(Objective):
+    name, aliases, needs = "seed", ("seed_distance",), "a seed joint vector"
+
+    @classmethod
+    def available(cls, ctx):
+        return ctx.seed_rows is not None
+
+    @classmethod
+    def build(cls, ctx):
+        return seed_distance(ctx.seed_rows, joint_kinds(ctx.robot)[1])
+
+
+class JointLimitMargin(Objective):
+    name, aliases = "joint_limits", ("joint_limit_margin",)
+
+    @classmethod
+    def build(cls, ctx):
+        return joint_limit_margin(ctx.robot, ctx.joint_limit_margin)
+
+
+class Collision(Objective):
+    name, aliases, needs = "collision", ("self_collision", "world_collision"), "a sphere model"
+
+    @classmethod
+    def available(cls, ctx):
+        return ctx.sphere_model is not None
+
+    @classmethod
+    def build(cls, ctx):
+        return collision(ctx.sphere_model, ctx.world, ctx.collision_margin)
+
+
+class Manipulability(Objective):
+    name = "manipulability"
+
+    @classmethod
+    def build(cls, ctx):
+        return manipulability(ctx.robot)
+
+
+class UserCost(Objective):
+    name, needs = "user", "a cost_fn"
+
+    @classmethod
+    def available(cls, ctx):
+        return ctx.cost_fn is not None
+
+    @classmethod
+    def build(cls, ctx):
+        return user(ctx.cost_fn)
+
+
+#: The objective registry: name -> class.
+OBJECTIVES: dict[str, type[Objective]] = {
+    cls.name: cls for cls in (SeedDistance, JointLimitMargin, Collision, Manipulability, UserCost)}
+#: Alternative names accepted for registered objectives.
+ALIASES: dict[str, str] = {alias: cls.name for cls in OBJECTIVES.values() for alias in cls.aliases}
+
+
+def canonical_name(name: str) -> str:
+    """A registered objective name or alias -> its name; :class:`InvalidRequestError` listing them otherwise."""
+    name = ALIASES.get(name, name)
+    if name not in OBJECTIVES:
+        raise InvalidRequestError(f"unknown objective {name!r}; known objectives: {', '.join(OBJECTIVES)} "
+                                  f"(aliases: {', '.join(sorted(ALIASES))})")
+    return name
+
+
+def canonical_weights(weights: Mapping[str, float]) -> dict[str, float]:
+    """``{name or alias: weight}`` -> ``{name: weight}``, weights finite and >= 0 (else InvalidRequestError)."""
+    out: dict[str, float] = {}
     for name, weight in weights.items():
-        if name not in KNOWN_OBJECTIVES:
-            raise InvalidRequestError(f"unknown objective {name!r}; known objectives: {', '.join(KNOWN_OBJECTIVES)}")
+        canon = canonical_name(name)
         w = float(weight)
         if not math.isfinite(w) or w < 0:
             raise InvalidRequestError(f"objective {name!r}: weight must be finite and >= 0, got {weight!r}")
+        out[canon] = w
+    return out
+
+
+def combine(weights: Mapping[str, float], ctx: ObjectiveContext) -> CostFn | None:
+    """Weighted sum ``sum_k w_k cost_k(q)`` of named objectives (names or aliases of :data:`OBJECTIVES`).
+
+    Zero weights are dropped; negative or non-finite weights, unknown names and objectives whose
+    context is missing (``seed`` without a seed...) raise :class:`InvalidRequestError` with the reason.
+    Returns the combined cost, or None when every weight is zero.
+    """
+    terms = []
+    for name, w in canonical_weights(weights).items():
         if w == 0:
             continue
-        if name not in factories:
-            need = {"seed": "a seed joint vector", "user": "a cost_fn", "collision": "a sphere model"}.get(name, "")
-            raise InvalidRequestError(f"objective {name!r} needs {need or 'more context'} in this request")
-        terms.append((w, factories[name]()))
+        cls = OBJECTIVES[name]
+        if not cls.available(ctx):
+            raise InvalidRequestError(f"objective {name!r} needs {cls.needs or 'more context'} in this request")
+        terms.append((w, cls.build(ctx)))
     if not terms:
         return None
 

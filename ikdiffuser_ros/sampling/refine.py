@@ -156,6 +156,46 @@ def _row_errors(res: torch.Tensor, target_mask: torch.Tensor, rot_mask: torch.Te
     return pos, rot
 
 
+def tip_targets(targets: torch.Tensor, tip_points: torch.Tensor | None) -> torch.Tensor:
+    """(..., E, 4, 4) end-effector targets -> targets of the tip frames ``T_ee @ [I | p]``.
+
+    ``tip_points`` (..., E, 3): the tip's position in its end effector's frame [m] (None = the
+    end effector itself). Tips are rigid on their end effector, so only positions change.
+    """
+    if tip_points is None:
+        return targets
+    out = targets.clone()
+    out[..., :3, 3] = targets[..., :3, 3] + (targets[..., :3, :3] @ tip_points.unsqueeze(-1)).squeeze(-1)
+    return out
+
+
+def tip_fk_and_jacobian(model: RobotModel, q: torch.Tensor, tip_points: torch.Tensor | None
+                        ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(M, n) -> poses (M, E, 4, 4) and geometric Jacobians (M, E, 6, n) of the tip frames.
+
+    A tip at ``p`` [m] in end effector ``e``'s frame moves with ``v_tip = v_e + w x (R_e p)``, so its
+    Jacobian's linear rows are ``J_v - [R_e p]_x J_w`` (rows ``(v, w)`` in root axes as
+    :meth:`RobotModel.fk_and_jacobian`).
+    """
+    T, J = model.fk_and_jacobian(q)
+    if tip_points is None:
+        return T, J
+    r = (T[..., :3, :3] @ tip_points.to(T.dtype).unsqueeze(-1)).squeeze(-1)  # (M, E, 3) lever arm, root axes
+    T_tip = T.clone()
+    T_tip[..., :3, 3] = T[..., :3, 3] + r
+    J_tip = J.clone()
+    J_tip[..., :3, :] = J[..., :3, :] - torch.linalg.cross(r.unsqueeze(-1).expand_as(J[..., 3:, :]),
+                                                           J[..., 3:, :], dim=-2)
+    return T_tip, J_tip
+
+
+def _frozen_rows(frozen: torch.Tensor | None, M: int, n: int, device) -> torch.Tensor:
+    """(n,) or (M, n) bool (or None) -> (M, n) bool: joints the refinement must not move."""
+    if frozen is None:
+        return torch.zeros(M, n, dtype=torch.bool, device=device)
+    return frozen.to(device=device, dtype=torch.bool).expand(M, n)
+
+
 # ---------------------------------------------------------------------------- LM
 @torch.no_grad()
 def _broadcast_targets(targets: torch.Tensor, target_mask: torch.Tensor | None, position_only: torch.Tensor | None,
@@ -178,6 +218,8 @@ def refine(
     position_only: torch.Tensor | None = None,
     config: RefineConfig = RefineConfig(),
     deadline: float | None = None,
+    frozen: torch.Tensor | None = None,
+    tip_points: torch.Tensor | None = None,
 ) -> RefineResult:
     """Polish ``M`` IK candidates with batched Levenberg-Marquardt (see the module docstring).
 
@@ -189,6 +231,11 @@ def refine(
         position_only: (M, E) or (E,) bool, True = only the position is constrained.
         config: tolerances and LM settings.
         deadline: optional ``time.monotonic()`` value after which iteration stops.
+        frozen: (n,) or (M, n) bool, joints held where ``q0`` has them (locked joints): their
+            Jacobian columns are dropped from every step.
+        tip_points: (M, E, 3) or (E, 3) positions [m] of the constrained frames in their end
+            effectors' frames (a TCP on the hand...): errors and tolerances apply there
+            (:func:`tip_targets`); None = at the end effectors.
 
     Returns:
         :class:`RefineResult` with float64 tensors on ``q0``'s device.
@@ -203,14 +250,18 @@ def refine(
     lower, upper = model.limits(dtype, device)
     _, wrapping = joint_kinds(model)
     wrapping = wrapping.to(device)
-    q = project_to_limits(q, lower, upper, wrapping)
+    fixed = _frozen_rows(frozen, M, n, device)
+    q = torch.where(fixed, q, project_to_limits(q, lower, upper, wrapping))
+    if tip_points is not None:
+        tip_points = tip_points.to(device=device, dtype=dtype).expand(M, E, 3)
+        targets = tip_targets(targets, tip_points)
 
     # per-row weights of the 6E residual rows
     w = torch.cat([target_mask.unsqueeze(-1).expand(M, E, 3).to(dtype),
                    rot_mask.unsqueeze(-1).expand(M, E, 3).to(dtype) * config.rot_weight], -1)  # (M, E, 6)
     w = w.reshape(M, 6 * E)
 
-    T, J = model.fk_and_jacobian(q)
+    T, J = tip_fk_and_jacobian(model, q, tip_points)
     res = pose_residual(T, targets)
     pos_err, rot_err = _row_errors(res, target_mask, rot_mask)
     converged = (pos_err <= config.pos_tol) & (rot_err <= config.rot_tol)
@@ -236,15 +287,15 @@ def refine(
         # active set: joints on a bound whose descent direction leaves the box are frozen
         at_low = (qi <= lower + 1e-12) & (g < 0) & ~wrapping
         at_up = (qi >= upper - 1e-12) & (g > 0) & ~wrapping
-        free = (~(at_low | at_up)).to(dtype)
+        free = (~(at_low | at_up | fixed[idx])).to(dtype)
         Jf = Jw * free.unsqueeze(1)
         H = Jf.transpose(1, 2) @ Jf
         A = H + li.view(-1, 1, 1) * (torch.diag_embed(H.diagonal(dim1=1, dim2=2)) + eye)
         dq = torch.linalg.solve(A, (g * free).unsqueeze(-1)).squeeze(-1)
         scale = (config.max_step / dq.abs().amax(-1).clamp_min(1e-300)).clamp(max=1.0)
-        q_new = project_to_limits(qi + dq * scale.unsqueeze(-1), lower, upper, wrapping)
+        q_new = torch.where(fixed[idx], qi, project_to_limits(qi + dq * scale.unsqueeze(-1), lower, upper, wrapping))
 
-        T_new, J_new = model.fk_and_jacobian(q_new)
+        T_new, J_new = tip_fk_and_jacobian(model, q_new, None if tip_points is None else tip_points[idx])
         res_new = pose_residual(T_new, targets[idx])
         e_new = res_new.reshape(-1, 6 * E)
         cost_old = (ew * ew).sum(-1)
@@ -412,6 +463,8 @@ def polish(
     config: RefineConfig = RefineConfig(),
     polish_config: PolishConfig = PolishConfig(),
     deadline: float | None = None,
+    frozen: torch.Tensor | None = None,
+    tip_points: torch.Tensor | None = None,
 ) -> RefineResult:
     """Lower ``cost_fn`` on converged rows while keeping their end-effector poses.
 
@@ -429,6 +482,7 @@ def polish(
         targets, target_mask, position_only: as for :func:`refine`.
         cost_fn: ``q (M, n) float64 -> (M,)``, differentiable, row-wise (row i's cost depends
             only on row i); always called on all M rows.
+        frozen, tip_points: as for :func:`refine` (frozen joints do not move, errors at the tips).
 
     Returns:
         a new :class:`RefineResult`.
@@ -448,6 +502,9 @@ def polish(
     lower, upper = model.limits(dtype, device)
     short = RefineConfig(**{**config.__dict__, "max_iters": polish_config.reconverge_iters})
     eye = torch.eye(n, dtype=dtype, device=device)
+    fixed = _frozen_rows(frozen, M, n, device)
+    if tip_points is not None:
+        tip_points = tip_points.to(device=device, dtype=dtype).expand(M, E, 3)
     for _ in range(polish_config.iters):
         idx = (converged & (step >= polish_config.min_step)).nonzero().squeeze(-1)
         if idx.numel() == 0 or (deadline is not None and time.monotonic() > deadline):
@@ -462,16 +519,19 @@ def polish(
         g = torch.nan_to_num(g.detach())
         c = c.detach()
         with torch.no_grad():
-            J = model.jacobian(q[idx]).reshape(-1, 6 * E, n) * w[idx].unsqueeze(-1)
+            tips = None if tip_points is None else tip_points[idx]
+            J = tip_fk_and_jacobian(model, q[idx], tips)[1].reshape(-1, 6 * E, n) * w[idx].unsqueeze(-1)
+            J = J * (~fixed[idx]).to(dtype).unsqueeze(1)
             N = eye - torch.linalg.pinv(J, rtol=1e-8) @ J
             d = -(N @ g.unsqueeze(-1)).squeeze(-1)
-            # joints on a bound cannot move outwards
-            d = torch.where(((q[idx] <= lower + 1e-12) & (d < 0)) | ((q[idx] >= upper - 1e-12) & (d > 0)),
-                            torch.zeros_like(d), d)
+            # joints on a bound cannot move outwards; frozen joints not at all
+            d = torch.where(((q[idx] <= lower + 1e-12) & (d < 0)) | ((q[idx] >= upper - 1e-12) & (d > 0))
+                            | fixed[idx], torch.zeros_like(d), d)
             dn = d.abs().amax(-1)
             movable = dn > 1e-12
             q_try = q[idx] + d / dn.clamp_min(1e-12).unsqueeze(-1) * step[idx].unsqueeze(-1)
-            r = refine(model, q_try, targets[idx], target_mask[idx], position_only[idx], short, deadline)
+            r = refine(model, q_try, targets[idx], target_mask[idx], position_only[idx], short, deadline,
+                       fixed[idx], tips)
             c_new = cost_fn(q.index_put((idx,), r.q))[idx]
             accept = movable & r.converged & (c_new < c)
             q[idx] = torch.where(accept.unsqueeze(-1), r.q, q[idx])

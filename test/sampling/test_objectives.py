@@ -110,18 +110,26 @@ def test_manipulability_descent_increases_manipulability(panda):
 def test_user_checks_shape_and_combine_validates(panda):
     with pytest.raises(InvalidRequestError, match="shape"):
         obj.user(lambda q: q)(torch.zeros(3, 7))
+    bare = obj.ObjectiveContext(panda)
     with pytest.raises(InvalidRequestError, match="unknown objective 'speed'.*seed, joint_limits"):
-        obj.combine({"speed": 1.0}, {})
+        obj.combine({"speed": 1.0}, bare)
     with pytest.raises(InvalidRequestError, match="needs a seed"):
-        obj.combine({"seed": 1.0}, {})
+        obj.combine({"seed": 1.0}, bare)
     with pytest.raises(InvalidRequestError, match=">= 0"):
-        obj.combine({"joint_limits": -1.0}, {"joint_limits": lambda: obj.joint_limit_margin(panda)})
-    assert obj.combine({"seed": 0.0}, {}) is None
+        obj.combine({"joint_limits": -1.0}, bare)
+    assert obj.combine({"seed": 0.0}, bare) is None
     q = random_q(panda, 4, seed=5)
-    c = obj.combine({"user": 2.0, "joint_limits": 3.0},
-                    {"user": lambda: obj.user(lambda x: x[:, 0]),
-                     "joint_limits": lambda: obj.joint_limit_margin(panda)})
+    ctx = obj.ObjectiveContext(panda, cost_fn=lambda x: x[:, 0])
+    c = obj.combine({"user": 2.0, "joint_limit_margin": 3.0}, ctx)  # an alias
     torch.testing.assert_close(c(q), 2 * q[:, 0] + 3 * obj.joint_limit_margin(panda)(q))
+
+
+def test_objective_registry():
+    """One registry: every objective is one class; names and aliases resolve through it."""
+    assert set(obj.OBJECTIVES) == {"seed", "joint_limits", "collision", "manipulability", "user"}
+    assert all(issubclass(cls, obj.Objective) and cls.name == name for name, cls in obj.OBJECTIVES.items())
+    assert obj.canonical_name("self_collision") == "collision" and obj.canonical_name("seed_distance") == "seed"
+    assert obj.canonical_weights({"joint_limit_margin": 2}) == {"joint_limits": 2.0}
 
 
 def test_objectives_work_in_float32(panda):

@@ -1,0 +1,131 @@
+"""Frames of a robot: where named frames are, which links can carry an IK target, and pose values.
+
+* :func:`pose_matrix`: a pose given as a (4, 4) matrix or as ``(x, y, z, qx, qy, qz, qw)`` (ROS
+  quaternion order) -> validated float64 (4, 4). A quaternion whose norm is within
+  :data:`QUATERNION_NORM_TOLERANCE` of 1 is normalized; anything else (zero, NaN, far from unit)
+  raises :class:`~ikdiffuser_ros.errors.InvalidGoalError`.
+* :class:`FrameResolver`: the pose of any frame of the robot tree in the root frame at a joint
+  state. An empty frame name (or a leading ``/``) means the root frame.
+* :func:`rigid_offsets`: the links that are rigidly attached to an end effector of the model (the
+  end effectors themselves included), with their fixed offset ``T_ee_link``: these are the links
+  an IK target may name.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+from ikdiffuser_ros.errors import InvalidGoalError, UnknownFrameError
+from ikdiffuser_ros.kinematics.transforms import quat_to_matrix
+
+#: |‖q‖ - 1| up to this is normalized; beyond it the quaternion is rejected.
+QUATERNION_NORM_TOLERANCE = 0.1
+#: Largest |R^T R - I| entry and |det R - 1| accepted in a pose given as a matrix.
+ORTHONORMAL_TOLERANCE = 1e-4
+
+
+def quaternion_matrix(quat, what: str = "orientation") -> np.ndarray:
+    """Validated quaternion ``(x, y, z, w)`` -> (3, 3) float64 rotation (see the module docstring)."""
+    q = np.asarray(quat, dtype=np.float64).reshape(-1)
+    if q.shape != (4,) or not np.all(np.isfinite(q)):
+        raise InvalidGoalError(f"{what}: quaternion must be 4 finite numbers (x, y, z, w), got {q.tolist()}")
+    norm = float(np.linalg.norm(q))
+    if abs(norm - 1.0) > QUATERNION_NORM_TOLERANCE:
+        raise InvalidGoalError(f"{what}: quaternion norm {norm:.6g} is not close to 1 (tolerance "
+                               f"{QUATERNION_NORM_TOLERANCE}); send a unit quaternion (x, y, z, w)")
+    return quat_to_matrix(torch.from_numpy(q / norm)).numpy()
+
+
+def pose_matrix(pose, what: str = "pose") -> np.ndarray:
+    """(4, 4) matrix or (7,) ``(x, y, z, qx, qy, qz, qw)`` [m] -> validated (4, 4) float64."""
+    a = np.asarray(pose, dtype=np.float64)
+    if a.shape == (7,):
+        if not np.all(np.isfinite(a[:3])):
+            raise InvalidGoalError(f"{what}: position has NaN or infinite components {a[:3].tolist()}")
+        T = np.eye(4)
+        T[:3, :3] = quaternion_matrix(a[3:], what)
+        T[:3, 3] = a[:3]
+        return T
+    if a.shape != (4, 4):
+        raise InvalidGoalError(f"{what}: a pose is a (4, 4) matrix or (x, y, z, qx, qy, qz, qw), got shape {a.shape}")
+    if not np.all(np.isfinite(a)):
+        raise InvalidGoalError(f"{what}: pose has NaN or infinite entries")
+    R = a[:3, :3]
+    if (np.abs(R.T @ R - np.eye(3)).max() > ORTHONORMAL_TOLERANCE or abs(np.linalg.det(R) - 1) > ORTHONORMAL_TOLERANCE
+            or not np.allclose(a[3], (0, 0, 0, 1))):
+        raise InvalidGoalError(f"{what}: not a rigid transform (rotation not orthonormal with det 1 within "
+                               f"{ORTHONORMAL_TOLERANCE}, or last row not 0 0 0 1)")
+    return a.copy()
+
+
+class FrameResolver:
+    """Poses of the robot's frames in its root frame (see the module docstring).
+
+    ``T_root(frame, q)``: (4, 4) pose of ``frame`` at joint state ``q`` ((n,) float64, default: the
+    robot's default state). Unknown frames raise :class:`UnknownFrameError` listing the valid ones.
+    """
+
+    def __init__(self, robot) -> None:
+        self.robot = robot
+        self.root = robot.root_frame
+        self._links = set(robot.urdf.links)
+        self._default = robot.default_positions()
+
+    def normalize(self, frame: str) -> str:
+        """Strip blanks and a leading ``/``; empty -> the root frame."""
+        frame = frame.strip()
+        if frame.startswith("/"):
+            frame = frame[1:]
+        return frame or self.root
+
+    def known(self, frame: str) -> bool:
+        frame = self.normalize(frame)
+        return frame == self.root or frame in self._links
+
+    def valid_frames(self) -> list[str]:
+        return [self.root] + sorted(self._links - {self.root})
+
+    def T_root(self, frame: str, q: np.ndarray | None = None, what: str = "") -> np.ndarray:
+        frame = self.normalize(frame)
+        if frame == self.root:
+            return np.eye(4)
+        if frame not in self._links:
+            raise UnknownFrameError(frame, self.valid_frames(), what)
+        qt = self._default if q is None else torch.as_tensor(np.asarray(q, dtype=np.float64))
+        return self.robot.fk_links(qt, [frame])[0].numpy().astype(np.float64)
+
+    def T_root_links(self, links: Sequence[str], q: np.ndarray) -> np.ndarray:
+        """(len(links), 4, 4) poses of links at ``q``."""
+        return self.robot.fk_links(torch.as_tensor(np.asarray(q, dtype=np.float64)), list(links)).numpy()
+
+    def to_root(self, pose, frame: str, q_ref: np.ndarray | None = None, what: str = "pose") -> np.ndarray:
+        """A pose (see :func:`pose_matrix`) expressed in ``frame`` -> validated (4, 4) in the root frame."""
+        T = pose_matrix(pose, what)
+        return self.T_root(frame, q_ref, what) @ T
+
+
+def rigid_offsets(robot) -> dict[str, tuple[str, np.ndarray]]:
+    """Links rigidly attached to an end effector: ``link -> (end effector, (4, 4) T_ee_link)``.
+
+    A link is rigidly attached to an end effector when the last moving joint on its path from the
+    root is the same as the end effector's (e.g. a TCP frame on the same hand). The end effectors
+    themselves map to identity. Computed once at the default state (the offset does not depend on it).
+    """
+    def last_moving(link: str):
+        moving = [j.name for j in robot.urdf.path_from_root(link) if j.type != "fixed"]
+        return moving[-1] if moving else None
+
+    ee_key = {ee: last_moving(ee) for ee in robot.end_effectors}
+    out: dict[str, tuple[str, np.ndarray]] = {ee: (ee, np.eye(4)) for ee in robot.end_effectors}
+    wanted = [(link, ee) for link in robot.urdf.links if link not in out
+              for ee, key in ee_key.items() if key == last_moving(link)]
+    if wanted:
+        names = sorted({n for pair in wanted for n in pair})
+        T = robot.fk_links(robot.default_positions(), names).numpy()
+        idx = {n: i for i, n in enumerate(names)}
+        for link, ee in wanted:
+            out.setdefault(link, (ee, np.linalg.inv(T[idx[ee]]) @ T[idx[link]]))
+    return out

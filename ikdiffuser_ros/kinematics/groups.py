@@ -1,0 +1,116 @@
+"""Planning groups: which joints a group moves and which links are its tips.
+
+Groups come from the SRDF (chains, joints, links and subgroups, resolved as
+srdfdom does), from the robot config and from user definitions
+(``name -> tip links``). A group is usable for IK when every tip is rigidly
+attached to an end effector of the model (:func:`~ikdiffuser_ros.kinematics.frames.rigid_offsets`)
+and it moves at least one active variable.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+from ikdiffuser_ros.errors import UnknownGroupError
+
+
+@dataclass(frozen=True)
+class Group:
+    """A planning group as the IK query sees it.
+
+    Attributes:
+        name: group name.
+        tips: links (end effectors or frames rigidly attached to them), in order.
+        joints: indices of the model's active variables the group moves (the others stay locked).
+        source: where it was defined: ``srdf``, ``robot config`` or ``parameter``.
+    """
+
+    name: str
+    tips: tuple[str, ...]
+    joints: tuple[int, ...]
+    source: str = "srdf"
+
+
+def _srdf_group_joints(robot, srdf_groups, name: str, seen=()) -> tuple[set[str], list[str]]:
+    """SRDF group -> (URDF joint names, tip links) (chains: tip_link; subgroups recursively)."""
+    group = srdf_groups[name]
+    urdf = robot.urdf
+    joints: set[str] = set(group.joints)
+    tips: list[str] = []
+    for link in group.links:
+        if link in urdf.child_joint:
+            joints.add(urdf.child_joint[link].name)
+    for base, tip in group.chains:
+        base_path = {j.name for j in urdf.path_from_root(base)}
+        joints.update(j.name for j in urdf.path_from_root(tip) if j.name not in base_path)
+        tips.append(tip)
+    for sub in group.subgroups:
+        if sub in srdf_groups and sub not in seen and sub != name:
+            j, t = _srdf_group_joints(robot, srdf_groups, sub, (*seen, name))
+            joints |= j
+            tips += [x for x in t if x not in tips]
+    return joints, tips
+
+
+def active_variables(robot, joint_names: Iterable[str]) -> tuple[int, ...]:
+    """URDF / virtual joint names -> sorted indices of their active variables (multi-DOF: all of them)."""
+    index = {n: i for i, n in enumerate(robot.joint_names)}
+    out = set()
+    for j in joint_names:
+        if j in index:
+            out.add(index[j])
+        out.update(i for v, i in index.items() if v.startswith(j + "/"))
+    return tuple(sorted(out))
+
+
+def variables_moving(robot, links: Iterable[str]) -> tuple[int, ...]:
+    """Indices of the active variables that move any of ``links`` (their root paths + the virtual joint)."""
+    names = {j.name for link in links for j in robot.urdf.path_from_root(link)}
+    if robot.virtual_joint is not None:
+        names.add(robot.virtual_joint.name)
+    return active_variables(robot, names)
+
+
+def _srdf_groups(robot, tip_links: Mapping, logger=None) -> dict[str, Group]:
+    groups: dict[str, Group] = {}
+    srdf = robot.srdf
+    for name in srdf.groups:
+        joints, tips = _srdf_group_joints(robot, srdf.groups, name)
+        active = active_variables(robot, joints)
+        tips += [e.parent_link for e in srdf.end_effectors if e.parent_group == name and e.parent_link not in tips]
+        if not tips and active:
+            tips = [ee for ee in robot.end_effectors if set(variables_moving(robot, [ee])) & set(active)]
+        usable = [t for t in tips if t in tip_links]
+        if not active or not usable or len(usable) != len(tips):
+            if logger is not None:
+                logger.debug(f"SRDF group {name!r} is not usable for IK (active joints {len(active)}, tips {tips})")
+            continue
+        groups[name] = Group(name, tuple(usable), active, "srdf")
+    return groups
+
+
+def build_groups(robot, config_groups: Mapping[str, tuple[str, ...]], param_groups: Mapping[str, tuple[str, ...]],
+                 tip_links: Mapping, logger=None) -> dict[str, Group]:
+    """Planning groups: usable SRDF groups, then robot-config groups, then ``groups`` parameter entries
+    (later definitions override earlier ones of the same name). ``tip_links``: link -> (end effector,
+    offset), as :func:`~ikdiffuser_ros.kinematics.frames.rigid_offsets` returns."""
+    groups = _srdf_groups(robot, tip_links, logger)
+    for source, defs in (("robot config", config_groups), ("parameter", param_groups)):
+        for name, links in (defs or {}).items():
+            bad = [link for link in links if link not in tip_links]
+            if bad:
+                if logger is not None:
+                    logger.warning(f"group {name!r} ({source}): links {bad} are not end effectors of the model "
+                                   f"{robot.end_effectors}; group skipped")
+                continue
+            groups[name] = Group(name, tuple(links), variables_moving(robot, links), source)
+    return groups
+
+
+def find_group(groups: Mapping[str, Group], name: str) -> Group:
+    """``groups[name]``, or :class:`UnknownGroupError` listing the known groups."""
+    try:
+        return groups[name]
+    except KeyError:
+        raise UnknownGroupError(name, groups) from None

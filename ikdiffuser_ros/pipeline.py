@@ -1,0 +1,444 @@
+"""The one IK pipeline: :class:`IKQuery` in, :class:`IKAnswer` out, within the query's deadline.
+
+:meth:`IKPipeline.answer` runs these stages (the ROS node, the MoveIt bridge and Python users
+all call it)::
+
+    plan      validate the query; resolve each target's links (tips, planning group), frames
+              (at the reference state) and position-only flags into end-effector targets; lock
+              joints (the group's complement, ``locked``); build the objectives
+    rounds    round 0 samples every target, later rounds only targets still without a valid
+              solution (at most ``max_rounds``). Work is cut into solver calls whose size follows
+              the measured throughput and the time left (:class:`ChunkSizer`)
+    chunk     one :meth:`IKDiffuserSolver.solve` call (sample, LM with locked joints frozen,
+              polish, measure at the named links: the one success test) -> joint constraints ->
+              exact collision check (FCL, stops at the deadline)
+    finish    pool each target's measured candidates, rank them (unique valid first, then by
+              :func:`~ikdiffuser_ros.solver.ranking_key`), keep ``num_solutions``, set the status
+
+Deadline contract: every stage checks the deadline between short units of work (a reverse
+diffusion pass, an LM iteration, a few collision checks, one chunk), so the answer arrives
+about one unit after the deadline, with every candidate fully measured by then. A target
+gets ``TIMED_OUT`` only when none of its candidates was measured in time.
+"""
+
+from __future__ import annotations
+
+import math
+import secrets
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from ikdiffuser_ros.errors import (CollisionCheckingUnavailableError, IKDiffuserError, InvalidGoalError,
+                                   InvalidRequestError, InvalidRobotStateError, UnknownLinkError)
+from ikdiffuser_ros.kinematics.frames import FrameResolver, rigid_offsets
+from ikdiffuser_ros.kinematics.groups import Group, find_group
+from ikdiffuser_ros.query import IKAnswer, IKQuery, IKTarget, Status, TargetAnswer
+from ikdiffuser_ros.sampling import objectives as obj
+from ikdiffuser_ros.sampling.refine import unique_mask
+from ikdiffuser_ros.solver import IKDiffuserSolver, rank, ranking_key
+
+
+#: Share of the time left that one solver call may use; the rest is for the exact collision
+#: checks and the answer (so a call started near the deadline still ends before it).
+SOLVER_SHARE = 0.8
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    """Limits and policies of :class:`IKPipeline` (units: s)."""
+
+    #: Most targets and solutions per target of one query.
+    max_targets: int = 256
+    max_num_solutions: int = 512
+    #: Budget of a query whose ``timeout`` is None [s].
+    default_timeout: float = 5.0
+    #: Most candidate rows (targets x solutions) per solver call.
+    max_batch_size: int = 4096
+    #: Rows of the first solver call of a query (later calls follow the measured throughput).
+    first_chunk_rows: int = 64
+    #: With ``avoid_collisions`` (or joint constraints), sample this many times more candidates.
+    collision_oversample: float = 2.0
+    constraint_oversample: float = 2.0
+    #: Sphere-model collision guidance with ``avoid_collisions``: "off", "fallback" (rounds > 0), "always".
+    collision_guidance: str = "fallback"
+    weight_collision: float = 1.0
+    #: Solver settings per call.
+    sampler: str = "ddim"
+    steps: int | None = None
+    refine: bool = True
+
+
+class ChunkSizer:
+    """Rows of the next solver call: what the measured rate fits in half the time left.
+
+    ``rate`` [rows/s]: from earlier queries (None: start with ``first`` rows). ``rows(remaining_s)``
+    before each call, ``record(rows, seconds)`` after it. Growth is at most 4x per call, so one call
+    never takes much longer than the ones measured before it.
+    """
+
+    def __init__(self, first: int, most: int, rate: float | None = None, least: int = 8) -> None:
+        self.first, self.most, self.least = max(1, min(first, most)), max(1, most), max(1, min(least, most))
+        self.last: int | None = None
+        self.rate = rate
+
+    def rows(self, remaining: float) -> int:
+        if self.rate is None:
+            return self.first
+        fit = int(self.rate * max(remaining, 0.0) * 0.5)
+        cap = min(self.most, 4 * (self.last or self.first))
+        return max(self.least, min(cap, fit))
+
+    def record(self, rows: int, seconds: float) -> None:
+        self.last = max(1, rows)
+        self.rate = rows / max(seconds, 1e-6)
+
+
+@dataclass
+class _Spec:
+    """A resolved target: end-effector poses T (E, 4, 4) in the root frame, constrained (E,) and
+    position-only (E,) masks, tip points (E, 3) [m] of the named links in their end effectors' frames."""
+
+    T: np.ndarray
+    mask: np.ndarray
+    position_only: np.ndarray
+    tip_points: np.ndarray
+
+
+@dataclass
+class _Plan:
+    """A validated query: specs (or the error of each malformed target) and what every call shares."""
+
+    query: IKQuery
+    specs: list
+    deadline: float
+    n_sample: int
+    seed: np.ndarray | None
+    locked: dict[int, float]
+    objectives: dict[str, float]
+    guided: dict[str, float]
+    random_seed: int
+    calls: int = 0
+
+
+@dataclass
+class _Pool:
+    """Measured candidates of one target, concatenated over calls (rows of the arrays in ``parts``)."""
+
+    parts: list = field(default_factory=list)
+    valid_count: int = 0
+    measured: int = 0  #: rows whose measurement completed in time
+    reached: int = 0  #: rows within tolerances and limits (the solver's success test)
+    best: tuple[float, float] = (math.inf, math.inf)  #: smallest (position [m], rotation [rad]) error measured
+
+
+class IKPipeline:
+    """Answers :class:`IKQuery` s with one solver, an optional exact collision checker and planning groups.
+
+    Args:
+        solver: the :class:`IKDiffuserSolver` (its ``config.refine`` tolerances are the success test).
+        checker: a :class:`~ikdiffuser_ros.collision.fcl_checker.CollisionChecker`, or None (then
+            ``avoid_collisions`` queries raise :class:`CollisionCheckingUnavailableError`).
+        config: :class:`PipelineConfig`.
+        groups: planning groups by name (:func:`~ikdiffuser_ros.kinematics.groups.build_groups`).
+    """
+
+    def __init__(self, solver: IKDiffuserSolver, checker=None, config: PipelineConfig = PipelineConfig(),
+                 groups: dict[str, Group] | None = None) -> None:
+        self.solver, self.checker, self.config = solver, checker, config
+        self.robot = solver.robot
+        self.groups = dict(groups or {})
+        self.frames = FrameResolver(self.robot)
+        self.tips = rigid_offsets(self.robot)
+        self.ee_index = {ee: i for i, ee in enumerate(self.robot.end_effectors)}
+        self.joint_index = {name: i for i, name in enumerate(self.robot.joint_names)}
+        self.default_state = self.robot.default_positions().numpy().astype(np.float64)
+        self._rates: dict[bool, float | None] = {False: None, True: None}  # rows/s of recent solver calls
+
+    # ------------------------------------------------------------------ the one entry point
+    def answer(self, query: IKQuery) -> IKAnswer:
+        """Answer ``query`` (module docstring). Raises :class:`InvalidRequestError` subclasses for a
+        malformed query as a whole; a malformed target only marks that target INVALID."""
+        t0 = time.monotonic() if query.start is None else query.start
+        plan = self._plan(query, t0)
+        pools = self._rounds(plan)
+        answers = [self._finish(plan, i, pools[i]) for i in range(len(plan.specs))]
+        return IKAnswer(answers, list(self.robot.joint_names), time.monotonic() - t0)
+
+    def warmup(self) -> float:
+        """One small query at the default state (lazy loading, kernel selection); returns seconds."""
+        t0 = time.monotonic()
+        T = self.robot.fk(torch.as_tensor(self.default_state)).numpy()
+        target = IKTarget(list(self.robot.end_effectors), list(T))
+        self.answer(IKQuery([target], num_solutions=2, max_rounds=1, timeout=30.0))
+        return time.monotonic() - t0
+
+    # ------------------------------------------------------------------ plan
+    def _plan(self, query: IKQuery, t0: float) -> _Plan:
+        self._check_sizes(query)
+        timeout = self.config.default_timeout if query.timeout is None else query.timeout
+        seed = self._seed(query.seed)
+        group = find_group(self.groups, query.group) if query.group is not None else None
+        q_ref = self.default_state if seed is None else seed
+        locked = self._locked(query, group, q_ref)
+        objectives = obj.canonical_weights(query.objectives)
+        if objectives.get("seed", 0) > 0 and seed is None:
+            raise InvalidRequestError("the seed objective needs a seed")
+        if query.avoid_collisions and self.checker is None:
+            raise CollisionCheckingUnavailableError(
+                "avoid_collisions requested but exact collision checking is unavailable (python-fcl)")
+        self._check_constraints(query)
+        specs = [self._spec_or_error(target, group, q_ref, f"target {b}") for b, target in enumerate(query.targets)]
+        if self.checker is not None:
+            self.checker.prepare(query.world)  # a new scene's FCL objects, built once, before the solving starts
+        factor = self.config.collision_oversample if query.avoid_collisions else 1.0
+        if query.constraints:
+            factor = max(factor, self.config.constraint_oversample)
+        seed_value = query.random_seed if query.random_seed is not None and query.random_seed >= 0 \
+            else secrets.randbits(62)
+        return _Plan(query, specs, t0 + timeout, max(1, math.ceil(query.num_solutions * factor)), seed, locked,
+                     objectives, self._guided(query, objectives), int(seed_value))
+
+    def _check_sizes(self, query: IKQuery) -> None:
+        cfg = self.config
+        if not query.targets:
+            raise InvalidRequestError("empty query: no targets")
+        if len(query.targets) > cfg.max_targets:
+            raise InvalidRequestError(f"{len(query.targets)} targets exceed max_targets={cfg.max_targets}")
+        n = query.num_solutions
+        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or not 1 <= n <= cfg.max_num_solutions:
+            raise InvalidRequestError(f"num_solutions={n!r} must be an integer in [1, {cfg.max_num_solutions}]")
+        if query.timeout is not None and not (math.isfinite(query.timeout) and query.timeout > 0):
+            raise InvalidRequestError(f"timeout must be a positive number of seconds, got {query.timeout!r}")
+        if query.max_rounds < 1:
+            raise InvalidRequestError(f"max_rounds must be >= 1, got {query.max_rounds}")
+
+    def _seed(self, seed) -> np.ndarray | None:
+        if seed is None:
+            return None
+        q = np.asarray(seed, dtype=np.float64).reshape(-1)
+        if q.shape != (self.robot.n_joints,) or not np.all(np.isfinite(q)):
+            raise InvalidRobotStateError(f"seed must be {self.robot.n_joints} finite joint values "
+                                         f"({self.robot.joint_names}), got shape {q.shape}")
+        return q
+
+    def _locked(self, query: IKQuery, group: Group | None, q_ref: np.ndarray) -> dict[int, float]:
+        """``{index: value}``: the group's complement at the reference state, then ``query.locked``."""
+        locked = {} if group is None else {i: float(q_ref[i]) for i in range(self.robot.n_joints)
+                                           if i not in set(group.joints)}
+        for name, value in dict(query.locked).items():
+            if name not in self.joint_index or not math.isfinite(float(value)):
+                raise InvalidRobotStateError(f"locked joint {name!r} = {value!r}: not an active joint with a "
+                                             f"finite value; active joints: {self.robot.joint_names}")
+            locked[self.joint_index[name]] = float(value)
+        return locked
+
+    def _check_constraints(self, query: IKQuery) -> None:
+        for c in query.constraints:
+            if c.joint not in self.joint_index:
+                raise InvalidGoalError(f"joint constraint on {c.joint!r}, which is not an active joint "
+                                       f"{self.robot.joint_names}")
+            if not (math.isfinite(c.lower) and math.isfinite(c.upper) and c.lower <= c.upper):
+                raise InvalidGoalError(f"joint constraint on {c.joint!r}: bad bounds [{c.lower}, {c.upper}]")
+
+    def _guided(self, query: IKQuery, objectives: dict[str, float]) -> dict[str, float]:
+        """Objectives of the collision-guided calls (sphere model; only with avoid_collisions)."""
+        cfg = self.config
+        if (query.avoid_collisions and cfg.weight_collision > 0 and cfg.collision_guidance != "off"
+                and self.solver.sphere_model is not None):
+            return {**objectives, "collision": objectives.get("collision", cfg.weight_collision)}
+        return objectives
+
+    # ------------------------------------------------------------------ targets
+    def _spec_or_error(self, target: IKTarget, group: Group | None, q_ref: np.ndarray, what: str):
+        try:
+            return self._spec(target, group, q_ref, what)
+        except IKDiffuserError as exc:
+            return exc
+
+    def _spec(self, target: IKTarget, group: Group | None, q_ref: np.ndarray, what: str) -> _Spec:
+        links, poses = list(target.links), list(target.poses)
+        frames, pos_only = list(target.frames) or [""] * len(links), list(target.position_only) or [False] * len(links)
+        if not links:
+            raise InvalidGoalError(f"{what}: no links")
+        if not len(poses) == len(frames) == len(pos_only) == len(links):
+            raise InvalidGoalError(f"{what}: {len(links)} links but {len(poses)} poses, {len(frames)} frames and "
+                                   f"{len(pos_only)} position_only flags")
+        E = len(self.robot.end_effectors)
+        spec = _Spec(self.robot.fk(torch.as_tensor(q_ref)).numpy().copy(), np.zeros(E, bool), np.zeros(E, bool),
+                     np.zeros((E, 3)))
+        for link, pose, frame, po in zip(links, poses, frames, pos_only):
+            self._constrain(spec, link, self.frames.to_root(pose, frame, q_ref, f"{what}, link {link!r}"),
+                            bool(po), group, what)
+        if group is not None:  # group tips without a pose keep their pose at the reference state
+            for tip in group.tips:
+                spec.mask[self.ee_index[self.tips[tip][0]]] = True
+        return spec
+
+    def _constrain(self, spec: _Spec, link: str, T_root_link: np.ndarray, position_only: bool,
+                   group: Group | None, what: str) -> None:
+        """Constrain the end effector carrying ``link`` so that ``link`` reaches ``T_root_link``."""
+        if link not in self.tips:
+            reason = ("is not rigidly attached to an end effector of the model" if link in self.robot.urdf.links
+                      else "is not a link of the robot")
+            raise UnknownLinkError(link, list(self.tips), reason, what)
+        ee, T_ee_link = self.tips[link]
+        if group is not None and ee not in {self.tips[t][0] for t in group.tips}:
+            raise UnknownLinkError(link, group.tips, f"is not a tip of group {group.name!r}", what)
+        e = self.ee_index[ee]
+        if spec.mask[e]:
+            raise InvalidGoalError(f"{what}: end effector {ee!r} is constrained twice")
+        if position_only and not np.allclose(T_ee_link[:3, 3], 0):
+            raise InvalidGoalError(f"{what}: position_only is supported on end-effector links "
+                                   f"{self.robot.end_effectors}, not on the offset frame {link!r}")
+        spec.T[e] = T_root_link @ np.linalg.inv(T_ee_link)
+        spec.mask[e], spec.position_only[e], spec.tip_points[e] = True, position_only, T_ee_link[:3, 3]
+
+    # ------------------------------------------------------------------ rounds
+    def _rounds(self, plan: _Plan) -> list[_Pool]:
+        pools = [_Pool() for _ in plan.specs]
+        first, most = self.config.first_chunk_rows, self.config.max_batch_size
+        # guided calls (collision gradients at every reverse step) cost several times more per row
+        sizers = {False: ChunkSizer(first, most, self._rates[False]),
+                  True: ChunkSizer(max(1, first // 4), most, self._rates[True])}
+        for round_ in range(plan.query.max_rounds):
+            todo = [i for i, s in enumerate(plan.specs) if isinstance(s, _Spec)
+                    and (round_ == 0 or pools[i].valid_count == 0)]
+            if not todo or time.monotonic() > plan.deadline:
+                break
+            guided = self._is_guided(plan, round_)
+            for items, num in self._chunks(plan, todo, sizers[guided]):
+                t = time.monotonic()
+                self._solve_chunk(plan, items, num, guided, pools)
+                sizers[guided].record(len(items) * num, time.monotonic() - t)
+        self._rates = {g: sizer.rate for g, sizer in sizers.items()}  # the next query starts from these
+        return pools
+
+    def _is_guided(self, plan: _Plan, round_: int) -> bool:
+        """Whether the calls of this round use the collision-guided objectives."""
+        if plan.guided == plan.objectives:
+            return False
+        return self.config.collision_guidance == "always" or round_ > 0
+
+    def _chunks(self, plan: _Plan, todo: list[int], sizer: ChunkSizer):
+        """Yield (target indices, rows per target) of the solver calls of one round, sized when each
+        is due; stops at the deadline."""
+        left = {i: plan.n_sample for i in todo}
+        queue = list(todo)
+        while queue:
+            remaining = plan.deadline - time.monotonic()
+            if remaining <= 0:
+                return
+            rows = sizer.rows(remaining)
+            first = queue[0]
+            if left[first] >= rows:
+                left[first] -= rows
+                if left[first] == 0:
+                    queue.pop(0)
+                yield [first], rows
+                continue
+            num, k = left[first], 1
+            while k < len(queue) and left[queue[k]] == num and (k + 1) * num <= rows:
+                k += 1
+            items, queue = queue[:k], queue[k:]
+            yield items, num
+
+    # ------------------------------------------------------------------ one solver call
+    def _solve_chunk(self, plan: _Plan, items: list[int], num: int, guided: bool, pools: list[_Pool]) -> None:
+        """Solve ``num`` rows for each target in ``items`` and pool what gets fully measured."""
+        q = plan.query
+        specs = [plan.specs[i] for i in items]
+        remaining = plan.deadline - time.monotonic()
+        res = self.solver.solve(
+            torch.as_tensor(np.stack([s.T for s in specs])), num_solutions=int(num),
+            target_mask=torch.as_tensor(np.stack([s.mask for s in specs])),
+            position_only=torch.as_tensor(np.stack([s.position_only for s in specs])),
+            objectives=(plan.guided if guided else plan.objectives) or None,
+            seed=None if plan.seed is None else torch.as_tensor(plan.seed),
+            world=q.world if q.avoid_collisions else None, refine=self.config.refine, sampler=self.config.sampler,
+            steps=self.config.steps, random_seed=(plan.random_seed + 7919 * plan.calls) % (2**62),
+            timeout=max(SOLVER_SHARE * remaining, 1e-3), locked=plan.locked, self_collision=False,
+            tip_points=torch.as_tensor(np.stack([s.tip_points for s in specs])))
+        plan.calls += 1
+        for j, i in enumerate(items):
+            self._pool(plan, pools[i], res, j)
+
+    def _pool(self, plan: _Plan, pool: _Pool, res, j: int) -> None:
+        """Constraints and exact collisions of target ``j`` of a solver result; add the measured rows."""
+        q = res.q[j].detach().cpu().numpy().astype(np.float64)
+        pe, re = res.position_error[j].cpu().numpy(), res.rotation_error[j].cpu().numpy()
+        ok = res.success[j].cpu().numpy().copy()
+        for c in plan.query.constraints:
+            ok &= c.satisfied(q, self.joint_index[c.joint])
+        check = np.ones(len(q), bool) if plan.query.keep_invalid else ok
+        coll, checked = self._collisions(q, check, plan)
+        valid = ok & ~(coll if plan.query.avoid_collisions else np.zeros_like(coll))
+        keep = checked & (valid | plan.query.keep_invalid)
+        cost = None if res.cost is None else res.cost[j].detach().cpu().numpy()
+        pool.parts.append((q[keep], pe[keep], re[keep], coll[keep], valid[keep], None if cost is None else cost[keep]))
+        pool.valid_count += int(valid[keep].sum())
+        pool.measured += int(checked.sum())
+        pool.reached += int((res.success[j].cpu().numpy() & checked).sum())
+        if checked.any():
+            b = int(np.argmin(np.where(checked, pe + re, np.inf)))
+            pool.best = min(pool.best, (float(pe[b]), float(re[b])), key=sum)
+
+    def _collisions(self, q: np.ndarray, check: np.ndarray, plan: _Plan) -> tuple[np.ndarray, np.ndarray]:
+        """Exact collision status of the rows in ``check`` until the deadline: (in_collision, checked),
+        each (k,) bool; rows not in ``check`` count as checked (they are dropped or reported as is)."""
+        coll, checked = np.zeros(len(q), bool), ~check
+        if self.checker is None or not check.any():
+            return coll, np.ones(len(q), bool)
+        idx = np.flatnonzero(check)
+        hit, done = self.checker.check_until(q[idx], plan.query.world, plan.deadline)
+        coll[idx], checked[idx] = hit, done
+        return coll, checked
+
+    # ------------------------------------------------------------------ finish
+    def _finish(self, plan: _Plan, i: int, pool: _Pool) -> TargetAnswer:
+        spec = plan.specs[i]
+        if not isinstance(spec, _Spec):
+            return TargetAnswer(Status.INVALID, str(spec), np.zeros((0, self.robot.n_joints)), error=spec)
+        if pool.measured == 0:
+            return TargetAnswer(Status.TIMED_OUT, "timed out before any candidate of this target was measured",
+                                np.zeros((0, self.robot.n_joints)))
+        q, pe, re, coll, valid, cost = self._concat(pool)
+        order = self._order(plan, q, pe, valid, cost)[: plan.query.num_solutions]
+        answer = TargetAnswer(Status.SOLVED, "ok", q[order], pe[order], re[order], coll[order], valid[order])
+        if not valid.any():
+            answer.status = Status.NO_SOLUTION
+            answer.message = self._no_solution_message(plan, pool)
+        return answer
+
+    def _concat(self, pool: _Pool):
+        q, pe, re, coll, valid, cost = zip(*pool.parts)
+        cost = None if cost[0] is None else np.concatenate(cost)
+        return (np.concatenate(q), np.concatenate(pe), np.concatenate(re), np.concatenate(coll),
+                np.concatenate(valid), cost)
+
+    def _order(self, plan: _Plan, q, pe, valid, cost) -> np.ndarray:
+        """Row order by the solver's ranking rule (:func:`~ikdiffuser_ros.solver.rank`)."""
+        qt, vt = torch.as_tensor(q), torch.as_tensor(valid)
+        unique = unique_mask(qt[None], vt[None], self.solver.config.dedup_tol, self.solver.wrapping)
+        seed_rows = None if plan.seed is None else torch.as_tensor(plan.seed).expand(len(q), -1)
+        key = ranking_key(None if cost is None else torch.as_tensor(cost), qt, seed_rows, torch.as_tensor(pe),
+                          self.solver.wrapping)
+        return rank(unique, vt[None], key[None])[0].numpy()
+
+    def _no_solution_message(self, plan: _Plan, pool: _Pool) -> str:
+        tol = self.solver.config.refine
+        parts = [f"{pool.reached} of {pool.measured} candidates reach the pose within tolerances "
+                 f"({tol.pos_tol} m, {tol.rot_tol} rad) and limits"]
+        if plan.query.avoid_collisions:
+            parts.append("none of those is collision free")
+        if plan.query.constraints:
+            parts.append("joint constraints also applied")
+        parts.append(f"best candidate error {pool.best[0] * 1000:.1f} mm / {math.degrees(pool.best[1]):.1f} deg")
+        if time.monotonic() > plan.deadline:
+            parts.append("the deadline cut the search short")
+        return "no IK solution: " + "; ".join(parts)
+
+
+__all__ = ["ChunkSizer", "IKPipeline", "PipelineConfig"]

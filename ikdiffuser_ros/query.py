@@ -1,0 +1,147 @@
+"""The meaning of an IK query, independent of how it arrives (Python call, ROS service, MoveIt).
+
+An :class:`IKQuery` asks for up to ``num_solutions`` joint configurations for each of its
+:class:`IKTarget` s. :meth:`ikdiffuser_ros.pipeline.IKPipeline.answer` answers it with an
+:class:`IKAnswer`: one :class:`TargetAnswer` per target, in order.
+
+Units and frames: poses are (4, 4) float64 transforms or ``(x, y, z, qx, qy, qz, qw)``
+(ROS quaternion order), in metres, expressed in the frame named next to them (empty = the
+robot's root frame; a link frame is placed at the query's reference state: its seed, else
+the robot's default state). Joint values are radians or metres, in ``robot.joint_names`` order.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ikdiffuser_ros.collision.world import World
+
+
+@dataclass
+class IKTarget:
+    """One IK problem: poses for some links of the robot.
+
+    ``links[k]`` must reach ``poses[k]`` (expressed in ``frames[k]``; ``frames`` empty = all in the
+    root frame). A link is an end effector of the model or a frame rigidly attached to one (a TCP).
+    ``position_only[k]`` (empty = all False) leaves that link's orientation free. End effectors not
+    named are free, unless the query names a planning group (see :class:`IKQuery`).
+    """
+
+    links: Sequence[str]
+    poses: Sequence
+    frames: Sequence[str] = ()
+    position_only: Sequence[bool] = ()
+
+
+@dataclass(frozen=True)
+class JointBounds:
+    """Constraint: joint ``joint`` must lie in ``[lower, upper]`` [rad or m] (MoveIt's JointConstraint
+    is ``position - tolerance_below .. position + tolerance_above``)."""
+
+    joint: str
+    lower: float
+    upper: float
+
+    def satisfied(self, q: np.ndarray, index: int) -> np.ndarray:
+        """(k, n) candidates -> (k,) bool, with 1e-9 of slack for rounding."""
+        v = q[:, index]
+        return (v >= self.lower - 1e-9) & (v <= self.upper + 1e-9)
+
+
+@dataclass
+class IKQuery:
+    """What to solve and how (see the module docstring for units and frames).
+
+    Attributes:
+        targets: the IK problems; each gets its own :class:`TargetAnswer`.
+        num_solutions: solutions wanted per target (at most; valid ones only unless ``keep_invalid``).
+        group: planning group name (MoveIt semantics): only the group's joints move, the others are
+            locked at the seed (or default) state, and group tips without a pose keep their pose at
+            that state. None = every joint moves and unnamed end effectors are free.
+        locked: ``{joint name: value}`` held fixed (in addition to the group's locking).
+        seed: (n,) joint values: the reference state for frames and locking, the ``seed`` objective,
+            and the order of the answers (closest first when no objective is weighted).
+        objectives: ``{name or alias: weight}`` of :data:`ikdiffuser_ros.sampling.objectives.OBJECTIVES`.
+        constraints: joint bounds every valid solution satisfies.
+        avoid_collisions: only solutions free of self collision and of collision with ``world``
+            (exact FCL check) are valid.
+        world: the planning scene (objects, attached objects, ACM), or None.
+        timeout: wall-clock budget [s] of the whole answer; None = the pipeline's default.
+        start: ``time.monotonic()`` at which the budget started (a service sets it when it picks
+            the request up, so converting the request counts too); None = when ``answer`` is called.
+        random_seed: seed of the sampling (same query + seed = same answer); None = random.
+        max_rounds: most sampling rounds; a target is sampled again only while it has no valid solution.
+        keep_invalid: also return candidates that failed (flagged by ``valid`` False).
+    """
+
+    targets: Sequence[IKTarget]
+    num_solutions: int = 32
+    group: str | None = None
+    locked: Mapping[str, float] = field(default_factory=dict)
+    seed: np.ndarray | None = None
+    objectives: Mapping[str, float] = field(default_factory=dict)
+    constraints: Sequence[JointBounds] = ()
+    avoid_collisions: bool = False
+    world: World | None = None
+    timeout: float | None = None
+    start: float | None = None
+    random_seed: int | None = 0
+    max_rounds: int = 4
+    keep_invalid: bool = False
+
+
+class Status(enum.Enum):
+    """Outcome of one target."""
+
+    SOLVED = "solved"  #: at least one valid solution
+    NO_SOLUTION = "no solution"  #: candidates were measured; none is valid
+    TIMED_OUT = "timed out"  #: the deadline came before any candidate of this target was measured
+    INVALID = "invalid"  #: the target itself is malformed (``error`` says why)
+
+
+@dataclass
+class TargetAnswer:
+    """Solutions of one target, best first (k rows; k <= num_solutions).
+
+    Attributes:
+        status, message: outcome and a human-readable reason (``error``: the exception of an INVALID target).
+        q: (k, n) float64 joint values.
+        position_error: (k,) worst position error over the constrained links [m].
+        rotation_error: (k,) worst rotation error over the rotation-constrained links [rad].
+        in_collision: (k,) bool, exact check against itself and the world (False without a checker).
+        valid: (k,) bool, within tolerances, limits, constraints (and collision free if asked).
+    """
+
+    status: Status
+    message: str = ""
+    q: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))
+    position_error: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    rotation_error: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    in_collision: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))
+    valid: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))
+    error: Exception | None = None
+
+
+@dataclass
+class IKAnswer:
+    """The answer to an :class:`IKQuery`: one :class:`TargetAnswer` per target, ``solve_time`` [s]."""
+
+    targets: list[TargetAnswer]
+    joint_names: list[str]
+    solve_time: float = 0.0
+
+    @property
+    def solved(self) -> bool:
+        return all(t.status is Status.SOLVED for t in self.targets)
+
+    def summary(self) -> str:
+        """One line: how many targets were solved, or the first failure."""
+        failed = [i for i, t in enumerate(self.targets) if t.status is not Status.SOLVED]
+        if not failed:
+            return f"{len(self.targets)} target(s) solved"
+        first = self.targets[failed[0]]
+        return f"{len(failed)} of {len(self.targets)} target(s) failed; target {failed[0]}: {first.message}"

@@ -1,0 +1,55 @@
+"""Frames of the core (no ROS): pose values, frame resolution at a joint state, rigidly attached tips."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from ikdiffuser_ros.errors import InvalidGoalError, UnknownFrameError
+from ikdiffuser_ros.kinematics.frames import FrameResolver, pose_matrix, rigid_offsets
+
+
+@pytest.fixture(scope="module")
+def baxter():
+    from ikdiffuser_ros.robots import load_robot
+
+    return load_robot("baxter")
+
+
+def test_pose_values_and_matrices():
+    T = pose_matrix([0.1, 0.2, 0.3, 0.0, 0.0, math.sin(0.3), math.cos(0.3)])
+    assert np.allclose(T[:3, 3], [0.1, 0.2, 0.3]) and np.allclose(T[:3, :3] @ T[:3, :3].T, np.eye(3))
+    assert np.allclose(pose_matrix(T), T)
+    assert np.allclose(pose_matrix([0, 0, 0, 0, 0, 0, 1.05])[:3, :3], np.eye(3))  # normalized
+    for bad in ([0, 0, 0, 0, 0, 0, 0], [0, 0, 0, 0, 0, 0, 2.0], [math.nan, 0, 0, 0, 0, 0, 1], np.diag([1, 1, 2, 1.0])):
+        with pytest.raises(InvalidGoalError):
+            pose_matrix(bad)
+
+
+def test_frames(baxter):
+    frames = FrameResolver(baxter)
+    pose = [0.1, 0.2, 0.3, 0, 0, 0, 1]
+    T_root = frames.to_root(pose, "")
+    assert np.allclose(frames.to_root(pose, baxter.root_frame), T_root)
+    assert np.allclose(frames.to_root(pose, "/" + baxter.root_frame), T_root)
+    T_torso = baxter.fk_links(baxter.default_positions(), ["torso"])[0].numpy()
+    assert np.allclose(frames.to_root(pose, "torso"), T_torso @ T_root)  # a link: placed by FK
+    q = baxter.default_positions().numpy() + 0.3
+    T_hand = baxter.fk_links(baxter.default_positions() + 0.3, ["left_gripper"])[0].numpy()
+    assert np.allclose(frames.to_root(pose, "left_gripper", q), T_hand @ T_root)  # ... at the given state
+    with pytest.raises(UnknownFrameError) as info:
+        frames.to_root(pose, "no_such_frame", what="target 0")
+    assert info.value.frame == "no_such_frame" and "torso" in info.value.known
+    assert "target 0" in str(info.value) and "'torso'" in str(info.value)
+
+
+def test_rigid_offsets(baxter):
+    tips = rigid_offsets(baxter)
+    assert tips["left_gripper"][0] == "left_gripper" and np.allclose(tips["left_gripper"][1], np.eye(4))
+    # left_hand_link is rigidly attached to left_gripper (fixed joints after left_w2)
+    ee, T = tips["left_hand_link"]
+    assert ee == "left_gripper" and T.shape == (4, 4)
+    T_q = baxter.fk_links(baxter.default_positions() - 0.2, ["left_gripper", "left_hand_link"]).numpy()
+    assert np.allclose(np.linalg.inv(T_q[0]) @ T_q[1], T)  # the offset does not depend on the state
+    assert "left_lower_forearm" not in tips

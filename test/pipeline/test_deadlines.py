@@ -1,0 +1,92 @@
+"""Deadlines are contracts: the answer arrives within the query's timeout + 20 ms, with every solution
+found by then fully measured (issue 8's cases: 10 ms, 100 ms and 500 ms budgets with large queries,
+and a 5000-object scene with a 1 s budget), on the CPU with one torch thread."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from ikdiffuser_ros.collision.world import Shape, World, WorldObject
+from ikdiffuser_ros.query import IKQuery, IKTarget, Status
+
+#: What the answer may arrive after the deadline [s].
+SLACK_S = 0.020
+
+
+def _targets(robot, k: int, seed: int) -> list[IKTarget]:
+    g = torch.Generator().manual_seed(seed)
+    q = robot.default_positions() + 0.6 * (torch.rand(k, robot.n_joints, generator=g, dtype=torch.float64) - 0.5) * 2
+    q = torch.minimum(torch.maximum(q, robot.lower), robot.upper)
+    T = robot.fk(q).numpy()
+    return [IKTarget(list(robot.end_effectors), list(T[i])) for i in range(k)]
+
+
+def _far_boxes(count: int) -> World:
+    """``count`` small boxes in a block beside the robot (none touches it)."""
+    objects = []
+    for i in range(count):
+        T = np.eye(4)
+        T[:3, 3] = (1.5 + (i % 50) * 0.1, -2.5 + (i // 50) * 0.05, -0.5 + (i % 7) * 0.2)
+        objects.append(WorldObject(f"box_{i}", [Shape.box((0.05, 0.05, 0.05), T)]))
+    return World(objects=objects)
+
+
+def _timed_answer(pipeline, query: IKQuery):
+    t0 = time.monotonic()
+    answer = pipeline.answer(query)
+    return answer, time.monotonic() - t0
+
+
+def _check_measured(pipeline, answer, targets, query: IKQuery) -> None:
+    """Every returned solution is valid, as an independent FK and collision check says."""
+    robot, tol = pipeline.robot, pipeline.solver.config.refine
+    for t, target in zip(answer.targets, targets):
+        assert t.status in (Status.SOLVED, Status.NO_SOLUTION, Status.TIMED_OUT)
+        if not len(t.q):
+            continue
+        assert t.valid.all()
+        T = robot.fk(torch.as_tensor(t.q)).numpy()
+        pos = np.linalg.norm(T[..., :3, 3] - np.stack(target.poses)[:, :3, 3], axis=-1).max(-1)
+        assert (pos <= tol.pos_tol * (1 + 1e-6)).all()
+        if query.avoid_collisions:
+            assert not pipeline.checker.check(t.q, query.world).in_collision.any()
+
+
+@pytest.mark.parametrize("budget, targets, solutions, avoid", [
+    (0.010, 1, 500, False),
+    (0.010, 1, 500, True),
+    (0.100, 8, 512, False),
+    (0.500, 64, 64, False),
+    (0.500, 16, 64, True),
+])
+def test_answer_within_budget(baxter_pipeline, budget, targets, solutions, avoid):
+    pl = baxter_pipeline
+    tgts = _targets(pl.robot, targets, seed=targets)
+    query = IKQuery(tgts, num_solutions=solutions, avoid_collisions=avoid, timeout=budget, random_seed=0)
+    answer, took = _timed_answer(pl, query)
+    assert took <= budget + SLACK_S, f"answered after {took * 1000:.1f} ms for a {budget * 1000:.0f} ms budget"
+    _check_measured(pl, answer, tgts, query)
+    if budget >= 0.1:
+        assert any(t.status is Status.SOLVED for t in answer.targets), "what was solved by then is returned"
+
+
+def test_answer_within_budget_in_a_5000_object_scene(baxter_pipeline):
+    pl = baxter_pipeline
+    world = _far_boxes(5000)
+    tgts = _targets(pl.robot, 4, seed=11)
+    query = IKQuery(tgts, num_solutions=32, avoid_collisions=True, world=world, timeout=1.0, random_seed=0)
+    answer, took = _timed_answer(pl, query)  # the first query builds the scene's collision objects too
+    assert took <= 1.0 + SLACK_S, f"answered after {took:.3f} s for a 1 s budget"
+    _check_measured(pl, answer, tgts, query)
+    assert sum(len(t.q) for t in answer.targets) > 0
+
+
+def test_a_generous_budget_is_not_used_up(baxter_pipeline):
+    """The deadline bounds the answer; it is not a target: an easy query returns long before it."""
+    pl = baxter_pipeline
+    answer, took = _timed_answer(pl, IKQuery(_targets(pl.robot, 1, seed=3), num_solutions=8, timeout=10.0))
+    assert answer.solved and took < 2.0

@@ -1,0 +1,172 @@
+"""The one IK pipeline, without ROS: queries, planning groups and locked joints, tips, the success
+test, constraints, exact collision filtering, rounds, ordering and errors (shipped models)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from ikdiffuser_ros.errors import (CollisionCheckingUnavailableError, InvalidGoalError, InvalidRequestError,
+                                   InvalidRobotStateError, UnknownFrameError, UnknownGroupError, UnknownLinkError)
+from ikdiffuser_ros.query import IKQuery, IKTarget, JointBounds, Status
+
+
+def _reachable(robot, k: int, seed: int = 0, spread: float = 0.6) -> np.ndarray:
+    """(k, n) configurations near the default state (mostly free of self collision), inside the limits."""
+    g = torch.Generator().manual_seed(seed)
+    q0 = robot.default_positions()
+    q = q0 + spread * (torch.rand(k, robot.n_joints, generator=g, dtype=torch.float64) - 0.5) * 2
+    return torch.minimum(torch.maximum(q, robot.lower), robot.upper).numpy()
+
+
+def _fk(robot, q, links):
+    return robot.fk_links(torch.as_tensor(q), list(links)).numpy()
+
+
+def _all_ee_target(robot, q) -> IKTarget:
+    return IKTarget(list(robot.end_effectors), list(robot.fk(torch.as_tensor(q)).numpy()))
+
+
+def test_answers_are_measured_at_the_named_links(baxter_pipeline):
+    """A TCP-like link rigidly attached to the gripper: tolerances hold there (independent FK)."""
+    pl = baxter_pipeline
+    robot = pl.robot
+    q = _reachable(robot, 2, seed=1)
+    links = ["left_hand_link", "right_gripper"]
+    assert not np.allclose(pl.tips["left_hand_link"][1][:3, 3], 0), "an offset tip"
+    targets = [IKTarget(links, list(_fk(robot, qi, links))) for qi in q]
+    answer = pl.answer(IKQuery(targets, num_solutions=16, random_seed=0))
+    tol = pl.solver.config.refine
+    for t, target in zip(answer.targets, targets):
+        assert t.status is Status.SOLVED and len(t.q) > 0 and t.valid.all()
+        T = _fk(robot, t.q, links)  # (k, 2, 4, 4)
+        pos = np.linalg.norm(T[..., :3, 3] - np.stack(target.poses)[:, :3, 3], axis=-1).max(-1)
+        assert (pos <= tol.pos_tol * (1 + 1e-6)).all()
+        assert np.allclose(pos, t.position_error, atol=1e-9)
+
+
+def test_group_locks_other_joints_and_holds_unnamed_tips(dual_pipeline):
+    """MoveIt semantics without rclpy: a group moves only its joints; its tips without a pose stay put."""
+    pl = dual_pipeline
+    robot = pl.robot
+    q = _reachable(robot, 3, seed=2, spread=0.4)
+    seed = q[0]
+    for name, links in (("left_arm", ["left_tool0"]), ("both_arms", ["left_tool0"]),
+                        ("whole_body", ["left_tool0", "right_tool0"])):
+        group = pl.groups[name]
+        T = _fk(robot, q[1], links)
+        answer = pl.answer(IKQuery([IKTarget(links, list(T))], num_solutions=8, group=name, seed=seed, timeout=5.0))
+        [t] = answer.targets
+        assert t.status is Status.SOLVED, (name, t.message)
+        held = [i for i in range(robot.n_joints) if i not in group.joints]
+        assert np.allclose(t.q[:, held], seed[held], atol=1e-9), name
+        assert np.allclose(_fk(robot, t.q[0], links)[:, :3, 3], T[:, :3, 3], atol=1e-4), name
+        unnamed = [tip for tip in group.tips if tip not in links]
+        if unnamed:  # e.g. both_arms asked only for the left tool: the right one keeps its seed pose
+            assert np.allclose(_fk(robot, t.q[0], unnamed), _fk(robot, seed, unnamed), atol=1e-4), name
+
+
+def test_locked_joints_do_not_move(baxter_pipeline):
+    pl = baxter_pipeline
+    robot = pl.robot
+    q = _reachable(robot, 1, seed=3)[0]
+    locked = {"left_s0": float(q[robot.index_of("left_s0")]), "right_e1": float(q[robot.index_of("right_e1")])}
+    answer = pl.answer(IKQuery([_all_ee_target(robot, q)], num_solutions=8, locked=locked, timeout=5.0))
+    [t] = answer.targets
+    assert t.status is Status.SOLVED, t.message
+    for name, value in locked.items():
+        assert np.all(t.q[:, robot.index_of(name)] == value)
+
+
+def test_collision_free_answers_and_constraints(baxter_pipeline):
+    pl = baxter_pipeline
+    robot = pl.robot
+    q = _reachable(robot, 2, seed=4, spread=0.3)
+    assert not pl.checker.check(q).in_collision.any()
+    answer = pl.answer(IKQuery([_all_ee_target(robot, qi) for qi in q], num_solutions=12, avoid_collisions=True,
+                               timeout=5.0))
+    for t in answer.targets:
+        assert t.status is Status.SOLVED and not t.in_collision.any()
+        assert not pl.checker.check(t.q).in_collision.any()  # an independent re-check
+    i = robot.index_of("left_w1")
+    bound = JointBounds("left_w1", float(q[0, i]) - 0.3, float(q[0, i]) + 0.3)
+    [t] = pl.answer(IKQuery([_all_ee_target(robot, q[0])], num_solutions=8, constraints=[bound], timeout=5.0)).targets
+    assert t.status is Status.SOLVED and np.all((t.q[:, i] >= bound.lower) & (t.q[:, i] <= bound.upper))
+
+
+def test_seed_orders_answers_and_same_seed_same_answer(baxter_pipeline):
+    pl = baxter_pipeline
+    robot = pl.robot
+    q = _reachable(robot, 1, seed=5)[0]
+    query = IKQuery([_all_ee_target(robot, q)], num_solutions=16, seed=q, random_seed=7)
+    a, b = pl.answer(query), pl.answer(query)
+    assert np.array_equal(a.targets[0].q, b.targets[0].q)
+    d = np.linalg.norm(a.targets[0].q - q, axis=-1)
+    assert np.all(np.diff(d) >= -1e-12), "closest to the seed first"
+
+
+def test_rounds_resample_targets_without_solutions(baxter_pipeline):
+    """One sample per target: later rounds re-sample only the targets still without a valid solution."""
+    pl = baxter_pipeline
+    robot = pl.robot
+    targets = [_all_ee_target(robot, qi) for qi in _reachable(robot, 24, seed=6, spread=1.5)]
+    one = pl.answer(IKQuery(targets, num_solutions=1, max_rounds=1, random_seed=1))
+    more = pl.answer(IKQuery(targets, num_solutions=1, max_rounds=6, random_seed=1))
+    solved = lambda a: sum(t.status is Status.SOLVED for t in a.targets)  # noqa: E731
+    assert solved(one) < len(targets), "some targets need another round"
+    assert solved(more) > solved(one)
+    for t_one, t_more in zip(one.targets, more.targets):
+        if t_one.status is Status.SOLVED:  # solved in round 0: the same answer
+            assert np.array_equal(t_one.q, t_more.q)
+
+
+def test_errors_of_targets_and_queries(baxter_pipeline):
+    pl = baxter_pipeline
+    robot = pl.robot
+    good = _all_ee_target(robot, _reachable(robot, 1, seed=8)[0])
+    T = good.poses[0]
+    bad = {
+        "no_such_link": (IKTarget(["no_such_link"], [T]), UnknownLinkError),
+        "not attached": (IKTarget(["left_lower_forearm"], [T]), UnknownLinkError),
+        "frame": (IKTarget(["left_gripper"], [T], ["no_such_frame"]), UnknownFrameError),
+        "twice": (IKTarget(["left_gripper", "left_hand_link"], [T, T]), InvalidGoalError),
+        "lengths": (IKTarget(["left_gripper"], [T, T]), InvalidGoalError),
+        "quaternion": (IKTarget(["left_gripper"], [[0, 0, 0, 0, 0, 0, 0]]), InvalidGoalError),
+        "nan": (IKTarget(["left_gripper"], [[math.nan, 0, 0, 0, 0, 0, 1]]), InvalidGoalError),
+    }
+    answer = pl.answer(IKQuery([good] + [t for t, _ in bad.values()], num_solutions=4, timeout=5.0))
+    assert answer.targets[0].status is Status.SOLVED, "one bad target does not spoil the others"
+    for t, (name, (_, cls)) in zip(answer.targets[1:], bad.items()):
+        assert t.status is Status.INVALID and isinstance(t.error, cls), name
+    with pytest.raises(UnknownLinkError) as info:
+        raise answer.targets[1].error
+    assert "left_gripper" in str(info.value) and info.value.valid
+    for query, cls in ((IKQuery([]), InvalidRequestError), (IKQuery([good], num_solutions=0), InvalidRequestError),
+                       (IKQuery([good], objectives={"speed": 1.0}), InvalidRequestError),
+                       (IKQuery([good], objectives={"seed": 1.0}), InvalidRequestError),
+                       (IKQuery([good], seed=np.zeros(3)), InvalidRobotStateError),
+                       (IKQuery([good], locked={"nope": 0.0}), InvalidRobotStateError),
+                       (IKQuery([good], group="nope"), UnknownGroupError),
+                       (IKQuery([good], constraints=[JointBounds("nope", 0, 1)]), InvalidGoalError),
+                       (IKQuery([good], timeout=-1.0), InvalidRequestError)):
+        with pytest.raises(cls):
+            pl.answer(query)
+    with pytest.raises(UnknownLinkError):  # a link outside the group
+        [t] = pl.answer(IKQuery([IKTarget(["right_gripper"], [T])], group="left_arm", timeout=5.0)).targets
+        raise t.error
+
+
+def test_objective_aliases_and_no_checker(baxter_pipeline):
+    from ikdiffuser_ros.pipeline import IKPipeline
+
+    pl = baxter_pipeline
+    q = _reachable(pl.robot, 1, seed=9)[0]
+    target = _all_ee_target(pl.robot, q)
+    [t] = pl.answer(IKQuery([target], num_solutions=4, seed=q, objectives={"seed_distance": 1.0,
+                                                                            "joint_limit_margin": 0.5})).targets
+    assert t.status is Status.SOLVED
+    with pytest.raises(CollisionCheckingUnavailableError):
+        IKPipeline(pl.solver).answer(IKQuery([target], avoid_collisions=True))
