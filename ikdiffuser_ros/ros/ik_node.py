@@ -54,8 +54,12 @@ from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 
 from ikdiffuser_ros.errors import CheckpointError, IKDiffuserError
-from ikdiffuser_ros.ros.conversions import ErrorCode, SceneLimits
-from ikdiffuser_ros.ros.engine import IKEngine, error_from_exception
+from ikdiffuser_ros.kinematics.frames import rigid_offsets
+from ikdiffuser_ros.kinematics.groups import build_groups
+from ikdiffuser_ros.pipeline import IKPipeline
+from ikdiffuser_ros.ros import ik_solutions, moveit_bridge
+from ikdiffuser_ros.ros.conversions import JointStateLayout, SceneLimits
+from ikdiffuser_ros.ros.error_codes import ErrorCode, error_code
 from ikdiffuser_ros.ros.params import declare_parameters, parse_groups
 from ikdiffuser_ros.ros.scene_monitor import SceneMonitor
 from ikdiffuser_ros.ros.solve_queue import Busy, SolveQueue, executor_threads
@@ -202,16 +206,11 @@ class IKDiffuserNode(Node):
         path = find_checkpoint(self.robot, cfg.model_path)
         self.model_path = path
         self.solver = (solver_factory or load_solver)(self.robot, path, cfg.device)
-        checker = None
+        self.layout = JointStateLayout(self.robot)
+        self.pipeline = IKPipeline(self.solver, self._collision_checker(), cfg.pipeline_config(), self._groups())
+        self._base_solver_config = self.solver.config
         try:
-            from ikdiffuser_ros.collision.fcl_checker import CollisionChecker
-
-            checker = CollisionChecker(self.robot)
-        except Exception as exc:  # noqa: BLE001 - the node still serves, without exact collision checks
-            self.get_logger().warning(f"exact collision checking unavailable: {type(exc).__name__}: {exc}")
-        self.engine = IKEngine(self.robot, self.solver, cfg, checker, self.get_logger())
-        try:
-            self.get_logger().info(f"warm-up solve: {self.engine.warmup():.2f} s")
+            self.get_logger().info(f"warm-up solve: {self.pipeline.warmup():.2f} s")
         except Exception as exc:  # noqa: BLE001 - a model that cannot solve at all is a start-up error
             raise StartupError(f"the solver failed its warm-up solve ({type(exc).__name__}: {exc}); "
                                f"checkpoint {path}") from None
@@ -229,18 +228,13 @@ class IKDiffuserNode(Node):
 
         self.create_service(GetIKSolutions, "~/get_ik_solutions", self._on_get_ik_solutions,
                             qos_profile=service_qos, callback_group=self._solve_group)
-        self.bridge = None
         try:
             from moveit_msgs.srv import GetPositionIK
         except ImportError:
             self.get_logger().warning("moveit_msgs not importable: no compute_ik/solve_ik, no planning scene")
         else:
-            from ikdiffuser_ros.ros.moveit_bridge import MoveItBridge, build_groups
-
-            groups = build_groups(self.robot, getattr(self.robot_config, "groups", {}) or {},
-                                  parse_groups(cfg.groups), self.engine.tips, self.get_logger())
-            self.bridge = MoveItBridge(self.engine, groups)
-            self.get_logger().info(f"MoveIt groups: {', '.join(f'{g.name} -> {list(g.tips)}' for g in groups.values())}")
+            groups = self.pipeline.groups.values()
+            self.get_logger().info(f"MoveIt groups: {', '.join(f'{g.name} -> {list(g.tips)}' for g in groups)}")
             for name in ("~/compute_ik", "~/solve_ik"):
                 self.create_service(GetPositionIK, name, self._on_compute_ik, qos_profile=service_qos,
                                     callback_group=self._solve_group)
@@ -258,6 +252,21 @@ class IKDiffuserNode(Node):
             except ImportError:
                 pass
         self.get_logger().info(f"ready in {time.monotonic() - t0:.1f} s: model {path} on {cfg.device}")
+
+    def _collision_checker(self):
+        """The exact (FCL) checker, or None (logged) when the robot's collision geometry cannot be loaded."""
+        try:
+            from ikdiffuser_ros.collision.fcl_checker import CollisionChecker
+
+            return CollisionChecker(self.robot)
+        except (ImportError, OSError, IKDiffuserError) as exc:  # the node still serves, without exact checks
+            self.get_logger().warning(f"exact collision checking unavailable: {type(exc).__name__}: {exc}")
+            return None
+
+    def _groups(self):
+        """Planning groups: the SRDF's, the robot config's and the ``groups`` parameter's."""
+        return build_groups(self.robot, getattr(self.robot_config, "groups", {}) or {}, parse_groups(self.config.groups),
+                            rigid_offsets(self.robot), self.get_logger())
 
     @property
     def executor_threads(self) -> int:
@@ -380,11 +389,14 @@ class IKDiffuserNode(Node):
         self.create_timer(2.0, self._release_memory, callback_group=g)
 
     def _release_memory(self) -> None:
-        """After scene changes, hand freed heap memory back to the OS (glibc ``malloc_trim``): large
-        meshes leave megabytes of freed, fragmented heap behind that the allocator would otherwise keep."""
+        """After scene changes, hand freed heap memory back to the OS (glibc ``malloc_trim``: large
+        meshes leave megabytes of freed, fragmented heap behind that the allocator would otherwise keep)
+        and build the new scene's collision objects ahead of the next request."""
         if self.scene.version == self._trimmed_version:
             return
         self._trimmed_version = self.scene.version
+        if self.pipeline.checker is not None:  # the next request finds the new scene's FCL objects built
+            self.pipeline.checker.prepare(self.scene.snapshot())  # (and the old scene's are released)
         malloc_trim()
 
     def _ask_scene(self) -> None:
@@ -426,40 +438,63 @@ class IKDiffuserNode(Node):
     def _on_get_ik_solutions(self, request, response):
         """Executor thread: admit the request to the solve queue (or answer busy at once)."""
         try:
-            self.solve_queue.run(self._solve_get_ik_solutions, request, response)
+            response, _ = self.solve_queue.run(self._solve_get_ik_solutions, request, response)
         except Busy as exc:
-            response.error_code = int(ErrorCode.FAILURE)
-            response.message = f"{exc} (max_queued_requests={self.solve_queue.capacity}); retry later"
-            response.joint_names = list(self.robot.joint_names)
+            ik_solutions.fill_error(response, ErrorCode.FAILURE, f"{exc} (max_queued_requests="
+                                    f"{self.solve_queue.capacity}); retry later", self.robot.joint_names)
         self._count_served()
         return response
 
-    def _solve_get_ik_solutions(self, request, response) -> None:
-        """Solver thread: one GetIKSolutions request on the scene as it is now."""
+    def _solve_get_ik_solutions(self, request, response):
+        """Solver thread: message -> IKQuery -> IKAnswer -> message, on the scene as it is now."""
+        t0 = time.monotonic()
         try:
-            world = self.scene.snapshot()
-            self.engine.get_ik_solutions(request, response, world)
-        except Exception as exc:  # noqa: BLE001 - never let an exception escape the callback
-            code, message = error_from_exception(exc)
-            import traceback
-
-            self.get_logger().error(f"get_ik_solutions: {message}\n{traceback.format_exc()}")
-            response.error_code, response.message = int(code), message
-            response.results = []
-        if response.error_code != ErrorCode.SUCCESS:
-            self.get_logger().debug(f"get_ik_solutions -> {response.error_code}: {response.message}")
+            query = ik_solutions.query_of(request, self.layout, self.config, self.scene.snapshot(), t0)
+            response = ik_solutions.fill_response(response, self._answer(query))
+        except IKDiffuserError as exc:
+            response = ik_solutions.fill_error(response, error_code(exc), str(exc), self.robot.joint_names,
+                                               time.monotonic() - t0)
+        except Exception as exc:  # noqa: BLE001 - a bug: logged with its traceback, answered, the node serves on
+            self._log_bug("get_ik_solutions", exc)
+            response = ik_solutions.fill_error(response, ErrorCode.FAILURE, f"internal error: {type(exc).__name__}: "
+                                               f"{exc}", self.robot.joint_names, time.monotonic() - t0)
         self._publish_markers(response)
+        return response
 
     def _on_compute_ik(self, request, response):
         """Executor thread: compute_ik / solve_ik through the solve queue (busy: FAILURE at once)."""
         try:
-            response, _ = self.solve_queue.run(lambda: self.bridge.compute_ik(request, response,
-                                                                              self.scene.snapshot()))
+            response, _ = self.solve_queue.run(self.compute_ik, request.ik_request, response)
         except Busy as exc:
-            response = self.bridge.fail(response, ErrorCode.FAILURE,
-                                        f"{exc} (max_queued_requests={self.solve_queue.capacity}); retry later")
+            response = moveit_bridge.fail(response, ErrorCode.FAILURE, f"{exc} (max_queued_requests="
+                                          f"{self.solve_queue.capacity}); retry later")
         self._count_served()
         return response
+
+    def compute_ik(self, ik_request, response):
+        """Solver thread (or a direct call): PositionIKRequest -> IKQuery -> IKAnswer -> GetPositionIK response."""
+        t0 = time.monotonic()
+        try:
+            query, passive = moveit_bridge.query_of(ik_request, self.pipeline.groups, self.layout, self.config,
+                                                    self.scene.snapshot(), t0)
+            return moveit_bridge.fill_response(response, self._answer(query), self.layout, passive,
+                                               self.robot.root_frame)
+        except IKDiffuserError as exc:
+            return moveit_bridge.fail(response, error_code(exc, moveit=True), str(exc))
+        except Exception as exc:  # noqa: BLE001 - a bug: logged with its traceback, answered, the node serves on
+            self._log_bug("compute_ik", exc)
+            return moveit_bridge.fail(response, ErrorCode.FAILURE, f"internal error: {type(exc).__name__}: {exc}")
+
+    def _answer(self, query):
+        """The pipeline's answer under the current parameters (tolerances and limits may change at run time)."""
+        self.pipeline.config = self.config.pipeline_config()
+        self.solver.config = self.config.solver_config(self._base_solver_config)
+        return self.pipeline.answer(query)
+
+    def _log_bug(self, service: str, exc: Exception) -> None:
+        import traceback
+
+        self.get_logger().error(f"{service}: internal error {type(exc).__name__}: {exc}\n{traceback.format_exc()}")
 
     def _count_served(self) -> None:
         with self._stats_lock:
@@ -484,7 +519,7 @@ class IKDiffuserNode(Node):
 
                     q = np.asarray(first.positions[:self.robot.n_joints], dtype=np.float64)
                     msg = DisplayRobotState()
-                    msg.state.joint_state, msg.state.multi_dof_joint_state = self.engine.layout.to_joint_state(q)
+                    msg.state.joint_state, msg.state.multi_dof_joint_state = self.layout.to_joint_state(q)
                     msg.state.joint_state.header.stamp = self.get_clock().now().to_msg()
                     msg.state.joint_state.header.frame_id = self.robot.root_frame
                     self._display.publish(msg)

@@ -23,8 +23,11 @@ override the robot config's and the SRDF's groups).
 from __future__ import annotations
 
 import math
-from dataclasses import MISSING, dataclass, field, fields
+from dataclasses import MISSING, dataclass, field, fields, replace
 from typing import Any
+
+from ikdiffuser_ros.pipeline import PipelineConfig
+from ikdiffuser_ros.solver import SolverConfig
 
 # metadata keys
 _DESC, _RANGE, _CHOICES, _RO = "description", "range", "choices", "read_only"
@@ -35,12 +38,6 @@ def _p(default, description: str, range_=None, choices=None, read_only=False, fa
     if factory:
         return field(default_factory=lambda: list(default), metadata=md)
     return field(default=default, metadata=md)
-
-
-OBJECTIVE_NAMES = ("seed", "joint_limits", "collision", "manipulability")
-#: Aliases accepted in GetIKSolutions.objective_names.
-OBJECTIVE_ALIASES = {"joint_limit_margin": "joint_limits", "self_collision": "collision",
-                     "world_collision": "collision", "seed_distance": "seed"}
 
 
 @dataclass
@@ -142,6 +139,20 @@ class NodeConfig:
     max_marker_solutions: int = _p(8, "solutions per target drawn in ~/solutions", (0, 1000))
 
     # ------------------------------------------------------------------------------------
+    def pipeline_config(self) -> PipelineConfig:
+        """The core pipeline's settings from these parameters."""
+        return PipelineConfig(
+            max_targets=self.max_targets, max_num_solutions=self.max_num_solutions,
+            default_timeout=self.default_timeout, max_batch_size=self.max_batch_size,
+            collision_oversample=self.collision_oversample, collision_guidance=self.collision_guidance,
+            weight_collision=self.weight_collision, sampler=self.sampler, steps=self.sampler_steps or None,
+            refine=self.refine)
+
+    def solver_config(self, base: SolverConfig) -> SolverConfig:
+        """``base`` with these parameters' tolerances: the one success test of every answer."""
+        return replace(base, refine=replace(base.refine, pos_tol=self.position_tolerance,
+                                            rot_tol=self.rotation_tolerance))
+
     @classmethod
     def names(cls) -> list[str]:
         return [f.name for f in fields(cls)]

@@ -20,7 +20,7 @@ Validation, per object (:class:`~ikdiffuser_ros.ros.conversions.SceneLimits`,
 :func:`~ikdiffuser_ros.collision.world.validated_shape`): an object with an
 unknown frame, non-finite or absurd coordinates (beyond ``max_extent``), an
 empty mesh, a mesh of only degenerate triangles or a zero-size primitive is
-refused and not added (a CollisionObject message raises RequestError naming
+refused and not added (a CollisionObject message raises InvalidRequestError naming
 it; in a PlanningScene it is skipped, named in the returned warnings, and the
 rest of the scene applies); degenerate triangles are dropped, flat meshes and
 plane-like boxes are kept, a mesh beyond ``max_mesh_triangles`` becomes its
@@ -42,8 +42,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from ikdiffuser_ros.collision.world import AllowedCollisionMatrix, AttachedObject, Shape, World, WorldObject
+from ikdiffuser_ros.errors import InvalidRequestError, UnknownFrameError, UnknownLinkError
+from ikdiffuser_ros.kinematics.frames import FrameResolver
 from ikdiffuser_ros.ros.conversions import (
-    ErrorCode, FrameResolver, JointStateLayout, RequestError, SceneLimits, collision_object_shapes,
+    JointStateLayout, SceneLimits, collision_object_shapes,
     scene_pose_to_matrix,
 )
 
@@ -103,15 +105,12 @@ class SceneMonitor:
 
     # ------------------------------------------------------------------ helpers (lock held)
     def _T_frame(self, frame_id: str, what: str) -> np.ndarray:
-        """Pose (4, 4) of a robot frame at the scene's robot state; RequestError naming ``what`` if unknown."""
+        """Pose (4, 4) of a robot frame at the scene's robot state; InvalidRequestError naming ``what`` if unknown."""
         frame = self.frames.normalize(frame_id)
         if frame in self._objects or frame.partition("/")[0] in self._objects:
-            raise RequestError(ErrorCode.FRAME_TRANSFORM_FAILURE,
-                               f"{what}: frame {frame!r} is an object frame; stamp collision objects in a robot frame")
-        try:
-            return self.frames.T_root(frame, self._q)
-        except RequestError as exc:
-            raise RequestError(exc.code, f"{what}: {exc.message}") from None
+            raise UnknownFrameError(frame, self.frames.valid_frames(),
+                                    f"{what} (an object frame; stamp collision objects in a robot frame)")
+        return self.frames.T_root(frame, self._q, what)
 
     def _T_link(self, link: str) -> np.ndarray:
         return self.frames.T_root(link, self._q)
@@ -130,10 +129,10 @@ class SceneMonitor:
                 self._objects.clear()
             return
         if not oid:
-            raise RequestError(ErrorCode.INVALID_REQUEST, "collision object without an id")
+            raise InvalidRequestError("collision object without an id")
         if op == MOVE:
             if oid not in self._objects:
-                raise RequestError(ErrorCode.INVALID_REQUEST, f"MOVE of unknown collision object {oid!r}")
+                raise InvalidRequestError(f"MOVE of unknown collision object {oid!r}")
             old = self._objects[oid]
             # New pose of the object frame; shapes keep their offset from the old object frame.
             T_new = self._T_frame(msg.header.frame_id, f"collision object {oid!r}") @ \
@@ -145,7 +144,7 @@ class SceneMonitor:
             self._objects[oid] = moved
             return
         if op not in (ADD, APPEND):
-            raise RequestError(ErrorCode.INVALID_REQUEST, f"collision object {oid!r}: unknown operation {op}")
+            raise InvalidRequestError(f"collision object {oid!r}: unknown operation {op}")
         T_frame = self._T_frame(msg.header.frame_id, f"collision object {oid!r}")
         shapes = collision_object_shapes(msg, T_frame, self.limits, self._notes)
         if op == APPEND and oid in self._objects:
@@ -171,9 +170,10 @@ class SceneMonitor:
                 self._objects[oid] = WorldObject(oid, [_reposed(s, T @ s.pose) for s in att.object.shapes])
             return
         if link not in self.robot.urdf.links:
-            raise RequestError(ErrorCode.INVALID_LINK_NAME, f"attached object {obj.id!r}: unknown link {link!r}")
+            raise UnknownLinkError(link, sorted(self.robot.urdf.links), "is not a link of the robot",
+                                   f"attached object {obj.id!r}")
         if not obj.id:
-            raise RequestError(ErrorCode.INVALID_REQUEST, "attached collision object without an id")
+            raise InvalidRequestError("attached collision object without an id")
         T_link_root = np.linalg.inv(self._T_link(link))
         has_geometry = bool(obj.primitives) or bool(obj.meshes)
         if has_geometry:
@@ -184,8 +184,7 @@ class SceneMonitor:
         elif obj.id in self._attached:
             shapes = list(self._attached[obj.id].object.shapes)
         else:
-            raise RequestError(ErrorCode.INVALID_REQUEST,
-                               f"attached object {obj.id!r} has no geometry and is not in the world")
+            raise InvalidRequestError(f"attached object {obj.id!r} has no geometry and is not in the world")
         if op == APPEND and obj.id in self._attached:
             shapes = list(self._attached[obj.id].object.shapes) + shapes
         self._objects.pop(obj.id, None)
@@ -202,7 +201,7 @@ class SceneMonitor:
             try:
                 q, _, _ = self.layout.from_joint_state(state.joint_state, self._q, "scene robot state")
                 self._q = q
-            except RequestError:
+            except InvalidRequestError:
                 # a scene may carry joints this model does not know (other robots, grippers...): keep known ones
                 for name, value in zip(state.joint_state.name, state.joint_state.position):
                     if name in self.layout.index and np.isfinite(value):
@@ -214,7 +213,7 @@ class SceneMonitor:
 
     # ------------------------------------------------------------------ updates
     def apply_collision_object(self, msg) -> list[str]:
-        """moveit_msgs/CollisionObject. Raises RequestError (nothing changed) on a bad message;
+        """moveit_msgs/CollisionObject. Raises InvalidRequestError (nothing changed) on a bad message;
         returns warnings about what was changed on the way in (a mesh replaced by its box)."""
         with self._lock:
             self._notes = []
@@ -271,9 +270,9 @@ class SceneMonitor:
         backup = (dict(self._objects), dict(self._attached))
         try:
             self._apply_object(msg)
-        except RequestError as exc:
+        except InvalidRequestError as exc:
             self._objects, self._attached = backup
-            self._notes.append(f"refused: {exc.message}")
+            self._notes.append(f"refused: {exc}")
 
     def clear(self) -> None:
         with self._lock:

@@ -116,7 +116,7 @@ def free_config(setup):
     import torch
 
     runner, _ = setup
-    robot, checker = runner.node.robot, runner.node.engine.checker
+    robot, checker = runner.node.robot, runner.node.pipeline.checker
     g = torch.Generator().manual_seed(11)
     lo, hi = robot.limits()
     # moderate configurations: the middle half of each joint range
@@ -460,7 +460,7 @@ def test_avoid_collisions_removes_colliding_solutions(setup, ros_context, free_c
         r = avoided.results[0]
         assert r.num_solutions > 0 and not any(r.in_collision)
         qa = np.asarray(r.positions).reshape(-1, robot.n_joints)
-        checker = runner.node.engine.checker
+        checker = runner.node.pipeline.checker
         assert not checker.check(qa, runner.node.scene.snapshot()).in_collision.any()
         _check_solutions(robot, avoided, r, {"left_gripper": T[0]})
     finally:

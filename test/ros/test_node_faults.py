@@ -88,7 +88,7 @@ def target(node):
     """A reachable, collision-free baxter configuration and its end-effector poses (E, 4, 4)."""
     import torch
 
-    robot, checker = node.robot, node.engine.checker
+    robot, checker = node.robot, node.pipeline.checker
     g = torch.Generator().manual_seed(11)
     lo, hi = robot.limits()
     q = lo + (hi - lo) * (0.25 + 0.5 * torch.rand(64, robot.n_joints, generator=g, dtype=torch.float64))

@@ -39,7 +39,7 @@ def _solve(node, group, links, T_links, q_state):
     else:
         req.ik_request.ik_link_names = list(links)
         req.ik_request.pose_stamped_vector = [pose_stamped(T) for T in T_links]
-    return node.bridge.compute_ik(req, GetPositionIK.Response(), None)
+    return node.compute_ik(req.ik_request, GetPositionIK.Response())
 
 
 def _q_of(node, res):
@@ -56,8 +56,8 @@ def test_panda_srdf_groups(ros_context, tmp_path_factory):
     runner = _start(ros_context, tmp_path_factory, "panda")
     try:
         node = runner.node
-        assert set(node.bridge.groups) >= {"arm", "arm_and_hand"}
-        assert node.bridge.groups["arm"].tips == ("panda_hand_tcp",)
+        assert set(node.pipeline.groups) >= {"arm", "arm_and_hand"}
+        assert node.pipeline.groups["arm"].tips == ("panda_hand_tcp",)
         q, T = reachable_poses(node.robot, 4)
         # the pose of panda_link8 (rigidly attached to the tcp) is a valid target link too
         T8 = node.robot.fk_links(torch.as_tensor(q[0]), ["panda_link8"])[0].numpy()
@@ -87,7 +87,7 @@ def test_dual_ur5_mobile_groups(ros_context, tmp_path_factory):
             T_sol = robot.fk_links(torch.as_tensor(q_sol), links).numpy()
             for k in range(len(links)):
                 assert np.linalg.norm(T_sol[k, :3, 3] - T_links[k][:3, 3]) <= 0.005, group
-            held = [i for i in range(robot.n_joints) if i not in node.bridge.groups[group].joints]
+            held = [i for i in range(robot.n_joints) if i not in node.pipeline.groups[group].joints]
             assert np.allclose(q_sol[held], q[held], atol=1e-6), group  # joints outside the group unchanged
             assert list(res.solution.multi_dof_joint_state.joint_names) == ["base_joint"]
     finally:

@@ -66,7 +66,7 @@ def _free_configs(node, robot, n: int, seed: int) -> np.ndarray:
     g = torch.Generator().manual_seed(seed)
     lo, hi = robot.limits()
     q = lo + (hi - lo) * (0.25 + 0.5 * torch.rand(64, robot.n_joints, generator=g, dtype=torch.float64))
-    checker = node.engine.checker
+    checker = node.pipeline.checker
     free = ~checker.check(q).in_collision if checker is not None else np.ones(64, bool)
     idx = np.flatnonzero(np.asarray(free))[:n]
     assert len(idx) == n
