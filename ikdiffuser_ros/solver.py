@@ -175,7 +175,22 @@ class IKDiffuserSolver:
 
     # ------------------------------------------------------------------ validation
     def _validate(self, targets, num_solutions, target_mask, position_only, seed):
-        E, n = len(self.robot.end_effectors), self.robot.n_joints
+        """Checked inputs: (targets (B, E, 4, 4) float64 with unconstrained parts sanitised, B,
+        target_mask (B, E), position_only (B, E), seed (B, n) or None); InvalidRequestError naming a problem."""
+        targets = self._as_targets(targets)
+        B = targets.shape[0]
+        self._check_sizes(B, num_solutions)
+        target_mask = self._mask(target_mask, "target_mask", True, B)
+        position_only = self._mask(position_only, "position_only", False, B)
+        empty = (~target_mask.any(-1)).nonzero().flatten().tolist()
+        if empty:
+            raise InvalidRequestError(f"targets {empty[:10]} constrain no end effector (target_mask all False)")
+        clean = self._checked_poses(targets, target_mask, target_mask & ~position_only)
+        return clean, B, target_mask, position_only, self._seed(seed, B)
+
+    def _as_targets(self, targets) -> torch.Tensor:
+        """Any (B, E, 4, 4) or (E, 4, 4) array of poses -> (B, E, 4, 4) float64 tensor."""
+        E = len(self.robot.end_effectors)
         if not isinstance(targets, torch.Tensor):
             try:
                 targets = torch.as_tensor(targets, dtype=torch.float64)
@@ -188,7 +203,9 @@ class IKDiffuserSolver:
             raise InvalidRequestError(
                 f"targets must have shape (B, {E}, 4, 4) (B >= 1; end effectors {self.robot.end_effectors}), "
                 f"got {tuple(targets.shape)}")
-        B = targets.shape[0]
+        return targets
+
+    def _check_sizes(self, B: int, num_solutions) -> None:
         if isinstance(num_solutions, bool) or not isinstance(num_solutions, int) or num_solutions <= 0:
             raise InvalidRequestError(f"num_solutions must be a positive int, got {num_solutions!r}")
         if num_solutions > self.config.max_solutions:
@@ -199,25 +216,23 @@ class IKDiffuserSolver:
                 f"{B} targets x {num_solutions} solutions = {B * num_solutions} rows exceeds the maximum "
                 f"{self.config.max_rows} per call; split the request")
 
-        def mask(m, name, default):
-            if m is None:
-                return torch.full((B, E), default, dtype=torch.bool)
-            m = torch.as_tensor(m)
-            if m.dtype != torch.bool:
-                raise InvalidRequestError(f"{name} must be a bool tensor, got {m.dtype}")
-            if m.shape == (E,):
-                m = m.expand(B, E)
-            if m.shape != (B, E):
-                raise InvalidRequestError(f"{name} must have shape ({B}, {E}) or ({E},), got {tuple(m.shape)}")
-            return m.cpu().clone()
+    def _mask(self, m, name: str, default: bool, B: int) -> torch.Tensor:
+        """None, (E,) or (B, E) bool -> (B, E) bool CPU tensor."""
+        E = len(self.robot.end_effectors)
+        if m is None:
+            return torch.full((B, E), default, dtype=torch.bool)
+        m = torch.as_tensor(m)
+        if m.dtype != torch.bool:
+            raise InvalidRequestError(f"{name} must be a bool tensor, got {m.dtype}")
+        if m.shape == (E,):
+            m = m.expand(B, E)
+        if m.shape != (B, E):
+            raise InvalidRequestError(f"{name} must have shape ({B}, {E}) or ({E},), got {tuple(m.shape)}")
+        return m.cpu().clone()
 
-        target_mask = mask(target_mask, "target_mask", True)
-        position_only = mask(position_only, "position_only", False)
-        empty = (~target_mask.any(-1)).nonzero().flatten().tolist()
-        if empty:
-            raise InvalidRequestError(f"targets {empty[:10]} constrain no end effector (target_mask all False)")
-        rot_mask = target_mask & ~position_only
-        # only constrained parts are used: masked end effectors may hold placeholders
+    def _checked_poses(self, targets: torch.Tensor, target_mask: torch.Tensor, rot_mask: torch.Tensor) -> torch.Tensor:
+        """Finite constrained positions, proper constrained rotations; a copy whose unconstrained parts
+        are identity / zero, so nothing non-finite reaches the network or the LM."""
         pos = targets[..., :3, 3]
         bad = (target_mask & ~torch.isfinite(pos).all(-1)).nonzero().tolist()
         if bad:
@@ -229,26 +244,29 @@ class IKDiffuserSolver:
             raise InvalidRequestError(f"non-finite target rotation at (target, end effector) {bad[:10]}")
         Rs = torch.where(finite_R[..., None, None], R, torch.eye(3, dtype=R.dtype))
         ortho = (Rs.transpose(-1, -2) @ Rs - torch.eye(3, dtype=R.dtype)).abs().flatten(-2).amax(-1)
-        det_err = (torch.linalg.det(Rs) - 1).abs()
         tol = self.config.orthonormal_tol
-        bad = (rot_mask & ((ortho > tol) | (det_err > tol))).nonzero().tolist()
+        bad = (rot_mask & ((ortho > tol) | ((torch.linalg.det(Rs) - 1).abs() > tol))).nonzero().tolist()
         if bad:
             raise InvalidRequestError(
                 f"target rotation is not a proper rotation matrix (|R^T R - I| or |det R - 1| > {tol}) at "
                 f"(target, end effector) {bad[:10]}")
-        # sanitise unconstrained entries so nothing non-finite reaches the network or the LM
         clean = targets.clone()
         clean[..., :3, 3] = torch.where(target_mask[..., None], torch.nan_to_num(pos), torch.zeros_like(pos))
         clean[..., :3, :3] = torch.where(rot_mask[..., None, None], Rs, torch.eye(3, dtype=R.dtype).expand_as(R))
         clean[..., 3, :] = torch.tensor([0.0, 0.0, 0.0, 1.0], dtype=torch.float64)
-        if seed is not None:
-            seed = torch.as_tensor(seed, dtype=torch.float64)
-            if seed.shape == (n,):
-                seed = seed.expand(B, n)
-            if seed.shape != (B, n) or not torch.isfinite(seed).all():
-                raise InvalidRequestError(f"seed must be finite with shape ({n},) or ({B}, {n}), "
-                                          f"got {tuple(seed.shape)}")
-        return clean, B, target_mask, position_only, seed
+        return clean
+
+    def _seed(self, seed, B: int) -> torch.Tensor | None:
+        """None, (n,) or (B, n) finite joint values -> (B, n) float64 or None."""
+        if seed is None:
+            return None
+        n = self.robot.n_joints
+        seed = torch.as_tensor(seed, dtype=torch.float64)
+        if seed.shape == (n,):
+            seed = seed.expand(B, n)
+        if seed.shape != (B, n) or not torch.isfinite(seed).all():
+            raise InvalidRequestError(f"seed must be finite with shape ({n},) or ({B}, {n}), got {tuple(seed.shape)}")
+        return seed
 
     def _cost(self, objectives, seed_rows, world, cost_fn):
         """``{name: weight}`` (+ ``cost_fn`` as ``user``) -> one ``cost(q (M, n)) -> (M,)`` or None."""

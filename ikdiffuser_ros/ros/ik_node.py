@@ -42,27 +42,53 @@ a solve runs (a solve uses the snapshot taken when it starts).
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+import os
+import re
 import sys
 import threading
 import time
+import traceback
 from pathlib import Path
 
+import numpy as np
 import rclpy
+import torch
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+from std_msgs.msg import String
+from visualization_msgs.msg import MarkerArray
 
 from ikdiffuser_ros.errors import CheckpointError, IKDiffuserError
 from ikdiffuser_ros.kinematics.frames import rigid_offsets
 from ikdiffuser_ros.kinematics.groups import build_groups
+from ikdiffuser_ros.kinematics.robot_model import RobotModel
+from ikdiffuser_ros.model.checkpoint import card_fingerprint, read_card
 from ikdiffuser_ros.pipeline import IKPipeline
+from ikdiffuser_ros.resources import package_share
+from ikdiffuser_ros.robots import available_robots, robot_config
 from ikdiffuser_ros.ros import ik_solutions, moveit_bridge
 from ikdiffuser_ros.ros.conversions import JointStateLayout, SceneLimits
 from ikdiffuser_ros.ros.error_codes import ErrorCode, error_code
+from ikdiffuser_ros.ros.markers import solutions_marker_array
 from ikdiffuser_ros.ros.params import declare_parameters, parse_groups
 from ikdiffuser_ros.ros.scene_monitor import SceneMonitor
 from ikdiffuser_ros.ros.solve_queue import Busy, SolveQueue, executor_threads
+from ikdiffuser_ros.solver import IKDiffuserSolver
+from ikdiffuser_ros.srv import GetIKSolutions
+
+try:  # optional: without moveit_msgs the node serves get_ik_solutions only (no compute_ik, no scene)
+    from moveit_msgs.msg import AttachedCollisionObject, CollisionObject, DisplayRobotState, PlanningScene
+    from moveit_msgs.srv import GetPlanningScene, GetPositionIK
+except ImportError:
+    GetPositionIK = None
+try:  # optional: python-fcl (exact collision checking)
+    from ikdiffuser_ros.collision.fcl_checker import CollisionChecker
+except ImportError:
+    CollisionChecker = None
 
 NODE_NAME = "ikdiffuser_node"
 
@@ -73,9 +99,6 @@ class StartupError(RuntimeError):
 
 def malloc_trim() -> None:
     """glibc ``malloc_trim(0)``: return free heap pages of every arena to the OS (no-op elsewhere)."""
-    import ctypes
-    import ctypes.util
-
     try:
         ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim(0)
     except (OSError, AttributeError):
@@ -84,30 +107,22 @@ def malloc_trim() -> None:
 
 # ---------------------------------------------------------------------- model lookup
 def _card_fingerprint(card: dict) -> str | None:
-    from ikdiffuser_ros.model.checkpoint import card_fingerprint
-
     return card_fingerprint(card)
 
 
 def _read_fingerprint(folder: Path) -> str | None:
     """The fingerprint in ``folder``'s card.json (read safely: no FIFO or symlink loop can hang it);
     CheckpointError when the card is unreadable."""
-    from ikdiffuser_ros.model.checkpoint import read_card
-
     return _card_fingerprint(read_card(folder))
 
 
 def candidate_checkpoints() -> list[Path]:
     """Checkpoint folders (holding card.json) under the package's models/ (source tree or install share)."""
-    from ikdiffuser_ros.resources import package_share
-
     roots = []
     try:
         roots.append(package_share() / "models")
     except FileNotFoundError:
         pass
-    import os
-
     for prefix in os.environ.get("AMENT_PREFIX_PATH", "").split(os.pathsep):
         if prefix:
             roots.append(Path(prefix) / "share" / "ikdiffuser_ros" / "models")
@@ -152,10 +167,6 @@ def find_checkpoint(robot, model_path: str) -> Path:
 def load_solver(robot, path: Path, device: str):
     """IKDiffuserSolver.from_checkpoint, with every failure as StartupError naming the fingerprints."""
     try:
-        from ikdiffuser_ros.solver import IKDiffuserSolver
-    except ImportError as exc:
-        raise StartupError(f"the solver is not installed ({exc})") from None
-    try:
         return IKDiffuserSolver.from_checkpoint(str(path), robot=robot, device=device)
     except Exception as exc:  # noqa: BLE001 - an untrusted checkpoint: any failure is one start-up error
         card_fp = None
@@ -186,80 +197,80 @@ class IKDiffuserNode(Node):
         # flood of planning-scene messages) makes every retake wait up to 5 ms: a 0.3 s solve grew past
         # its 2 s budget. 0.2 ms keeps the solver's share fair (test_scene_flood_during_solves).
         sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
-        try:
-            self.config = declare_parameters(self)
-        except ValueError as exc:
-            raise StartupError(f"invalid parameter: {exc}") from None
-        cfg = self.config
-        import torch
-
-        if cfg.torch_threads:
-            torch.set_num_threads(cfg.torch_threads)
-        if cfg.device.startswith("cuda") and not torch.cuda.is_available():
-            raise StartupError(f"device={cfg.device!r} but CUDA is not available (torch {torch.__version__})")
-
         t0 = time.monotonic()
+        self.config = self._node_config()
         self.robot, self.robot_config = self._load_robot()
         self.get_logger().info(f"robot {self.robot.name!r}: {self.robot.n_joints} joints, end effectors "
                                f"{self.robot.end_effectors}, root {self.robot.root_frame!r}, "
                                f"fingerprint {self.robot.fingerprint()}")
-        path = find_checkpoint(self.robot, cfg.model_path)
-        self.model_path = path
-        self.solver = (solver_factory or load_solver)(self.robot, path, cfg.device)
-        self.layout = JointStateLayout(self.robot)
-        self.pipeline = IKPipeline(self.solver, self._collision_checker(), cfg.pipeline_config(), self._groups())
+        self.model_path = find_checkpoint(self.robot, self.config.model_path)
+        self.solver = (solver_factory or load_solver)(self.robot, self.model_path, self.config.device)
         self._base_solver_config = self.solver.config
+        self.layout = JointStateLayout(self.robot)
+        self.pipeline = IKPipeline(self.solver, self._collision_checker(), self.config.pipeline_config(),
+                                   self._groups())
+        self._warm_up()
+        self.scene = SceneMonitor(self.robot, SceneLimits(self.config.max_scene_extent, self.config.max_mesh_triangles))
+        self._stats_lock = threading.Lock()
+        self.requests_served = 0
+        self.solve_queue = SolveQueue(self.config.max_queued_requests)
+        self._scene_group = MutuallyExclusiveCallbackGroup()
+        self._create_services()
+        self._create_publishers()
+        self.get_logger().info(f"ready in {time.monotonic() - t0:.1f} s: model {self.model_path} on "
+                               f"{self.config.device}")
+
+    def _node_config(self):
+        """Declared, validated parameters (StartupError on a bad one); torch threads and device checked."""
+        try:
+            cfg = declare_parameters(self)
+        except ValueError as exc:
+            raise StartupError(f"invalid parameter: {exc}") from None
+        if cfg.torch_threads:
+            torch.set_num_threads(cfg.torch_threads)
+        if cfg.device.startswith("cuda") and not torch.cuda.is_available():
+            raise StartupError(f"device={cfg.device!r} but CUDA is not available (torch {torch.__version__})")
+        return cfg
+
+    def _warm_up(self) -> None:
         try:
             self.get_logger().info(f"warm-up solve: {self.pipeline.warmup():.2f} s")
         except Exception as exc:  # noqa: BLE001 - a model that cannot solve at all is a start-up error
             raise StartupError(f"the solver failed its warm-up solve ({type(exc).__name__}: {exc}); "
-                               f"checkpoint {path}") from None
-        self.scene = SceneMonitor(self.robot, SceneLimits(cfg.max_scene_extent, cfg.max_mesh_triangles))
+                               f"checkpoint {self.model_path}") from None
 
-        self._solve_group = ReentrantCallbackGroup()
-        self._scene_group = MutuallyExclusiveCallbackGroup()
-        self._stats_lock = threading.Lock()
-        self.requests_served = 0
-        self.solve_queue = SolveQueue(cfg.max_queued_requests)
-        service_qos = QoSProfile(depth=cfg.service_queue_depth, reliability=ReliabilityPolicy.RELIABLE,
-                                 durability=DurabilityPolicy.VOLATILE)
-
-        from ikdiffuser_ros.srv import GetIKSolutions
-
-        self.create_service(GetIKSolutions, "~/get_ik_solutions", self._on_get_ik_solutions,
-                            qos_profile=service_qos, callback_group=self._solve_group)
-        try:
-            from moveit_msgs.srv import GetPositionIK
-        except ImportError:
+    def _create_services(self) -> None:
+        """get_ik_solutions, and compute_ik / solve_ik and the scene follower when moveit_msgs is there."""
+        group = ReentrantCallbackGroup()
+        qos = QoSProfile(depth=self.config.service_queue_depth, reliability=ReliabilityPolicy.RELIABLE,
+                         durability=DurabilityPolicy.VOLATILE)
+        self.create_service(GetIKSolutions, "~/get_ik_solutions", self._on_get_ik_solutions, qos_profile=qos,
+                            callback_group=group)
+        if GetPositionIK is None:
             self.get_logger().warning("moveit_msgs not importable: no compute_ik/solve_ik, no planning scene")
-        else:
-            groups = self.pipeline.groups.values()
-            self.get_logger().info(f"MoveIt groups: {', '.join(f'{g.name} -> {list(g.tips)}' for g in groups)}")
-            for name in ("~/compute_ik", "~/solve_ik"):
-                self.create_service(GetPositionIK, name, self._on_compute_ik, qos_profile=service_qos,
-                                    callback_group=self._solve_group)
-            if cfg.follow_planning_scene:
-                self._follow_scene()
+            return
+        groups = self.pipeline.groups.values()
+        self.get_logger().info(f"MoveIt groups: {', '.join(f'{g.name} -> {list(g.tips)}' for g in groups)}")
+        for name in ("~/compute_ik", "~/solve_ik"):
+            self.create_service(GetPositionIK, name, self._on_compute_ik, qos_profile=qos, callback_group=group)
+        if self.config.follow_planning_scene:
+            self._follow_scene()
+
+    def _create_publishers(self) -> None:
         self._markers = self._display = None
-        if cfg.publish_markers:
-            from visualization_msgs.msg import MarkerArray
-
+        if self.config.publish_markers:
             self._markers = self.create_publisher(MarkerArray, "~/solutions", 1)
-            try:
-                from moveit_msgs.msg import DisplayRobotState
-
+            if GetPositionIK is not None:
                 self._display = self.create_publisher(DisplayRobotState, "~/display_robot_state", 1)
-            except ImportError:
-                pass
-        self.get_logger().info(f"ready in {time.monotonic() - t0:.1f} s: model {path} on {cfg.device}")
 
     def _collision_checker(self):
-        """The exact (FCL) checker, or None (logged) when the robot's collision geometry cannot be loaded."""
+        """The exact (FCL) checker, or None (logged) when python-fcl or the robot's collision geometry is missing."""
+        if CollisionChecker is None:
+            self.get_logger().warning("exact collision checking unavailable: python-fcl is not importable")
+            return None
         try:
-            from ikdiffuser_ros.collision.fcl_checker import CollisionChecker
-
             return CollisionChecker(self.robot)
-        except (ImportError, OSError, IKDiffuserError) as exc:  # the node still serves, without exact checks
+        except (OSError, IKDiffuserError) as exc:  # the node still serves, without exact checks
             self.get_logger().warning(f"exact collision checking unavailable: {type(exc).__name__}: {exc}")
             return None
 
@@ -281,41 +292,16 @@ class IKDiffuserNode(Node):
 
     # ------------------------------------------------------------------ robot
     def _load_robot(self):
-        from ikdiffuser_ros.kinematics.robot_model import RobotModel
-        from ikdiffuser_ros.robots import available_robots, robot_config
-
+        """(RobotModel, robot config or None) from the descriptions (parameters, topics, robot config)."""
         cfg = self.config
-        urdf, srdf = cfg.robot_description, cfg.robot_description_semantic
         rcfg = None
         if cfg.robot:
             try:
                 rcfg = robot_config(cfg.robot)
             except IKDiffuserError as exc:
                 raise StartupError(f"parameter robot={cfg.robot!r}: {exc}") from None
-        if not urdf or not srdf:
-            wait = cfg.robot_description_timeout
-            got = self._wait_for_descriptions(need_urdf=not urdf, need_srdf=not srdf, timeout=wait)
-            urdf = urdf or got.get("robot_description", "")
-            srdf = srdf or got.get("robot_description_semantic", "")
-            if urdf and "robot_description" in got:
-                self.get_logger().info("robot_description received on its topic")
-        if not urdf:
-            if rcfg is None:
-                raise StartupError(
-                    f"no robot description: the robot_description parameter is empty, nothing arrived on the "
-                    f"{self.resolve_topic_name('robot_description')} topic within "
-                    f"{cfg.robot_description_timeout} s, and no robot config is set (parameter robot)")
-            self.get_logger().info(f"robot description from robot config {rcfg.name!r} ({rcfg.urdf})")
-            try:
-                urdf = rcfg.urdf_text()
-                srdf_texts = [srdf] if srdf else rcfg.srdf_texts()
-            except IKDiffuserError as exc:
-                raise StartupError(f"robot config {rcfg.name!r}: {exc}") from None
-        else:
-            srdf_texts = [srdf] if srdf else []
+        urdf, srdf_texts = self._descriptions(rcfg)
         if rcfg is None:  # a robot config named like the URDF's robot, for its end effectors and groups
-            import re
-
             m = re.search(r"<robot[^>]*\bname\s*=\s*[\"']([^\"']+)", urdf)
             if m and m.group(1) in available_robots():
                 rcfg = robot_config(m.group(1))
@@ -330,9 +316,31 @@ class IKDiffuserNode(Node):
             raise StartupError(f"cannot build the robot model: {exc}") from None
         return robot, rcfg
 
-    def _wait_for_descriptions(self, need_urdf: bool, need_srdf: bool, timeout: float) -> dict[str, str]:
-        from std_msgs.msg import String
+    def _descriptions(self, rcfg) -> tuple[str, list[str]]:
+        """(URDF, SRDF texts): parameters, else the topics, else the robot config's files."""
+        cfg = self.config
+        urdf, srdf = cfg.robot_description, cfg.robot_description_semantic
+        if not urdf or not srdf:
+            got = self._wait_for_descriptions(need_urdf=not urdf, need_srdf=not srdf,
+                                              timeout=cfg.robot_description_timeout)
+            urdf = urdf or got.get("robot_description", "")
+            srdf = srdf or got.get("robot_description_semantic", "")
+            if urdf and "robot_description" in got:
+                self.get_logger().info("robot_description received on its topic")
+        if urdf:
+            return urdf, [srdf] if srdf else []
+        if rcfg is None:
+            raise StartupError(
+                f"no robot description: the robot_description parameter is empty, nothing arrived on the "
+                f"{self.resolve_topic_name('robot_description')} topic within "
+                f"{cfg.robot_description_timeout} s, and no robot config is set (parameter robot)")
+        self.get_logger().info(f"robot description from robot config {rcfg.name!r} ({rcfg.urdf})")
+        try:
+            return rcfg.urdf_text(), [srdf] if srdf else rcfg.srdf_texts()
+        except IKDiffuserError as exc:
+            raise StartupError(f"robot config {rcfg.name!r}: {exc}") from None
 
+    def _wait_for_descriptions(self, need_urdf: bool, need_srdf: bool, timeout: float) -> dict[str, str]:
         got: dict[str, str] = {}
         if timeout <= 0:
             return got
@@ -362,9 +370,6 @@ class IKDiffuserNode(Node):
 
     # ------------------------------------------------------------------ planning scene
     def _follow_scene(self) -> None:
-        from moveit_msgs.msg import AttachedCollisionObject, CollisionObject, PlanningScene
-        from moveit_msgs.srv import GetPlanningScene
-
         cfg = self.config
         qos = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
         g = self._scene_group
@@ -389,14 +394,11 @@ class IKDiffuserNode(Node):
         self.create_timer(2.0, self._release_memory, callback_group=g)
 
     def _release_memory(self) -> None:
-        """After scene changes, hand freed heap memory back to the OS (glibc ``malloc_trim``: large
-        meshes leave megabytes of freed, fragmented heap behind that the allocator would otherwise keep)
-        and build the new scene's collision objects ahead of the next request."""
+        """After scene changes, hand freed heap memory back to the OS (glibc ``malloc_trim``): large
+        meshes leave megabytes of freed, fragmented heap behind that the allocator would otherwise keep."""
         if self.scene.version == self._trimmed_version:
             return
         self._trimmed_version = self.scene.version
-        if self.pipeline.checker is not None:  # the next request finds the new scene's FCL objects built
-            self.pipeline.checker.prepare(self.scene.snapshot())  # (and the old scene's are released)
         malloc_trim()
 
     def _ask_scene(self) -> None:
@@ -406,8 +408,6 @@ class IKDiffuserNode(Node):
             return
         if not self._scene_client.service_is_ready():
             return
-        from moveit_msgs.srv import GetPlanningScene
-
         self._scene_asked = True
         self._scene_timer.cancel()
         future = self._scene_client.call_async(GetPlanningScene.Request())
@@ -419,8 +419,8 @@ class IKDiffuserNode(Node):
                 self._scene_update(self.scene.apply_planning_scene, scene, "get_planning_scene")
                 self.get_logger().info(f"planning scene from {self.config.get_planning_scene_service}: "
                                        f"{len(self.scene.object_ids())} objects")
-            except Exception as exc:  # noqa: BLE001
-                self.get_logger().warning(f"get_planning_scene failed: {exc}")
+            except Exception as exc:  # noqa: BLE001 - move_group's answer is not ours to trust: logged, ignored
+                self.get_logger().warning(f"get_planning_scene failed: {type(exc).__name__}: {exc}")
 
         future.add_done_callback(done)
 
@@ -428,8 +428,11 @@ class IKDiffuserNode(Node):
         """Apply one scene message; a bad one is refused (mirror unchanged), every problem logged."""
         try:
             notes = apply(msg)
-        except Exception as exc:  # noqa: BLE001 - a bad message is refused, the mirror is unchanged
+        except IKDiffuserError as exc:  # a bad message is refused, the mirror is unchanged
             self.get_logger().warning(f"{what} refused: {exc}")
+            return
+        except Exception as exc:  # noqa: BLE001 - a bug: logged with its traceback; the mirror is unchanged
+            self._log_bug(what, exc)
             return
         for note in notes:
             self.get_logger().warning(f"{what}: {note}")
@@ -491,10 +494,9 @@ class IKDiffuserNode(Node):
         self.solver.config = self.config.solver_config(self._base_solver_config)
         return self.pipeline.answer(query)
 
-    def _log_bug(self, service: str, exc: Exception) -> None:
-        import traceback
-
-        self.get_logger().error(f"{service}: internal error {type(exc).__name__}: {exc}\n{traceback.format_exc()}")
+    def _log_bug(self, where: str, exc: Exception) -> None:
+        """An unexpected exception (a bug): logged at error level with its traceback."""
+        self.get_logger().error(f"{where}: internal error {type(exc).__name__}: {exc}\n{traceback.format_exc()}")
 
     def _count_served(self) -> None:
         with self._stats_lock:
@@ -507,24 +509,19 @@ class IKDiffuserNode(Node):
             return
         try:
             if self._markers.get_subscription_count() > 0:
-                from ikdiffuser_ros.ros.markers import solutions_marker_array
-
                 self._markers.publish(solutions_marker_array(
                     self.robot, response, self.config.max_marker_solutions, self.get_clock().now().to_msg()))
             if self._display is not None and self._display.get_subscription_count() > 0:
                 first = next((r for r in response.results if r.num_solutions > 0), None)
                 if first is not None:
-                    import numpy as np
-                    from moveit_msgs.msg import DisplayRobotState
-
                     q = np.asarray(first.positions[:self.robot.n_joints], dtype=np.float64)
                     msg = DisplayRobotState()
                     msg.state.joint_state, msg.state.multi_dof_joint_state = self.layout.to_joint_state(q)
                     msg.state.joint_state.header.stamp = self.get_clock().now().to_msg()
                     msg.state.joint_state.header.frame_id = self.robot.root_frame
                     self._display.publish(msg)
-        except Exception as exc:  # noqa: BLE001 - visualization must not break serving
-            self.get_logger().warning(f"markers: {exc}")
+        except Exception as exc:  # noqa: BLE001 - a bug in the visualization: logged, serving goes on
+            self._log_bug("markers", exc)
 
 
 def main(args=None) -> int:

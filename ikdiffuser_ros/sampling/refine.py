@@ -240,85 +240,136 @@ def refine(
     Returns:
         :class:`RefineResult` with float64 tensors on ``q0``'s device.
     """
-    device = q0.device
-    dtype = torch.float64
-    q = q0.detach().to(dtype).clone()
-    M, n = q.shape
-    E = len(model.end_effectors)
-    targets, target_mask, position_only, rot_mask = _broadcast_targets(
-        targets, target_mask, position_only, M, E, device, dtype)
-    lower, upper = model.limits(dtype, device)
-    _, wrapping = joint_kinds(model)
-    wrapping = wrapping.to(device)
-    fixed = _frozen_rows(frozen, M, n, device)
-    q = torch.where(fixed, q, project_to_limits(q, lower, upper, wrapping))
-    if tip_points is not None:
-        tip_points = tip_points.to(device=device, dtype=dtype).expand(M, E, 3)
-        targets = tip_targets(targets, tip_points)
-
-    # per-row weights of the 6E residual rows
-    w = torch.cat([target_mask.unsqueeze(-1).expand(M, E, 3).to(dtype),
-                   rot_mask.unsqueeze(-1).expand(M, E, 3).to(dtype) * config.rot_weight], -1)  # (M, E, 6)
-    w = w.reshape(M, 6 * E)
-
-    T, J = tip_fk_and_jacobian(model, q, tip_points)
-    res = pose_residual(T, targets)
-    pos_err, rot_err = _row_errors(res, target_mask, rot_mask)
-    converged = (pos_err <= config.pos_tol) & (rot_err <= config.rot_tol)
-    lam = torch.full((M,), config.lambda_init, dtype=dtype, device=device)
-    iters = torch.zeros(M, dtype=torch.int64, device=device)
-    no_progress = torch.zeros(M, dtype=torch.int64, device=device)
-    running = ~converged
-    # state of the running rows, indexed by `idx`
-    idx = running.nonzero().squeeze(-1)
-    cur_J = J[idx].reshape(-1, 6 * E, n)
-    cur_e = res[idx].reshape(-1, 6 * E)
-    eye = torch.eye(n, dtype=dtype, device=device)
-
+    p = _LMProblem.build(model, q0, targets, target_mask, position_only, config, frozen, tip_points)
+    st = _LMState.start(p)
     for _ in range(config.max_iters):
-        if idx.numel() == 0 or (deadline is not None and time.monotonic() > deadline):
+        if st.idx.numel() == 0 or (deadline is not None and time.monotonic() > deadline):
             break
-        wi = w[idx]
-        qi = q[idx]
-        li = lam[idx]
-        Jw = cur_J * wi.unsqueeze(-1)  # W^(1/2) J with W^(1/2) = w (w in {0, 1, rot_weight})
-        ew = cur_e * wi
-        g = (Jw.transpose(1, 2) @ ew.unsqueeze(-1)).squeeze(-1)  # (m, n) = J^T W e
-        # active set: joints on a bound whose descent direction leaves the box are frozen
-        at_low = (qi <= lower + 1e-12) & (g < 0) & ~wrapping
-        at_up = (qi >= upper - 1e-12) & (g > 0) & ~wrapping
-        free = (~(at_low | at_up | fixed[idx])).to(dtype)
-        Jf = Jw * free.unsqueeze(1)
-        H = Jf.transpose(1, 2) @ Jf
-        A = H + li.view(-1, 1, 1) * (torch.diag_embed(H.diagonal(dim1=1, dim2=2)) + eye)
-        dq = torch.linalg.solve(A, (g * free).unsqueeze(-1)).squeeze(-1)
-        scale = (config.max_step / dq.abs().amax(-1).clamp_min(1e-300)).clamp(max=1.0)
-        q_new = torch.where(fixed[idx], qi, project_to_limits(qi + dq * scale.unsqueeze(-1), lower, upper, wrapping))
+        q_new, cost_old = _lm_step(p, st)
+        _lm_update(p, st, q_new, cost_old)
+    return RefineResult(q=st.q, position_error=st.pos_err, rotation_error=st.rot_err, converged=st.converged,
+                        iterations=st.iters)
 
-        T_new, J_new = tip_fk_and_jacobian(model, q_new, None if tip_points is None else tip_points[idx])
-        res_new = pose_residual(T_new, targets[idx])
-        e_new = res_new.reshape(-1, 6 * E)
-        cost_old = (ew * ew).sum(-1)
-        cost_new = ((e_new * wi) ** 2).sum(-1)
-        accept = cost_new < cost_old
-        progress = cost_new < config.progress_ratio * cost_old
-        no_progress[idx] = torch.where(progress, 0, no_progress[idx] + 1)
-        iters[idx] += 1
-        q[idx] = torch.where(accept.unsqueeze(-1), q_new, qi)
-        lam[idx] = torch.where(accept, (li * config.lambda_down).clamp_min(config.lambda_min), li * config.lambda_up)
-        cur_J = torch.where(accept.view(-1, 1, 1), J_new.reshape(-1, 6 * E, n), cur_J)
-        cur_e = torch.where(accept.unsqueeze(-1), e_new, cur_e)
-        p_i, r_i = _row_errors(cur_e.view(-1, E, 6), target_mask[idx], rot_mask[idx])
-        pos_err[idx] = p_i
-        rot_err[idx] = r_i
-        done_ok = (p_i <= config.pos_tol) & (r_i <= config.rot_tol)
-        converged[idx] = done_ok
-        stalled = (lam[idx] > config.lambda_max) | (no_progress[idx] >= config.patience)
-        keep = ~(done_ok | stalled)
-        idx, cur_J, cur_e = idx[keep], cur_J[keep], cur_e[keep]
 
-    return RefineResult(q=q, position_error=pos_err, rotation_error=rot_err, converged=converged,
-                        iterations=iters)
+@dataclass
+class _LMProblem:
+    """What stays fixed during :func:`refine`: (M, E, 4, 4) end-effector targets and the targets of
+    the tip points, (M, E) masks, (M, 6E) residual weights, (M, n) frozen joints, limits, wrapping
+    joints, (M, E, 3) tip points or None."""
+
+    model: RobotModel
+    config: RefineConfig
+    q0: torch.Tensor
+    ee_targets: torch.Tensor
+    targets: torch.Tensor
+    target_mask: torch.Tensor
+    position_only: torch.Tensor
+    rot_mask: torch.Tensor
+    w: torch.Tensor
+    fixed: torch.Tensor
+    lower: torch.Tensor
+    upper: torch.Tensor
+    wrapping: torch.Tensor
+    tip_points: torch.Tensor | None
+
+    @classmethod
+    def build(cls, model, q0, targets, target_mask, position_only, config, frozen, tip_points) -> "_LMProblem":
+        device, dtype = q0.device, torch.float64
+        q = q0.detach().to(dtype).clone()
+        M, n = q.shape
+        E = len(model.end_effectors)
+        targets, target_mask, position_only, rot_mask = _broadcast_targets(
+            targets, target_mask, position_only, M, E, device, dtype)
+        lower, upper = model.limits(dtype, device)
+        wrapping = joint_kinds(model)[1].to(device)
+        fixed = _frozen_rows(frozen, M, n, device)
+        ee_targets = targets
+        if tip_points is not None:
+            tip_points = tip_points.to(device=device, dtype=dtype).expand(M, E, 3)
+            targets = tip_targets(targets, tip_points)
+        w = torch.cat([target_mask.unsqueeze(-1).expand(M, E, 3).to(dtype),
+                       rot_mask.unsqueeze(-1).expand(M, E, 3).to(dtype) * config.rot_weight], -1).reshape(M, 6 * E)
+        q = torch.where(fixed, q, project_to_limits(q, lower, upper, wrapping))
+        return cls(model, config, q, ee_targets, targets, target_mask, position_only, rot_mask, w, fixed, lower,
+                   upper, wrapping, tip_points)
+
+    def tips(self, idx: torch.Tensor) -> torch.Tensor | None:
+        return None if self.tip_points is None else self.tip_points[idx]
+
+
+@dataclass
+class _LMState:
+    """Per-row state of :func:`refine` ((M,) or (M, n)), plus the running rows ``idx`` (m,) with their
+    current Jacobians (m, 6E, n), residuals (m, 6E) and damping."""
+
+    q: torch.Tensor
+    pos_err: torch.Tensor
+    rot_err: torch.Tensor
+    converged: torch.Tensor
+    lam: torch.Tensor
+    iters: torch.Tensor
+    no_progress: torch.Tensor
+    idx: torch.Tensor
+    cur_J: torch.Tensor
+    cur_e: torch.Tensor
+
+    @classmethod
+    def start(cls, p: _LMProblem) -> "_LMState":
+        q = p.q0
+        (M, n), E, dev = q.shape, p.targets.shape[1], q.device
+        T, J = tip_fk_and_jacobian(p.model, q, p.tip_points)
+        res = pose_residual(T, p.targets)
+        pos_err, rot_err = _row_errors(res, p.target_mask, p.rot_mask)
+        converged = (pos_err <= p.config.pos_tol) & (rot_err <= p.config.rot_tol)
+        idx = (~converged).nonzero().squeeze(-1)
+        return cls(q, pos_err, rot_err, converged, torch.full((M,), p.config.lambda_init, dtype=q.dtype, device=dev),
+                   torch.zeros(M, dtype=torch.int64, device=dev), torch.zeros(M, dtype=torch.int64, device=dev),
+                   idx, J[idx].reshape(-1, 6 * E, n), res[idx].reshape(-1, 6 * E))
+
+
+def _lm_step(p: _LMProblem, st: _LMState) -> tuple[torch.Tensor, torch.Tensor]:
+    """One damped step of the running rows: (candidate q (m, n), weighted squared error before (m,))."""
+    idx, config = st.idx, p.config
+    wi, qi, li = p.w[idx], st.q[idx], st.lam[idx]
+    Jw = st.cur_J * wi.unsqueeze(-1)  # W^(1/2) J with W^(1/2) = w (w in {0, 1, rot_weight})
+    ew = st.cur_e * wi
+    g = (Jw.transpose(1, 2) @ ew.unsqueeze(-1)).squeeze(-1)  # (m, n) = J^T W e
+    # active set: joints on a bound whose descent direction leaves the box are frozen (locked ones always)
+    at_low = (qi <= p.lower + 1e-12) & (g < 0) & ~p.wrapping
+    at_up = (qi >= p.upper - 1e-12) & (g > 0) & ~p.wrapping
+    free = (~(at_low | at_up | p.fixed[idx])).to(qi.dtype)
+    Jf = Jw * free.unsqueeze(1)
+    H = Jf.transpose(1, 2) @ Jf
+    eye = torch.eye(qi.shape[-1], dtype=qi.dtype, device=qi.device)
+    A = H + li.view(-1, 1, 1) * (torch.diag_embed(H.diagonal(dim1=1, dim2=2)) + eye)
+    dq = torch.linalg.solve(A, (g * free).unsqueeze(-1)).squeeze(-1)
+    scale = (config.max_step / dq.abs().amax(-1).clamp_min(1e-300)).clamp(max=1.0)
+    stepped = project_to_limits(qi + dq * scale.unsqueeze(-1), p.lower, p.upper, p.wrapping)
+    return torch.where(p.fixed[idx], qi, stepped), (ew * ew).sum(-1)
+
+
+def _lm_update(p: _LMProblem, st: _LMState, q_new: torch.Tensor, cost_old: torch.Tensor) -> None:
+    """Accept or reject each running row's step (damping down or up), then drop converged and stalled rows."""
+    idx, config = st.idx, p.config
+    E, n = p.targets.shape[1], st.q.shape[1]
+    T_new, J_new = tip_fk_and_jacobian(p.model, q_new, p.tips(idx))
+    e_new = pose_residual(T_new, p.targets[idx]).reshape(-1, 6 * E)
+    cost_new = ((e_new * p.w[idx]) ** 2).sum(-1)
+    accept = cost_new < cost_old
+    progress = cost_new < config.progress_ratio * cost_old
+    st.no_progress[idx] = torch.where(progress, 0, st.no_progress[idx] + 1)
+    st.iters[idx] += 1
+    st.q[idx] = torch.where(accept.unsqueeze(-1), q_new, st.q[idx])
+    li = st.lam[idx]
+    st.lam[idx] = torch.where(accept, (li * config.lambda_down).clamp_min(config.lambda_min), li * config.lambda_up)
+    st.cur_J = torch.where(accept.view(-1, 1, 1), J_new.reshape(-1, 6 * E, n), st.cur_J)
+    st.cur_e = torch.where(accept.unsqueeze(-1), e_new, st.cur_e)
+    p_i, r_i = _row_errors(st.cur_e.view(-1, E, 6), p.target_mask[idx], p.rot_mask[idx])
+    st.pos_err[idx], st.rot_err[idx] = p_i, r_i
+    done_ok = (p_i <= config.pos_tol) & (r_i <= config.rot_tol)
+    st.converged[idx] = done_ok
+    keep = ~(done_ok | (st.lam[idx] > config.lambda_max) | (st.no_progress[idx] >= config.patience))
+    st.idx, st.cur_J, st.cur_e = idx[keep], st.cur_J[keep], st.cur_e[keep]
 
 
 # ---------------------------------------------------------------------------- de-duplication
@@ -350,50 +401,75 @@ def unique_mask(
     if N == 0 or q.numel() == 0:
         return torch.zeros(*batch, N, dtype=torch.bool, device=q.device)
     q = q.reshape(-1, N, n)
-    Bf = q.shape[0]
-    valid = (torch.ones(Bf, N, dtype=torch.bool, device=q.device) if valid is None
-             else valid.reshape(Bf, N).to(q.device, torch.bool))
+    valid = (torch.ones(q.shape[0], N, dtype=torch.bool, device=q.device) if valid is None
+             else valid.reshape(q.shape[0], N).to(q.device, torch.bool))
     tol_t = torch.as_tensor(tol, dtype=q.dtype, device=q.device).expand(n)
     wrap = None if wrapping is None or not bool(wrapping.any()) else wrapping.to(q.device)
+    close = _Closeness(tol_t, wrap, max_elements)
     scaled = q / tol_t
-
-    def close_block(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        """(..., c, n), (..., m, n) scaled rows -> (..., c, m) bool, Chebyshev distance <= 1."""
-        if wrap is None:
-            return torch.cdist(a, b, p=float("inf")) <= 1.0
-        diff = (a[..., :, None, :] - b[..., None, :, :]) * tol_t
-        diff = torch.where(wrap, wrap_to_pi(diff), diff)
-        return (diff.abs() / tol_t).amax(-1) <= 1.0
-
-    per_row = N * (n if wrap is not None else 1)
     # 1. rows with no other valid row within tolerance are kept as they are (one chunked pass)
-    has_neighbour = torch.zeros(Bf, N, dtype=torch.bool, device=q.device)
-    cols = torch.arange(N, device=q.device)
-    chunk = max(1, min(N, max_elements // max(1, Bf * per_row)))
-    for start in range(0, N, chunk):
-        stop = min(N, start + chunk)
-        not_self = cols[None, :] != cols[start:stop, None]
-        close = close_block(scaled[:, start:stop], scaled) & valid[:, None, :] & not_self
-        has_neighbour[:, start:stop] = close.any(-1)
+    has_neighbour = close.has_neighbour(scaled, valid)
     keep = valid & ~has_neighbour
     # 2. greedy leaders among the rest, per batch, in row order, on their dense closeness matrix
     ambiguous = valid & has_neighbour
     for b in ambiguous.any(-1).nonzero().flatten().tolist():
         idx = ambiguous[b].nonzero().flatten()
-        qa = scaled[b, idx]
-        A = len(idx)
-        close = np.zeros((A, A), dtype=bool)
-        step = max(1, min(A, max_elements // max(1, A * (n if wrap is not None else 1))))
-        for start in range(0, A, step):
-            close[start:start + step] = close_block(qa[start:start + step], qa).cpu().numpy()
-        removed = np.zeros(A, dtype=bool)
-        kept = np.zeros(A, dtype=bool)
-        for i in range(A):
-            if not removed[i]:
-                kept[i] = True
-                removed |= close[i]
+        kept = _greedy_leaders(close.dense(scaled[b, idx]))
         keep[b, idx[torch.from_numpy(kept).to(idx.device)]] = True
     return keep.reshape(*batch, N)
+
+
+@dataclass(frozen=True)
+class _Closeness:
+    """Chebyshev closeness of rows scaled by the per-joint tolerance (n,), wrap-aware (``wrap`` (n,)
+    bool or None), in chunks of at most ``max_elements`` compared elements."""
+
+    tol: torch.Tensor
+    wrap: torch.Tensor | None
+    max_elements: int
+
+    def block(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        """(..., c, n), (..., m, n) scaled rows -> (..., c, m) bool, Chebyshev distance <= 1."""
+        if self.wrap is None:
+            return torch.cdist(a, b, p=float("inf")) <= 1.0
+        diff = (a[..., :, None, :] - b[..., None, :, :]) * self.tol
+        diff = torch.where(self.wrap, wrap_to_pi(diff), diff)
+        return (diff.abs() / self.tol).amax(-1) <= 1.0
+
+    def _per_row(self, N: int) -> int:
+        return N * (len(self.tol) if self.wrap is not None else 1)
+
+    def has_neighbour(self, scaled: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        """(Bf, N, n), (Bf, N) -> (Bf, N) bool: another valid row lies within tolerance."""
+        Bf, N, _ = scaled.shape
+        out = torch.zeros(Bf, N, dtype=torch.bool, device=scaled.device)
+        cols = torch.arange(N, device=scaled.device)
+        chunk = max(1, min(N, self.max_elements // max(1, Bf * self._per_row(N))))
+        for start in range(0, N, chunk):
+            stop = min(N, start + chunk)
+            not_self = cols[None, :] != cols[start:stop, None]
+            out[:, start:stop] = (self.block(scaled[:, start:stop], scaled) & valid[:, None, :] & not_self).any(-1)
+        return out
+
+    def dense(self, qa: torch.Tensor) -> np.ndarray:
+        """(A, n) scaled rows -> (A, A) bool closeness matrix."""
+        A = len(qa)
+        out = np.zeros((A, A), dtype=bool)
+        step = max(1, min(A, self.max_elements // max(1, self._per_row(A))))
+        for start in range(0, A, step):
+            out[start:start + step] = self.block(qa[start:start + step], qa).cpu().numpy()
+        return out
+
+
+def _greedy_leaders(close: np.ndarray) -> np.ndarray:
+    """(A, A) closeness -> (A,) bool: in row order, a row is kept unless a kept row is close to it."""
+    A = len(close)
+    removed, kept = np.zeros(A, dtype=bool), np.zeros(A, dtype=bool)
+    for i in range(A):
+        if not removed[i]:
+            kept[i] = True
+            removed |= close[i]
+    return kept
 
 
 def deduplicate(
@@ -487,57 +563,67 @@ def polish(
     Returns:
         a new :class:`RefineResult`.
     """
-    q = result.q.clone()
-    pos_err, rot_err = result.position_error.clone(), result.rotation_error.clone()
-    converged = result.converged.clone()
-    iters = result.iterations.clone()
-    M, n = q.shape
-    E = len(model.end_effectors)
-    device, dtype = q.device, q.dtype
-    targets, target_mask, position_only, rot_mask = _broadcast_targets(
-        targets, target_mask, position_only, M, E, device, dtype)
-    w = torch.cat([target_mask.unsqueeze(-1).expand(M, E, 3).to(dtype),
-                   rot_mask.unsqueeze(-1).expand(M, E, 3).to(dtype)], -1).reshape(M, 6 * E)
-    step = torch.full((M,), polish_config.step, dtype=dtype, device=device)
-    lower, upper = model.limits(dtype, device)
-    short = RefineConfig(**{**config.__dict__, "max_iters": polish_config.reconverge_iters})
-    eye = torch.eye(n, dtype=dtype, device=device)
-    fixed = _frozen_rows(frozen, M, n, device)
-    if tip_points is not None:
-        tip_points = tip_points.to(device=device, dtype=dtype).expand(M, E, 3)
+    out = RefineResult(q=result.q.clone(), position_error=result.position_error.clone(),
+                       rotation_error=result.rotation_error.clone(), converged=result.converged.clone(),
+                       iterations=result.iterations.clone())
+    p = _LMProblem.build(model, result.q, targets, target_mask, position_only,
+                         RefineConfig(**{**config.__dict__, "max_iters": polish_config.reconverge_iters}),
+                         frozen, tip_points)
+    p.w = torch.cat([p.target_mask.unsqueeze(-1).expand(*p.target_mask.shape, 3),
+                     p.rot_mask.unsqueeze(-1).expand(*p.rot_mask.shape, 3)], -1).flatten(1).to(p.w.dtype)
+    step = torch.full((len(out.q),), polish_config.step, dtype=out.q.dtype, device=out.q.device)
     for _ in range(polish_config.iters):
-        idx = (converged & (step >= polish_config.min_step)).nonzero().squeeze(-1)
+        idx = (out.converged & (step >= polish_config.min_step)).nonzero().squeeze(-1)
         if idx.numel() == 0 or (deadline is not None and time.monotonic() > deadline):
             break
-        qa = q[idx].detach().requires_grad_(True)
-        with torch.enable_grad():
-            # the cost sees all M rows (row-wise objectives such as per-target seeds stay aligned)
-            c = cost_fn(q.detach().index_put((idx,), qa))[idx]
-            (g,) = torch.autograd.grad(c.sum(), qa, allow_unused=True)
-        if g is None:
+        if not _polish_step(p, out, idx, step, cost_fn, polish_config, deadline):
             break
-        g = torch.nan_to_num(g.detach())
-        c = c.detach()
-        with torch.no_grad():
-            tips = None if tip_points is None else tip_points[idx]
-            J = tip_fk_and_jacobian(model, q[idx], tips)[1].reshape(-1, 6 * E, n) * w[idx].unsqueeze(-1)
-            J = J * (~fixed[idx]).to(dtype).unsqueeze(1)
-            N = eye - torch.linalg.pinv(J, rtol=1e-8) @ J
-            d = -(N @ g.unsqueeze(-1)).squeeze(-1)
-            # joints on a bound cannot move outwards; frozen joints not at all
-            d = torch.where(((q[idx] <= lower + 1e-12) & (d < 0)) | ((q[idx] >= upper - 1e-12) & (d > 0))
-                            | fixed[idx], torch.zeros_like(d), d)
-            dn = d.abs().amax(-1)
-            movable = dn > 1e-12
-            q_try = q[idx] + d / dn.clamp_min(1e-12).unsqueeze(-1) * step[idx].unsqueeze(-1)
-            r = refine(model, q_try, targets[idx], target_mask[idx], position_only[idx], short, deadline,
-                       fixed[idx], tips)
-            c_new = cost_fn(q.index_put((idx,), r.q))[idx]
-            accept = movable & r.converged & (c_new < c)
-            q[idx] = torch.where(accept.unsqueeze(-1), r.q, q[idx])
-            pos_err[idx] = torch.where(accept, r.position_error, pos_err[idx])
-            rot_err[idx] = torch.where(accept, r.rotation_error, rot_err[idx])
-            iters[idx] += r.iterations
-            step[idx] = torch.where(accept, (step[idx] * polish_config.grow).clamp(max=polish_config.max_step),
-                                    torch.where(movable, step[idx] * polish_config.shrink, torch.zeros_like(step[idx])))
-    return RefineResult(q=q, position_error=pos_err, rotation_error=rot_err, converged=converged, iterations=iters)
+    return out
+
+
+def _cost_and_gradient(q: torch.Tensor, idx: torch.Tensor, cost_fn):
+    """Cost (m,) of rows ``idx`` of q (M, n) and its gradient (m, n), or None without a gradient.
+    The cost sees all M rows (row-wise objectives such as per-target seeds stay aligned)."""
+    qa = q[idx].detach().requires_grad_(True)
+    with torch.enable_grad():
+        c = cost_fn(q.detach().index_put((idx,), qa))[idx]
+        (g,) = torch.autograd.grad(c.sum(), qa, allow_unused=True)
+    return None if g is None else (c.detach(), torch.nan_to_num(g.detach()))
+
+
+@torch.no_grad()
+def _null_space_direction(p: _LMProblem, q: torch.Tensor, idx: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+    """(m, n) descent direction ``-(I - J^+ J) g`` of rows ``idx``; joints on a bound do not move
+    outwards, frozen joints not at all."""
+    n = q.shape[1]
+    J = tip_fk_and_jacobian(p.model, q[idx], p.tips(idx))[1].reshape(len(idx), -1, n) * p.w[idx].unsqueeze(-1)
+    J = J * (~p.fixed[idx]).to(q.dtype).unsqueeze(1)
+    N = torch.eye(n, dtype=q.dtype, device=q.device) - torch.linalg.pinv(J, rtol=1e-8) @ J
+    d = -(N @ g.unsqueeze(-1)).squeeze(-1)
+    qi = q[idx]
+    blocked = ((qi <= p.lower + 1e-12) & (d < 0)) | ((qi >= p.upper - 1e-12) & (d > 0)) | p.fixed[idx]
+    return torch.where(blocked, torch.zeros_like(d), d)
+
+
+@torch.no_grad()
+def _polish_step(p: _LMProblem, out: RefineResult, idx, step, cost_fn, pc: PolishConfig, deadline) -> bool:
+    """Move rows ``idx`` of ``out`` along the null-space direction by their ``step``, re-converge, keep
+    the rows still converged and cheaper (step grows), else shrink the step. False: no gradient."""
+    cg = _cost_and_gradient(out.q, idx, cost_fn)
+    if cg is None:
+        return False
+    c, g = cg
+    d = _null_space_direction(p, out.q, idx, g)
+    dn = d.abs().amax(-1)
+    movable = dn > 1e-12
+    q_try = out.q[idx] + d / dn.clamp_min(1e-12).unsqueeze(-1) * step[idx].unsqueeze(-1)
+    r = refine(p.model, q_try, p.ee_targets[idx], p.target_mask[idx], p.position_only[idx], p.config, deadline,
+               p.fixed[idx], p.tips(idx))
+    accept = movable & r.converged & (cost_fn(out.q.index_put((idx,), r.q))[idx] < c)
+    out.q[idx] = torch.where(accept.unsqueeze(-1), r.q, out.q[idx])
+    out.position_error[idx] = torch.where(accept, r.position_error, out.position_error[idx])
+    out.rotation_error[idx] = torch.where(accept, r.rotation_error, out.rotation_error[idx])
+    out.iterations[idx] += r.iterations
+    step[idx] = torch.where(accept, (step[idx] * pc.grow).clamp(max=pc.max_step),
+                            torch.where(movable, step[idx] * pc.shrink, torch.zeros_like(step[idx])))
+    return True

@@ -102,9 +102,34 @@ def sample(loaded: LoadedModel, ee_pos: torch.Tensor, ee_rot6d: torch.Tensor, ee
     """
     if method not in ("ddim", "ddpm"):
         raise ValueError(f"method must be 'ddim' or 'ddpm', got {method!r}")
-    model, norm, schedule = loaded.denoiser, loaded.normalizer, loaded.schedule
+    model, norm = loaded.denoiser, loaded.normalizer
     dev = next(model.parameters()).device
-    n, E = model.config.n_joints, model.config.n_ee
+    n = model.config.n_joints
+    ee_pos, ee_rot6d, ee_mask, pos_only = _conditions(model, ee_pos, ee_rot6d, ee_mask, pos_only, dev)
+    B, N = ee_pos.shape[0], int(num_solutions)
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        ctx = model.encode_targets(_repeat(norm.normalize_pos(ee_pos), N), _repeat(ee_rot6d, N),
+                                   _repeat(ee_mask, N), _repeat(pos_only, N))
+        fb_targets = _feedback_targets(loaded, ee_pos, ee_rot6d, ee_mask, pos_only, N)
+        x = torch.randn(B * N, n, generator=generator, device=dev, dtype=torch.float32)
+        for i, (t, t_prev) in enumerate(_plan(loaded.schedule, steps, tail_steps)):
+            if i > 0 and deadline is not None and time.monotonic() > deadline:
+                x = x0  # out of time: the last clean-sample estimate
+                break
+            x0 = _clean_estimate(loaded, x, t, ctx, fb_targets, guidance, guidance_scale, guidance_clip)
+            x = _reverse_update(loaded.schedule, method, x, x0, t, t_prev, eta, generator)
+    model.train(was_training)
+    q = norm.denormalize_joints(x.clamp(-1, 1))
+    q = torch.minimum(torch.maximum(q, norm.lower), norm.upper)
+    return q.view(B, N, n)
+
+
+def _conditions(model, ee_pos, ee_rot6d, ee_mask, pos_only, dev):
+    """Targets (B, E, 3) [m] and (B, E, 6) as float32 on ``dev``, masks (B, E) bool (defaults: all
+    constrained, none position-only); ValueError on wrong shapes."""
+    E = model.config.n_ee
     ee_pos = torch.as_tensor(ee_pos).to(dev, torch.float32)
     ee_rot6d = torch.as_tensor(ee_rot6d).to(dev, torch.float32)
     B = ee_pos.shape[0]
@@ -113,43 +138,37 @@ def sample(loaded: LoadedModel, ee_pos: torch.Tensor, ee_rot6d: torch.Tensor, ee
                          f"{tuple(ee_pos.shape)} and {tuple(ee_rot6d.shape)}")
     ee_mask = torch.ones(B, E, dtype=torch.bool, device=dev) if ee_mask is None else ee_mask.to(dev).bool()
     pos_only = torch.zeros(B, E, dtype=torch.bool, device=dev) if pos_only is None else pos_only.to(dev).bool()
-    N = int(num_solutions)
-    was_training = model.training
-    model.eval()
-    with torch.no_grad():
-        ctx = model.encode_targets(_repeat(norm.normalize_pos(ee_pos), N), _repeat(ee_rot6d, N),
-                                   _repeat(ee_mask, N), _repeat(pos_only, N))
-        fb_targets = _feedback_targets(loaded, ee_pos, ee_rot6d, ee_mask, pos_only, N)
-        x = torch.randn(B * N, n, generator=generator, device=dev, dtype=torch.float32)
-        ts = schedule.timesteps(steps)
-        plan = [(t, ts[i + 1] if i + 1 < len(ts) else -1) for i, t in enumerate(ts)]
-        plan += [(t, None) for t in tail_timesteps(tail_steps)]  # None: replace x by the clean estimate
-        for i, (t, t_prev) in enumerate(plan):
-            if i > 0 and deadline is not None and time.monotonic() > deadline:
-                x = x0  # out of time: the last clean-sample estimate
-                break
-            tt = torch.full((B * N,), t, dtype=torch.long, device=dev)
-            # 1. predict the noise
-            if fb_targets is None:
-                eps = model(x, tt, None, None, None, None, ctx=ctx)
-            else:
-                eps = model(x, tt, None, None, None, None, ctx=ctx, feedback=loaded.feedback(x, fb_targets))
-            # 2. predicted clean sample, clamped to the normalized joint box
-            x0 = schedule.predict_x0(x, eps, tt).clamp(-1, 1)
-            # 3. guidance on the clean-sample estimate
-            if guidance is not None:
-                x0 = _guide(x0, norm, guidance, guidance_scale, guidance_clip)
-            # 4. reverse update (or, in the tail, the clean estimate itself)
-            if t_prev is None:
-                x = x0
-            elif method == "ddim":
-                x = ddim_step(schedule, x, x0, t, t_prev, eta=eta, generator=generator)
-            else:
-                x = ddpm_step(schedule, x, x0, t, t_prev, generator=generator)
-    model.train(was_training)
-    q = norm.denormalize_joints(x.clamp(-1, 1))
-    q = torch.minimum(torch.maximum(q, norm.lower), norm.upper)
-    return q.view(B, N, n)
+    return ee_pos, ee_rot6d, ee_mask, pos_only
+
+
+def _plan(schedule, steps: int | None, tail_steps: int) -> list[tuple[int, int | None]]:
+    """(t, t_prev) of every pass: the strided reverse steps (t_prev -1 after the last), then the tail
+    (t_prev None: the sample is replaced by its clean estimate)."""
+    ts = schedule.timesteps(steps)
+    plan = [(t, ts[i + 1] if i + 1 < len(ts) else -1) for i, t in enumerate(ts)]
+    return plan + [(t, None) for t in tail_timesteps(tail_steps)]
+
+
+def _clean_estimate(loaded: LoadedModel, x, t: int, ctx, fb_targets, guidance, scale, clip) -> torch.Tensor:
+    """One denoiser pass on (B*N, n) normalized samples at step t -> the guided clean estimate, in [-1, 1]."""
+    model, schedule = loaded.denoiser, loaded.schedule
+    tt = torch.full((x.shape[0],), t, dtype=torch.long, device=x.device)
+    feedback = None if fb_targets is None else loaded.feedback(x, fb_targets)
+    if feedback is None:
+        eps = model(x, tt, None, None, None, None, ctx=ctx)
+    else:
+        eps = model(x, tt, None, None, None, None, ctx=ctx, feedback=feedback)
+    x0 = schedule.predict_x0(x, eps, tt).clamp(-1, 1)
+    return x0 if guidance is None else _guide(x0, loaded.normalizer, guidance, scale, clip)
+
+
+def _reverse_update(schedule, method: str, x, x0, t: int, t_prev: int | None, eta: float, generator):
+    """The sample at ``t_prev``: DDIM or DDPM step, or in the tail the clean estimate itself."""
+    if t_prev is None:
+        return x0
+    if method == "ddim":
+        return ddim_step(schedule, x, x0, t, t_prev, eta=eta, generator=generator)
+    return ddpm_step(schedule, x, x0, t, t_prev, generator=generator)
 
 
 def _feedback_targets(loaded: LoadedModel, ee_pos, ee_rot6d, ee_mask, pos_only, N: int) -> FeedbackTargets | None:
