@@ -80,7 +80,10 @@ class KinematicTree:
         """Tensors of the kernel for one (dtype, device), built once.
 
         Nodes are stored level-major (all depth-0 nodes, then depth 1, ...), so
-        each level is a contiguous slice of the per-node arrays.
+        each level is a contiguous slice of the per-node arrays. Stages:
+        :meth:`_node_constants` (local poses), :meth:`_level_slices` (tree
+        levels), :meth:`_frame_constants` (frames), :meth:`_pair_constants`
+        (Jacobian columns).
         """
         key = (dtype, device)
         if key in self._cache:
@@ -89,82 +92,114 @@ class KinematicTree:
         idx_t = lambda a: torch.as_tensor(np.asarray(a, dtype=np.int64), device=device)  # noqa: E731
         order = [i for members in self._levels for i in members]  # level-major node order
         row = {node: r for r, node in enumerate(order)}
-        J, F = len(order), len(self.frames)
-        c: dict[str, object] = {"n_nodes": J}
-        if J:
-            nodes = [self.nodes[i] for i in order]
-            R0 = np.stack([n.origin[:3, :3] for n in nodes])
-            axes = np.stack([n.axis for n in nodes])
-            K = np.zeros((J, 3, 3))
-            K[:, 0, 1], K[:, 0, 2], K[:, 1, 2] = -axes[:, 2], axes[:, 1], -axes[:, 0]
-            K[:, 1, 0], K[:, 2, 0], K[:, 2, 1] = axes[:, 2], -axes[:, 1], axes[:, 0]
-            prismatic = np.array([n.prismatic for n in nodes])
-            revolute = ~prismatic
-            mult = np.array([n.multiplier for n in nodes])
-            off = np.array([n.offset for n in nodes])
-            var = [n.var for n in nodes]
-            # theta = q[:, var] * mult + off; skipped parts when trivial
-            c["var"] = None if var == list(range(self.n_vars)) else idx_t(var)
-            c["affine"] = (as_t(mult), as_t(off)) if np.any(mult != 1) or np.any(off != 0) else None
-            # local pose [R | t] (3x4) = M0 + sin * A1 + (1 - cos) * A2 + theta * S:
-            # rotation R0 @ (I + sin K + (1 - cos) K^2) for revolute nodes, sliding t for prismatic
-            M0, A1, A2, S = (np.zeros((J, 3, 4)) for _ in range(4))
-            M0[:, :, :3] = R0
-            M0[:, :, 3] = np.stack([n.origin[:3, 3] for n in nodes])
-            A1[:, :, :3] = R0 @ K * revolute[:, None, None]
-            A2[:, :, :3] = R0 @ K @ K * revolute[:, None, None]
-            S[:, :, 3] = (R0 @ axes[:, :, None])[:, :, 0] * prismatic[:, None]
-            c["M0"], c["A1"], c["A2"] = as_t(M0)[..., None], as_t(A1)[..., None], as_t(A2)[..., None]
-            c["S"] = as_t(S)[..., None] if prismatic.any() else None
-            levels = []
-            start = 0
-            for depth, members in enumerate(self._levels):
-                end = start + len(members)
-                parents = [row[self.nodes[i].parent] - (start - len(self._levels[depth - 1])) if depth else -1
-                           for i in members]
-                if depth == 0:
-                    mode = None
-                elif len(set(parents)) == 1:
-                    mode = ("one", parents[0])  # every node of the level hangs on the same parent
-                elif parents == list(range(len(self._levels[depth - 1]))):
-                    mode = ("same", None)  # node k's parent is node k of the previous level
-                else:
-                    mode = ("gather", idx_t(parents))
-                levels.append((start, end, mode))
-                start = end
-            c["levels"] = levels
-            c["node_axis_w"] = _axis_kernel(axes, as_t)
-        # frames: T_root_frame = T_root_node @ offset (node -1: the root, an identity "node")
+        c: dict[str, object] = {"n_nodes": len(order)}
+        if order:
+            c.update(self._node_constants([self.nodes[i] for i in order], as_t, idx_t))
+            c["levels"] = self._level_slices(row, idx_t)
+        c.update(self._frame_constants(row, as_t, idx_t))
+        c.update(self._pair_constants(order, row, as_t, idx_t, device))
+        self._cache[key] = c
+        return c
+
+    def _node_constants(self, nodes: list[MotionNode], as_t, idx_t) -> dict[str, object]:
+        """Per-node tensors of the J nodes, in level-major order.
+
+        ``var`` (J,), ``affine`` ((J,), (J,)): node values theta (J, B) =
+        q.t()[var] * mult + off [rad or m] (None: that part is trivial). ``M0``, ``A1``, ``A2``, ``S``: (J, 3, 4, 1)
+        terms of the local pose [R | t] (3x4) = M0 + sin * A1 + (1 - cos) * A2
+        + theta * S: rotation R0 @ (I + sin K + (1 - cos) K^2) for revolute
+        nodes, sliding t for prismatic (``S`` None without prismatic nodes).
+        ``node_axis_w``: M (J, 3, 4, B) -> joint axes in the root frame (J, 3, B).
+        """
+        J = len(nodes)
+        R0 = np.stack([n.origin[:3, :3] for n in nodes])
+        axes = np.stack([n.axis for n in nodes])
+        K = _skew(axes)  # (J, 3, 3)
+        prismatic = np.array([n.prismatic for n in nodes])
+        revolute = ~prismatic
+        mult = np.array([n.multiplier for n in nodes])
+        off = np.array([n.offset for n in nodes])
+        var = [n.var for n in nodes]
+        c: dict[str, object] = {}
+        # theta = q[:, var] * mult + off; skipped parts when trivial
+        c["var"] = None if var == list(range(self.n_vars)) else idx_t(var)
+        c["affine"] = (as_t(mult), as_t(off)) if np.any(mult != 1) or np.any(off != 0) else None
+        M0, A1, A2, S = (np.zeros((J, 3, 4)) for _ in range(4))
+        M0[:, :, :3] = R0
+        M0[:, :, 3] = np.stack([n.origin[:3, 3] for n in nodes])
+        A1[:, :, :3] = R0 @ K * revolute[:, None, None]
+        A2[:, :, :3] = R0 @ K @ K * revolute[:, None, None]
+        S[:, :, 3] = (R0 @ axes[:, :, None])[:, :, 0] * prismatic[:, None]
+        c["M0"], c["A1"], c["A2"] = as_t(M0)[..., None], as_t(A1)[..., None], as_t(A2)[..., None]
+        c["S"] = as_t(S)[..., None] if prismatic.any() else None
+        c["node_axis_w"] = _axis_kernel(axes, as_t)
+        return c
+
+    def _level_slices(self, row: dict[int, int], idx_t) -> list[tuple[int, int, object]]:
+        """(start, end, mode) per tree level: its rows [start, end) in the level-major node arrays.
+
+        ``mode`` says where each node's parent pose is in the previous level's
+        slice: None at depth 0; ("one", k): every node hangs on node k;
+        ("same", None): node k on node k; ("gather", (L,) index): any other.
+        """
+        levels = []
+        start = 0
+        for depth, members in enumerate(self._levels):
+            end = start + len(members)
+            parents = [row[self.nodes[i].parent] - (start - len(self._levels[depth - 1])) if depth else -1
+                       for i in members]
+            if depth == 0:
+                mode = None
+            elif len(set(parents)) == 1:
+                mode = ("one", parents[0])  # every node of the level hangs on the same parent
+            elif parents == list(range(len(self._levels[depth - 1]))):
+                mode = ("same", None)  # node k's parent is node k of the previous level
+            else:
+                mode = ("gather", idx_t(parents))
+            levels.append((start, end, mode))
+            start = end
+        return levels
+
+    def _frame_constants(self, row: dict[int, int], as_t, idx_t) -> dict[str, object]:
+        """Frames: T_root_frame = T_root_node @ offset (node -1: the root, an identity "node").
+
+        ``frame_has_root``: some frame hangs on the root (an identity row 0 is
+        put in front of the node poses); ``frame_rows``: (F,) rows to gather;
+        ``frame_offset``: (F, 3, 4, 1) [R | t] offsets, None if all identity.
+        """
+        F = len(self.frames)
         frame_rows = [row[f.parent] if f.parent >= 0 else -1 for f in self.frames]
-        c["frame_has_root"] = any(r < 0 for r in frame_rows)
-        c["frame_rows"] = idx_t([r + 1 if c["frame_has_root"] else r for r in frame_rows])
+        has_root = any(r < 0 for r in frame_rows)
         offsets = np.stack([f.offset for f in self.frames]) if F else np.zeros((0, 4, 4))
         identity = np.array_equal(offsets, np.broadcast_to(np.eye(4), offsets.shape))
-        c["frame_offset"] = None if identity else as_t(offsets[:, :3, :])[..., None]  # (F, 3, 4, 1)
-        # Jacobian: one column per (frame, ancestor node) pair, scattered to (frame, variable)
+        return {
+            "frame_has_root": has_root,
+            "frame_rows": idx_t([r + 1 if has_root else r for r in frame_rows]),
+            "frame_offset": None if identity else as_t(offsets[:, :3, :])[..., None],  # (F, 3, 4, 1)
+        }
+
+    def _pair_constants(self, order: list[int], row: dict[int, int], as_t, idx_t, device) -> dict[str, object]:
+        """Jacobian: one column per (frame, ancestor node) pair, scattered to (frame, variable).
+
+        ``n_pairs``: P; ``pair_frame``, ``pair_node``: (P,) frame and node row
+        of each pair; ``pair_prismatic``: (P, 1, 1) bool, None if all revolute;
+        ``pair_mult``: (P, 1, 1) mimic multipliers, None if all 1; and
+        ``pair_source`` / ``pair_scatter`` (see :func:`_pair_gather`).
+        """
+        F = len(self.frames)
         pairs = [(f, row[j]) for f in range(F) for j in order if self._ancestors[f, j]]
-        c["n_pairs"] = len(pairs)
-        if pairs:
-            c["pair_frame"] = idx_t([p[0] for p in pairs])
-            c["pair_node"] = idx_t([p[1] for p in pairs])
-            pm = np.array([self.nodes[order[p[1]]].prismatic for p in pairs])
-            c["pair_prismatic"] = torch.as_tensor(pm, device=device)[:, None] if pm.any() else None
-            c["pair_prismatic"] = c["pair_prismatic"][..., None] if pm.any() else None
-            mult = np.array([self.nodes[order[r]].multiplier for _, r in pairs])
-            c["pair_mult"] = as_t(mult)[:, None, None] if np.any(mult != 1) else None
-            target = [f * self.n_vars + self.nodes[order[r]].var for f, r in pairs]
-            if len(set(target)) == len(target):
-                # each (frame, variable) gets at most one column: gather rows (row 0 is zeros)
-                source = np.zeros(F * self.n_vars, dtype=np.int64)
-                source[target] = np.arange(1, len(pairs) + 1)
-                c["pair_source"], c["pair_scatter"] = idx_t(source), None
-            else:
-                # a variable drives several nodes of one path (mimic): sum them with a matmul
-                scatter = np.zeros((F * self.n_vars, len(pairs)))
-                for k, tgt in enumerate(target):
-                    scatter[tgt, k] += 1.0
-                c["pair_source"], c["pair_scatter"] = None, as_t(scatter)
-        self._cache[key] = c
+        c: dict[str, object] = {"n_pairs": len(pairs)}
+        if not pairs:
+            return c
+        pair_nodes = [self.nodes[order[r]] for _, r in pairs]
+        c["pair_frame"] = idx_t([p[0] for p in pairs])
+        c["pair_node"] = idx_t([p[1] for p in pairs])
+        pm = np.array([n.prismatic for n in pair_nodes])
+        c["pair_prismatic"] = torch.as_tensor(pm, device=device)[:, None, None] if pm.any() else None
+        mult = np.array([n.multiplier for n in pair_nodes])
+        c["pair_mult"] = as_t(mult)[:, None, None] if np.any(mult != 1) else None
+        target = [f * self.n_vars + n.var for (f, _), n in zip(pairs, pair_nodes)]
+        c.update(_pair_gather(target, F * self.n_vars, as_t, idx_t))
         return c
 
     # ------------------------------------------------------------------ kernels
@@ -233,6 +268,9 @@ class KinematicTree:
             T_root_frame: (..., F, 4, 4) poses of the frames in the root frame.
             jac (if asked): (..., F, 6, n_vars) geometric Jacobians in the root
                 frame, rows (vx, vy, vz, wx, wy, wz) of each frame's origin.
+
+        Stages: :meth:`_node_poses`, :meth:`_frame_poses`, :meth:`_homogeneous`
+        and, for the Jacobians, :meth:`_jacobian`.
         """
         if q.ndim == 0 or q.shape[-1] != self.n_vars:
             raise ValueError(f"expected q with last dimension {self.n_vars}, got shape {tuple(q.shape)}")
@@ -241,27 +279,64 @@ class KinematicTree:
         batch_shape = q.shape[:-1]
         q2 = q.reshape(math.prod(batch_shape), self.n_vars)  # (-1 is ambiguous with 0 variables)
         B, F, V = q2.shape[0], len(self.frames), self.n_vars
-        dtype, device = q.dtype, q.device
-        c = self._constants(dtype, device)
+        c = self._constants(q.dtype, q.device)
         inplace = not (q.requires_grad and torch.is_grad_enabled())  # out= buffers unless recording
         M_n = self._node_poses(q2, c, inplace) if c["n_nodes"] else q2.new_zeros(0, 3, 4, B)
-        if c["frame_has_root"]:  # an identity node in front for frames fixed to the root
-            eye = torch.eye(3, 4, dtype=dtype, device=device)[None, :, :, None].expand(1, 3, 4, B)
-            M_e = torch.cat([eye, M_n], 0)
-        else:
-            M_e = M_n
-        M_f = M_e.index_select(0, c["frame_rows"])  # (F, 3, 4, B)
-        if c["frame_offset"] is not None:
-            M_f = self._compose(M_f, c["frame_offset"])
-        T = q2.new_empty(B, F, 4, 4)
-        T[..., :3, :] = M_f.permute(3, 0, 1, 2)
-        T[..., 3, :3] = 0
-        T[..., 3, 3] = 1
-        T = T.reshape(*batch_shape, F, 4, 4)
+        M_f = self._frame_poses(M_n, c)
+        T = self._homogeneous(M_f).reshape(*batch_shape, F, 4, 4)
         if not with_jacobian:
             return T
         if not c["n_pairs"]:
             return T, q.new_zeros(*batch_shape, F, 6, V)
+        jac = self._jacobian(M_n, M_f, c, inplace)  # (B, F, 6, V)
+        return T, jac.reshape(*batch_shape, F, 6, V)
+
+    @classmethod
+    def _frame_poses(cls, M_n: torch.Tensor, c: dict) -> torch.Tensor:
+        """Node poses M_n (J, 3, 4, B) -> frame poses M_f (F, 3, 4, B), [R | t] in the root frame."""
+        if c["frame_has_root"]:  # an identity node in front for frames fixed to the root
+            eye = torch.eye(3, 4, dtype=M_n.dtype, device=M_n.device)[None, :, :, None].expand(1, 3, 4, M_n.shape[3])
+            M_n = torch.cat([eye, M_n], 0)
+        M_f = M_n.index_select(0, c["frame_rows"])  # (F, 3, 4, B)
+        if c["frame_offset"] is not None:
+            M_f = cls._compose(M_f, c["frame_offset"])
+        return M_f
+
+    @staticmethod
+    def _homogeneous(M_f: torch.Tensor) -> torch.Tensor:
+        """[R | t] (F, 3, 4, B) -> (B, F, 4, 4) homogeneous transforms, batch-first."""
+        F, _, _, B = M_f.shape
+        T = M_f.new_empty(B, F, 4, 4)
+        T[..., :3, :] = M_f.permute(3, 0, 1, 2)
+        T[..., 3, :3] = 0
+        T[..., 3, 3] = 1
+        return T
+
+    def _jacobian(self, M_n: torch.Tensor, M_f: torch.Tensor, c: dict, inplace: bool) -> torch.Tensor:
+        """Geometric Jacobians (B, F, 6, n_vars) from node poses M_n (J, 3, 4, B) and frame poses M_f (F, 3, 4, B).
+
+        Needs at least one (frame, ancestor node) pair (``c["n_pairs"]`` > 0).
+        ``inplace``: stack the columns straight into the gather buffer (no autograd).
+        """
+        F, V, B = len(self.frames), self.n_vars, M_f.shape[3]
+        cols = self._pair_columns(M_n, M_f, c)  # 6 x (P, B)
+        if inplace and c["pair_source"] is not None and c["pair_mult"] is None:
+            padded = M_f.new_empty(c["n_pairs"] + 1, 6, B)  # row 0: zeros for (frame, variable)s off the path
+            padded[0] = 0
+            torch.stack(cols, 1, out=padded[1:])
+            jac = padded.index_select(0, c["pair_source"])  # (F * V, 6, B)
+        else:
+            jac = self._scatter_columns(torch.stack(cols, 1), c)  # (F * V, 6, B)
+        return jac.view(F, V, 6, B).permute(3, 0, 2, 1).contiguous()
+
+    @staticmethod
+    def _pair_columns(M_n: torch.Tensor, M_f: torch.Tensor, c: dict) -> list[torch.Tensor]:
+        """Jacobian columns of the P (frame, ancestor node) pairs: [vx, vy, vz, wx, wy, wz], each (P, B).
+
+        Revolute node: (axis x lever | axis) [m/rad, 1]; prismatic: (axis | 0)
+        [1, 0]; the joint axis and the lever (node origin -> frame origin [m])
+        in the root frame. Node poses M_n (J, 3, 4, B), frame poses M_f (F, 3, 4, B).
+        """
         node = c["pair_node"]
         axis = c["node_axis_w"](M_n).index_select(0, node)  # (P, 3, B) joint axes in the root frame
         lever = M_f[:, :, 3].index_select(0, c["pair_frame"]) - M_n[:, :, 3].index_select(0, node)  # (P, 3, B) node origin -> frame origin
@@ -272,26 +347,24 @@ class KinematicTree:
         ang = [a0, a1, a2]
         pm = c["pair_prismatic"]
         if pm is not None:  # prismatic: (axis | 0)
-            zero = torch.zeros((), dtype=dtype, device=device)
+            zero = torch.zeros((), dtype=M_n.dtype, device=M_n.device)
             lin = [torch.where(pm[:, 0], a, x) for a, x in zip(ang, lin)]
             ang = [torch.where(pm[:, 0], zero, a) for a in ang]
-        if inplace and c["pair_source"] is not None and c["pair_mult"] is None:
-            padded = q2.new_empty(c["n_pairs"] + 1, 6, B)  # row 0: zeros for (frame, variable)s off the path
-            padded[0] = 0
-            torch.stack(lin + ang, 1, out=padded[1:])
-            jac = padded.index_select(0, c["pair_source"]).view(F, V, 6, B).permute(3, 0, 2, 1).contiguous()
-            return T, jac.reshape(*batch_shape, F, 6, V)
-        cols = torch.stack(lin + ang, 1)  # (P, 6, B)
+        return lin + ang
+
+    @staticmethod
+    def _scatter_columns(cols: torch.Tensor, c: dict) -> torch.Tensor:
+        """Pair columns (P, 6, B) -> (F * n_vars, 6, B) (frame, variable) rows, batch-last.
+
+        Applies the mimic multipliers; no scatter_add/index_add: they are very
+        slow on small batches with several threads.
+        """
         if c["pair_mult"] is not None:
             cols = cols * c["pair_mult"]
-        # (frame, variable) rows, batch-last; no scatter_add/index_add: they are very slow on
-        # small batches with several threads
         if c["pair_source"] is not None:
-            jac = torch.cat([cols.new_zeros(1, 6, B), cols], 0).index_select(0, c["pair_source"])  # (F * V, 6, B)
-        else:
-            jac = (c["pair_scatter"] @ cols.reshape(c["n_pairs"], 6 * B)).view(F * V, 6, B)
-        jac = jac.view(F, V, 6, B).permute(3, 0, 2, 1).contiguous()
-        return T, jac.reshape(*batch_shape, F, 6, V)
+            return torch.cat([cols.new_zeros(1, 6, cols.shape[2]), cols], 0).index_select(0, c["pair_source"])
+        P, _, B = cols.shape
+        return (c["pair_scatter"] @ cols.reshape(P, 6 * B)).view(c["pair_scatter"].shape[0], 6, B)
 
 
 def _axis_kernel(axes: np.ndarray, as_t):
@@ -309,3 +382,32 @@ def _axis_kernel(axes: np.ndarray, as_t):
         return out
 
     return kernel
+
+
+def _skew(axes: np.ndarray) -> np.ndarray:
+    """(J, 3) vectors -> (J, 3, 3) cross-product matrices K (K @ v = axis x v)."""
+    K = np.zeros((len(axes), 3, 3))
+    K[:, 0, 1], K[:, 0, 2], K[:, 1, 2] = -axes[:, 2], axes[:, 1], -axes[:, 0]
+    K[:, 1, 0], K[:, 2, 0], K[:, 2, 1] = axes[:, 2], -axes[:, 1], axes[:, 0]
+    return K
+
+
+def _pair_gather(target: list[int], n_rows: int, as_t, idx_t) -> dict[str, object]:
+    """How the (P, 6, B) pair columns become the n_rows = F * n_vars (frame, variable) rows.
+
+    ``target``: (frame, variable) row of each pair. If each row gets at most
+    one column, ``pair_source``: (n_rows,) index into the columns with a zero
+    row 0 in front (``pair_scatter`` None); else (a variable drives several
+    nodes of one path: mimic) ``pair_scatter``: (n_rows, P) 0/1 matrix to sum
+    them with a matmul (``pair_source`` None).
+    """
+    if len(set(target)) == len(target):
+        # each (frame, variable) gets at most one column: gather rows (row 0 is zeros)
+        source = np.zeros(n_rows, dtype=np.int64)
+        source[target] = np.arange(1, len(target) + 1)
+        return {"pair_source": idx_t(source), "pair_scatter": None}
+    # a variable drives several nodes of one path (mimic): sum them with a matmul
+    scatter = np.zeros((n_rows, len(target)))
+    for k, tgt in enumerate(target):
+        scatter[tgt, k] += 1.0
+    return {"pair_source": None, "pair_scatter": as_t(scatter)}
