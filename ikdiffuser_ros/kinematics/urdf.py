@@ -189,35 +189,9 @@ def _joint(el: ET.Element) -> JointSpec:
     parent, child = el.find("parent"), el.find("child")
     if parent is None or not parent.get("link") or child is None or not child.get("link"):
         raise RobotDescriptionError(f"{what} needs <parent link=...> and <child link=...>")
-    axis_el = el.find("axis")
-    axis = _floats(None if axis_el is None else axis_el.get("xyz"), 3, f"{what} <axis>", (1.0, 0.0, 0.0))
-    norm = float(np.linalg.norm(axis))
-    if jtype not in ("fixed", "floating") and norm < 1e-9:
-        raise RobotDescriptionError(f"{what} has a zero <axis>")
-    axis = axis / norm if norm > 0 else axis
-    if jtype == "planar" and not np.allclose(axis, [0.0, 0.0, 1.0]):
-        raise RobotDescriptionError(f"{what}: planar joints are supported with axis 0 0 1 only")
-    lower = upper = velocity = None
-    limit = el.find("limit")
-    if jtype in ("revolute", "prismatic"):
-        if limit is None:
-            raise RobotDescriptionError(f"{what} of type {jtype} needs a <limit lower=... upper=...>")
-        lower = _float_attr(limit, "lower", what, 0.0)
-        upper = _float_attr(limit, "upper", what, 0.0)
-        if lower > upper:
-            raise RobotDescriptionError(f"{what} has lower limit {lower} > upper limit {upper}")
-    if limit is not None:
-        velocity = _float_attr(limit, "velocity", what)
-    mimic = None
-    mimic_el = el.find("mimic")
-    if mimic_el is not None:
-        if not mimic_el.get("joint"):
-            raise RobotDescriptionError(f"{what}: <mimic> without a joint")
-        mimic = Mimic(
-            mimic_el.get("joint"),
-            _float_attr(mimic_el, "multiplier", what, 1.0),
-            _float_attr(mimic_el, "offset", what, 0.0),
-        )
+    axis = _joint_axis(el, jtype, what)
+    lower, upper, velocity = _joint_limits(el, jtype, what)
+    mimic = _mimic(el, what)
     return JointSpec(
         name=name,
         type=jtype,
@@ -229,6 +203,52 @@ def _joint(el: ET.Element) -> JointSpec:
         upper=upper,
         velocity=velocity,
         mimic=mimic,
+    )
+
+
+def _joint_axis(el: ET.Element, jtype: str, what: str) -> np.ndarray:
+    """The joint's (3,) unit ``<axis xyz>`` (default x; a zero axis is kept for fixed/floating joints)."""
+    axis_el = el.find("axis")
+    axis = _floats(None if axis_el is None else axis_el.get("xyz"), 3, f"{what} <axis>", (1.0, 0.0, 0.0))
+    norm = float(np.linalg.norm(axis))
+    if jtype not in ("fixed", "floating") and norm < 1e-9:
+        raise RobotDescriptionError(f"{what} has a zero <axis>")
+    axis = axis / norm if norm > 0 else axis
+    if jtype == "planar" and not np.allclose(axis, [0.0, 0.0, 1.0]):
+        raise RobotDescriptionError(f"{what}: planar joints are supported with axis 0 0 1 only")
+    return axis
+
+
+def _joint_limits(el: ET.Element, jtype: str, what: str) -> tuple[float | None, float | None, float | None]:
+    """(lower, upper, velocity) from ``<limit>``: [rad or m], [rad/s or m/s]; None where not given.
+
+    Revolute and prismatic joints need the ``<limit>`` (missing bounds read as 0).
+    """
+    lower = upper = velocity = None
+    limit = el.find("limit")
+    if jtype in ("revolute", "prismatic"):
+        if limit is None:
+            raise RobotDescriptionError(f"{what} of type {jtype} needs a <limit lower=... upper=...>")
+        lower = _float_attr(limit, "lower", what, 0.0)
+        upper = _float_attr(limit, "upper", what, 0.0)
+        if lower > upper:
+            raise RobotDescriptionError(f"{what} has lower limit {lower} > upper limit {upper}")
+    if limit is not None:
+        velocity = _float_attr(limit, "velocity", what)
+    return lower, upper, velocity
+
+
+def _mimic(el: ET.Element, what: str) -> Mimic | None:
+    """The joint's ``<mimic>``, if any (the leader is checked later, once all joints are known)."""
+    mimic_el = el.find("mimic")
+    if mimic_el is None:
+        return None
+    if not mimic_el.get("joint"):
+        raise RobotDescriptionError(f"{what}: <mimic> without a joint")
+    return Mimic(
+        mimic_el.get("joint"),
+        _float_attr(mimic_el, "multiplier", what, 1.0),
+        _float_attr(mimic_el, "offset", what, 0.0),
     )
 
 
@@ -246,6 +266,19 @@ def parse_urdf(urdf_xml: str) -> URDFDescription:
         raise RobotDescriptionError(f"malformed URDF XML: {exc}") from None
     if root.tag != "robot":
         raise RobotDescriptionError(f"URDF root element is <{root.tag}>, expected <robot>")
+    links = _links(root)
+    joints, child_joint = _joints(root, links)
+    root_link = _root_link(links, child_joint)
+    children_of: dict[str, list[JointSpec]] = {}
+    for joint in sorted(joints.values(), key=lambda j: j.name):
+        children_of.setdefault(joint.parent, []).append(joint)
+    description = URDFDescription(root.get("name", ""), links, joints, root_link, child_joint, children_of)
+    _check_connected(description)
+    return description
+
+
+def _links(root: ET.Element) -> dict[str, LinkSpec]:
+    """The ``<link>``s by name, with their collision geometry (at least one link)."""
     links: dict[str, LinkSpec] = {}
     for el in root.findall("link"):
         name = el.get("name")
@@ -260,6 +293,11 @@ def parse_urdf(urdf_xml: str) -> URDFDescription:
         links[name] = LinkSpec(name, collisions)
     if not links:
         raise RobotDescriptionError("URDF has no <link>")
+    return links
+
+
+def _joints(root: ET.Element, links: dict[str, LinkSpec]) -> tuple[dict[str, JointSpec], dict[str, JointSpec]]:
+    """(joints by name, joints by child link): each between known links, one parent joint per link."""
     joints: dict[str, JointSpec] = {}
     child_joint: dict[str, JointSpec] = {}
     for el in root.findall("joint"):
@@ -279,22 +317,27 @@ def parse_urdf(urdf_xml: str) -> URDFDescription:
     for joint in joints.values():
         if joint.mimic is not None and joint.mimic.joint not in joints:
             raise RobotDescriptionError(f"joint {joint.name!r} mimics unknown joint {joint.mimic.joint!r}")
+    return joints, child_joint
+
+
+def _root_link(links: dict[str, LinkSpec], child_joint: dict[str, JointSpec]) -> str:
+    """The one link without a parent joint."""
     roots = [name for name in links if name not in child_joint]
     if len(roots) != 1:
         if not roots:
             raise RobotDescriptionError("kinematic loop: every link has a parent joint (no root link)")
         raise RobotDescriptionError(f"URDF has several root links: {', '.join(sorted(roots))}")
-    children_of: dict[str, list[JointSpec]] = {}
-    for joint in sorted(joints.values(), key=lambda j: j.name):
-        children_of.setdefault(joint.parent, []).append(joint)
-    description = URDFDescription(root.get("name", ""), links, joints, roots[0], child_joint, children_of)
-    reached = {roots[0]}
-    stack = [roots[0]]
+    return roots[0]
+
+
+def _check_connected(description: URDFDescription) -> None:
+    """Every link is reached from the root (else the rest closes a cycle)."""
+    reached = {description.root}
+    stack = [description.root]
     while stack:
         for joint in description.children(stack.pop()):
             reached.add(joint.child)
             stack.append(joint.child)
-    if len(reached) != len(links):
-        cyc = sorted(set(links) - reached)
+    if len(reached) != len(description.links):
+        cyc = sorted(set(description.links) - reached)
         raise RobotDescriptionError(f"kinematic loop: links {', '.join(cyc)} are not connected to the root")
-    return description
