@@ -84,34 +84,12 @@ def parse_srdf(srdf_xml: str) -> SRDFDescription:
         raise RobotDescriptionError(f"SRDF root element is <{root.tag}>, expected <robot>")
     srdf = SRDFDescription(name=root.get("name", ""))
     for el in root.findall("virtual_joint"):
-        vtype = _required(el, "type").lower()
-        if vtype not in VIRTUAL_JOINT_TYPES:
-            raise RobotDescriptionError(
-                f"SRDF virtual joint {el.get('name')!r} has unknown type {vtype!r} "
-                f"(supported: {', '.join(VIRTUAL_JOINT_TYPES)})"
-            )
-        srdf.virtual_joints.append(
-            VirtualJoint(_required(el, "name"), vtype, _required(el, "parent_frame"), _required(el, "child_link"))
-        )
+        srdf.virtual_joints.append(_virtual_joint(el))
     for el in root.findall("group"):
-        group = Group(_required(el, "name"))
-        for child in el:
-            if child.tag == "link":
-                group.links.append(_required(child, "name"))
-            elif child.tag == "joint":
-                group.joints.append(_required(child, "name"))
-            elif child.tag == "chain":
-                group.chains.append((_required(child, "base_link"), _required(child, "tip_link")))
-            elif child.tag == "group":
-                group.subgroups.append(_required(child, "name"))
+        group = _group(el)
         srdf.groups[group.name] = group
     for el in root.findall("group_state"):
-        values: dict[str, list[float]] = {}
-        for joint in el.findall("joint"):
-            try:
-                values[_required(joint, "name")] = [float(v) for v in _required(joint, "value").split()]
-            except ValueError:
-                raise RobotDescriptionError(f"SRDF group_state {el.get('name')!r}: bad joint value") from None
+        values = _group_state_values(el)
         srdf.group_states[(_required(el, "name"), _required(el, "group"))] = values
     for el in root.findall("end_effector"):
         srdf.end_effectors.append(
@@ -123,3 +101,40 @@ def parse_srdf(srdf_xml: str) -> SRDFDescription:
     for el in root.findall("disable_collisions"):
         srdf.disabled_collisions.add(frozenset((_required(el, "link1"), _required(el, "link2"))))
     return srdf
+
+
+def _virtual_joint(el: ET.Element) -> VirtualJoint:
+    """A ``<virtual_joint>``; its type is matched case-insensitively and stored lower-case."""
+    vtype = _required(el, "type").lower()
+    if vtype not in VIRTUAL_JOINT_TYPES:
+        raise RobotDescriptionError(
+            f"SRDF virtual joint {el.get('name')!r} has unknown type {vtype!r} "
+            f"(supported: {', '.join(VIRTUAL_JOINT_TYPES)})"
+        )
+    return VirtualJoint(_required(el, "name"), vtype, _required(el, "parent_frame"), _required(el, "child_link"))
+
+
+def _group(el: ET.Element) -> Group:
+    """A ``<group>`` with its links, joints, chains and subgroups in document order (other tags ignored)."""
+    group = Group(_required(el, "name"))
+    for child in el:
+        if child.tag == "link":
+            group.links.append(_required(child, "name"))
+        elif child.tag == "joint":
+            group.joints.append(_required(child, "name"))
+        elif child.tag == "chain":
+            group.chains.append((_required(child, "base_link"), _required(child, "tip_link")))
+        elif child.tag == "group":
+            group.subgroups.append(_required(child, "name"))
+    return group
+
+
+def _group_state_values(el: ET.Element) -> dict[str, list[float]]:
+    """A ``<group_state>``'s joint values by joint name, each a list [rad or m] (several for multi-DOF joints)."""
+    values: dict[str, list[float]] = {}
+    for joint in el.findall("joint"):
+        try:
+            values[_required(joint, "name")] = [float(v) for v in _required(joint, "value").split()]
+        except ValueError:  # also a missing attribute: RobotDescriptionError is a ValueError
+            raise RobotDescriptionError(f"SRDF group_state {el.get('name')!r}: bad joint value") from None
+    return values
