@@ -41,6 +41,9 @@ from ikdiffuser_ros.sampling.refine import unique_mask
 from ikdiffuser_ros.solver import IKDiffuserSolver, rank, ranking_key
 
 
+#: How many times longer a collision-guided solver call takes than a plain one (CPU, sphere model),
+#: a first guess until one is measured.
+GUIDED_COST = 4.0
 #: Share of the time left that one solver call may use; the rest is for the exact collision
 #: checks and the answer (so a call started near the deadline still ends before it).
 SOLVER_SHARE = 0.8
@@ -79,10 +82,17 @@ class ChunkSizer:
     never takes much longer than the ones measured before it.
     """
 
-    def __init__(self, first: int, most: int, rate: float | None = None, least: int = 8) -> None:
+    def __init__(self, first: int, most: int, rate: float | None = None, least: int = 8,
+                 shortest: float | None = None) -> None:
         self.first, self.most, self.least = max(1, min(first, most)), max(1, most), max(1, min(least, most))
         self.last: int | None = None
         self.rate = rate
+        #: the shortest call measured [s]: a call started with less time left ends late
+        self.shortest = shortest
+
+    def worth_a_call(self, remaining: float, calls_so_far: int) -> bool:
+        """Whether a call started now can end in time (the query's first call is always made)."""
+        return calls_so_far == 0 or self.shortest is None or remaining >= self.shortest
 
     def rows(self, remaining: float) -> int:
         if self.rate is None:
@@ -94,6 +104,7 @@ class ChunkSizer:
     def record(self, rows: int, seconds: float) -> None:
         self.last = max(1, rows)
         self.rate = rows / max(seconds, 1e-6)
+        self.shortest = seconds if self.shortest is None else min(self.shortest, seconds)
 
 
 @dataclass
@@ -155,7 +166,8 @@ class IKPipeline:
         self.ee_index = {ee: i for i, ee in enumerate(self.robot.end_effectors)}
         self.joint_index = {name: i for i, name in enumerate(self.robot.joint_names)}
         self.default_state = self.robot.default_positions().numpy().astype(np.float64)
-        self._rates: dict[bool, float | None] = {False: None, True: None}  # rows/s of recent solver calls
+        #: per guided / unguided calls: (rows/s, least rows, shortest call [s]) of recent queries
+        self._rates: dict[bool, tuple] = {False: (None,), True: (None,)}
 
     # ------------------------------------------------------------------ the one entry point
     def answer(self, query: IKQuery) -> IKAnswer:
@@ -301,8 +313,9 @@ class IKPipeline:
         pools = [_Pool() for _ in plan.specs]
         first, most = self.config.first_chunk_rows, self.config.max_batch_size
         # guided calls (collision gradients at every reverse step) cost several times more per row
-        sizers = {False: ChunkSizer(first, most, self._rates[False]),
-                  True: ChunkSizer(max(1, first // 4), most, self._rates[True])}
+        sizers = {g: ChunkSizer(first if not g else max(1, first // 4), most, *self._rates[g]) for g in (False, True)}
+        if sizers[True].shortest is None and sizers[False].shortest is not None:
+            sizers[True].shortest = GUIDED_COST * sizers[False].shortest  # until a guided call is measured
         for round_ in range(plan.query.max_rounds):
             todo = [i for i, s in enumerate(plan.specs) if isinstance(s, _Spec)
                     and (round_ == 0 or pools[i].valid_count == 0)]
@@ -313,7 +326,7 @@ class IKPipeline:
                 t = time.monotonic()
                 self._solve_chunk(plan, items, num, guided, pools)
                 sizers[guided].record(len(items) * num, time.monotonic() - t)
-        self._rates = {g: sizer.rate for g, sizer in sizers.items()}  # the next query starts from these
+        self._rates = {g: (sizer.rate, sizer.least, sizer.shortest) for g, sizer in sizers.items()}  # for the next query
         return pools
 
     def _is_guided(self, plan: _Plan, round_: int) -> bool:
@@ -329,7 +342,7 @@ class IKPipeline:
         queue = list(todo)
         while queue:
             remaining = plan.deadline - time.monotonic()
-            if remaining <= 0:
+            if remaining <= 0 or not sizer.worth_a_call(remaining, plan.calls):
                 return
             rows = sizer.rows(remaining)
             first = queue[0]
@@ -376,7 +389,8 @@ class IKPipeline:
         coll, checked = self._collisions(q, check, plan)
         valid = ok & ~(coll if plan.query.avoid_collisions else np.zeros_like(coll))
         keep = checked & (valid | plan.query.keep_invalid)
-        cost = None if res.cost is None else res.cost[j].detach().cpu().numpy()
+        # rank by the query's own objectives: without any, guided calls' collision costs are not a key
+        cost = None if res.cost is None or not plan.objectives else res.cost[j].detach().cpu().numpy()
         pool.parts.append((q[keep], pe[keep], re[keep], coll[keep], valid[keep], None if cost is None else cost[keep]))
         pool.valid_count += int(valid[keep].sum())
         pool.measured += int(checked.sum())

@@ -38,12 +38,12 @@ per-joint tolerance (wrap-aware for wrapping joints).
 from __future__ import annotations
 
 import math
-import time
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
+from ikdiffuser_ros.clock import UnitClock
 from ikdiffuser_ros.kinematics.robot_model import RobotModel
 from ikdiffuser_ros.kinematics.transforms import so3_log
 
@@ -242,8 +242,9 @@ def refine(
     """
     p = _LMProblem.build(model, q0, targets, target_mask, position_only, config, frozen, tip_points)
     st = _LMState.start(p)
+    clock = UnitClock(deadline)
     for _ in range(config.max_iters):
-        if st.idx.numel() == 0 or (deadline is not None and time.monotonic() > deadline):
+        if st.idx.numel() == 0 or not clock.time_for_another():
             break
         q_new, cost_old = _lm_step(p, st)
         _lm_update(p, st, q_new, cost_old)
@@ -572,9 +573,10 @@ def polish(
     p.w = torch.cat([p.target_mask.unsqueeze(-1).expand(*p.target_mask.shape, 3),
                      p.rot_mask.unsqueeze(-1).expand(*p.rot_mask.shape, 3)], -1).flatten(1).to(p.w.dtype)
     step = torch.full((len(out.q),), polish_config.step, dtype=out.q.dtype, device=out.q.device)
+    clock = UnitClock(deadline)
     for _ in range(polish_config.iters):
         idx = (out.converged & (step >= polish_config.min_step)).nonzero().squeeze(-1)
-        if idx.numel() == 0 or (deadline is not None and time.monotonic() > deadline):
+        if idx.numel() == 0 or not clock.time_for_another():
             break
         if not _polish_step(p, out, idx, step, cost_fn, polish_config, deadline):
             break

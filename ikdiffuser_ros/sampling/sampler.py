@@ -34,11 +34,11 @@ reproducible.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 
 import torch
 
+from ikdiffuser_ros.clock import UnitClock
 from ikdiffuser_ros.kinematics.transforms import matrix_to_rot6d
 from ikdiffuser_ros.model.checkpoint import LoadedModel, load_checkpoint  # noqa: F401  (re-export)
 from ikdiffuser_ros.model.feedback import FeedbackTargets
@@ -114,8 +114,9 @@ def sample(loaded: LoadedModel, ee_pos: torch.Tensor, ee_rot6d: torch.Tensor, ee
                                    _repeat(ee_mask, N), _repeat(pos_only, N))
         fb_targets = _feedback_targets(loaded, ee_pos, ee_rot6d, ee_mask, pos_only, N)
         x = torch.randn(B * N, n, generator=generator, device=dev, dtype=torch.float32)
+        clock = UnitClock(deadline)
         for i, (t, t_prev) in enumerate(_plan(loaded.schedule, steps, tail_steps)):
-            if i > 0 and deadline is not None and time.monotonic() > deadline:
+            if not clock.time_for_another() and i > 0:
                 x = x0  # out of time: the last clean-sample estimate
                 break
             x0 = _clean_estimate(loaded, x, t, ctx, fb_targets, guidance, guidance_scale, guidance_clip)
