@@ -230,52 +230,19 @@ class RobotModel:
         return float(min(max(0.0, joint.lower), joint.upper))
 
     def _build_tree(self, links: Sequence[str]) -> KinematicTree:
+        """The :class:`KinematicTree` for these frames (links or the root frame); see :class:`_TreeBuilder`."""
         frame_names = [self.root_frame, *self.urdf.links]
         for link in links:
             if link not in frame_names:
                 raise RobotDescriptionError(f"unknown link or frame {link!r} in robot {self.name!r}")
-        needed: set[str] = set()
-        for link in links:
-            needed.update(j.name for j in self.urdf.path_from_root(link))
-        nodes: list[MotionNode] = []
-        frames: dict[str, FrameSpec] = {}
-
-        def add_axes(prefix: str, jtype: str, parent: int, origin: np.ndarray) -> int:
-            for k, (suffix, prismatic, axis, _) in enumerate(self._multi_dof_axes(jtype)):
-                nodes.append(MotionNode(f"{prefix}/{suffix}", parent, origin if k == 0 else np.eye(4),
-                                        prismatic, _AXES[axis], self._var_index[f"{prefix}/{suffix}"]))
-                parent = len(nodes) - 1
-            return parent
-
-        def visit(link: str, parent: int, pending: np.ndarray) -> None:
-            if link in links:
-                frames[link] = FrameSpec(link, parent, pending)
-            for joint in self.urdf.children(link):
-                if joint.name not in needed:
-                    continue
-                T = pending @ joint.origin
-                leader, mult, off = self._leader(joint)
-                active = joint.type != "fixed" and (leader.name in self._var_index
-                                                    or f"{leader.name}/x" in self._var_index)
-                if not active:
-                    value = mult * self.passive_value(leader) + off if joint.type != "fixed" else 0.0
-                    visit(joint.child, parent, T @ _motion(joint, value))
-                elif joint.type in ("planar", "floating"):
-                    if joint.mimic is not None:
-                        raise RobotDescriptionError(f"mimic multi-DOF joint {joint.name!r} is not supported")
-                    visit(joint.child, add_axes(joint.name, joint.type, parent, T), np.eye(4))
-                else:
-                    nodes.append(MotionNode(joint.name, parent, T, joint.type == "prismatic", joint.axis,
-                                            self._var_index[leader.name], mult, off))
-                    visit(joint.child, len(nodes) - 1, np.eye(4))
-
+        builder = _TreeBuilder(self, links)
         root_parent = -1
         if self._moving_virtual_joint():
-            root_parent = add_axes(self.virtual_joint.name, self.virtual_joint.type, -1, np.eye(4))
+            root_parent = builder.add_axes(self.virtual_joint.name, self.virtual_joint.type, -1, np.eye(4))
         if self.root_frame in links:
-            frames[self.root_frame] = FrameSpec(self.root_frame, -1, np.eye(4))
-        visit(self.urdf.root, root_parent, np.eye(4))
-        return KinematicTree(nodes, [frames[link] for link in links], len(self.joint_names))
+            builder.frames[self.root_frame] = FrameSpec(self.root_frame, -1, np.eye(4))
+        builder.visit(self.urdf.root, root_parent, np.eye(4))
+        return KinematicTree(builder.nodes, [builder.frames[link] for link in links], len(self.joint_names))
 
     def tree(self, links: Sequence[str]) -> KinematicTree:
         """The compiled (cached) kinematic tree for these frames."""
@@ -360,6 +327,60 @@ class RobotModel:
     def __repr__(self) -> str:
         return (f"RobotModel({self.name!r}, root={self.root_frame!r}, n_joints={self.n_joints}, "
                 f"end_effectors={self.end_effectors})")
+
+
+class _TreeBuilder:
+    """Motion nodes and frames of a :class:`KinematicTree` for ``links``, from a walk down the URDF.
+
+    Only the joints on the paths from the root to ``links`` are visited. Fixed
+    and passive joints are folded into the ``pending`` (4, 4) transform that
+    becomes the next node's origin (or a frame's offset).
+    """
+
+    def __init__(self, model: RobotModel, links: Sequence[str]) -> None:
+        self.model = model
+        self.links = links
+        self.needed: set[str] = set()
+        for link in links:
+            self.needed.update(j.name for j in model.urdf.path_from_root(link))
+        self.nodes: list[MotionNode] = []
+        self.frames: dict[str, FrameSpec] = {}
+
+    def add_axes(self, prefix: str, jtype: str, parent: int, origin: np.ndarray) -> int:
+        """Chain the elementary axes of a planar/floating joint after node ``parent``; returns the last node."""
+        for k, (suffix, prismatic, axis, _) in enumerate(self.model._multi_dof_axes(jtype)):
+            self.nodes.append(MotionNode(f"{prefix}/{suffix}", parent, origin if k == 0 else np.eye(4),
+                                         prismatic, _AXES[axis], self.model._var_index[f"{prefix}/{suffix}"]))
+            parent = len(self.nodes) - 1
+        return parent
+
+    def visit(self, link: str, parent: int, pending: np.ndarray) -> None:
+        """Add ``link``'s frame (if asked) and, recursively, the needed joints below it.
+
+        ``parent``: node the link moves with (-1: the root); ``pending``: (4, 4)
+        parent node frame -> link frame.
+        """
+        model = self.model
+        if link in self.links:
+            self.frames[link] = FrameSpec(link, parent, pending)
+        for joint in model.urdf.children(link):
+            if joint.name not in self.needed:
+                continue
+            T = pending @ joint.origin
+            leader, mult, off = model._leader(joint)
+            active = joint.type != "fixed" and (leader.name in model._var_index
+                                                or f"{leader.name}/x" in model._var_index)
+            if not active:
+                value = mult * model.passive_value(leader) + off if joint.type != "fixed" else 0.0
+                self.visit(joint.child, parent, T @ _motion(joint, value))
+            elif joint.type in ("planar", "floating"):
+                if joint.mimic is not None:
+                    raise RobotDescriptionError(f"mimic multi-DOF joint {joint.name!r} is not supported")
+                self.visit(joint.child, self.add_axes(joint.name, joint.type, parent, T), np.eye(4))
+            else:
+                self.nodes.append(MotionNode(joint.name, parent, T, joint.type == "prismatic", joint.axis,
+                                             model._var_index[leader.name], mult, off))
+                self.visit(joint.child, len(self.nodes) - 1, np.eye(4))
 
 
 def _motion(joint: JointSpec, value: float) -> np.ndarray:
