@@ -61,6 +61,7 @@ import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import fcl
 import numpy as np
@@ -496,68 +497,61 @@ class CollisionChecker:
         return hit, checked
 
     def _check(self, q: torch.Tensor, world: World | None, self_collision: bool, max_pairs: int) -> CollisionReport:
+        """:meth:`check` on ``q`` (M, n) float64, the lock held: :meth:`_check_self`, then :meth:`_check_world`."""
         M = q.shape[0]
-        acm = world.acm if world is not None else None
-        self_hit = np.zeros(M, dtype=bool)
-        world_hit = np.zeros(M, dtype=bool)
         pairs: list[list[tuple[str, str]]] = [[] for _ in range(M)]
-        request = fcl.CollisionRequest(num_max_contacts=1, enable_contact=False)
         max_pairs = max(int(max_pairs), 1)
-
         fk = self._fk(q, world)
-        if self_collision:
-            bodies, n_link, T, c, h = self._prepare(q, world, padded=False, fk=fk)
-            ii, jj = self._self_body_pairs(bodies, n_link, acm)
-            if len(ii):
-                overlap = np.all(np.abs(c[:, ii] - c[:, jj]) <= h[:, ii] + h[:, jj], axis=-1)  # (M, P)
-                for m in np.flatnonzero(overlap.any(axis=1)):
-                    stamp = {}
-                    found = set()
-                    for p in np.flatnonzero(overlap[m]):
-                        i, j = ii[p], jj[p]
-                        names = (bodies[i].owner, bodies[j].owner)
-                        if names in found:
-                            continue
-                        for k in (i, j):
-                            if k not in stamp:
-                                Tk = T[m, k]
-                                bodies[k].obj.setTransform(fcl.Transform(Tk[:3, :3], Tk[:3, 3]))
-                                stamp[k] = True
-                        if fcl.collide(bodies[i].obj, bodies[j].obj, request, fcl.CollisionResult()):
-                            found.add(names)
-                            pairs[m].append(names)
-                            if len(found) >= max_pairs:
-                                break
-                    self_hit[m] = bool(found)
-
-        w_ids, w_objs, wc, wh = self._world_bodies(world)
-        if w_ids:
-            bodies, _, T, c, h = self._prepare(q, world, padded=True, fk=fk)
-            near = self._near_world(c, h, wc, wh)
-            allowed = self._world_allowed(world, [b.owner for b in bodies])[:, near]
-            ii, jj = np.nonzero(~allowed)  # body-major, world shapes in order, as the pairs are reported
-            jj = near[jj]
-            if len(ii):
-                overlap = np.all(np.abs(c[:, ii] - wc[jj]) <= h[:, ii] + wh[jj], axis=-1)  # (M, P)
-                for m in np.flatnonzero(overlap.any(axis=1)):
-                    stamp = {}
-                    found = set()
-                    for p in np.flatnonzero(overlap[m]):
-                        i, j = ii[p], jj[p]
-                        names = (bodies[i].owner, w_ids[j])
-                        if names in found:
-                            continue
-                        if i not in stamp:
-                            Ti = T[m, i]
-                            bodies[i].obj.setTransform(fcl.Transform(Ti[:3, :3], Ti[:3, 3]))
-                            stamp[i] = True
-                        if fcl.collide(bodies[i].obj, w_objs[j], request, fcl.CollisionResult()):
-                            found.add(names)
-                            pairs[m].append(names)
-                            if len(found) >= max_pairs:
-                                break
-                    world_hit[m] = bool(found)
+        self_hit = self._check_self(q, world, fk, pairs, max_pairs) if self_collision else np.zeros(M, dtype=bool)
+        world_hit = self._check_world(q, world, fk, pairs, max_pairs)
         return CollisionReport(self_hit | world_hit, self_hit, world_hit, pairs)
+
+    def _check_self(self, q: torch.Tensor, world: World | None, fk, pairs: list[list[tuple[str, str]]],
+                    max_pairs: int) -> np.ndarray:
+        """(M,) bool self collision of the unpadded robot (and attached objects); appends the pairs found.
+
+        ``fk``: :meth:`_fk`'s result for ``q`` (M, n); ``pairs``: per configuration, gets up to
+        ``max_pairs`` colliding (owner, owner) names.
+        """
+        hit = np.zeros(q.shape[0], dtype=bool)
+        bodies, n_link, T, c, h = self._prepare(q, world, padded=False, fk=fk)
+        ii, jj = self._self_body_pairs(bodies, n_link, world.acm if world is not None else None)
+        if not len(ii):
+            return hit
+        overlap = np.all(np.abs(c[:, ii] - c[:, jj]) <= h[:, ii] + h[:, jj], axis=-1)  # (M, P)
+        request = fcl.CollisionRequest(num_max_contacts=1, enable_contact=False)
+        for m in np.flatnonzero(overlap.any(axis=1)):
+            found = _self_row_hits(bodies, T[m], ii, jj, np.flatnonzero(overlap[m]), request, max_pairs)
+            pairs[m].extend(found)
+            hit[m] = bool(found)
+        return hit
+
+    def _check_world(self, q: torch.Tensor, world: World | None, fk, pairs: list[list[tuple[str, str]]],
+                     max_pairs: int) -> np.ndarray:
+        """(M,) bool collision of the padded robot (and attached objects) with the world objects.
+
+        Appends up to ``max_pairs`` colliding (owner, object id) names per configuration to ``pairs``;
+        ``fk``: :meth:`_fk`'s result for ``q`` (M, n).
+        """
+        hit = np.zeros(q.shape[0], dtype=bool)
+        w_ids, w_objs, wc, wh = self._world_bodies(world)
+        if not w_ids:
+            return hit
+        bodies, _, T, c, h = self._prepare(q, world, padded=True, fk=fk)
+        near = self._near_world(c, h, wc, wh)
+        allowed = self._world_allowed(world, [b.owner for b in bodies])[:, near]
+        ii, jj = np.nonzero(~allowed)  # body-major, world shapes in order, as the pairs are reported
+        jj = near[jj]
+        if not len(ii):
+            return hit
+        overlap = np.all(np.abs(c[:, ii] - wc[jj]) <= h[:, ii] + wh[jj], axis=-1)  # (M, P)
+        request = fcl.CollisionRequest(num_max_contacts=1, enable_contact=False)
+        for m in np.flatnonzero(overlap.any(axis=1)):
+            found = _world_row_hits(bodies, T[m], ii, jj, np.flatnonzero(overlap[m]), w_objs, w_ids,
+                                    request, max_pairs)
+            pairs[m].extend(found)
+            hit[m] = bool(found)
+        return hit
 
     def min_distance(self, q, world: World | None = None, *, include_self: bool = False):
         """Smallest distance [m] from the (padded) robot to the world, per configuration.
@@ -576,11 +570,24 @@ class CollisionChecker:
             return self._min_distance(self._as_q(q), world, include_self)
 
     def _min_distance(self, q: torch.Tensor, world: World | None, include_self: bool):
+        """:meth:`min_distance` on ``q`` (M, n) float64, the lock held.
+
+        Exact FCL distances [m] of the candidate pairs of :meth:`_distance_jobs`, per configuration in
+        increasing order of their AABB lower bound, until the bound reaches the best distance so far.
+        """
         M = q.shape[0]
-        acm = world.acm if world is not None else None
         best = np.full(M, np.inf)
         closest: list = [None] * M
-        jobs = []  # (bodies_a, T_a, bodies_b or None, ii, jj, lower (M, P), world objects, world ids)
+        request = fcl.DistanceRequest()
+        for job in self._distance_jobs(q, world, include_self):
+            for m in range(M):
+                _nearest_in_row(job, m, best, closest, request)
+        return best, closest
+
+    def _distance_jobs(self, q: torch.Tensor, world: World | None, include_self: bool) -> list[_DistanceJob]:
+        """The pairs :meth:`_min_distance` measures: padded robot - world, then (``include_self``) self pairs."""
+        acm = world.acm if world is not None else None
+        jobs = []
         fk = self._fk(q, world)
         w_ids, w_objs, wc, wh = self._world_bodies(world)
         if w_ids:
@@ -592,33 +599,107 @@ class CollisionChecker:
             if len(ii):
                 gap = np.abs(c[:, ii] - wc[jj]) - h[:, ii] - wh[jj]
                 lower = np.linalg.norm(np.maximum(gap, 0.0), axis=-1)
-                jobs.append((bodies, T, None, ii, jj, lower, w_objs, w_ids))
+                jobs.append(_DistanceJob(bodies, T, None, ii, jj, lower, w_objs, w_ids))
         if include_self:
             bodies, n_link, T, c, h = self._prepare(q, world, padded=False, fk=fk)
             ii, jj = self._self_body_pairs(bodies, n_link, acm)
             if len(ii):
                 gap = np.abs(c[:, ii] - c[:, jj]) - h[:, ii] - h[:, jj]
                 lower = np.linalg.norm(np.maximum(gap, 0.0), axis=-1)
-                jobs.append((bodies, T, bodies, ii, jj, lower, None, None))
-        request = fcl.DistanceRequest()
-        for bodies, T, bodies_b, ii, jj, lower, w_objs, w_ids in jobs:
-            for m in range(M):
-                for p in np.argsort(lower[m], kind="stable"):
-                    if lower[m, p] >= best[m]:
-                        break
-                    i, j = ii[p], jj[p]
-                    Ti = T[m, i]
-                    bodies[i].obj.setTransform(fcl.Transform(Ti[:3, :3], Ti[:3, 3]))
-                    if bodies_b is None:
-                        other, name_b = w_objs[j], w_ids[j]
-                    else:
-                        Tj = T[m, j]
-                        other, name_b = bodies_b[j].obj, bodies_b[j].owner
-                        other.setTransform(fcl.Transform(Tj[:3, :3], Tj[:3, 3]))
-                    d = fcl.distance(bodies[i].obj, other, request, fcl.DistanceResult())
-                    if d < 1e-9:  # fcl reports -1 (or a negative depth) for intersecting shapes
-                        d = 0.0
-                    if d < best[m]:
-                        best[m] = max(d, 0.0)
-                        closest[m] = (bodies[i].owner, name_b)
-        return best, closest
+                jobs.append(_DistanceJob(bodies, T, bodies, ii, jj, lower, None, None))
+        return jobs
+
+
+class _DistanceJob(NamedTuple):
+    """Candidate pairs (bodies[ii[p]], other[jj[p]]) of :meth:`CollisionChecker._min_distance`.
+
+    ``bodies_b`` None: the others are the world objects ``w_objs`` (names ``w_ids``); else the
+    bodies ``bodies_b``, posed by ``T`` too. ``T``: (M, S, 4, 4) body poses; ``lower``: (M, P)
+    AABB lower bounds of the pair distances [m].
+    """
+
+    bodies: list[_Body]
+    T: np.ndarray
+    bodies_b: list[_Body] | None
+    ii: np.ndarray
+    jj: np.ndarray
+    lower: np.ndarray
+    w_objs: list | None
+    w_ids: list[str] | None
+
+
+def _self_row_hits(bodies: list[_Body], T_m: np.ndarray, ii: np.ndarray, jj: np.ndarray, candidates: np.ndarray,
+                   request, max_pairs: int) -> list[tuple[str, str]]:
+    """Colliding (owner, owner) pairs of one configuration, in candidate order, at most ``max_pairs``.
+
+    ``T_m``: (S, 4, 4) body poses; ``candidates``: indices into the pair arrays ``ii``, ``jj`` whose
+    AABBs overlap. Bodies get their FCL transform set once, when first needed.
+    """
+    stamp = {}
+    found = set()
+    hits = []
+    for p in candidates:
+        i, j = ii[p], jj[p]
+        names = (bodies[i].owner, bodies[j].owner)
+        if names in found:
+            continue
+        for k in (i, j):
+            if k not in stamp:
+                Tk = T_m[k]
+                bodies[k].obj.setTransform(fcl.Transform(Tk[:3, :3], Tk[:3, 3]))
+                stamp[k] = True
+        if fcl.collide(bodies[i].obj, bodies[j].obj, request, fcl.CollisionResult()):
+            found.add(names)
+            hits.append(names)
+            if len(found) >= max_pairs:
+                break
+    return hits
+
+
+def _world_row_hits(bodies: list[_Body], T_m: np.ndarray, ii: np.ndarray, jj: np.ndarray, candidates: np.ndarray,
+                    w_objs: list, w_ids: list[str], request, max_pairs: int) -> list[tuple[str, str]]:
+    """Like :func:`_self_row_hits` for (body, world object) pairs: (owner, object id) names."""
+    stamp = {}
+    found = set()
+    hits = []
+    for p in candidates:
+        i, j = ii[p], jj[p]
+        names = (bodies[i].owner, w_ids[j])
+        if names in found:
+            continue
+        if i not in stamp:
+            Ti = T_m[i]
+            bodies[i].obj.setTransform(fcl.Transform(Ti[:3, :3], Ti[:3, 3]))
+            stamp[i] = True
+        if fcl.collide(bodies[i].obj, w_objs[j], request, fcl.CollisionResult()):
+            found.add(names)
+            hits.append(names)
+            if len(found) >= max_pairs:
+                break
+    return hits
+
+
+def _nearest_in_row(job: _DistanceJob, m: int, best: np.ndarray, closest: list, request) -> None:
+    """Lower ``best[m]`` [m] (and set ``closest[m]``) with the pairs of ``job`` in configuration ``m``.
+
+    Pairs are measured in increasing order of their lower bound, until it reaches ``best[m]``.
+    """
+    bodies, T, bodies_b, ii, jj, lower, w_objs, w_ids = job
+    for p in np.argsort(lower[m], kind="stable"):
+        if lower[m, p] >= best[m]:
+            break
+        i, j = ii[p], jj[p]
+        Ti = T[m, i]
+        bodies[i].obj.setTransform(fcl.Transform(Ti[:3, :3], Ti[:3, 3]))
+        if bodies_b is None:
+            other, name_b = w_objs[j], w_ids[j]
+        else:
+            Tj = T[m, j]
+            other, name_b = bodies_b[j].obj, bodies_b[j].owner
+            other.setTransform(fcl.Transform(Tj[:3, :3], Tj[:3, 3]))
+        d = fcl.distance(bodies[i].obj, other, request, fcl.DistanceResult())
+        if d < 1e-9:  # fcl reports -1 (or a negative depth) for intersecting shapes
+            d = 0.0
+        if d < best[m]:
+            best[m] = max(d, 0.0)
+            closest[m] = (bodies[i].owner, name_b)
