@@ -223,74 +223,95 @@ def declare_parameters(node) -> NodeConfig:
     later changes (and read-only ones) with a reason, and keeps
     ``node.ikd_config`` up to date with accepted changes.
     """
-    from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
-
     config = NodeConfig()
     for f in fields(NodeConfig):
-        md = f.metadata
         default = getattr(config, f.name)
-        desc = ParameterDescriptor(description=md[_DESC], read_only=bool(md[_RO]))
-        if md[_CHOICES]:
-            desc.additional_constraints = f"one of {list(md[_CHOICES])}"
-        rng = md[_RANGE]
-        if rng is not None and isinstance(default, bool) is False:
-            if isinstance(default, float):
-                desc.floating_point_range = [FloatingPointRange(from_value=float(rng[0]), to_value=float(rng[1]),
-                                                                step=0.0)]
-            elif isinstance(default, int):
-                desc.integer_range = [IntegerRange(from_value=int(rng[0]), to_value=int(rng[1]), step=1)]
-        if isinstance(default, list):
-            from rclpy.parameter import Parameter
-
-            # an empty list default cannot carry its type: declare with the type instead
-            try:
-                param = node.declare_parameter(f.name, Parameter.Type.STRING_ARRAY, desc)
-            except Exception as exc:  # noqa: BLE001 - e.g. a wrongly typed override
-                raise ValueError(f"parameter {f.name}: {exc}") from None
-            value = param.value if param.value is not None else []
-        else:
-            try:
-                param = node.declare_parameter(f.name, default, desc)
-            except Exception as exc:  # InvalidParameterValueException / type mismatch
-                raise ValueError(f"parameter {f.name}: {exc}") from None
-            value = param.value
+        value = _declare(node, f.name, default, _descriptor(f.metadata, default))
         if isinstance(default, float) and isinstance(value, int):
             value = float(value)
-        reason = validate(f.name, list(value) if isinstance(default, list) else value)
+        if isinstance(default, list):
+            value = list(value)
+        reason = validate(f.name, value)
         if reason:
             raise ValueError(reason)
-        setattr(config, f.name, list(value) if isinstance(default, list) else value)
+        setattr(config, f.name, value)
     reason = validate_all(config)
     if reason:
         raise ValueError(reason)
+    _install_callbacks(node, config)
+    return config
 
-    def on_set(params):
-        for p in params:
-            reason = validate(p.name, p.value)
-            if reason:
-                return SetParametersResult(successful=False, reason=reason)
-        trial = NodeConfig(**{n: getattr(node.ikd_config, n) for n in NodeConfig.names()})
-        for p in params:
-            if p.name in NodeConfig.names():
-                setattr(trial, p.name, p.value)
-        reason = validate_all(trial)
-        if reason:
-            return SetParametersResult(successful=False, reason=reason)
-        if not has_post_set:  # Humble: no post-set callbacks
-            post_set(params)
-        return SetParametersResult(successful=True)
 
-    def post_set(params):
-        for p in params:
-            if p.name in NodeConfig.names():
-                value = p.value
-                if isinstance(getattr(node.ikd_config, p.name), float) and isinstance(value, int):
-                    value = float(value)
-                setattr(node.ikd_config, p.name, value)
+def _descriptor(md: dict, default):
+    """The ``ParameterDescriptor`` of a field: description, read-only flag, choices, numeric range."""
+    from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
 
+    desc = ParameterDescriptor(description=md[_DESC], read_only=bool(md[_RO]))
+    if md[_CHOICES]:
+        desc.additional_constraints = f"one of {list(md[_CHOICES])}"
+    rng = md[_RANGE]
+    if rng is not None and isinstance(default, bool) is False:
+        if isinstance(default, float):
+            desc.floating_point_range = [FloatingPointRange(from_value=float(rng[0]), to_value=float(rng[1]),
+                                                            step=0.0)]
+        elif isinstance(default, int):
+            desc.integer_range = [IntegerRange(from_value=int(rng[0]), to_value=int(rng[1]), step=1)]
+    return desc
+
+
+def _declare(node, name: str, default, desc):
+    """Declare one parameter; its value (an override's, else ``default``). ``ValueError`` names a bad override."""
+    if isinstance(default, list):
+        from rclpy.parameter import Parameter
+
+        # an empty list default cannot carry its type: declare with the type instead
+        try:
+            param = node.declare_parameter(name, Parameter.Type.STRING_ARRAY, desc)
+        except Exception as exc:  # noqa: BLE001 - e.g. a wrongly typed override
+            raise ValueError(f"parameter {name}: {exc}") from None
+        return param.value if param.value is not None else []
+    try:
+        param = node.declare_parameter(name, default, desc)
+    except Exception as exc:  # InvalidParameterValueException / type mismatch
+        raise ValueError(f"parameter {name}: {exc}") from None
+    return param.value
+
+
+def _install_callbacks(node, config: NodeConfig) -> None:
+    """Set ``node.ikd_config`` and the callbacks that check (:func:`_on_set`) and apply (:func:`_post_set`)
+    later changes; without post-set callbacks (Humble) the on-set callback applies accepted changes."""
     has_post_set = hasattr(node, "add_post_set_parameters_callback")
     node.ikd_config = config
-    node.add_on_set_parameters_callback(on_set)
+    node.add_on_set_parameters_callback(lambda params: _on_set(node, params, apply=not has_post_set))
     if has_post_set:
-        node.add_post_set_parameters_callback(post_set)
-    return config
+        node.add_post_set_parameters_callback(lambda params: _post_set(node, params))
+
+
+def _on_set(node, params, apply: bool):
+    """Refuse a bad value, or a bad combination with the current ones, with the reason (``apply``: apply it)."""
+    from rcl_interfaces.msg import SetParametersResult
+
+    for p in params:
+        reason = validate(p.name, p.value)
+        if reason:
+            return SetParametersResult(successful=False, reason=reason)
+    trial = NodeConfig(**{n: getattr(node.ikd_config, n) for n in NodeConfig.names()})
+    for p in params:
+        if p.name in NodeConfig.names():
+            setattr(trial, p.name, p.value)
+    reason = validate_all(trial)
+    if reason:
+        return SetParametersResult(successful=False, reason=reason)
+    if apply:  # Humble: no post-set callbacks
+        _post_set(node, params)
+    return SetParametersResult(successful=True)
+
+
+def _post_set(node, params) -> None:
+    """Copy accepted changes into ``node.ikd_config`` (an int given for a float parameter becomes a float)."""
+    for p in params:
+        if p.name in NodeConfig.names():
+            value = p.value
+            if isinstance(getattr(node.ikd_config, p.name), float) and isinstance(value, int):
+                value = float(value)
+            setattr(node.ikd_config, p.name, value)
