@@ -23,8 +23,6 @@ def _skeleton(robot):
 
 def solutions_marker_array(robot, response, max_per_target: int, stamp):
     """GetIKSolutions response -> MarkerArray (at most ``max_per_target`` solutions per target)."""
-    from geometry_msgs.msg import Point
-    from std_msgs.msg import ColorRGBA
     from visualization_msgs.msg import Marker, MarkerArray
 
     cache = getattr(robot, "_ikd_skeleton", None)
@@ -44,22 +42,35 @@ def solutions_marker_array(robot, response, max_per_target: int, stamp):
         q = np.asarray(result.positions, dtype=np.float64).reshape(-1, n)[:k]
         T = robot.fk_links(torch.as_tensor(q), links).numpy()  # (k, L, 4, 4)
         for s in range(k):
-            m = Marker()
-            m.header.frame_id = robot.root_frame
-            m.header.stamp = stamp
-            m.ns = f"target_{b}"
-            m.id = s
-            m.type = Marker.LINE_LIST
-            m.action = Marker.ADD
-            m.pose.orientation.w = 1.0
-            m.scale.x = 0.01
-            t = s / max(k - 1, 1)
             colliding = bool(result.in_collision[s]) if len(result.in_collision) > s else False
-            m.color = ColorRGBA(r=1.0, g=0.1, b=0.1, a=0.8) if colliding else \
-                ColorRGBA(r=0.1, g=float(1.0 - 0.7 * t), b=float(0.3 + 0.7 * t), a=0.8)
-            for i, j in edges:
-                for idx in (i, j):
-                    p = T[s, idx, :3, 3]
-                    m.points.append(Point(x=float(p[0]), y=float(p[1]), z=float(p[2])))
-            array.markers.append(m)
+            marker = _stick_figure(T[s], edges, s / max(k - 1, 1), colliding)
+            marker.header.frame_id = robot.root_frame
+            marker.header.stamp = stamp
+            marker.ns = f"target_{b}"
+            marker.id = s
+            array.markers.append(marker)
     return array
+
+
+def _stick_figure(T: np.ndarray, edges: list[tuple[int, int]], t: float, colliding: bool):
+    """LINE_LIST marker (no header, ns, id) of one solution's skeleton.
+
+    ``T``: (L, 4, 4) link poses in the root frame [m]; ``edges``: (parent, child) rows of ``T``;
+    ``t`` in [0, 1]: the solution's rank, green (0) to blue (1); red when ``colliding``.
+    """
+    from geometry_msgs.msg import Point
+    from std_msgs.msg import ColorRGBA
+    from visualization_msgs.msg import Marker
+
+    m = Marker()
+    m.type = Marker.LINE_LIST
+    m.action = Marker.ADD
+    m.pose.orientation.w = 1.0
+    m.scale.x = 0.01
+    m.color = ColorRGBA(r=1.0, g=0.1, b=0.1, a=0.8) if colliding else \
+        ColorRGBA(r=0.1, g=float(1.0 - 0.7 * t), b=float(0.3 + 0.7 * t), a=0.8)
+    for i, j in edges:
+        for idx in (i, j):
+            p = T[idx, :3, 3]
+            m.points.append(Point(x=float(p[0]), y=float(p[1]), z=float(p[2])))
+    return m
