@@ -67,6 +67,7 @@ import fcl
 import numpy as np
 import torch
 
+from ikdiffuser_ros.clock import UnitClock
 from ikdiffuser_ros.collision.world import AllowedCollisionMatrix, Shape, World
 from ikdiffuser_ros.errors import InvalidRequestError, RobotDescriptionError
 
@@ -223,6 +224,7 @@ class CollisionChecker:
         self._self_pair_cache: tuple | None = None
         self._world_cache: tuple | None = None  # (weakref to World, key, _WorldBodies)
         self._lock = threading.RLock()  # queries move the shared FCL objects: one query at a time
+        self._settled: World | None = None  # the world check_until validated for its slices
 
     # ------------------------------------------------------------------ construction
     def _link_body(self, link: str, g, pad: float) -> _Body:
@@ -394,7 +396,11 @@ class CollisionChecker:
         return self._world_entry(world)["bodies"]
 
     def _world_entry(self, world: World) -> dict:
-        """The cached per-World data (rebuilt when the world or its shapes or ACM object change)."""
+        """The cached per-World data (rebuilt when the world or its shapes or ACM object change; not
+        looked at again for the world :meth:`check_until` is checking slice by slice)."""
+        cached = self._world_cache
+        if self._settled is world and cached is not None and cached[0]() is world:
+            return cached[2]
         key = (tuple(id(s) for _, s in world.iter_world_shapes()), id(world.acm), len(world.acm.entries),
                len(world.acm.default_entries))
         cached = self._world_cache
@@ -485,15 +491,20 @@ class CollisionChecker:
         q = self._as_q(q)
         M = q.shape[0]
         hit, checked = np.zeros(M, dtype=bool), np.zeros(M, dtype=bool)
-        start, size = 0, max(1, slice_rows)
-        while start < M:
-            if start > 0 and deadline is not None and time.monotonic() > deadline:
-                break
-            stop, t = min(M, start + size), time.monotonic()
-            hit[start:stop] = self.check(q[start:stop], world, max_pairs=1).in_collision
-            checked[start:stop] = True
-            took, start = time.monotonic() - t, stop
-            size = size * 2 if took < SLICE_SECONDS / 4 else max(1, size // 2) if took > SLICE_SECONDS else size
+        start, size, clock = 0, max(1, slice_rows), UnitClock(deadline)
+        with self._lock:
+            if world is not None:
+                self._world_entry(world)  # validated (and built) once for all the slices
+            self._settled = world
+            try:
+                while start < M and (clock.time_for_another() or start == 0):
+                    stop, t = min(M, start + size), time.monotonic()
+                    hit[start:stop] = self._check(q[start:stop], world, True, 1).in_collision
+                    checked[start:stop] = True
+                    took, start = time.monotonic() - t, stop
+                    size = size * 2 if took < SLICE_SECONDS / 4 else max(1, size // 2) if took > SLICE_SECONDS else size
+            finally:
+                self._settled = None
         return hit, checked
 
     def _check(self, q: torch.Tensor, world: World | None, self_collision: bool, max_pairs: int) -> CollisionReport:
