@@ -48,11 +48,15 @@ from pathlib import Path
 
 import torch
 
+from ikdiffuser_ros.collision.spheres import SphereModel
 from ikdiffuser_ros.errors import InvalidRequestError
 from ikdiffuser_ros.kinematics.robot_model import RobotModel
+from ikdiffuser_ros.model.checkpoint import load_checkpoint
+from ikdiffuser_ros.robots import load_robot
 from ikdiffuser_ros.sampling import objectives as obj
 from ikdiffuser_ros.sampling.refine import (PolishConfig, RefineConfig, joint_kinds, polish, pose_residual,
                                             project_to_limits, refine, tip_fk_and_jacobian, tip_targets, unique_mask)
+from ikdiffuser_ros.sampling.sampler import default_sampling, sample, targets_from_poses
 
 
 #: Share of a ``timeout`` that sampling may use at most (the rest is the refinement's).
@@ -144,11 +148,7 @@ class IKDiffuserSolver:
     def from_checkpoint(cls, path: str | Path, robot: RobotModel | str, device: str | torch.device = "cpu",
                         config: SolverConfig = SolverConfig()) -> "IKDiffuserSolver":
         """Load ``path`` (a checkpoint directory) for ``robot`` (a RobotModel or a robot name)."""
-        from ikdiffuser_ros.model.checkpoint import load_checkpoint
-
         if isinstance(robot, str):
-            from ikdiffuser_ros.robots import load_robot
-
             robot = load_robot(robot)
         return cls(load_checkpoint(path, robot, device), robot, config)
 
@@ -164,8 +164,6 @@ class IKDiffuserSolver:
         if not self._sphere_tried:
             self._sphere_tried = True
             try:
-                from ikdiffuser_ros.collision.spheres import SphereModel
-
                 self._sphere_model = SphereModel.from_robot(self.robot)
                 if self._sphere_model.num_spheres == 0:
                     self._sphere_model = None
@@ -397,8 +395,6 @@ class IKDiffuserSolver:
 
     def _sample(self, batch: "_Batch", cost, sampler, steps, generator, random_seed, deadline, timings) -> torch.Tensor:
         """Diffusion samples, (M, n) float64 rows (target-major), locked joints set."""
-        from ikdiffuser_ros.sampling.sampler import default_sampling, sample, targets_from_poses
-
         t = time.monotonic()
         card_steps, card_tail = default_sampling(self.loaded)
         if generator is None:

@@ -19,6 +19,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from geometry_msgs.msg import Pose, Transform
+from sensor_msgs.msg import JointState, MultiDOFJointState
 
 from ikdiffuser_ros.collision.world import Shape, WorldObject, mesh_obb, validated_shape
 from ikdiffuser_ros.errors import InvalidRequestError, InvalidRobotStateError
@@ -67,8 +69,6 @@ def matrix_to_quaternion(R: np.ndarray) -> tuple[float, float, float, float]:
 
 def matrix_to_pose(T: np.ndarray):
     """(4, 4) -> geometry_msgs/Pose."""
-    from geometry_msgs.msg import Pose
-
     pose = Pose()
     pose.position.x, pose.position.y, pose.position.z = (float(v) for v in T[:3, 3])
     (pose.orientation.x, pose.orientation.y, pose.orientation.z,
@@ -152,9 +152,6 @@ class JointStateLayout:
 
     def to_joint_state(self, q: np.ndarray, passive: dict[str, float] | None = None):
         """(n,) active values (+ passive values) -> (sensor_msgs/JointState, sensor_msgs/MultiDOFJointState)."""
-        from geometry_msgs.msg import Transform
-        from sensor_msgs.msg import JointState, MultiDOFJointState
-
         js = JointState()
         names, values = [], []
         for name, i in self.index.items():

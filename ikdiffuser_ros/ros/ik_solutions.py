@@ -19,6 +19,7 @@ import math
 import numpy as np
 
 from ikdiffuser_ros.errors import InvalidRequestError
+from ikdiffuser_ros.msg import IKTargetResult
 from ikdiffuser_ros.query import IKAnswer, IKQuery, IKTarget
 from ikdiffuser_ros.ros.conversions import JointStateLayout, duration_to_seconds, pose_values
 from ikdiffuser_ros.ros.error_codes import ErrorCode, status_code
@@ -72,8 +73,6 @@ def query_of(request, layout: JointStateLayout, cfg: NodeConfig, world, start: f
 
 def fill_response(response, answer: IKAnswer):
     """Write an :class:`IKAnswer` into a GetIKSolutions response (returned)."""
-    from ikdiffuser_ros.msg import IKTargetResult
-
     response.joint_names = list(answer.joint_names)
     for target in answer.targets:
         r = IKTargetResult()
