@@ -44,6 +44,9 @@ from ikdiffuser_ros.solver import IKDiffuserSolver, rank, ranking_key
 #: How many times longer a collision-guided solver call takes than a plain one (CPU, sphere model),
 #: a first guess until one is measured.
 GUIDED_COST = 4.0
+#: Time kept per target for ranking the answers after the solving [s] (at least; the pipeline
+#: measures it on every answer).
+FINISH_S_PER_TARGET = 0.0002
 #: Share of the time left that one solver call may use; the rest is for the exact collision
 #: checks and the answer (so a call started near the deadline still ends before it).
 SOLVER_SHARE = 0.8
@@ -168,6 +171,7 @@ class IKPipeline:
         self.default_state = self.robot.default_positions().numpy().astype(np.float64)
         #: per guided / unguided calls: (rows/s, least rows, shortest call [s]) of recent queries
         self._rates: dict[bool, tuple] = {False: (None,), True: (None,)}
+        self._finish_s_per_target = FINISH_S_PER_TARGET  #: measured time to rank one target's answer [s]
 
     # ------------------------------------------------------------------ the one entry point
     def answer(self, query: IKQuery) -> IKAnswer:
@@ -176,7 +180,9 @@ class IKPipeline:
         t0 = time.monotonic() if query.start is None else query.start
         plan = self._plan(query, t0)
         pools = self._rounds(plan)
+        t = time.monotonic()
         answers = [self._finish(plan, i, pools[i]) for i in range(len(plan.specs))]
+        self._finish_s_per_target = max(FINISH_S_PER_TARGET, (time.monotonic() - t) / len(answers))
         return IKAnswer(answers, list(self.robot.joint_names), time.monotonic() - t0)
 
     def warmup(self) -> float:
@@ -202,7 +208,8 @@ class IKPipeline:
             raise CollisionCheckingUnavailableError(
                 "avoid_collisions requested but exact collision checking is unavailable (python-fcl)")
         self._check_constraints(query)
-        specs = [self._spec_or_error(target, group, q_ref, f"target {b}") for b, target in enumerate(query.targets)]
+        T_ref = self.robot.fk(torch.as_tensor(q_ref)).numpy()  # (E, 4, 4): unconstrained / held tips
+        specs = [self._spec_or_error(target, group, q_ref, T_ref, f"target {b}") for b, target in enumerate(query.targets)]
         if self.checker is not None:
             self.checker.prepare(query.world)  # a new scene's FCL objects, built once, before the solving starts
         factor = self.config.collision_oversample if query.avoid_collisions else 1.0
@@ -210,7 +217,8 @@ class IKPipeline:
             factor = max(factor, self.config.constraint_oversample)
         seed_value = query.random_seed if query.random_seed is not None and query.random_seed >= 0 \
             else secrets.randbits(62)
-        return _Plan(query, specs, t0 + timeout, max(1, math.ceil(query.num_solutions * factor)), seed, locked,
+        deadline = t0 + timeout - self._finish_s_per_target * len(specs)  # time kept for ranking the answers
+        return _Plan(query, specs, deadline, max(1, math.ceil(query.num_solutions * factor)), seed, locked,
                      objectives, self._guided(query, objectives), int(seed_value))
 
     def _check_sizes(self, query: IKQuery) -> None:
@@ -264,13 +272,13 @@ class IKPipeline:
         return objectives
 
     # ------------------------------------------------------------------ targets
-    def _spec_or_error(self, target: IKTarget, group: Group | None, q_ref: np.ndarray, what: str):
+    def _spec_or_error(self, target: IKTarget, group: Group | None, q_ref: np.ndarray, T_ref: np.ndarray, what: str):
         try:
-            return self._spec(target, group, q_ref, what)
+            return self._spec(target, group, q_ref, T_ref, what)
         except IKDiffuserError as exc:
             return exc
 
-    def _spec(self, target: IKTarget, group: Group | None, q_ref: np.ndarray, what: str) -> _Spec:
+    def _spec(self, target: IKTarget, group: Group | None, q_ref: np.ndarray, T_ref: np.ndarray, what: str) -> _Spec:
         links, poses = list(target.links), list(target.poses)
         frames, pos_only = list(target.frames) or [""] * len(links), list(target.position_only) or [False] * len(links)
         if not links:
@@ -279,7 +287,7 @@ class IKPipeline:
             raise InvalidGoalError(f"{what}: {len(links)} links but {len(poses)} poses, {len(frames)} frames and "
                                    f"{len(pos_only)} position_only flags")
         E = len(self.robot.end_effectors)
-        spec = _Spec(self.robot.fk(torch.as_tensor(q_ref)).numpy().copy(), np.zeros(E, bool), np.zeros(E, bool),
+        spec = _Spec(T_ref.copy(), np.zeros(E, bool), np.zeros(E, bool),
                      np.zeros((E, 3)))
         for link, pose, frame, po in zip(links, poses, frames, pos_only):
             self._constrain(spec, link, self.frames.to_root(pose, frame, q_ref, f"{what}, link {link!r}"),
@@ -337,7 +345,9 @@ class IKPipeline:
 
     def _chunks(self, plan: _Plan, todo: list[int], sizer: ChunkSizer):
         """Yield (target indices, rows per target) of the solver calls of one round, sized when each
-        is due; stops at the deadline."""
+        is due; stops at the deadline. Breadth first: a call gives each target in it the same share
+        of its rows and served targets go to the back of the queue, so under a tight budget every
+        target gets candidates, not only the first ones (a generous budget: whole targets per call)."""
         left = {i: plan.n_sample for i in todo}
         queue = list(todo)
         while queue:
@@ -345,18 +355,12 @@ class IKPipeline:
             if remaining <= 0 or not sizer.worth_a_call(remaining, plan.calls):
                 return
             rows = sizer.rows(remaining)
-            first = queue[0]
-            if left[first] >= rows:
-                left[first] -= rows
-                if left[first] == 0:
-                    queue.pop(0)
-                yield [first], rows
-                continue
-            num, k = left[first], 1
-            while k < len(queue) and left[queue[k]] == num and (k + 1) * num <= rows:
-                k += 1
-            items, queue = queue[:k], queue[k:]
-            yield items, num
+            share = max(1, min(rows // len(queue), min(left[i] for i in queue)))
+            items = queue[:max(1, rows // share)]
+            yield items, share
+            for i in items:
+                left[i] -= share
+            queue = [i for i in queue[len(items):] + items if left[i] > 0]
 
     # ------------------------------------------------------------------ one solver call
     def _solve_chunk(self, plan: _Plan, items: list[int], num: int, guided: bool, pools: list[_Pool]) -> None:
@@ -375,33 +379,46 @@ class IKPipeline:
             timeout=max(SOLVER_SHARE * remaining, 1e-3), locked=plan.locked, self_collision=False,
             tip_points=torch.as_tensor(np.stack([s.tip_points for s in specs])))
         plan.calls += 1
+        m = self._measured(plan, res)
         for j, i in enumerate(items):
-            self._pool(plan, pools[i], res, j)
+            self._pool(pools[i], {k: None if v is None else v[j] for k, v in m.items()}, plan.query.keep_invalid)
 
-    def _pool(self, plan: _Plan, pool: _Pool, res, j: int) -> None:
-        """Constraints and exact collisions of target ``j`` of a solver result; add the measured rows."""
-        q = res.q[j].detach().cpu().numpy().astype(np.float64)
-        pe, re = res.position_error[j].cpu().numpy(), res.rotation_error[j].cpu().numpy()
-        ok = res.success[j].cpu().numpy().copy()
+    def _measured(self, plan: _Plan, res) -> dict[str, np.ndarray | None]:
+        """A solver result (k targets x num rows) -> numpy (k, num) arrays: q (k, num, n), errors, the
+        solver's success, ``valid`` (+ constraints, + collision free if asked), exact collisions
+        (checked in one batch until the deadline) and which rows were fully ``checked``; cost or None."""
+        q = res.q.detach().cpu().numpy().astype(np.float64)
+        k, num, n = q.shape
+        success = res.success.cpu().numpy()
+        ok = success.copy()
         for c in plan.query.constraints:
-            ok &= c.satisfied(q, self.joint_index[c.joint])
-        check = np.ones(len(q), bool) if plan.query.keep_invalid else ok
-        coll, checked = self._collisions(q, check, plan)
-        valid = ok & ~(coll if plan.query.avoid_collisions else np.zeros_like(coll))
-        keep = checked & (valid | plan.query.keep_invalid)
+            ok &= c.satisfied(q.reshape(-1, n), self.joint_index[c.joint]).reshape(k, num)
+        check = np.ones_like(ok) if plan.query.keep_invalid else ok
+        coll, checked = (a.reshape(k, num) for a in self._collisions(q.reshape(-1, n), check.reshape(-1), plan))
+        valid = ok & ~coll if plan.query.avoid_collisions else ok
         # rank by the query's own objectives: without any, guided calls' collision costs are not a key
-        cost = None if res.cost is None or not plan.objectives else res.cost[j].detach().cpu().numpy()
-        pool.parts.append((q[keep], pe[keep], re[keep], coll[keep], valid[keep], None if cost is None else cost[keep]))
+        cost = None if res.cost is None or not plan.objectives else res.cost.detach().cpu().numpy()
+        return dict(q=q, pe=res.position_error.cpu().numpy(), re=res.rotation_error.cpu().numpy(), success=success,
+                    valid=valid, coll=coll, checked=checked, cost=cost)
+
+    @staticmethod
+    def _pool(pool: _Pool, m: dict, keep_invalid: bool) -> None:
+        """Add one target's measured rows (``m``: (num,) arrays of :meth:`_measured`) to its pool."""
+        checked, valid, pe, re = m["checked"], m["valid"], m["pe"], m["re"]
+        keep = checked & (valid | keep_invalid)
+        pool.parts.append((m["q"][keep], pe[keep], re[keep], m["coll"][keep], valid[keep],
+                           None if m["cost"] is None else m["cost"][keep]))
         pool.valid_count += int(valid[keep].sum())
         pool.measured += int(checked.sum())
-        pool.reached += int((res.success[j].cpu().numpy() & checked).sum())
+        pool.reached += int((m["success"] & checked).sum())
         if checked.any():
             b = int(np.argmin(np.where(checked, pe + re, np.inf)))
             pool.best = min(pool.best, (float(pe[b]), float(re[b])), key=sum)
 
     def _collisions(self, q: np.ndarray, check: np.ndarray, plan: _Plan) -> tuple[np.ndarray, np.ndarray]:
-        """Exact collision status of the rows in ``check`` until the deadline: (in_collision, checked),
-        each (k,) bool; rows not in ``check`` count as checked (they are dropped or reported as is)."""
+        """Exact collision status of the rows of q (M, n) in ``check`` (M,) until the deadline:
+        (in_collision, checked), each (M,) bool; rows not in ``check`` count as checked (they are
+        dropped or reported as they are)."""
         coll, checked = np.zeros(len(q), bool), ~check
         if self.checker is None or not check.any():
             return coll, np.ones(len(q), bool)
