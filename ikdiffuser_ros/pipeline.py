@@ -8,17 +8,20 @@ all call it)::
               joints (the group's complement, ``locked``); build the objectives
     rounds    round 0 samples every target, later rounds only targets still without a valid
               solution (at most ``max_rounds``). Work is cut into solver calls whose size follows
-              the measured throughput and the time left (:class:`ChunkSizer`)
+              the measured throughput and the time left (:class:`ChunkSizer`), breadth first:
+              each call gives its targets equal shares, so a tight budget still reaches them all
     chunk     one :meth:`IKDiffuserSolver.solve` call (sample, LM with locked joints frozen,
               polish, measure at the named links: the one success test) -> joint constraints ->
-              exact collision check (FCL, stops at the deadline)
+              exact collision check of the call's rows in one batch (FCL, stops at the deadline)
     finish    pool each target's measured candidates, rank them (unique valid first, then by
               :func:`~ikdiffuser_ros.solver.ranking_key`), keep ``num_solutions``, set the status
 
 Deadline contract: every stage checks the deadline between short units of work (a reverse
-diffusion pass, an LM iteration, a few collision checks, one chunk), so the answer arrives
-about one unit after the deadline, with every candidate fully measured by then. A target
-gets ``TIMED_OUT`` only when none of its candidates was measured in time.
+diffusion pass, an LM iteration, a polish step, a slice of collision checks, one solver call)
+and starts no unit that, as long as the last one, would end late; the time to rank the answers
+is kept aside. So the answer arrives at the deadline (a few ms either side), with every
+candidate fully measured by then. A target gets ``TIMED_OUT`` only when none of its candidates
+was measured in time.
 """
 
 from __future__ import annotations
