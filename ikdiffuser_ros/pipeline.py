@@ -66,8 +66,11 @@ class PipelineConfig:
     default_timeout: float = 5.0
     #: Most candidate rows (targets x solutions) per solver call.
     max_batch_size: int = 4096
-    #: Rows of the first solver call of a query (later calls follow the measured throughput).
-    first_chunk_rows: int = 64
+    #: Most rows of the first solver call of a query; each later call at most 4x the one before.
+    #: Within these caps the calls follow the measured throughput and the time left, so with a
+    #: generous budget the calls, and so the answer, depend on the query alone (same query, same
+    #: random_seed: same answer).
+    first_chunk_rows: int = 256
     #: With ``avoid_collisions`` (or joint constraints), sample this many times more candidates.
     collision_oversample: float = 2.0
     constraint_oversample: float = 2.0
@@ -81,11 +84,11 @@ class PipelineConfig:
 
 
 class ChunkSizer:
-    """Rows of the next solver call: what the measured rate fits in half the time left.
+    """Rows of the next solver call: what the measured rate fits in half the time left, at most
+    ``first`` for the first call and 4x the previous call after it.
 
-    ``rate`` [rows/s]: from earlier queries (None: start with ``first`` rows). ``rows(remaining_s)``
-    before each call, ``record(rows, seconds)`` after it. Growth is at most 4x per call, so one call
-    never takes much longer than the ones measured before it.
+    ``rate`` [rows/s]: from earlier queries (None: the caps alone). ``rows(remaining_s)`` before
+    each call, ``record(rows, seconds)`` after it.
     """
 
     def __init__(self, first: int, most: int, rate: float | None = None, least: int = 8,
@@ -101,11 +104,10 @@ class ChunkSizer:
         return calls_so_far == 0 or self.shortest is None or remaining >= self.shortest
 
     def rows(self, remaining: float) -> int:
+        cap = self.first if self.last is None else min(self.most, 4 * self.last)
         if self.rate is None:
-            return self.first
-        fit = int(self.rate * max(remaining, 0.0) * 0.5)
-        cap = min(self.most, 4 * (self.last or self.first))
-        return max(self.least, min(cap, fit))
+            return cap
+        return max(self.least, min(cap, int(self.rate * max(remaining, 0.0) * 0.5)))
 
     def record(self, rows: int, seconds: float) -> None:
         self.last = max(1, rows)

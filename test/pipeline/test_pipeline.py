@@ -170,3 +170,17 @@ def test_objective_aliases_and_no_checker(baxter_pipeline):
     assert t.status is Status.SOLVED
     with pytest.raises(CollisionCheckingUnavailableError):
         IKPipeline(pl.solver).answer(IKQuery([target], avoid_collisions=True))
+
+
+def test_same_query_same_answer_cold_or_warm(baxter_pipeline):
+    """With a generous budget the solver calls depend on the query alone, not on the throughput a
+    pipeline has measured before: a fresh pipeline and a used one give the same answer."""
+    from ikdiffuser_ros.pipeline import IKPipeline
+
+    pl = baxter_pipeline
+    targets = [_all_ee_target(pl.robot, qi) for qi in _reachable(pl.robot, 12, seed=12)]
+    query = IKQuery(targets, num_solutions=48, random_seed=3, timeout=60.0)  # 576 rows: several calls
+    warm = pl.answer(query)
+    cold = IKPipeline(pl.solver, pl.checker, pl.config, pl.groups).answer(query)
+    for a, b in zip(warm.targets, cold.targets):
+        assert a.status is b.status and np.array_equal(a.q, b.q)
