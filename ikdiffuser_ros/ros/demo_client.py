@@ -84,154 +84,194 @@ def _fmt_result(r, n_joints: int) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the demo (see the module docstring); the exit status."""
+    args = _parse_args(argv)
+    import rclpy
+    from rclpy.executors import SingleThreadedExecutor
+
+    from ikdiffuser_ros.robots import load_robot
+    from ikdiffuser_ros.srv import GetIKSolutions
+
+    root = Path(os.environ.get("IKDIFFUSER_ROOT", Path(__file__).resolve().parents[2]))
+    proc = None if args.no_node else _start_node(args, root)
+    rclpy.init()
+    node = rclpy.create_node("ikdiffuser_demo_client")
+    executor = SingleThreadedExecutor()
+    executor.add_node(node)
+    try:
+        ik = node.create_client(GetIKSolutions, f"/{NODE}/get_ik_solutions")
+        if not _wait_for_node(executor, ik, proc):
+            return 1
+        scene = _publish_scene(node, executor)
+        robot = load_robot("baxter")
+        left, right = _down_pose(0.75, 0.3, -0.15), _down_pose(0.75, -0.3, -0.15)
+        answers, ok = _get_ik_solutions(executor, ik, left, right, args.num_solutions)
+        ok &= _compute_ik(node, executor, left)
+        _picture(robot, scene, answers, left, right, root, args.png)
+        print("\ndemo: " + ("OK" if ok else "some calls failed"))
+        return 0 if ok else 1
+    finally:
+        _shutdown(executor, node, proc)
+
+
+def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model-path", default="", help="checkpoint folder (default: the node's models/ lookup)")
     ap.add_argument("--params-file", default="", help="node parameters (default config/baxter.yaml)")
     ap.add_argument("--png", default="docs/img/demo_baxter_scene.png", help="PNG of the both-arms solutions")
     ap.add_argument("--no-node", action="store_true", help="use an already running ikdiffuser_node")
     ap.add_argument("--num-solutions", type=int, default=32)
-    args = ap.parse_args(argv)
+    return ap.parse_args(argv)
 
-    import rclpy
-    from rclpy.executors import SingleThreadedExecutor
 
-    from ikdiffuser_ros.msg import IKTarget
-    from ikdiffuser_ros.robots import load_robot
+def _start_node(args: argparse.Namespace, root: Path) -> subprocess.Popen:
+    """Start the installed node on ``--params-file`` (default config/baxter.yaml) and ``--model-path``."""
+    params_file = args.params_file or str(root / "config" / "baxter.yaml")
+    cmd = _installed_node() + ["--ros-args", "--params-file", params_file, "-p", "robot_description_timeout:=0.0"]
+    if args.model_path:
+        cmd += ["-p", f"model_path:={args.model_path}"]
+    print(f"demo: starting {' '.join(cmd[1:2])} with {params_file}", flush=True)
+    return subprocess.Popen(cmd)
+
+
+def _call(executor, client, request, timeout: float = 60.0):
+    """(response, round trip [s]) of one service call, spinning ``executor``; RuntimeError after ``timeout`` s."""
+    t0 = time.monotonic()
+    future = client.call_async(request)
+    while not future.done() and time.monotonic() - t0 < timeout:
+        executor.spin_once(timeout_sec=0.01)
+    if not future.done():
+        raise RuntimeError(f"no answer from {client.srv_name} within {timeout} s")
+    return future.result(), time.monotonic() - t0
+
+
+def _wait_for_node(executor, ik, proc: subprocess.Popen | None) -> bool:
+    """Wait (at most 120 s) for the get_ik_solutions service; False (and why, on stderr) if it never came."""
+    t0 = time.monotonic()
+    while not ik.service_is_ready():
+        executor.spin_once(timeout_sec=0.1)
+        if proc is not None and proc.poll() is not None:
+            print(f"demo: the node exited with status {proc.returncode}", file=sys.stderr)
+            return False
+        if time.monotonic() - t0 > 120:
+            print("demo: the node did not come up within 120 s", file=sys.stderr)
+            return False
+    print(f"demo: node ready after {time.monotonic() - t0:.1f} s")
+    return True
+
+
+def _publish_scene(node, executor):
+    """Publish :func:`_scene` on /planning_scene (three times, once a subscriber is there); returns it."""
+    from moveit_msgs.msg import PlanningScene
+
+    pub = node.create_publisher(PlanningScene, "/planning_scene", 10)
+    scene = _scene()
+    t0 = time.monotonic()
+    while pub.get_subscription_count() == 0 and time.monotonic() - t0 < 10:
+        executor.spin_once(timeout_sec=0.05)
+    for _ in range(3):
+        pub.publish(scene)
+        executor.spin_once(timeout_sec=0.1)
+    time.sleep(0.5)
+    print("demo: planning scene published: table (top at z=-0.425 m) and a 0.2 x 0.2 x 0.25 m box on it")
+    return scene
+
+
+def _pose_stamped(T: np.ndarray):
+    """(4, 4) pose [m] in Baxter's ``base`` frame -> PoseStamped."""
+    from geometry_msgs.msg import PoseStamped
+
     from ikdiffuser_ros.ros.conversions import matrix_to_pose
+
+    msg = PoseStamped()
+    msg.header.frame_id = "base"
+    msg.pose = matrix_to_pose(T)
+    return msg
+
+
+def _get_ik_solutions(executor, ik, left: np.ndarray, right: np.ndarray, num_solutions: int) -> tuple[dict, bool]:
+    """get_ik_solutions for both arms, left, right, without and with avoid_collisions, then the latency
+    of 1 target x 32 solutions; prints a summary. Returns ({avoid_collisions: response}, all solved)."""
+    from ikdiffuser_ros.msg import IKTarget
     from ikdiffuser_ros.srv import GetIKSolutions
 
-    root = Path(os.environ.get("IKDIFFUSER_ROOT", Path(__file__).resolve().parents[2]))
-    params_file = args.params_file or str(root / "config" / "baxter.yaml")
-    proc = None
-    if not args.no_node:
-        cmd = _installed_node() + ["--ros-args", "--params-file", params_file, "-p", "robot_description_timeout:=0.0"]
-        if args.model_path:
-            cmd += ["-p", f"model_path:={args.model_path}"]
-        print(f"demo: starting {' '.join(cmd[1:2])} with {params_file}", flush=True)
-        proc = subprocess.Popen(cmd)
-    rclpy.init()
-    node = rclpy.create_node("ikdiffuser_demo_client")
-    executor = SingleThreadedExecutor()
-    executor.add_node(node)
-    ok = True
+    left_ps, right_ps = _pose_stamped(left), _pose_stamped(right)
+    targets = [IKTarget(link_names=["left_gripper", "right_gripper"], poses=[left_ps, right_ps]),
+               IKTarget(link_names=["left_gripper"], poses=[left_ps]),
+               IKTarget(link_names=["right_gripper"], poses=[right_ps])]
+    names = ["both arms", "left arm", "right arm"]
+    answers, ok = {}, True
+    for avoid in (False, True):
+        req = GetIKSolutions.Request(targets=targets, num_solutions=num_solutions, random_seed=0,
+                                     avoid_collisions=avoid)
+        res, latency = _call(executor, ik, req)
+        answers[avoid] = res
+        print(f"\nget_ik_solutions, avoid_collisions={avoid}: code {res.error_code} ({res.message}); "
+              f"round trip {latency * 1000:.0f} ms, solver {res.solve_time * 1000:.0f} ms")
+        for name, r in zip(names, res.results):
+            print(f"  {name:9s}: {_fmt_result(r, len(res.joint_names))}")
+        ok &= res.error_code == 1
 
-    def call(client, request, timeout=60.0):
-        t0 = time.monotonic()
-        future = client.call_async(request)
-        while not future.done() and time.monotonic() - t0 < timeout:
-            executor.spin_once(timeout_sec=0.01)
-        if not future.done():
-            raise RuntimeError(f"no answer from {client.srv_name} within {timeout} s")
-        return future.result(), time.monotonic() - t0
+    # latency of the benchmark case: 1 target x 32 solutions
+    one = GetIKSolutions.Request(targets=targets[1:2], num_solutions=32, random_seed=0)
+    lat = [_call(executor, ik, one)[1] for _ in range(10)]
+    print(f"\n1 target x 32 solutions: median round trip {statistics.median(lat) * 1000:.0f} ms over 10 calls")
+    return answers, ok
 
+
+def _compute_ik(node, executor, left: np.ndarray) -> bool:
+    """compute_ik for left_arm with avoid_collisions (skipped, True, without moveit_msgs' GetPositionIK)."""
     try:
-        ik = node.create_client(GetIKSolutions, f"/{NODE}/get_ik_solutions")
-        t0 = time.monotonic()
-        while not ik.service_is_ready():
-            executor.spin_once(timeout_sec=0.1)
-            if proc is not None and proc.poll() is not None:
-                print(f"demo: the node exited with status {proc.returncode}", file=sys.stderr)
-                return 1
-            if time.monotonic() - t0 > 120:
-                print("demo: the node did not come up within 120 s", file=sys.stderr)
-                return 1
-        print(f"demo: node ready after {time.monotonic() - t0:.1f} s")
+        from moveit_msgs.srv import GetPositionIK
+    except ImportError:
+        return True
+    cik = node.create_client(GetPositionIK, f"/{NODE}/compute_ik")
+    cik.wait_for_service(timeout_sec=10)
+    req = GetPositionIK.Request()
+    req.ik_request.group_name = "left_arm"
+    req.ik_request.pose_stamped = _pose_stamped(left)
+    req.ik_request.avoid_collisions = True
+    res, latency = _call(executor, cik, req)
+    js = res.solution.joint_state
+    arm = {n: round(p, 3) for n, p in zip(js.name, js.position) if n.startswith("left_")}
+    print(f"\ncompute_ik left_arm (avoid_collisions): code {res.error_code.val} in {latency * 1000:.0f} ms"
+          f"{': ' + str(arm) if res.error_code.val == 1 else ''}")
+    return res.error_code.val == 1
 
-        # ---- planning scene
-        from moveit_msgs.msg import PlanningScene
 
-        pub = node.create_publisher(PlanningScene, "/planning_scene", 10)
-        scene = _scene()
-        t0 = time.monotonic()
-        while pub.get_subscription_count() == 0 and time.monotonic() - t0 < 10:
-            executor.spin_once(timeout_sec=0.05)
-        for _ in range(3):
-            pub.publish(scene)
-            executor.spin_once(timeout_sec=0.1)
-        time.sleep(0.5)
-        print("demo: planning scene published: table (top at z=-0.425 m) and a 0.2 x 0.2 x 0.25 m box on it")
+def _picture(robot, scene, answers: dict, left: np.ndarray, right: np.ndarray, root: Path, png: str) -> None:
+    """PNG of the both-arms solutions (collision-free ones if any) with the scene (viz/render.py)."""
+    best = answers[True].results[0] if answers[True].results[0].num_solutions else answers[False].results[0]
+    if not best.num_solutions:
+        return
+    try:
+        from ikdiffuser_ros.ros.scene_monitor import SceneMonitor
+        from ikdiffuser_ros.viz.render import render_solutions
 
-        # ---- GetIKSolutions
-        robot = load_robot("baxter")
-        left, right = _down_pose(0.75, 0.3, -0.15), _down_pose(0.75, -0.3, -0.15)
+        mirror = SceneMonitor(robot)
+        mirror.apply_planning_scene(scene)
+        q = np.asarray(best.positions).reshape(-1, robot.n_joints)
+        out = render_solutions(robot, q, np.stack([left, right]), root / png if not Path(png).is_absolute() else png,
+                               title=f"baxter: {len(q)} collision-free IK solutions (both arms)",
+                               world=mirror.snapshot(), failed=np.asarray(best.in_collision, dtype=bool))
+        print(f"\ndemo: wrote {out}")
+    except ImportError as exc:
+        print(f"\ndemo: no PNG (renderer unavailable: {exc})")
 
-        def ps(T):
-            from geometry_msgs.msg import PoseStamped
 
-            msg = PoseStamped()
-            msg.header.frame_id = "base"
-            msg.pose = matrix_to_pose(T)
-            return msg
+def _shutdown(executor, node, proc: subprocess.Popen | None) -> None:
+    """Stop the client and (SIGINT, then kill after 20 s) the node this demo started."""
+    import rclpy
 
-        targets = [IKTarget(link_names=["left_gripper", "right_gripper"], poses=[ps(left), ps(right)]),
-                   IKTarget(link_names=["left_gripper"], poses=[ps(left)]),
-                   IKTarget(link_names=["right_gripper"], poses=[ps(right)])]
-        names = ["both arms", "left arm", "right arm"]
-        answers = {}
-        for avoid in (False, True):
-            req = GetIKSolutions.Request(targets=targets, num_solutions=args.num_solutions, random_seed=0,
-                                         avoid_collisions=avoid)
-            res, latency = call(ik, req)
-            answers[avoid] = res
-            print(f"\nget_ik_solutions, avoid_collisions={avoid}: code {res.error_code} ({res.message}); "
-                  f"round trip {latency * 1000:.0f} ms, solver {res.solve_time * 1000:.0f} ms")
-            for name, r in zip(names, res.results):
-                print(f"  {name:9s}: {_fmt_result(r, len(res.joint_names))}")
-            ok &= res.error_code == 1
-
-        # latency of the benchmark case: 1 target x 32 solutions
-        one = GetIKSolutions.Request(targets=targets[1:2], num_solutions=32, random_seed=0)
-        lat = [call(ik, one)[1] for _ in range(10)]
-        print(f"\n1 target x 32 solutions: median round trip {statistics.median(lat) * 1000:.0f} ms over 10 calls")
-
-        # ---- compute_ik
+    executor.shutdown()
+    node.destroy_node()
+    rclpy.try_shutdown()
+    if proc is not None and proc.poll() is None:
+        proc.send_signal(signal.SIGINT)
         try:
-            from moveit_msgs.srv import GetPositionIK
-        except ImportError:
-            GetPositionIK = None
-        if GetPositionIK is not None:
-            cik = node.create_client(GetPositionIK, f"/{NODE}/compute_ik")
-            cik.wait_for_service(timeout_sec=10)
-            req = GetPositionIK.Request()
-            req.ik_request.group_name = "left_arm"
-            req.ik_request.pose_stamped = ps(left)
-            req.ik_request.avoid_collisions = True
-            res, latency = call(cik, req)
-            js = res.solution.joint_state
-            arm = {n: round(p, 3) for n, p in zip(js.name, js.position) if n.startswith("left_")}
-            print(f"\ncompute_ik left_arm (avoid_collisions): code {res.error_code.val} in {latency * 1000:.0f} ms"
-                  f"{': ' + str(arm) if res.error_code.val == 1 else ''}")
-            ok &= res.error_code.val == 1
-
-        # ---- picture
-        best = answers[True].results[0] if answers[True].results[0].num_solutions else answers[False].results[0]
-        if best.num_solutions:
-            try:
-                from ikdiffuser_ros.ros.scene_monitor import SceneMonitor
-                from ikdiffuser_ros.viz.render import render_solutions
-
-                mirror = SceneMonitor(robot)
-                mirror.apply_planning_scene(scene)
-                q = np.asarray(best.positions).reshape(-1, robot.n_joints)
-                out = render_solutions(robot, q, np.stack([left, right]), root / args.png if not
-                                       Path(args.png).is_absolute() else args.png,
-                                       title=f"baxter: {len(q)} collision-free IK solutions (both arms)",
-                                       world=mirror.snapshot(), failed=np.asarray(best.in_collision, dtype=bool))
-                print(f"\ndemo: wrote {out}")
-            except ImportError as exc:
-                print(f"\ndemo: no PNG (renderer unavailable: {exc})")
-        print("\ndemo: " + ("OK" if ok else "some calls failed"))
-        return 0 if ok else 1
-    finally:
-        executor.shutdown()
-        node.destroy_node()
-        rclpy.try_shutdown()
-        if proc is not None and proc.poll() is None:
-            proc.send_signal(signal.SIGINT)
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
 
 
 if __name__ == "__main__":
