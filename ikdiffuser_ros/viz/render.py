@@ -157,13 +157,18 @@ def _moving_and_trunk_edges(model, links: Sequence[str],
     """The skeleton edges (parent, child indices into ``links``) to draw, from (N, L, 4, 4) link poses [m].
 
     Returns:
-        moving: edges of non-zero length (> 1e-6 m) with an end that moves between the solutions.
+        moving: edges of non-zero length (> 1e-6 m) with an end that moves between the solutions;
+        when none does (a single solution, or identical ones), the edges of non-zero length on the
+        way from the root to the end effectors, so that the solution's skeleton is still drawn.
         fixed: static edges of non-zero length on the way from the root to the moving links (not
         head/sensor frames).
     """
     edges = _skeleton_edges(model, links)
     moving = [e for e in edges if np.abs(T_links[:, e[0], :3, 3] - T_links[:1, e[0], :3, 3]).max() > _STATIC_TOL
               or np.abs(T_links[:, e[1], :3, 3] - T_links[:1, e[1], :3, 3]).max() > _STATIC_TOL]
+    if not moving:  # nothing differs between the solutions: draw the chains to the end effectors
+        chains = {j.child for ee in model.end_effectors for j in model.urdf.path_from_root(ee)}
+        moving = [e for e in edges if links[e[1]] in chains]
     moving = [e for e in moving if np.linalg.norm(T_links[0, e[0], :3, 3] - T_links[0, e[1], :3, 3]) > 1e-6]
     # static edges on the way from the root to the moving links (not head/sensor frames)
     trunk = set()
@@ -226,6 +231,8 @@ def _draw_skeletons(ax, T_links: np.ndarray, moving: list[tuple[int, int]], colo
     ``T_links`` (N, L, 4, 4) and dots at their ends; ``failed`` (N,) solutions in red."""
     from mpl_toolkits.mplot3d.art3d import Line3DCollection
 
+    if not moving:  # matplotlib cannot add an empty 3-D line collection
+        return
     for k in range(T_links.shape[0]):
         color = _FAILED if failed[k] else colors[k]
         segments = [T_links[k, [a, b], :3, 3] for a, b in moving]
@@ -321,7 +328,7 @@ def _legend_and_titles(fig, model, N: int, colors: Sequence, failed: np.ndarray,
     if world is not None and not world.is_empty:
         handles.append(Line2D([], [], color=_WORLD, linewidth=1.0, label="world objects"))
     fig.legend(handles=handles, loc="upper left", bbox_to_anchor=(0.01, 0.9), fontsize=8, framealpha=0.85)
-    fig.suptitle(title or f"{model.name}: {N} IK solutions", fontsize=13, y=0.96)
+    fig.suptitle(title or f"{model.name}: {N} IK solution{'s' if N != 1 else ''}", fontsize=13, y=0.96)
     if subtitle:
         fig.text(0.5, 0.915, subtitle, ha="center", fontsize=9, color="0.3")
     fig.subplots_adjust(left=0.0, right=1.0, bottom=0.02, top=0.93)

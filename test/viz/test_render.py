@@ -12,7 +12,9 @@ pytest.importorskip("matplotlib")
 
 from ikdiffuser_ros.collision.world import Shape, World, WorldObject, translation  # noqa: E402
 from ikdiffuser_ros.robots import load_robot  # noqa: E402
-from ikdiffuser_ros.viz.render import random_reachable_target, register, render_solutions  # noqa: E402
+from ikdiffuser_ros.viz.render import (  # noqa: E402
+    _moving_and_trunk_edges, _solution_frames, random_reachable_target, register, render_solutions,
+)
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -36,7 +38,21 @@ def test_render_panda_png(tmp_path):
     assert data.startswith(PNG_MAGIC) and len(data) > 20_000
 
 
-def test_render_cli_with_stub_solver(tmp_path, monkeypatch):
+@pytest.mark.parametrize("shape", ["one", "one-1d", "identical"])
+def test_render_single_solution(tmp_path, shape):
+    """Regression: one solution (or identical ones) moves no edge; the chains to the end effectors are drawn."""
+    model = load_robot("panda")
+    q = _random_q(model, 1)
+    q = {"one": q, "one-1d": q[0], "identical": q.repeat(3, 1)}[shape]
+    links, T_links, _ = _solution_frames(model, q)
+    moving, _ = _moving_and_trunk_edges(model, links, T_links)
+    assert moving and {links[b] for _, b in moving} <= {j.child for j in model.urdf.path_from_root(model.end_effectors[0])}
+    out = render_solutions(model, q, model.fk(q.reshape(-1, model.n_joints)[0]), tmp_path / "one.png")
+    assert out.read_bytes().startswith(PNG_MAGIC)
+
+
+@pytest.mark.parametrize("num_solutions", ["8", "1"])
+def test_render_cli_with_stub_solver(tmp_path, monkeypatch, num_solutions):
     calls = {}
 
     class StubSolver:
@@ -63,7 +79,7 @@ def test_render_cli_with_stub_solver(tmp_path, monkeypatch):
     parser = argparse.ArgumentParser()
     register(parser.add_subparsers(dest="command"))
     out = tmp_path / "panda_solutions.png"
-    args = parser.parse_args(["render", "--robot", "panda", "--checkpoint", "models/panda", "--num-solutions", "8",
+    args = parser.parse_args(["render", "--robot", "panda", "--checkpoint", "models/panda", "--num-solutions", num_solutions,
                               "--out", str(out), "--seed", "3"])
     assert args.func(args) == 0
     assert out.read_bytes().startswith(PNG_MAGIC)
