@@ -217,10 +217,10 @@ def _training_section(card: dict) -> list[str]:
         f"- data: {tr.get('dataset', {}).get('source', '?')} (joints uniform within limits"
         f"{', kept only if free of self collision by the sphere model' if tr.get('dataset', {}).get('self_collision_free') else ''}"
         f", float64 FK), "
-        f"{tr.get('samples_seen', '?'):,} samples seen; each row constrains a random subset of end effectors "
+        f"{_thousands(tr.get('samples_seen'))} samples seen; each row constrains a random subset of end effectors "
         f"(p_keep {tr.get('config', {}).get('p_keep_ee')}, >= 1) and is position-only with p "
         f"{tr.get('config', {}).get('p_pos_only')}",
-        f"- {tr.get('steps', '?'):,} AdamW steps, batch {tr.get('batch_size')}, lr {tr.get('config', {}).get('lr')} "
+        f"- {_thousands(tr.get('steps'))} AdamW steps, batch {tr.get('batch_size')}, lr {tr.get('config', {}).get('lr')} "
         f"(warmup + cosine), EMA {tr.get('config', {}).get('ema_decay')}, seed {tr.get('config', {}).get('seed')}",
         f"- this run: wall time {tr.get('wall_time_s', 0) / 60:.1f} min on a **2-core CPU** shared with other jobs "
         f"({hw.get('cpu', '?')}, {hw.get('torch_threads', 1)} torch thread(s), torch {hw.get('torch', '?')}); {device}",
@@ -309,6 +309,13 @@ def _ship_line(card: dict) -> list[str]:
         return []
     return [f"python -m ikdiffuser_ros.training.model_card {out} --ship models/{card['robot']['name']} "
             f"--steps {sampling['steps']} --tail-steps {sampling.get('tail_steps', 0)} --num-targets 1000"]
+
+
+def _thousands(x) -> str:
+    """A count with thousands separators (``1,234``); ``?`` when the card does not record it."""
+    if x is None:
+        return "?"
+    return f"{x:,}" if isinstance(x, (int, float)) and not isinstance(x, bool) else str(x)
 
 
 def _pct(x: float | None) -> str:

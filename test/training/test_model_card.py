@@ -40,3 +40,25 @@ def test_ship_only_when_better(tmp_path):
     assert (dest / "eval.json").read_text() == before and not (dest.parent / "panda.staging").exists()
     assert main([str(run), "--ship", str(dest), "--steps", "4", "--force"]) == 0
     assert json.loads((dest / "card.json").read_text())["sampling"] == {"steps": 4, "tail_steps": 0}
+
+
+def test_readme_without_samples_seen_or_steps():
+    """Regression: a card whose training section lacks samples_seen / steps reads '?' (no ValueError)."""
+    from ikdiffuser_ros.resources import package_share
+
+    shipped = package_share() / "models" / "baxter"
+    card = json.loads((shipped / "card.json").read_text())
+    metrics = json.loads((shipped / "eval.json").read_text())
+    full = readme(card, metrics, "ikdiffuser train --robot baxter")
+    assert f"{card['training']['samples_seen']:,} samples seen" in full
+    for missing in (["samples_seen"], ["steps"], ["samples_seen", "steps", "cumulative"]):
+        partial = json.loads(json.dumps(card))
+        for key in missing:
+            del partial["training"][key]
+        text = readme(partial, metrics, "ikdiffuser train --robot baxter")
+        if "samples_seen" in missing:
+            assert "? samples seen" in text
+        if "steps" in missing:
+            assert "- ? AdamW steps" in text
+    card["training"] = {}
+    assert "? samples seen" in readme(card, metrics, "ikdiffuser train --robot baxter")
