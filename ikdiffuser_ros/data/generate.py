@@ -142,10 +142,15 @@ def generate_dataset(robot, num_samples: int, out_dir: str | Path, seed: int = 0
     """Write (or complete) the sharded dataset in ``out_dir``; returns the manifest.
 
     Raises:
+        ValueError: ``num_samples`` or ``shard_size`` is below 1 (an empty dataset is refused: nothing
+            could be trained on it; nothing is written).
         IKDiffuserError: an existing manifest in ``out_dir`` was made with other settings or robot.
     """
     from tqdm import tqdm
 
+    for name, value in (("num_samples", num_samples), ("shard_size", shard_size)):
+        if value < 1:
+            raise ValueError(f"{name} must be at least 1, got {value}")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     header = _manifest_header(robot, seed, shard_size, num_samples, reject_self_collision)
@@ -206,13 +211,26 @@ def register(subparsers) -> None:
     p = subparsers.add_parser("generate", help="write a seeded, sharded (q, FK pose) dataset",
                               description=__doc__.split("\n\n")[0])
     p.add_argument("--robot", required=True)
-    p.add_argument("--num-samples", type=lambda s: int(s.replace("_", "")), required=True)
+    p.add_argument("--num-samples", type=_count, required=True)
     p.add_argument("--out", required=True)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--shard-size", type=lambda s: int(s.replace("_", "")), default=1_000_000)
+    p.add_argument("--shard-size", type=_count, default=1_000_000)
     p.add_argument("--reject-self-collision", action="store_true")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=_main)
+
+
+def _count(text: str) -> int:
+    """argparse type: a whole number >= 1 (``_`` separators allowed, e.g. ``1_000_000``)."""
+    import argparse
+
+    try:
+        value = int(text.replace("_", ""))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
 
 
 def _main(args) -> int:

@@ -81,3 +81,26 @@ def test_cli_generate(tmp_path, capsys):
     assert main(["generate", "--robot", "panda", "--num-samples", "1_200", "--out", str(tmp_path), "--seed", "1",
                  "--shard-size", "500", "--no-progress"]) == 0
     assert "1200 samples in 3 shards" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("kw", [{"num_samples": 0}, {"num_samples": -5}, {"shard_size": 0}])
+def test_no_samples_is_a_clear_error(tmp_path, panda, kw):
+    """Regression: num_samples=0 raised UnboundLocalError; it (and a shard size < 1) is now a ValueError
+    naming the argument, and nothing is written."""
+    name = next(iter(kw))
+    with pytest.raises(ValueError, match=f"{name} must be at least 1"):
+        _gen(panda, tmp_path / "out", **kw)
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("flag, value", [("--num-samples", "0"), ("--num-samples", "-3"), ("--shard-size", "0"),
+                                         ("--num-samples", "1e6")])
+def test_cli_generate_refuses_no_samples(tmp_path, capsys, flag, value):
+    from ikdiffuser_ros.cli import main
+
+    args = {"--num-samples": "10", "--shard-size": "5", flag: value}
+    with pytest.raises(SystemExit) as exc:
+        main(["generate", "--robot", "panda", "--out", str(tmp_path / "out"), "--no-progress",
+              *[x for kv in args.items() for x in kv]])
+    assert exc.value.code == 2
+    assert f"argument {flag}" in capsys.readouterr().err and not (tmp_path / "out").exists()
