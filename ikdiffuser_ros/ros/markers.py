@@ -1,8 +1,7 @@
 """The last answer's solutions as a ``visualization_msgs/MarkerArray`` for RViz.
 
 Each drawn solution is a stick figure of the robot: a LINE_LIST joining every
-link origin to its parent link's origin, plus a SPHERE_LIST of the origins, in
-the root frame. Namespace ``target_<b>``, one marker id per solution; the
+link origin to its parent link's origin, in the root frame. Namespace ``target_<b>``, one marker id per solution; the
 colour goes from green (first solution) to blue; colliding solutions are red.
 A DELETEALL marker first clears the previous answer.
 """
