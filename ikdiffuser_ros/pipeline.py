@@ -153,6 +153,13 @@ class _Pool:
     best: tuple[float, float] = (math.inf, math.inf)  #: smallest (position [m], rotation [rad]) error measured
 
 
+def _finite_number(value) -> bool:
+    try:
+        return math.isfinite(float(value))
+    except (TypeError, ValueError):
+        return False
+
+
 class IKPipeline:
     """Answers :class:`IKQuery` s with one solver, an optional exact collision checker and planning groups.
 
@@ -235,7 +242,9 @@ class IKPipeline:
         n = query.num_solutions
         if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or not 1 <= n <= cfg.max_num_solutions:
             raise InvalidRequestError(f"num_solutions={n!r} must be an integer in [1, {cfg.max_num_solutions}]")
-        if query.timeout is not None and not (math.isfinite(query.timeout) and query.timeout > 0):
+        timeout = query.timeout
+        if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float, np.floating))
+                                    or not math.isfinite(timeout) or timeout <= 0):
             raise InvalidRequestError(f"timeout must be a positive number of seconds, got {query.timeout!r}")
         if query.max_rounds < 1:
             raise InvalidRequestError(f"max_rounds must be >= 1, got {query.max_rounds}")
@@ -243,7 +252,10 @@ class IKPipeline:
     def _seed(self, seed) -> np.ndarray | None:
         if seed is None:
             return None
-        q = np.asarray(seed, dtype=np.float64).reshape(-1)
+        try:
+            q = np.asarray(seed, dtype=np.float64).reshape(-1)
+        except (TypeError, ValueError):
+            q = np.full(1, np.nan)
         if q.shape != (self.robot.n_joints,) or not np.all(np.isfinite(q)):
             raise InvalidRobotStateError(f"seed must be {self.robot.n_joints} finite joint values "
                                          f"({self.robot.joint_names}), got shape {q.shape}")
@@ -254,7 +266,7 @@ class IKPipeline:
         locked = {} if group is None else {i: float(q_ref[i]) for i in range(self.robot.n_joints)
                                            if i not in set(group.joints)}
         for name, value in dict(query.locked).items():
-            if name not in self.joint_index or not math.isfinite(float(value)):
+            if name not in self.joint_index or not _finite_number(value):
                 raise InvalidRobotStateError(f"locked joint {name!r} = {value!r}: not an active joint with a "
                                              f"finite value; active joints: {self.robot.joint_names}")
             locked[self.joint_index[name]] = float(value)
@@ -265,7 +277,7 @@ class IKPipeline:
             if c.joint not in self.joint_index:
                 raise InvalidGoalError(f"joint constraint on {c.joint!r}, which is not an active joint "
                                        f"{self.robot.joint_names}")
-            if not (math.isfinite(c.lower) and math.isfinite(c.upper) and c.lower <= c.upper):
+            if not (_finite_number(c.lower) and _finite_number(c.upper) and c.lower <= c.upper):
                 raise InvalidGoalError(f"joint constraint on {c.joint!r}: bad bounds [{c.lower}, {c.upper}]")
 
     def _guided(self, query: IKQuery, objectives: dict[str, float]) -> dict[str, float]:

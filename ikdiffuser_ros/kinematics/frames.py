@@ -41,7 +41,11 @@ def quaternion_matrix(quat, what: str = "orientation") -> np.ndarray:
 
 def pose_matrix(pose, what: str = "pose") -> np.ndarray:
     """(4, 4) matrix or (7,) ``(x, y, z, qx, qy, qz, qw)`` [m] -> validated (4, 4) float64."""
-    a = np.asarray(pose, dtype=np.float64)
+    try:
+        a = np.asarray(pose, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise InvalidGoalError(f"{what}: a pose is a (4, 4) matrix or 7 numbers (x, y, z, qx, qy, qz, qw), "
+                               f"got {type(pose).__name__}") from None
     if a.shape == (7,):
         if not np.all(np.isfinite(a[:3])):
             raise InvalidGoalError(f"{what}: position has NaN or infinite components {a[:3].tolist()}")

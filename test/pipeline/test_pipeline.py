@@ -136,6 +136,7 @@ def test_errors_of_targets_and_queries(baxter_pipeline):
         "lengths": (IKTarget(["left_gripper"], [T, T]), InvalidGoalError),
         "quaternion": (IKTarget(["left_gripper"], [[0, 0, 0, 0, 0, 0, 0]]), InvalidGoalError),
         "nan": (IKTarget(["left_gripper"], [[math.nan, 0, 0, 0, 0, 0, 1]]), InvalidGoalError),
+        "not a pose": (IKTarget(["left_gripper"], ["up there"]), InvalidGoalError),
     }
     answer = pl.answer(IKQuery([good] + [t for t, _ in bad.values()], num_solutions=4, timeout=5.0))
     assert answer.targets[0].status is Status.SOLVED, "one bad target does not spoil the others"
@@ -151,7 +152,10 @@ def test_errors_of_targets_and_queries(baxter_pipeline):
                        (IKQuery([good], locked={"nope": 0.0}), InvalidRobotStateError),
                        (IKQuery([good], group="nope"), UnknownGroupError),
                        (IKQuery([good], constraints=[JointBounds("nope", 0, 1)]), InvalidGoalError),
-                       (IKQuery([good], timeout=-1.0), InvalidRequestError)):
+                       (IKQuery([good], timeout=-1.0), InvalidRequestError),
+                       (IKQuery([good], timeout="1"), InvalidRequestError),
+                       (IKQuery([good], seed="abc"), InvalidRobotStateError),
+                       (IKQuery([good], locked={"left_s0": "x"}), InvalidRobotStateError)):
         with pytest.raises(cls):
             pl.answer(query)
     with pytest.raises(UnknownLinkError):  # a link outside the group
