@@ -4,35 +4,31 @@ and a 5000-object scene with a 1 s budget), on the CPU with one torch thread."""
 
 from __future__ import annotations
 
+import importlib.util
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from ikdiffuser_ros.collision.world import Shape, World, WorldObject
-from ikdiffuser_ros.query import IKQuery, IKTarget, Status
+from ikdiffuser_ros.query import IKQuery, Status
 
 #: What the answer may arrive after the deadline [s].
 SLACK_S = 0.020
 
 
-def _targets(robot, k: int, seed: int) -> list[IKTarget]:
-    g = torch.Generator().manual_seed(seed)
-    q = robot.default_positions() + 0.6 * (torch.rand(k, robot.n_joints, generator=g, dtype=torch.float64) - 0.5) * 2
-    q = torch.minimum(torch.maximum(q, robot.lower), robot.upper)
-    T = robot.fk(q).numpy()
-    return [IKTarget(list(robot.end_effectors), list(T[i])) for i in range(k)]
+def _bench_module():
+    """scripts/bench_deadlines.py: the benchmark and these tests share its targets and scene."""
+    path = Path(__file__).resolve().parents[2] / "scripts" / "bench_deadlines.py"
+    spec = importlib.util.spec_from_file_location("bench_deadlines", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
-def _far_boxes(count: int) -> World:
-    """``count`` small boxes in a block beside the robot (none touches it)."""
-    objects = []
-    for i in range(count):
-        T = np.eye(4)
-        T[:3, 3] = (1.5 + (i % 50) * 0.1, -2.5 + (i // 50) * 0.05, -0.5 + (i % 7) * 0.2)
-        objects.append(WorldObject(f"box_{i}", [Shape.box((0.05, 0.05, 0.05), T)]))
-    return World(objects=objects)
+BENCH = _bench_module()
+_targets, _far_boxes = BENCH.targets, BENCH.far_boxes
 
 
 def _timed_answer(pipeline, query: IKQuery):
