@@ -85,29 +85,36 @@ class PipelineConfig:
 
 class ChunkSizer:
     """Rows of the next solver call: what the measured rate fits in half the time left, at most
-    ``first`` for the first call and 4x the previous call after it.
+    ``first`` for a query's first call and 4x the previous call after it.
 
-    ``rate`` [rows/s]: from earlier queries (None: the caps alone). ``rows(remaining_s)`` before
-    each call, ``record(rows, seconds)`` after it.
+    One sizer per kind of call lives as long as its pipeline, so ``rate`` [rows/s] and ``shortest``
+    (the shortest call measured [s]) carry over from query to query; :meth:`start` sets a query's
+    caps. ``rows(remaining_s)`` before each call, ``record(rows, seconds)`` after it.
     """
 
-    def __init__(self, first: int, most: int, rate: float | None = None, least: int = 8,
-                 shortest: float | None = None) -> None:
-        self.first, self.most, self.least = max(1, min(first, most)), max(1, most), max(1, min(least, most))
-        self.last: int | None = None
-        self.rate = rate
-        #: the shortest call measured [s]: a call started with less time left ends late
-        self.shortest = shortest
+    def __init__(self, least: int = 8) -> None:
+        self.least = least
+        self.first, self.most, self.last = 1, 1, None
+        self.rate: float | None = None
+        self.shortest: float | None = None
 
-    def worth_a_call(self, remaining: float, calls_so_far: int) -> bool:
-        """Whether a call started now can end in time (the query's first call is always made)."""
-        return calls_so_far == 0 or self.shortest is None or remaining >= self.shortest
+    def start(self, first: int, most: int) -> "ChunkSizer":
+        """Caps of a new query (the measurements stay)."""
+        self.most = max(1, most)
+        self.first, self.last = max(1, min(first, self.most)), None
+        return self
+
+    def worth_a_call(self, remaining: float, calls_so_far: int, guess: float | None = None) -> bool:
+        """Whether a call started now can end in time (the query's first call is always made);
+        ``guess`` [s] stands for the shortest call until one is measured."""
+        shortest = self.shortest if self.shortest is not None else guess
+        return calls_so_far == 0 or shortest is None or remaining >= shortest
 
     def rows(self, remaining: float) -> int:
         cap = self.first if self.last is None else min(self.most, 4 * self.last)
         if self.rate is None:
             return cap
-        return max(self.least, min(cap, int(self.rate * max(remaining, 0.0) * 0.5)))
+        return max(min(self.least, self.most), min(cap, int(self.rate * max(remaining, 0.0) * 0.5)))
 
     def record(self, rows: int, seconds: float) -> None:
         self.last = max(1, rows)
@@ -181,8 +188,8 @@ class IKPipeline:
         self.ee_index = {ee: i for i, ee in enumerate(self.robot.end_effectors)}
         self.joint_index = {name: i for i, name in enumerate(self.robot.joint_names)}
         self.default_state = self.robot.default_positions().numpy().astype(np.float64)
-        #: per guided / unguided calls: (rows/s, least rows, shortest call [s]) of recent queries
-        self._rates: dict[bool, tuple] = {False: (None,), True: (None,)}
+        #: plain (False) and collision-guided (True) solver calls: their measured rates, kept across queries
+        self._sizers = {False: ChunkSizer(), True: ChunkSizer()}
         self._finish_s_per_target = FINISH_S_PER_TARGET  #: measured time to rank one target's answer [s]
 
     # ------------------------------------------------------------------ the one entry point
@@ -338,9 +345,7 @@ class IKPipeline:
         pools = [_Pool() for _ in plan.specs]
         first, most = self.config.first_chunk_rows, self.config.max_batch_size
         # guided calls (collision gradients at every reverse step) cost several times more per row
-        sizers = {g: ChunkSizer(first if not g else max(1, first // 4), most, *self._rates[g]) for g in (False, True)}
-        if sizers[True].shortest is None and sizers[False].shortest is not None:
-            sizers[True].shortest = GUIDED_COST * sizers[False].shortest  # until a guided call is measured
+        sizers = {False: self._sizers[False].start(first, most), True: self._sizers[True].start(first // 4, most)}
         for round_ in range(plan.query.max_rounds):
             todo = [i for i, s in enumerate(plan.specs) if isinstance(s, _Spec)
                     and (round_ == 0 or pools[i].valid_count == 0)]
@@ -351,8 +356,12 @@ class IKPipeline:
                 t = time.monotonic()
                 self._solve_chunk(plan, items, num, guided, pools)
                 sizers[guided].record(len(items) * num, time.monotonic() - t)
-        self._rates = {g: (sizer.rate, sizer.least, sizer.shortest) for g, sizer in sizers.items()}  # for the next query
         return pools
+
+    def _guided_guess(self, sizer: ChunkSizer) -> float | None:
+        """For the guided calls' sizer: the plain calls' shortest x GUIDED_COST, until a guided one is measured."""
+        plain = self._sizers[False].shortest
+        return GUIDED_COST * plain if sizer is self._sizers[True] and plain is not None else None
 
     def _is_guided(self, plan: _Plan, round_: int) -> bool:
         """Whether the calls of this round use the collision-guided objectives."""
@@ -369,7 +378,7 @@ class IKPipeline:
         queue = list(todo)
         while queue:
             remaining = plan.deadline - time.monotonic()
-            if remaining <= 0 or not sizer.worth_a_call(remaining, plan.calls):
+            if remaining <= 0 or not sizer.worth_a_call(remaining, plan.calls, self._guided_guess(sizer)):
                 return
             rows = sizer.rows(remaining)
             share = max(1, min(rows // len(queue), min(left[i] for i in queue)))
