@@ -1,6 +1,6 @@
 SHELL := /bin/bash
 .DEFAULT_GOAL := test
-.PHONY: setup test test-ros demo bench clean distclean
+.PHONY: setup test test-ros demo bench-peers bench bench-request clean distclean
 
 # Everything needed to run the node and the tests (idempotent; fast when nothing changed).
 setup:
@@ -17,18 +17,27 @@ test-ros: setup
 demo: setup
 	source scripts/ros_env.sh && bash scripts/demo.sh
 
-# IKDiffuser against TRAC-IK, robotics-toolbox, pink and KDL (minutes on 2 cores): installs the
-# peers of requirements/bench.txt into .venv once, then rewrites the marked section of
-# docs/benchmarks.md, the plots in docs/img/ and docs/bench/ik.json. Extra options: BENCH_ARGS.
+# The peers of requirements/bench.txt (TRAC-IK, robotics-toolbox, pink), installed into .venv once.
 BENCH_STAMP := .venv/.ikdiffuser-stamps/bench
-bench: setup
+bench-peers: setup
 	@want="$$(cat requirements/bench.txt requirements/core.txt | sha256sum)"; \
 	  if [ "$$(cat $(BENCH_STAMP) 2>/dev/null)" != "$$want" ]; then \
 	    echo "[bench] installing requirements/bench.txt"; \
 	    .venv/bin/python -m pip install -q -r requirements/bench.txt -c requirements/core.txt 2>&1 \
 	      | grep -v ' is ignored' >&2; \
 	    .venv/bin/python -c 'import pytracik, roboticstoolbox, pink' && echo "$$want" > $(BENCH_STAMP); fi
+
+# IKDiffuser against TRAC-IK, robotics-toolbox, pink and KDL (minutes on 2 cores): rewrites the
+# marked section of docs/benchmarks.md, the plots in docs/img/ and docs/bench/ik.json. Extra options: BENCH_ARGS.
+bench: bench-peers
 	source scripts/ros_env.sh && OMP_NUM_THREADS=1 ikdiffuser bench --json docs/bench/ik.json \
+	  --docs docs/benchmarks.md --plots docs/img $(BENCH_ARGS)
+
+# One target per IK call with a few ms of budget (ikdiffuser bench-request), the same peers: rewrites
+# its marked section of docs/benchmarks.md, docs/img/bench_request_<robot>.png and
+# docs/bench/request.json. Extra options: BENCH_ARGS (e.g. BENCH_ARGS="--robots panda baxter --targets 100").
+bench-request: bench-peers
+	source scripts/ros_env.sh && OMP_NUM_THREADS=1 ikdiffuser bench-request --json docs/bench/request.json \
 	  --docs docs/benchmarks.md --plots docs/img $(BENCH_ARGS)
 
 clean:

@@ -14,6 +14,7 @@ import sys
 MODULES = [
     "ikdiffuser_ros.bench.fk",
     "ikdiffuser_ros.bench.ik",
+    "ikdiffuser_ros.bench.requests",
     "ikdiffuser_ros.collision.srdf_collisions",
     "ikdiffuser_ros.data.generate",
     "ikdiffuser_ros.training.trainer",

@@ -129,11 +129,11 @@ def bench_robot(args: argparse.Namespace, name: str) -> dict:
     }
 
 
-def _command() -> str:
+def _command(subcommand: str = "bench") -> str:
     """The command line of this run, for the docs."""
     if Path(sys.argv[0]).name == "ikdiffuser":
         return " ".join(["ikdiffuser", *sys.argv[1:]])
-    return "ikdiffuser bench (called from Python)"
+    return f"ikdiffuser {subcommand} (called from Python)"
 
 
 def run(args: argparse.Namespace) -> dict:

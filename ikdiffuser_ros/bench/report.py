@@ -217,13 +217,13 @@ def markdown(report: dict, img_prefix: str = "img/") -> str:
     return "\n".join(parts) + "\n"
 
 
-def replace_section(path: Path, text: str) -> None:
-    """Put ``text`` between the BEGIN/END markers of ``path`` (appended with the markers if absent)."""
+def replace_section(path: Path, text: str, begin: str = BEGIN, end: str = END) -> None:
+    """Put ``text`` between the ``begin``/``end`` markers of ``path`` (appended with the markers if absent)."""
     doc = path.read_text() if path.exists() else ""
-    block = f"{BEGIN}\n{text}{END}"
-    if BEGIN in doc and END in doc:
-        head, rest = doc.split(BEGIN, 1)
-        doc = head + block + rest.split(END, 1)[1]
+    block = f"{begin}\n{text}{end}"
+    if begin in doc and end in doc:
+        head, rest = doc.split(begin, 1)
+        doc = head + block + rest.split(end, 1)[1]
     else:
         doc = doc.rstrip("\n") + "\n\n" + block + "\n"
     path.write_text(doc)
