@@ -41,7 +41,7 @@ from ikdiffuser_ros.kinematics.groups import Group, find_group
 from ikdiffuser_ros.query import IKAnswer, IKQuery, IKTarget, Status, TargetAnswer
 from ikdiffuser_ros.sampling import objectives as obj
 from ikdiffuser_ros.sampling.refine import unique_mask
-from ikdiffuser_ros.solver import IKDiffuserSolver, rank, ranking_key
+from ikdiffuser_ros.solver import IKDiffuserSolver, SolveBatch, rank, ranking_key
 
 
 #: How many times longer a collision-guided solver call takes than a plain one (CPU, sphere model),
@@ -146,6 +146,8 @@ class _Plan:
     objectives: dict[str, float]
     guided: dict[str, float]
     random_seed: int
+    #: local mode: per-joint distance [rad or m] every answer keeps from the seed, (n,) or None
+    consistency: np.ndarray | None = None
     calls: int = 0
 
 
@@ -153,7 +155,7 @@ class _Plan:
 class _Pool:
     """Measured candidates of one target, concatenated over calls (rows of the arrays in ``parts``)."""
 
-    parts: list = field(default_factory=list)
+    parts: list = field(default_factory=list)  #: (q, pe, re, coll, valid, cost, first) per call
     valid_count: int = 0
     measured: int = 0  #: rows whose measurement completed in time
     reached: int = 0  #: rows within tolerances and limits (the solver's success test)
@@ -227,7 +229,8 @@ class IKPipeline:
             raise CollisionCheckingUnavailableError(
                 "avoid_collisions requested but exact collision checking is unavailable (python-fcl)")
         self._check_constraints(query)
-        T_ref = self.robot.fk(torch.as_tensor(q_ref)).numpy()  # (E, 4, 4): unconstrained / held tips
+        consistency = self._consistency(query.consistency_limits, seed)
+        T_ref = self._fk(q_ref)  # (E, 4, 4): unconstrained / held tips
         specs = [self._spec_or_error(target, group, q_ref, T_ref, f"target {b}") for b, target in enumerate(query.targets)]
         if self.checker is not None:
             self.checker.prepare(query.world)  # a new scene's FCL objects, built once, before the solving starts
@@ -238,7 +241,27 @@ class IKPipeline:
             else secrets.randbits(62)
         deadline = t0 + timeout - self._finish_s_per_target * len(specs)  # time kept for ranking the answers
         return _Plan(query, specs, deadline, max(1, math.ceil(query.num_solutions * factor)), seed, locked,
-                     objectives, self._guided(query, objectives), int(seed_value))
+                     objectives, self._guided(query, objectives), int(seed_value), consistency)
+
+    def _fk(self, q: np.ndarray) -> np.ndarray:
+        """(n,) joint values -> (E, 4, 4) end-effector poses (the compiled FK when built)."""
+        kin = self.solver.native_kinematics
+        return kin.fk(q[None])[0] if kin is not None else self.robot.fk(torch.as_tensor(q)).numpy()
+
+    def _consistency(self, limits, seed: np.ndarray | None) -> np.ndarray | None:
+        """Local mode's per-joint distance (n,) [rad or m] from ``consistency_limits``, or None (global)."""
+        if limits is None:
+            return None
+        if seed is None:
+            raise InvalidRequestError("consistency_limits (local mode) needs a seed")
+        try:
+            c = np.broadcast_to(np.asarray(limits, dtype=np.float64), (self.robot.n_joints,)).copy()
+        except (TypeError, ValueError):
+            c = np.full(1, np.nan)
+        if c.shape != (self.robot.n_joints,) or not np.all(np.isfinite(c)) or np.any(c <= 0):
+            raise InvalidRequestError(f"consistency_limits must be one positive number or {self.robot.n_joints} "
+                                      f"of them ({self.robot.joint_names}), got {limits!r}")
+        return c
 
     def _check_sizes(self, query: IKQuery) -> None:
         cfg = self.config
@@ -343,20 +366,61 @@ class IKPipeline:
     # ------------------------------------------------------------------ rounds
     def _rounds(self, plan: _Plan) -> list[_Pool]:
         pools = [_Pool() for _ in plan.specs]
+        if plan.seed is not None:
+            self._seed_call(plan, pools)
+        if plan.consistency is not None:
+            self._local_rounds(plan, pools)
+        elif not self._enough(plan, pools):
+            self._sampled_rounds(plan, pools)
+        return pools
+
+    def _enough(self, plan: _Plan, pools: list[_Pool]) -> bool:
+        """Whether every well-formed target already has ``num_solutions`` valid answers."""
+        return all(p.valid_count >= plan.query.num_solutions for s, p in zip(plan.specs, pools) if isinstance(s, _Spec))
+
+    def _seed_call(self, plan: _Plan, pools: list[_Pool]) -> None:
+        """The LM from the seed, for every target, before any sampling: a seed that solves comes back as is."""
+        items = [i for i, s in enumerate(plan.specs) if isinstance(s, _Spec)]
+        if items:
+            self._call(plan, items, 1, False, pools, q0=np.broadcast_to(plan.seed, (len(items), len(plan.seed))),
+                       first=True)
+
+    def _local_rounds(self, plan: _Plan, pools: list[_Pool]) -> None:
+        """Local mode: LM from points drawn uniformly in the consistency box around the seed, inside it."""
+        gen = np.random.default_rng(plan.random_seed)
+        lower, upper = self._local_box(plan)
+        for _ in range(plan.query.max_rounds):
+            todo = [i for i, s in enumerate(plan.specs) if isinstance(s, _Spec)
+                    and pools[i].valid_count < plan.query.num_solutions]
+            if not todo or time.monotonic() >= plan.deadline:
+                return
+            starts = gen.uniform(lower, upper, size=(len(todo) * plan.n_sample, len(lower)))
+            self._call(plan, todo, plan.n_sample, False, pools, q0=starts)
+
+    def _local_box(self, plan: _Plan) -> tuple[np.ndarray, np.ndarray]:
+        """(lower, upper) (n,): the joint limits narrowed to the seed +- the consistency limits (wrapping
+        joints keep their full range and are checked after the LM, modulo 2 pi)."""
+        lower, upper = (b.numpy() for b in self.robot.limits(torch.float64))
+        wrap = self.solver.wrapping.numpy()
+        lo = np.where(wrap, lower, np.clip(plan.seed - plan.consistency, lower, upper))
+        hi = np.where(wrap, upper, np.clip(plan.seed + plan.consistency, lower, upper))
+        return lo, np.maximum(hi, lo)
+
+    def _sampled_rounds(self, plan: _Plan, pools: list[_Pool]) -> None:
+        """Rounds of the learned prior: round 0 for every target, later ones for targets without a valid answer."""
         first, most = self.config.first_chunk_rows, self.config.max_batch_size
         # guided calls (collision gradients at every reverse step) cost several times more per row
         sizers = {False: self._sizers[False].start(first, most), True: self._sizers[True].start(first // 4, most)}
         for round_ in range(plan.query.max_rounds):
             todo = [i for i, s in enumerate(plan.specs) if isinstance(s, _Spec)
-                    and (round_ == 0 or pools[i].valid_count == 0)]
+                    and pools[i].valid_count < plan.query.num_solutions and (round_ == 0 or pools[i].valid_count == 0)]
             if not todo or time.monotonic() > plan.deadline:
                 break
             guided = self._is_guided(plan, round_)
             for items, num in self._chunks(plan, todo, sizers[guided]):
                 t = time.monotonic()
-                self._solve_chunk(plan, items, num, guided, pools)
+                self._call(plan, items, num, guided, pools)
                 sizers[guided].record(len(items) * num, time.monotonic() - t)
-        return pools
 
     def _guided_guess(self, sizer: ChunkSizer) -> float | None:
         """For the guided calls' sizer: the plain calls' shortest x GUIDED_COST, until a guided one is measured."""
@@ -389,43 +453,62 @@ class IKPipeline:
             queue = [i for i in queue[len(items):] + items if left[i] > 0]
 
     # ------------------------------------------------------------------ one solver call
-    def _solve_chunk(self, plan: _Plan, items: list[int], num: int, guided: bool, pools: list[_Pool]) -> None:
-        """Solve ``num`` rows for each target in ``items`` and pool what gets fully measured."""
+    def _call(self, plan: _Plan, items: list[int], num: int, guided: bool, pools: list[_Pool],
+              q0: np.ndarray | None = None, first: bool = False) -> None:
+        """Solve ``num`` rows for each target in ``items`` (sampled, or LM from ``q0`` (len(items) * num, n))
+        and pool what gets fully measured; ``first``: these rows rank before all others (the seed's)."""
         q = plan.query
         specs = [plan.specs[i] for i in items]
+        objectives = plan.guided if guided else plan.objectives
+        seed_rows = None if plan.seed is None else torch.as_tensor(plan.seed).expand(len(items) * num, -1)
+        cost = self.solver.make_cost(objectives, seed_rows, q.world if q.avoid_collisions else None) \
+            if objectives else None
+        batch = SolveBatch(T=torch.as_tensor(np.stack([s.T for s in specs])), B=len(items), N=int(num),
+                           mask=torch.as_tensor(np.stack([s.mask for s in specs])),
+                           pos_only=torch.as_tensor(np.stack([s.position_only for s in specs])),
+                           seed=None if plan.seed is None else torch.as_tensor(plan.seed).expand(len(items), -1),
+                           locked=plan.locked, tip_points=torch.as_tensor(np.stack([s.tip_points for s in specs])),
+                           n=self.robot.n_joints)
         remaining = plan.deadline - time.monotonic()
-        res = self.solver.solve(
-            torch.as_tensor(np.stack([s.T for s in specs])), num_solutions=int(num),
-            target_mask=torch.as_tensor(np.stack([s.mask for s in specs])),
-            position_only=torch.as_tensor(np.stack([s.position_only for s in specs])),
-            objectives=(plan.guided if guided else plan.objectives) or None,
-            seed=None if plan.seed is None else torch.as_tensor(plan.seed),
-            world=q.world if q.avoid_collisions else None, refine=self.config.refine, sampler=self.config.sampler,
-            steps=self.config.steps, random_seed=(plan.random_seed + 7919 * plan.calls) % (2**62),
-            timeout=max(SOLVER_SHARE * remaining, 1e-3), locked=plan.locked, self_collision=False,
-            tip_points=torch.as_tensor(np.stack([s.tip_points for s in specs])))
+        res = self.solver.run(batch, cost, refine=self.config.refine, sampler=self.config.sampler,
+                              steps=self.config.steps, random_seed=(plan.random_seed + 7919 * plan.calls) % (2**62),
+                              deadline=time.monotonic() + max(SOLVER_SHARE * remaining, 1e-3),
+                              q0=None if q0 is None else torch.tensor(np.asarray(q0, dtype=np.float64)),
+                              bounds=None if plan.consistency is None else self._local_box(plan))
         plan.calls += 1
-        m = self._measured(plan, res)
+        m = self._measured(plan, res, len(items), int(num))
+        m["first"] = np.full((len(items), int(num)), first)
         for j, i in enumerate(items):
             self._pool(pools[i], {k: None if v is None else v[j] for k, v in m.items()}, plan.query.keep_invalid)
 
-    def _measured(self, plan: _Plan, res) -> dict[str, np.ndarray | None]:
-        """A solver result (k targets x num rows) -> numpy (k, num) arrays: q (k, num, n), errors, the
-        solver's success, ``valid`` (+ constraints, + collision free if asked), exact collisions
-        (checked in one batch until the deadline) and which rows were fully ``checked``; cost or None."""
-        q = res.q.detach().cpu().numpy().astype(np.float64)
-        k, num, n = q.shape
-        success = res.success.cpu().numpy()
+    def _measured(self, plan: _Plan, res: dict, k: int, num: int) -> dict[str, np.ndarray | None]:
+        """The solver's rows (:meth:`IKDiffuserSolver.run`, k targets x num rows) -> numpy (k, num) arrays:
+        q (k, num, n), errors, the solver's success, ``valid`` (+ constraints, + within the consistency
+        limits, + collision free if asked), exact collisions (checked in one batch until the deadline)
+        and which rows were fully ``checked``; cost or None."""
+        q = res["q"].detach().cpu().numpy().astype(np.float64).reshape(k, num, -1)
+        n = q.shape[-1]
+        success = res["success"].cpu().numpy().reshape(k, num)
         ok = success.copy()
         for c in plan.query.constraints:
             ok &= c.satisfied(q.reshape(-1, n), self.joint_index[c.joint]).reshape(k, num)
+        if plan.consistency is not None:
+            ok &= self._near_seed(q, plan)
         check = np.ones_like(ok) if plan.query.keep_invalid else ok
         coll, checked = (a.reshape(k, num) for a in self._collisions(q.reshape(-1, n), check.reshape(-1), plan))
         valid = ok & ~coll if plan.query.avoid_collisions else ok
         # rank by the query's own objectives: without any, guided calls' collision costs are not a key
-        cost = None if res.cost is None or not plan.objectives else res.cost.detach().cpu().numpy()
-        return dict(q=q, pe=res.position_error.cpu().numpy(), re=res.rotation_error.cpu().numpy(), success=success,
-                    valid=valid, coll=coll, checked=checked, cost=cost)
+        cost = None if res["cost"] is None or not plan.objectives else res["cost"].detach().cpu().numpy().reshape(k, num)
+        return dict(q=q, pe=res["position_error"].cpu().numpy().reshape(k, num),
+                    re=res["rotation_error"].cpu().numpy().reshape(k, num), success=success, valid=valid, coll=coll,
+                    checked=checked, cost=cost)
+
+    def _near_seed(self, q: np.ndarray, plan: _Plan) -> np.ndarray:
+        """(..., n) -> (...) bool: every joint within the consistency limits of the seed (wrap-aware)."""
+        d = q - plan.seed
+        wrap = self.solver.wrapping.numpy()
+        d = np.where(wrap, np.remainder(d + np.pi, 2 * np.pi) - np.pi, d)
+        return np.all(np.abs(d) <= plan.consistency + 1e-12, axis=-1)
 
     @staticmethod
     def _pool(pool: _Pool, m: dict, keep_invalid: bool) -> None:
@@ -433,7 +516,7 @@ class IKPipeline:
         checked, valid, pe, re = m["checked"], m["valid"], m["pe"], m["re"]
         keep = checked & (valid | keep_invalid)
         pool.parts.append((m["q"][keep], pe[keep], re[keep], m["coll"][keep], valid[keep],
-                           None if m["cost"] is None else m["cost"][keep]))
+                           None if m["cost"] is None else m["cost"][keep], m["first"][keep]))
         pool.valid_count += int(valid[keep].sum())
         pool.measured += int(checked.sum())
         pool.reached += int((m["success"] & checked).sum())
@@ -461,8 +544,8 @@ class IKPipeline:
         if pool.measured == 0:
             return TargetAnswer(Status.TIMED_OUT, "timed out before any candidate of this target was measured",
                                 np.zeros((0, self.robot.n_joints)))
-        q, pe, re, coll, valid, cost = self._concat(pool)
-        order = self._order(plan, q, pe, valid, cost)[: plan.query.num_solutions]
+        q, pe, re, coll, valid, cost, first = self._concat(pool)
+        order = self._order(plan, q, pe, valid, cost, first)[: plan.query.num_solutions]
         answer = TargetAnswer(Status.SOLVED, "ok", q[order], pe[order], re[order], coll[order], valid[order])
         if not valid.any():
             answer.status = Status.NO_SOLUTION
@@ -470,13 +553,21 @@ class IKPipeline:
         return answer
 
     def _concat(self, pool: _Pool):
-        q, pe, re, coll, valid, cost = zip(*pool.parts)
-        cost = None if cost[0] is None else np.concatenate(cost)
+        q, pe, re, coll, valid, cost, first = zip(*pool.parts)
+        cost = None if any(c is None for c in cost) else np.concatenate(cost)
         return (np.concatenate(q), np.concatenate(pe), np.concatenate(re), np.concatenate(coll),
-                np.concatenate(valid), cost)
+                np.concatenate(valid), cost, np.concatenate(first))
 
-    def _order(self, plan: _Plan, q, pe, valid, cost) -> np.ndarray:
-        """Row order by the solver's ranking rule (:func:`~ikdiffuser_ros.solver.rank`)."""
+    def _order(self, plan: _Plan, q, pe, valid, cost, first) -> np.ndarray:
+        """Row order by the solver's ranking rule (:func:`~ikdiffuser_ros.solver.rank`), except that a
+        valid solution from the seed (``first``) comes before all others."""
+        if len(q) == 1:
+            return np.zeros(1, dtype=np.int64)
+        order = self._ranked(plan, q, pe, valid, cost)
+        lead = (first & valid)[order]
+        return np.concatenate([order[lead], order[~lead]])
+
+    def _ranked(self, plan: _Plan, q, pe, valid, cost) -> np.ndarray:
         qt, vt = torch.as_tensor(q), torch.as_tensor(valid)
         unique = unique_mask(qt[None], vt[None], self.solver.config.dedup_tol, self.solver.wrapping)
         seed_rows = None if plan.seed is None else torch.as_tensor(plan.seed).expand(len(q), -1)

@@ -64,7 +64,13 @@ class IKQuery:
             that state. None = every joint moves and unnamed end effectors are free.
         locked: ``{joint name: value}`` held fixed (in addition to the group's locking).
         seed: (n,) joint values: the reference state for frames and locking, the ``seed`` objective,
-            and the order of the answers (closest first when no objective is weighted).
+            and the order of the answers (closest first when no objective is weighted). The LM starts
+            from the seed before any sampling: a seed that solves the pose comes back as it is, and
+            the seed's own solution, when valid, is the first answer.
+        consistency_limits: local mode (MoveIt's consistency limits, TRAC-IK's and pick_ik's local
+            solving): every answer lies within this distance of the seed in each joint [rad or m]
+            (one number for all joints, or n of them); needs a seed. The search starts from the seed
+            and from points around it, not from the learned prior. None = global mode.
         objectives: ``{name or alias: weight}`` of :data:`ikdiffuser_ros.sampling.objectives.OBJECTIVES`.
         constraints: joint bounds every valid solution satisfies.
         avoid_collisions: only solutions free of self collision and of collision with ``world``
@@ -83,6 +89,7 @@ class IKQuery:
     group: str | None = None
     locked: Mapping[str, float] = field(default_factory=dict)
     seed: np.ndarray | None = None
+    consistency_limits: float | Sequence[float] | None = None
     objectives: Mapping[str, float] = field(default_factory=dict)
     constraints: Sequence[JointBounds] = ()
     avoid_collisions: bool = False

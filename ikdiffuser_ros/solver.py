@@ -48,15 +48,16 @@ from pathlib import Path
 
 import torch
 
+from ikdiffuser_ros import native
 from ikdiffuser_ros.collision.spheres import SphereModel
 from ikdiffuser_ros.errors import InvalidRequestError
 from ikdiffuser_ros.kinematics.robot_model import RobotModel
 from ikdiffuser_ros.model.checkpoint import load_checkpoint
 from ikdiffuser_ros.robots import load_robot
 from ikdiffuser_ros.sampling import objectives as obj
-from ikdiffuser_ros.sampling.refine import (PolishConfig, RefineConfig, joint_kinds, polish, pose_residual,
+from ikdiffuser_ros.sampling.refine import (PolishConfig, RefineConfig, RefineResult, joint_kinds, polish, pose_residual,
                                             project_to_limits, refine, tip_fk_and_jacobian, tip_targets, unique_mask)
-from ikdiffuser_ros.sampling.sampler import default_sampling, sample, targets_from_poses
+from ikdiffuser_ros.sampling.sampler import default_sampling, sample, sampling_plan, targets_from_poses
 
 
 #: Share of a ``timeout`` that sampling may use at most (the rest is the refinement's).
@@ -71,10 +72,15 @@ class SolverConfig:
     max_solutions: int = 10000
     #: Largest ``B * num_solutions`` of one call.
     max_rows: int = 200000
-    #: Default reverse steps (None = the checkpoint card's ``sampling.steps``, else 20).
+    #: Default reverse steps (None = the checkpoint card's: ``sampling.refined_steps`` when the LM
+    #: follows, ``sampling.steps`` for raw samples; else 20).
     steps: int | None = None
-    #: Low-noise tail passes after the reverse steps (None = the card's ``sampling.tail_steps``, else 0).
+    #: Low-noise tail passes after the reverse steps (None = the card's ``sampling.refined_tail_steps``
+    #: when the LM follows, ``sampling.tail_steps`` for raw samples; else 0).
     tail_steps: int | None = None
+    #: Run FK, the LM and unguided DDIM sampling in the compiled module on CPU when it is built
+    #: (:mod:`ikdiffuser_ros.native`; same answers, microseconds instead of milliseconds per row).
+    native: bool = True
     #: Guidance step size (normalized joint units, the range of every joint is [-1, 1]) and per-row
     #: gradient clip: each reverse step shifts the clean-sample estimate by at most
     #: ``guidance_scale * guidance_clip`` (objective weights set the balance between objectives).
@@ -136,6 +142,7 @@ class IKDiffuserSolver:
         self._sphere_model = sphere_model
         self._sphere_tried = sphere_model is not None
         self.prismatic, self.wrapping = joint_kinds(robot)
+        self.native_kinematics, self.native_sampler = self._native_parts(loaded, robot, config)
         n_model = loaded.denoiser.config.n_joints
         e_model = loaded.denoiser.config.n_ee
         if n_model != robot.n_joints or e_model != len(robot.end_effectors):
@@ -157,6 +164,14 @@ class IKDiffuserSolver:
                    config: SolverConfig = SolverConfig()) -> "IKDiffuserSolver":
         """Wrap an in-memory ``LoadedModel`` (e.g. a tiny model in tests); ``robot`` defaults to ``loaded.robot``."""
         return cls(loaded, robot if robot is not None else loaded.robot, config)
+
+    def _native_parts(self, loaded, robot: RobotModel, config: SolverConfig):
+        """(NativeKinematics, NativeSampler) of the compiled path, each None where it does not apply
+        (not built, a GPU, ``config.native`` False, a denoiser other than the MLP)."""
+        if not (config.native and native.available() and self.device.type == "cpu"):
+            return None, None
+        kin = native.NativeKinematics(robot)
+        return kin, native.NativeSampler(loaded, kin) if native.NativeSampler.supports(loaded) else None
 
     @property
     def sphere_model(self):
@@ -266,8 +281,9 @@ class IKDiffuserSolver:
             raise InvalidRequestError(f"seed must be finite with shape ({n},) or ({B}, {n}), got {tuple(seed.shape)}")
         return seed
 
-    def _cost(self, objectives, seed_rows, world, cost_fn):
-        """``{name: weight}`` (+ ``cost_fn`` as ``user``) -> one ``cost(q (M, n)) -> (M,)`` or None."""
+    def make_cost(self, objectives, seed_rows=None, world=None, cost_fn=None):
+        """``{name: weight}`` (+ ``cost_fn`` as ``user``) -> one ``cost(q (M, n)) -> (M,)`` or None;
+        ``seed_rows`` (M, n) for the ``seed`` objective, ``world`` for ``collision``."""
         weights = dict(objectives or {})
         if cost_fn is not None:
             if not callable(cost_fn):
@@ -356,18 +372,42 @@ class IKDiffuserSolver:
         deadline = self._deadline(timeout, t0)
         self._check_sampler(sampler, steps)
         batch = self._batch(targets, num_solutions, target_mask, position_only, seed, locked, tip_points)
-        cost = self._cost(objectives, batch.seed_rows, world, cost_fn)
+        cost = self.make_cost(objectives, batch.seed_rows, world, cost_fn)
         timings = {"validate": time.monotonic() - t0}
-        sample_deadline = None if deadline is None else t0 + SAMPLE_SHARE * (deadline - t0)
-        q = self._sample(batch, cost, sampler, steps, generator, random_seed, sample_deadline, timings)
-        q = self._refine(batch, q, cost, deadline, timings) if refine else self._raw(batch, q, timings)
+        measured = self.run(batch, cost, refine=refine, sampler=sampler, steps=steps, generator=generator,
+                            random_seed=random_seed, deadline=deadline, self_collision=self_collision,
+                            timings=timings, start=t0)
         t = time.monotonic()
-        measured = self._measure(batch, q, cost, self_collision)
         result = self._ordered(batch, measured)
-        timings["measure"] = time.monotonic() - t
+        timings["order"] = time.monotonic() - t
         timings["total"] = time.monotonic() - t0
         result.timings = timings
         return result
+
+    def run(self, batch: "SolveBatch", cost=None, *, refine: bool = True, sampler: str = "ddim",
+            steps: int | None = None, generator: torch.Generator | None = None, random_seed: int | None = None,
+            deadline: float | None = None, self_collision: bool = False, timings: dict | None = None,
+            start: float | None = None, q0: torch.Tensor | None = None, bounds=None) -> dict:
+        """The batch call behind :meth:`solve` and the pipeline, trusting its caller: ``batch`` is
+        validated, ``cost`` built (:meth:`make_cost`). Samples (or starts from ``q0`` (B*N, n)),
+        refines within ``bounds`` ((n,) lower, upper [rad or m]; default the joint limits) and
+        measures; returns (B*N,)-row tensors, target-major, unordered (see :meth:`_measure`)."""
+        timings = {} if timings is None else timings
+        t0 = time.monotonic() if start is None else start
+        if q0 is None:
+            sample_deadline = None if deadline is None else t0 + SAMPLE_SHARE * (deadline - t0)
+            q = self._sample(batch, cost, sampler, steps, generator, random_seed, sample_deadline, timings, refine)
+        else:
+            q = batch.with_locked(torch.as_tensor(q0, dtype=torch.float64).reshape(batch.B * batch.N, batch.n))
+        if refine:
+            res = self._refine(batch, q, cost, deadline, timings, bounds)
+            q, errors = res.q, (res.position_error, res.rotation_error)
+        else:
+            q, errors = self._raw(batch, q, timings), None
+        t = time.monotonic()
+        measured = self._measure(batch, q, cost, self_collision, errors)
+        timings["measure"] = time.monotonic() - t
+        return measured
 
     # ------------------------------------------------------------------ stages of solve
     @staticmethod
@@ -385,57 +425,61 @@ class IKDiffuserSolver:
         if steps is not None and (isinstance(steps, bool) or not isinstance(steps, int) or steps <= 0):
             raise InvalidRequestError(f"steps must be a positive int, got {steps!r}")
 
-    def _batch(self, targets, num_solutions, target_mask, position_only, seed, locked, tip_points) -> "_Batch":
+    def _batch(self, targets, num_solutions, target_mask, position_only, seed, locked, tip_points) -> "SolveBatch":
         T, B, target_mask, position_only, seed = self._validate(targets, num_solutions, target_mask,
                                                                 position_only, seed)
         dev = self.device
-        return _Batch(T=T.to(dev), B=B, N=num_solutions, mask=target_mask.to(dev), pos_only=position_only.to(dev),
+        return SolveBatch(T=T.to(dev), B=B, N=num_solutions, mask=target_mask.to(dev), pos_only=position_only.to(dev),
                       seed=None if seed is None else seed.to(dev), locked=self._locked(locked),
                       tip_points=self._tip_points(tip_points, B), n=self.robot.n_joints)
 
-    def _sample(self, batch: "_Batch", cost, sampler, steps, generator, random_seed, deadline, timings) -> torch.Tensor:
-        """Diffusion samples, (M, n) float64 rows (target-major), locked joints set."""
+    def _sample(self, batch: "SolveBatch", cost, sampler, steps, generator, random_seed, deadline, timings,
+                refined: bool) -> torch.Tensor:
+        """Diffusion samples, (M, n) float64 rows (target-major), locked joints set. Unguided DDIM on CPU
+        runs in the compiled sampler (the same loop); ``refined``: the LM follows (the card's LM-ready plan)."""
         t = time.monotonic()
-        card_steps, card_tail = default_sampling(self.loaded)
+        card_steps, card_tail = default_sampling(self.loaded, refined)
+        steps = steps or self.config.steps or card_steps
+        tail = card_tail if self.config.tail_steps is None else self.config.tail_steps
         if generator is None:
             generator = torch.Generator(device=self.device).manual_seed(0 if random_seed is None else int(random_seed))
-        ee_pos, ee_rot6d = targets_from_poses(batch.T.float())
-        q = sample(self.loaded, ee_pos, ee_rot6d, batch.mask, batch.pos_only, batch.N, method=sampler,
-                   steps=steps or self.config.steps or card_steps,
-                   tail_steps=card_tail if self.config.tail_steps is None else self.config.tail_steps,
-                   guidance_scale=self.config.guidance_scale, guidance_clip=self.config.guidance_clip,
-                   generator=generator, guidance=cost, deadline=deadline)
+        if self.native_sampler is not None and cost is None and sampler == "ddim":
+            x = torch.randn(batch.B * batch.N, batch.n, generator=generator, device=self.device, dtype=torch.float32)
+            q = self.native_sampler.sample(x, batch.rows(batch.T), batch.rows(batch.mask), batch.rows(batch.pos_only),
+                                           sampling_plan(self.loaded.schedule, steps, tail), deadline)
+        else:
+            ee_pos, ee_rot6d = targets_from_poses(batch.T.float())
+            q = sample(self.loaded, ee_pos, ee_rot6d, batch.mask, batch.pos_only, batch.N, method=sampler,
+                       steps=steps, tail_steps=tail, guidance_scale=self.config.guidance_scale,
+                       guidance_clip=self.config.guidance_clip, generator=generator, guidance=cost, deadline=deadline)
         timings["sample"] = time.monotonic() - t
         return batch.with_locked(q.reshape(batch.B * batch.N, batch.n).to(torch.float64))
 
-    def _refine(self, batch: "_Batch", q: torch.Tensor, cost, deadline, timings) -> torch.Tensor:
-        """LM refinement, then the null-space objective polish when there is a cost: (M, n) -> (M, n)."""
+    def _refine(self, batch: "SolveBatch", q: torch.Tensor, cost, deadline, timings, bounds=None) -> RefineResult:
+        """LM refinement, then the null-space objective polish when there is a cost: (M, n) -> RefineResult."""
         t = time.monotonic()
         rows = dict(frozen=batch.frozen, tip_points=batch.rows(batch.tip_points))
-        res = refine_fn(self.robot, q, batch.rows(batch.T), batch.rows(batch.mask), batch.rows(batch.pos_only),
-                        self.config.refine, deadline, **rows)
+        lm = refine_fn(self.robot) if self.native_kinematics is None else self.native_kinematics.refine
+        res = lm(q, batch.rows(batch.T), batch.rows(batch.mask), batch.rows(batch.pos_only), self.config.refine,
+                 deadline, bounds=bounds, **rows)
         timings["refine"] = time.monotonic() - t
         t = time.monotonic()
         if cost is not None:
             res = polish(self.robot, res, batch.rows(batch.T), cost, batch.rows(batch.mask),
                          batch.rows(batch.pos_only), self.config.refine, self.config.polish, deadline, **rows)
         timings["polish"] = time.monotonic() - t
-        return res.q
+        return res
 
-    def _raw(self, batch: "_Batch", q: torch.Tensor, timings) -> torch.Tensor:
+    def _raw(self, batch: "SolveBatch", q: torch.Tensor, timings) -> torch.Tensor:
         lower, upper = self.robot.limits(torch.float64, self.device)
         timings["refine"] = timings["polish"] = 0.0
         return batch.with_locked(project_to_limits(q, lower, upper))
 
     @torch.no_grad()
-    def _measure(self, batch: "_Batch", q: torch.Tensor, cost, self_collision: bool) -> dict:
-        """Errors at the tips, limits, the one success test, self collision and cost of (M, n) rows."""
-        tips = batch.rows(batch.tip_points)
-        T_fk, _ = tip_fk_and_jacobian(self.robot, q, tips) if tips is not None else (self.robot.fk(q), None)
-        res6 = pose_residual(T_fk, tip_targets(batch.rows(batch.T), tips))
-        mask, rot_mask = batch.rows(batch.mask), batch.rows(batch.mask & ~batch.pos_only)
-        pos_err = torch.where(mask, res6[..., :3].norm(dim=-1), 0.0).amax(-1)
-        rot_err = torch.where(rot_mask, res6[..., 3:].norm(dim=-1), 0.0).amax(-1)
+    def _measure(self, batch: "SolveBatch", q: torch.Tensor, cost, self_collision: bool, errors=None) -> dict:
+        """Errors at the tips (``errors``: the refinement's (pos (M,), rot (M,)) at q when it has them),
+        limits, the one success test, self collision and cost of (M, n) rows."""
+        pos_err, rot_err = errors if errors is not None else self._tip_errors(batch, q)
         lower, upper = self.robot.limits(torch.float64, self.device)
         within = ((q >= lower - 1e-9) & (q <= upper + 1e-9)).all(-1)
         tol = self.config.refine
@@ -448,7 +492,21 @@ class IKDiffuserSolver:
         return dict(q=q, position_error=pos_err, rotation_error=rot_err, within_limits=within, success=success,
                     in_self_collision=sm.in_self_collision(q) if sm is not None else None, cost=cost_val)
 
-    def _ordered(self, batch: "_Batch", m: dict) -> IKSolutions:
+    def _tip_errors(self, batch: "SolveBatch", q: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Worst position [m] and rotation [rad] error over the constrained tips of (M, n) rows, each (M,)."""
+        tips = batch.rows(batch.tip_points)
+        if self.native_kinematics is not None:
+            T_fk = torch.from_numpy(self.native_kinematics.fk(q.detach().cpu().numpy()))
+            if tips is not None:
+                T_fk[..., :3, 3] += (T_fk[..., :3, :3] @ tips.cpu().unsqueeze(-1)).squeeze(-1)
+        else:
+            T_fk = tip_fk_and_jacobian(self.robot, q, tips)[0] if tips is not None else self.robot.fk(q)
+        res6 = pose_residual(T_fk.to(q.device), tip_targets(batch.rows(batch.T), tips))
+        mask, rot_mask = batch.rows(batch.mask), batch.rows(batch.mask & ~batch.pos_only)
+        return (torch.where(mask, res6[..., :3].norm(dim=-1), 0.0).amax(-1),
+                torch.where(rot_mask, res6[..., 3:].norm(dim=-1), 0.0).amax(-1))
+
+    def _ordered(self, batch: "SolveBatch", m: dict) -> IKSolutions:
         """Per target: unique successes, duplicate successes, failures; each by :func:`ranking_key`."""
         B, N, n = batch.B, batch.N, batch.n
         succ = m["success"].view(B, N)
@@ -461,8 +519,9 @@ class IKDiffuserSolver:
 
 
 @dataclass
-class _Batch:
-    """One validated solve: B targets x N rows, on the model's device.
+class SolveBatch:
+    """One validated solve: B targets x N rows, on the model's device (build it with
+    :meth:`IKDiffuserSolver.batch`, or directly from checked tensors as the pipeline does).
 
     T (B, E, 4, 4) float64 end-effector targets, mask / pos_only (B, E) bool, seed (B, n) or None,
     locked ``{index: value}``, tip_points (B, E, 3) or None. ``rows(x)`` repeats a per-target
@@ -530,4 +589,6 @@ def take_rows(x: torch.Tensor, order: torch.Tensor) -> torch.Tensor:
     return x.gather(1, idx)
 
 
-refine_fn = refine  # the module-level name `refine` is shadowed by solve()'s argument
+def refine_fn(model: RobotModel):
+    """The torch LM bound to ``model``, with :meth:`NativeKinematics.refine`'s signature."""
+    return lambda *args, **kwargs: refine(model, *args, **kwargs)

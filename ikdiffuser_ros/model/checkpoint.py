@@ -287,9 +287,14 @@ def _card_schedule(card: dict, path: Path) -> ScheduleConfig:
 
 
 def _check_sampling(card: dict, path: Path) -> None:
-    """The card's optional ``sampling`` defaults: integer ``steps`` in [1, 1000], ``tail_steps`` in [0, 100]."""
+    """The card's optional ``sampling`` defaults: integer ``steps`` and ``refined_steps`` in [1, 1000],
+    ``tail_steps`` and ``refined_tail_steps`` in [0, 100]; no other key."""
     sampling = _card_section(card, path, "sampling", {})
-    for key, lo, hi in (("steps", 1, 1000), ("tail_steps", 0, 100)):
+    ranges = {"steps": (1, 1000), "tail_steps": (0, 100), "refined_steps": (1, 1000), "refined_tail_steps": (0, 100)}
+    unknown = sorted(set(sampling) - set(ranges))
+    if unknown:
+        raise _card_error(path, f"sampling has unknown keys {unknown}; known: {sorted(ranges)}")
+    for key, (lo, hi) in ranges.items():
         value = sampling.get(key, lo)
         if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
             raise _card_error(path, f"sampling.{key} = {value!r} must be an integer in [{lo}, {hi}]")

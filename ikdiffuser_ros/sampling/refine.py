@@ -220,6 +220,7 @@ def refine(
     deadline: float | None = None,
     frozen: torch.Tensor | None = None,
     tip_points: torch.Tensor | None = None,
+    bounds: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> RefineResult:
     """Polish ``M`` IK candidates with batched Levenberg-Marquardt (see the module docstring).
 
@@ -236,11 +237,13 @@ def refine(
         tip_points: (M, E, 3) or (E, 3) positions [m] of the constrained frames in their end
             effectors' frames (a TCP on the hand...): errors and tolerances apply there
             (:func:`tip_targets`); None = at the end effectors.
+        bounds: (lower (n,), upper (n,)) box [rad or m] the rows stay in (default the joint limits;
+            a narrower box keeps answers near a seed).
 
     Returns:
         :class:`RefineResult` with float64 tensors on ``q0``'s device.
     """
-    p = _LMProblem.build(model, q0, targets, target_mask, position_only, config, frozen, tip_points)
+    p = _LMProblem.build(model, q0, targets, target_mask, position_only, config, frozen, tip_points, bounds)
     st = _LMState.start(p)
     clock = UnitClock(deadline)
     for _ in range(config.max_iters):
@@ -274,14 +277,16 @@ class _LMProblem:
     tip_points: torch.Tensor | None
 
     @classmethod
-    def build(cls, model, q0, targets, target_mask, position_only, config, frozen, tip_points) -> "_LMProblem":
+    def build(cls, model, q0, targets, target_mask, position_only, config, frozen, tip_points,
+              bounds=None) -> "_LMProblem":
         device, dtype = q0.device, torch.float64
         q = q0.detach().to(dtype).clone()
         M, n = q.shape
         E = len(model.end_effectors)
         targets, target_mask, position_only, rot_mask = _broadcast_targets(
             targets, target_mask, position_only, M, E, device, dtype)
-        lower, upper = model.limits(dtype, device)
+        lower, upper = model.limits(dtype, device) if bounds is None else (
+            torch.as_tensor(b, dtype=dtype, device=device) for b in bounds)
         wrapping = joint_kinds(model)[1].to(device)
         fixed = _frozen_rows(frozen, M, n, device)
         ee_targets = targets

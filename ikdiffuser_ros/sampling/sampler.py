@@ -51,10 +51,16 @@ TAIL_T_MAX = 10
 DEFAULT_STEPS, DEFAULT_TAIL_STEPS = 20, 0
 
 
-def default_sampling(loaded: LoadedModel) -> tuple[int, int]:
-    """(steps, tail_steps) recommended by the checkpoint card's ``sampling`` section."""
+def default_sampling(loaded: LoadedModel, refined: bool = False) -> tuple[int, int]:
+    """(steps, tail_steps) recommended by the checkpoint card's ``sampling`` section: for raw samples
+    ``steps`` / ``tail_steps``; for samples the LM refines (``refined``) ``refined_steps`` /
+    ``refined_tail_steps`` when the card has them (the LM finishes what the tail passes would polish,
+    at a fraction of their cost), else the raw plan."""
     section = loaded.card.get("sampling", {}) if isinstance(loaded.card, dict) else {}
-    return int(section.get("steps", DEFAULT_STEPS)), int(section.get("tail_steps", DEFAULT_TAIL_STEPS))
+    steps, tail = int(section.get("steps", DEFAULT_STEPS)), int(section.get("tail_steps", DEFAULT_TAIL_STEPS))
+    if refined:
+        return int(section.get("refined_steps", steps)), int(section.get("refined_tail_steps", tail))
+    return steps, tail
 
 
 def tail_timesteps(k: int) -> list[int]:
@@ -115,7 +121,7 @@ def sample(loaded: LoadedModel, ee_pos: torch.Tensor, ee_rot6d: torch.Tensor, ee
         fb_targets = _feedback_targets(loaded, ee_pos, ee_rot6d, ee_mask, pos_only, N)
         x = torch.randn(B * N, n, generator=generator, device=dev, dtype=torch.float32)
         clock = UnitClock(deadline)
-        for i, (t, t_prev) in enumerate(_plan(loaded.schedule, steps, tail_steps)):
+        for i, (t, t_prev) in enumerate(sampling_plan(loaded.schedule, steps, tail_steps)):
             if not clock.time_for_another() and i > 0:
                 x = x0  # out of time: the last clean-sample estimate
                 break
@@ -142,7 +148,7 @@ def _conditions(model, ee_pos, ee_rot6d, ee_mask, pos_only, dev):
     return ee_pos, ee_rot6d, ee_mask, pos_only
 
 
-def _plan(schedule, steps: int | None, tail_steps: int) -> list[tuple[int, int | None]]:
+def sampling_plan(schedule, steps: int | None, tail_steps: int) -> list[tuple[int, int | None]]:
     """(t, t_prev) of every pass: the strided reverse steps (t_prev -1 after the last), then the tail
     (t_prev None: the sample is replaced by its clean estimate)."""
     ts = schedule.timesteps(steps)

@@ -340,6 +340,11 @@ def _architecture(card: dict) -> str:
             "position-only targets zero the rotation and add a learned flag.")
 
 
+#: The LM-ready plan written into shipped cards (``sampling.refined_*``): 3 DDIM steps and one tail
+#: pass give the LM starts as good as DDIM-4 + tail-15 on every shipped robot (docs/training.md).
+REFINED_STEPS, REFINED_TAIL_STEPS = 3, 1
+
+
 def ship(run_dir: Path, dest: Path, steps: int, tail_steps: int, force: bool, num_targets: int) -> dict | None:
     """Copy a run's checkpoint to ``dest`` with sampler defaults and learning curve if it beats the shipped one.
 
@@ -349,7 +354,8 @@ def ship(run_dir: Path, dest: Path, steps: int, tail_steps: int, force: bool, nu
     from ikdiffuser_ros.training.learning_curve import CURVE_FILE
 
     card = json.loads((run_dir / "card.json").read_text())
-    card["sampling"] = {"steps": steps, "tail_steps": tail_steps}
+    card["sampling"] = {"steps": steps, "tail_steps": tail_steps, "refined_steps": REFINED_STEPS,
+                        "refined_tail_steps": REFINED_TAIL_STEPS}
     staging = dest.with_name(dest.name + ".staging")
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
