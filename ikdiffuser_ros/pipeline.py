@@ -6,8 +6,12 @@ all call it)::
     plan      validate the query; resolve each target's links (tips, planning group), frames
               (at the reference state) and position-only flags into end-effector targets; lock
               joints (the group's complement, ``locked``); build the objectives
+    seed      with a seed, the LM starts from it first (every target): a seed that solves comes
+              back as it is and ranks first; when that answers every target, nothing is sampled
+    local     local mode (``consistency_limits``): LM rounds from points around the seed, inside
+              the consistency box, instead of the learned prior
     rounds    round 0 samples every target, later rounds only targets still without a valid
-              solution (at most ``max_rounds``). Work is cut into solver calls whose size follows
+              solution (at most ``max_rounds``; round k samples ``ROUND_GROWTH**k`` times more, up to ``ROUND_ROWS``). Work is cut into solver calls whose size follows
               the measured throughput and the time left (:class:`ChunkSizer`), breadth first:
               each call gives its targets equal shares, so a tight budget still reaches them all
     chunk     one :meth:`IKDiffuserSolver.solve` call (sample, LM with locked joints frozen,
@@ -50,6 +54,10 @@ GUIDED_COST = 4.0
 #: Time kept per target for ranking the answers after the solving [s] (at least; the pipeline
 #: measures it on every answer).
 FINISH_S_PER_TARGET = 0.0002
+#: Each round after the first samples this many times more candidates per target than the one
+#: before (a target the prior missed with a few samples gets more, while the budget lasts), up to
+#: ROUND_ROWS per target (or the query's own count, if larger).
+ROUND_GROWTH, ROUND_ROWS = 4, 64
 #: Share of the time left that one solver call may use; the rest is for the exact collision
 #: checks and the answer (so a call started near the deadline still ends before it).
 SOLVER_SHARE = 0.8
@@ -148,7 +156,8 @@ class _Plan:
     random_seed: int
     #: local mode: per-joint distance [rad or m] every answer keeps from the seed, (n,) or None
     consistency: np.ndarray | None = None
-    calls: int = 0
+    calls: int = 0  #: solver calls made (each gets its own random seed)
+    sampled_calls: int = 0  #: of those, calls of the learned prior (the first is always made)
 
 
 @dataclass
@@ -207,11 +216,17 @@ class IKPipeline:
         return IKAnswer(answers, list(self.robot.joint_names), time.monotonic() - t0)
 
     def warmup(self) -> float:
-        """One small query at the default state (lazy loading, kernel selection); returns seconds."""
+        """Run every path of a request once before serving (lazy loading, kernel selection, the chunk
+        sizers' first measurements): sampled, seeded and local queries of 1 and 8 solutions at the
+        default state, with collision checks when there is a checker; returns seconds."""
         t0 = time.monotonic()
-        T = self.robot.fk(torch.as_tensor(self.default_state)).numpy()
-        target = IKTarget(list(self.robot.end_effectors), list(T))
-        self.answer(IKQuery([target], num_solutions=2, max_rounds=1, timeout=30.0))
+        target = IKTarget(list(self.robot.end_effectors), list(self._fk(self.default_state)))
+        seed = self.default_state + 0.05 * (self.robot.upper - self.robot.lower).numpy()
+        for num in (1, 8):
+            for extra in ({}, {"seed": seed}, {"seed": seed, "consistency_limits": 0.2}):
+                self.answer(IKQuery([target], num_solutions=num, max_rounds=1, timeout=30.0, **extra))
+        if self.checker is not None:
+            self.answer(IKQuery([target], num_solutions=8, max_rounds=1, timeout=30.0, avoid_collisions=True))
         return time.monotonic() - t0
 
     # ------------------------------------------------------------------ plan
@@ -417,7 +432,8 @@ class IKPipeline:
             if not todo or time.monotonic() > plan.deadline:
                 break
             guided = self._is_guided(plan, round_)
-            for items, num in self._chunks(plan, todo, sizers[guided]):
+            rows = max(plan.n_sample, min(plan.n_sample * ROUND_GROWTH ** round_, ROUND_ROWS))
+            for items, num in self._chunks(plan, todo, sizers[guided], rows):
                 t = time.monotonic()
                 self._call(plan, items, num, guided, pools)
                 sizers[guided].record(len(items) * num, time.monotonic() - t)
@@ -433,16 +449,17 @@ class IKPipeline:
             return False
         return self.config.collision_guidance == "always" or round_ > 0
 
-    def _chunks(self, plan: _Plan, todo: list[int], sizer: ChunkSizer):
-        """Yield (target indices, rows per target) of the solver calls of one round, sized when each
-        is due; stops at the deadline. Breadth first: a call gives each target in it the same share
-        of its rows and served targets go to the back of the queue, so under a tight budget every
-        target gets candidates, not only the first ones (a generous budget: whole targets per call)."""
-        left = {i: plan.n_sample for i in todo}
+    def _chunks(self, plan: _Plan, todo: list[int], sizer: ChunkSizer, rows_per_target: int):
+        """Yield (target indices, rows per target) of the solver calls of one round (``rows_per_target``
+        candidates for each target in ``todo``), sized when each is due; stops at the deadline. Breadth
+        first: a call gives each target in it the same share of its rows and served targets go to the
+        back of the queue, so under a tight budget every target gets candidates, not only the first
+        ones (a generous budget: whole targets per call)."""
+        left = {i: rows_per_target for i in todo}
         queue = list(todo)
         while queue:
             remaining = plan.deadline - time.monotonic()
-            if remaining <= 0 or not sizer.worth_a_call(remaining, plan.calls, self._guided_guess(sizer)):
+            if remaining <= 0 or not sizer.worth_a_call(remaining, plan.sampled_calls, self._guided_guess(sizer)):
                 return
             rows = sizer.rows(remaining)
             share = max(1, min(rows // len(queue), min(left[i] for i in queue)))
@@ -476,6 +493,7 @@ class IKPipeline:
                               q0=None if q0 is None else torch.tensor(np.asarray(q0, dtype=np.float64)),
                               bounds=None if plan.consistency is None else self._local_box(plan))
         plan.calls += 1
+        plan.sampled_calls += q0 is None
         m = self._measured(plan, res, len(items), int(num))
         m["first"] = np.full((len(items), int(num)), first)
         for j, i in enumerate(items):
@@ -495,6 +513,8 @@ class IKPipeline:
         if plan.consistency is not None:
             ok &= self._near_seed(q, plan)
         check = np.ones_like(ok) if plan.query.keep_invalid else ok
+        if not (plan.query.avoid_collisions or plan.query.report_collisions):
+            check = np.zeros_like(ok)
         coll, checked = (a.reshape(k, num) for a in self._collisions(q.reshape(-1, n), check.reshape(-1), plan))
         valid = ok & ~coll if plan.query.avoid_collisions else ok
         # rank by the query's own objectives: without any, guided calls' collision costs are not a key

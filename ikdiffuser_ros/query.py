@@ -76,6 +76,9 @@ class IKQuery:
         avoid_collisions: only solutions free of self collision and of collision with ``world``
             (exact FCL check) are valid.
         world: the planning scene (objects, attached objects, ACM), or None.
+        report_collisions: check every returned candidate for collisions (``in_collision``) even
+            without ``avoid_collisions`` (an exact check per candidate; False: ``in_collision`` is
+            False for candidates that were not checked).
         timeout: wall-clock budget [s] of the whole answer; None = the pipeline's default.
         start: ``time.monotonic()`` at which the budget started (a service sets it when it picks
             the request up, so converting the request counts too); None = when ``answer`` is called.
@@ -94,6 +97,7 @@ class IKQuery:
     constraints: Sequence[JointBounds] = ()
     avoid_collisions: bool = False
     world: World | None = None
+    report_collisions: bool = True
     timeout: float | None = None
     start: float | None = None
     random_seed: int | None = 0
@@ -119,7 +123,8 @@ class TargetAnswer:
         q: (k, n) float64 joint values.
         position_error: (k,) worst position error over the constrained links [m].
         rotation_error: (k,) worst rotation error over the rotation-constrained links [rad].
-        in_collision: (k,) bool, exact check against itself and the world (False without a checker).
+        in_collision: (k,) bool, exact check against itself and the world (False where not checked:
+            no checker, or ``report_collisions`` and ``avoid_collisions`` both False).
         valid: (k,) bool, within tolerances, limits, constraints (and collision free if asked).
     """
 

@@ -60,6 +60,11 @@ def main() -> int:
     ap.add_argument("--model-path", default="")
     ap.add_argument("--links", default="", help="comma-separated end effectors (default: all of the robot)")
     ap.add_argument("--num-solutions", type=int, default=32)
+    ap.add_argument("--service", choices=["get_ik_solutions", "compute_ik"], default="get_ik_solutions",
+                    help="compute_ik: MoveIt's GetPositionIK for --group (one solution per call)")
+    ap.add_argument("--group", default="", help="compute_ik: planning group (default: the robot config's first)")
+    ap.add_argument("--timeout-ms", type=float, default=0.0, help="each request's timeout (0 = the node's default)")
+    ap.add_argument("--avoid-collisions", action="store_true")
     ap.add_argument("--requests", type=int, default=300, help="latency calls (after --warmup)")
     ap.add_argument("--warmup", type=int, default=10)
     ap.add_argument("--soak-requests", type=int, default=0, help="memory soak calls (0 = skip)")
@@ -74,6 +79,7 @@ def main() -> int:
     import rclpy
     from geometry_msgs.msg import PoseStamped
     from rclpy.executors import SingleThreadedExecutor
+    from rclpy.experimental import EventsExecutor
 
     from ikdiffuser_ros.msg import IKTarget
     from ikdiffuser_ros.robots import load_robot
@@ -107,21 +113,48 @@ def main() -> int:
         pass
     T = robot.fk_links(q, links).numpy()
 
-    def request(i: int, num: int):
-        target = IKTarget(link_names=links)
+    def poses(i: int) -> list:
+        out = []
         for k in range(len(links)):
             ps = PoseStamped()
             ps.header.frame_id = robot.root_frame
             ps.pose = matrix_to_pose(T[i % len(T), k])
-            target.poses.append(ps)
-        return GetIKSolutions.Request(targets=[target], num_solutions=num, random_seed=i)
+            out.append(ps)
+        return out
+
+    def request(i: int, num: int):
+        sec, nsec = divmod(int(round(args.timeout_ms * 1e6)), 1_000_000_000)
+        if args.service == "compute_ik":
+            req = GetPositionIK.Request()
+            req.ik_request.group_name = group
+            req.ik_request.ik_link_names = links
+            req.ik_request.pose_stamped_vector = poses(i)
+            req.ik_request.avoid_collisions = args.avoid_collisions
+            req.ik_request.timeout.sec, req.ik_request.timeout.nanosec = sec, nsec
+            return req
+        req = GetIKSolutions.Request(targets=[IKTarget(link_names=links, poses=poses(i))], num_solutions=num,
+                                     random_seed=i, avoid_collisions=args.avoid_collisions)
+        req.timeout.sec, req.timeout.nanosec = sec, nsec
+        return req
+
+    def succeeded(res) -> bool:
+        return (res.error_code.val if args.service == "compute_ik" else res.error_code) == 1
 
     rclpy.init()
     node = rclpy.create_node("ikd_bench_client")
-    ex = SingleThreadedExecutor()
+    ex = EventsExecutor() if os.environ.get('IKD_EVENTS') else SingleThreadedExecutor()
     ex.add_node(node)
-    client = node.create_client(GetIKSolutions, f"/{NODE}/get_ik_solutions")
-    out: dict = {"robot": args.robot, "params": args.param, "torch_threads": args.threads, "links": links, "num_solutions": args.num_solutions, "cpu": cpu_name(),
+    if args.service == "compute_ik":
+        from moveit_msgs.srv import GetPositionIK
+
+        from ikdiffuser_ros.robots import robot_config
+
+        group = args.group or next(iter(robot_config(args.robot).groups), "")
+        client = node.create_client(GetPositionIK, f"/{NODE}/compute_ik")
+    else:
+        client = node.create_client(GetIKSolutions, f"/{NODE}/get_ik_solutions")
+    out: dict = {"robot": args.robot, "service": args.service, "timeout_ms": args.timeout_ms,
+                 "avoid_collisions": args.avoid_collisions, "params": args.param, "torch_threads": args.threads, "links": links, "num_solutions": args.num_solutions, "cpu": cpu_name(),
                  "cores": os.cpu_count(), "load_average_start": os.getloadavg()}
     try:
         t0 = time.monotonic()
@@ -137,8 +170,7 @@ def main() -> int:
         def call(req):
             t = time.perf_counter()
             fut = client.call_async(req)
-            while not fut.done():
-                ex.spin_once(timeout_sec=0.001)
+            ex.spin_until_future_complete(fut, timeout_sec=60.0)
             return fut.result(), time.perf_counter() - t
 
         for i in range(args.warmup):
@@ -148,9 +180,10 @@ def main() -> int:
         for i in range(args.requests):
             res, dt = call(request(i, args.num_solutions))
             lat.append(dt)
-            solve.append(res.solve_time)
-            ok += res.error_code == 1
-            nsol.append(res.results[0].num_solutions if res.results else 0)
+            solve.append(getattr(res, "solve_time", float("nan")))
+            ok += succeeded(res)
+            nsol.append(int(succeeded(res)) if args.service == "compute_ik" else
+                        res.results[0].num_solutions if res.results else 0)
         lat_ms = np.array(lat) * 1000
         out.update(
             requests=args.requests, success_rate=ok / max(args.requests, 1),
@@ -160,7 +193,7 @@ def main() -> int:
             solve_time_ms_median=float(statistics.median(solve) * 1000),
             rss_after_latency_mb=rss_mb(proc.pid),
         )
-        print(f"latency over {args.requests} calls of 1 target x {args.num_solutions} ({'+'.join(links)}): median "
+        print(f"latency over {args.requests} {args.service} calls of 1 target x {args.num_solutions} ({'+'.join(links)}): median "
               f"{out['latency_ms']['median']:.1f} ms, p95 {out['latency_ms']['p95']:.1f} ms, max "
               f"{out['latency_ms']['max']:.1f} ms; node solve_time median {out['solve_time_ms_median']:.1f} ms; "
               f"success {out['success_rate']:.2%}; RSS {out['rss_after_latency_mb']:.0f} MB", flush=True)

@@ -390,15 +390,20 @@ class IKDiffuserNode(Node):
         self._scene_asked = False
         self._scene_tries = 0
         self._scene_timer = self.create_timer(0.5, self._ask_scene, callback_group=g)
-        self._trimmed_version = self.scene.version
-        self.create_timer(2.0, self._release_memory, callback_group=g)
+        self._solved_version = self.scene.version  #: scene version of the last answered request
+        self._trimmed = (self.scene.version, self._solved_version)
+        self.create_timer(0.25, self._release_memory, callback_group=g)
 
     def _release_memory(self) -> None:
-        """After scene changes, hand freed heap memory back to the OS (glibc ``malloc_trim``): large
-        meshes leave megabytes of freed, fragmented heap behind that the allocator would otherwise keep."""
-        if self.scene.version == self._trimmed_version:
+        """After a request has run on a changed scene, hand freed heap memory back to the OS (glibc
+        ``malloc_trim``): the collision checker drops the old scene's objects when a request prepares
+        the new one, and large meshes leave megabytes of freed, fragmented heap behind that the
+        allocator would otherwise keep. So: once after each scene change, and once more after the
+        first request answered on the changed scene."""
+        key = (self.scene.version, self._solved_version)
+        if key == self._trimmed:
             return
-        self._trimmed_version = self.scene.version
+        self._trimmed = key
         malloc_trim()
 
     def _ask_scene(self) -> None:
@@ -492,7 +497,10 @@ class IKDiffuserNode(Node):
         """The pipeline's answer under the current parameters (tolerances and limits may change at run time)."""
         self.pipeline.config = self.config.pipeline_config()
         self.solver.config = self.config.solver_config(self._base_solver_config)
-        return self.pipeline.answer(query)
+        version = self.scene.version
+        answer = self.pipeline.answer(query)
+        self._solved_version = version
+        return answer
 
     def _log_bug(self, where: str, exc: Exception) -> None:
         """An unexpected exception (a bug): logged at error level with its traceback."""

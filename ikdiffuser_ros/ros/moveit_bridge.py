@@ -81,7 +81,8 @@ def query_of(req, groups: dict[str, Group], layout: JointStateLayout, cfg: NodeC
     query = IKQuery(
         [target], num_solutions=cfg.moveit_num_candidates, group=group.name, seed=seed,
         objectives={k: v for k, v in objectives.items() if v > 0}, constraints=joint_bounds(req.constraints),
-        avoid_collisions=bool(req.avoid_collisions), world=world,
+        avoid_collisions=bool(req.avoid_collisions), world=world, report_collisions=False,
+        consistency_limits=cfg.moveit_consistency_limit or None,
         timeout=min(timeout if timeout > 0 else cfg.moveit_default_timeout, cfg.max_timeout), start=start,
         random_seed=cfg.moveit_random_seed if cfg.moveit_random_seed >= 0 else None, max_rounds=cfg.max_rounds)
     return query, passive

@@ -7,13 +7,14 @@ used only at start-up) and :func:`validate` refuses a bad value with a reason,
 both at start-up (overrides / YAML) and later (``ros2 param set``), through
 the node's on-set callback.
 
-Parameter files are ``config/<robot>.yaml``::
+Parameter files are ``config/<robot>.yaml`` and hold only what differs from these defaults::
 
     ikdiffuser_node:
       ros__parameters:
         robot: baxter
-        default_num_solutions: 32
-        ...
+        robot_description_timeout: 2.0
+
+``python -m ikdiffuser_ros.ros.params`` prints the table of docs/ros_node.md.
 
 ``groups`` entries are ``"<group>:<link>[,<link>...]"`` strings: planning
 groups for the MoveIt bridge when the SRDF has no usable ones (they add to /
@@ -69,7 +70,8 @@ class NodeConfig:
     device: str = _p("cpu", "torch device: cpu, cuda or cuda:<index>", read_only=True)
     sampler: str = _p("ddim", "reverse-diffusion sampler", choices=("ddim", "ddpm"))
     sampler_steps: int = _p(0, "reverse-diffusion steps per solve (0 = the checkpoint's default)", (0, 1000))
-    torch_threads: int = _p(0, "torch intra-op CPU threads (0 = torch's default)", (0, 256), read_only=True)
+    torch_threads: int = _p(1, "torch intra-op CPU threads (0 = torch's default); one suits a request path of "
+                            "small ops and leaves the other cores to other processes", (0, 256), read_only=True)
     # -- requests ---------------------------------------------------------------------------
     default_num_solutions: int = _p(32, "solutions per target when a request asks for 0", (1, 4096))
     max_num_solutions: int = _p(512, "largest num_solutions a request may ask for", (1, 4096))
@@ -117,8 +119,12 @@ class NodeConfig:
     moveit_default_timeout: float = _p(
         1.0, "compute_ik/solve_ik budget [s] when the request's timeout is 0 (MoveIt's kinematics_solver_timeout)",
         (0.001, 3600.0))
-    moveit_num_candidates: int = _p(32, "candidates sampled per compute_ik attempt (the best one is returned)",
-                                    (1, 4096))
+    moveit_num_candidates: int = _p(
+        1, "valid candidates compute_ik collects before answering; the best (closest to the seed) is returned. "
+        "1 = the first valid one (the seed's own solution when the LM from the seed solves)", (1, 4096))
+    moveit_consistency_limit: float = _p(
+        0.0, "compute_ik/solve_ik local mode: every joint of the answer within this distance of the seed state "
+        "[rad or m] (TRAC-IK's and pick_ik's local solving); 0 = global mode", (0.0, 100.0))
     moveit_random_seed: int = _p(
         0, "random seed of compute_ik sampling (>= 0: same request -> same answer; -1: nondeterministic)",
         (-1, 2**31 - 1))
@@ -160,6 +166,18 @@ class NodeConfig:
     @classmethod
     def meta(cls, name: str) -> dict:
         return {f.name: f.metadata for f in fields(cls)}[name]
+
+
+def markdown_table() -> str:
+    """The parameter table of docs/ros_node.md (name, default, range / choices, when, description)."""
+    rows = ["| name | default | range / choices | when | description |", "| --- | --- | --- | --- | --- |"]
+    for f in fields(NodeConfig):
+        md = f.metadata
+        default = f.default_factory() if f.default_factory is not MISSING else f.default
+        rng = (f"[{md[_RANGE][0]}, {md[_RANGE][1]}]" if md[_RANGE] is not None
+               else ", ".join(md[_CHOICES]) if md[_CHOICES] is not None else "")
+        rows.append(f"| `{f.name}` | {default!r} | {rng} | {'start-up' if md[_RO] else 'live'} | {md[_DESC]} |")
+    return "\n".join(rows)
 
 
 def validate(name: str, value: Any) -> str | None:
@@ -315,3 +333,7 @@ def _post_set(node, params) -> None:
             if isinstance(getattr(node.ikd_config, p.name), float) and isinstance(value, int):
                 value = float(value)
             setattr(node.ikd_config, p.name, value)
+
+
+if __name__ == "__main__":
+    print(markdown_table())

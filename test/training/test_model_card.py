@@ -32,7 +32,7 @@ def test_ship_only_when_better(tmp_path):
     dest = tmp_path / "models" / "panda"
     assert main([str(run), "--ship", str(dest), "--steps", "3", "--tail-steps", "2"]) == 0
     card = json.loads((dest / "card.json").read_text())
-    assert card["sampling"] == {"steps": 3, "tail_steps": 2}
+    assert card["sampling"] == {"steps": 3, "tail_steps": 2, "refined_steps": 3, "refined_tail_steps": 1}
     assert {"README.md", "eval.json", CURVE_FILE, "model.safetensors"} <= {p.name for p in dest.iterdir()}
     # the same run again is not better: refused, the shipped folder untouched; --force replaces it
     before = (dest / "eval.json").read_text()
