@@ -39,7 +39,7 @@ def test_ship_only_when_better(tmp_path):
     assert main([str(run), "--ship", str(dest), "--steps", "3", "--tail-steps", "2"]) == 1
     assert (dest / "eval.json").read_text() == before and not (dest.parent / "panda.staging").exists()
     assert main([str(run), "--ship", str(dest), "--steps", "4", "--force"]) == 0
-    assert json.loads((dest / "card.json").read_text())["sampling"] == {"steps": 4, "tail_steps": 0}
+    assert json.loads((dest / "card.json").read_text())["sampling"] == {"steps": 4, "tail_steps": 0, "refined_steps": 3, "refined_tail_steps": 1}
 
 
 def test_readme_without_samples_seen_or_steps():
