@@ -6,8 +6,12 @@ SHELL := /bin/bash
 setup:
 	bash scripts/setup.sh
 
+# ruff (pyproject.toml's [tool.ruff]): undefined names, unused imports, syntax errors.
+lint: setup
+	.venv/bin/ruff check ikdiffuser_ros test scripts
+
 # pytest exit code 5 ("no tests collected") is not a failure here.
-test: setup
+test: setup lint
 	source scripts/ros_env.sh && python -m pytest -q test $(PYTEST_ARGS); rc=$$?; \
 	  if [ $$rc -eq 5 ]; then echo "pytest: no tests collected"; exit 0; fi; exit $$rc
 

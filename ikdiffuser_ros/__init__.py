@@ -1,7 +1,8 @@
 """ikdiffuser_ros: diffusion-model inverse kinematics for multi-arm robots.
 
-The core (this package minus ``ikdiffuser_ros.ros``) imports no ROS module:
-tensors in, tensors out.
+The front door is :class:`IKPipeline`: ``IKPipeline.from_robot("baxter").answer(IKQuery(...))``
+(what the ROS node runs for every request). :class:`IKDiffuserSolver` is its batch engine.
+The core (this package minus ``ikdiffuser_ros.ros``) imports no ROS module.
 """
 
 # The colcon install tree holds the rosidl-generated msg/ and srv/ next to a copy
@@ -12,10 +13,20 @@ __path__ = extend_path(__path__, __name__)
 
 from ikdiffuser_ros.errors import CheckpointError, IKDiffuserError, InvalidRequestError, RobotDescriptionError
 from ikdiffuser_ros.kinematics.robot_model import RobotModel
+from ikdiffuser_ros.pipeline import IKPipeline, PipelineConfig
+from ikdiffuser_ros.query import IKAnswer, IKQuery, IKTarget, JointBounds, Status, TargetAnswer
 from ikdiffuser_ros.robots import load_robot
 from ikdiffuser_ros.solver import IKDiffuserSolver, IKSolutions, SolverConfig
 
 __all__ = [
+    "IKAnswer",
+    "IKPipeline",
+    "IKQuery",
+    "IKTarget",
+    "JointBounds",
+    "PipelineConfig",
+    "Status",
+    "TargetAnswer",
     "CheckpointError",
     "IKDiffuserError",
     "IKDiffuserSolver",

@@ -34,6 +34,7 @@ import math
 import secrets
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -41,11 +42,12 @@ import torch
 from ikdiffuser_ros.errors import (CollisionCheckingUnavailableError, IKDiffuserError, InvalidGoalError,
                                    InvalidRequestError, InvalidRobotStateError, UnknownLinkError)
 from ikdiffuser_ros.kinematics.frames import FrameResolver, rigid_offsets
-from ikdiffuser_ros.kinematics.groups import Group, find_group
+from ikdiffuser_ros.kinematics.groups import Group, build_groups, find_group
 from ikdiffuser_ros.query import IKAnswer, IKQuery, IKTarget, Status, TargetAnswer
 from ikdiffuser_ros.sampling import objectives as obj
 from ikdiffuser_ros.sampling.refine import unique_mask
-from ikdiffuser_ros.solver import IKDiffuserSolver, SolveBatch, rank, ranking_key
+from ikdiffuser_ros.kinematics.robot_model import RobotModel
+from ikdiffuser_ros.solver import IKDiffuserSolver, SolveBatch, SolverConfig, rank, ranking_key
 
 
 #: How many times longer a collision-guided solver call takes than a plain one (CPU, sphere model),
@@ -202,6 +204,50 @@ class IKPipeline:
         #: plain (False) and collision-guided (True) solver calls: their measured rates, kept across queries
         self._sizers = {False: ChunkSizer(), True: ChunkSizer()}
         self._finish_s_per_target = FINISH_S_PER_TARGET  #: measured time to rank one target's answer [s]
+
+    @classmethod
+    def from_robot(cls, robot: "str | RobotModel", model_path: str | Path | None = None, device: str = "cpu",
+                   config: PipelineConfig = PipelineConfig(), solver_config: SolverConfig = SolverConfig(),
+                   collision: bool = True, warmup: bool = True) -> "IKPipeline":
+        """The pipeline for a robot, assembled as the node assembles it.
+
+        Args:
+            robot: a robot config name or path (``config/robots``, :func:`~ikdiffuser_ros.robots.robot_config`)
+                or a :class:`RobotModel` (its planning groups then come from its SRDF alone).
+            model_path: checkpoint folder; None = the robot's checkpoint on the search path
+                (:func:`~ikdiffuser_ros.model.registry.find_checkpoint`, by fingerprint).
+            device: torch device of the model (``cpu``: the compiled small-batch path when built).
+            config, solver_config: :class:`PipelineConfig` and :class:`SolverConfig`.
+            collision: build the exact collision checker (needs python-fcl; else ``avoid_collisions``
+                queries raise :class:`CollisionCheckingUnavailableError`).
+            warmup: run every path once (:meth:`warmup`), so the first query pays no start-up cost.
+
+        Raises:
+            CheckpointError, RobotDescriptionError: no model for the robot, or a bad robot description.
+        """
+        from ikdiffuser_ros.model.checkpoint import load_checkpoint
+        from ikdiffuser_ros.model.registry import find_checkpoint
+        from ikdiffuser_ros.robots import robot_config
+
+        rcfg = robot_config(robot) if isinstance(robot, (str, Path)) else None
+        model = rcfg.load() if rcfg is not None else robot
+        path = find_checkpoint(model, model_path)
+        solver = IKDiffuserSolver(load_checkpoint(path, model, device), model, solver_config)
+        checker = cls._checker(model) if collision else None
+        groups = build_groups(model, dict(rcfg.groups) if rcfg is not None else {}, {}, rigid_offsets(model))
+        pipeline = cls(solver, checker, config, groups)
+        if warmup:
+            pipeline.warmup()
+        return pipeline
+
+    @staticmethod
+    def _checker(model):
+        """The exact collision checker, or None without python-fcl."""
+        try:
+            from ikdiffuser_ros.collision.fcl_checker import CollisionChecker
+        except ImportError:
+            return None
+        return CollisionChecker(model)
 
     # ------------------------------------------------------------------ the one entry point
     def answer(self, query: IKQuery) -> IKAnswer:

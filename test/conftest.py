@@ -22,7 +22,6 @@ from __future__ import annotations
 import contextlib
 import os
 import pkgutil
-import sys
 from pathlib import Path
 
 import pytest

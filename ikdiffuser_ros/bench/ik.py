@@ -30,7 +30,7 @@ import torch
 
 from ikdiffuser_ros.bench import report as rep
 from ikdiffuser_ros.bench.fk import _machine
-from ikdiffuser_ros.bench.peers import PEERS, build_peers
+from ikdiffuser_ros.bench.peer_registry import PEERS, build_peers
 from ikdiffuser_ros.bench.pipelines import PriorPipeline, UniformPipeline
 from ikdiffuser_ros.bench.protocols import (DEFAULT_SEED, SolutionCounter, many_solutions_batched,
                                             many_solutions_peer, one_solution_batched, one_solution_peer,

@@ -7,7 +7,7 @@ itself calls a solution, or None. Random restarts and time budgets are the proto
 (:mod:`ikdiffuser_ros.bench.protocols`); the bench verifies every answer with our float64 FK.
 
 The peers are optional (``requirements/bench.txt``; KDL is Debian's ``python3-pykdl``): they are
-imported only here, when a peer is built, and :func:`build_peers` skips the ones that fail to
+imported only when a peer is built, and :func:`~ikdiffuser_ros.bench.peer_registry.build_peers` skips the ones that fail to
 import, with a note.
 
 Peers see a *kinematic URDF* (:func:`kinematic_urdf`): the robot's URDF without visual or
@@ -325,34 +325,6 @@ class RTBPeer(SerialPeer):
         sol = self.chains[k].ik_LM(T_base_target, q0=seed, ilimit=self.ilimit, slimit=1, tol=self.tol,
                                    joint_limits=True)
         return np.asarray(sol.q, dtype=np.float64) if sol.success else None
-
-
-def _pink(model: RobotModel, urdf_xml: str, budget: float):
-    from ikdiffuser_ros.bench.pink_peer import PinkPeer
-
-    return PinkPeer(model, urdf_xml)
-
-
-#: peer name -> constructor (model, urdf_xml, per-target budget [s]).
-PEERS = {
-    "trac_ik": lambda model, xml, budget: TracIKPeer(model, xml, timeout=budget),
-    "rtb_ik_LM": lambda model, xml, budget: RTBPeer(model, xml),
-    "pink": _pink,
-    "kdl": lambda model, xml, budget: KDLPeer(model, xml),
-}
-
-
-def build_peers(names: list[str], model: RobotModel, urdf_xml: str, budget: float) -> tuple[list[Peer], list[str]]:
-    """The peers in ``names`` that build; notes say why the others were skipped."""
-    peers, notes = [], []
-    for name in names:
-        try:
-            peers.append(PEERS[name](model, urdf_xml, budget))
-        except ImportError as exc:
-            notes.append(f"{name}: skipped, not installed ({exc})")
-        except (ValueError, RuntimeError) as exc:  # a robot the peer cannot model (floating base, mimic chain)
-            notes.append(f"{name}: skipped on {model.name} ({exc})")
-    return peers, notes
 
 
 def restart_until(peer: Peer, targets: np.ndarray, rng: np.random.Generator, deadline: float) -> np.ndarray | None:

@@ -49,7 +49,8 @@ import torch
 from ikdiffuser_ros.bench import report as rep
 from ikdiffuser_ros.bench.fk import _machine
 from ikdiffuser_ros.bench.ik import REPO, SOLVER_SEED_OFFSET, _command, _versions, shipped_robots
-from ikdiffuser_ros.bench.peers import PEERS, build_peers, restart_until
+from ikdiffuser_ros.bench.peer_registry import PEERS, build_peers
+from ikdiffuser_ros.bench.peers import restart_until
 from ikdiffuser_ros.bench.protocols import DEFAULT_SEED, random_targets, verified
 from ikdiffuser_ros.kinematics.robot_model import RobotModel
 from ikdiffuser_ros.query import IKQuery, IKTarget

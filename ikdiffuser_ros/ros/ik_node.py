@@ -44,7 +44,6 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
-import os
 import re
 import sys
 import threading
@@ -66,9 +65,9 @@ from ikdiffuser_ros.errors import CheckpointError, IKDiffuserError
 from ikdiffuser_ros.kinematics.frames import rigid_offsets
 from ikdiffuser_ros.kinematics.groups import build_groups
 from ikdiffuser_ros.kinematics.robot_model import RobotModel
+from ikdiffuser_ros.model import registry
 from ikdiffuser_ros.model.checkpoint import card_fingerprint, read_card
 from ikdiffuser_ros.pipeline import IKPipeline
-from ikdiffuser_ros.resources import package_share
 from ikdiffuser_ros.robots import available_robots, robot_config
 from ikdiffuser_ros.ros import ik_solutions, moveit_bridge
 from ikdiffuser_ros.ros.conversions import JointStateLayout, SceneLimits
@@ -106,62 +105,13 @@ def malloc_trim() -> None:
 
 
 # ---------------------------------------------------------------------- model lookup
-def _card_fingerprint(card: dict) -> str | None:
-    return card_fingerprint(card)
-
-
-def _read_fingerprint(folder: Path) -> str | None:
-    """The fingerprint in ``folder``'s card.json (read safely: no FIFO or symlink loop can hang it);
-    CheckpointError when the card is unreadable."""
-    return _card_fingerprint(read_card(folder))
-
-
-def candidate_checkpoints() -> list[Path]:
-    """Checkpoint folders (holding card.json) under the package's models/ (source tree or install share)."""
-    roots = []
-    try:
-        roots.append(package_share() / "models")
-    except FileNotFoundError:
-        pass
-    for prefix in os.environ.get("AMENT_PREFIX_PATH", "").split(os.pathsep):
-        if prefix:
-            roots.append(Path(prefix) / "share" / "ikdiffuser_ros" / "models")
-    seen, out = set(), []
-    for root in roots:
-        if not root.is_dir():
-            continue
-        for card in sorted(root.glob("**/card.json")):
-            key = card.parent.resolve()
-            if key not in seen:
-                seen.add(key)
-                out.append(card.parent)
-    return out
-
-
 def find_checkpoint(robot, model_path: str) -> Path:
-    """The checkpoint folder to load, or StartupError naming the fingerprint and what was tried."""
-    fp = robot.fingerprint()
-    if model_path:
-        path = Path(model_path)
-        if path.is_file():
-            path = path.parent
-        if not path.exists():
-            raise StartupError(f"model_path {model_path!r} does not exist (robot {robot.name!r}, fingerprint {fp})")
-        return path
-    tried = []
-    for folder in candidate_checkpoints():
-        try:
-            have = _read_fingerprint(folder)
-        except CheckpointError as exc:
-            tried.append(f"{folder} (unreadable card.json: {exc})")
-            continue
-        if have == fp:
-            return folder
-        tried.append(f"{folder} (fingerprint {have})")
-    raise StartupError(
-        f"no checkpoint for robot {robot.name!r} with fingerprint {fp}: tried "
-        + ("; ".join(tried) if tried else "nothing (no models/*/card.json found)")
-        + ". Set model_path, or train one for this robot (ikdiffuser train)")
+    """The checkpoint folder to load (:func:`ikdiffuser_ros.model.registry.find_checkpoint`), or
+    StartupError naming the fingerprint and what was tried."""
+    try:
+        return registry.find_checkpoint(robot, model_path)
+    except CheckpointError as exc:
+        raise StartupError(str(exc)) from None
 
 
 def load_solver(robot, path: Path, device: str):
@@ -171,7 +121,7 @@ def load_solver(robot, path: Path, device: str):
     except Exception as exc:  # noqa: BLE001 - an untrusted checkpoint: any failure is one start-up error
         card_fp = None
         try:
-            card_fp = _read_fingerprint(path)
+            card_fp = card_fingerprint(read_card(path))
         except CheckpointError:
             pass
         detail = str(exc) if isinstance(exc, (CheckpointError, IKDiffuserError)) else f"{type(exc).__name__}: {exc}"

@@ -2,7 +2,7 @@
 
 Stable API (used by the solver facade, objectives and refinement):
 
-- ``load_checkpoint(dir, robot, device) -> LoadedModel`` (:mod:`ikdiffuser_ros.model.checkpoint`);
+- a ``LoadedModel`` from ``load_checkpoint(dir, robot, device)`` (:mod:`ikdiffuser_ros.model.checkpoint`);
 - ``sample(loaded, ee_pos, ee_rot6d, ee_mask, pos_only, num_solutions, method="ddim", steps=20,
   eta=0.0, generator=None, guidance=None, guidance_scale=1.0, guidance_clip=1.0) -> q (B, N, n)``;
 - ``targets_from_poses(T) -> (ee_pos, ee_rot6d)`` to build the inputs from (B, E, 4, 4) poses;
@@ -35,14 +35,17 @@ reproducible.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import torch
 
 from ikdiffuser_ros.clock import UnitClock
 from ikdiffuser_ros.kinematics.transforms import matrix_to_rot6d
-from ikdiffuser_ros.model.checkpoint import LoadedModel, load_checkpoint  # noqa: F401  (re-export)
 from ikdiffuser_ros.model.feedback import FeedbackTargets
 from ikdiffuser_ros.model.schedule import ddim_step, ddpm_step
+
+if TYPE_CHECKING:  # the checkpoint module imports this one (its self-test samples)
+    from ikdiffuser_ros.model.checkpoint import LoadedModel
 
 GuidanceFn = Callable[[torch.Tensor], torch.Tensor]
 #: highest timestep of the low-noise tail.
@@ -121,6 +124,7 @@ def sample(loaded: LoadedModel, ee_pos: torch.Tensor, ee_rot6d: torch.Tensor, ee
         fb_targets = _feedback_targets(loaded, ee_pos, ee_rot6d, ee_mask, pos_only, N)
         x = torch.randn(B * N, n, generator=generator, device=dev, dtype=torch.float32)
         clock = UnitClock(deadline)
+        x0 = x
         for i, (t, t_prev) in enumerate(sampling_plan(loaded.schedule, steps, tail_steps)):
             if not clock.time_for_another() and i > 0:
                 x = x0  # out of time: the last clean-sample estimate

@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 import torch
 
-from ikdiffuser_ros.bench.peers import build_peers, restart_until
+from ikdiffuser_ros.bench.peer_registry import build_peers
+from ikdiffuser_ros.bench.peers import restart_until
 from ikdiffuser_ros.bench.protocols import random_targets, verified
 from ikdiffuser_ros.bench.report import BEGIN, END, PLOT_FREE, PLOT_SUCCESS
 from ikdiffuser_ros.cli import main

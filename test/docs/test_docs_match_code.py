@@ -29,3 +29,17 @@ def test_robot_param_files_hold_only_overrides():
         same = {k: v for k, v in params.items() if k in defaults and defaults[k] == v}
         assert not same, f"{path.name} restates defaults {same}"
         assert set(params) <= set(NodeConfig.names()), f"{path.name}: unknown parameters"
+
+
+def test_readme_python_example_runs_from_any_directory(tmp_path, monkeypatch):
+    """The README's first Python example, run as written from an empty directory."""
+    text = (ROOT / "README.md").read_text()
+    start = text.index("```python\nfrom ikdiffuser_ros import IKPipeline")
+    code = text[start + len("```python\n"):text.index("```\n", start + 10)]
+    monkeypatch.chdir(tmp_path)
+    scope: dict = {}
+    exec(compile(code, "README.md", "exec"), scope)  # noqa: S102 - our own README
+    from ikdiffuser_ros import Status
+
+    assert scope["answer"].targets[0].status is Status.SOLVED
+    assert abs(scope["seeded"].targets[0].q[0] - scope["q_true"].numpy()).max() <= 1e-6

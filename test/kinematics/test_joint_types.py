@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 
 import numpy as np
-import pytest
 import torch
 
 from ikdiffuser_ros.kinematics.robot_model import RobotModel

@@ -15,19 +15,9 @@ def _one_thread(one_torch_thread_session):
 
 
 def _pipeline(robot_name: str, **config):
-    from ikdiffuser_ros.collision.fcl_checker import CollisionChecker
-    from ikdiffuser_ros.kinematics.frames import rigid_offsets
-    from ikdiffuser_ros.kinematics.groups import build_groups
     from ikdiffuser_ros.pipeline import IKPipeline, PipelineConfig
-    from ikdiffuser_ros.robots import load_robot, robot_config
-    from ikdiffuser_ros.solver import IKDiffuserSolver
 
-    robot = load_robot(robot_name)
-    solver = IKDiffuserSolver.from_checkpoint(MODELS / robot_name, robot)
-    groups = build_groups(robot, robot_config(robot_name).groups or {}, {}, rigid_offsets(robot))
-    pipeline = IKPipeline(solver, CollisionChecker(robot), PipelineConfig(**config), groups)
-    pipeline.warmup()
-    return pipeline
+    return IKPipeline.from_robot(robot_name, MODELS / robot_name, config=PipelineConfig(**config))
 
 
 @pytest.fixture(scope="session")

@@ -23,13 +23,14 @@ def shipped_model_for(robot: str) -> bool:
     """True if the package's models/ holds a checkpoint whose card fingerprint matches ``robot``."""
     import json
 
+    from ikdiffuser_ros.model.checkpoint import card_fingerprint
+    from ikdiffuser_ros.model.registry import candidate_checkpoints
     from ikdiffuser_ros.robots import load_robot
-    from ikdiffuser_ros.ros.ik_node import _card_fingerprint, candidate_checkpoints
 
     fp = load_robot(robot).fingerprint()
     for folder in candidate_checkpoints():
         try:
-            if _card_fingerprint(json.loads((folder / "card.json").read_text())) == fp:
+            if card_fingerprint(json.loads((folder / "card.json").read_text())) == fp:
                 return True
         except (OSError, ValueError):
             pass

@@ -10,7 +10,7 @@ import pytest
 
 pytestmark = pytest.mark.ros
 
-from geometry_msgs.msg import Pose, PoseStamped  # noqa: E402
+from geometry_msgs.msg import Pose  # noqa: E402
 from sensor_msgs.msg import JointState  # noqa: E402
 
 from ikdiffuser_ros.errors import IKDiffuserError  # noqa: E402
