@@ -21,6 +21,7 @@ why). Tests compare both paths on every shipped robot.
 
 from __future__ import annotations
 
+import functools
 import time
 from dataclasses import asdict
 
@@ -104,9 +105,14 @@ class NativeKinematics:
         pos_only = _u8(False if position_only is None else _numpy(position_only), (M, E))
         fixed = _u8(False if frozen is None else _numpy(frozen), (M, n))
         q, pe, re, conv, iters = _native.lm_solve(
-            self.tree, q0, np.ascontiguousarray(T), mask, pos_only, tips, fixed, lower, upper, self.wrapping, asdict(config), -1.0 if deadline is None else float(deadline))
+            self.tree, q0, np.ascontiguousarray(T), mask, pos_only, tips, fixed, lower, upper, self.wrapping, _config_dict(config), -1.0 if deadline is None else float(deadline))
         t = torch.from_numpy
         return RefineResult(q=t(q), position_error=t(pe), rotation_error=t(re), converged=t(conv), iterations=t(iters))
+
+
+@functools.lru_cache(maxsize=16)
+def _config_dict(config: RefineConfig) -> dict:
+    return asdict(config)
 
 
 def _numpy(x) -> np.ndarray:

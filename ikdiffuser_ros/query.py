@@ -77,8 +77,8 @@ class IKQuery:
             (exact FCL check) are valid.
         world: the planning scene (objects, attached objects, ACM), or None.
         report_collisions: check every returned candidate for collisions (``in_collision``) even
-            without ``avoid_collisions`` (an exact check per candidate; False: ``in_collision`` is
-            False for candidates that were not checked).
+            without ``avoid_collisions`` (an exact check per candidate, about 0.5 ms each on a CPU;
+            False: ``in_collision`` is False for candidates that were not checked).
         timeout: wall-clock budget [s] of the whole answer; None = the pipeline's default.
         start: ``time.monotonic()`` at which the budget started (a service sets it when it picks
             the request up, so converting the request counts too); None = when ``answer`` is called.
@@ -97,7 +97,7 @@ class IKQuery:
     constraints: Sequence[JointBounds] = ()
     avoid_collisions: bool = False
     world: World | None = None
-    report_collisions: bool = True
+    report_collisions: bool = False
     timeout: float | None = None
     start: float | None = None
     random_seed: int | None = 0

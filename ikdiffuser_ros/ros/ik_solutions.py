@@ -65,7 +65,7 @@ def query_of(request, layout: JointStateLayout, cfg: NodeConfig, world, start: f
     return IKQuery(
         targets=[target_of(t) for t in request.targets],
         num_solutions=int(request.num_solutions) or cfg.default_num_solutions,
-        seed=seed, objectives=objectives, avoid_collisions=bool(request.avoid_collisions), world=world,
+        seed=seed, objectives=objectives, avoid_collisions=bool(request.avoid_collisions), world=world, report_collisions=True,
         timeout=timeout_of(request.timeout, cfg.default_timeout, cfg.max_timeout), start=start,
         random_seed=int(request.random_seed) if request.random_seed >= 0 else None,
         keep_invalid=cfg.return_failed_solutions)
