@@ -10,8 +10,9 @@ all call it)::
               back as it is and ranks first; when that answers every target, nothing is sampled
     local     local mode (``consistency_limits``): LM rounds from points around the seed, inside
               the consistency box, instead of the learned prior
-    rounds    round 0 samples every target, later rounds only targets still without a valid
-              solution (at most ``max_rounds``; round k samples ``ROUND_GROWTH**k`` times more, up to ``ROUND_ROWS``). Work is cut into solver calls whose size follows
+    rounds    round 0 samples every target, later rounds only targets with fewer valid solutions
+              than asked for (at most ``max_rounds``; round k samples ``ROUND_GROWTH**k`` times
+              more, up to ``ROUND_ROWS``); only targets with none get collision guidance. Work is cut into solver calls whose size follows
               the measured throughput and the time left (:class:`ChunkSizer`), breadth first:
               each call gives its targets equal shares, so a tight budget still reaches them all
     chunk     one :meth:`IKDiffuserSolver.solve` call (sample, LM with locked joints frozen,
@@ -468,21 +469,25 @@ class IKPipeline:
         return lo, np.maximum(hi, lo)
 
     def _sampled_rounds(self, plan: _Plan, pools: list[_Pool]) -> None:
-        """Rounds of the learned prior: round 0 for every target, later ones for targets without a valid answer."""
+        """Rounds of the learned prior: round 0 for every target, later ones for targets still short of
+        ``num_solutions`` valid answers."""
         first, most = self.config.first_chunk_rows, self.config.max_batch_size
         # guided calls (collision gradients at every reverse step) cost several times more per row
         sizers = {False: self._sizers[False].start(first, most), True: self._sizers[True].start(first // 4, most)}
         for round_ in range(plan.query.max_rounds):
             todo = [i for i, s in enumerate(plan.specs) if isinstance(s, _Spec)
-                    and pools[i].valid_count < plan.query.num_solutions and (round_ == 0 or pools[i].valid_count == 0)]
+                    and pools[i].valid_count < plan.query.num_solutions]
             if not todo or time.monotonic() > plan.deadline:
                 break
-            guided = self._is_guided(plan, round_)
             rows = max(plan.n_sample, min(plan.n_sample * ROUND_GROWTH ** round_, ROUND_ROWS))
-            for items, num in self._chunks(plan, todo, sizers[guided], rows):
-                t = time.monotonic()
-                self._call(plan, items, num, guided, pools)
-                sizers[guided].record(len(items) * num, time.monotonic() - t)
+            # targets without any valid answer may get the (costly) collision guidance; the others are topped up
+            empty = [i for i in todo if pools[i].valid_count == 0]
+            groups = ((empty, self._is_guided(plan, round_)), ([i for i in todo if i not in set(empty)], False))
+            for items_of_group, guided in groups:
+                for items, num in self._chunks(plan, items_of_group, sizers[guided], rows) if items_of_group else ():
+                    t = time.monotonic()
+                    self._call(plan, items, num, guided, pools)
+                    sizers[guided].record(len(items) * num, time.monotonic() - t)
 
     def _guided_guess(self, sizer: ChunkSizer) -> float | None:
         """For the guided calls' sizer: the plain calls' shortest x GUIDED_COST, until a guided one is measured."""

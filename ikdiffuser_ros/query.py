@@ -83,7 +83,8 @@ class IKQuery:
         start: ``time.monotonic()`` at which the budget started (a service sets it when it picks
             the request up, so converting the request counts too); None = when ``answer`` is called.
         random_seed: seed of the sampling (same query + seed = same answer); None = random.
-        max_rounds: most sampling rounds; a target is sampled again only while it has no valid solution.
+        max_rounds: most sampling rounds; a target is sampled again while it has fewer than
+            ``num_solutions`` valid solutions (and the budget lasts).
         keep_invalid: also return candidates that failed (flagged by ``valid`` False).
     """
 

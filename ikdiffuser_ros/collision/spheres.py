@@ -512,38 +512,72 @@ class SphereModel:
                 names += owners
         return c, r, names
 
-    def world_distance(self, q: torch.Tensor, world: World | None, per_shape: bool = False) -> torch.Tensor:
+    def world_distance(self, q: torch.Tensor, world: World | None, per_shape: bool = False,
+                       within: float | None = None) -> torch.Tensor:
         """(M, n) -> (M,) smallest signed distance [m] from the robot (and attached objects) to world objects.
 
         Pairs allowed by ``world.acm`` (link or attached object id vs object id) are skipped.
         ``per_shape=True`` returns (M, S', K) sphere-to-shape distances (allowed pairs = +inf).
+        ``within`` [m]: only shapes whose bounding sphere comes within this distance of the box
+        around all the rows' spheres are measured, the others read +inf (exact for costs that
+        ignore distances beyond ``within``; a scene of thousands of far objects costs nothing).
         +inf when there is nothing to check.
         """
         if world is None or not world.objects:
             return torch.full(q.shape[:-1], math.inf, dtype=q.dtype, device=q.device)
         c, r, names = self.world_sphere_set(q, world)
-        key = ("world", c.dtype, str(c.device), *_world_key(world))
-        cached = self._world_cache.get(key)
-        if cached is None or cached[0] is not world:
-            codes, poses, half, ids = self._world_tensors(world, c.dtype, c.device)
-            allowed = torch.tensor([[world.acm.allowed(nm, oid) for oid in ids] for nm in names],
-                                   dtype=torch.bool, device=c.device).reshape(len(names), len(ids))
-            cached = (world, (codes, poses, half, allowed))
-            if len(self._world_cache) > 16:
-                self._world_cache.clear()
-            self._world_cache[key] = cached
-        codes, poses, half, allowed = cached[1]
-        if codes.numel() == 0:
-            return torch.full(q.shape[:-1], math.inf, dtype=q.dtype, device=q.device)
+        codes, poses, half, bound, ids = self._world_shapes(world, c.dtype, c.device)
+        keep = torch.arange(len(ids), device=c.device)
+        if within is not None and len(ids):
+            keep = self._near_shapes(c.detach(), r, poses, bound, within)
+        if keep.numel() == 0:
+            shape = (*q.shape[:-1], c.shape[-2], len(ids)) if per_shape else q.shape[:-1]
+            return torch.full(shape, math.inf, dtype=q.dtype, device=q.device)
+        allowed = self._allowed(world, names, [ids[k] for k in keep.tolist()], c.device)
         # points in every shape frame: p_local = R^T (c - t)  -> (M, S', K, 3)
-        R, t = poses[:, :3, :3], poses[:, :3, 3]
+        R, t = poses[keep, :3, :3], poses[keep, :3, 3]
         p = torch.einsum("kji,mskj->mski", R, c.unsqueeze(-2) - t)
-        d = shape_sdf(p, codes, half) - r.view(1, -1, 1)
+        d = shape_sdf(p, codes[keep], half[keep]) - r.view(1, -1, 1)
         # an attached object never collides with itself; its own id cannot be a world id (World checks)
         d = torch.where(allowed, torch.full_like(d, math.inf), d)
         if per_shape:
-            return d
+            if keep.numel() == len(ids):
+                return d
+            full = torch.full((*d.shape[:-1], len(ids)), math.inf, dtype=d.dtype, device=d.device)
+            return full.index_copy(-1, keep, d)
         return d.flatten(-2).amin(-1)
+
+    def _world_shapes(self, world: World, dtype, device):
+        """(codes (K,), poses (K, 4, 4), half extents (K, 3), bounding radii (K,) [m], ids) of a World, cached."""
+        key = ("world", dtype, str(device), *_world_key(world))
+        cached = self._world_cache.get(key)
+        if cached is None or cached[0] is not world:
+            codes, poses, half, ids = self._world_tensors(world, dtype, device)
+            bound = torch.where(codes == 0, half.norm(dim=-1), torch.where(codes == 1, half[:, 0],
+                                                                          half[:, :2].norm(dim=-1)))
+            cached = (world, (codes, poses, half, bound, ids))
+            if len(self._world_cache) > 16:
+                self._world_cache.clear()
+            self._world_cache[key] = cached
+        return cached[1]
+
+    @staticmethod
+    def _near_shapes(c: torch.Tensor, r: torch.Tensor, poses: torch.Tensor, bound: torch.Tensor,
+                     within: float) -> torch.Tensor:
+        """Indices of the shapes whose bounding sphere reaches within ``within`` [m] of the box around
+        the sphere centres c (..., S', 3) grown by the largest radius."""
+        flat = c.reshape(-1, 3)
+        lo, hi = flat.amin(0), flat.amax(0)
+        centre = poses[:, :3, 3]
+        gap = (torch.maximum(lo - centre, centre - hi).clamp_min(0)).norm(dim=-1)
+        return (gap - bound - r.max() <= within).nonzero().flatten()
+
+    def _allowed(self, world: World, names: list[str], ids: list[str], device) -> torch.Tensor:
+        """(S', K) bool: the ACM allows (sphere owner, object id)."""
+        acm = world.acm
+        return torch.tensor([[acm.allowed(nm, oid) for oid in ids] for nm in names], dtype=torch.bool,
+                            device=device).reshape(len(names), len(ids))
+
 
     def _self_pairs_with(self, world: World) -> tuple[list[int], list[int], list[str]]:
         """Sphere index pairs checked for self collision given ``world`` (ACM, attached objects)."""

@@ -90,7 +90,7 @@ def collision(sphere_model, world=None, margin: float = 0.02) -> CostFn:
     def cost(q: torch.Tensor) -> torch.Tensor:
         total = (torch.relu(margin - sphere_model.self_pair_distances_with(q, world)) / margin).pow(2).sum(-1)
         if world is not None and world.objects:
-            d = sphere_model.world_distance(q, world, per_shape=True)
+            d = sphere_model.world_distance(q, world, per_shape=True, within=margin)
             d = torch.where(torch.isinf(d), torch.full_like(d, margin), d)
             total = total + (torch.relu(margin - d) / margin).pow(2).flatten(-2).sum(-1)
         return total

@@ -215,3 +215,28 @@ def test_user_cost_pulls_joint_0_down(panda_solver, case, baseline):
 
 def test_wrapping_kinds_feed_the_seed_objective(panda):
     assert not joint_kinds(panda)[1].any()  # panda has no continuous joint
+
+
+def test_collision_objective_ignores_far_objects_exactly(panda, panda_solver):
+    """Shapes farther than the margin cost nothing: 2000 far boxes change neither the cost nor its
+    gradient, and are culled before any distance is computed."""
+    sm = panda_solver.sphere_model
+    near = np.eye(4)
+    near[:3, 3] = (0.45, 0.0, 0.2)
+    far = [WorldObject(f"far_{k}", [Shape.box([0.1, 0.1, 0.1], _translation(5.0 + 0.01 * k, 5.0, 0.0))])
+           for k in range(2000)]
+    crate = WorldObject("crate", [Shape.box([0.3, 1.2, 0.3], near)])
+    q = random_q(panda, 32, seed=9).requires_grad_(True)
+    costs = []
+    for world in (World([crate]), World([crate, *far])):
+        c = obj.collision(sm, world, 0.02)(q)
+        (g,) = torch.autograd.grad(c.sum(), q)
+        costs.append((c.detach(), g))
+    assert torch.allclose(costs[0][0], costs[1][0]) and torch.allclose(costs[0][1], costs[1][1])
+    assert sm.world_distance(q.detach(), World(far), per_shape=True, within=0.02).isinf().all()
+
+
+def _translation(x: float, y: float, z: float) -> np.ndarray:
+    T = np.eye(4)
+    T[:3, 3] = (x, y, z)
+    return T
