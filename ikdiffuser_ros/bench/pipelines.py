@@ -1,7 +1,8 @@
 """The batched pipelines of ``ikdiffuser bench``: IKDiffuser and its ablation, uniform starts.
 
 Both are the same pipeline: ``B * N`` start rows -> the solver's batched Levenberg-Marquardt
-(:func:`~ikdiffuser_ros.sampling.refine.refine` with the solver's :class:`RefineConfig`, float64)
+(the solver's: the compiled :meth:`~ikdiffuser_ros.native.NativeKinematics.refine` on CPU, else
+:func:`~ikdiffuser_ros.sampling.refine.refine`; the solver's :class:`RefineConfig`, float64)
 until the deadline; rows that fail get fresh starts while time is left (protocol "one solution").
 They differ only in where the starts come from:
 
@@ -16,7 +17,9 @@ import time
 
 import torch
 
+from ikdiffuser_ros import native
 from ikdiffuser_ros.kinematics.robot_model import RobotModel
+from ikdiffuser_ros.native import NativeKinematics
 from ikdiffuser_ros.sampling.refine import refine
 
 
@@ -49,7 +52,11 @@ class UniformPipeline:
 
     def __init__(self, model: RobotModel, refine_config) -> None:
         self.model, self.config = model, refine_config
-        self.description = "uniform starts within the limits, then the solver's batched LM (same RefineConfig)"
+        # the same LM as the solver's: the compiled one on CPU when it is built
+        self.lm = (NativeKinematics(model).refine if native.available()
+                   else lambda q0, T, **kw: refine(model, q0, T, **kw))
+        self.description = ("uniform starts within the limits, then the solver's LM (same RefineConfig, "
+                            f"{'compiled' if native.available() else 'torch'} path)")
 
     def solve(self, targets: torch.Tensor, num: int, deadline: float | None, seed: int
               ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -58,8 +65,7 @@ class UniformPipeline:
         B, n = targets.shape[0], self.model.n_joints
         lower, upper = self.model.lower, self.model.upper
         q0 = lower + (upper - lower) * torch.rand(B * num, n, generator=g, dtype=torch.float64)
-        res = refine(self.model, q0, targets.to(torch.float64).repeat_interleave(num, 0), config=self.config,
-                     deadline=deadline)
+        res = self.lm(q0, targets.to(torch.float64).repeat_interleave(num, 0), config=self.config, deadline=deadline)
         return res.q.view(B, num, n), res.converged.view(B, num)
 
 

@@ -6,12 +6,13 @@ import torch
 
 from ikdiffuser_ros import native
 from ikdiffuser_ros.model.checkpoint import load_checkpoint
-from ikdiffuser_ros.robots import load_robot
+from ikdiffuser_ros.robots import available_robots, load_robot
 from ikdiffuser_ros.sampling.refine import RefineConfig, joint_kinds, refine
 from ikdiffuser_ros.sampling.sampler import default_sampling, sample, sampling_plan, targets_from_poses
 
 pytestmark = pytest.mark.skipif(not native.available(), reason=native.unavailable_reason)
-ROBOTS = ["panda", "baxter", "dual_ur5_mobile", "talos"]
+ROBOTS = available_robots()  #: FK, Jacobians and LM: every robot config
+SHIPPED = ["panda", "baxter", "dual_ur5_mobile", "talos"]  #: the sampler: every shipped model
 
 
 def _uniform(robot, num, seed):
@@ -73,8 +74,10 @@ def test_lm_stays_in_a_narrowed_box(robot):
     assert (ref.q - res.q).abs().max() < 1e-8
 
 
-def test_sampler_matches_torch(robot):
+@pytest.mark.parametrize("name", SHIPPED)
+def test_sampler_matches_torch(name):
     """The compiled DDIM + tail loop gives the torch sampler's samples (float32 network, float64 feedback)."""
+    robot = load_robot(name)
     loaded = load_checkpoint(f"models/{robot.name}", robot)
     T = robot.fk(_uniform(robot, 8, 4))
     E = len(robot.end_effectors)
