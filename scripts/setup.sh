@@ -12,6 +12,7 @@
 #   IKD_SKIP_COLCON=1     only set up the venv
 #   IKD_FORCE=1           redo every step
 #   IKD_LAUNCH_WHEELS=DIR launch/launch_ros/ros2cli wheels (default ../shared/wheels/launch)
+#   IKD_ROS2CLI_WHEELS=DIR ros2 service/param/topic/interface/node wheels (default ../shared/wheels/ros2cli)
 #   IKD_ROS_SRC=DIR       interface package sources for them (default ../shared/ros_src)
 set -euo pipefail
 
@@ -20,6 +21,7 @@ cd "$ROOT"
 VENV="$ROOT/.venv"
 STAMPS="$VENV/.ikdiffuser-stamps"
 LAUNCH_WHEELS="$(realpath -m "${IKD_LAUNCH_WHEELS:-$ROOT/../shared/wheels/launch}")"
+ROS2CLI_WHEELS="$(realpath -m "${IKD_ROS2CLI_WHEELS:-$ROOT/../shared/wheels/ros2cli}")"
 ROS_SRC="$(realpath -m "${IKD_ROS_SRC:-$ROOT/../shared/ros_src}")"
 
 log() { printf '[setup] %s\n' "$*"; }
@@ -85,6 +87,25 @@ if [ -d "$LAUNCH_WHEELS" ]; then
   fi
 else
   log "no $LAUNCH_WHEELS: ros2 launch not installed (the launch tests will be skipped)"
+fi
+
+# ---------------------------------------------------------------- 2c. ros2 service/param/topic/interface/node (optional)
+# The rest of the ros2 command line, pure-Python wheels in $ROS2CLI_WHEELS (../shared/notes/launch.md), on top
+# of step 2b's ros2cli. psutil is pinned here, with the wheels, not in requirements/ros.txt: only the ros2
+# command imports it (ros2cli's daemon), never the node, and a system ROS 2 install brings its own.
+if [ -d "$ROS2CLI_WHEELS" ] && [ -d "$LAUNCH_WHEELS" ]; then
+  ros2cli_hash="$(hash_files "$ROS2CLI_WHEELS"/*.whl) psutil==7.2.2"
+  if stamp_ok ros2cli-wheels "$ros2cli_hash"; then
+    log "ros2cli wheels up to date"
+  else
+    log "installing ros2 service/param/topic/interface/node from $ROS2CLI_WHEELS"
+    pipq install --no-deps "$ROS2CLI_WHEELS"/*.whl psutil==7.2.2
+    stamp_write ros2cli-wheels "$ros2cli_hash"
+  fi
+elif [ -d "$ROS2CLI_WHEELS" ]; then
+  warn "$ROS2CLI_WHEELS needs the ros2cli of $LAUNCH_WHEELS, which is missing: ros2 service/param not installed"
+else
+  log "no $ROS2CLI_WHEELS: ros2 service/param/topic/interface/node not installed (their tests will be skipped)"
 fi
 
 # ---------------------------------------------------------------- 3. CMake path fix
