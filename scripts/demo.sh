@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # End-to-end demo (make demo): build, start ikdiffuser_node on the shipped baxter model, publish
 # a planning scene (table + box), call get_ik_solutions for both arms and each arm, and
-# compute_ik; print a summary and write a PNG. The node starts through
+# compute_ik; print a summary and write a PNG (runs/demo/demo_baxter_scene.png: runs/ is git-ignored,
+# so the demo leaves the checkout unmodified). The node starts through
 # `ros2 launch ikdiffuser_ros ikdiffuser.launch.py` when launch is installed (make setup installs
 # it when ../shared/wheels/launch exists), else demo_client starts the installed executable.
 #   scripts/demo.sh [--model-path DIR] [--params-file FILE] [--png PATH]   (extra args go to demo_client)

@@ -5,7 +5,8 @@
 3. calls ``~/get_ik_solutions`` (both arms, left only, right only; 32 solutions each),
    without and with ``avoid_collisions``, and ``~/compute_ik`` for ``left_arm``;
 4. prints a summary (solutions, errors, collision-free count, latency) and writes a PNG
-   of the both-arms solutions with the scene (viz/render.py).
+   of the both-arms solutions with the scene (viz/render.py) to ``runs/demo/demo_baxter_scene.png``
+   (``runs/`` is git-ignored, so a demo leaves the checkout unmodified).
 
     python -m ikdiffuser_ros.ros.demo_client [--model-path DIR] [--png PATH] [--no-node]
 
@@ -26,6 +27,8 @@ from pathlib import Path
 import numpy as np
 
 NODE = "ikdiffuser_node"
+#: Where the demo's picture goes by default, relative to the repository root (git-ignored).
+DEMO_PNG = "runs/demo/demo_baxter_scene.png"
 
 
 def _down_pose(x: float, y: float, z: float) -> np.ndarray:
@@ -118,7 +121,8 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model-path", default="", help="checkpoint folder (default: the node's models/ lookup)")
     ap.add_argument("--params-file", default="", help="node parameters (default config/baxter.yaml)")
-    ap.add_argument("--png", default="docs/img/demo_baxter_scene.png", help="PNG of the both-arms solutions")
+    ap.add_argument("--png", default=DEMO_PNG,
+                    help="PNG of the both-arms solutions (a relative path is taken from the repository root)")
     ap.add_argument("--no-node", action="store_true", help="use an already running ikdiffuser_node")
     ap.add_argument("--num-solutions", type=int, default=32)
     return ap.parse_args(argv)
