@@ -17,6 +17,11 @@ class RobotDescriptionError(IKDiffuserError, ValueError):
     """A URDF, xacro, SRDF or robot config that cannot be turned into a model."""
 
 
+class SphereFileError(RobotDescriptionError):
+    """A collision-sphere file (``config/spheres/<robot>.json``) that cannot be read or is not one; the
+    message names the file."""
+
+
 class CheckpointError(IKDiffuserError, ValueError):
     """A checkpoint that is missing, corrupt, or made for another robot."""
 

@@ -174,16 +174,14 @@ class IKDiffuserSolver:
         return kin, native.NativeSampler(loaded, kin) if native.NativeSampler.supports(loaded) else None
 
     @property
-    def sphere_model(self):
-        """The robot's :class:`~ikdiffuser_ros.collision.spheres.SphereModel` (loaded on first use), or None."""
+    def sphere_model(self) -> SphereModel | None:
+        """The robot's :class:`~ikdiffuser_ros.collision.spheres.SphereModel` (loaded on first use), or None
+        without collision geometry to guide with (:meth:`SphereModel.for_guidance`: none, or, with a warning,
+        unloadable meshes or no trimesh). A corrupt or unreadable sphere file raises
+        :class:`~ikdiffuser_ros.errors.SphereFileError` naming it."""
         if not self._sphere_tried:
+            self._sphere_model = SphereModel.for_guidance(self.robot)
             self._sphere_tried = True
-            try:
-                self._sphere_model = SphereModel.from_robot(self.robot)
-                if self._sphere_model.num_spheres == 0:
-                    self._sphere_model = None
-            except Exception:  # a robot without loadable collision geometry: no sphere model
-                self._sphere_model = None
         return self._sphere_model
 
     # ------------------------------------------------------------------ validation

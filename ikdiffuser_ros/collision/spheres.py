@@ -47,6 +47,7 @@ import numpy as np
 import torch
 
 from ikdiffuser_ros.collision.world import Shape, World, mesh_obb
+from ikdiffuser_ros.errors import RobotDescriptionError, SphereFileError
 from ikdiffuser_ros.kinematics.robot_model import RobotModel
 from ikdiffuser_ros.kinematics.urdf import Geometry
 
@@ -110,13 +111,23 @@ def geometry_mesh(geom: Geometry | Shape):
         elif geom.kind == "cylinder":
             mesh = trimesh.creation.cylinder(radius=geom.radius, height=geom.length, sections=32)
         elif geom.kind == "mesh":
-            mesh = trimesh.load(str(resolve_uri(geom.filename)), force="mesh")
+            mesh = _load_mesh(resolve_uri(geom.filename))
             mesh.apply_scale(np.asarray(geom.scale, dtype=float))
         else:  # pragma: no cover - the URDF parser only produces the kinds above
             raise ValueError(f"unsupported geometry kind {geom.kind!r}")
     mesh = mesh.copy()
     mesh.apply_transform(np.asarray(T, dtype=float))
     return mesh
+
+
+def _load_mesh(path: Path):
+    """A collision mesh file -> trimesh.Trimesh; RobotDescriptionError naming the file when it cannot be loaded."""
+    import trimesh
+
+    try:
+        return trimesh.load(str(path), force="mesh")
+    except Exception as exc:  # trimesh raises many types for missing or unreadable files
+        raise RobotDescriptionError(f"cannot load collision mesh {path}: {exc}") from None
 
 
 def _surface_points(meshes, count: int, rng: np.random.Generator) -> np.ndarray:
@@ -251,6 +262,65 @@ def sphere_file(robot_name: str) -> Path:
     return package_share() / "config" / "spheres" / f"{robot_name}.json"
 
 
+def read_sphere_file(path: Path, model: RobotModel) -> dict | None:
+    """The checked contents of the sphere file ``path`` for ``model`` (see :func:`generate_sphere_data`).
+
+    None when there is no file, or when it is stale (made for another fingerprint or generator version: a
+    warning; the caller refits). :class:`SphereFileError` naming ``path`` when it is not a regular file,
+    cannot be read, is not JSON, or its spheres or pairs are malformed or name links ``model`` lacks.
+    """
+    if not path.exists():
+        return None
+    if not path.is_file():
+        raise SphereFileError(f"sphere file {path}: not a regular file")
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise SphereFileError(f"sphere file {path}: cannot be read: {exc}") from None
+    if not isinstance(data, dict):
+        raise SphereFileError(f"sphere file {path}: not a JSON object")
+    if data.get("fingerprint") != model.fingerprint() or data.get("generator_version") != GENERATOR_VERSION:
+        warnings.warn(f"sphere file {path} is stale for robot {model.name!r}; refitting", stacklevel=3)
+        return None
+    _check_sphere_links(data.get("links"), path, model)
+    _check_pairs(data.get("always_colliding", []), path, model)
+    return data
+
+
+def _check_sphere_links(links: object, path: Path, model: RobotModel) -> None:
+    """SphereFileError unless ``links`` maps links of ``model`` to lists of finite ``[x, y, z, r]`` [m], r >= 0."""
+    if not isinstance(links, dict):
+        raise SphereFileError(f"sphere file {path}: 'links' is not an object of link name -> spheres")
+    for link, spheres in links.items():
+        if link not in model.urdf.links:
+            raise SphereFileError(f"sphere file {path}: {link!r} is not a link of robot {model.name!r}")
+        if not _valid_spheres(spheres):
+            raise SphereFileError(f"sphere file {path}: links[{link!r}] is not a list of [x, y, z, r] "
+                                  "with finite values and r >= 0")
+
+
+def _valid_spheres(spheres: object) -> bool:
+    """True for a (possibly empty) list of finite ``[x, y, z, r]`` with ``r >= 0``."""
+    if not isinstance(spheres, list):
+        return False
+    try:
+        arr = np.asarray(spheres, dtype=np.float64)
+    except (TypeError, ValueError):  # ragged or not numbers
+        return False
+    return arr.size == 0 or (arr.ndim == 2 and arr.shape[1] == 4 and bool(np.isfinite(arr).all())
+                             and bool((arr[:, 3] >= 0).all()))
+
+
+def _check_pairs(pairs: object, path: Path, model: RobotModel) -> None:
+    """SphereFileError unless ``pairs`` is a list of ``[link, link]`` pairs of ``model``'s links."""
+    ok = isinstance(pairs, list) and all(
+        isinstance(p, list) and len(p) == 2 and all(isinstance(n, str) and n in model.urdf.links for n in p)
+        for p in pairs)
+    if not ok:
+        raise SphereFileError(f"sphere file {path}: 'always_colliding' is not a list of [link, link] pairs "
+                              f"of robot {model.name!r}")
+
+
 def _static_pairs(model: RobotModel, links: list[str]) -> list[tuple[str, str]]:
     """Link pairs that are never checked, whatever the sampling says."""
     with_geom = set(links)
@@ -378,21 +448,33 @@ class SphereModel:
                    config: SphereFitConfig = SphereFitConfig(), write: bool = False) -> "SphereModel":
         """Load ``config/spheres/<robot>.json`` (or ``path``); fit in memory if missing or stale.
 
-        ``write=True`` also writes a freshly fitted file.
+        ``write=True`` also writes a freshly fitted file. A corrupt or unreadable file raises
+        :class:`SphereFileError` naming it (:func:`read_sphere_file`); collision meshes that cannot be
+        loaded for a fit raise :class:`RobotDescriptionError`, a missing trimesh/scipy ImportError.
         """
         path = Path(path) if path is not None else sphere_file(model.name)
-        data = None
-        if path.is_file():
-            data = json.loads(path.read_text())
-            if data.get("fingerprint") != model.fingerprint() or data.get("generator_version") != GENERATOR_VERSION:
-                warnings.warn(f"sphere file {path} is stale for robot {model.name!r}; refitting", stacklevel=2)
-                data = None
+        data = read_sphere_file(path, model)
         if data is None:
             data = generate_sphere_data(model, config)
             if write:
                 path.parent.mkdir(parents=True, exist_ok=True)
                 path.write_text(json.dumps(data, indent=1) + "\n")
         return cls(model, data["links"], data.get("always_colliding", ()))
+
+    @classmethod
+    def for_guidance(cls, model: RobotModel) -> SphereModel | None:
+        """The robot's sphere model for collision guidance (:meth:`from_robot`), or None when there is none
+        to guide with: no collision geometry; or (with a warning) trimesh/scipy (the ``collision`` extra)
+        missing or collision meshes that cannot be loaded. A corrupt or unreadable sphere file is not
+        "none": it raises :class:`SphereFileError` naming the file."""
+        try:
+            spheres = cls.from_robot(model)
+        except SphereFileError:
+            raise
+        except (ImportError, RobotDescriptionError) as exc:
+            warnings.warn(f"robot {model.name!r}: no sphere model, so no collision guidance: {exc}", stacklevel=2)
+            return None
+        return spheres if spheres.num_spheres else None
 
     @property
     def num_spheres(self) -> int:
