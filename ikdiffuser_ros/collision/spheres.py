@@ -48,6 +48,7 @@ import torch
 
 from ikdiffuser_ros.collision.world import Shape, World, mesh_obb
 from ikdiffuser_ros.errors import RobotDescriptionError, SphereFileError
+from ikdiffuser_ros.kinematics.joint_names import variables_of
 from ikdiffuser_ros.kinematics.robot_model import RobotModel
 from ikdiffuser_ros.kinematics.urdf import Geometry
 
@@ -234,16 +235,14 @@ def _active_vars(model: RobotModel, link: str) -> frozenset[str]:
     names = set(model.joint_names)
     out = set()
     if model.virtual_joint is not None:
-        out |= {n for n in names if n.startswith(model.virtual_joint.name + "/")}
+        out |= set(variables_of(model.virtual_joint.name, names))
     for joint in model.urdf.path_from_root(link):
         if joint.type == "fixed":
             continue
         leader = joint
         while leader.mimic is not None:
             leader = model.urdf.joints[leader.mimic.joint]
-        if leader.name in names:
-            out.add(leader.name)
-        out |= {n for n in names if n.startswith(leader.name + "/")}
+        out |= set(variables_of(leader.name, names))
     return frozenset(out)
 
 

@@ -13,6 +13,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from ikdiffuser_ros.errors import UnknownGroupError
+from ikdiffuser_ros.kinematics.joint_names import variables_of
 
 
 @dataclass(frozen=True)
@@ -56,12 +57,7 @@ def _srdf_group_joints(robot, srdf_groups, name: str, seen=()) -> tuple[set[str]
 def active_variables(robot, joint_names: Iterable[str]) -> tuple[int, ...]:
     """URDF / virtual joint names -> sorted indices of their active variables (multi-DOF: all of them)."""
     index = {n: i for i, n in enumerate(robot.joint_names)}
-    out = set()
-    for j in joint_names:
-        if j in index:
-            out.add(index[j])
-        out.update(i for v, i in index.items() if v.startswith(j + "/"))
-    return tuple(sorted(out))
+    return tuple(sorted({index[v] for j in joint_names for v in variables_of(j, index)}))
 
 
 def variables_moving(robot, links: Iterable[str]) -> tuple[int, ...]:

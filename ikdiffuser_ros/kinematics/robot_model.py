@@ -13,7 +13,8 @@ Joint variables and units: revolute/continuous [rad], prismatic [m]. A planar
 joint (URDF ``planar`` with axis z, or an SRDF planar virtual joint) gives
 three variables ``<name>/x``, ``<name>/y`` [m] and ``<name>/theta`` [rad]; a
 floating one gives ``<name>/x``, ``/y``, ``/z`` [m] and ``/yaw``, ``/pitch``,
-``/roll`` [rad] (``R = Rz(yaw) Ry(pitch) Rx(roll)``).
+``/roll`` [rad] (``R = Rz(yaw) Ry(pitch) Rx(roll)``); these names are built and
+parsed only by :mod:`ikdiffuser_ros.kinematics.joint_names`.
 
 Finite ranges for unbounded variables (documented defaults, overridable with
 ``joint_limits``): continuous joints and planar/floating yaw and roll
@@ -38,6 +39,7 @@ import numpy as np
 import torch
 
 from ikdiffuser_ros.errors import RobotDescriptionError
+from ikdiffuser_ros.kinematics.joint_names import AxisVariable, axes, variable_name
 from ikdiffuser_ros.kinematics.chain import FrameSpec, KinematicTree, MotionNode
 from ikdiffuser_ros.kinematics.srdf import SRDFDescription, VirtualJoint, parse_srdf
 from ikdiffuser_ros.kinematics.urdf import JointSpec, URDFDescription, parse_urdf
@@ -47,13 +49,17 @@ CONTINUOUS_RANGE = (-math.pi, math.pi)
 #: Default range of planar/floating translation variables [m].
 BASE_TRANSLATION_RANGE = (-1.0, 1.0)
 
+#: Default range of a floating joint's pitch [rad].
+PITCH_RANGE = (-math.pi / 2, math.pi / 2)
+
 _AXES = {"x": np.array([1.0, 0.0, 0.0]), "y": np.array([0.0, 1.0, 0.0]), "z": np.array([0.0, 0.0, 1.0])}
-# (suffix, prismatic, axis, default range) of the elementary axes of multi-DOF joints
-_PLANAR_AXES = (("x", True, "x", BASE_TRANSLATION_RANGE), ("y", True, "y", BASE_TRANSLATION_RANGE),
-                ("theta", False, "z", CONTINUOUS_RANGE))
-_FLOATING_AXES = (("x", True, "x", BASE_TRANSLATION_RANGE), ("y", True, "y", BASE_TRANSLATION_RANGE),
-                  ("z", True, "z", BASE_TRANSLATION_RANGE), ("yaw", False, "z", CONTINUOUS_RANGE),
-                  ("pitch", False, "y", (-math.pi / 2, math.pi / 2)), ("roll", False, "x", CONTINUOUS_RANGE))
+
+
+def _default_range(var: AxisVariable) -> tuple[float, float]:
+    """Default finite range of a multi-DOF joint's variable [m or rad]."""
+    if var.prismatic:
+        return BASE_TRANSLATION_RANGE
+    return CONTINUOUS_RANGE if var.wraps else PITCH_RANGE
 
 
 def load_description_text(path: str | Path, xacro_args: Mapping[str, str] | None = None) -> str:
@@ -182,9 +188,6 @@ class RobotModel:
             seen.add(joint.name)
         return joint, multiplier, offset
 
-    def _multi_dof_axes(self, jtype: str):
-        return {"planar": _PLANAR_AXES, "floating": _FLOATING_AXES}.get(jtype, ())
-
     def _resolve_variables(self, overrides: Mapping[str, Sequence[float]]) -> None:
         names: list[str] = []
         ranges: list[tuple[float, float]] = []
@@ -195,8 +198,8 @@ class RobotModel:
                 ranges.append(rng)
 
         if self._moving_virtual_joint():
-            for suffix, _, _, rng in self._multi_dof_axes(self.virtual_joint.type):
-                add(f"{self.virtual_joint.name}/{suffix}", rng)
+            for var in axes(self.virtual_joint.type):
+                add(variable_name(self.virtual_joint.name, var.suffix), _default_range(var))
         for ee in self.end_effectors:
             for joint in self.urdf.path_from_root(ee):
                 if joint.type == "fixed":
@@ -205,8 +208,8 @@ class RobotModel:
                 if leader.name in self.locked_joints:
                     continue
                 if leader.type in ("planar", "floating"):
-                    for suffix, _, _, rng in self._multi_dof_axes(leader.type):
-                        add(f"{leader.name}/{suffix}", rng)
+                    for var in axes(leader.type):
+                        add(variable_name(leader.name, var.suffix), _default_range(var))
                 elif leader.type == "continuous":
                     add(leader.name, CONTINUOUS_RANGE)
                 else:
@@ -348,9 +351,10 @@ class _TreeBuilder:
 
     def add_axes(self, prefix: str, jtype: str, parent: int, origin: np.ndarray) -> int:
         """Chain the elementary axes of a planar/floating joint after node ``parent``; returns the last node."""
-        for k, (suffix, prismatic, axis, _) in enumerate(self.model._multi_dof_axes(jtype)):
-            self.nodes.append(MotionNode(f"{prefix}/{suffix}", parent, origin if k == 0 else np.eye(4),
-                                         prismatic, _AXES[axis], self.model._var_index[f"{prefix}/{suffix}"]))
+        for k, var in enumerate(axes(jtype)):
+            name = variable_name(prefix, var.suffix)
+            self.nodes.append(MotionNode(name, parent, origin if k == 0 else np.eye(4), var.prismatic,
+                                         _AXES[var.axis], self.model._var_index[name]))
             parent = len(self.nodes) - 1
         return parent
 

@@ -44,11 +44,9 @@ import numpy as np
 import torch
 
 from ikdiffuser_ros.clock import UnitClock
+from ikdiffuser_ros.kinematics.joint_names import axis_of
 from ikdiffuser_ros.kinematics.robot_model import RobotModel
 from ikdiffuser_ros.kinematics.transforms import so3_log
-
-_ANGLE_SUFFIXES = ("theta", "yaw", "roll", "pitch")
-_TRANSLATION_SUFFIXES = ("x", "y", "z")
 
 
 @dataclass(frozen=True)
@@ -116,10 +114,10 @@ def joint_kinds(model: RobotModel) -> tuple[torch.Tensor, torch.Tensor]:
         if joint is not None:
             is_lin = joint.type == "prismatic"
             periodic = joint.type == "continuous"
-        else:
-            suffix = name.rsplit("/", 1)[-1]
-            is_lin = suffix in _TRANSLATION_SUFFIXES
-            periodic = suffix in ("theta", "yaw", "roll")
+        else:  # a planar / floating joint's variable
+            var = axis_of(name)
+            is_lin = var is not None and var.prismatic
+            periodic = var is not None and var.wraps
         full = (abs(float(model.lower[i]) + math.pi) < 1e-9 and abs(float(model.upper[i]) - math.pi) < 1e-9)
         prismatic.append(is_lin)
         wrapping.append(periodic and full)
