@@ -16,7 +16,10 @@ Checkpoints are untrusted input. :func:`load_checkpoint` checks, in this order, 
 1. files: regular files only (a symlink to one is fine; a FIFO, device, directory or symlink loop is
    refused without opening it for a blocking read), at most :data:`MAX_CARD_BYTES` /
    :data:`MAX_WEIGHTS_BYTES`;
-2. the card, before anything is allocated: ``format_version``; ``robot`` an object whose
+2. the card, before anything is allocated: ``format_version``; no key the loader does not know (at
+   the top level: :data:`CARD_SECTIONS` and the informational :data:`INFORMATIONAL_KEYS`; inside
+   ``robot``, ``architecture``, ``schedule``, ``normalization`` and ``sampling``: their fields), so a
+   misspelt or foreign field is refused rather than silently ignored; ``robot`` an object whose
    ``fingerprint`` equals the robot's; ``architecture`` and ``schedule`` objects whose fields have the
    right JSON types (:func:`~ikdiffuser_ros.model.validation.check_fields`) and sane ranges (the
    config class's ``validate()``); joint and end-effector counts equal the robot's; at most
@@ -36,7 +39,7 @@ import os
 import platform
 import stat
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import torch
@@ -66,6 +69,16 @@ ARCHITECTURES = {
     "IKMLPDenoiser": (MLPDenoiserConfig, IKMLPDenoiser),
 }
 Denoiser = IKDenoiser | IKMLPDenoiser
+#: top-level card keys the loader reads
+CARD_SECTIONS = ("format_version", "architecture", "schedule", "normalization", "robot", "sampling")
+#: top-level card keys that only inform people (written by the trainer and ``model_card``; never read
+#: by the loader, so their contents are free-form)
+INFORMATIONAL_KEYS = ("training", "eval", "hardware")
+#: keys of the card's ``robot`` section (:func:`build_card`)
+ROBOT_KEYS = ("name", "fingerprint", "joint_names", "end_effectors", "root_frame")
+#: keys of the card's optional ``sampling`` section -> their integer range
+SAMPLING_RANGES = {"steps": (1, 1000), "tail_steps": (0, 100), "refined_steps": (1, 1000),
+                   "refined_tail_steps": (0, 100)}
 
 
 @dataclass
@@ -121,8 +134,8 @@ def build_card(model: Denoiser, normalizer: Normalizer, schedule_config: Schedul
         "architecture": {"type": type(model).__name__, **model.config.to_dict()},
         "schedule": schedule_config.to_dict(),
         "normalization": normalizer.stats(),
-        "robot": {"name": getattr(robot, "name", None), "fingerprint": robot.fingerprint(), "joint_names": list(robot.joint_names),
-                  "end_effectors": list(robot.end_effectors), "root_frame": getattr(robot, "root_frame", None)},
+        "robot": dict(zip(ROBOT_KEYS, (getattr(robot, "name", None), robot.fingerprint(), list(robot.joint_names),
+                                       list(robot.end_effectors), getattr(robot, "root_frame", None)))),
     }
     for k, v in (card_extra or {}).items():
         if isinstance(v, dict) and isinstance(card.get(k), dict):
@@ -244,9 +257,27 @@ def _card_section(card: dict, path: Path, name: str, default=None) -> dict:
     return value
 
 
+def _refuse_unknown_keys(section: dict, known, path: Path, name: str) -> None:
+    """CheckpointError ``"<name> has unknown keys [...]; known: [...]"`` when ``section`` holds a key not in ``known``."""
+    known = sorted(known)
+    unknown = sorted(set(section) - set(known))
+    if unknown:
+        raise _card_error(path, f"{name} has unknown keys {unknown}; known: {known}")
+
+
+def _check_top_level(card: dict, path: Path) -> None:
+    """Every top-level key is a section the loader reads or an informational one; ``normalization``
+    (written for people; the loader takes the statistics from the weights) holds the normalizer's fields."""
+    _refuse_unknown_keys(card, CARD_SECTIONS + INFORMATIONAL_KEYS, path, "the card")
+    normalization = _card_section(card, path, "normalization", {})
+    _refuse_unknown_keys(normalization, Normalizer.empty(1, 1).state_dict(), path, "normalization")
+
+
 def _check_robot(card: dict, path: Path, robot) -> None:
-    """The card's ``robot`` section is an object and its fingerprint is ``robot.fingerprint()`` (naming both if not)."""
+    """The card's ``robot`` section is an object of :data:`ROBOT_KEYS` and its fingerprint is
+    ``robot.fingerprint()`` (naming both if not)."""
     info = _card_section(card, path, "robot")
+    _refuse_unknown_keys(info, ROBOT_KEYS, path, "robot")
     want, have = card_fingerprint(card), robot.fingerprint()
     if want != have:
         raise CheckpointError(
@@ -264,6 +295,7 @@ def _card_architecture(card: dict, path: Path, robot) -> tuple[str, object]:
         raise _card_error(path, f"architecture.type = {arch_type!r} is not a known architecture "
                                 f"({sorted(ARCHITECTURES)})")
     config_cls, _ = ARCHITECTURES[arch_type]
+    _refuse_unknown_keys(arch, ("type", *(f.name for f in fields(config_cls))), path, "architecture")
     try:
         config = config_cls(**check_fields(config_cls, arch))
         config.validate()
@@ -278,8 +310,10 @@ def _card_architecture(card: dict, path: Path, robot) -> tuple[str, object]:
 
 def _card_schedule(card: dict, path: Path) -> ScheduleConfig:
     """The validated ScheduleConfig of the card's ``schedule`` section (defaults when absent)."""
+    section = _card_section(card, path, "schedule", {})
+    _refuse_unknown_keys(section, [f.name for f in fields(ScheduleConfig)], path, "schedule")
     try:
-        schedule = ScheduleConfig(**check_fields(ScheduleConfig, _card_section(card, path, "schedule", {})))
+        schedule = ScheduleConfig(**check_fields(ScheduleConfig, section))
         schedule.validate()
     except ValueError as exc:
         raise _card_error(path, f"schedule.{exc}") from None
@@ -290,11 +324,8 @@ def _check_sampling(card: dict, path: Path) -> None:
     """The card's optional ``sampling`` defaults: integer ``steps`` and ``refined_steps`` in [1, 1000],
     ``tail_steps`` and ``refined_tail_steps`` in [0, 100]; no other key."""
     sampling = _card_section(card, path, "sampling", {})
-    ranges = {"steps": (1, 1000), "tail_steps": (0, 100), "refined_steps": (1, 1000), "refined_tail_steps": (0, 100)}
-    unknown = sorted(set(sampling) - set(ranges))
-    if unknown:
-        raise _card_error(path, f"sampling has unknown keys {unknown}; known: {sorted(ranges)}")
-    for key, (lo, hi) in ranges.items():
+    _refuse_unknown_keys(sampling, SAMPLING_RANGES, path, "sampling")
+    for key, (lo, hi) in SAMPLING_RANGES.items():
         value = sampling.get(key, lo)
         if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
             raise _card_error(path, f"sampling.{key} = {value!r} must be an integer in [{lo}, {hi}]")
@@ -303,8 +334,10 @@ def _check_sampling(card: dict, path: Path) -> None:
 def validate_card(card: dict, path: Path, robot) -> CardSpec:
     """Check a card's fields against ``robot`` before anything is allocated (module docstring, step 2).
 
-    Raises CheckpointError ``"checkpoint card <path>: <section>.<field> = <value> ..."``.
+    Raises CheckpointError ``"checkpoint card <path>: <section>.<field> = <value> ..."``, or
+    ``"... <section> has unknown keys [...]; known: [...]"``.
     """
+    _check_top_level(card, path)
     _check_robot(card, path, robot)
     arch_type, config = _card_architecture(card, path, robot)
     schedule = _card_schedule(card, path)

@@ -97,6 +97,19 @@ CARD_CASES = {
     "sampling_list": (lambda c: c.update(sampling=[6]), ("sampling must be an object",)),
     "other_robot_fingerprint": (lambda c: c["robot"].update(fingerprint="0123456789abcdef"),
                                 ("0123456789abcdef", "fingerprint")),
+    # unknown keys: refused, naming the key and the known ones (never silently ignored)
+    "schedule_unknown_key": (lambda c: c["schedule"].update(beta_schedule="linear"),
+                             ("card.json", "schedule has unknown keys ['beta_schedule']", "'num_train_steps'")),
+    "architecture_unknown_key": (lambda c: c["architecture"].update(n_layer=2),
+                                 ("architecture has unknown keys ['n_layer']", "'n_layers'", "'type'")),
+    "top_level_unknown_key": (lambda c: c.update(sampler={"steps": 4}),
+                              ("the card has unknown keys ['sampler']", "'sampling'", "'training'")),
+    "robot_unknown_key": (lambda c: c["robot"].update(joints=["a"]), ("robot has unknown keys ['joints']",
+                                                                       "'joint_names'")),
+    "normalization_unknown_key": (lambda c: c["normalization"].update(scale=[1.0]),
+                                  ("normalization has unknown keys ['scale']", "'pos_std'")),
+    "sampling_unknown_key": (lambda c: c.update(sampling={"steps": 4, "tails": 2}),
+                             ("sampling has unknown keys ['tails']", "'tail_steps'")),
 }
 
 
@@ -198,3 +211,25 @@ def test_valid_checkpoint_still_loads_quickly(good, baxter):
     t0 = time.monotonic()
     loaded = load_checkpoint(good, baxter)
     assert loaded.n_joints == baxter.n_joints and time.monotonic() - t0 < 10.0
+
+
+def test_informational_sections_are_free_form(copy, baxter):
+    """training, eval and hardware are for people: anything in them loads."""
+    _edit_card(copy, lambda c: c.update(training={"anything": [1, {"x": None}]}, eval={"note": "free"},
+                                        hardware={"gpu": "none"}))
+    assert load_checkpoint(copy, baxter).n_joints == baxter.n_joints
+
+
+def test_shipped_cards_hold_only_known_keys(baxter):
+    """Every models/*/card.json passes validate_card (unknown keys included) for its robot."""
+    from pathlib import Path
+
+    from ikdiffuser_ros.model.checkpoint import read_card, validate_card
+    from ikdiffuser_ros.robots import load_robot
+
+    cards = sorted((Path(__file__).resolve().parents[2] / "models").glob("*/card.json"))
+    if not cards:
+        pytest.skip("no shipped models")
+    for path in cards:
+        card = read_card(path.parent)
+        validate_card(card, path, load_robot(card["robot"]["name"]))
