@@ -51,6 +51,14 @@ from ikdiffuser_ros.errors import InvalidRequestError
 #: Shape kinds, as in shape_msgs/SolidPrimitive plus ``mesh``.
 SHAPE_KINDS = ("box", "sphere", "cylinder", "cone", "mesh")
 _NUM_DIMS = {"box": 3, "sphere": 1, "cylinder": 2, "cone": 2, "mesh": 0}
+#: names of each kind's dims, for messages
+_DIM_NAMES = {"box": ("x", "y", "z"), "sphere": ("radius",), "cylinder": ("height", "radius"),
+              "cone": ("height", "radius"), "mesh": ()}
+#: [m] largest size (a dimension, a mesh vertex's coordinate) or position coordinate any :class:`Shape`
+#: may have: beyond it the collision checkers' arithmetic overflows or loses the robot (FCL reported a
+#: robot inside a 1e100 m sphere as free). Scene mirrors refuse much less (:func:`validated_shape`'s
+#: ``max_extent``; the node's ``max_scene_extent`` is at most this).
+MAX_EXTENT = 1.0e9
 
 
 @dataclass
@@ -83,17 +91,30 @@ class Shape:
                 f"{self.kind} needs {_NUM_DIMS[self.kind]} dims, got {self.dims.tolist()}")
         if not np.all(np.isfinite(self.dims)) or np.any(self.dims < 0):
             raise InvalidRequestError(f"{self.kind} dims must be finite and >= 0, got {self.dims.tolist()}")
+        if np.any(self.dims > MAX_EXTENT):
+            raise InvalidRequestError(f"absurd size: {self.kind} {_dims_text(self)} m, beyond the {MAX_EXTENT:g} m "
+                                      "any shape may have")
         if self.pose.shape != (4, 4) or not np.all(np.isfinite(self.pose)):
             raise InvalidRequestError(f"shape pose must be a finite (4, 4) transform, got shape {self.pose.shape}")
+        if np.any(np.abs(self.pose[:3, 3]) > MAX_EXTENT):
+            raise InvalidRequestError(f"absurd coordinates: {self.kind} at {self.pose[:3, 3].tolist()} m, beyond the "
+                                      f"{MAX_EXTENT:g} m any shape may have")
         if self.kind == "mesh":
-            if self.vertices is None or self.triangles is None:
-                raise InvalidRequestError("a mesh shape needs vertices and triangles")
-            self.vertices = np.asarray(self.vertices, dtype=np.float64).reshape(-1, 3)
-            self.triangles = np.asarray(self.triangles, dtype=np.int64).reshape(-1, 3)
-            if not np.all(np.isfinite(self.vertices)):
-                raise InvalidRequestError("mesh vertices must be finite")
-            if self.triangles.size and (self.triangles.min() < 0 or self.triangles.max() >= len(self.vertices)):
-                raise InvalidRequestError("mesh triangle indices out of range")
+            self._check_mesh()
+
+    def _check_mesh(self) -> None:
+        """Vertices (V, 3) float64 finite and within :data:`MAX_EXTENT`; triangles (F, 3) int64 indexing them."""
+        if self.vertices is None or self.triangles is None:
+            raise InvalidRequestError("a mesh shape needs vertices and triangles")
+        self.vertices = np.asarray(self.vertices, dtype=np.float64).reshape(-1, 3)
+        self.triangles = np.asarray(self.triangles, dtype=np.int64).reshape(-1, 3)
+        if not np.all(np.isfinite(self.vertices)):
+            raise InvalidRequestError("mesh vertices must be finite")
+        if self.vertices.size and np.abs(self.vertices).max() > MAX_EXTENT:
+            raise InvalidRequestError(f"absurd size: mesh vertices reach {np.abs(self.vertices).max():.3g} m, beyond "
+                                      f"the {MAX_EXTENT:g} m any shape may have")
+        if self.triangles.size and (self.triangles.min() < 0 or self.triangles.max() >= len(self.vertices)):
+            raise InvalidRequestError("mesh triangle indices out of range")
 
     # convenience constructors ------------------------------------------------
     @classmethod
@@ -147,6 +168,11 @@ def mesh_obb(vertices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return hi - lo, pose
 
 
+def _dims_text(shape: "Shape") -> str:
+    """``"x 1e+300, y 1, z 1"``: a primitive's dims by name."""
+    return ", ".join(f"{name} {value:g}" for name, value in zip(_DIM_NAMES[shape.kind], shape.dims))
+
+
 def _zero_size(shape: "Shape") -> bool:
     """A primitive with no extent in two or more directions (a point or a line)."""
     d = shape.dims
@@ -162,6 +188,9 @@ def validated_shape(shape: "Shape", max_extent: float = 1.0e4) -> "Shape":
 
     * zero-size primitives (sphere radius 0, cylinder / cone height or radius 0, a box with two or
       three zero extents) are refused; a box with one zero extent (a plane-like box) is kept;
+    * absurd sizes: every dimension (box extent, sphere radius, cylinder / cone height and radius)
+      must be at most ``max_extent`` [m] (the checkers overflow on larger ones and would call a robot
+      inside a huge object free);
     * a mesh without vertices or triangles is refused; degenerate triangles (a repeated vertex, or a
       doubled area <= :data:`DEGENERATE_AREA` m^2) are dropped, and a mesh left without triangles is
       refused; a flat mesh is kept;
@@ -175,6 +204,9 @@ def validated_shape(shape: "Shape", max_extent: float = 1.0e4) -> "Shape":
     if shape.kind != "mesh":
         if _zero_size(shape):
             raise InvalidRequestError(f"zero-size {shape.kind} (dims {shape.dims.tolist()})")
+        if np.any(shape.dims > max_extent):
+            raise InvalidRequestError(f"absurd size: {shape.kind} {_dims_text(shape)} m, beyond the {max_extent:g} m "
+                                      "limit")
         with np.errstate(over="ignore"):
             size = float(np.linalg.norm(shape.dims))
     else:

@@ -200,7 +200,8 @@ def solid_primitive_to_shape(prim, T_root_shape: np.ndarray, what: str = "primit
 class SceneLimits:
     """What the scene mirror accepts per collision object (see :func:`collision_object_shapes`)."""
 
-    #: [m] farthest a shape may reach from the frame it is expressed in (root or attachment link)
+    #: [m] largest dimension of a shape (box extent, radius, height), and farthest it may reach from the
+    #: frame it is expressed in (root or attachment link)
     max_extent: float = 1.0e4
     #: a mesh with more triangles is replaced by its oriented bounding box (conservative)
     max_mesh_triangles: int = 100_000
@@ -250,6 +251,12 @@ def collision_object_shapes(msg, T_frame: np.ndarray, limits: SceneLimits = Scen
                          f"{limits.max_mesh_triangles}; replaced by its oriented bounding box "
                          f"{np.round(shape.dims, 3).tolist()} m")
         shapes.append(shape)
+    return validated_shapes(shapes, limits, what)
+
+
+def validated_shapes(shapes: list[Shape], limits: SceneLimits, what: str) -> list[Shape]:
+    """Every shape through :func:`~ikdiffuser_ros.collision.world.validated_shape` (``limits.max_extent``),
+    or InvalidRequestError naming ``what`` and the shape's index."""
     out = []
     for i, shape in enumerate(shapes):
         try:
@@ -280,5 +287,5 @@ def world_object(msg, T_frame: np.ndarray) -> WorldObject:
 __all__ = [
     "duration_to_seconds", "seconds_to_duration_fields", "pose_values", "pose_to_matrix", "matrix_to_pose",
     "matrix_to_quaternion", "transform_to_matrix", "JointStateLayout", "solid_primitive_to_shape", "mesh_to_shape",
-    "collision_object_shapes", "world_object", "scene_pose_to_matrix", "SceneLimits",
+    "collision_object_shapes", "validated_shapes", "world_object", "scene_pose_to_matrix", "SceneLimits",
 ]

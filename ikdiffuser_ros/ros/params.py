@@ -27,6 +27,7 @@ import math
 from dataclasses import MISSING, dataclass, field, fields, replace
 from typing import Any
 
+from ikdiffuser_ros.collision.world import MAX_EXTENT
 from ikdiffuser_ros.pipeline import PipelineConfig
 from ikdiffuser_ros.solver import SolverConfig
 
@@ -136,8 +137,9 @@ class NodeConfig:
     get_planning_scene_service: str = _p("/get_planning_scene", "service asked once at start (if it exists)",
                                          read_only=True)
     max_scene_extent: float = _p(
-        1.0e4, "scene objects reaching farther than this [m] from their frame (pose, vertices, sizes) are refused "
-        "as absurd", (1.0, 1.0e9), read_only=True)
+        1.0e4, "scene objects larger than this [m] (a box extent, radius or height) or reaching farther from their "
+        "frame (pose, vertices, sizes) are refused as absurd, with a warning naming them", (1.0, MAX_EXTENT),
+        read_only=True)
     max_mesh_triangles: int = _p(
         100_000, "a scene mesh with more triangles is replaced by its oriented bounding box (conservative), with a "
         "warning", (1, 100_000_000), read_only=True)

@@ -18,8 +18,9 @@ to their link, so they move with it.
 
 Validation, per object (:class:`~ikdiffuser_ros.ros.conversions.SceneLimits`,
 :func:`~ikdiffuser_ros.collision.world.validated_shape`): an object with an
-unknown frame, non-finite or absurd coordinates (beyond ``max_extent``), an
-empty mesh, a mesh of only degenerate triangles or a zero-size primitive is
+unknown frame, non-finite or absurd coordinates (beyond ``max_extent``, also
+after a MOVE), an absurd size (a box extent, radius or height beyond
+``max_extent``), an empty mesh, a mesh of only degenerate triangles or a zero-size primitive is
 refused and not added (a CollisionObject message raises InvalidRequestError naming
 it; in a PlanningScene it is skipped, named in the returned warnings, and the
 rest of the scene applies); degenerate triangles are dropped, flat meshes and
@@ -45,8 +46,7 @@ from ikdiffuser_ros.collision.world import AllowedCollisionMatrix, AttachedObjec
 from ikdiffuser_ros.errors import InvalidRequestError, UnknownFrameError, UnknownLinkError
 from ikdiffuser_ros.kinematics.frames import FrameResolver
 from ikdiffuser_ros.ros.conversions import (
-    JointStateLayout, SceneLimits, collision_object_shapes,
-    scene_pose_to_matrix,
+    JointStateLayout, SceneLimits, collision_object_shapes, scene_pose_to_matrix, validated_shapes,
 )
 
 ADD, REMOVE, APPEND, MOVE = 0, 1, 2, 3
@@ -135,11 +135,11 @@ class SceneMonitor:
                 raise InvalidRequestError(f"MOVE of unknown collision object {oid!r}")
             old = self._objects[oid]
             # New pose of the object frame; shapes keep their offset from the old object frame.
-            T_new = self._T_frame(msg.header.frame_id, f"collision object {oid!r}") @ \
-                scene_pose_to_matrix(msg.pose, f"object {oid!r}")
+            what = f"collision object {oid!r}"
+            T_new = self._T_frame(msg.header.frame_id, what) @ scene_pose_to_matrix(msg.pose, f"object {oid!r}")
             T_old = getattr(old, "_T_obj", None)
             delta = T_new @ np.linalg.inv(T_old) if T_old is not None else T_new
-            moved = WorldObject(oid, [_reposed(s, delta @ s.pose) for s in old.shapes])
+            moved = WorldObject(oid, _moved(old.shapes, delta, self.limits, what))
             moved._T_obj = T_new  # type: ignore[attr-defined]
             self._objects[oid] = moved
             return
@@ -280,6 +280,15 @@ class SceneMonitor:
             self._attached.clear()
             self._acm = AllowedCollisionMatrix()
             self._bump()
+
+
+def _moved(shapes: list[Shape], delta: np.ndarray, limits: SceneLimits, what: str) -> list[Shape]:
+    """``shapes`` moved by ``delta`` (4, 4), validated as new ones (InvalidRequestError naming ``what``)."""
+    try:
+        moved = [_reposed(s, delta @ s.pose) for s in shapes]
+    except InvalidRequestError as exc:
+        raise InvalidRequestError(f"{what}: {exc}") from None
+    return validated_shapes(moved, limits, what)
 
 
 def _reposed(shape: Shape, pose: np.ndarray) -> Shape:

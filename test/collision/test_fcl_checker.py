@@ -278,3 +278,15 @@ def test_bad_input(panda):
         checker.check(torch.zeros(3, 6))
     with pytest.raises(InvalidRequestError):
         checker.check(torch.zeros(1, 7), World(attached=[AttachedObject("no_such_link", WorldObject("x"))]))
+
+
+def test_the_largest_shape_allowed_is_still_checked_right(panda):
+    """A sphere and a box of MAX_EXTENT around the robot: the robot is inside them (FCL does not
+    overflow at the largest size a Shape may have; beyond it, Shape refuses to be built)."""
+    from ikdiffuser_ros.collision.world import MAX_EXTENT
+
+    _, checker = panda
+    q = _panda_q()
+    for shape in (Shape.sphere(MAX_EXTENT), Shape.box((MAX_EXTENT,) * 3)):
+        report = checker.check(q, World([WorldObject("everything", [shape])]))
+        assert report.world_collision.all(), shape.kind

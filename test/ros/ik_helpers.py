@@ -178,11 +178,13 @@ TETRA = (np.array([[0, 0, 0], [0.1, 0, 0], [0, 0.1, 0], [0, 0, 0.1]]),
 
 #: every kind of collision object the node must refuse (see :func:`invalid_object`)
 INVALID_KINDS = ("empty_mesh", "no_vertices", "only_degenerate_triangles", "huge_vertices", "nan_vertex",
-                 "absurd_position", "unknown_frame", "zero_sphere", "zero_cylinder", "line_box")
+                 "absurd_position", "unknown_frame", "zero_sphere", "zero_cylinder", "line_box", "huge_box",
+                 "huge_sphere")
 
 
 def invalid_object(kind: str):
-    """One collision object of an :data:`INVALID_KINDS` kind, id ``bad_<kind>``, near x = 1.5 m."""
+    """One collision object of an :data:`INVALID_KINDS` kind, id ``bad_<kind>``, near x = 1.5 m (the huge
+    ones centred on the robot's root)."""
     from shape_msgs.msg import SolidPrimitive
 
     oid = f"bad_{kind}"
@@ -202,8 +204,13 @@ def invalid_object(kind: str):
         return box_object(oid, (1.5, 0, 0), frame="no_such_frame")
     if kind == "line_box":
         return box_object(oid, (1.5, 0, 0), size=(0.5, 0.0, 0.0))
+    if kind == "huge_box":  # around the robot: with it accepted, FCL overflowed and called the robot free
+        return box_object(oid, (0, 0, 0), size=(1e300, 1e300, 1e300))
     obj = box_object(oid, (1.5, 0, 0))
-    if kind == "zero_sphere":
+    if kind == "huge_sphere":
+        obj.pose = plain_pose()
+        obj.primitives = [SolidPrimitive(type=SolidPrimitive.SPHERE, dimensions=[1e308])]
+    elif kind == "zero_sphere":
         obj.primitives = [SolidPrimitive(type=SolidPrimitive.SPHERE, dimensions=[0.0])]
     elif kind == "zero_cylinder":
         obj.primitives = [SolidPrimitive(type=SolidPrimitive.CYLINDER, dimensions=[0.0, 0.1])]

@@ -13,7 +13,7 @@ pytestmark = pytest.mark.ros
 from geometry_msgs.msg import Pose  # noqa: E402
 from sensor_msgs.msg import JointState  # noqa: E402
 
-from ikdiffuser_ros.errors import IKDiffuserError  # noqa: E402
+from ikdiffuser_ros.errors import IKDiffuserError, InvalidRequestError  # noqa: E402
 from ikdiffuser_ros.ros.conversions import (  # noqa: E402
     JointStateLayout, duration_to_seconds, matrix_to_pose, pose_to_matrix,
 )
@@ -155,6 +155,47 @@ def test_scene_monitor_objects_and_snapshots(baxter):
     diff.world.collision_objects = [_box("b", (1.0, 1.0, 0))]
     scene.apply_planning_scene(diff)
     assert scene.object_ids() == ["a", "b"] and scene.snapshot().acm.allowed("a", "torso")
+
+
+@pytest.mark.parametrize("kind, dims, words", [
+    (1, [1e300, 1e300, 1e300], ("absurd size", "box x 1e+300")),
+    (2, [1e308], ("absurd size", "sphere radius 1e+308")),
+    (3, [1e300, 0.1], ("absurd size", "cylinder height 1e+300, radius 0.1")),
+    (4, [0.1, 2e4], ("absurd size", "cone height 0.1, radius 20000", "10000 m limit")),
+])
+def test_scene_monitor_refuses_absurd_sizes_naming_the_object(baxter, kind, dims, words):
+    """A huge primitive around the robot: refused alone (nothing changes) and skipped inside a
+    PlanningScene (a warning names it, the rest applies)."""
+    from moveit_msgs.msg import PlanningScene
+    from shape_msgs.msg import SolidPrimitive
+
+    from ikdiffuser_ros.ros.scene_monitor import SceneMonitor
+
+    scene = SceneMonitor(baxter)
+    huge = _box("huge", (0, 0, 0))
+    huge.primitives = [SolidPrimitive(type=kind, dimensions=dims)]
+    with pytest.raises(InvalidRequestError) as info:
+        scene.apply_collision_object(huge)
+    assert "'huge'" in str(info.value) and all(w in str(info.value) for w in words), str(info.value)
+    full = PlanningScene(is_diff=True)
+    full.world.collision_objects = [huge, _box("fine", (1.0, 0, 0))]
+    notes = scene.apply_planning_scene(full)
+    assert scene.object_ids() == ["fine"]
+    assert len(notes) == 1 and "'huge'" in notes[0] and "absurd size" in notes[0], notes
+
+
+def test_scene_monitor_refuses_a_move_to_absurd_coordinates(baxter):
+    """MOVE re-poses an object: the new pose is validated like a new object's (the object stays put)."""
+    from ikdiffuser_ros.ros.scene_monitor import MOVE, SceneMonitor
+
+    scene = SceneMonitor(baxter)
+    scene.apply_collision_object(_box("box", (1.0, 0, 0)))
+    for x in (2e4, 1e300):
+        with pytest.raises(InvalidRequestError, match="'box'.*absurd coordinates"):
+            scene.apply_collision_object(_box("box", (x, 0, 0), op=MOVE))
+    assert np.allclose(scene.snapshot().get("box").shapes[0].pose[:3, 3], (1.0, 0, 0))
+    scene.apply_collision_object(_box("box", (1.5, 0, 0), op=MOVE))
+    assert np.allclose(scene.snapshot().get("box").shapes[0].pose[:3, 3], (1.5, 0, 0))
 
 
 def test_scene_monitor_concurrent_updates(baxter):
