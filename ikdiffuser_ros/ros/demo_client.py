@@ -22,9 +22,20 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:  # rclpy and the messages are imported when the demo runs
+    from moveit_msgs.msg import CollisionObject, PlanningScene
+    from rclpy.client import Client
+    from rclpy.executors import Executor
+    from rclpy.node import Node
+
+    from ikdiffuser_ros.kinematics.robot_model import RobotModel
+    from ikdiffuser_ros.msg import IKTargetResult
 
 NODE = "ikdiffuser_node"
 #: Where the demo's picture goes by default, relative to the repository root (git-ignored).
@@ -39,7 +50,8 @@ def _down_pose(x: float, y: float, z: float) -> np.ndarray:
     return T
 
 
-def _box(oid: str, xyz, size, frame: str = "base"):
+def _box(oid: str, xyz: Sequence[float], size: Sequence[float], frame: str = "base") -> CollisionObject:
+    """moveit_msgs/CollisionObject (ADD): a box of full extents ``size`` [m] centred at ``xyz`` [m] in ``frame``."""
     from geometry_msgs.msg import Pose
     from moveit_msgs.msg import CollisionObject
     from shape_msgs.msg import SolidPrimitive
@@ -57,7 +69,8 @@ def _box(oid: str, xyz, size, frame: str = "base"):
     return obj
 
 
-def _scene():
+def _scene() -> PlanningScene:
+    """The demo's planning scene diff: a table in front of Baxter and a box on it (base frame)."""
     from moveit_msgs.msg import PlanningScene
 
     scene = PlanningScene(is_diff=True)
@@ -76,7 +89,8 @@ def _installed_node() -> list[str]:
     return [sys.executable, str(exe)]
 
 
-def _fmt_result(r, n_joints: int) -> str:
+def _fmt_result(r: IKTargetResult) -> str:
+    """One line for a target's result: solutions, median/max errors [mm, deg], collision-free count."""
     if r.num_solutions == 0:
         return f"code {r.error_code}: {r.message}"
     pe = np.asarray(r.position_errors) * 1000
@@ -138,7 +152,7 @@ def _start_node(args: argparse.Namespace, root: Path) -> subprocess.Popen:
     return subprocess.Popen(cmd)
 
 
-def _call(executor, client, request, timeout: float = 60.0):
+def _call(executor: Executor, client: Client, request: object, timeout: float = 60.0) -> tuple[object, float]:
     """(response, round trip [s]) of one service call, spinning ``executor``; RuntimeError after ``timeout`` s."""
     t0 = time.monotonic()
     future = client.call_async(request)
@@ -149,7 +163,7 @@ def _call(executor, client, request, timeout: float = 60.0):
     return future.result(), time.monotonic() - t0
 
 
-def _wait_for_node(executor, ik, proc: subprocess.Popen | None) -> bool:
+def _wait_for_node(executor: Executor, ik: Client, proc: subprocess.Popen | None) -> bool:
     """Wait (at most 120 s) for the get_ik_solutions service; False (and why, on stderr) if it never came."""
     t0 = time.monotonic()
     while not ik.service_is_ready():
@@ -164,7 +178,7 @@ def _wait_for_node(executor, ik, proc: subprocess.Popen | None) -> bool:
     return True
 
 
-def _publish_scene(node, executor):
+def _publish_scene(node: Node, executor: Executor) -> PlanningScene:
     """Publish :func:`_scene` on /planning_scene (three times, once a subscriber is there); returns it."""
     from moveit_msgs.msg import PlanningScene
 
@@ -193,7 +207,8 @@ def _pose_stamped(T: np.ndarray):
     return msg
 
 
-def _get_ik_solutions(executor, ik, left: np.ndarray, right: np.ndarray, num_solutions: int) -> tuple[dict, bool]:
+def _get_ik_solutions(executor: Executor, ik: Client, left: np.ndarray, right: np.ndarray,
+                      num_solutions: int) -> tuple[dict, bool]:
     """get_ik_solutions for both arms, left, right, without and with avoid_collisions, then the latency
     of 1 target x 32 solutions; prints a summary. Returns ({avoid_collisions: response}, all solved)."""
     from ikdiffuser_ros.msg import IKTarget
@@ -213,7 +228,7 @@ def _get_ik_solutions(executor, ik, left: np.ndarray, right: np.ndarray, num_sol
         print(f"\nget_ik_solutions, avoid_collisions={avoid}: code {res.error_code} ({res.message}); "
               f"round trip {latency * 1000:.0f} ms, solver {res.solve_time * 1000:.0f} ms")
         for name, r in zip(names, res.results):
-            print(f"  {name:9s}: {_fmt_result(r, len(res.joint_names))}")
+            print(f"  {name:9s}: {_fmt_result(r)}")
         ok &= res.error_code == 1
 
     # latency of the benchmark case: 1 target x 32 solutions
@@ -223,7 +238,7 @@ def _get_ik_solutions(executor, ik, left: np.ndarray, right: np.ndarray, num_sol
     return answers, ok
 
 
-def _compute_ik(node, executor, left: np.ndarray) -> bool:
+def _compute_ik(node: Node, executor: Executor, left: np.ndarray) -> bool:
     """compute_ik for left_arm with avoid_collisions (skipped, True, without moveit_msgs' GetPositionIK)."""
     try:
         from moveit_msgs.srv import GetPositionIK
@@ -243,7 +258,8 @@ def _compute_ik(node, executor, left: np.ndarray) -> bool:
     return res.error_code.val == 1
 
 
-def _picture(robot, scene, answers: dict, left: np.ndarray, right: np.ndarray, root: Path, png: str) -> None:
+def _picture(robot: RobotModel, scene: PlanningScene, answers: dict, left: np.ndarray, right: np.ndarray, root: Path,
+             png: str) -> None:
     """PNG of the both-arms solutions (collision-free ones if any) with the scene (viz/render.py)."""
     best = answers[True].results[0] if answers[True].results[0].num_solutions else answers[False].results[0]
     if not best.num_solutions:
@@ -263,7 +279,7 @@ def _picture(robot, scene, answers: dict, left: np.ndarray, right: np.ndarray, r
         print(f"\ndemo: no PNG (renderer unavailable: {exc})")
 
 
-def _shutdown(executor, node, proc: subprocess.Popen | None) -> None:
+def _shutdown(executor: Executor, node: Node, proc: subprocess.Popen | None) -> None:
     """Stop the client and (SIGINT, then kill after 20 s) the node this demo started."""
     import rclpy
 

@@ -49,7 +49,9 @@ import sys
 import threading
 import time
 import traceback
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import rclpy
@@ -68,7 +70,8 @@ from ikdiffuser_ros.kinematics.robot_model import RobotModel
 from ikdiffuser_ros.model import registry
 from ikdiffuser_ros.model.checkpoint import card_fingerprint, read_card
 from ikdiffuser_ros.pipeline import IKPipeline
-from ikdiffuser_ros.robots import available_robots, robot_config
+from ikdiffuser_ros.query import IKAnswer, IKQuery
+from ikdiffuser_ros.robots import RobotConfig, available_robots, robot_config
 from ikdiffuser_ros.ros import ik_solutions, moveit_bridge
 from ikdiffuser_ros.ros.conversions import JointStateLayout, SceneLimits
 from ikdiffuser_ros.ros.error_codes import ErrorCode, error_code
@@ -88,6 +91,14 @@ try:  # optional: python-fcl (exact collision checking)
     from ikdiffuser_ros.collision.fcl_checker import CollisionChecker
 except ImportError:
     CollisionChecker = None
+if TYPE_CHECKING:
+    from moveit_msgs.msg import PositionIKRequest
+    from rclpy.task import Future
+
+    SceneMessage = PlanningScene | CollisionObject | AttachedCollisionObject
+
+#: ``solver_factory(robot, checkpoint folder, device)`` of :class:`IKDiffuserNode` (default :func:`load_solver`).
+SolverFactory = Callable[[RobotModel, Path, str], IKDiffuserSolver]
 
 NODE_NAME = "ikdiffuser_node"
 
@@ -105,7 +116,7 @@ def malloc_trim() -> None:
 
 
 # ---------------------------------------------------------------------- model lookup
-def find_checkpoint(robot, model_path: str) -> Path:
+def find_checkpoint(robot: RobotModel, model_path: str) -> Path:
     """The checkpoint folder to load (:func:`ikdiffuser_ros.model.registry.find_checkpoint`), or
     StartupError naming the fingerprint and what was tried."""
     try:
@@ -114,7 +125,7 @@ def find_checkpoint(robot, model_path: str) -> Path:
         raise StartupError(str(exc)) from None
 
 
-def load_solver(robot, path: Path, device: str):
+def load_solver(robot: RobotModel, path: Path, device: str) -> IKDiffuserSolver:
     """IKDiffuserSolver.from_checkpoint, with every failure as StartupError naming the fingerprints."""
     try:
         return IKDiffuserSolver.from_checkpoint(str(path), robot=robot, device=device)
@@ -138,7 +149,8 @@ GIL_SWITCH_INTERVAL_S = 0.0002
 class IKDiffuserNode(Node):
     """See the module docstring. Raises :class:`StartupError` from ``__init__`` when it cannot start."""
 
-    def __init__(self, node_name: str = NODE_NAME, *, solver_factory=None, **kwargs) -> None:
+    def __init__(self, node_name: str = NODE_NAME, *, solver_factory: SolverFactory | None = None,
+                 **kwargs: Any) -> None:
         """``kwargs`` go to rclpy's Node (context, parameter_overrides, ...); ``solver_factory(robot,
         checkpoint_path, device)`` replaces :func:`load_solver` (embedding, tests)."""
         super().__init__(node_name, **kwargs)
@@ -241,7 +253,7 @@ class IKDiffuserNode(Node):
         super().destroy_node()
 
     # ------------------------------------------------------------------ robot
-    def _load_robot(self):
+    def _load_robot(self) -> tuple[RobotModel, RobotConfig | None]:
         """(RobotModel, robot config or None) from the descriptions (parameters, topics, robot config)."""
         cfg = self.config
         rcfg = None
@@ -266,7 +278,7 @@ class IKDiffuserNode(Node):
             raise StartupError(f"cannot build the robot model: {exc}") from None
         return robot, rcfg
 
-    def _descriptions(self, rcfg) -> tuple[str, list[str]]:
+    def _descriptions(self, rcfg: RobotConfig | None) -> tuple[str, list[str]]:
         """(URDF, SRDF texts): parameters, else the topics, else the robot config's files."""
         cfg = self.config
         urdf, srdf = cfg.robot_description, cfg.robot_description_semantic
@@ -367,7 +379,7 @@ class IKDiffuserNode(Node):
         self._scene_timer.cancel()
         future = self._scene_client.call_async(GetPlanningScene.Request())
 
-        def done(fut):
+        def done(fut: Future) -> None:
             try:
                 scene = fut.result().scene
                 scene.is_diff = False
@@ -379,7 +391,7 @@ class IKDiffuserNode(Node):
 
         future.add_done_callback(done)
 
-    def _scene_update(self, apply, msg, what: str) -> None:
+    def _scene_update(self, apply: Callable[[SceneMessage], list[str]], msg: SceneMessage, what: str) -> None:
         """Apply one scene message; a bad one is refused (mirror unchanged), every problem logged."""
         try:
             notes = apply(msg)
@@ -393,7 +405,8 @@ class IKDiffuserNode(Node):
             self.get_logger().warning(f"{what}: {note}")
 
     # ------------------------------------------------------------------ services
-    def _on_get_ik_solutions(self, request, response):
+    def _on_get_ik_solutions(self, request: GetIKSolutions.Request,
+                             response: GetIKSolutions.Response) -> GetIKSolutions.Response:
         """Executor thread: admit the request to the solve queue (or answer busy at once)."""
         try:
             response, _ = self.solve_queue.run(self._solve_get_ik_solutions, request, response)
@@ -403,7 +416,8 @@ class IKDiffuserNode(Node):
         self._count_served()
         return response
 
-    def _solve_get_ik_solutions(self, request, response):
+    def _solve_get_ik_solutions(self, request: GetIKSolutions.Request,
+                                response: GetIKSolutions.Response) -> GetIKSolutions.Response:
         """Solver thread: message -> IKQuery -> IKAnswer -> message, on the scene as it is now."""
         t0 = time.monotonic()
         try:
@@ -419,7 +433,8 @@ class IKDiffuserNode(Node):
         self._publish_markers(response)
         return response
 
-    def _on_compute_ik(self, request, response):
+    def _on_compute_ik(self, request: GetPositionIK.Request,
+                       response: GetPositionIK.Response) -> GetPositionIK.Response:
         """Executor thread: compute_ik / solve_ik through the solve queue (busy: FAILURE at once)."""
         try:
             response, _ = self.solve_queue.run(self.compute_ik, request.ik_request, response)
@@ -429,7 +444,7 @@ class IKDiffuserNode(Node):
         self._count_served()
         return response
 
-    def compute_ik(self, ik_request, response):
+    def compute_ik(self, ik_request: PositionIKRequest, response: GetPositionIK.Response) -> GetPositionIK.Response:
         """Solver thread (or a direct call): PositionIKRequest -> IKQuery -> IKAnswer -> GetPositionIK response."""
         t0 = time.monotonic()
         try:
@@ -443,7 +458,7 @@ class IKDiffuserNode(Node):
             self._log_bug("compute_ik", exc)
             return moveit_bridge.fail(response, ErrorCode.FAILURE, f"internal error: {type(exc).__name__}: {exc}")
 
-    def _answer(self, query):
+    def _answer(self, query: IKQuery) -> IKAnswer:
         """The pipeline's answer under the current parameters (tolerances and limits may change at run time)."""
         self.pipeline.config = self.config.pipeline_config()
         self.solver.config = self.config.solver_config(self._base_solver_config)
@@ -460,7 +475,7 @@ class IKDiffuserNode(Node):
         with self._stats_lock:
             self.requests_served += 1
 
-    def _publish_markers(self, response) -> None:
+    def _publish_markers(self, response: GetIKSolutions.Response) -> None:
         """The answer for RViz: all targets' solutions as a MarkerArray on ~/solutions, and the first
         solution of the first solved target as a moveit_msgs/DisplayRobotState on ~/display_robot_state."""
         if self._markers is None or not self.config.publish_markers or not response.results:
@@ -482,7 +497,7 @@ class IKDiffuserNode(Node):
             self._log_bug("markers", exc)
 
 
-def main(args=None) -> int:
+def main(args: list[str] | None = None) -> int:
     """Entry point of ``ikdiffuser_node``; returns the process exit status."""
     rclpy.init(args=args)
     logger = rclpy.logging.get_logger(NODE_NAME)

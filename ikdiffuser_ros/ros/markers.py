@@ -8,11 +8,21 @@ A DELETEALL marker first clears the previous answer.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 import torch
 
+if TYPE_CHECKING:
+    from builtin_interfaces.msg import Time
+    from visualization_msgs.msg import Marker, MarkerArray
 
-def _skeleton(robot):
+    from ikdiffuser_ros.kinematics.robot_model import RobotModel
+    from ikdiffuser_ros.srv import GetIKSolutions
+
+
+def _skeleton(robot: RobotModel) -> tuple[list[str], list[tuple[int, int]]]:
+    """(links L with a parent joint, or the root; (parent, child) index pairs into them) of the stick figures."""
     links = [link for link in robot.urdf.links if link in robot.urdf.child_joint or link == robot.urdf.root]
     index = {link: i for i, link in enumerate(links)}
     edges = [(index[robot.urdf.child_joint[link].parent], index[link]) for link in links
@@ -20,7 +30,8 @@ def _skeleton(robot):
     return links, edges
 
 
-def solutions_marker_array(robot, response, max_per_target: int, stamp):
+def solutions_marker_array(robot: RobotModel, response: GetIKSolutions.Response, max_per_target: int,
+                           stamp: Time) -> MarkerArray:
     """GetIKSolutions response -> MarkerArray (at most ``max_per_target`` solutions per target)."""
     from visualization_msgs.msg import Marker, MarkerArray
 
@@ -51,7 +62,7 @@ def solutions_marker_array(robot, response, max_per_target: int, stamp):
     return array
 
 
-def _stick_figure(T: np.ndarray, edges: list[tuple[int, int]], t: float, colliding: bool):
+def _stick_figure(T: np.ndarray, edges: list[tuple[int, int]], t: float, colliding: bool) -> Marker:
     """LINE_LIST marker (no header, ns, id) of one solution's skeleton.
 
     ``T``: (L, 4, 4) link poses in the root frame [m]; ``edges``: (parent, child) rows of ``T``;

@@ -19,6 +19,8 @@ joints, tips held at the seed) is the core's :class:`IKQuery` with ``group`` set
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 
 from ikdiffuser_ros.errors import InvalidGoalError, UnknownLinkError
@@ -28,8 +30,15 @@ from ikdiffuser_ros.ros.conversions import JointStateLayout, duration_to_seconds
 from ikdiffuser_ros.ros.error_codes import ErrorCode, status_code
 from ikdiffuser_ros.ros.params import NodeConfig
 
+if TYPE_CHECKING:  # moveit_msgs is optional at run time (the node serves get_ik_solutions without it)
+    from geometry_msgs.msg import PoseStamped
+    from moveit_msgs.msg import Constraints, PositionIKRequest
+    from moveit_msgs.srv import GetPositionIK
 
-def fail(response, code: int, message: str):
+    from ikdiffuser_ros.collision.world import World
+
+
+def fail(response: GetPositionIK.Response, code: int, message: str) -> GetPositionIK.Response:
     """Fill ``response`` (GetPositionIK) with an error code and message; returns it."""
     response.error_code.val = int(code)
     if hasattr(response.error_code, "message"):  # moveit_msgs >= 2.4 (not Humble)
@@ -38,7 +47,7 @@ def fail(response, code: int, message: str):
     return response
 
 
-def links_and_poses(req, group: Group) -> tuple[list[str], list]:
+def links_and_poses(req: PositionIKRequest, group: Group) -> tuple[list[str], list[PoseStamped]]:
     """move_group's rules for the requested links and their PoseStamped messages."""
     vec = list(req.pose_stamped_vector)
     if len(vec) >= 2:
@@ -56,7 +65,7 @@ def links_and_poses(req, group: Group) -> tuple[list[str], list]:
     return links, poses
 
 
-def joint_bounds(constraints) -> list[JointBounds]:
+def joint_bounds(constraints: Constraints) -> list[JointBounds]:
     """moveit_msgs/Constraints.joint_constraints -> :class:`JointBounds` (the core checks the joints)."""
     out = []
     for jc in constraints.joint_constraints:
@@ -67,8 +76,8 @@ def joint_bounds(constraints) -> list[JointBounds]:
     return out
 
 
-def query_of(req, groups: dict[str, Group], layout: JointStateLayout, cfg: NodeConfig, world,
-             start: float | None = None) -> tuple[IKQuery, dict[str, float]]:
+def query_of(req: PositionIKRequest, groups: dict[str, Group], layout: JointStateLayout, cfg: NodeConfig,
+             world: World | None, start: float | None = None) -> tuple[IKQuery, dict[str, float]]:
     """moveit_msgs/PositionIKRequest -> (:class:`IKQuery`, passive joint values of the robot state);
     ``start``: when the request's budget started (``time.monotonic()``)."""
     group = find_group(groups, req.group_name)
@@ -88,7 +97,8 @@ def query_of(req, groups: dict[str, Group], layout: JointStateLayout, cfg: NodeC
     return query, passive
 
 
-def fill_response(response, answer: IKAnswer, layout: JointStateLayout, passive: dict[str, float], root: str):
+def fill_response(response: GetPositionIK.Response, answer: IKAnswer, layout: JointStateLayout,
+                  passive: dict[str, float], root: str) -> GetPositionIK.Response:
     """The best solution (the first) as the full robot state, or the failure's code; returns ``response``."""
     [target] = answer.targets
     if target.status is not Status.SOLVED:
