@@ -393,8 +393,12 @@ class IKPipeline:
         if not links:
             raise InvalidGoalError(f"{what}: no links")
         if not len(poses) == len(frames) == len(pos_only) == len(links):
-            raise InvalidGoalError(f"{what}: {len(links)} links but {len(poses)} poses, {len(frames)} frames and "
-                                   f"{len(pos_only)} position_only flags")
+            counts = ((len(poses), "poses", len(poses) != len(links)),
+                      (len(target.frames), "frames", len(target.frames) not in (0, len(poses))),
+                      (len(target.position_only), "position_only flags", len(target.position_only) not in (0, len(links))))
+            raise InvalidGoalError(f"{what}: {len(links)} link names but "
+                                   + " and ".join(f"{n} {name}" for n, name, wrong in counts if wrong)
+                                   + " (one pose per link name; position_only: one flag per link name, or none)")
         E = len(self.robot.end_effectors)
         spec = _Spec(T_ref.copy(), np.zeros(E, bool), np.zeros(E, bool),
                      np.zeros((E, 3)))

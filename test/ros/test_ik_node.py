@@ -252,6 +252,7 @@ def _pose_with(T, x=None, q=None):
     ("not_an_end_effector", CODES.INVALID_LINK_NAME),
     ("unknown_frame", CODES.FRAME_TRANSFORM_FAILURE),
     ("length_mismatch", CODES.INVALID_GOAL),
+    ("position_only_mismatch", CODES.INVALID_GOAL),
     ("no_links", CODES.INVALID_GOAL),
     ("twice_same_ee", CODES.INVALID_GOAL),
     ("empty_request", CODES.INVALID_REQUEST),
@@ -280,6 +281,7 @@ def test_bad_requests_get_error_codes(setup, free_config, case, code):
         "not_an_end_effector": _target(["left_upper_shoulder"], [pose_stamped(T[0])]),
         "unknown_frame": _target(["left_gripper"], [pose_stamped(T[0], "no_such_frame")]),
         "length_mismatch": _target(["left_gripper", "right_gripper"], [pose_stamped(T[0])]),
+        "position_only_mismatch": _target(["left_gripper"], [pose_stamped(T[0])], [True, False]),
         "no_links": _target([], []),
         "twice_same_ee": _target(["left_gripper", "left_hand_link"], [pose_stamped(T[0]), pose_stamped(T[0])]),
     }
@@ -311,6 +313,10 @@ def test_bad_requests_get_error_codes(setup, free_config, case, code):
     if case in targets:
         assert res.results[0].error_code == code and res.results[0].message
         assert res.results[0].num_solutions == 0
+    mismatch = {"length_mismatch": "2 link names but 1 poses", "position_only_mismatch":
+                "1 link names but 2 position_only flags"}
+    if case in mismatch:  # the fields of the IKTarget message, none it does not have (frames)
+        assert mismatch[case] in res.message and "frames" not in res.message, res.message
     # ... and the node keeps serving
     ok = client.call(client.ik, _request([good], num_solutions=4))
     assert ok.error_code == CODES.SUCCESS, ok.message
