@@ -88,6 +88,11 @@ class PipelineConfig:
     #: Sphere-model collision guidance with ``avoid_collisions``: "off", "fallback" (rounds > 0), "always".
     collision_guidance: str = "fallback"
     weight_collision: float = 1.0
+    #: Calls of at least this many rows per target give each diffusion sample ``restarts`` LM starts (it
+    #: and perturbed copies, :meth:`IKDiffuserSolver.run`): more distinct solutions per CPU-second when
+    #: many are asked for. 1 = every start is a diffusion sample.
+    restarts: int = 4
+    restart_min_rows: int = 16
     #: Solver settings per call.
     sampler: str = "ddim"
     steps: int | None = None
@@ -546,6 +551,7 @@ class IKPipeline:
                               steps=self.config.steps, random_seed=(plan.random_seed + 7919 * plan.calls) % (2**62),
                               deadline=time.monotonic() + max(SOLVER_SHARE * remaining, 1e-3),
                               q0=None if q0 is None else torch.tensor(np.asarray(q0, dtype=np.float64)),
+                              restarts=self.config.restarts if num >= self.config.restart_min_rows else 1,
                               bounds=None if plan.consistency is None else self._local_box(plan))
         plan.calls += 1
         plan.sampled_calls += q0 is None

@@ -40,6 +40,7 @@ give equal outputs on the same device and thread settings.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from collections.abc import Callable, Mapping
@@ -78,6 +79,9 @@ class SolverConfig:
     #: Low-noise tail passes after the reverse steps (None = the card's ``sampling.refined_tail_steps``
     #: when the LM follows, ``sampling.tail_steps`` for raw samples; else 0).
     tail_steps: int | None = None
+    #: Spread of a perturbed restart (:meth:`IKDiffuserSolver.run`'s ``restarts``): Gaussian noise of this
+    #: share of each joint's range around a diffusion sample, the LM's start for another solution near it.
+    restart_spread: float = 0.05
     #: Run FK, the LM and unguided DDIM sampling in the compiled module on CPU when it is built
     #: (:mod:`ikdiffuser_ros.native`; same answers, microseconds instead of milliseconds per row).
     native: bool = True
@@ -385,16 +389,24 @@ class IKDiffuserSolver:
     def run(self, batch: "SolveBatch", cost=None, *, refine: bool = True, sampler: str = "ddim",
             steps: int | None = None, generator: torch.Generator | None = None, random_seed: int | None = None,
             deadline: float | None = None, self_collision: bool = False, timings: dict | None = None,
-            start: float | None = None, q0: torch.Tensor | None = None, bounds=None) -> dict:
+            start: float | None = None, q0: torch.Tensor | None = None, bounds=None, restarts: int = 1) -> dict:
         """The batch call behind :meth:`solve` and the pipeline, trusting its caller: ``batch`` is
         validated, ``cost`` built (:meth:`make_cost`). Samples (or starts from ``q0`` (B*N, n)),
         refines within ``bounds`` ((n,) lower, upper [rad or m]; default the joint limits) and
-        measures; returns (B*N,)-row tensors, target-major, unordered (see :meth:`_measure`)."""
+        measures; returns (B*N,)-row tensors, target-major, unordered (see :meth:`_measure`).
+
+        ``restarts`` r > 1: only ceil(N / r) diffusion samples per target; each is the LM's start
+        r times, as it is and perturbed (:meth:`_spread`): the prior's basins at the cost of an LM
+        per extra row, and solutions spread along each basin (a net gain in distinct valid
+        solutions per CPU-second when many are asked for)."""
         timings = {} if timings is None else timings
         t0 = time.monotonic() if start is None else start
         if q0 is None:
             sample_deadline = None if deadline is None else t0 + SAMPLE_SHARE * (deadline - t0)
-            q = self._sample(batch, cost, sampler, steps, generator, random_seed, sample_deadline, timings, refine)
+            few = dataclasses.replace(batch, N=-(-batch.N // restarts)) if restarts > 1 else batch
+            q = self._sample(few, cost, sampler, steps, generator, random_seed, sample_deadline, timings, refine)
+            if restarts > 1:
+                q = batch.with_locked(self._spread(q, few, batch.N, random_seed))
         else:
             q = batch.with_locked(torch.as_tensor(q0, dtype=torch.float64).reshape(batch.B * batch.N, batch.n))
         if refine:
@@ -452,6 +464,19 @@ class IKDiffuserSolver:
                        guidance_clip=self.config.guidance_clip, generator=generator, guidance=cost, deadline=deadline)
         timings["sample"] = time.monotonic() - t
         return batch.with_locked(q.reshape(batch.B * batch.N, batch.n).to(torch.float64))
+
+    def _spread(self, q: torch.Tensor, few: "SolveBatch", N: int, random_seed: int | None) -> torch.Tensor:
+        """(B * K, n) samples -> (B * N, n) LM starts: each sample repeated, the first copy as it is, the
+        others with Gaussian noise of ``restart_spread`` x each joint's range (wrapped, within limits)."""
+        B, K, n = few.B, few.N, few.n
+        reps = -(-N // K)
+        rows = q.view(B, K, 1, n).expand(B, K, reps, n).reshape(B, K * reps, n)[:, :N]
+        g = torch.Generator(device=q.device).manual_seed(0 if random_seed is None else int(random_seed) + 1)
+        lower, upper = self.robot.limits(torch.float64, q.device)
+        noise = torch.randn(B, K * reps, n, generator=g, dtype=q.dtype, device=q.device)[:, :N]
+        noise = noise * self.config.restart_spread * (upper - lower)
+        noise[:, ::reps] = 0.0
+        return project_to_limits((rows + noise).reshape(B * N, n), lower, upper, self.wrapping.to(q.device))
 
     def _refine(self, batch: "SolveBatch", q: torch.Tensor, cost, deadline, timings, bounds=None) -> RefineResult:
         """LM refinement, then the null-space objective polish when there is a cost: (M, n) -> RefineResult."""
