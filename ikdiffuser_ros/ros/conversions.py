@@ -43,6 +43,18 @@ def seconds_to_duration_fields(seconds: float) -> tuple[int, int]:
     return int(sec), nanosec
 
 
+def budget_window(budget: float, cap: float, start: float | None, received: float | None
+                  ) -> tuple[float | None, float]:
+    """(``IKQuery.start``, ``IKQuery.timeout``) of a request: ``budget`` [s] from ``start`` (when its solve
+    starts, ``time.monotonic()``), but ending at most ``cap`` [s] after ``received`` (when it arrived), so
+    a request that waited for the solver is still answered within ``cap`` of its arrival. ``start``
+    None: ``budget`` from when the pipeline starts; ``received`` None: it arrived at ``start``."""
+    if start is None:
+        return None, min(budget, cap)
+    received = start if received is None else received
+    return received, min(start - received + budget, cap)
+
+
 # ---------------------------------------------------------------------- poses
 def pose_values(pose) -> np.ndarray:
     """geometry_msgs/Pose -> (7,) ``(x, y, z, qx, qy, qz, qw)`` as sent (not validated)."""
@@ -285,7 +297,7 @@ def world_object(msg, T_frame: np.ndarray) -> WorldObject:
 
 
 __all__ = [
-    "duration_to_seconds", "seconds_to_duration_fields", "pose_values", "pose_to_matrix", "matrix_to_pose",
+    "duration_to_seconds", "seconds_to_duration_fields", "budget_window", "pose_values", "pose_to_matrix", "matrix_to_pose",
     "matrix_to_quaternion", "transform_to_matrix", "JointStateLayout", "solid_primitive_to_shape", "mesh_to_shape",
     "collision_object_shapes", "validated_shapes", "world_object", "scene_pose_to_matrix", "SceneLimits",
 ]

@@ -32,8 +32,10 @@ history depth, default 1000, so a burst is never dropped by the rmw); each
 callback hands its solve to a :class:`~ikdiffuser_ros.ros.solve_queue.SolveQueue`:
 one solver thread runs admitted requests one at a time, in arrival order, and
 a request beyond ``max_queued_requests`` admitted ones is answered at once with
-FAILURE "busy: N requests queued". Every request's budget is capped at
-``max_timeout``, so none holds the solver longer. The scene subscriptions have
+FAILURE "busy: N requests queued". Every request is answered within
+``max_timeout`` of its arrival: its budget (from the start of its solve) ends by
+then, and one still waiting for the solver then is answered TIMED_OUT at once
+(so none holds the solver longer either). The scene subscriptions have
 their own MutuallyExclusiveCallbackGroup and always find a free executor thread
 (``main`` spins a MultiThreadedExecutor with
 :attr:`IKDiffuserNode.executor_threads` threads), so the scene is updated while
@@ -70,15 +72,15 @@ from ikdiffuser_ros.kinematics.robot_model import RobotModel
 from ikdiffuser_ros.model import registry
 from ikdiffuser_ros.model.checkpoint import card_fingerprint, read_card
 from ikdiffuser_ros.pipeline import IKPipeline
-from ikdiffuser_ros.query import IKAnswer, IKQuery
+from ikdiffuser_ros.query import IKAnswer, IKQuery, Status
 from ikdiffuser_ros.robots import RobotConfig, available_robots, robot_config
 from ikdiffuser_ros.ros import ik_solutions, moveit_bridge
 from ikdiffuser_ros.ros.conversions import JointStateLayout, SceneLimits
-from ikdiffuser_ros.ros.error_codes import ErrorCode, error_code
+from ikdiffuser_ros.ros.error_codes import ErrorCode, error_code, status_code
 from ikdiffuser_ros.ros.markers import solutions_marker_array
 from ikdiffuser_ros.ros.params import declare_parameters, parse_groups
 from ikdiffuser_ros.ros.scene_monitor import SceneMonitor
-from ikdiffuser_ros.ros.solve_queue import Busy, SolveQueue, executor_threads
+from ikdiffuser_ros.ros.solve_queue import Busy, Expired, SolveQueue, executor_threads
 from ikdiffuser_ros.solver import IKDiffuserSolver
 from ikdiffuser_ros.srv import GetIKSolutions
 
@@ -407,49 +409,69 @@ class IKDiffuserNode(Node):
     # ------------------------------------------------------------------ services
     def _on_get_ik_solutions(self, request: GetIKSolutions.Request,
                              response: GetIKSolutions.Response) -> GetIKSolutions.Response:
-        """Executor thread: admit the request to the solve queue (or answer busy at once)."""
+        """Executor thread: admit the request to the solve queue (or answer busy at once; TIMED_OUT when
+        it is still waiting ``max_timeout`` after its arrival)."""
+        received = time.monotonic()
         try:
-            response, _ = self.solve_queue.run(self._solve_get_ik_solutions, request, response)
+            response, _ = self.solve_queue.run(self._solve_get_ik_solutions, request, response, received,
+                                               expires=received + self.config.max_timeout)
         except Busy as exc:
             ik_solutions.fill_error(response, ErrorCode.FAILURE, f"{exc} (max_queued_requests="
                                     f"{self.solve_queue.capacity}); retry later", self.robot.joint_names)
+        except Expired as exc:
+            ik_solutions.fill_error(response, status_code(Status.TIMED_OUT), self._expired_message(exc),
+                                    self.robot.joint_names, time.monotonic() - received)
         self._count_served()
         return response
 
-    def _solve_get_ik_solutions(self, request: GetIKSolutions.Request,
-                                response: GetIKSolutions.Response) -> GetIKSolutions.Response:
-        """Solver thread: message -> IKQuery -> IKAnswer -> message, on the scene as it is now."""
+    def _expired_message(self, exc: Expired) -> str:
+        """The message of a request that waited for the solver until ``max_timeout`` after its arrival."""
+        return f"{exc} (answers come within max_timeout={self.config.max_timeout:g} s of a request's arrival)"
+
+    def _solve_get_ik_solutions(self, request: GetIKSolutions.Request, response: GetIKSolutions.Response,
+                                received: float | None = None) -> GetIKSolutions.Response:
+        """Solver thread: message -> IKQuery -> IKAnswer -> message, on the scene as it is now; ``received``:
+        when the request arrived (``time.monotonic()``; None: now)."""
         t0 = time.monotonic()
+        received = t0 if received is None else received
         try:
-            query = ik_solutions.query_of(request, self.layout, self.config, self.scene.snapshot(), t0)
+            query = ik_solutions.query_of(request, self.layout, self.config, self.scene.snapshot(), t0, received)
             response = ik_solutions.fill_response(response, self._answer(query))
         except IKDiffuserError as exc:
             response = ik_solutions.fill_error(response, error_code(exc), str(exc), self.robot.joint_names,
-                                               time.monotonic() - t0)
+                                               time.monotonic() - received)
         except Exception as exc:  # noqa: BLE001 - a bug: logged with its traceback, answered, the node serves on
             self._log_bug("get_ik_solutions", exc)
             response = ik_solutions.fill_error(response, ErrorCode.FAILURE, f"internal error: {type(exc).__name__}: "
-                                               f"{exc}", self.robot.joint_names, time.monotonic() - t0)
+                                               f"{exc}", self.robot.joint_names, time.monotonic() - received)
         self._publish_markers(response)
         return response
 
     def _on_compute_ik(self, request: GetPositionIK.Request,
                        response: GetPositionIK.Response) -> GetPositionIK.Response:
-        """Executor thread: compute_ik / solve_ik through the solve queue (busy: FAILURE at once)."""
+        """Executor thread: compute_ik / solve_ik through the solve queue (busy: FAILURE at once; still
+        waiting ``max_timeout`` after its arrival: the TIMED_OUT code of the compute_ik column)."""
+        received = time.monotonic()
         try:
-            response, _ = self.solve_queue.run(self.compute_ik, request.ik_request, response)
+            response, _ = self.solve_queue.run(self.compute_ik, request.ik_request, response, received,
+                                               expires=received + self.config.max_timeout)
         except Busy as exc:
             response = moveit_bridge.fail(response, ErrorCode.FAILURE, f"{exc} (max_queued_requests="
                                           f"{self.solve_queue.capacity}); retry later")
+        except Expired as exc:
+            response = moveit_bridge.fail(response, status_code(Status.TIMED_OUT, moveit=True),
+                                          self._expired_message(exc))
         self._count_served()
         return response
 
-    def compute_ik(self, ik_request: PositionIKRequest, response: GetPositionIK.Response) -> GetPositionIK.Response:
-        """Solver thread (or a direct call): PositionIKRequest -> IKQuery -> IKAnswer -> GetPositionIK response."""
+    def compute_ik(self, ik_request: PositionIKRequest, response: GetPositionIK.Response,
+                   received: float | None = None) -> GetPositionIK.Response:
+        """Solver thread (or a direct call): PositionIKRequest -> IKQuery -> IKAnswer -> GetPositionIK response;
+        ``received``: when the request arrived (``time.monotonic()``; None: now)."""
         t0 = time.monotonic()
         try:
             query, passive = moveit_bridge.query_of(ik_request, self.pipeline.groups, self.layout, self.config,
-                                                    self.scene.snapshot(), t0)
+                                                    self.scene.snapshot(), t0, received)
             return moveit_bridge.fill_response(response, self._answer(query), self.layout, passive,
                                                self.robot.root_frame)
         except IKDiffuserError as exc:

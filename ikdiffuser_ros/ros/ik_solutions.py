@@ -3,7 +3,9 @@
 Message semantics (the meaning of the query is the core's):
 
 * ``num_solutions`` 0 = the node's ``default_num_solutions``.
-* ``timeout`` 0 = ``default_timeout``; any budget is capped at ``max_timeout``; negative is an error.
+* ``timeout`` 0 = ``default_timeout``; negative is an error. It counts from the start of the
+  request's solve, and the whole answer (the wait for the solver included) comes within
+  ``max_timeout`` of the request's arrival.
 * ``objective_names`` / ``objective_weights``: override the node's default weights by name (or alias).
 * ``seed_state``: the seed (joints not named keep their default); ``seed_weight`` > 0 adds the
   ``seed`` objective.
@@ -21,7 +23,7 @@ import numpy as np
 from ikdiffuser_ros.errors import InvalidRequestError
 from ikdiffuser_ros.msg import IKTargetResult
 from ikdiffuser_ros.query import IKAnswer, IKQuery, IKTarget
-from ikdiffuser_ros.ros.conversions import JointStateLayout, duration_to_seconds, pose_values
+from ikdiffuser_ros.ros.conversions import JointStateLayout, budget_window, duration_to_seconds, pose_values
 from ikdiffuser_ros.ros.error_codes import ErrorCode, status_code
 from ikdiffuser_ros.ros.params import NodeConfig
 
@@ -50,9 +52,10 @@ def target_of(msg) -> IKTarget:
                     frames=[p.header.frame_id for p in msg.poses], position_only=[bool(v) for v in msg.position_only])
 
 
-def query_of(request, layout: JointStateLayout, cfg: NodeConfig, world, start: float | None = None) -> IKQuery:
+def query_of(request, layout: JointStateLayout, cfg: NodeConfig, world, start: float | None = None,
+             received: float | None = None) -> IKQuery:
     """A GetIKSolutions request -> :class:`IKQuery` (raises the core's errors on bad fields); ``start``:
-    when the request's budget started (``time.monotonic()``)."""
+    when its solve started, ``received``: when it arrived (``time.monotonic()``; :func:`budget_window`)."""
     seed_weight = float(request.seed_weight)
     if not math.isfinite(seed_weight) or seed_weight < 0:
         raise InvalidRequestError(f"seed_weight {seed_weight} must be finite and >= 0")
@@ -62,11 +65,13 @@ def query_of(request, layout: JointStateLayout, cfg: NodeConfig, world, start: f
         seed, _, _ = layout.from_joint_state(request.seed_state, what="seed_state")
         if seed_weight > 0:
             objectives["seed"] = seed_weight
+    start, timeout = budget_window(timeout_of(request.timeout, cfg.default_timeout, cfg.max_timeout),
+                                   cfg.max_timeout, start, received)
     return IKQuery(
         targets=[target_of(t) for t in request.targets],
         num_solutions=int(request.num_solutions) or cfg.default_num_solutions,
         seed=seed, objectives=objectives, avoid_collisions=bool(request.avoid_collisions), world=world, report_collisions=True,
-        timeout=timeout_of(request.timeout, cfg.default_timeout, cfg.max_timeout), start=start,
+        timeout=timeout, start=start,
         random_seed=int(request.random_seed) if request.random_seed >= 0 else None,
         keep_invalid=cfg.return_failed_solutions)
 

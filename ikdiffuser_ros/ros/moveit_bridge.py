@@ -12,7 +12,8 @@ joints, tips held at the seed) is the core's :class:`IKQuery` with ``group`` set
 * ``robot_state``: the seed of the group's joints and the values of all other joints (they are
   copied into the solution unchanged; passive joints too).
 * ``avoid_collisions``, ``constraints.joint_constraints`` (as :class:`JointBounds`), ``timeout``
-  (``sec`` + ``nanosec``; 0 = ``moveit_default_timeout``; capped at ``max_timeout``).
+  (``sec`` + ``nanosec``; 0 = ``moveit_default_timeout``; from the start of the solve, and the answer
+  comes within ``max_timeout`` of the request's arrival, the wait for the solver included).
 * Result: SUCCESS with the full robot state of the best solution (closest to the seed, unless
   objectives are weighted), or the code of :mod:`ikdiffuser_ros.ros.error_codes` (compute_ik column).
 """
@@ -26,7 +27,7 @@ import numpy as np
 from ikdiffuser_ros.errors import InvalidGoalError, UnknownLinkError
 from ikdiffuser_ros.kinematics.groups import Group, find_group
 from ikdiffuser_ros.query import IKAnswer, IKQuery, IKTarget, JointBounds, Status
-from ikdiffuser_ros.ros.conversions import JointStateLayout, duration_to_seconds, pose_values
+from ikdiffuser_ros.ros.conversions import JointStateLayout, budget_window, duration_to_seconds, pose_values
 from ikdiffuser_ros.ros.error_codes import ErrorCode, status_code
 from ikdiffuser_ros.ros.params import NodeConfig
 
@@ -77,14 +78,18 @@ def joint_bounds(constraints: Constraints) -> list[JointBounds]:
 
 
 def query_of(req: PositionIKRequest, groups: dict[str, Group], layout: JointStateLayout, cfg: NodeConfig,
-             world: World | None, start: float | None = None) -> tuple[IKQuery, dict[str, float]]:
+             world: World | None, start: float | None = None,
+             received: float | None = None) -> tuple[IKQuery, dict[str, float]]:
     """moveit_msgs/PositionIKRequest -> (:class:`IKQuery`, passive joint values of the robot state);
-    ``start``: when the request's budget started (``time.monotonic()``)."""
+    ``start``: when its solve started, ``received``: when it arrived (``time.monotonic()``;
+    :func:`~ikdiffuser_ros.ros.conversions.budget_window`)."""
     group = find_group(groups, req.group_name)
     links, poses = links_and_poses(req, group)
     seed, passive, _ = layout.from_joint_state(req.robot_state.joint_state, what="robot_state")
     layout.from_multi_dof(req.robot_state.multi_dof_joint_state, seed)
     timeout = duration_to_seconds(req.timeout)
+    start, timeout = budget_window(min(timeout if timeout > 0 else cfg.moveit_default_timeout, cfg.max_timeout),
+                                   cfg.max_timeout, start, received)
     objectives = {"seed": cfg.weight_seed, "joint_limits": cfg.weight_joint_limits}
     target = IKTarget(links, [pose_values(p.pose) for p in poses], [p.header.frame_id for p in poses])
     query = IKQuery(
@@ -92,7 +97,7 @@ def query_of(req: PositionIKRequest, groups: dict[str, Group], layout: JointStat
         objectives={k: v for k, v in objectives.items() if v > 0}, constraints=joint_bounds(req.constraints),
         avoid_collisions=bool(req.avoid_collisions), world=world, report_collisions=False,
         consistency_limits=cfg.moveit_consistency_limit or None,
-        timeout=min(timeout if timeout > 0 else cfg.moveit_default_timeout, cfg.max_timeout), start=start,
+        timeout=timeout, start=start,
         random_seed=cfg.moveit_random_seed if cfg.moveit_random_seed >= 0 else None, max_rounds=cfg.max_rounds)
     return query, passive
 

@@ -83,8 +83,9 @@ class NodeConfig:
     default_timeout: float = _p(
         5.0, "wall-clock budget [s] of a GetIKSolutions request whose timeout is 0", (0.001, 3600.0))
     max_timeout: float = _p(
-        10.0, "cap [s] on any request's solve budget (GetIKSolutions, compute_ik, solve_ik; the default "
-        "timeouts too): a larger timeout is clamped to it, so no request holds the solver longer", (0.001, 3600.0))
+        10.0, "cap [s] on the time from a request's arrival to its answer (GetIKSolutions, compute_ik, solve_ik; "
+        "the default timeouts too): a larger timeout is clamped to it, and a request still waiting for the solver "
+        "then is answered TIMED_OUT, so no request holds the solver or its client longer", (0.001, 3600.0))
     max_rounds: int = _p(
         100, "most sampling rounds of one compute_ik/solve_ik request (each round samples moveit_num_candidates)",
         (1, 100_000))

@@ -5,8 +5,10 @@ their solve to :meth:`SolveQueue.run`, which either admits it and blocks the
 calling thread until the worker thread has run it, or refuses it at once with
 :class:`Busy` when ``capacity`` requests are already admitted (solving or
 waiting). Admitted jobs run one at a time, in arrival order (FIFO), so a
-request's latency is its own solve time plus the solve times of the requests
-admitted before it; each of those is capped by the node's ``max_timeout``.
+request waits for the solves of the requests admitted before it. A job may
+carry an expiry time: one the worker has not started by then is withdrawn and
+its caller gets :class:`Expired` at that moment (the node expires a request
+``max_timeout`` after its arrival, so none is answered later than that).
 
 At most ``capacity`` executor threads are ever blocked here; the executor has
 a few threads more (:func:`executor_threads`), so "busy" answers, scene
@@ -38,6 +40,14 @@ class Busy(RuntimeError):
         self.queued = queued
 
 
+class Expired(RuntimeError):
+    """The job's expiry time came while it was waiting for the worker (``waited`` seconds)."""
+
+    def __init__(self, waited: float) -> None:
+        super().__init__(f"timed out after {waited:.3f} s waiting for the solver")
+        self.waited = waited
+
+
 class _Job:
     def __init__(self, fn: Callable[..., Any], args: tuple) -> None:
         self.fn, self.args = fn, args
@@ -45,7 +55,8 @@ class _Job:
         self.result: Any = None
         self.error: BaseException | None = None
         self.enqueued = time.monotonic()
-        self.started = 0.0
+        self.started: float | None = None  #: when the worker took it (under the queue's lock)
+        self.withdrawn = False  #: expired before the worker took it: the worker skips it
 
 
 class SolveQueue:
@@ -67,10 +78,12 @@ class SolveQueue:
         """Requests solving or waiting now."""
         return self._admitted
 
-    def run(self, fn: Callable[..., Any], *args: Any) -> tuple[Any, float]:
+    def run(self, fn: Callable[..., Any], *args: Any, expires: float | None = None) -> tuple[Any, float]:
         """Run ``fn(*args)`` on the worker; returns (its result, seconds spent waiting for the worker).
 
-        Raises :class:`Busy` at once when full (or closed); re-raises what ``fn`` raised.
+        Raises :class:`Busy` at once when full (or closed), :class:`Expired` at ``expires`` (a
+        ``time.monotonic()`` value; None = never) when the worker has not started the job by then
+        (it never will); re-raises what ``fn`` raised.
         """
         with self._lock:
             if self._closed or self._admitted >= self.capacity:
@@ -81,7 +94,7 @@ class SolveQueue:
         job = _Job(fn, args)
         try:
             self._jobs.put(job)
-            job.done.wait()
+            self._wait(job, expires)
         finally:
             with self._lock:
                 self._admitted -= 1
@@ -89,12 +102,24 @@ class SolveQueue:
             raise job.error
         return job.result, job.started - job.enqueued
 
+    def _wait(self, job: _Job, expires: float | None) -> None:
+        """Until ``job`` is done; at ``expires``, withdraw it (:class:`Expired`) unless the worker has it."""
+        if expires is not None and not job.done.wait(max(0.0, expires - time.monotonic())):
+            with self._lock:
+                if job.started is None:
+                    job.withdrawn = True
+                    raise Expired(time.monotonic() - job.enqueued)
+        job.done.wait()
+
     def _work(self) -> None:
         while True:
             job = self._jobs.get()
             if job is None:
                 return
-            job.started = time.monotonic()
+            with self._lock:
+                if job.withdrawn:
+                    continue
+                job.started = time.monotonic()
             try:
                 job.result = job.fn(*job.args)
             except BaseException as exc:  # noqa: BLE001 - handed to the waiting caller

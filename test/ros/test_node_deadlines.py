@@ -1,6 +1,7 @@
 """Deadlines through the running node: a GetIKSolutions or compute_ik request is answered within its
 timeout + 20 ms (issue 8's cases: 10 ms, 100 ms and 500 ms budgets with large requests, a 5000-object
-scene with a 1 s budget, MoveIt-sized 5-50 ms compute_ik budgets). The time is the node's own
+scene with a 1 s budget, MoveIt-sized 5-50 ms compute_ik budgets), and within ``max_timeout`` + 20 ms
+of its arrival whatever its timeout (INT32_MAX seconds), waiting behind another request or not. The time is the node's own
 (request received -> response written: ``solve_time``) and the client's round trip, which adds the
 transport of the answer."""
 from __future__ import annotations
@@ -136,3 +137,59 @@ def test_compute_ik_moveit_budgets(node, client, budget):
     assert took <= budget + SLACK_S + TRANSPORT_S, f"round trip {took * 1000:.1f} ms for {budget * 1000:.0f} ms"
     assert res.error_code.val in (1, -31)
 
+
+
+def _unreachable_compute_ik(robot) -> GetPositionIK.Request:
+    """compute_ik for the left arm at a pose 10 m away, timeout.sec = INT32_MAX (issue 20's audit case)."""
+    T = np.eye(4)
+    T[:3, 3] = (10.0, 0.0, 0.0)
+    req = GetPositionIK.Request()
+    req.ik_request.group_name = "left_arm"
+    req.ik_request.pose_stamped = pose_stamped(T)
+    req.ik_request.timeout = Duration(sec=2**31 - 1, nanosec=0)
+    return req
+
+
+@pytest.fixture
+def small_max_timeout(node):
+    """max_timeout 0.5 s for one test (a live parameter), then back."""
+    from rclpy.parameter import Parameter
+
+    before = node.config.max_timeout
+    assert node.set_parameters([Parameter("max_timeout", value=0.5)])[0].successful
+    try:
+        yield 0.5
+    finally:
+        node.set_parameters([Parameter("max_timeout", value=before)])
+
+
+def test_huge_timeout_answers_within_max_timeout(node, client, small_max_timeout):
+    """An unreachable target with timeout.sec = INT32_MAX: answered NO_IK_SOLUTION within max_timeout + 20 ms."""
+    cap = small_max_timeout
+    res, took = _call(client, "compute", _unreachable_compute_ik(node.robot))
+    assert res.error_code.val == -31
+    assert took <= cap + SLACK_S + TRANSPORT_S, f"round trip {took:.3f} s with max_timeout {cap} s"
+
+
+def test_a_request_waiting_for_the_solver_still_answers_within_max_timeout(node, client, small_max_timeout):
+    """A request behind another one: the wait counts against max_timeout (it once came on top: 10.6 s
+    against the 10 s cap). Both are answered within max_timeout + 20 ms of their sending; the second
+    (which gets the solver too late, or never) with NO_IK_SOLUTION."""
+    executor, clients = client
+    cap = small_max_timeout
+    first = _ik_request(node.robot, _targets(node.robot, 16, seed=5), 512, 3600.0)
+    for target in first.targets:  # unreachable: it keeps the solver for the whole cap
+        target.poses[0].pose.position.x = 10.0
+    sent, done, futures = {}, {}, {}
+    for name, which, req in (("first", "ik", first), ("second", "compute", _unreachable_compute_ik(node.robot))):
+        sent[name] = time.monotonic()
+        futures[name] = clients[which].call_async(req)
+    give_up = time.monotonic() + 60.0
+    while len(done) < len(futures) and time.monotonic() < give_up:
+        executor.spin_once(timeout_sec=0.002)
+        done.update({name: time.monotonic() for name, f in futures.items() if f.done() and name not in done})
+    for name in futures:
+        took = done[name] - sent[name]
+        assert took <= cap + SLACK_S + TRANSPORT_S, f"{name}: round trip {took:.3f} s with max_timeout {cap} s"
+    assert futures["first"].result().error_code in (-31, -6), futures["first"].result().message
+    assert futures["second"].result().error_code.val == -31

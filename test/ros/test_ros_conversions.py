@@ -85,6 +85,15 @@ def test_duration():
     assert duration_to_seconds(Duration(sec=-1, nanosec=0)) < 0
 
 
+def test_budget_window_counts_from_the_solve_and_ends_within_the_cap_of_the_arrival():
+    from ikdiffuser_ros.ros.conversions import budget_window
+
+    assert budget_window(2.0, 10.0, None, None) == (None, 2.0)  # a direct call: the pipeline's clock
+    assert budget_window(2.0, 10.0, 100.0, None) == (100.0, 2.0)
+    assert budget_window(2.0, 10.0, 100.0, 99.0) == (99.0, 3.0)  # waited 1 s: still 2 s of solving
+    assert budget_window(10.0, 10.0, 100.0, 97.0) == (97.0, 10.0)  # waited 3 s: ends 10 s after arrival
+
+
 # ---------------------------------------------------------------------- scene mirror
 def _box(oid, xyz, size=(0.2, 0.2, 0.2), frame="", op=0):
     from moveit_msgs.msg import CollisionObject
