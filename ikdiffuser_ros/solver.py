@@ -373,7 +373,7 @@ class IKDiffuserSolver:
         t0 = time.monotonic()
         deadline = self._deadline(timeout, t0)
         self._check_sampler(sampler, steps)
-        batch = self._batch(targets, num_solutions, target_mask, position_only, seed, locked, tip_points)
+        batch = self.batch(targets, num_solutions, target_mask, position_only, seed, locked, tip_points)
         cost = self.make_cost(objectives, batch.seed_rows, world, cost_fn)
         timings = {"validate": time.monotonic() - t0}
         measured = self.run(batch, cost, refine=refine, sampler=sampler, steps=steps, generator=generator,
@@ -435,7 +435,9 @@ class IKDiffuserSolver:
         if steps is not None and (isinstance(steps, bool) or not isinstance(steps, int) or steps <= 0):
             raise InvalidRequestError(f"steps must be a positive int, got {steps!r}")
 
-    def _batch(self, targets, num_solutions, target_mask, position_only, seed, locked, tip_points) -> "SolveBatch":
+    def batch(self, targets, num_solutions: int, target_mask=None, position_only=None, seed=None, locked=None,
+              tip_points=None) -> "SolveBatch":
+        """The validated :class:`SolveBatch` of :meth:`run` (arguments as :meth:`solve`'s)."""
         T, B, target_mask, position_only, seed = self._validate(targets, num_solutions, target_mask,
                                                                 position_only, seed)
         dev = self.device

@@ -6,8 +6,8 @@ Both are the same pipeline: ``B * N`` start rows -> the solver's batched Levenbe
 until the deadline; rows that fail get fresh starts while time is left (protocol "one solution").
 They differ only in where the starts come from:
 
-* ``ikdiffuser``: the product, :meth:`IKDiffuserSolver.solve` (diffusion samples of the shipped
-  model, then its refinement), loaded through the public API only;
+* ``ikdiffuser``: the product's batch call, :meth:`IKDiffuserSolver.run` as the pipeline makes it
+  (diffusion samples of the shipped model, perturbed restarts for >= 16 rows, then its LM);
 * ``uniform+LM``: joint values drawn uniformly within the limits, then the same ``refine``.
 """
 
@@ -20,6 +20,7 @@ import torch
 from ikdiffuser_ros import native
 from ikdiffuser_ros.kinematics.robot_model import RobotModel
 from ikdiffuser_ros.native import NativeKinematics
+from ikdiffuser_ros.pipeline import PipelineConfig
 from ikdiffuser_ros.sampling.refine import refine
 
 
@@ -31,8 +32,9 @@ class PriorPipeline:
     def __init__(self, solver, steps: int | None = None) -> None:
         self.solver, self.steps = solver, steps
         self.model: RobotModel = solver.robot
-        self.description = (f"IKDiffuserSolver.solve (diffusion samples, {steps or 'default'} DDIM steps, "
-                            f"then its batched LM), failed rows re-sampled while time is left")
+        self.description = (f"IKDiffuserSolver.run, the pipeline's batch call (diffusion samples, "
+                            f"{steps or 'the card'}'s DDIM steps, perturbed restarts for >= 16 rows, then its LM), "
+                            f"failed rows re-sampled while time is left")
 
     def solve(self, targets: torch.Tensor, num: int, deadline: float | None, seed: int
               ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -40,9 +42,11 @@ class PriorPipeline:
 
         ``deadline`` is a ``time.monotonic()`` value, passed to the solver as its timeout (None: none).
         """
-        timeout = None if deadline is None else max(deadline - time.monotonic(), 1e-6)
-        res = self.solver.solve(targets, num_solutions=num, timeout=timeout, random_seed=seed, steps=self.steps)
-        return res.q, res.success
+        cfg = PipelineConfig()
+        rows = self.solver.run(self.solver.batch(targets, num), deadline=deadline, random_seed=seed, steps=self.steps,
+                               restarts=cfg.restarts if num >= cfg.restart_min_rows else 1)
+        B, n = targets.shape[0], self.model.n_joints
+        return rows["q"].view(B, num, n), rows["success"].view(B, num)
 
 
 class UniformPipeline:
