@@ -2,10 +2,13 @@
 
 Service callbacks (a reentrant callback group, one executor thread each) hand
 their solve to :meth:`SolveQueue.run`, which either admits it and blocks the
-calling thread until the worker thread has run it, or refuses it at once with
-:class:`Busy` when ``capacity`` requests are already admitted (solving or
-waiting). Admitted jobs run one at a time, in arrival order (FIFO), so a
-request waits for the solves of the requests admitted before it. A job may
+calling thread until it has run, or refuses it at once with :class:`Busy` when
+``capacity`` requests are already admitted (solving or waiting). Admitted jobs
+run one at a time, in arrival order (FIFO), so a request waits for the solves
+of the requests admitted before it. A job that finds the solver idle and no
+job waiting runs at once on the calling thread (no hand-over to the worker
+thread and back: two thread wake-ups less per request); the others queue for
+the worker, which starts each when the solver is free. A job may
 carry an expiry time: one the worker has not started by then is withdrawn and
 its caller gets :class:`Expired` at that moment (the node expires a request
 ``max_timeout`` after its arrival, so none is answered later than that).
@@ -66,6 +69,9 @@ class SolveQueue:
         self.capacity = max(1, int(capacity))
         self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         self._lock = threading.Lock()
+        self._idle = threading.Condition(self._lock)  #: notified when a solve ends
+        self._solving = False  #: a job runs now (inline or on the worker)
+        self._queued = 0  #: jobs put on the queue and not yet taken by the worker
         self._admitted = 0
         self.peak = 0  #: most requests admitted at once so far
         self.refused = 0  #: requests answered busy so far
@@ -79,7 +85,8 @@ class SolveQueue:
         return self._admitted
 
     def run(self, fn: Callable[..., Any], *args: Any, expires: float | None = None) -> tuple[Any, float]:
-        """Run ``fn(*args)`` on the worker; returns (its result, seconds spent waiting for the worker).
+        """Run ``fn(*args)`` (on this thread when the solver is idle and nothing waits, else on the
+        worker, in turn); returns (its result, seconds spent waiting for the solver).
 
         Raises :class:`Busy` at once when full (or closed), :class:`Expired` at ``expires`` (a
         ``time.monotonic()`` value; None = never) when the worker has not started the job by then
@@ -91,10 +98,17 @@ class SolveQueue:
                 raise Busy(self._admitted)
             self._admitted += 1
             self.peak = max(self.peak, self._admitted)
+            inline = not self._solving and self._queued == 0
+            self._solving = self._solving or inline
+            self._queued += not inline
         job = _Job(fn, args)
         try:
-            self._jobs.put(job)
-            self._wait(job, expires)
+            if inline:
+                job.started = job.enqueued
+                self._execute(job)
+            else:
+                self._jobs.put(job)
+                self._wait(job, expires)
         finally:
             with self._lock:
                 self._admitted -= 1
@@ -116,14 +130,26 @@ class SolveQueue:
             job = self._jobs.get()
             if job is None:
                 return
-            with self._lock:
+            with self._idle:
+                while self._solving:
+                    self._idle.wait()
+                self._queued -= 1
                 if job.withdrawn:
                     continue
                 job.started = time.monotonic()
-            try:
-                job.result = job.fn(*job.args)
-            except BaseException as exc:  # noqa: BLE001 - handed to the waiting caller
-                job.error = exc
+                self._solving = True
+            self._execute(job)
+
+    def _execute(self, job: _Job) -> None:
+        """Run ``job`` (the solver is ours), hand its result or error to the caller, free the solver."""
+        try:
+            job.result = job.fn(*job.args)
+        except BaseException as exc:  # noqa: BLE001 - handed to the waiting caller
+            job.error = exc
+        finally:
+            with self._idle:
+                self._solving = False
+                self._idle.notify_all()
             job.done.set()
 
     def close(self, timeout: float = 30.0) -> None:

@@ -64,3 +64,37 @@ def test_a_full_queue_answers_busy_and_runs_every_admitted_job(queue):
     for thread in threads:
         thread.join()
     assert sorted(order) == [0, 1, 2, 3] and "refused" not in order and queue.refused == 1
+
+
+def test_an_idle_solver_runs_the_job_on_the_calling_thread(queue):
+    """No job waiting, none solving: the caller runs its own job (no hand-over to the worker)."""
+    result, waited = queue.run(lambda: threading.current_thread())
+    assert result is threading.current_thread() and waited == 0.0
+
+
+def test_jobs_run_one_at_a_time_in_arrival_order(queue):
+    """Inline and queued jobs alike: never two at once, FIFO, errors handed to their own callers."""
+    running, peak, order = [0], [0], []
+    lock = threading.Lock()
+
+    def job(i):
+        with lock:
+            running[0] += 1
+            peak[0] = max(peak[0], running[0])
+        time.sleep(0.05)
+        order.append(i)
+        with lock:
+            running[0] -= 1
+        if i == 2:
+            raise ValueError("job 2 fails")
+        return i
+
+    threads = []
+    for i in range(4):
+        threads.append(_in_thread(queue.run, job, i))
+        time.sleep(0.01)  # arrival order 0, 1, 2, 3
+    for thread, _ in threads:
+        thread.join()
+    assert order == [0, 1, 2, 3] and peak[0] == 1
+    assert [out.get("result", (None,))[0] for _, out in threads] == [0, 1, None, 3]
+    assert isinstance(threads[2][1]["error"], ValueError) and queue.admitted == 0
