@@ -36,7 +36,7 @@ def quaternion_matrix(quat, what: str = "orientation") -> np.ndarray:
     if abs(norm - 1.0) > QUATERNION_NORM_TOLERANCE:
         raise InvalidGoalError(f"{what}: quaternion norm {norm:.6g} is not close to 1 (tolerance "
                                f"{QUATERNION_NORM_TOLERANCE}); send a unit quaternion (x, y, z, w)")
-    return quat_to_matrix(torch.from_numpy(q / norm)).numpy()
+    return quat_to_matrix(q / norm)
 
 
 def pose_matrix(pose, what: str = "pose") -> np.ndarray:

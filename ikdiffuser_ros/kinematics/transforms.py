@@ -6,20 +6,23 @@ Quaternions use ROS order ``(x, y, z, w)``. Shapes: ``(..., 4)`` quaternions,
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 
-def quat_to_matrix(quat: torch.Tensor) -> torch.Tensor:
-    """(..., 4) unit quaternions (x, y, z, w) -> (..., 3, 3) rotation matrices."""
-    x, y, z, w = quat.unbind(-1)
+def quat_to_matrix(quat: torch.Tensor | np.ndarray) -> torch.Tensor | np.ndarray:
+    """(..., 4) unit quaternions (x, y, z, w) -> (..., 3, 3) rotation matrices; torch in, torch out,
+    numpy in, numpy out (a single pose converts in microseconds without torch's per-op cost)."""
+    stack = np.stack if isinstance(quat, np.ndarray) else torch.stack
+    x, y, z, w = (quat[..., i] for i in range(4))
     xx, yy, zz = x * x, y * y, z * z
     xy, xz, yz, wx, wy, wz = x * y, x * z, y * z, w * x, w * y, w * z
     rows = [
-        torch.stack([1 - 2 * (yy + zz), 2 * (xy - wz), 2 * (xz + wy)], -1),
-        torch.stack([2 * (xy + wz), 1 - 2 * (xx + zz), 2 * (yz - wx)], -1),
-        torch.stack([2 * (xz - wy), 2 * (yz + wx), 1 - 2 * (xx + yy)], -1),
+        stack([1 - 2 * (yy + zz), 2 * (xy - wz), 2 * (xz + wy)], -1),
+        stack([2 * (xy + wz), 1 - 2 * (xx + zz), 2 * (yz - wx)], -1),
+        stack([2 * (xz - wy), 2 * (yz + wx), 1 - 2 * (xx + yy)], -1),
     ]
-    return torch.stack(rows, -2)
+    return stack(rows, -2)
 
 
 def matrix_to_quat(rot: torch.Tensor) -> torch.Tensor:

@@ -53,3 +53,16 @@ def test_rigid_offsets(baxter):
     T_q = baxter.fk_links(baxter.default_positions() - 0.2, ["left_gripper", "left_hand_link"]).numpy()
     assert np.allclose(np.linalg.inv(T_q[0]) @ T_q[1], T)  # the offset does not depend on the state
     assert "left_lower_forearm" not in tips
+
+
+def test_quat_to_matrix_numpy_and_torch_agree():
+    """The one quaternion convention, on numpy arrays (single poses, no torch overhead) and on tensors."""
+    import torch
+
+    from ikdiffuser_ros.kinematics.transforms import quat_to_matrix
+
+    q = np.random.default_rng(0).normal(size=(16, 4))
+    q /= np.linalg.norm(q, axis=-1, keepdims=True)
+    R = quat_to_matrix(q)
+    assert isinstance(R, np.ndarray) and R.shape == (16, 3, 3)
+    assert np.array_equal(R, quat_to_matrix(torch.from_numpy(q)).numpy())
