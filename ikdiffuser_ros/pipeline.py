@@ -204,6 +204,7 @@ class IKPipeline:
         self.groups = dict(groups or {})
         self.frames = FrameResolver(self.robot)
         self.tips = rigid_offsets(self.robot)
+        self._tips_inv = {link: np.linalg.inv(T) for link, (_, T) in self.tips.items()}  #: T_link_ee
         self.ee_index = {ee: i for i, ee in enumerate(self.robot.end_effectors)}
         self.joint_index = {name: i for i, name in enumerate(self.robot.joint_names)}
         self.default_state = self.robot.default_positions().numpy().astype(np.float64)
@@ -431,7 +432,7 @@ class IKPipeline:
         if position_only and not np.allclose(T_ee_link[:3, 3], 0):
             raise InvalidGoalError(f"{what}: position_only is supported on end-effector links "
                                    f"{self.robot.end_effectors}, not on the offset frame {link!r}")
-        spec.T[e] = T_root_link @ np.linalg.inv(T_ee_link)
+        spec.T[e] = T_root_link @ self._tips_inv[link]
         spec.mask[e], spec.position_only[e], spec.tip_points[e] = True, position_only, T_ee_link[:3, 3]
 
     # ------------------------------------------------------------------ rounds
