@@ -78,9 +78,10 @@ from ikdiffuser_ros.ros import ik_solutions, moveit_bridge
 from ikdiffuser_ros.ros.conversions import JointStateLayout, SceneLimits
 from ikdiffuser_ros.ros.error_codes import ErrorCode, error_code, status_code
 from ikdiffuser_ros.ros.markers import solutions_marker_array
-from ikdiffuser_ros.ros.params import declare_parameters, parse_groups
+from ikdiffuser_ros.ros.params import NodeConfig, declare_parameters, parse_groups, set_resolved
 from ikdiffuser_ros.ros.scene_monitor import SceneMonitor
 from ikdiffuser_ros.ros.solve_queue import Busy, Expired, SolveQueue, executor_threads
+from ikdiffuser_ros.sampling.sampler import default_sampling
 from ikdiffuser_ros.solver import IKDiffuserSolver
 from ikdiffuser_ros.srv import GetIKSolutions
 
@@ -143,6 +144,19 @@ def load_solver(robot: RobotModel, path: Path, device: str) -> IKDiffuserSolver:
             f"checkpoint fingerprint {card_fp}): {detail}") from None
 
 
+def sampler_plan(solver: IKDiffuserSolver, cfg: NodeConfig) -> str:
+    """The reverse-diffusion plan of a solve under ``cfg``, as the solver resolves it, e.g. ``"ddim, 3 steps +
+    1 tail passes (the checkpoint card's plan for refined samples; sampler_steps 0)"``."""
+    card_steps, card_tail = default_sampling(solver.loaded, refined=cfg.refine)
+    steps = cfg.sampler_steps or solver.config.steps or card_steps
+    tail = card_tail if solver.config.tail_steps is None else solver.config.tail_steps
+    card = solver.loaded.card if isinstance(solver.loaded.card, dict) else {}
+    source = (f"sampler_steps {cfg.sampler_steps}" if cfg.sampler_steps else
+              f"the checkpoint card's plan for {'refined' if cfg.refine else 'raw'} samples; sampler_steps 0"
+              if "sampling" in card else "the default: the checkpoint card has no sampling plan; sampler_steps 0")
+    return f"{cfg.sampler}, {steps} steps + {tail} tail passes ({source})"
+
+
 # ---------------------------------------------------------------------- the node
 #: CPython thread switch interval of the node's process [s] (see IKDiffuserNode.__init__).
 GIL_SWITCH_INTERVAL_S = 0.0002
@@ -169,6 +183,8 @@ class IKDiffuserNode(Node):
                                f"fingerprint {self.robot.fingerprint()}")
         self.model_path = find_checkpoint(self.robot, self.config.model_path)
         self.solver = (solver_factory or load_solver)(self.robot, self.model_path, self.config.device)
+        set_resolved(self, "model_path", str(self.model_path.absolute()))
+        self.get_logger().info(f"sampler plan: {sampler_plan(self.solver, self.config)}")
         self._base_solver_config = self.solver.config
         self.layout = JointStateLayout(self.robot)
         self.pipeline = IKPipeline(self.solver, self._collision_checker(), self.config.pipeline_config(),
@@ -305,15 +321,18 @@ class IKDiffuserNode(Node):
             raise StartupError(f"robot config {rcfg.name!r}: {exc}") from None
 
     def _wait_for_descriptions(self, need_urdf: bool, need_srdf: bool, timeout: float) -> dict[str, str]:
+        """``{topic name: text}`` of the description topics that arrived within ``timeout`` s (logged first)."""
         got: dict[str, str] = {}
         if timeout <= 0:
             return got
         qos = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
-        subs = []
-        for name, needed in (("robot_description", need_urdf), ("robot_description_semantic", need_srdf)):
-            if needed:
-                subs.append(self.create_subscription(
-                    String, name, lambda msg, name=name: got.__setitem__(name, msg.data), qos))
+        names = [name for name, needed in (("robot_description", need_urdf), ("robot_description_semantic", need_srdf))
+                 if needed]
+        subs = [self.create_subscription(String, name, lambda msg, name=name: got.__setitem__(name, msg.data), qos)
+                for name in names]
+        self.get_logger().info(f"waiting up to {timeout:g} s (robot_description_timeout) for "
+                               f"{' and '.join(self.resolve_topic_name(name) for name in names)} (the parameters of "
+                               "the same name are empty)")
         executor = SingleThreadedExecutor(context=self.context)
         executor.add_node(self)
         try:

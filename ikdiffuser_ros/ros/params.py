@@ -33,6 +33,10 @@ from ikdiffuser_ros.solver import SolverConfig
 
 # metadata keys
 _DESC, _RANGE, _CHOICES, _RO = "description", "range", "choices", "read_only"
+#: start-up parameters the node sets, once started, to what it resolved (``model_path``: the checkpoint
+#: folder it loaded; :func:`set_resolved`). rclpy refuses to change a read-only parameter, so these
+#: are declared writable and made read-only then.
+RESOLVED_AT_START = ("model_path",)
 
 
 def _p(default, description: str, range_=None, choices=None, read_only=False, factory=False):
@@ -67,10 +71,14 @@ class NodeConfig:
     # -- model ------------------------------------------------------------------------------
     model_path: str = _p(
         "", "checkpoint folder or model.safetensors file; empty = the checkpoint in the package's models/ "
-        "whose card.json fingerprint matches the robot", read_only=True)
+        "whose card.json fingerprint matches the robot. Once the node has started: the checkpoint folder it "
+        "loaded", read_only=True)
     device: str = _p("cpu", "torch device: cpu, cuda or cuda:<index>", read_only=True)
     sampler: str = _p("ddim", "reverse-diffusion sampler", choices=("ddim", "ddpm"))
-    sampler_steps: int = _p(0, "reverse-diffusion steps per solve (0 = the checkpoint's default)", (0, 1000))
+    sampler_steps: int = _p(
+        0, "reverse-diffusion steps per solve; 0 = the checkpoint card's plan (its sampling.refined_steps and "
+        "refined_tail_steps with refine, else sampling.steps and tail_steps). The node logs the plan in use at "
+        "start-up", (0, 1000))
     torch_threads: int = _p(1, "torch intra-op CPU threads (0 = torch's default); one suits a request path of "
                             "small ops and leaves the other cores to other processes", (0, 256), read_only=True)
     # -- requests ---------------------------------------------------------------------------
@@ -247,7 +255,8 @@ def declare_parameters(node) -> NodeConfig:
     config = NodeConfig()
     for f in fields(NodeConfig):
         default = getattr(config, f.name)
-        value = _declare(node, f.name, default, _descriptor(f.metadata, default))
+        value = _declare(node, f.name, default,
+                         _descriptor(f.metadata, default, writable=f.name in RESOLVED_AT_START))
         if isinstance(default, float) and isinstance(value, int):
             value = float(value)
         if isinstance(default, list):
@@ -263,11 +272,21 @@ def declare_parameters(node) -> NodeConfig:
     return config
 
 
-def _descriptor(md: dict, default):
-    """The ``ParameterDescriptor`` of a field: description, read-only flag, choices, numeric range."""
+def set_resolved(node, name: str, value: Any) -> None:
+    """Parameter ``name`` (one of :data:`RESOLVED_AT_START`) re-declared, read-only, with ``value``: what the
+    node resolved at start-up (``ros2 param get`` reads it from then on)."""
+    if name not in RESOLVED_AT_START:
+        raise ValueError(f"{name} is not a parameter resolved at start-up ({RESOLVED_AT_START})")
+    node.undeclare_parameter(name)
+    node.declare_parameter(name, value, _descriptor(NodeConfig.meta(name), value), ignore_override=True)
+
+
+def _descriptor(md: dict, default, writable: bool = False):
+    """The ``ParameterDescriptor`` of a field: description, read-only flag (off when ``writable``), choices,
+    numeric range."""
     from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
 
-    desc = ParameterDescriptor(description=md[_DESC], read_only=bool(md[_RO]))
+    desc = ParameterDescriptor(description=md[_DESC], read_only=bool(md[_RO]) and not writable)
     if md[_CHOICES]:
         desc.additional_constraints = f"one of {list(md[_CHOICES])}"
     rng = md[_RANGE]

@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -77,16 +78,48 @@ def test_topic_description_service_call_and_sigint(ros_context, tiny_baxter):
         assert res.error_code == 1, res.message
         assert res.results[0].num_solutions > 0
         assert max(res.results[0].position_errors) <= 0.005
+        assert _parameters(executor, node, "/ikd_proc_node", ["model_path"]) == {"model_path": str(tiny_baxter)}
         proc.send_signal(signal.SIGINT)
         out, _ = proc.communicate(timeout=30)
         assert proc.returncode == 0, out
+        assert ("waiting up to 30 s (robot_description_timeout) for /robot_description and "
+                "/robot_description_semantic") in out, out
         assert "robot_description received on its topic" in out
+        assert "sampler plan: ddim, 20 steps + 0 tail passes (the default: the checkpoint card has no sampling plan" \
+            in out, out
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.communicate()
         executor.shutdown()
         node.destroy_node()
+
+
+def _parameters(executor, client_node, node_name: str, names: list[str]) -> dict:
+    """Parameter values of a running node (rcl_interfaces GetParameters)."""
+    from rcl_interfaces.srv import GetParameters
+    from rclpy.parameter import parameter_value_to_python
+
+    client = client_node.create_client(GetParameters, f"{node_name}/get_parameters")
+    try:
+        assert client.wait_for_service(timeout_sec=20.0)
+        res = spin_until(executor, client.call_async(GetParameters.Request(names=names)), 20)
+        return {n: parameter_value_to_python(v) for n, v in zip(names, res.values)}
+    finally:
+        client_node.destroy_client(client)
+
+
+def test_waiting_for_the_description_is_logged_first():
+    """No description parameters: the node says what it waits for and how long before it waits, then
+    (nothing came, no robot config) exits with one error."""
+    res = run_installed(_args(robot_description_timeout=0.5), timeout=60)
+    out = res.stdout + res.stderr
+    assert res.returncode == 1, out
+    lines = out.splitlines()
+    waiting = next(i for i, line in enumerate(lines) if "waiting up to 0.5 s (robot_description_timeout) for "
+                   "/robot_description and /robot_description_semantic" in line)
+    error = next(i for i, line in enumerate(lines) if "[ERROR]" in line)
+    assert waiting < error and "no robot description" in lines[error], out
 
 
 def _fingerprint() -> str:
@@ -167,6 +200,10 @@ def test_shipped_baxter_model(ros_context):
         res = spin_until(executor, client.call_async(req), 60)
         assert res.error_code == 1, res.message
         assert res.results[0].num_solutions >= 8 and max(res.results[0].position_errors) <= 0.005
+        # model_path reads the checkpoint folder found (the parameter was empty)
+        loaded = Path(_parameters(executor, node, "/ikd_shipped_node", ["model_path"])["model_path"])
+        assert loaded.is_absolute() and loaded.name == "baxter"
+        assert json.loads((loaded / "card.json").read_text())["robot"]["fingerprint"] == robot.fingerprint()
     finally:
         if proc.poll() is None:
             proc.send_signal(signal.SIGINT)
