@@ -139,9 +139,8 @@ class TrainConfig:
 
     @classmethod
     def from_yaml(cls, path: str | Path, **overrides) -> "TrainConfig":
-        import yaml
-
-        data = yaml.safe_load(Path(path).read_text()) or {}
+        """A YAML file of fields; ``extends: <file>`` (relative to it) loads that file's fields first."""
+        data = _yaml_fields(Path(path))
         data.update({k: v for k, v in overrides.items() if v is not None})
         return cls.from_dict(data)
 
@@ -157,6 +156,23 @@ class TrainConfig:
         if name not in presets:
             raise ValueError(f"unknown preset {name!r}; choose from {sorted(presets)}")
         return cls(**{**presets[name], **overrides})
+
+
+def _yaml_fields(path: Path, depth: int = 0) -> dict:
+    """The fields of a training YAML, those of the file it ``extends`` first (at most 4 levels)."""
+    import yaml
+
+    data = yaml.safe_load(path.read_text()) or {}
+    base = data.pop("extends", None)
+    if base is None:
+        return data
+    if depth >= 4:
+        raise ValueError(f"{path}: 'extends' nested too deeply")
+    return {**_yaml_fields(path.parent / base, depth + 1), **data}
+
+
+#: The recipe every shipped model uses, the default for a robot without its own training config.
+RECIPE = "recipe.yaml"
 
 
 # ----------------------------------------------------------------------------------------- data
@@ -527,13 +543,27 @@ def _should_stop(run: _Run, elapsed: float) -> bool:
 
 
 def _progress_bar(run: _Run, progress: bool):
-    """A tqdm bar over ``max_steps`` on the main process when ``progress`` is set, else None."""
+    """A tqdm bar on the main process when ``progress`` is set, else None: over ``max_steps``, or in
+    per-mille of the budget when ``max_minutes`` ends the run first (:func:`_budget_used`), so its
+    ETA is the budget's."""
     if not (run.is_main and progress):
         return None
     from tqdm import tqdm
 
-    return tqdm(total=run.config.max_steps, initial=run.step, desc=f"train {run.config.robot}",
-                dynamic_ncols=True, mininterval=1.0 if sys.stderr.isatty() else 30.0)
+    timed = run.config.max_minutes is not None
+    return tqdm(total=1000 if timed else run.config.max_steps, initial=0 if timed else run.step,
+                desc=f"train {run.config.robot}", unit="‰" if timed else "step", dynamic_ncols=True,
+                mininterval=1.0 if sys.stderr.isatty() else 30.0)
+
+
+def _budget_used(config: "TrainConfig", step: int, start_step: int, elapsed: float) -> float:
+    """Share in [0, 1] of this run's budget spent: its steps of ``max_steps``, or its time of ``max_minutes``."""
+    used = 0.0
+    if config.max_steps:
+        used = max(used, (step - start_step) / config.max_steps)
+    if config.max_minutes:
+        used = max(used, elapsed / (config.max_minutes * 60))
+    return min(used, 1.0)
 
 
 def _logger(run: _Run, pbar) -> Callable[[str], None]:
@@ -604,12 +634,16 @@ def train(config: TrainConfig, resume: bool = False, command: str | None = None,
 
     metrics: dict = run.history[-1] if run.history else {}
     loss_avg = None
+    start_step, wall_before = run.step, run.elapsed_before
     run.model.train()
     while not _should_stop(run, elapsed := wall()):
         lv = _train_step(run, _lr(config, run.step, elapsed))
         loss_avg = lv if loss_avg is None else 0.98 * loss_avg + 0.02 * lv
         if pbar is not None:
-            pbar.update(1)
+            if config.max_minutes is None:
+                pbar.update(1)
+            else:
+                pbar.update(int(1000 * _budget_used(config, run.step, start_step, wall() - wall_before)) - pbar.n)
         if run.is_main:
             metrics = _after_step(run, loss_avg, elapsed, metrics, wall, command, log)
     if pbar is not None:
@@ -631,7 +665,8 @@ def register(subparsers) -> None:
                               description=__doc__.split("\n\n")[0])
     p.add_argument("--robot", required=True)
     p.add_argument("--config", help="YAML file of TrainConfig fields (default: config/training/<robot>.yaml "
-                                    "if it exists), or a preset name: tiny, default")
+                                    "if it exists, else config/training/recipe.yaml, the recipe of every "
+                                    "shipped model), or a preset name: tiny, default")
     p.add_argument("--data", help="dataset directory from `ikdiffuser generate` (default: generate in-process)")
     p.add_argument("--out", help="output directory (default runs/<robot>)")
     p.add_argument("--resume", action="store_true", help="continue from <out>/train_state.*")
@@ -658,11 +693,13 @@ def config_from_args(args) -> TrainConfig:
         if path is None:
             from ikdiffuser_ros.resources import package_share
 
-            candidate = Path(package_share()) / "config" / "training" / f"{args.robot}.yaml"
-            path = candidate if candidate.is_file() else None
-        config = TrainConfig.from_yaml(path, **overrides) if path else TrainConfig(**overrides)
+            folder = Path(package_share()) / "config" / "training"
+            candidate = folder / f"{Path(args.robot).stem}.yaml"
+            path = candidate if candidate.is_file() else folder / RECIPE
+            print(f"[train] config {path}", flush=True)
+        config = TrainConfig.from_yaml(path, **overrides)
     if args.out is None and "out_dir" not in overrides:
-        config.out_dir = f"runs/{config.robot}"
+        config.out_dir = f"runs/{Path(config.robot).stem}"
     return config
 
 

@@ -1,0 +1,38 @@
+"""`ikdiffuser train` for any robot defaults to the recipe of the shipped models; robot training
+configs name only what differs from it (`extends: recipe.yaml`)."""
+
+import argparse
+from pathlib import Path
+
+import yaml
+
+from ikdiffuser_ros.training.trainer import TrainConfig, config_from_args
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _args(robot: str, config=None) -> argparse.Namespace:
+    return argparse.Namespace(robot=robot, config=config, data=None, out=None, max_steps=None, max_minutes=1.0,
+                              device=None, seed=None, threads=None, init_from=None)
+
+
+def test_a_robot_without_its_own_config_gets_the_recipe(tmp_path):
+    robot_yaml = tmp_path / "my_arm.yaml"
+    robot_yaml.write_text((ROOT / "config" / "robots" / "panda.yaml").read_text())
+    config = config_from_args(_args(str(robot_yaml)))
+    recipe = TrainConfig.from_yaml(ROOT / "config" / "training" / "recipe.yaml")
+    assert (config.architecture, config.fk_feedback, config.reject_self_collision, config.collision_filter) == \
+        ("mlp", True, True, "fcl")
+    assert config.d_model == recipe.d_model and config.max_minutes == 1.0 and config.out_dir == "runs/my_arm"
+
+
+def test_robot_configs_extend_the_recipe_and_override_only_what_differs():
+    recipe = yaml.safe_load((ROOT / "config" / "training" / "recipe.yaml").read_text())
+    for path in sorted((ROOT / "config" / "training").glob("*.yaml")):
+        if path.name == "recipe.yaml":
+            continue
+        own = yaml.safe_load(path.read_text())
+        assert own.pop("extends") == "recipe.yaml", path.name
+        assert own.pop("robot") == path.stem
+        assert not {k: v for k, v in own.items() if recipe.get(k) == v}, f"{path.name} restates the recipe"
+        assert TrainConfig.from_yaml(path).architecture == "mlp"
