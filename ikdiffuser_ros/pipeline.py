@@ -290,7 +290,10 @@ class IKPipeline:
         group = find_group(self.groups, query.group) if query.group is not None else None
         q_ref = self.default_state if seed is None else seed
         locked = self._locked(query, group, q_ref)
-        objectives = obj.canonical_weights(query.objectives)
+        objectives = obj.canonical_weights({**({"user": 1.0} if query.cost_fn is not None else {}),
+                                            **dict(query.objectives)})
+        if query.cost_fn is not None and not callable(query.cost_fn):
+            raise InvalidRequestError("cost_fn must be callable: q (M, n) -> (M,)")
         if objectives.get("seed", 0) > 0 and seed is None:
             raise InvalidRequestError("the seed objective needs a seed")
         if query.avoid_collisions and self.checker is None:
@@ -539,7 +542,7 @@ class IKPipeline:
         specs = [plan.specs[i] for i in items]
         objectives = plan.guided if guided else plan.objectives
         seed_rows = None if plan.seed is None else torch.as_tensor(plan.seed).expand(len(items) * num, -1)
-        cost = self.solver.make_cost(objectives, seed_rows, q.world if q.avoid_collisions else None) \
+        cost = self.solver.make_cost(objectives, seed_rows, q.world if q.avoid_collisions else None, q.cost_fn) \
             if objectives else None
         batch = SolveBatch(T=torch.as_tensor(np.stack([s.T for s in specs])), B=len(items), N=int(num),
                            mask=torch.as_tensor(np.stack([s.mask for s in specs])),

@@ -13,7 +13,7 @@ the robot's default state). Joint values are radians or metres, in ``robot.joint
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -72,6 +72,9 @@ class IKQuery:
             (one number for all joints, or n of them); needs a seed. The search starts from the seed
             and from points around it, not from the learned prior. None = global mode.
         objectives: ``{name or alias: weight}`` of :data:`ikdiffuser_ros.sampling.objectives.OBJECTIVES`.
+        cost_fn: your own differentiable cost ``q (M, n) float64 -> (M,)``, row-wise: the ``user``
+            objective (weight 1 unless ``objectives`` names ``user``); it guides the sampling, the
+            null-space polish and the order of the answers.
         constraints: joint bounds every valid solution satisfies.
         avoid_collisions: only solutions free of self collision and of collision with ``world``
             (exact FCL check) are valid.
@@ -95,6 +98,7 @@ class IKQuery:
     seed: np.ndarray | None = None
     consistency_limits: float | Sequence[float] | None = None
     objectives: Mapping[str, float] = field(default_factory=dict)
+    cost_fn: Callable | None = None
     constraints: Sequence[JointBounds] = ()
     avoid_collisions: bool = False
     world: World | None = None

@@ -83,3 +83,20 @@ def test_same_query_same_answer_with_the_compiled_path(baxter_pipeline):
     a, b = pl.answer(query), pl.answer(query)
     for ta, tb in zip(a.targets, b.targets):
         assert np.array_equal(ta.q, tb.q)
+
+
+def test_a_cost_fn_in_the_query_shapes_and_orders_the_answers(baxter_pipeline):
+    """IKQuery.cost_fn (the user objective): answers come back ordered by it, and lower than without it."""
+    pl = baxter_pipeline
+    robot = pl.robot
+    _, T = _targets(robot, 1, seed=15)
+    target = IKTarget(["left_gripper"], [T[0][0]])
+    cost = lambda q: (q[:, 0] - 0.5) ** 2  # noqa: E731 - left_s0 near 0.5 rad
+    plain = pl.answer(IKQuery([target], num_solutions=8, random_seed=0, timeout=5.0)).targets[0]
+    shaped = pl.answer(IKQuery([target], num_solutions=8, random_seed=0, timeout=5.0, cost_fn=cost)).targets[0]
+    assert shaped.status is Status.SOLVED and plain.status is Status.SOLVED
+    c = cost(torch.as_tensor(shaped.q)).numpy()
+    assert np.all(np.diff(c) >= -1e-12), "ordered by the user's cost"
+    assert c.min() <= cost(torch.as_tensor(plain.q)).numpy().min() + 1e-9
+    with pytest.raises(InvalidRequestError, match="cost_fn"):
+        pl.answer(IKQuery([target], cost_fn="not callable"))
