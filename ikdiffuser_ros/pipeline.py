@@ -282,6 +282,37 @@ class IKPipeline:
             self.answer(IKQuery([target], num_solutions=8, max_rounds=1, timeout=30.0, avoid_collisions=True))
         return time.monotonic() - t0
 
+    def forward_kinematics(self, q, links: list[str], frame: str = "") -> np.ndarray:
+        """Poses (M, L, 4, 4) of any ``links`` of the robot at joint states ``q`` ((n,) or (M, n) [rad or m],
+        in ``robot.joint_names`` order), expressed in ``frame`` (a link of the robot; "" = the root
+        frame). Joints outside the model's active ones are at their default values.
+
+        Raises:
+            InvalidRobotStateError: q is not finite or has the wrong shape.
+            UnknownLinkError, UnknownFrameError: a name that is not a link of the robot.
+        """
+        n = self.robot.n_joints
+        try:
+            qa = np.asarray(q, dtype=np.float64)
+        except (TypeError, ValueError):
+            qa = np.full(1, np.nan)
+        qa = qa.reshape(1, -1) if qa.ndim == 1 else qa
+        if qa.ndim != 2 or qa.shape[1] != n or not np.all(np.isfinite(qa)):
+            raise InvalidRobotStateError(f"joint states must be finite with shape ({n},) or (M, {n}), got "
+                                         f"{np.shape(q)}")
+        valid = sorted(self.robot.urdf.links)
+        for link in links:
+            if link not in self.robot.urdf.links:
+                raise UnknownLinkError(link, valid, "is not a link of the robot", "forward kinematics")
+        frame = self.frames.normalize(frame)
+        if not self.frames.known(frame):
+            self.frames.T_root(frame, what="forward kinematics")  # raises UnknownFrameError
+        names = list(links) + ([] if frame == self.robot.root_frame else [frame])
+        T = self.robot.fk_links(torch.as_tensor(qa), names).numpy() if names else np.zeros((len(qa), 0, 4, 4))
+        if frame == self.robot.root_frame:
+            return T
+        return np.linalg.inv(T[:, -1:]) @ T[:, :-1]
+
     # ------------------------------------------------------------------ plan
     def _plan(self, query: IKQuery, t0: float) -> _Plan:
         self._check_sizes(query)
