@@ -1,13 +1,16 @@
 """Launch ikdiffuser_node for one robot.
 
     ros2 launch ikdiffuser_ros ikdiffuser.launch.py robot:=baxter [params_file:=...] [device:=cuda] [model_path:=...]
+        [namespace:=...] [node_name:=...] [log_level:=debug] [use_sim_time:=true]
 
 The robot description (URDF and SRDF, xacro expanded) comes from
 config/robots/<robot>.yaml and is passed as the robot_description /
 robot_description_semantic parameters; the node parameters come from
-params_file (which must exist) or else config/<robot>.yaml. In a MoveIt setup,
-drop the description parameters and the node reads the robot_description topics
-published by robot_state_publisher and move_group instead.
+params_file (which must exist) or else config/<robot>.yaml: the sections of the
+file for this node (keyed ``ikdiffuser_node``, ``node_name``, ``<namespace>/<node_name>``
+or the wildcard ``/**``), so they apply under any name and namespace. In a MoveIt
+setup, drop the description parameters and the node reads the robot_description
+topics published by robot_state_publisher and move_group instead.
 """
 from __future__ import annotations
 
@@ -17,6 +20,9 @@ from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument, OpaqueFunction
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
+
+#: the node's default name, and the key of its section in config/<robot>.yaml
+DEFAULT_NAME = "ikdiffuser_node"
 
 
 def _share() -> str:
@@ -28,35 +34,66 @@ def _share() -> str:
         return os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def _params_files(context, robot: str) -> list[str]:
+def _params_file(context, robot: str) -> str | None:
     """The node parameters file: params_file when given (it must exist; launch_ros would only warn
     and start the node without it), else config/<robot>.yaml when there is one."""
     given = LaunchConfiguration("params_file").perform(context)
     if given:
         if not os.path.isfile(given):
             raise FileNotFoundError(f"params_file {given!r} is not a file")
-        return [given]
+        return given
     default = os.path.join(_share(), "config", f"{robot}.yaml")
-    return [default] if os.path.isfile(default) else []
+    return default if os.path.isfile(default) else None
+
+
+def _file_parameters(path: str, keys: set[str]) -> dict:
+    """The ``ros__parameters`` of the sections of parameters file ``path`` keyed by one of ``keys`` (a
+    leading ``/`` ignored), merged in file order. rcl would apply a section keyed ``ikdiffuser_node``
+    only to a node of that name in the root namespace; read here, it applies under any name."""
+    import yaml
+
+    with open(path) as f:
+        data = yaml.safe_load(f) or {}
+    sections = [v for k, v in data.items() if str(k).lstrip("/") in keys and isinstance(v, dict)]
+    if not sections:
+        raise ValueError(f"params_file {path!r} has no section for this node: expected one of "
+                         f"{sorted(keys)}, found {sorted(map(str, data))}")
+    out: dict = {}
+    for section in sections:
+        out.update(section.get("ros__parameters") or {})
+    return out
+
+
+def _use_sim_time(context) -> bool:
+    """The use_sim_time argument as a bool (true/false, any case)."""
+    value = LaunchConfiguration("use_sim_time").perform(context).strip().lower()
+    if value not in ("true", "false"):
+        raise ValueError(f"use_sim_time {value!r}: expected true or false")
+    return value == "true"
 
 
 def _node(context):
     from ikdiffuser_ros.robots import robot_config
 
     robot = LaunchConfiguration("robot").perform(context)
-    params_files = _params_files(context, robot)
+    name = LaunchConfiguration("node_name").perform(context)
+    namespace = LaunchConfiguration("namespace").perform(context).strip("/")
+    path = _params_file(context, robot)
+    keys = {"**", DEFAULT_NAME, name, f"{namespace}/{name}".strip("/")}
+    file_parameters = _file_parameters(path, keys) if path else {}
     cfg = robot_config(robot)
     if len(cfg.srdf) <= 1:
         srdf = cfg.srdf_texts()
         description = {"robot_description": cfg.urdf_text(), "robot_description_semantic": srdf[0] if srdf else ""}
     else:  # several SRDF files are merged by the robot config itself: let the node load them
         description = {"robot_description_timeout": 0.0}
-    overrides = {"device": LaunchConfiguration("device").perform(context)}
+    overrides = {"device": LaunchConfiguration("device").perform(context), "use_sim_time": _use_sim_time(context)}
     model_path = LaunchConfiguration("model_path").perform(context)
     if model_path:
         overrides["model_path"] = model_path
-    return [Node(package="ikdiffuser_ros", executable="ikdiffuser_node", name="ikdiffuser_node", output="screen",
-                 parameters=[*params_files, description, overrides])]
+    return [Node(package="ikdiffuser_ros", executable="ikdiffuser_node", name=name, namespace=namespace or None,
+                 output="screen", parameters=[file_parameters, description, overrides],
+                 ros_arguments=["--log-level", LaunchConfiguration("log_level").perform(context)])]
 
 
 def generate_launch_description() -> LaunchDescription:
@@ -67,5 +104,11 @@ def generate_launch_description() -> LaunchDescription:
         DeclareLaunchArgument("device", default_value="cpu", description="cpu, cuda or cuda:<index>"),
         DeclareLaunchArgument("model_path", default_value="", description="checkpoint folder (default: "
                               "the one in models/ matching the robot)"),
+        DeclareLaunchArgument("namespace", default_value="", description="namespace of the node (its services "
+                              "and the robot_description topics it reads are resolved in it)"),
+        DeclareLaunchArgument("node_name", default_value=DEFAULT_NAME, description="name of the node"),
+        DeclareLaunchArgument("log_level", default_value="info", description="debug, info, warn, error or fatal"),
+        DeclareLaunchArgument("use_sim_time", default_value="false", description="true: the node's ROS clock "
+                              "follows /clock (time stamps of markers; budgets are always wall-clock)"),
         OpaqueFunction(function=_node),
     ])

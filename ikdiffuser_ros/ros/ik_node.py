@@ -59,6 +59,7 @@ import numpy as np
 import rclpy
 import torch
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
+from rclpy.clock import Clock, ClockType
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
@@ -372,10 +373,11 @@ class IKDiffuserNode(Node):
         self._scene_client = self.create_client(GetPlanningScene, cfg.get_planning_scene_service, callback_group=g)
         self._scene_asked = False
         self._scene_tries = 0
-        self._scene_timer = self.create_timer(0.5, self._ask_scene, callback_group=g)
+        wall = Clock(clock_type=ClockType.STEADY_TIME)  # housekeeping runs on wall time, use_sim_time or not
+        self._scene_timer = self.create_timer(0.5, self._ask_scene, callback_group=g, clock=wall)
         self._solved_version = self.scene.version  #: scene version of the last answered request
         self._trimmed = (self.scene.version, self._solved_version)
-        self.create_timer(0.25, self._release_memory, callback_group=g)
+        self.create_timer(0.25, self._release_memory, callback_group=g, clock=wall)
 
     def _release_memory(self) -> None:
         """After a request has run on a changed scene, hand freed heap memory back to the OS (glibc

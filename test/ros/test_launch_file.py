@@ -26,5 +26,6 @@ def test_launch_description_declares_its_arguments():
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     arguments = {a.name: a.default_value for a in module.generate_launch_description().get_launch_arguments()}
-    assert set(arguments) == {"robot", "params_file", "device", "model_path"}
+    assert set(arguments) == {"robot", "params_file", "device", "model_path", "namespace", "node_name", "log_level",
+                              "use_sim_time"}
     assert all(default is not None for default in arguments.values())  # all optional

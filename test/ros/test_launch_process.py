@@ -2,9 +2,10 @@
 
 For each shipped robot (models/*/card.json with node parameters in config/<robot>.yaml) one
 launch brings up a node whose ``get_ik_solutions`` answers a request, each returned solution
-checked by forward kinematics, and SIGINT then ends everything cleanly with no process left. One
-more launch shows the ``model_path``, ``device`` and ``params_file`` arguments reach the node; bad
-values end the launched node with one clear error and a non-zero exit. ``ros2 run`` starts the
+checked by forward kinematics, and SIGINT then ends everything cleanly with no process left. More
+launches show the ``model_path``, ``device``, ``params_file``, ``namespace``, ``node_name``,
+``log_level`` and ``use_sim_time`` arguments reach the node; bad values end the launched node with
+one clear error and a non-zero exit. ``ros2 run`` starts the
 same executable.
 
 Needs ``launch``, ``launch_ros``, the ``ros2`` command and ``composition_interfaces``:
@@ -147,16 +148,16 @@ def call(client, srv_type, name: str, request, timeout_s: float = 60.0):
         node.destroy_client(cli)
 
 
-def node_parameters(client, names: list[str]) -> dict:
+def node_parameters(client, names: list[str], node: str = "/ikdiffuser_node") -> dict:
     """The launched node's parameter values (rcl_interfaces GetParameters)."""
     from rcl_interfaces.srv import GetParameters
     from rclpy.parameter import parameter_value_to_python
 
-    res = call(client, GetParameters, "/ikdiffuser_node/get_parameters", GetParameters.Request(names=names))
+    res = call(client, GetParameters, f"{node}/get_parameters", GetParameters.Request(names=names))
     return {n: parameter_value_to_python(v) for n, v in zip(names, res.values)}
 
 
-def solve_and_check_by_fk(client, robot: str, num_solutions: int = 8) -> int:
+def solve_and_check_by_fk(client, robot: str, num_solutions: int = 8, node: str = "/ikdiffuser_node") -> int:
     """One reachable target for all end effectors of ``robot`` to the launched node's
     ``get_ik_solutions``; every returned solution's FK must reach it. Returns the solution count."""
     import torch
@@ -170,7 +171,7 @@ def solve_and_check_by_fk(client, robot: str, num_solutions: int = 8) -> int:
     _, T = reachable_poses(model, seed=3)
     req = GetIKSolutions.Request(num_solutions=num_solutions, random_seed=0, timeout=Duration(sec=30))
     req.targets = [IKTarget(link_names=list(model.end_effectors), poses=[pose_stamped(t) for t in T[0]])]
-    res = call(client, GetIKSolutions, "/ikdiffuser_node/get_ik_solutions", req)
+    res = call(client, GetIKSolutions, f"{node}/get_ik_solutions", req)
     assert res.error_code == GetIKSolutions.Request.SUCCESS, res.message
     result = res.results[0]
     assert 0 < result.num_solutions <= (num_solutions or result.num_solutions)
@@ -227,6 +228,48 @@ def test_launch_arguments_reach_the_node(client, tmp_path_factory, tmp_path):
             "model_path": str(model), "device": "cpu", "default_num_solutions": 3}
         assert solve_and_check_by_fk(client, "baxter", num_solutions=0) <= 3
         assert_clean_sigint(launched)
+
+
+def test_namespace_name_log_level_and_sim_time_reach_the_node(client, tmp_path_factory, tmp_path):
+    """namespace, node_name, log_level and use_sim_time: the node serves as /ikd_ns/ikd_named, with
+    config/baxter.yaml's parameters (keyed ikdiffuser_node) applied under that name, sim time on and
+    debug logging."""
+    from moveit_msgs.srv import GetPlanningScene
+
+    model = train_tiny("baxter", tmp_path_factory.getbasetemp() / "tiny_baxter")
+    asked = []
+    client_node, executor = client
+    # the node asks /get_planning_scene from a timer: it must run on wall time, with no /clock published
+    scene_service = client_node.create_service(GetPlanningScene, "/get_planning_scene",
+                                               lambda req, res: asked.append(True) or res)
+    try:
+        with Launched(tmp_path / "launch.log", robot="baxter", model_path=str(model), namespace="ikd_ns",
+                      node_name="ikd_named", log_level="debug", use_sim_time="true") as launched:
+            launched.wait_for("ready in")
+            node = "/ikd_ns/ikd_named"
+            assert node_parameters(client, ["use_sim_time", "robot", "robot_description_timeout"], node) == {
+                "use_sim_time": True, "robot": "baxter", "robot_description_timeout": 2.0}
+            assert solve_and_check_by_fk(client, "baxter", node=node) > 0
+            deadline = time.monotonic() + 10.0
+            while not asked and time.monotonic() < deadline:
+                executor.spin_once(timeout_sec=0.1)
+            assert asked, "the node's timers did not run under use_sim_time"
+            out = launched.output()
+            assert "[ikd_ns.ikd_named]: ready in" in out and "[DEBUG]" in out, out
+            assert_clean_sigint(launched)
+    finally:
+        client_node.destroy_service(scene_service)
+
+
+def test_params_file_without_a_section_for_the_node_is_refused(tmp_path):
+    """A parameters file whose sections are all for other nodes would apply nothing: the launch refuses it."""
+    other = tmp_path / "other.yaml"
+    other.write_text("some_other_node:\n  ros__parameters:\n    robot: panda\n")
+    with Launched(tmp_path / "launch.log", robot="baxter", params_file=str(other)) as launched:
+        assert launched.wait_exit() != 0, launched.output()
+        out = launched.output()
+        assert "has no section for this node" in out and "some_other_node" in out, out
+        assert "process started" not in out, out
 
 
 @pytest.mark.parametrize("argument, value, message", [
