@@ -19,7 +19,8 @@ Start-up (any failure: one clear error message, exit status 1):
 Interfaces (``~`` = the node's name):
 
 * service ``~/get_ik_solutions`` (ikdiffuser_ros/srv/GetIKSolutions)
-* services ``~/compute_ik`` and ``~/solve_ik`` (moveit_msgs/srv/GetPositionIK)
+* services ``~/compute_ik`` and ``~/solve_ik`` (moveit_msgs/srv/GetPositionIK) and ``~/compute_fk``
+  (moveit_msgs/srv/GetPositionFK: any link, in the root frame or a link's frame)
   when moveit_msgs is importable
 * subscriptions ``/monitored_planning_scene``, ``/planning_scene``,
   ``/collision_object``, ``/attached_collision_object``; client
@@ -75,7 +76,7 @@ from ikdiffuser_ros.model.checkpoint import card_fingerprint, read_card
 from ikdiffuser_ros.pipeline import IKPipeline
 from ikdiffuser_ros.query import IKAnswer, IKQuery, Status
 from ikdiffuser_ros.robots import RobotConfig, available_robots, robot_config
-from ikdiffuser_ros.ros import ik_solutions, moveit_bridge
+from ikdiffuser_ros.ros import ik_solutions, moveit_bridge, moveit_fk
 from ikdiffuser_ros.ros.conversions import JointStateLayout, SceneLimits
 from ikdiffuser_ros.ros.error_codes import ErrorCode, error_code, status_code
 from ikdiffuser_ros.ros.markers import solutions_marker_array
@@ -88,9 +89,9 @@ from ikdiffuser_ros.srv import GetIKSolutions
 
 try:  # optional: without moveit_msgs the node serves get_ik_solutions only (no compute_ik, no scene)
     from moveit_msgs.msg import AttachedCollisionObject, CollisionObject, DisplayRobotState, PlanningScene
-    from moveit_msgs.srv import GetPlanningScene, GetPositionIK
+    from moveit_msgs.srv import GetPlanningScene, GetPositionFK, GetPositionIK
 except ImportError:
-    GetPositionIK = None
+    GetPositionIK = GetPositionFK = None
 try:  # optional: python-fcl (exact collision checking)
     from ikdiffuser_ros.collision.fcl_checker import CollisionChecker
 except ImportError:
@@ -234,6 +235,7 @@ class IKDiffuserNode(Node):
         self.get_logger().info(f"MoveIt groups: {', '.join(f'{g.name} -> {list(g.tips)}' for g in groups)}")
         for name in ("~/compute_ik", "~/solve_ik"):
             self.create_service(GetPositionIK, name, self._on_compute_ik, qos_profile=qos, callback_group=group)
+        self.create_service(GetPositionFK, "~/compute_fk", self._on_compute_fk, qos_profile=qos, callback_group=group)
         if self.config.follow_planning_scene:
             self._follow_scene()
 
@@ -499,6 +501,17 @@ class IKDiffuserNode(Node):
             return moveit_bridge.fail(response, error_code(exc, moveit=True), str(exc))
         except Exception as exc:  # noqa: BLE001 - a bug: logged with its traceback, answered, the node serves on
             self._log_bug("compute_ik", exc)
+            return moveit_bridge.fail(response, ErrorCode.FAILURE, f"internal error: {type(exc).__name__}: {exc}")
+
+    def _on_compute_fk(self, request: GetPositionFK.Request,
+                       response: GetPositionFK.Response) -> GetPositionFK.Response:
+        """Executor thread: compute_fk (FK only: no solver, no queue)."""
+        try:
+            return moveit_fk.answer(self.pipeline, self.layout, request, response)
+        except IKDiffuserError as exc:
+            return moveit_bridge.fail(response, error_code(exc, moveit=True), str(exc))
+        except Exception as exc:  # noqa: BLE001 - a bug: logged with its traceback, answered, the node serves on
+            self._log_bug("compute_fk", exc)
             return moveit_bridge.fail(response, ErrorCode.FAILURE, f"internal error: {type(exc).__name__}: {exc}")
 
     def _answer(self, query: IKQuery) -> IKAnswer:
