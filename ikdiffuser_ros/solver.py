@@ -450,9 +450,7 @@ class IKDiffuserSolver:
         """Diffusion samples, (M, n) float64 rows (target-major), locked joints set. Unguided DDIM on CPU
         runs in the compiled sampler (the same loop); ``refined``: the LM follows (the card's LM-ready plan)."""
         t = time.monotonic()
-        card_steps, card_tail = default_sampling(self.loaded, refined)
-        steps = steps or self.config.steps or card_steps
-        tail = card_tail if self.config.tail_steps is None else self.config.tail_steps
+        steps, tail = self.plan_of(refined, steps)
         if generator is None:
             generator = torch.Generator(device=self.device).manual_seed(0 if random_seed is None else int(random_seed))
         if self.native_sampler is not None and cost is None and sampler == "ddim":
@@ -466,6 +464,13 @@ class IKDiffuserSolver:
                        guidance_clip=self.config.guidance_clip, generator=generator, guidance=cost, deadline=deadline)
         timings["sample"] = time.monotonic() - t
         return batch.with_locked(q.reshape(batch.B * batch.N, batch.n).to(torch.float64))
+
+    def plan_of(self, refined: bool, steps: int | None = None) -> tuple[int, int]:
+        """(DDIM steps, tail passes) of a call: ``steps``, else :attr:`SolverConfig.steps`, else the card's
+        plan (for refined samples when ``refined``); tail passes from the config, else the card."""
+        card_steps, card_tail = default_sampling(self.loaded, refined)
+        return (steps or self.config.steps or card_steps,
+                card_tail if self.config.tail_steps is None else self.config.tail_steps)
 
     def _spread(self, q: torch.Tensor, few: "SolveBatch", N: int, random_seed: int | None) -> torch.Tensor:
         """(B * K, n) samples -> (B * N, n) LM starts: each sample repeated, the first copy as it is, the

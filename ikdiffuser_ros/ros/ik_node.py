@@ -83,7 +83,6 @@ from ikdiffuser_ros.ros.markers import solutions_marker_array
 from ikdiffuser_ros.ros.params import NodeConfig, declare_parameters, parse_groups, set_resolved
 from ikdiffuser_ros.ros.scene_monitor import SceneMonitor
 from ikdiffuser_ros.ros.solve_queue import Busy, Expired, SolveQueue, executor_threads
-from ikdiffuser_ros.sampling.sampler import default_sampling
 from ikdiffuser_ros.solver import IKDiffuserSolver
 from ikdiffuser_ros.srv import GetIKSolutions
 
@@ -149,9 +148,7 @@ def load_solver(robot: RobotModel, path: Path, device: str) -> IKDiffuserSolver:
 def sampler_plan(solver: IKDiffuserSolver, cfg: NodeConfig) -> str:
     """The reverse-diffusion plan of a solve under ``cfg``, as the solver resolves it, e.g. ``"ddim, 3 steps +
     1 tail passes (the checkpoint card's plan for refined samples; sampler_steps 0)"``."""
-    card_steps, card_tail = default_sampling(solver.loaded, refined=cfg.refine)
-    steps = cfg.sampler_steps or solver.config.steps or card_steps
-    tail = card_tail if solver.config.tail_steps is None else solver.config.tail_steps
+    steps, tail = solver.plan_of(cfg.refine, cfg.sampler_steps or None)
     card = solver.loaded.card if isinstance(solver.loaded.card, dict) else {}
     source = (f"sampler_steps {cfg.sampler_steps}" if cfg.sampler_steps else
               f"the checkpoint card's plan for {'refined' if cfg.refine else 'raw'} samples; sampler_steps 0"
