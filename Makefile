@@ -45,7 +45,7 @@ bench-request: bench-peers
 	  --docs docs/benchmarks.md --plots docs/img $(BENCH_ARGS)
 
 clean:
-	rm -rf build install log test_ws ikdiffuser_ros/_native*.so .venv/.ikdiffuser-stamps/colcon-* .venv/.ikdiffuser-stamps/native
+	rm -rf build install log test_ws moveit_ws ikdiffuser_ros/_native*.so .venv/.ikdiffuser-stamps/colcon-* .venv/.ikdiffuser-stamps/native
 
 distclean: clean
 	rm -rf .venv

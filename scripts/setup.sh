@@ -247,4 +247,9 @@ if [ -d "$LAUNCH_WHEELS" ] && [ -d "$ROS_SRC" ]; then
 elif [ -d "$LAUNCH_WHEELS" ]; then
   warn "no $ROS_SRC: launch_ros cannot import without composition_interfaces"
 fi
+# ---------------------------------------------------------------- 6. MoveIt kinematics plugin (optional)
+# moveit_plugin/ and the rclcpp/moveit_core prefix it builds on (cached outside the repository), from
+# ../shared/moveit_src when it exists; skipped with one log line otherwise (scripts/setup_moveit.sh).
+bash "$ROOT/scripts/setup_moveit.sh" "$VENV"
+
 log "done. Use: source scripts/ros_env.sh"

@@ -1,0 +1,465 @@
+// ikdiffuser_kinematics_plugin/IKDiffuserKinematicsPlugin: a MoveIt kinematics::KinematicsBase whose
+// solver is a running ikdiffuser_node (docs/moveit.md).
+//
+// One request per IK query: ~/get_ik_solutions for N solutions when MoveIt gives a solution callback
+// (they are walked in order until one passes it) or asks for all solutions, else ~/compute_ik (one
+// answer; also used with consistency limits, sent as joint constraints around the seed). The client
+// lives on the plugin's own node, spun by its own executor thread: the host's node is never spun or
+// blocked (the cause of moveit/moveit2#3633). getPositionFK is local (moveit_core's RobotState).
+//
+// Parameters, under robot_description_kinematics.<group> (kinematics.yaml):
+//   ikdiffuser_node   the node's full name, whose services are called (default /ikdiffuser_node)
+//   num_solutions     solutions asked for when a callback is given (default 8)
+//   avoid_collisions  let the node reject colliding solutions against its own scene (default false:
+//                     MoveIt's callback checks collisions)
+//   kinematics_solver_ik_links  the group's tips (default: the tips MoveIt gives; since Iron MoveIt gives
+//                     one, the group's last link, so multi-tip groups list theirs here, as on Humble)
+#include <algorithm>
+#include <atomic>
+#include <cctype>
+#include <chrono>
+#include <string>
+#include <thread>
+#include <unordered_map>
+#include <vector>
+
+#include <ikdiffuser_ros/srv/get_ik_solutions.hpp>
+#include <moveit/kinematics_base/kinematics_base.hpp>
+#include <moveit/robot_model/robot_model.hpp>
+#include <moveit/robot_state/robot_state.hpp>
+#include <moveit_msgs/srv/get_position_ik.hpp>
+#include <pluginlib/class_list_macros.hpp>
+#include <rclcpp/rclcpp.hpp>
+
+namespace ikdiffuser_kinematics_plugin
+{
+using Clock = std::chrono::steady_clock;
+using ErrorCodes = moveit_msgs::msg::MoveItErrorCodes;
+using GetIKSolutions = ikdiffuser_ros::srv::GetIKSolutions;
+using GetPositionIK = moveit_msgs::srv::GetPositionIK;
+using geometry_msgs::msg::Pose;
+using Solutions = std::vector<std::vector<double>>;
+
+namespace
+{
+const rclcpp::Logger LOGGER = rclcpp::get_logger("ikdiffuser_kinematics_plugin");
+// The node answers within the budget it is given + a few ms; past the caller's deadline the plugin
+// waits this much longer at most, then gives up with TIMED_OUT.
+constexpr auto GRACE = std::chrono::milliseconds(15);
+
+Clock::duration seconds(double s)
+{
+  return std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(s));
+}
+
+builtin_interfaces::msg::Duration toDuration(Clock::duration d)
+{
+  const auto ns = std::max<int64_t>(0, std::chrono::duration_cast<std::chrono::nanoseconds>(d).count());
+  builtin_interfaces::msg::Duration out;
+  out.sec = static_cast<int32_t>(ns / 1000000000);
+  out.nanosec = static_cast<uint32_t>(ns % 1000000000);
+  return out;
+}
+
+Pose toPose(const Eigen::Isometry3d& t)
+{
+  const Eigen::Quaterniond q(t.rotation());
+  Pose p;
+  p.position.x = t.translation().x();
+  p.position.y = t.translation().y();
+  p.position.z = t.translation().z();
+  p.orientation.x = q.x();
+  p.orientation.y = q.y();
+  p.orientation.z = q.z();
+  p.orientation.w = q.w();
+  return p;
+}
+
+template <typename T>
+T parameter(rclcpp::Node& node, const std::string& name, const T& fallback)
+{
+  if (!node.has_parameter(name))
+    node.declare_parameter<T>(name, fallback);
+  return node.get_parameter(name).get_value<T>();
+}
+
+// `wanted` picked by name out of (names, values); false if one is missing
+bool pick(const std::vector<std::string>& wanted, const std::vector<std::string>& names, const double* values,
+          std::vector<double>& out)
+{
+  std::unordered_map<std::string, size_t> index;
+  for (size_t i = 0; i < names.size(); ++i)
+    index[names[i]] = i;
+  out.clear();
+  for (const auto& name : wanted)
+  {
+    const auto it = index.find(name);
+    if (it == index.end())
+      return false;
+    out.push_back(values[it->second]);
+  }
+  return true;
+}
+}  // namespace
+
+class IKDiffuserKinematicsPlugin : public kinematics::KinematicsBase
+{
+public:
+  ~IKDiffuserKinematicsPlugin() override
+  {
+    stop_ = true;
+    if (spinner_.joinable())
+    {
+      executor_->cancel();
+      spinner_.join();
+    }
+  }
+
+  bool initialize(const rclcpp::Node::SharedPtr& node, const moveit::core::RobotModel& robot_model,
+                  const std::string& group_name, const std::string& base_frame,
+                  const std::vector<std::string>& tip_frames, double search_discretization) override
+  {
+    const std::string prefix = "robot_description_kinematics." + group_name + ".";
+    const auto server = parameter<std::string>(*node, prefix + "ikdiffuser_node", "/ikdiffuser_node");
+    num_solutions_ = parameter<int64_t>(*node, prefix + "num_solutions", 8);
+    avoid_collisions_ = parameter<bool>(*node, prefix + "avoid_collisions", false);
+    const auto ik_links = parameter<std::vector<std::string>>(*node, prefix + "kinematics_solver_ik_links", {});
+    storeValues(robot_model, group_name, base_frame, ik_links.empty() ? tip_frames : ik_links, search_discretization);
+
+    const moveit::core::JointModelGroup* jmg = robot_model.getJointModelGroup(group_name);
+    std::string why = jmg ? "" : "no such group";
+    for (const std::string& link : tip_frames_)
+      if (!robot_model.hasLinkModel(link))
+        why = "no tip link '" + link + "'";
+    if (!why.empty() || !supportsGroup(jmg, &why))
+    {
+      RCLCPP_ERROR(LOGGER, "group '%s': %s", group_name.c_str(), why.c_str());
+      return false;
+    }
+    for (const moveit::core::JointModel* joint : jmg->getActiveJointModels())
+      joint_names_.push_back(joint->getName());
+    link_names_ = jmg->getLinkModelNames();
+    owns_tip_chains_ = ownsTipChains(*jmg);
+
+    // The plugin's own node and executor thread, in the host's context.
+    const auto context = node->get_node_base_interface()->get_context();
+    std::string name = "ikdiffuser_kinematics_" + group_name;
+    for (char& c : name)
+      c = std::isalnum(static_cast<unsigned char>(c)) ? c : '_';
+    client_node_ = std::make_shared<rclcpp::Node>(name, node->get_namespace(),
+                                                  rclcpp::NodeOptions()
+                                                      .context(context)
+                                                      .use_global_arguments(false)
+                                                      .start_parameter_services(false)
+                                                      .start_parameter_event_publisher(false));
+    solutions_client_ = client_node_->create_client<GetIKSolutions>(server + "/get_ik_solutions");
+    compute_ik_client_ = client_node_->create_client<GetPositionIK>(server + "/compute_ik");
+    rclcpp::ExecutorOptions options;
+    options.context = context;
+    executor_ = std::make_shared<rclcpp::executors::SingleThreadedExecutor>(options);
+    executor_->add_node(client_node_);
+    spinner_ = std::thread([this, context] {
+      while (!stop_ && context->is_valid())
+        executor_->spin_once(std::chrono::milliseconds(100));
+    });
+    RCLCPP_INFO(LOGGER, "group '%s' (%zu joints, tips %s...): IK from %s (%s solutions per callback query)",
+                group_name.c_str(), joint_names_.size(), tip_frames_.front().c_str(), server.c_str(),
+                owns_tip_chains_ ? std::to_string(num_solutions_).c_str() : "1: the group does not own its tips' chains");
+    return true;
+  }
+
+  bool supportsGroup(const moveit::core::JointModelGroup* jmg, std::string* error_text_out) const override
+  {
+    std::string why = jmg->getActiveJointModels().empty() ? "the group has no active joints" : "";
+    for (const moveit::core::JointModel* joint : jmg->getActiveJointModels())
+      if (joint->getVariableCount() != 1)
+        why = "joint '" + joint->getName() + "' has several variables; only single-variable joints are supported";
+    if (error_text_out)
+      *error_text_out = why;
+    return why.empty();
+  }
+
+  bool getPositionIK(const Pose& ik_pose, const std::vector<double>& ik_seed_state, std::vector<double>& solution,
+                     ErrorCodes& error_code, const kinematics::KinematicsQueryOptions& /*options*/) const override
+  {
+    return search({ ik_pose }, ik_seed_state, default_timeout_, {}, solution, {}, error_code, nullptr);
+  }
+
+  // All the solutions of one get_ik_solutions request (compute_ik's one when the group does not own its tips' chains).
+  bool getPositionIK(const std::vector<Pose>& ik_poses, const std::vector<double>& ik_seed_state,
+                     Solutions& solutions, kinematics::KinematicsResult& result,
+                     const kinematics::KinematicsQueryOptions& /*options*/) const override
+  {
+    const ErrorCodes error = request(ik_poses, ik_seed_state, Clock::now() + seconds(default_timeout_), {}, true,
+                                     nullptr, solutions);
+    result.kinematic_error = error.val == ErrorCodes::SUCCESS ? kinematics::KinematicErrors::OK :
+                                                                kinematics::KinematicErrors::NO_SOLUTION;
+    result.solution_percentage = error.val == ErrorCodes::SUCCESS ? 1.0 : 0.0;
+    return error.val == ErrorCodes::SUCCESS;
+  }
+
+  bool searchPositionIK(const Pose& ik_pose, const std::vector<double>& ik_seed_state, double timeout,
+                        std::vector<double>& solution, ErrorCodes& error_code,
+                        const kinematics::KinematicsQueryOptions& /*options*/) const override
+  {
+    return search({ ik_pose }, ik_seed_state, timeout, {}, solution, {}, error_code, nullptr);
+  }
+
+  bool searchPositionIK(const Pose& ik_pose, const std::vector<double>& ik_seed_state, double timeout,
+                        const std::vector<double>& consistency_limits, std::vector<double>& solution,
+                        ErrorCodes& error_code, const kinematics::KinematicsQueryOptions& /*options*/) const override
+  {
+    return search({ ik_pose }, ik_seed_state, timeout, consistency_limits, solution, {}, error_code, nullptr);
+  }
+
+  bool searchPositionIK(const Pose& ik_pose, const std::vector<double>& ik_seed_state, double timeout,
+                        std::vector<double>& solution, const IKCallbackFn& solution_callback, ErrorCodes& error_code,
+                        const kinematics::KinematicsQueryOptions& /*options*/) const override
+  {
+    return search({ ik_pose }, ik_seed_state, timeout, {}, solution, solution_callback, error_code, nullptr);
+  }
+
+  bool searchPositionIK(const Pose& ik_pose, const std::vector<double>& ik_seed_state, double timeout,
+                        const std::vector<double>& consistency_limits, std::vector<double>& solution,
+                        const IKCallbackFn& solution_callback, ErrorCodes& error_code,
+                        const kinematics::KinematicsQueryOptions& /*options*/) const override
+  {
+    return search({ ik_pose }, ik_seed_state, timeout, consistency_limits, solution, solution_callback, error_code,
+                  nullptr);
+  }
+
+  bool searchPositionIK(const std::vector<Pose>& ik_poses, const std::vector<double>& ik_seed_state, double timeout,
+                        const std::vector<double>& consistency_limits, std::vector<double>& solution,
+                        const IKCallbackFn& solution_callback, ErrorCodes& error_code,
+                        const kinematics::KinematicsQueryOptions& /*options*/,
+                        const moveit::core::RobotState* context_state) const override
+  {
+    return search(ik_poses, ik_seed_state, timeout, consistency_limits, solution, solution_callback, error_code,
+                  context_state);
+  }
+
+  bool getPositionFK(const std::vector<std::string>& link_names, const std::vector<double>& joint_angles,
+                     std::vector<Pose>& poses) const override
+  {
+    if (joint_angles.size() != joint_names_.size())
+      return false;
+    moveit::core::RobotState state(robot_model_);
+    state.setToDefaultValues();
+    state.setVariablePositions(joint_names_, joint_angles);
+    state.updateLinkTransforms();
+    const Eigen::Isometry3d base_inverse = state.getGlobalLinkTransform(base_frame_).inverse();
+    poses.clear();
+    for (const std::string& link : link_names)
+    {
+      if (!robot_model_->hasLinkModel(link))
+      {
+        RCLCPP_ERROR(LOGGER, "getPositionFK: no link '%s'", link.c_str());
+        return false;
+      }
+      poses.push_back(toPose(base_inverse * state.getGlobalLinkTransform(link)));
+    }
+    return true;
+  }
+
+  const std::vector<std::string>& getJointNames() const override
+  {
+    return joint_names_;
+  }
+
+  const std::vector<std::string>& getLinkNames() const override
+  {
+    return link_names_;
+  }
+
+private:
+  // One request; with a callback, its solutions in order until one passes.
+  bool search(const std::vector<Pose>& poses, const std::vector<double>& seed, double timeout,
+              const std::vector<double>& consistency_limits, std::vector<double>& solution,
+              const IKCallbackFn& callback, ErrorCodes& error_code, const moveit::core::RobotState* context) const
+  {
+    const auto deadline = Clock::now() + seconds(timeout > 0 ? timeout : default_timeout_);
+    Solutions solutions;
+    error_code = request(poses, seed, deadline, consistency_limits, bool(callback), context, solutions);
+    if (error_code.val != ErrorCodes::SUCCESS)
+      return false;
+    if (!callback)
+    {
+      solution = solutions.front();
+      return true;
+    }
+    for (const auto& candidate : solutions)
+    {
+      callback(poses.front(), candidate, error_code);
+      if (error_code.val == ErrorCodes::SUCCESS)
+      {
+        solution = candidate;
+        return true;
+      }
+    }
+    return false;  // error_code: the callback's verdict on the last solution
+  }
+
+  // get_ik_solutions (many && no consistency limits && the group owns its tips' chains) or compute_ik
+  ErrorCodes request(const std::vector<Pose>& poses, const std::vector<double>& seed, Clock::time_point deadline,
+                     const std::vector<double>& consistency_limits, bool many, const moveit::core::RobotState* context,
+                     Solutions& solutions) const
+  {
+    ErrorCodes error;
+    error.val = ErrorCodes::INVALID_ROBOT_STATE;
+    if (seed.size() != joint_names_.size() ||
+        (!consistency_limits.empty() && consistency_limits.size() != joint_names_.size()))
+    {
+      RCLCPP_ERROR(LOGGER, "group '%s': %zu seed values and %zu consistency limits for %zu joints",
+                   group_name_.c_str(), seed.size(), consistency_limits.size(), joint_names_.size());
+      return error;
+    }
+    if (poses.size() != tip_frames_.size())
+    {
+      RCLCPP_ERROR(LOGGER, "group '%s': %zu poses for %zu tips", group_name_.c_str(), poses.size(),
+                   tip_frames_.size());
+      error.val = ErrorCodes::INVALID_LINK_NAME;
+      return error;
+    }
+    std::vector<geometry_msgs::msg::PoseStamped> stamped(poses.size());
+    for (size_t i = 0; i < poses.size(); ++i)
+    {
+      stamped[i].header.frame_id = base_frame_;
+      stamped[i].pose = poses[i];
+    }
+    const sensor_msgs::msg::JointState seed_state = seedState(seed, context);
+    solutions.clear();
+    std::vector<double> values;
+    if (many && consistency_limits.empty() && owns_tip_chains_)
+    {
+      auto req = std::make_shared<GetIKSolutions::Request>();
+      req->targets.resize(1);
+      req->targets[0].link_names = tip_frames_;
+      req->targets[0].poses = stamped;
+      req->num_solutions = static_cast<uint32_t>(num_solutions_);
+      req->seed_state = seed_state;
+      req->avoid_collisions = avoid_collisions_;
+      req->random_seed = -1;
+      const auto res = call(*solutions_client_, req, req->timeout, deadline, error);
+      if (!res)
+        return error;
+      if (res->results.empty())  // the request refused as a whole
+      {
+        RCLCPP_ERROR(LOGGER, "get_ik_solutions: %s", res->message.c_str());
+        error.val = res->error_code;
+        return error;
+      }
+      const auto& result = res->results.front();
+      const size_t n = res->joint_names.size();
+      for (size_t i = 0; i < result.num_solutions; ++i)
+        if (pick(joint_names_, res->joint_names, result.positions.data() + i * n, values))
+          solutions.push_back(values);
+      error.val = solutions.empty() && result.error_code != ErrorCodes::SUCCESS ? result.error_code :
+                                                                                  ErrorCodes::SUCCESS;
+    }
+    else
+    {
+      auto req = std::make_shared<GetPositionIK::Request>();
+      auto& ik = req->ik_request;
+      ik.group_name = group_name_;
+      ik.robot_state.joint_state = seed_state;
+      ik.avoid_collisions = avoid_collisions_;
+      ik.pose_stamped_vector = stamped;
+      ik.ik_link_names = tip_frames_;
+      for (size_t i = 0; i < consistency_limits.size(); ++i)
+      {
+        moveit_msgs::msg::JointConstraint jc;
+        jc.joint_name = joint_names_[i];
+        jc.position = seed[i];
+        jc.tolerance_above = jc.tolerance_below = consistency_limits[i];
+        jc.weight = 1.0;
+        ik.constraints.joint_constraints.push_back(jc);
+      }
+      const auto res = call(*compute_ik_client_, req, ik.timeout, deadline, error);
+      if (!res)
+        return error;
+      error = res->error_code;
+      const auto& js = res->solution.joint_state;
+      if (error.val == ErrorCodes::SUCCESS && pick(joint_names_, js.name, js.position.data(), values))
+        solutions.push_back(values);
+    }
+    if (error.val == ErrorCodes::SUCCESS && solutions.empty())
+    {
+      RCLCPP_ERROR(LOGGER, "group '%s': the node's answer lacks some of the group's joints", group_name_.c_str());
+      error.val = ErrorCodes::FAILURE;
+    }
+    return error;
+  }
+
+  // Send one request with the time left as its budget; wait until the deadline (+ GRACE) at most.
+  template <typename Service>
+  typename Service::Response::SharedPtr call(rclcpp::Client<Service>& client,
+                                             const typename Service::Request::SharedPtr& req,
+                                             builtin_interfaces::msg::Duration& budget, Clock::time_point deadline,
+                                             ErrorCodes& error) const
+  {
+    const auto left = [deadline] { return std::max(Clock::duration::zero(), deadline - Clock::now()); };
+    if (!client.service_is_ready() && !client.wait_for_service(left()))
+    {
+      RCLCPP_ERROR(LOGGER, "%s is not available: is ikdiffuser_node running? (group '%s', parameter ikdiffuser_node)",
+                   client.get_service_name(), group_name_.c_str());
+      error.val = ErrorCodes::COMMUNICATION_FAILURE;
+      return nullptr;
+    }
+    budget = toDuration(left());
+    auto pending = client.async_send_request(req);
+    if (pending.future.wait_until(deadline + GRACE) != std::future_status::ready)
+    {
+      client.remove_pending_request(pending.request_id);
+      RCLCPP_WARN(LOGGER, "%s: no answer within the timeout", client.get_service_name());
+      error.val = ErrorCodes::TIMED_OUT;
+      return nullptr;
+    }
+    return pending.future.get();
+  }
+
+  // The seed of the group's joints, on top of the caller's full state when MoveIt gives one.
+  sensor_msgs::msg::JointState seedState(const std::vector<double>& seed, const moveit::core::RobotState* context) const
+  {
+    sensor_msgs::msg::JointState js;
+    if (context)
+      for (const moveit::core::JointModel* joint : robot_model_->getActiveJointModels())
+        if (joint->getVariableCount() == 1 && std::find(joint_names_.begin(), joint_names_.end(), joint->getName()) ==
+                                                  joint_names_.end())
+        {
+          js.name.push_back(joint->getName());
+          js.position.push_back(context->getVariablePosition(joint->getFirstVariableIndex()));
+        }
+    js.name.insert(js.name.end(), joint_names_.begin(), joint_names_.end());
+    js.position.insert(js.position.end(), seed.begin(), seed.end());
+    return js;
+  }
+
+  // True when every active joint between the root and the group's tips is the group's: then the joints
+  // get_ik_solutions may move outside the group cannot move the tips.
+  bool ownsTipChains(const moveit::core::JointModelGroup& jmg) const
+  {
+    for (const std::string& tip : tip_frames_)
+    {
+      for (const moveit::core::JointModel* joint = robot_model_->getLinkModel(tip)->getParentJointModel(); joint;
+           joint = joint->getParentLinkModel() ? joint->getParentLinkModel()->getParentJointModel() : nullptr)
+        if (joint->getVariableCount() > 0 && !joint->getMimic() && !joint->isPassive() &&
+            !jmg.hasJointModel(joint->getName()))
+          return false;
+    }
+    return true;
+  }
+
+  std::vector<std::string> joint_names_, link_names_;
+  bool owns_tip_chains_ = false;
+  int64_t num_solutions_ = 8;
+  bool avoid_collisions_ = false;
+  rclcpp::Node::SharedPtr client_node_;
+  rclcpp::Client<GetIKSolutions>::SharedPtr solutions_client_;
+  rclcpp::Client<GetPositionIK>::SharedPtr compute_ik_client_;
+  rclcpp::executors::SingleThreadedExecutor::SharedPtr executor_;
+  std::atomic<bool> stop_{ false };
+  std::thread spinner_;
+};
+}  // namespace ikdiffuser_kinematics_plugin
+
+PLUGINLIB_EXPORT_CLASS(ikdiffuser_kinematics_plugin::IKDiffuserKinematicsPlugin, kinematics::KinematicsBase)
