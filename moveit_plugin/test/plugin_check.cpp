@@ -9,6 +9,7 @@
 //   timeout    unreachable targets: how long the plugin takes past TIMEOUT
 //   seed       the seed is a solution of the target: is it returned (compute_ik and get_ik_solutions)?
 //   setfromik  RobotState::setFromIK with the group (validity callback: accept all)
+//   in_callback  searchPositionIK inside a timer callback of the host node (its executor busy meanwhile)
 //   down       no node: the error and how long it took
 // The host node (parameters: --ros-args -p robot_description_kinematics.<group>.<name>:=...; the
 // node called: its ikdiffuser_node, as the plugin's) is spun
@@ -17,6 +18,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstdlib>
+#include <future>
 #include <fstream>
 #include <iostream>
 #include <random>
@@ -356,6 +358,29 @@ int main(int argc, char** argv)
     }
     out << ",\"targets\":" << n << ",\"solved\":" << solved << ",\"compute_ik_max_dev\":" << compute_ik_dev
         << ",\"get_ik_solutions_max_dev\":" << solutions_dev;
+  }
+  else if (check == "in_callback")
+  {
+    // IK from inside a callback of the host node's executor, as move_group's /compute_ik does (where
+    // srv_kinematics_plugin deadlocks: moveit/moveit2#3633)
+    std::promise<int> done;
+    rclcpp::TimerBase::SharedPtr timer;
+    timer = host->create_wall_timer(std::chrono::milliseconds(10), [&] {
+      timer->cancel();  // once
+      int solved = 0;
+      for (int i = 0; i < n; ++i)
+      {
+        auto [q, poses] = c.target(i);
+        std::vector<double> solution;
+        ErrorCodes error;
+        solved += c.solver->searchPositionIK(poses, c.defaultSeed(), timeout, no_limits, solution, {}, error);
+      }
+      done.set_value(solved);
+    });
+    auto result = done.get_future();
+    if (result.wait_for(std::chrono::seconds(60)) != std::future_status::ready)
+      die("in_callback: no answer within 60 s (deadlock?)");
+    out << ",\"targets\":" << n << ",\"solved\":" << result.get();
   }
   else if (check == "setfromik")
   {

@@ -148,3 +148,10 @@ def test_node_down_is_a_clear_failure_within_the_timeout():
     assert r["codes"] == [COMMUNICATION_FAILURE] * 2
     assert max(r["ms"]) <= 200 + 20
     assert "/no_ikdiffuser_node_here/get_ik_solutions is not available: is ikdiffuser_node running?" in r["log"]
+
+
+def test_ik_inside_a_callback_of_the_host_node(node):
+    """IK called from a callback of the host node's executor, as move_group's /compute_ik does: the plugin's
+    client is spun by its own executor, so there is no deadlock (moveit/moveit2#3633)."""
+    r = run_check("in_callback", 5, 1.0)
+    assert r["solved"] == r["targets"]
