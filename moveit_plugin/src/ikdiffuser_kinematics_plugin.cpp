@@ -127,7 +127,10 @@ public:
     storeValues(robot_model, group_name, base_frame, ik_links.empty() ? tip_frames : ik_links, search_discretization);
 
     const moveit::core::JointModelGroup* jmg = robot_model.getJointModelGroup(group_name);
-    std::string why = jmg ? "" : "no such group";
+    std::string why = !jmg ? "no such group" : tip_frames_.empty() ? "no tips" : "";
+    std::string tips;
+    for (const std::string& link : tip_frames_)
+      tips += (tips.empty() ? "" : ", ") + link;
     for (const std::string& link : tip_frames_)
       if (!robot_model.hasLinkModel(link))
         why = "no tip link '" + link + "'";
@@ -162,8 +165,8 @@ public:
       while (!stop_ && context->is_valid())
         executor_->spin_once(std::chrono::milliseconds(100));
     });
-    RCLCPP_INFO(LOGGER, "group '%s' (%zu joints, tips %s...): IK from %s (%s solutions per callback query)",
-                group_name.c_str(), joint_names_.size(), tip_frames_.front().c_str(), server.c_str(),
+    RCLCPP_INFO(LOGGER, "group '%s' (%zu joints, tips %s): IK from %s (%s solutions per callback query)",
+                group_name.c_str(), joint_names_.size(), tips.c_str(), server.c_str(),
                 owns_tip_chains_ ? std::to_string(num_solutions_).c_str() : "1: the group does not own its tips' chains");
     return true;
   }
