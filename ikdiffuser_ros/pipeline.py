@@ -82,9 +82,9 @@ class PipelineConfig:
     #: generous budget the calls, and so the answer, depend on the query alone (same query, same
     #: random_seed: same answer).
     first_chunk_rows: int = 256
-    #: Candidates sampled per solution asked for, so that one call usually yields them all (one sample
-    #: + LM succeeds 84-95 % of the time on the shipped models); with ``avoid_collisions`` (or joint
-    #: constraints), this many times more.
+    #: Candidates sampled per solution asked for (rounded down: a request for one solution samples one),
+    #: so that one call usually yields them all (one sample + LM succeeds 84-95 % of the time on the
+    #: shipped models); with ``avoid_collisions`` (or joint constraints), this many times more.
     oversample: float = 1.25
     collision_oversample: float = 2.0
     constraint_oversample: float = 2.0
@@ -350,7 +350,7 @@ class IKPipeline:
         seed_value = query.random_seed if query.random_seed is not None and query.random_seed >= 0 \
             else secrets.randbits(62)
         deadline = t0 + timeout - self._finish_s_per_target * len(specs)  # time kept for ranking the answers
-        return _Plan(query, specs, deadline, max(1, math.ceil(query.num_solutions * factor)), seed, locked,
+        return _Plan(query, specs, deadline, max(1, int(query.num_solutions * factor + 1e-9)), seed, locked,
                      objectives, self._guided(query, objectives), int(seed_value), consistency)
 
     def _fk(self, q: np.ndarray) -> np.ndarray:
