@@ -164,6 +164,7 @@ else
   fi
   log "building the compiled path: native/ -> ikdiffuser_ros/_native"
   rm -f ikdiffuser_ros/_native*.so
+  mkdir -p build
   if ! { cmake -S native -B build/native -DPython3_EXECUTABLE="$VPY" -DCMAKE_BUILD_TYPE=Release \
            -DIKD_NATIVE_OUTPUT_DIR="$ROOT/ikdiffuser_ros" >build/native.log 2>&1 \
          && cmake --build build/native -j2 >>build/native.log 2>&1 \
