@@ -104,11 +104,14 @@ def _ros2(*args: str) -> subprocess.CompletedProcess:
 
 @pytest.fixture(scope="module")
 def daemon_stopped_afterwards() -> Iterator[None]:
-    """Stop the ros2 daemon of this session's domain after the tests, unless it was already running."""
+    """A fresh ros2 daemon for the tests (a running one may still list nodes of earlier runs, which
+    it drops later, when discovery has not yet seen this one); stopped afterwards, restarted if it ran."""
     running = "is running" in _ros2("daemon", "status").stdout
+    _ros2("daemon", "stop")
     yield
-    if not running:
-        _ros2("daemon", "stop")
+    _ros2("daemon", "stop")
+    if running:
+        _ros2("daemon", "start")
 
 
 @pytest.fixture(scope="module")
@@ -125,6 +128,7 @@ def baxter_node(tmp_path_factory, daemon_stopped_afterwards) -> Iterator[subproc
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, text=True, env=node_env())
     try:
         _wait_ready(proc, log)
+        _wait_discovered()
         yield proc
     finally:
         proc.terminate()
@@ -141,6 +145,16 @@ def _wait_ready(proc: subprocess.Popen, log: Path) -> None:
         assert proc.poll() is None, f"the node exited ({proc.returncode}):\n{log.read_text()}"
         assert time.monotonic() < deadline, f"the node was not ready within {READY_S} s:\n{log.read_text()}"
         time.sleep(0.2)
+
+
+def _wait_discovered() -> None:
+    """Until the ros2 daemon (started by the first ``ros2`` call) has discovered the node, as a user
+    would wait after starting it: DDS discovery takes a moment, during which `ros2 node list` is empty."""
+    deadline, seen = time.monotonic() + READY_S, 0
+    while seen < 3:  # three answers in a row: discovery has settled
+        seen = seen + 1 if "/ikdiffuser_node" in _ros2("node", "list").stdout else 0
+        assert time.monotonic() < deadline, f"the ros2 daemon did not discover the node within {READY_S} s"
+        time.sleep(0.3)
 
 
 def test_doc_block_parses():
