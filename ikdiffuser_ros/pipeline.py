@@ -12,10 +12,11 @@ all call it)::
               the consistency box, instead of the learned prior
     rounds    round 0 samples every target, later rounds only targets with fewer valid solutions
               than asked for (at most ``max_rounds``; round k samples ``ROUND_GROWTH**k`` times
-              more, up to ``ROUND_ROWS``); only targets with none get collision guidance. Work is cut into solver calls whose size follows
+              more, up to ``ROUND_ROWS``); only targets with none get collision guidance.
+              Work is cut into solver calls whose size follows
               the measured throughput and the time left (:class:`ChunkSizer`), breadth first:
               each call gives its targets equal shares, so a tight budget still reaches them all
-    chunk     one :meth:`IKDiffuserSolver.solve` call (sample, LM with locked joints frozen,
+    chunk     one :meth:`IKDiffuserSolver.run` call (sample, LM with locked joints frozen,
               polish, measure at the named links: the one success test) -> joint constraints ->
               exact collision check of the call's rows in one batch (FCL, stops at the deadline)
     finish    pool each target's measured candidates, rank them (unique valid first, then by
@@ -172,6 +173,8 @@ class _Plan:
     random_seed: int
     #: local mode: per-joint distance [rad or m] every answer keeps from the seed, (n,) or None
     consistency: np.ndarray | None = None
+    #: local mode: the LM's box (lower (n,), upper (n,)) around the seed (:meth:`IKPipeline._local_box`)
+    box: tuple[np.ndarray, np.ndarray] | None = None
     calls: int = 0  #: solver calls made (each gets its own random seed)
     sampled_calls: int = 0  #: of those, calls of the learned prior (the first is always made)
 
@@ -351,7 +354,8 @@ class IKPipeline:
             else secrets.randbits(62)
         deadline = t0 + timeout - self._finish_s_per_target * len(specs)  # time kept for ranking the answers
         return _Plan(query, specs, deadline, max(1, int(query.num_solutions * factor + 1e-9)), seed, locked,
-                     objectives, self._guided(query, objectives), int(seed_value), consistency)
+                     objectives, self._guided(query, objectives), int(seed_value), consistency,
+                     None if consistency is None else self._local_box(seed, consistency))
 
     def _fk(self, q: np.ndarray) -> np.ndarray:
         """(n,) joint values -> (E, 4, 4) end-effector poses (the compiled FK when built)."""
@@ -502,7 +506,7 @@ class IKPipeline:
     def _local_rounds(self, plan: _Plan, pools: list[_Pool]) -> None:
         """Local mode: LM from points drawn uniformly in the consistency box around the seed, inside it."""
         gen = np.random.default_rng(plan.random_seed)
-        lower, upper = self._local_box(plan)
+        lower, upper = plan.box
         for _ in range(plan.query.max_rounds):
             todo = [i for i, s in enumerate(plan.specs) if isinstance(s, _Spec)
                     and pools[i].valid_count < plan.query.num_solutions]
@@ -511,13 +515,13 @@ class IKPipeline:
             starts = gen.uniform(lower, upper, size=(len(todo) * plan.n_sample, len(lower)))
             self._call(plan, todo, plan.n_sample, False, pools, q0=starts)
 
-    def _local_box(self, plan: _Plan) -> tuple[np.ndarray, np.ndarray]:
+    def _local_box(self, seed: np.ndarray, consistency: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(lower, upper) (n,): the joint limits narrowed to the seed +- the consistency limits (wrapping
         joints keep their full range and are checked after the LM, modulo 2 pi)."""
         lower, upper = (b.numpy() for b in self.robot.limits(torch.float64))
         wrap = self.solver.wrapping.numpy()
-        lo = np.where(wrap, lower, np.clip(plan.seed - plan.consistency, lower, upper))
-        hi = np.where(wrap, upper, np.clip(plan.seed + plan.consistency, lower, upper))
+        lo = np.where(wrap, lower, np.clip(seed - consistency, lower, upper))
+        hi = np.where(wrap, upper, np.clip(seed + consistency, lower, upper))
         return lo, np.maximum(hi, lo)
 
     def _sampled_rounds(self, plan: _Plan, pools: list[_Pool]) -> None:
@@ -598,7 +602,7 @@ class IKPipeline:
                               deadline=time.monotonic() + max(SOLVER_SHARE * remaining, 1e-3),
                               q0=None if q0 is None else torch.tensor(np.asarray(q0, dtype=np.float64)),
                               restarts=self.config.restarts if num >= self.config.restart_min_rows else 1,
-                              bounds=None if plan.consistency is None else self._local_box(plan))
+                              bounds=plan.box)
         plan.calls += 1
         plan.sampled_calls += q0 is None
         m = self._measured(plan, res, len(items), int(num))
