@@ -8,7 +8,7 @@ by the package's CMake) does the same arithmetic row by row:
 - :class:`NativeKinematics`: FK and geometric Jacobians of the end effectors, float64, the
   conventions of :class:`~ikdiffuser_ros.kinematics.chain.KinematicTree`;
 - :meth:`NativeKinematics.refine`: the LM of :func:`~ikdiffuser_ros.sampling.refine.refine` (same step,
-  active set, damping and stopping rules; answers equal to ~1e-12), one row after the other, so a
+  active set, damping and stopping rules; the same iterations, q within 1e-8), one row after the other, so a
   deadline leaves the first rows fully refined;
 - :class:`NativeSampler`: the :class:`~ikdiffuser_ros.model.mlp_denoiser.IKMLPDenoiser` sampling loop
   (DDIM with eta = 0 and the low-noise tail, kinematic feedback, no guidance) in float32, as
@@ -141,6 +141,18 @@ class NativeSampler:
             [w.detach().cpu().float().contiguous().numpy() for w in weights], _t_table(den, loaded.schedule),
             bool(den.config.fk_feedback), ln_eps)
         self.lower, self.upper = norm.lower.detach().cpu(), norm.upper.detach().cpu()
+        self._passes = functools.lru_cache(maxsize=16)(self._coefficients)
+
+    def _coefficients(self, plan: tuple[tuple[int, int | None], ...]) -> list[tuple]:
+        """The compiled loop's passes of a plan (computed once per plan): (t, sqrt(abar_t), sqrt(1 - abar_t),
+        the same at t_prev, tail pass?), float32 values as the torch sampler rounds them, abar(-1) = 1."""
+        ab = self.loaded.schedule.alphas_cumprod.to(torch.float64)
+
+        def coef(t):
+            a = 1.0 if t is None or t < 0 else float(ab[t])
+            return float(np.float32(a) ** np.float32(0.5)), float(np.float32(1 - a) ** np.float32(0.5))
+
+        return [(t, *coef(t), *coef(tp), tp is None) for t, tp in plan]
 
     @staticmethod
     def supports(loaded) -> bool:
@@ -154,17 +166,10 @@ class NativeSampler:
                plan: list[tuple[int, int | None]], deadline: float | None = None) -> torch.Tensor:
         """Denoise x (M, n) float32 initial noise toward targets (M, E, 4, 4) with masks (M, E) along
         ``plan`` ((t, t_prev) pairs, t_prev None = tail pass) -> q (M, n) float32 within the limits."""
-        ab = self.loaded.schedule.alphas_cumprod.to(torch.float64)
-
-        def coef(t):  # (sqrt(abar), sqrt(1 - abar)) as float32, abar(-1) = 1
-            a = 1.0 if t is None or t < 0 else float(ab[t])
-            return float(np.float32(a) ** np.float32(0.5)), float(np.float32(1 - a) ** np.float32(0.5))
-
-        passes = [(t, *coef(t), *coef(tp), tp is None) for t, tp in plan]
         out, _ = self.sampler.sample(
             x.detach().cpu().float().contiguous().numpy(), np.ascontiguousarray(_numpy(targets), np.float64),
-            _u8(_numpy(mask), mask.shape), _u8(_numpy(pos_only), pos_only.shape), passes, len(ab),
-            -1.0 if deadline is None else float(deadline))
+            _u8(_numpy(mask), mask.shape), _u8(_numpy(pos_only), pos_only.shape), self._passes(tuple(plan)),
+            self.loaded.schedule.num_train_steps, -1.0 if deadline is None else float(deadline))
         xq = torch.from_numpy(out).clamp(-1, 1)
         q = self.lower + (xq + 1) * 0.5 * (self.upper - self.lower)
         return torch.minimum(torch.maximum(q, self.lower), self.upper)
