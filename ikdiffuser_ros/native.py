@@ -7,7 +7,7 @@ by the package's CMake) does the same arithmetic row by row:
 
 - :class:`NativeKinematics`: FK and geometric Jacobians of the end effectors, float64, the
   conventions of :class:`~ikdiffuser_ros.kinematics.chain.KinematicTree`;
-- :meth:`NativeKinematics.refine`: the LM of :func:`~ikdiffuser_ros.sampling.refine.refine` (same step,
+- :meth:`NativeKinematics.refine`: the LM of :func:`~ikdiffuser_ros.sampling.lm.refine` (same step,
   active set, damping and stopping rules; the same iterations, q within 1e-8), one row after the other, so a
   deadline leaves the first rows fully refined;
 - :class:`NativeSampler`: the :class:`~ikdiffuser_ros.model.mlp_denoiser.IKMLPDenoiser` sampling loop
@@ -28,8 +28,9 @@ from dataclasses import asdict
 import numpy as np
 import torch
 
+from ikdiffuser_ros.kinematics.joint_kinds import joint_kinds
 from ikdiffuser_ros.kinematics.robot_model import RobotModel
-from ikdiffuser_ros.sampling.refine import RefineConfig, RefineResult, joint_kinds
+from ikdiffuser_ros.sampling.lm import RefineConfig, RefineResult
 
 try:
     from ikdiffuser_ros import _native
@@ -84,7 +85,7 @@ class NativeKinematics:
 
     def refine(self, q0, targets, target_mask=None, position_only=None, config: RefineConfig = RefineConfig(),
                deadline: float | None = None, frozen=None, tip_points=None, bounds=None) -> RefineResult:
-        """:func:`~ikdiffuser_ros.sampling.refine.refine` with the same arguments and result, row by row in C++.
+        """:func:`~ikdiffuser_ros.sampling.lm.refine` with the same arguments and result, row by row in C++.
 
         ``targets`` (M, E, 4, 4) or (E, 4, 4) end-effector targets in the root frame; ``tip_points``
         (M, E, 3) or (E, 3) [m] in the end effectors' frames (errors are taken there); ``deadline``

@@ -47,7 +47,7 @@ from ikdiffuser_ros.kinematics.frames import FrameResolver, rigid_offsets
 from ikdiffuser_ros.kinematics.groups import Group, build_groups, find_group
 from ikdiffuser_ros.query import IKAnswer, IKQuery, IKTarget, Status, TargetAnswer
 from ikdiffuser_ros.sampling import objectives as obj
-from ikdiffuser_ros.sampling.refine import unique_mask
+from ikdiffuser_ros.sampling.dedup import unique_mask
 from ikdiffuser_ros.kinematics.robot_model import RobotModel
 from ikdiffuser_ros.solver import IKDiffuserSolver, SolveBatch, SolverConfig, rank, ranking_key
 

@@ -52,12 +52,14 @@ import torch
 from ikdiffuser_ros import native
 from ikdiffuser_ros.collision.spheres import SphereModel
 from ikdiffuser_ros.errors import InvalidRequestError
+from ikdiffuser_ros.kinematics.joint_kinds import joint_kinds, project_to_limits
 from ikdiffuser_ros.kinematics.robot_model import RobotModel
 from ikdiffuser_ros.model.checkpoint import load_checkpoint
 from ikdiffuser_ros.robots import load_robot
 from ikdiffuser_ros.sampling import objectives as obj
-from ikdiffuser_ros.sampling.refine import (PolishConfig, RefineConfig, RefineResult, joint_kinds, polish, pose_residual,
-                                            project_to_limits, refine, tip_fk_and_jacobian, tip_targets, unique_mask)
+from ikdiffuser_ros.sampling.dedup import unique_mask
+from ikdiffuser_ros.sampling.lm import RefineConfig, RefineResult, pose_residual, refine, tip_fk_and_jacobian, tip_targets
+from ikdiffuser_ros.sampling.polish import PolishConfig, polish
 from ikdiffuser_ros.sampling.sampler import default_sampling, sample, sampling_plan, targets_from_poses
 
 

@@ -1,5 +1,5 @@
 // Damped Levenberg-Marquardt IK of one row at a time, in float64: the compiled twin of
-// sampling/refine.py's refine() (same step, active set, damping schedule, stopping rules), so the
+// sampling/lm.py's refine() (same step, active set, damping schedule, stopping rules), so the
 // torch and compiled paths give the same answers.
 #pragma once
 

@@ -19,9 +19,10 @@ import torch
 
 from ikdiffuser_ros import native
 from ikdiffuser_ros.bench.protocols import DEFAULT_SEED, random_targets, verified
+from ikdiffuser_ros.kinematics.joint_kinds import joint_kinds
 from ikdiffuser_ros.model.checkpoint import load_checkpoint
 from ikdiffuser_ros.robots import load_robot
-from ikdiffuser_ros.sampling.refine import joint_kinds, joint_tolerances, unique_mask
+from ikdiffuser_ros.sampling.dedup import joint_tolerances, unique_mask
 from ikdiffuser_ros.sampling.sampler import sampling_plan
 from ikdiffuser_ros.solver import SolverConfig
 

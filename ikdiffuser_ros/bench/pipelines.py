@@ -2,7 +2,7 @@
 
 Both are the same pipeline: ``B * N`` start rows -> the solver's batched Levenberg-Marquardt
 (the solver's: the compiled :meth:`~ikdiffuser_ros.native.NativeKinematics.refine` on CPU, else
-:func:`~ikdiffuser_ros.sampling.refine.refine`; the solver's :class:`RefineConfig`, float64)
+:func:`~ikdiffuser_ros.sampling.lm.refine`; the solver's :class:`RefineConfig`, float64)
 until the deadline; rows that fail get fresh starts while time is left (protocol "one solution").
 They differ only in where the starts come from:
 
@@ -21,7 +21,7 @@ from ikdiffuser_ros import native
 from ikdiffuser_ros.kinematics.robot_model import RobotModel
 from ikdiffuser_ros.native import NativeKinematics
 from ikdiffuser_ros.pipeline import PipelineConfig
-from ikdiffuser_ros.sampling.refine import refine
+from ikdiffuser_ros.sampling.lm import refine
 
 
 class PriorPipeline:

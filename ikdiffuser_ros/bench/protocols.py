@@ -15,7 +15,7 @@ solver itself claimed.
 2. **Many solutions per target** (:func:`many_solutions`): ``budget`` seconds per target (1 s);
    peers restart from uniform random configurations and keep every answer. Reported: verified
    solutions, distinct ones (> 0.05 rad or 5 mm apart in some joint,
-   :func:`~ikdiffuser_ros.sampling.refine.count_distinct`), diversity (mean pairwise joint-space
+   :func:`~ikdiffuser_ros.sampling.dedup.count_distinct`), diversity (mean pairwise joint-space
    L2 distance of the distinct representatives), and how many distinct ones are free of self
    collision (exact FCL, SRDF disabled pairs) and also of a fixed table-and-box scene
    (:func:`table_and_box`), per second.
@@ -34,9 +34,10 @@ import torch
 from ikdiffuser_ros.bench.peers import restart_until
 from ikdiffuser_ros.bench.pipelines import solve_many, solve_with_restarts
 from ikdiffuser_ros.collision.world import Shape, World, WorldObject, translation
+from ikdiffuser_ros.kinematics.joint_kinds import joint_kinds
 from ikdiffuser_ros.kinematics.robot_model import RobotModel
 from ikdiffuser_ros.kinematics.transforms import pose_errors
-from ikdiffuser_ros.sampling.refine import joint_kinds, joint_tolerances, unique_mask
+from ikdiffuser_ros.sampling.dedup import joint_tolerances, unique_mask
 
 POS_TOL, ROT_TOL = 1e-5, 1e-4
 DEFAULT_SEED = 2**31 - 1

@@ -52,9 +52,10 @@ from ikdiffuser_ros.bench.ik import REPO, SOLVER_SEED_OFFSET, _command, _version
 from ikdiffuser_ros.bench.peer_registry import PEERS, build_peers
 from ikdiffuser_ros.bench.peers import restart_until
 from ikdiffuser_ros.bench.protocols import DEFAULT_SEED, random_targets, verified
+from ikdiffuser_ros.kinematics.joint_kinds import joint_kinds
 from ikdiffuser_ros.kinematics.robot_model import RobotModel
 from ikdiffuser_ros.query import IKQuery, IKTarget
-from ikdiffuser_ros.sampling.refine import joint_kinds, joint_tolerances, unique_mask
+from ikdiffuser_ros.sampling.dedup import joint_tolerances, unique_mask
 
 BEGIN, END = "<!-- bench-request:begin -->", "<!-- bench-request:end -->"
 OURS = "ikdiffuser"

@@ -6,7 +6,7 @@ Lower is better. The solver uses them in two places:
 
 1. as the sampler's guidance hook (a gradient step on the denoiser's clean
    sample estimate at every reverse step), and
-2. in the null-space polish of :func:`ikdiffuser_ros.sampling.refine.polish`,
+2. in the null-space polish of :func:`ikdiffuser_ros.sampling.polish.polish`,
    which lowers the cost while keeping the end-effector poses.
 
 Objectives and units (weights in :func:`combine` multiply these):
@@ -36,15 +36,15 @@ from typing import ClassVar
 import torch
 
 from ikdiffuser_ros.errors import InvalidRequestError
+from ikdiffuser_ros.kinematics.joint_kinds import joint_kinds, wrap_to_pi
 from ikdiffuser_ros.kinematics.robot_model import RobotModel
-from ikdiffuser_ros.sampling.refine import joint_kinds, wrap_to_pi
 
 CostFn = Callable[[torch.Tensor], torch.Tensor]
 
 def seed_distance(seed: torch.Tensor, wrapping: torch.Tensor | None = None) -> CostFn:
     """Squared joint-space distance to ``seed`` (n,) or (M, n) [rad^2 or m^2].
 
-    Wrapping variables (continuous joints, see :func:`refine.joint_kinds`) use the
+    Wrapping variables (continuous joints, see :func:`~ikdiffuser_ros.kinematics.joint_kinds.joint_kinds`) use the
     shorter way round.
     """
     seed = torch.as_tensor(seed)

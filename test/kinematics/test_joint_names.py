@@ -11,8 +11,8 @@ import pytest
 
 from ikdiffuser_ros.kinematics import joint_names as jn
 from ikdiffuser_ros.kinematics.groups import active_variables
+from ikdiffuser_ros.kinematics.joint_kinds import joint_kinds
 from ikdiffuser_ros.kinematics.robot_model import RobotModel
-from ikdiffuser_ros.sampling.refine import joint_kinds
 
 PACKAGE = Path(__file__).resolve().parents[2] / "ikdiffuser_ros"
 #: Modules that still parse the names themselves (their owners switch them to joint_names); no new ones.

@@ -5,9 +5,10 @@ import pytest
 import torch
 
 from ikdiffuser_ros import native
+from ikdiffuser_ros.kinematics.joint_kinds import joint_kinds
 from ikdiffuser_ros.model.checkpoint import load_checkpoint
 from ikdiffuser_ros.robots import available_robots, load_robot
-from ikdiffuser_ros.sampling.refine import RefineConfig, joint_kinds, refine
+from ikdiffuser_ros.sampling.lm import RefineConfig, refine
 from ikdiffuser_ros.sampling.sampler import default_sampling, sample, sampling_plan, targets_from_poses
 
 pytestmark = pytest.mark.skipif(not native.available(), reason=native.unavailable_reason)

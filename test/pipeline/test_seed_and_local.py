@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from ikdiffuser_ros.errors import InvalidRequestError
+from ikdiffuser_ros.kinematics.joint_kinds import joint_kinds
 from ikdiffuser_ros.query import IKQuery, IKTarget, Status
-from ikdiffuser_ros.sampling.refine import joint_kinds
 
 
 def _targets(robot, k: int, seed: int):

@@ -17,8 +17,8 @@ from solvertools import random_q
 from ikdiffuser_ros.collision.spheres import SphereModel
 from ikdiffuser_ros.collision.world import Shape, World, WorldObject
 from ikdiffuser_ros.errors import InvalidRequestError
+from ikdiffuser_ros.kinematics.joint_kinds import joint_kinds
 from ikdiffuser_ros.sampling import objectives as obj
-from ikdiffuser_ros.sampling.refine import joint_kinds
 
 
 def descend(cost, q, steps=60, lr=0.02, lower=None, upper=None):

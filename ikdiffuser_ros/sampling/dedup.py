@@ -1,0 +1,154 @@
+"""De-duplication of IK solutions: greedy leader clustering of joint vectors.
+
+:func:`unique_mask` (and :func:`deduplicate`, :func:`count_distinct` on top of it) compares joint
+vectors by the largest per-joint difference, scaled by a per-joint tolerance (a float, or
+:func:`joint_tolerances`' "0.05 rad or 5 mm"), wrap-aware for wrapping joints
+(:func:`~ikdiffuser_ros.kinematics.joint_kinds.joint_kinds`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from ikdiffuser_ros.kinematics.joint_kinds import joint_kinds, wrap_to_pi
+from ikdiffuser_ros.kinematics.robot_model import RobotModel
+
+
+def joint_tolerances(model: RobotModel, rad: float = 0.05, m: float = 0.005,
+                     dtype: torch.dtype = torch.float64) -> torch.Tensor:
+    """(n,) per-joint tolerance: ``rad`` for angular variables, ``m`` for lengths."""
+    prismatic, _ = joint_kinds(model)
+    return torch.where(prismatic, torch.tensor(m, dtype=dtype), torch.tensor(rad, dtype=dtype))
+
+
+def unique_mask(
+    q: torch.Tensor,
+    valid: torch.Tensor | None = None,
+    tol: float | torch.Tensor = 1e-3,
+    wrapping: torch.Tensor | None = None,
+    max_elements: int = 1 << 24,
+) -> torch.Tensor:
+    """(..., N, n) solutions -> (..., N) bool: valid and not a repeat of an earlier valid one.
+
+    Greedy leader clustering in row order: row ``i`` is kept when it is valid
+    and no earlier *kept* row ``j`` has ``max_k |q_ik - q_jk| / tol_k <= 1``
+    (``tol`` a float or (n,) tensor; wrapping joints compare modulo ``2 pi``).
+    So every kept pair differs by more than the tolerance in some joint, and
+    every dropped row is within the tolerance of a kept one. Cost: one chunked
+    all-pairs pass; rows with a neighbour are then resolved per batch on their
+    dense closeness matrix (one O(A) step per row).
+    """
+    *batch, N, n = q.shape
+    if N == 0 or q.numel() == 0:
+        return torch.zeros(*batch, N, dtype=torch.bool, device=q.device)
+    q = q.reshape(-1, N, n)
+    valid = (torch.ones(q.shape[0], N, dtype=torch.bool, device=q.device) if valid is None
+             else valid.reshape(q.shape[0], N).to(q.device, torch.bool))
+    tol_t = torch.as_tensor(tol, dtype=q.dtype, device=q.device).expand(n)
+    wrap = None if wrapping is None or not bool(wrapping.any()) else wrapping.to(q.device)
+    close = _Closeness(tol_t, wrap, max_elements)
+    scaled = q / tol_t
+    # 1. rows with no other valid row within tolerance are kept as they are (one chunked pass)
+    has_neighbour = close.has_neighbour(scaled, valid)
+    keep = valid & ~has_neighbour
+    # 2. greedy leaders among the rest, per batch, in row order, on their dense closeness matrix
+    ambiguous = valid & has_neighbour
+    for b in ambiguous.any(-1).nonzero().flatten().tolist():
+        idx = ambiguous[b].nonzero().flatten()
+        kept = _greedy_leaders(close.dense(scaled[b, idx]))
+        keep[b, idx[torch.from_numpy(kept).to(idx.device)]] = True
+    return keep.reshape(*batch, N)
+
+
+@dataclass(frozen=True)
+class _Closeness:
+    """Chebyshev closeness of rows scaled by the per-joint tolerance (n,), wrap-aware (``wrap`` (n,)
+    bool or None), in chunks of at most ``max_elements`` compared elements."""
+
+    tol: torch.Tensor
+    wrap: torch.Tensor | None
+    max_elements: int
+
+    def block(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        """(..., c, n), (..., m, n) scaled rows -> (..., c, m) bool, Chebyshev distance <= 1."""
+        if self.wrap is None:
+            return torch.cdist(a, b, p=float("inf")) <= 1.0
+        diff = (a[..., :, None, :] - b[..., None, :, :]) * self.tol
+        diff = torch.where(self.wrap, wrap_to_pi(diff), diff)
+        return (diff.abs() / self.tol).amax(-1) <= 1.0
+
+    def _per_row(self, N: int) -> int:
+        return N * (len(self.tol) if self.wrap is not None else 1)
+
+    def has_neighbour(self, scaled: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        """(Bf, N, n), (Bf, N) -> (Bf, N) bool: another valid row lies within tolerance."""
+        Bf, N, _ = scaled.shape
+        out = torch.zeros(Bf, N, dtype=torch.bool, device=scaled.device)
+        cols = torch.arange(N, device=scaled.device)
+        chunk = max(1, min(N, self.max_elements // max(1, Bf * self._per_row(N))))
+        for start in range(0, N, chunk):
+            stop = min(N, start + chunk)
+            not_self = cols[None, :] != cols[start:stop, None]
+            out[:, start:stop] = (self.block(scaled[:, start:stop], scaled) & valid[:, None, :] & not_self).any(-1)
+        return out
+
+    def dense(self, qa: torch.Tensor) -> np.ndarray:
+        """(A, n) scaled rows -> (A, A) bool closeness matrix."""
+        A = len(qa)
+        out = np.zeros((A, A), dtype=bool)
+        step = max(1, min(A, self.max_elements // max(1, self._per_row(A))))
+        for start in range(0, A, step):
+            out[start:start + step] = self.block(qa[start:start + step], qa).cpu().numpy()
+        return out
+
+
+def _greedy_leaders(close: np.ndarray) -> np.ndarray:
+    """(A, A) closeness -> (A,) bool: in row order, a row is kept unless a kept row is close to it."""
+    A = len(close)
+    removed, kept = np.zeros(A, dtype=bool), np.zeros(A, dtype=bool)
+    for i in range(A):
+        if not removed[i]:
+            kept[i] = True
+            removed |= close[i]
+    return kept
+
+
+def deduplicate(
+    q: torch.Tensor,
+    success: torch.Tensor | None = None,
+    tol: float | torch.Tensor = 1e-3,
+    wrapping: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Merge solutions that converged to the same configuration.
+
+    Args:
+        q: (..., N, n) solutions.
+        success: (..., N) bool; only successful rows are kept / counted (default all).
+        tol: "same configuration" tolerance per joint [rad or m], float or (n,).
+        wrapping: (n,) bool, variables compared modulo 2 pi (see :func:`joint_kinds`).
+
+    Returns:
+        (keep (..., N) bool: the first of each group of equal successful solutions,
+        count (...,) int64: number of such groups).
+    """
+    keep = unique_mask(q, success, tol, wrapping)
+    return keep, keep.sum(-1)
+
+
+def count_distinct(
+    q: torch.Tensor,
+    success: torch.Tensor | None = None,
+    tol: float | torch.Tensor = 0.05,
+    wrapping: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """(..., N, n) -> (...,) number of distinct (successful) solutions.
+
+    Benchmark definition: two solutions are distinct when they differ by more
+    than ``tol`` in some joint (use :func:`joint_tolerances` for "0.05 rad or
+    5 mm"), counted by greedy leader clustering as in :func:`unique_mask`.
+    """
+    return unique_mask(q, success, tol, wrapping).sum(-1)
+

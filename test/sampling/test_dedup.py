@@ -1,0 +1,70 @@
+"""De-duplication of solutions: greedy leader clustering (sampling/dedup.py)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from ikdiffuser_ros.sampling.dedup import count_distinct, deduplicate, joint_tolerances, unique_mask
+
+
+def test_dedup_merges_identical_and_near_identical():
+    q = torch.tensor([[0.0, 0.0], [1e-4, -1e-4], [0.5, 0.0], [0.0, 0.0], [0.5, 2e-3]], dtype=torch.float64)
+    keep, count = deduplicate(q, tol=1e-3)
+    assert keep.tolist() == [True, False, True, False, True]
+    assert count.item() == 3
+    # failures are neither kept nor counted, and do not hide later successes
+    keep, count = deduplicate(q, success=torch.tensor([False, True, True, True, True]), tol=1e-3)
+    assert keep.tolist() == [False, True, True, False, True]
+    # batched (B, N, n)
+    qb = torch.stack([q, q.flip(0)])
+    assert deduplicate(qb, tol=1e-3)[1].tolist() == [3, 3]
+
+
+@pytest.mark.parametrize("wrap", [False, True])
+def test_dedup_is_the_greedy_leader_clustering(wrap):
+    """Against a plain Python loop: keep a row iff no earlier kept row is within tolerance."""
+    g = torch.Generator().manual_seed(0)
+    wrapping = torch.tensor([wrap, False, False])
+    for _ in range(15):
+        N = int(torch.randint(1, 50, (1,), generator=g))
+        q = torch.randint(0, 4, (N, 3), generator=g).double() * 7e-4
+        q += 1e-4 * torch.rand(N, 3, generator=g, dtype=torch.float64)
+        if wrap:  # straddle the +-pi seam of the first (wrapping) joint
+            q[:, 0] += torch.where(torch.rand(N, generator=g) < 0.5, math.pi - 1e-3, -math.pi)
+        valid = torch.rand(N, generator=g) < 0.8
+        kept: list[int] = []
+        for i in range(N):
+            if not valid[i]:
+                continue
+            d = q[i] - q[torch.tensor(kept, dtype=torch.long)] if kept else torch.zeros(0, 3, dtype=torch.float64)
+            if wrap:
+                d[:, 0] = torch.remainder(d[:, 0] + math.pi, 2 * math.pi) - math.pi
+            if not kept or (d.abs().amax(-1) > 1e-3).all():
+                kept.append(i)
+        expect = torch.zeros(N, dtype=torch.bool)
+        expect[kept] = True
+        assert torch.equal(unique_mask(q, valid, 1e-3, wrapping), expect)
+
+
+def test_count_distinct_uses_per_joint_tolerances_and_wraps(panda, baxter):
+    tol = joint_tolerances(panda)
+    assert torch.allclose(tol, torch.full((7,), 0.05, dtype=torch.float64))
+    q = torch.zeros(4, 7, dtype=torch.float64)
+    q[1, 2] = 0.04  # same (within 0.05 rad)
+    q[2, 2] = 0.06  # distinct
+    q[3, 6] = -0.06
+    assert count_distinct(q, tol=tol).item() == 3
+    # a wrapping joint compares modulo 2 pi
+    wrap = torch.tensor([True, False])
+    qw = torch.tensor([[math.pi - 0.01, 0.0], [-math.pi + 0.01, 0.0]], dtype=torch.float64)
+    assert count_distinct(qw, tol=0.05, wrapping=wrap).item() == 1
+    assert count_distinct(qw, tol=0.05).item() == 2
+    assert unique_mask(qw, tol=0.05, wrapping=wrap).tolist() == [True, False]
+
+
+def test_count_distinct_of_no_solutions_is_zero():
+    assert int(count_distinct(torch.zeros(0, 7, dtype=torch.float64))) == 0
+    assert count_distinct(torch.zeros(3, 0, 7)).tolist() == [0, 0, 0]
