@@ -1,7 +1,8 @@
 """ikdiffuser_ros: diffusion-model inverse kinematics for multi-arm robots.
 
-The front door is :class:`IKPipeline`: ``IKPipeline.from_robot("baxter").answer(IKQuery(...))``
-(what the ROS node runs for every request). :class:`IKDiffuserSolver` is its batch engine.
+The one entry point is :class:`IKPipeline`: ``IKPipeline.from_robot("baxter").answer(IKQuery(...))``
+(what the ROS node, the MoveIt plugin and the bench run for every request). Its batch engine,
+:class:`ikdiffuser_ros.solver.IKDiffuserSolver`, is internal: it trusts the pipeline's validation.
 The core (this package minus ``ikdiffuser_ros.ros``) imports no ROS module.
 """
 
@@ -11,12 +12,13 @@ from pkgutil import extend_path
 
 __path__ = extend_path(__path__, __name__)
 
-from ikdiffuser_ros.errors import CheckpointError, IKDiffuserError, InvalidRequestError, RobotDescriptionError
+from ikdiffuser_ros.errors import (CheckpointError, ConfigError, IKDiffuserError, InvalidRequestError,
+                                   RobotDescriptionError)
 from ikdiffuser_ros.kinematics.robot_model import RobotModel
 from ikdiffuser_ros.pipeline import IKPipeline, PipelineConfig
 from ikdiffuser_ros.query import IKAnswer, IKQuery, IKTarget, JointBounds, Status, TargetAnswer
 from ikdiffuser_ros.robots import load_robot
-from ikdiffuser_ros.solver import IKDiffuserSolver, IKSolutions, SolverConfig
+from ikdiffuser_ros.solver import SolverConfig
 
 __all__ = [
     "IKAnswer",
@@ -28,9 +30,8 @@ __all__ = [
     "Status",
     "TargetAnswer",
     "CheckpointError",
+    "ConfigError",
     "IKDiffuserError",
-    "IKDiffuserSolver",
-    "IKSolutions",
     "InvalidRequestError",
     "RobotDescriptionError",
     "RobotModel",

@@ -26,6 +26,10 @@ class CheckpointError(IKDiffuserError, ValueError):
     """A checkpoint that is missing, corrupt, or made for another robot."""
 
 
+class ConfigError(IKDiffuserError, ValueError):
+    """A setting of a config dataclass is out of its range (the message names it and the range)."""
+
+
 class InvalidRequestError(IKDiffuserError, ValueError):
     """An IK request with bad values (NaN poses, unknown links, absurd sizes...)."""
 

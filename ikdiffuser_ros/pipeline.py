@@ -41,7 +41,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ikdiffuser_ros.errors import (CollisionCheckingUnavailableError, IKDiffuserError, InvalidGoalError,
+from ikdiffuser_ros.errors import (CollisionCheckingUnavailableError, ConfigError, IKDiffuserError, InvalidGoalError,
                                    InvalidRequestError, InvalidRobotStateError, UnknownLinkError)
 from ikdiffuser_ros.kinematics.frames import FrameResolver, rigid_offsets
 from ikdiffuser_ros.kinematics.groups import Group, build_groups, find_group
@@ -97,10 +97,31 @@ class PipelineConfig:
     #: many are asked for. 1 = every start is a diffusion sample.
     restarts: int = 4
     restart_min_rows: int = 16
-    #: Solver settings per call.
+    #: Solver settings per call: reverse-diffusion sampler ("ddim" or "ddpm"), its steps (None = the
+    #: checkpoint card's plan), the LM after sampling (False: raw samples).
     sampler: str = "ddim"
     steps: int | None = None
     refine: bool = True
+
+    def __post_init__(self) -> None:
+        """Refuse settings out of range with :class:`ConfigError` naming them."""
+        positive = ("max_targets", "max_num_solutions", "max_batch_size", "first_chunk_rows", "restarts",
+                    "restart_min_rows")
+        bad = [f"{k}={getattr(self, k)!r} (an int >= 1)" for k in positive
+               if isinstance(getattr(self, k), bool) or not isinstance(getattr(self, k), int) or getattr(self, k) < 1]
+        bad += [f"{k}={getattr(self, k)!r} (a finite number > 0)" for k in ("default_timeout", "oversample",
+                "collision_oversample", "constraint_oversample") if not (_finite_number(getattr(self, k))
+                                                                          and getattr(self, k) > 0)]
+        if not (_finite_number(self.weight_collision) and self.weight_collision >= 0):
+            bad.append(f"weight_collision={self.weight_collision!r} (a finite number >= 0)")
+        if self.sampler not in ("ddim", "ddpm"):
+            bad.append(f"sampler={self.sampler!r} ('ddim' or 'ddpm')")
+        if self.steps is not None and (isinstance(self.steps, bool) or not isinstance(self.steps, int) or self.steps < 1):
+            bad.append(f"steps={self.steps!r} (None or an int >= 1)")
+        if self.collision_guidance not in ("off", "fallback", "always"):
+            bad.append(f"collision_guidance={self.collision_guidance!r} ('off', 'fallback' or 'always')")
+        if bad:
+            raise ConfigError("PipelineConfig: " + "; ".join(bad))
 
 
 #: Share of the time left that the next call's rows are sized for (by the last call's rate, which a
@@ -590,12 +611,10 @@ class IKPipeline:
         seed_rows = None if plan.seed is None else torch.as_tensor(plan.seed).expand(len(items) * num, -1)
         cost = self.solver.make_cost(objectives, seed_rows, q.world if q.avoid_collisions else None, q.cost_fn) \
             if objectives else None
-        batch = SolveBatch(T=torch.as_tensor(np.stack([s.T for s in specs])), B=len(items), N=int(num),
-                           mask=torch.as_tensor(np.stack([s.mask for s in specs])),
-                           pos_only=torch.as_tensor(np.stack([s.position_only for s in specs])),
-                           seed=None if plan.seed is None else torch.as_tensor(plan.seed).expand(len(items), -1),
-                           locked=plan.locked, tip_points=torch.as_tensor(np.stack([s.tip_points for s in specs])),
-                           n=self.robot.n_joints)
+        batch = SolveBatch.of(np.stack([s.T for s in specs]), num, self.robot.n_joints,
+                              np.stack([s.mask for s in specs]), np.stack([s.position_only for s in specs]),
+                              None if plan.seed is None else np.repeat(plan.seed[None], len(items), 0),
+                              plan.locked, np.stack([s.tip_points for s in specs]))
         remaining = plan.deadline - time.monotonic()
         res = self.solver.run(batch, cost, refine=self.config.refine, sampler=self.config.sampler,
                               steps=self.config.steps, random_seed=(plan.random_seed + 7919 * plan.calls) % (2**62),

@@ -1,41 +1,31 @@
-"""The IKDiffuser solver facade: targets in, joint solutions out.
+"""The batch engine under :class:`~ikdiffuser_ros.pipeline.IKPipeline`: one trusted call, rows in, rows out.
 
-Pipeline of :meth:`IKDiffuserSolver.solve` (``B`` targets, ``N`` solutions each,
-all ``B * N`` rows processed as one batch)::
+:meth:`IKDiffuserSolver.run` takes a :class:`SolveBatch` (``B`` targets x ``N`` rows, already
+validated by the pipeline: the one front door, :meth:`IKPipeline.answer`) and processes all
+``B * N`` rows as one batch::
 
-    validate -> objectives -> sample (diffusion, guided) -> refine (LM, float64)
-             -> polish (null-space objective descent) -> measure -> deduplicate -> order
+    sample (diffusion, guided by the cost) | or start from given rows (q0)
+        -> refine (LM, float64, locked joints frozen, within a box) -> polish (null-space
+           objective descent, with a cost) -> measure
 
-1. **validate**: shapes, finite values, proper rotations, masks, sizes; every
-   problem raises :class:`InvalidRequestError` naming it.
-2. **objectives**: ``{name: weight}`` over the registry :data:`objectives.OBJECTIVES`
-   (``seed``, ``joint_limits``, ``collision``, ``manipulability``, ``user``) plus
-   ``cost_fn`` (added as ``user`` with weight 1 when not named), combined into
-   one ``cost(q) -> (B*N,)``.
-3. **sample**: :func:`sampling.sampler.sample` with the cost as guidance.
-4. **refine** (``refine=True``): the raw samples are the initial guesses of a
-   batched Levenberg-Marquardt polish (:func:`sampling.refine.refine`); locked
-   joints stay where they are. Rows that do not converge come back with
-   ``success=False``: one call is one round. Rounds, deadlines over many
-   calls, exact collision filtering and planning groups belong to
-   :class:`ikdiffuser_ros.pipeline.IKPipeline`, which calls this method.
-5. **polish** (objectives given and ``refine=True``): converged rows descend the
-   cost in the null space of the task (:func:`sampling.refine.polish`), so the
-   objectives hold after refinement too.
-6. **measure**: position / rotation errors by FK at the constrained frames
-   (``tip_points``; worst over constrained end effectors), limits, and the one
-   success test (errors within ``SolverConfig.refine`` tolerances and within
-   limits); sphere-model self collision.
-7. **deduplicate**: successful rows equal within ``dedup_tol`` per joint are
-   merged (``is_unique``; ``num_unique`` counts them).
-8. **order**: per target, unique successful solutions first, then duplicate
-   successes, then failures; within each group by :func:`ranking_key`: the cost
-   (if any objective), else the distance to the seed (if given), else the
-   position error.
+1. **sample**: :func:`sampling.sampler.sample` (the compiled sampler for unguided DDIM on CPU)
+   with the cost as guidance; with ``restarts`` r > 1, N / r samples per target, each the LM's
+   start r times (as it is and perturbed).
+2. **refine**: a batched Levenberg-Marquardt polish of the samples (:func:`sampling.refine.refine`,
+   or the compiled :meth:`~ikdiffuser_ros.native.NativeKinematics.refine`).
+3. **polish** (a cost): converged rows descend the cost in the null space of the task
+   (:func:`sampling.refine.polish`), so the objectives hold after refinement too.
+4. **measure**: position / rotation errors by FK at the constrained frames (``tip_points``; worst
+   over the constrained end effectors), limits, and the one success test (errors within
+   ``SolverConfig.refine`` tolerances and within limits); sphere-model self collision; the cost.
 
-Determinism: all randomness comes from one ``torch.Generator`` seeded with
-``random_seed`` (default 0), or the ``generator`` passed in, so equal inputs
-give equal outputs on the same device and thread settings.
+Rows come back unordered; the pipeline pools, deduplicates and ranks them (:func:`rank` with
+:func:`ranking_key`: the one ordering). The costs are built by :meth:`IKDiffuserSolver.make_cost`
+from the objective registry (:data:`sampling.objectives.OBJECTIVES`).
+
+Determinism: all randomness comes from one ``torch.Generator`` seeded with ``random_seed``
+(default 0), or the ``generator`` passed in, so equal inputs give equal outputs on the same
+device and thread settings.
 """
 
 from __future__ import annotations
@@ -43,7 +33,6 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
-from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -57,7 +46,6 @@ from ikdiffuser_ros.kinematics.robot_model import RobotModel
 from ikdiffuser_ros.model.checkpoint import load_checkpoint
 from ikdiffuser_ros.robots import load_robot
 from ikdiffuser_ros.sampling import objectives as obj
-from ikdiffuser_ros.sampling.dedup import unique_mask
 from ikdiffuser_ros.sampling.lm import RefineConfig, RefineResult, pose_residual, refine, tip_fk_and_jacobian, tip_targets
 from ikdiffuser_ros.sampling.polish import PolishConfig, polish
 from ikdiffuser_ros.sampling.sampler import default_sampling, sample, sampling_plan, targets_from_poses
@@ -69,12 +57,8 @@ SAMPLE_SHARE = 0.5
 
 @dataclass(frozen=True)
 class SolverConfig:
-    """Limits and defaults of :class:`IKDiffuserSolver` (units: m, rad, s)."""
+    """Settings of :class:`IKDiffuserSolver` (units: m, rad, s)."""
 
-    #: Largest ``num_solutions`` per target.
-    max_solutions: int = 10000
-    #: Largest ``B * num_solutions`` of one call.
-    max_rows: int = 200000
     #: Default reverse steps (None = the checkpoint card's: ``sampling.refined_steps`` when the LM
     #: follows, ``sampling.steps`` for raw samples; else 20).
     steps: int | None = None
@@ -102,38 +86,6 @@ class SolverConfig:
     joint_limit_margin: float = 0.1
     #: Margin of the ``collision`` objective [m].
     collision_margin: float = 0.02
-    #: Largest |R^T R - I| entry and |det R - 1| accepted in a target rotation.
-    orthonormal_tol: float = 1e-4
-
-
-@dataclass
-class IKSolutions:
-    """Result of :meth:`IKDiffuserSolver.solve` (see the module docstring for the order of the N rows).
-
-    Attributes:
-        q: (B, N, n) float64 joint values, in ``robot.joint_names`` order.
-        position_error: (B, N) worst position error over the constrained end effectors [m].
-        rotation_error: (B, N) worst rotation error over rotation-constrained end effectors [rad].
-        within_limits: (B, N) bool.
-        success: (B, N) bool, errors within the refinement tolerances and within limits.
-        in_self_collision: (B, N) bool by the sphere model, or None when the robot has none.
-        is_unique: (B, N) bool, successful and not a repeat of an earlier row.
-        num_unique: (B,) int64 distinct successful solutions.
-        cost: (B, N) float64 combined objective, or None without objectives.
-        timings: seconds spent per stage (``validate``, ``sample``, ``refine``, ``polish``,
-            ``measure``, ``total``).
-    """
-
-    q: torch.Tensor
-    position_error: torch.Tensor
-    rotation_error: torch.Tensor
-    within_limits: torch.Tensor
-    success: torch.Tensor
-    in_self_collision: torch.Tensor | None
-    is_unique: torch.Tensor
-    num_unique: torch.Tensor
-    cost: torch.Tensor | None = None
-    timings: dict[str, float] = field(default_factory=dict)
 
 
 class IKDiffuserSolver:
@@ -190,101 +142,7 @@ class IKDiffuserSolver:
             self._sphere_tried = True
         return self._sphere_model
 
-    # ------------------------------------------------------------------ validation
-    def _validate(self, targets, num_solutions, target_mask, position_only, seed):
-        """Checked inputs: (targets (B, E, 4, 4) float64 with unconstrained parts sanitised, B,
-        target_mask (B, E), position_only (B, E), seed (B, n) or None); InvalidRequestError naming a problem."""
-        targets = self._as_targets(targets)
-        B = targets.shape[0]
-        self._check_sizes(B, num_solutions)
-        target_mask = self._mask(target_mask, "target_mask", True, B)
-        position_only = self._mask(position_only, "position_only", False, B)
-        empty = (~target_mask.any(-1)).nonzero().flatten().tolist()
-        if empty:
-            raise InvalidRequestError(f"targets {empty[:10]} constrain no end effector (target_mask all False)")
-        clean = self._checked_poses(targets, target_mask, target_mask & ~position_only)
-        return clean, B, target_mask, position_only, self._seed(seed, B)
-
-    def _as_targets(self, targets) -> torch.Tensor:
-        """Any (B, E, 4, 4) or (E, 4, 4) array of poses -> (B, E, 4, 4) float64 tensor."""
-        E = len(self.robot.end_effectors)
-        if not isinstance(targets, torch.Tensor):
-            try:
-                targets = torch.as_tensor(targets, dtype=torch.float64)
-            except (TypeError, ValueError, RuntimeError) as exc:
-                raise InvalidRequestError(f"targets must be a (B, {E}, 4, 4) array of poses: {exc}") from None
-        targets = targets.to(torch.float64)
-        if targets.ndim == 3:
-            targets = targets.unsqueeze(0)
-        if targets.ndim != 4 or targets.shape[1:] != (E, 4, 4) or targets.shape[0] == 0:
-            raise InvalidRequestError(
-                f"targets must have shape (B, {E}, 4, 4) (B >= 1; end effectors {self.robot.end_effectors}), "
-                f"got {tuple(targets.shape)}")
-        return targets
-
-    def _check_sizes(self, B: int, num_solutions) -> None:
-        if isinstance(num_solutions, bool) or not isinstance(num_solutions, int) or num_solutions <= 0:
-            raise InvalidRequestError(f"num_solutions must be a positive int, got {num_solutions!r}")
-        if num_solutions > self.config.max_solutions:
-            raise InvalidRequestError(
-                f"num_solutions={num_solutions} exceeds the maximum {self.config.max_solutions}")
-        if B * num_solutions > self.config.max_rows:
-            raise InvalidRequestError(
-                f"{B} targets x {num_solutions} solutions = {B * num_solutions} rows exceeds the maximum "
-                f"{self.config.max_rows} per call; split the request")
-
-    def _mask(self, m, name: str, default: bool, B: int) -> torch.Tensor:
-        """None, (E,) or (B, E) bool -> (B, E) bool CPU tensor."""
-        E = len(self.robot.end_effectors)
-        if m is None:
-            return torch.full((B, E), default, dtype=torch.bool)
-        m = torch.as_tensor(m)
-        if m.dtype != torch.bool:
-            raise InvalidRequestError(f"{name} must be a bool tensor, got {m.dtype}")
-        if m.shape == (E,):
-            m = m.expand(B, E)
-        if m.shape != (B, E):
-            raise InvalidRequestError(f"{name} must have shape ({B}, {E}) or ({E},), got {tuple(m.shape)}")
-        return m.cpu().clone()
-
-    def _checked_poses(self, targets: torch.Tensor, target_mask: torch.Tensor, rot_mask: torch.Tensor) -> torch.Tensor:
-        """Finite constrained positions, proper constrained rotations; a copy whose unconstrained parts
-        are identity / zero, so nothing non-finite reaches the network or the LM."""
-        pos = targets[..., :3, 3]
-        bad = (target_mask & ~torch.isfinite(pos).all(-1)).nonzero().tolist()
-        if bad:
-            raise InvalidRequestError(f"non-finite target position at (target, end effector) {bad[:10]}")
-        R = targets[..., :3, :3]
-        finite_R = torch.isfinite(R).flatten(-2).all(-1)
-        bad = (rot_mask & ~finite_R).nonzero().tolist()
-        if bad:
-            raise InvalidRequestError(f"non-finite target rotation at (target, end effector) {bad[:10]}")
-        Rs = torch.where(finite_R[..., None, None], R, torch.eye(3, dtype=R.dtype))
-        ortho = (Rs.transpose(-1, -2) @ Rs - torch.eye(3, dtype=R.dtype)).abs().flatten(-2).amax(-1)
-        tol = self.config.orthonormal_tol
-        bad = (rot_mask & ((ortho > tol) | ((torch.linalg.det(Rs) - 1).abs() > tol))).nonzero().tolist()
-        if bad:
-            raise InvalidRequestError(
-                f"target rotation is not a proper rotation matrix (|R^T R - I| or |det R - 1| > {tol}) at "
-                f"(target, end effector) {bad[:10]}")
-        clean = targets.clone()
-        clean[..., :3, 3] = torch.where(target_mask[..., None], torch.nan_to_num(pos), torch.zeros_like(pos))
-        clean[..., :3, :3] = torch.where(rot_mask[..., None, None], Rs, torch.eye(3, dtype=R.dtype).expand_as(R))
-        clean[..., 3, :] = torch.tensor([0.0, 0.0, 0.0, 1.0], dtype=torch.float64)
-        return clean
-
-    def _seed(self, seed, B: int) -> torch.Tensor | None:
-        """None, (n,) or (B, n) finite joint values -> (B, n) float64 or None."""
-        if seed is None:
-            return None
-        n = self.robot.n_joints
-        seed = torch.as_tensor(seed, dtype=torch.float64)
-        if seed.shape == (n,):
-            seed = seed.expand(B, n)
-        if seed.shape != (B, n) or not torch.isfinite(seed).all():
-            raise InvalidRequestError(f"seed must be finite with shape ({n},) or ({B}, {n}), got {tuple(seed.shape)}")
-        return seed
-
+    # ------------------------------------------------------------------ the batch call
     def make_cost(self, objectives, seed_rows=None, world=None, cost_fn=None):
         """``{name: weight}`` (+ ``cost_fn`` as ``user``) -> one ``cost(q (M, n)) -> (M,)`` or None;
         ``seed_rows`` (M, n) for the ``seed`` objective, ``world`` for ``collision``."""
@@ -300,100 +158,12 @@ class IKDiffuserSolver:
             joint_limit_margin=self.config.joint_limit_margin, collision_margin=self.config.collision_margin)
         return obj.combine(weights, ctx)
 
-    def _locked(self, locked) -> dict[int, float]:
-        """``{joint index or name: value}`` -> ``{index: value}`` (validated)."""
-        out: dict[int, float] = {}
-        for key, value in dict(locked or {}).items():
-            i = self.robot.index_of(key) if isinstance(key, str) else int(key)
-            if not 0 <= i < self.robot.n_joints or not math.isfinite(float(value)):
-                raise InvalidRequestError(f"locked joint {key!r}: index or value {value!r} out of range")
-            out[i] = float(value)
-        return out
-
-    def _tip_points(self, tip_points, B: int):
-        if tip_points is None:
-            return None
-        E = len(self.robot.end_effectors)
-        tp = torch.as_tensor(tip_points, dtype=torch.float64)
-        if tp.shape == (E, 3):
-            tp = tp.expand(B, E, 3)
-        if tp.shape != (B, E, 3) or not torch.isfinite(tp).all():
-            raise InvalidRequestError(f"tip_points must be finite with shape ({E}, 3) or ({B}, {E}, 3)")
-        return tp
-
-    # ------------------------------------------------------------------ solve
-    def solve(
-        self,
-        targets: torch.Tensor,
-        num_solutions: int = 32,
-        target_mask: torch.Tensor | None = None,
-        position_only: torch.Tensor | None = None,
-        objectives: Mapping[str, float] | None = None,
-        seed: torch.Tensor | None = None,
-        world=None,
-        cost_fn: Callable[[torch.Tensor], torch.Tensor] | None = None,
-        refine: bool = True,
-        sampler: str = "ddim",
-        steps: int | None = None,
-        generator: torch.Generator | None = None,
-        random_seed: int | None = None,
-        timeout: float | None = None,
-        locked: Mapping[int | str, float] | None = None,
-        tip_points: torch.Tensor | None = None,
-        self_collision: bool = True,
-    ) -> IKSolutions:
-        """Solve B IK problems, ``num_solutions`` candidates each (see the module docstring).
-
-        Args:
-            targets: (B, E, 4, 4) (or (E, 4, 4) for B = 1) float poses of the end effectors in the root frame.
-            num_solutions: N > 0 candidates per target.
-            target_mask: (B, E) or (E,) bool, True = constrained (default all True).
-            position_only: (B, E) or (E,) bool, True = position only (default all False).
-            objectives: ``{name: weight}``, names (or aliases) of :data:`objectives.OBJECTIVES`:
-                ``seed``, ``joint_limits``, ``collision``, ``manipulability``, ``user``.
-            seed: (n,) or (B, n) joint values: the ``seed`` objective, and the order of the
-                solutions when there is no objective (closest first).
-            world: :class:`~ikdiffuser_ros.collision.world.World` for the ``collision`` objective.
-            cost_fn: user cost ``q (M, n) -> (M,)``, differentiable (the ``user`` objective).
-            refine: run LM refinement (and the objective polish); False returns raw samples.
-            sampler: ``"ddim"`` or ``"ddpm"``.
-            steps: reverse diffusion steps (default :attr:`SolverConfig.steps`).
-            generator: a torch.Generator on the model device (overrides ``random_seed``).
-            random_seed: seed of the run (default 0).
-            timeout: wall-clock budget [s]; sampling stops (between reverse steps) after
-                :data:`SAMPLE_SHARE` of it, so refinement has time to turn samples into solutions;
-                refinement and polish stop when it is spent; unfinished rows report ``success=False``.
-            locked: ``{joint index or name: value}`` [rad or m]: joints held at these values (the
-                refinement does not move them).
-            tip_points: (B, E, 3) or (E, 3) position [m] of the constrained frame in each end
-                effector's frame (a TCP...): errors and tolerances are taken there. Default: origin.
-            self_collision: measure self collision with the sphere model (``in_self_collision``).
-
-        Raises:
-            InvalidRequestError: bad shapes/values/sizes, unknown objectives, ``seed`` objective without a seed.
-        """
-        t0 = time.monotonic()
-        deadline = self._deadline(timeout, t0)
-        self._check_sampler(sampler, steps)
-        batch = self.batch(targets, num_solutions, target_mask, position_only, seed, locked, tip_points)
-        cost = self.make_cost(objectives, batch.seed_rows, world, cost_fn)
-        timings = {"validate": time.monotonic() - t0}
-        measured = self.run(batch, cost, refine=refine, sampler=sampler, steps=steps, generator=generator,
-                            random_seed=random_seed, deadline=deadline, self_collision=self_collision,
-                            timings=timings, start=t0)
-        t = time.monotonic()
-        result = self._ordered(batch, measured)
-        timings["order"] = time.monotonic() - t
-        timings["total"] = time.monotonic() - t0
-        result.timings = timings
-        return result
-
     def run(self, batch: "SolveBatch", cost=None, *, refine: bool = True, sampler: str = "ddim",
             steps: int | None = None, generator: torch.Generator | None = None, random_seed: int | None = None,
             deadline: float | None = None, self_collision: bool = False, timings: dict | None = None,
             start: float | None = None, q0: torch.Tensor | None = None, bounds=None, restarts: int = 1) -> dict:
-        """The batch call behind :meth:`solve` and the pipeline, trusting its caller: ``batch`` is
-        validated, ``cost`` built (:meth:`make_cost`). Samples (or starts from ``q0`` (B*N, n)),
+        """The batch call of the pipeline, trusting its caller: ``batch`` is validated (:meth:`SolveBatch.of`),
+        ``cost`` built (:meth:`make_cost`), ``sampler`` "ddim" or "ddpm", ``steps`` None or > 0. Samples (or starts from ``q0`` (B*N, n)),
         refines within ``bounds`` ((n,) lower, upper [rad or m]; default the joint limits) and
         measures; returns (B*N,)-row tensors, target-major, unordered (see :meth:`_measure`).
 
@@ -421,32 +191,7 @@ class IKDiffuserSolver:
         timings["measure"] = time.monotonic() - t
         return measured
 
-    # ------------------------------------------------------------------ stages of solve
-    @staticmethod
-    def _deadline(timeout, t0: float) -> float | None:
-        if timeout is None:
-            return None
-        if not (isinstance(timeout, (int, float)) and math.isfinite(timeout) and timeout > 0):
-            raise InvalidRequestError(f"timeout must be a positive number of seconds, got {timeout!r}")
-        return t0 + float(timeout)
-
-    @staticmethod
-    def _check_sampler(sampler: str, steps) -> None:
-        if sampler not in ("ddim", "ddpm"):
-            raise InvalidRequestError(f"sampler must be 'ddim' or 'ddpm', got {sampler!r}")
-        if steps is not None and (isinstance(steps, bool) or not isinstance(steps, int) or steps <= 0):
-            raise InvalidRequestError(f"steps must be a positive int, got {steps!r}")
-
-    def batch(self, targets, num_solutions: int, target_mask=None, position_only=None, seed=None, locked=None,
-              tip_points=None) -> "SolveBatch":
-        """The validated :class:`SolveBatch` of :meth:`run` (arguments as :meth:`solve`'s)."""
-        T, B, target_mask, position_only, seed = self._validate(targets, num_solutions, target_mask,
-                                                                position_only, seed)
-        dev = self.device
-        return SolveBatch(T=T.to(dev), B=B, N=num_solutions, mask=target_mask.to(dev), pos_only=position_only.to(dev),
-                      seed=None if seed is None else seed.to(dev), locked=self._locked(locked),
-                      tip_points=self._tip_points(tip_points, B), n=self.robot.n_joints)
-
+    # ------------------------------------------------------------------ stages of run
     def _sample(self, batch: "SolveBatch", cost, sampler, steps, generator, random_seed, deadline, timings,
                 refined: bool) -> torch.Tensor:
         """Diffusion samples, (M, n) float64 rows (target-major), locked joints set. Unguided DDIM on CPU
@@ -538,22 +283,11 @@ class IKDiffuserSolver:
         return (torch.where(mask, res6[..., :3].norm(dim=-1), 0.0).amax(-1),
                 torch.where(rot_mask, res6[..., 3:].norm(dim=-1), 0.0).amax(-1))
 
-    def _ordered(self, batch: "SolveBatch", m: dict) -> IKSolutions:
-        """Per target: unique successes, duplicate successes, failures; each by :func:`ranking_key`."""
-        B, N, n = batch.B, batch.N, batch.n
-        succ = m["success"].view(B, N)
-        unique = unique_mask(m["q"].view(B, N, n), succ, self.config.dedup_tol, self.wrapping.to(self.device))
-        key = ranking_key(m["cost"], m["q"], batch.rows(batch.seed), m["position_error"], self.wrapping)
-        order = rank(unique, succ, key.view(B, N))
-        fields = {k: None if v is None else take_rows(v.view(B, N, *v.shape[1:]), order) for k, v in m.items()}
-        uq = take_rows(unique, order)
-        return IKSolutions(**fields, is_unique=uq, num_unique=uq.sum(-1))
-
 
 @dataclass
 class SolveBatch:
-    """One validated solve: B targets x N rows, on the model's device (build it with
-    :meth:`IKDiffuserSolver.batch`, or directly from checked tensors as the pipeline does).
+    """One validated solve: B targets x N rows (build it with :meth:`of`; the pipeline validates what
+    goes in).
 
     T (B, E, 4, 4) float64 end-effector targets, mask / pos_only (B, E) bool, seed (B, n) or None,
     locked ``{index: value}``, tip_points (B, E, 3) or None. ``rows(x)`` repeats a per-target
@@ -569,6 +303,26 @@ class SolveBatch:
     locked: dict[int, float]
     tip_points: torch.Tensor | None
     n: int
+
+    @classmethod
+    def of(cls, T, N: int, n: int, mask=None, pos_only=None, seed=None, locked: dict[int, float] | None = None,
+           tip_points=None, device: str | torch.device = "cpu") -> "SolveBatch":
+        """A batch from trusted arrays (numpy or torch): T (B, E, 4, 4) end-effector poses in the root
+        frame, mask / pos_only (B, E) bool (default: every end effector constrained, full pose), seed
+        (B, n) [rad or m] or None, locked ``{joint index: value}``, tip_points (B, E, 3) [m] or None;
+        ``N`` rows per target, ``n`` joints; tensors on ``device``."""
+        T = torch.as_tensor(T, dtype=torch.float64, device=device)
+        B, E = T.shape[:2]
+
+        def mask_of(m, default: bool) -> torch.Tensor:
+            return (torch.full((B, E), default, dtype=torch.bool, device=device) if m is None
+                    else torch.as_tensor(m, dtype=torch.bool, device=device).expand(B, E))
+
+        def float_of(x):
+            return None if x is None else torch.as_tensor(x, dtype=torch.float64, device=device)
+
+        return cls(T=T, B=B, N=int(N), mask=mask_of(mask, True), pos_only=mask_of(pos_only, False),
+                   seed=float_of(seed), locked=dict(locked or {}), tip_points=float_of(tip_points), n=n)
 
     def rows(self, x: torch.Tensor | None) -> torch.Tensor | None:
         return None if x is None else x.to(self.T.device).repeat_interleave(self.N, 0)
@@ -613,12 +367,6 @@ def rank(unique: torch.Tensor, valid: torch.Tensor, key: torch.Tensor) -> torch.
     group = torch.where(unique, 0, torch.where(valid, 1, 2)).to(torch.float64)
     order = torch.sort(key, dim=-1, stable=True).indices
     return order.gather(-1, torch.sort(group.gather(-1, order), dim=-1, stable=True).indices)
-
-
-def take_rows(x: torch.Tensor, order: torch.Tensor) -> torch.Tensor:
-    """(B, N, ...) -> rows reordered by ``order`` (B, N)."""
-    idx = order.view(*order.shape, *([1] * (x.ndim - 2))).expand_as(x)
-    return x.gather(1, idx)
 
 
 def refine_fn(model: RobotModel):

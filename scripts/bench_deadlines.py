@@ -18,12 +18,9 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from ikdiffuser_ros.collision.fcl_checker import CollisionChecker
 from ikdiffuser_ros.collision.world import Shape, World, WorldObject
 from ikdiffuser_ros.pipeline import IKPipeline
 from ikdiffuser_ros.query import IKQuery, IKTarget
-from ikdiffuser_ros.robots import load_robot
-from ikdiffuser_ros.solver import IKDiffuserSolver
 
 #: (budget [s], targets, solutions per target, avoid_collisions, scene objects)
 CASES = [(0.010, 1, 500, False, 0), (0.010, 1, 500, True, 0), (0.100, 8, 512, False, 0),
@@ -72,9 +69,7 @@ def main() -> None:
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     torch.set_num_threads(1)
-    robot = load_robot(args.robot)
-    pipeline = IKPipeline(IKDiffuserSolver.from_checkpoint(Path("models") / args.robot, robot), CollisionChecker(robot))
-    pipeline.warmup()
+    pipeline = IKPipeline.from_robot(args.robot)
     rows = [run_case(pipeline, case, args.repeats) for case in tqdm(CASES, desc="deadline cases")]
     out = dict(robot=args.robot, repeats=args.repeats, cases=rows)
     print(json.dumps(out, indent=1))

@@ -22,7 +22,7 @@ BOXES = [
                  "targets -> end effectors + tip points (frames at the seed)", CORE),
     (0.72, 0.53, "rounds x chunks (ChunkSizer: throughput x time left)\nround 0: every target; later: targets without\n"
                  "a valid solution (collision guidance)", CORE),
-    (0.72, 0.31, "chunk: IKDiffuserSolver.solve\nsample -> LM (locked columns frozen) -> polish\n"
+    (0.72, 0.31, "chunk: IKDiffuserSolver.run\nsample -> LM (locked columns frozen) -> polish\n"
                  "-> measure at the tips (the one success test)\n-> JointBounds -> FCL check_until(deadline)", CORE),
     (0.72, 0.09, "finish: pool, unique, rank (the one ordering),\nnum_solutions, status\n"
                  "SOLVED / NO_SOLUTION / TIMED_OUT / INVALID", CORE),

@@ -55,3 +55,24 @@ def random_q(robot, count: int, seed: int) -> torch.Tensor:
     lo, hi = robot.limits()
     g = torch.Generator().manual_seed(seed)
     return lo + (hi - lo) * torch.rand(count, robot.n_joints, generator=g, dtype=torch.float64)
+
+
+def solve_rows(solver, T, N: int, *, objectives=None, seed=None, world=None, cost_fn=None, target_mask=None,
+               position_only=None, locked=None, timeout=None, **run_kwargs):
+    """One :meth:`IKDiffuserSolver.run` call as the pipeline makes it (cost from the objective registry,
+    a trusted :class:`SolveBatch`), its rows reshaped per target: a namespace of ``q`` (B, N, n) and
+    ``position_error``, ``rotation_error``, ``within_limits``, ``success``, ``in_self_collision``,
+    ``cost`` (B, N) (the last two None where absent). T (B, E, 4, 4); seed (B, n) or None."""
+    import time
+    from types import SimpleNamespace
+
+    from ikdiffuser_ros.solver import SolveBatch
+
+    T = torch.as_tensor(T, dtype=torch.float64)
+    B, n = T.shape[0], solver.robot.n_joints
+    seed = None if seed is None else torch.as_tensor(seed, dtype=torch.float64).expand(B, n)
+    batch = SolveBatch.of(T, N, n, target_mask, position_only, seed, locked)
+    cost = solver.make_cost(objectives, batch.seed_rows, world, cost_fn) if objectives or cost_fn else None
+    deadline = None if timeout is None else time.monotonic() + timeout
+    rows = solver.run(batch, cost, deadline=deadline, self_collision=True, **run_kwargs)
+    return SimpleNamespace(**{k: None if v is None else v.reshape(B, N, *v.shape[1:]) for k, v in rows.items()})

@@ -68,25 +68,32 @@ def _versions() -> dict[str, str]:
     return out
 
 
+#: most solutions per target of the ikdiffuser row's protocol-2 query (it stops when it has them all)
+MANY_SOLUTIONS = 4096
+
+
 def _pipelines(args: argparse.Namespace, model, name: str, notes: list[str]) -> list:
-    """The batched pipelines asked for: the shipped model (if any) and the uniform ablation."""
+    """The batched rows asked for: the shipped model through :class:`IKPipeline` (if there is one) and the
+    uniform ablation."""
     from ikdiffuser_ros.model.checkpoint import read_card
-    from ikdiffuser_ros.solver import IKDiffuserSolver, SolverConfig
+    from ikdiffuser_ros.pipeline import IKPipeline, PipelineConfig
+    from ikdiffuser_ros.solver import SolverConfig
 
     out = []
     if "ikdiffuser" in args.solvers:
         path = args.models / name
         if (path / "card.json").is_file():
-            pipeline = PriorPipeline(IKDiffuserSolver.from_checkpoint(path, robot=model, device=args.device),
-                                     args.steps)
+            config = PipelineConfig(max_targets=max(PipelineConfig.max_targets, args.one_targets),
+                                    max_num_solutions=MANY_SOLUTIONS, steps=args.steps)
+            row = PriorPipeline(IKPipeline.from_robot(model, path, args.device, config, collision=False))
             card = read_card(path)
-            pipeline.description += (f"; model {path.name}: {card.get('architecture', {}).get('type')}, "
-                                      f"{card.get('training', {}).get('steps')} training steps")
-            out.append(pipeline)
+            row.description += (f"; model {path.name}: {card.get('architecture', {}).get('type')}, "
+                                f"{card.get('training', {}).get('steps')} training steps")
+            out.append(row)
         else:
             notes.append(f"ikdiffuser: skipped, no model in {path}")
     if "uniform+LM" in args.solvers:
-        out.append(UniformPipeline(model, SolverConfig().refine))
+        out.append(UniformPipeline(model, SolverConfig().refine, args.chunk))
     return out
 
 
@@ -115,7 +122,7 @@ def bench_robot(args: argparse.Namespace, name: str) -> dict:
     one = [one_solution_batched(p, targets_1, args.budgets, main, seed) for p in pipelines]
     one += [one_solution_peer(p, model, targets_1, args.budgets, main, seed) for p in peers_1]
     counter = SolutionCounter(model, CollisionChecker(model), table_and_box(model), args.max_checks, seed)
-    many = [many_solutions_batched(p, targets_2, args.many_budget, args.chunk, counter, seed) for p in pipelines]
+    many = [many_solutions_batched(p, targets_2, args.many_budget, counter, seed) for p in pipelines]
     many += [many_solutions_peer(p, targets_2, args.many_budget, counter, seed) for p in peers_2]
     print(f"[bench] {name}: done", file=sys.stderr)
     return {
@@ -165,7 +172,7 @@ def register(subparsers) -> None:
     p.add_argument("--main-budget-ms", type=float, default=5, help="protocol 1: budget of the tables [ms]")
     p.add_argument("--many-targets", type=int, default=10, help="protocol 2: targets")
     p.add_argument("--many-budget", type=float, default=1.0, help="protocol 2: seconds per target")
-    p.add_argument("--chunk", type=int, default=256, help="protocol 2: most rows per batch of the batched pipelines")
+    p.add_argument("--chunk", type=int, default=256, help="protocol 2: most rows per batch of the uniform+LM ablation")
     p.add_argument("--max-checks", type=int, default=500, help="protocol 2: FCL checks per target and solver")
     p.add_argument("--steps", type=int, default=None, help="sampler steps (default: the solver's)")
     p.add_argument("--seed", type=int, default=DEFAULT_SEED)

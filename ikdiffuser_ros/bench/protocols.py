@@ -32,7 +32,6 @@ import numpy as np
 import torch
 
 from ikdiffuser_ros.bench.peers import restart_until
-from ikdiffuser_ros.bench.pipelines import solve_many, solve_with_restarts
 from ikdiffuser_ros.collision.world import Shape, World, WorldObject, translation
 from ikdiffuser_ros.kinematics.joint_kinds import joint_kinds
 from ikdiffuser_ros.kinematics.robot_model import RobotModel
@@ -141,22 +140,22 @@ def one_solution_peer(peer, model: RobotModel, targets: torch.Tensor, budgets: l
 
 def one_solution_batched(pipeline, targets: torch.Tensor, budgets: list[float], main: int,
                          seed: int) -> OneSolution:
-    """Protocol 1 for a batched pipeline: one run per budget, the batch gets ``B * budget``; then one
-    start per target without a time limit (issue 7's "1000 targets x 1 sample + LM")."""
+    """Protocol 1 for a batched row (:mod:`ikdiffuser_ros.bench.pipelines`): one run per budget, the batch
+    gets ``B * budget``; then one start per target without a time limit ("1000 targets x 1 sample + LM")."""
     model, B = pipeline.model, targets.shape[0]
     result = OneSolution(pipeline.name, list(budgets), [], [])
-    pipeline.solve(targets[:2], 2, time.monotonic() + 1.0, seed)  # warm-up
+    pipeline.first_solutions(targets[:2], 1.0, seed)  # warm-up
     for k, b in enumerate(budgets):
         start = time.perf_counter()
-        q = solve_with_restarts(pipeline, targets, b * B, seed + k)
+        q = pipeline.first_solutions(targets, b * B, seed + k)
         result.time_per_target.append((time.perf_counter() - start) / B)
         result.success.append(float(verified(model, q, targets).double().mean()))
         if k == main:
             _answer_errors(result, model, q, targets)
     start = time.perf_counter()
-    q, _ = pipeline.solve(targets, 1, None, seed + len(budgets))
+    q = pipeline.one_start(targets, seed + len(budgets))
     result.single_time_per_target = (time.perf_counter() - start) / B
-    result.single_success = float(verified(model, q[:, 0], targets).double().mean())
+    result.single_success = float(verified(model, q, targets).double().mean())
     return result
 
 
@@ -246,12 +245,12 @@ def many_solutions_peer(peer, targets: torch.Tensor, budget: float, counter: Sol
     return result
 
 
-def many_solutions_batched(pipeline, targets: torch.Tensor, budget: float, chunk: int, counter: SolutionCounter,
+def many_solutions_batched(pipeline, targets: torch.Tensor, budget: float, counter: SolutionCounter,
                            seed: int) -> ManySolutions:
-    """Protocol 2 for a batched pipeline: batches of up to ``chunk`` rows for ``budget`` seconds per target."""
+    """Protocol 2 for a batched row: every solution it finds in ``budget`` seconds per target."""
     result = ManySolutions(pipeline.name)
     for i, T in enumerate(targets):
         start = time.perf_counter()
-        answers = solve_many(pipeline, T, budget, chunk, seed + 1000 * i)
+        answers = pipeline.all_solutions(T, budget, seed + 1000 * i)
         counter.add(result, answers, T, time.perf_counter() - start)
     return result

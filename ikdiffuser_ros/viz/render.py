@@ -429,38 +429,30 @@ def random_reachable_target(model, seed: int = 0, collision_free: bool = True,
 def _main(args) -> int:
     import sys
 
-    from ikdiffuser_ros.robots import load_robot
+    from ikdiffuser_ros.pipeline import IKPipeline, PipelineConfig
+    from ikdiffuser_ros.query import IKQuery, IKTarget
 
-    try:
-        from ikdiffuser_ros.solver import IKDiffuserSolver
-    except ImportError as exc:
-        print(f"ikdiffuser render: the solver is not available ({exc})", file=sys.stderr)
-        return 2
-    model = load_robot(args.robot)
+    config = PipelineConfig(max_num_solutions=max(args.num_solutions, PipelineConfig.max_num_solutions))
+    pipeline = IKPipeline.from_robot(args.robot, args.checkpoint, args.device, config,
+                                     collision=not args.no_collision_check, warmup=False)
+    model = pipeline.robot
     _, targets = random_reachable_target(model, args.seed)
-    solver = IKDiffuserSolver.from_checkpoint(args.checkpoint, robot=model, device=args.device)
-    result = solver.solve(targets[None], num_solutions=args.num_solutions, random_seed=args.seed)
-    q = torch.as_tensor(result.q)[0].cpu()
-    success = torch.as_tensor(result.success)[0].bool().cpu()
-    pos = torch.as_tensor(result.position_error)[0].cpu()[success]
-    rot = torch.as_tensor(result.rotation_error)[0].cpu()[success]
-    n_ok = int(success.sum())
-    if args.all:
-        drawn, failed = q, ~success
-    else:
-        drawn, failed = q[success], None
+    query = IKQuery([IKTarget(list(model.end_effectors), list(targets.numpy()))], num_solutions=args.num_solutions,
+                    max_rounds=1, random_seed=args.seed, keep_invalid=args.all,
+                    report_collisions=not args.no_collision_check)
+    [answer] = pipeline.answer(query).targets
+    q, valid = torch.as_tensor(answer.q), torch.as_tensor(answer.valid)
+    n_ok = int(valid.sum())
+    drawn, failed = (q, ~valid) if args.all else (q[valid], None)
     if len(drawn) == 0:
-        print("ikdiffuser render: no successful solution to draw (try --all)", file=sys.stderr)
+        print("ikdiffuser render: no valid solution to draw (try --all)", file=sys.stderr)
         return 1
-    subtitle = f"{n_ok}/{args.num_solutions} successful"
+    subtitle = f"{n_ok} valid of {len(q)} drawn"
     if n_ok:
-        subtitle += (f", median error {1000 * float(pos.median()):.3g} mm / {math.degrees(float(rot.median())):.3g}°"
-                     f", {int(torch.as_tensor(result.num_unique)[0])} distinct")
+        pos, rot = answer.position_error[answer.valid], answer.rotation_error[answer.valid]
+        subtitle += f", median error {1000 * float(np.median(pos)):.3g} mm / {math.degrees(float(np.median(rot))):.3g}°"
     if not args.no_collision_check:
-        from ikdiffuser_ros.collision.fcl_checker import CollisionChecker
-
-        colliding = int(CollisionChecker(model).check(drawn).self_collision.sum())
-        subtitle += f"; {colliding} of {len(drawn)} drawn in self collision (FCL)"
+        subtitle += f"; {int(answer.in_collision.sum())} of them in self collision (FCL)"
     out = args.out or f"docs/img/{args.robot}_solutions.png"
     render_solutions(model, drawn, targets, out, title=f"{args.robot}: IK solutions for one target pose",
                      failed=failed, view=(args.elev, args.azim), subtitle=subtitle)

@@ -137,6 +137,8 @@ def test_errors_of_targets_and_queries(baxter_pipeline):
         "quaternion": (IKTarget(["left_gripper"], [[0, 0, 0, 0, 0, 0, 0]]), InvalidGoalError),
         "nan": (IKTarget(["left_gripper"], [[math.nan, 0, 0, 0, 0, 0, 1]]), InvalidGoalError),
         "not a pose": (IKTarget(["left_gripper"], ["up there"]), InvalidGoalError),
+        "scaled rotation": (IKTarget(["left_gripper"], [np.diag([1.1, 1.1, 1.1, 1.0]) @ T]), InvalidGoalError),
+        "reflection": (IKTarget(["left_gripper"], [np.diag([1.0, 1.0, -1.0, 1.0]) @ T]), InvalidGoalError),
     }
     answer = pl.answer(IKQuery([good] + [t for t, _ in bad.values()], num_solutions=4, timeout=5.0))
     assert answer.targets[0].status is Status.SOLVED, "one bad target does not spoil the others"

@@ -12,7 +12,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from solvertools import random_q
+from solvertools import random_q, solve_rows
 
 from ikdiffuser_ros.collision.spheres import SphereModel
 from ikdiffuser_ros.collision.world import Shape, World, WorldObject
@@ -155,7 +155,7 @@ def case(panda):
 
 @pytest.fixture(scope="module")
 def baseline(panda_solver, case):
-    return panda_solver.solve(case[1], N, steps=8, random_seed=0)
+    return solve_rows(panda_solver, case[1], N, steps=8, random_seed=0)
 
 
 def _succ_mean(x, r):
@@ -164,7 +164,7 @@ def _succ_mean(x, r):
 
 def test_seed_objective_halves_the_distance_to_the_seed(panda_solver, case, baseline):
     q_true, T = case
-    r = panda_solver.solve(T, N, objectives={"seed": 1.0}, seed=q_true, steps=8, random_seed=0)
+    r = solve_rows(panda_solver, T, N, objectives={"seed": 1.0}, seed=q_true, steps=8, random_seed=0)
     dist = lambda res: (res.q - q_true[:, None]).pow(2).sum(-1).sqrt()  # noqa: E731
     assert _succ_mean(dist(r), r) < 0.5 * _succ_mean(dist(baseline), baseline)
     assert r.success.double().mean() >= baseline.success.double().mean() - 0.02
@@ -172,7 +172,7 @@ def test_seed_objective_halves_the_distance_to_the_seed(panda_solver, case, base
 
 
 def test_joint_limit_objective_increases_the_distance_to_limits(panda, panda_solver, case, baseline):
-    r = panda_solver.solve(case[1], N, objectives={"joint_limits": 1.0}, steps=8, random_seed=0)
+    r = solve_rows(panda_solver, case[1], N, objectives={"joint_limits": 1.0}, steps=8, random_seed=0)
     d = lambda res: min_limit_distance(panda, res.q.reshape(-1, 7)).view(B, N)  # noqa: E731
     assert _succ_mean(d(r), r) > _succ_mean(d(baseline), baseline) + 0.02
     assert r.success.double().mean() >= baseline.success.double().mean() - 0.05
@@ -187,8 +187,8 @@ def test_collision_objective_keeps_away_from_a_world_box(panda, panda_solver):
     q_all = random_q(panda, 200, seed=8)
     q_true = q_all[sm.world_distance(q_all, world) > 0.05][:B]
     T = panda.fk(q_true)
-    base = panda_solver.solve(T, N, steps=8, random_seed=0)
-    r = panda_solver.solve(T, N, objectives={"collision": 1.0}, world=world, steps=8, random_seed=0)
+    base = solve_rows(panda_solver, T, N, steps=8, random_seed=0)
+    r = solve_rows(panda_solver, T, N, objectives={"collision": 1.0}, world=world, steps=8, random_seed=0)
     dist = lambda res: sm.world_distance(res.q.reshape(-1, 7), world).view(B, N)  # noqa: E731
     hit = lambda res: (dist(res) < 0)[res.success].double().mean().item()  # noqa: E731
     assert hit(base) > 0.05  # the crate is in the way of the unguided solutions
@@ -202,13 +202,13 @@ def test_collision_objective_keeps_away_from_a_world_box(panda, panda_solver):
 
 
 def test_manipulability_objective_increases_manipulability(panda, panda_solver, case, baseline):
-    r = panda_solver.solve(case[1], N, objectives={"manipulability": 1.0}, steps=8, random_seed=0)
+    r = solve_rows(panda_solver, case[1], N, objectives={"manipulability": 1.0}, steps=8, random_seed=0)
     w = lambda res: obj.manipulability_index(panda, res.q.reshape(-1, 7)).view(B, N)  # noqa: E731
     assert _succ_mean(w(r), r) > 1.1 * _succ_mean(w(baseline), baseline)
 
 
 def test_user_cost_pulls_joint_0_down(panda_solver, case, baseline):
-    r = panda_solver.solve(case[1], N, cost_fn=lambda q: q[:, 0], steps=8, random_seed=0)
+    r = solve_rows(panda_solver, case[1], N, cost_fn=lambda q: q[:, 0], steps=8, random_seed=0)
     assert _succ_mean(r.q[..., 0], r) < _succ_mean(baseline.q[..., 0], baseline) - 0.2
     assert r.success.double().mean() >= baseline.success.double().mean() - 0.05
 
