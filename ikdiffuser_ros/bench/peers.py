@@ -36,6 +36,7 @@ from typing import Protocol
 import numpy as np
 import torch
 
+from ikdiffuser_ros.kinematics import joint_names as jn
 from ikdiffuser_ros.kinematics.robot_model import RobotModel
 from ikdiffuser_ros.kinematics.urdf import JointSpec
 
@@ -65,18 +66,17 @@ def _planar_expansion(model: RobotModel) -> list[ET.Element]:
         return []
     if vj.type != "planar":
         raise ValueError(f"{model.name}: peers support a planar virtual joint only, not {vj.type!r}")
-    x_link, y_link = f"{vj.name}_x_link", f"{vj.name}_y_link"
-    elements = [ET.Element("link", name=name) for name in (vj.parent_frame, x_link, y_link)]
-    for suffix, jtype, parent, child, axis in (("x", "prismatic", vj.parent_frame, x_link, "1 0 0"),
-                                               ("y", "prismatic", x_link, y_link, "0 1 0"),
-                                               ("theta", "continuous", y_link, vj.child_link, "0 0 1")):
-        joint = ET.Element("joint", name=f"{vj.name}_{suffix}", type=jtype)
+    variables = [jn.variable_name(vj.name, v.suffix) for v in jn.PLANAR]
+    between = [f"{jn.flat_name(var)}_link" for var in variables[:-1]]  # links between the new joints
+    elements = [ET.Element("link", name=name) for name in [vj.parent_frame] + between]
+    for var, axis, parent, child in zip(variables, jn.PLANAR, [vj.parent_frame] + between, between + [vj.child_link]):
+        joint = ET.Element("joint", name=jn.flat_name(var), type="prismatic" if axis.prismatic else "continuous")
         ET.SubElement(joint, "parent", link=parent)
         ET.SubElement(joint, "child", link=child)
-        ET.SubElement(joint, "axis", xyz=axis)
-        lo, hi = (float(model.lower[model.index_of(f"{vj.name}/{suffix}")]),
-                  float(model.upper[model.index_of(f"{vj.name}/{suffix}")]))
-        ET.SubElement(joint, "limit", lower=repr(lo), upper=repr(hi), effort="100", velocity="1")
+        ET.SubElement(joint, "axis", xyz=" ".join("1" if a == axis.axis else "0" for a in "xyz"))
+        k = model.index_of(var)
+        ET.SubElement(joint, "limit", lower=repr(float(model.lower[k])), upper=repr(float(model.upper[k])),
+                      effort="100", velocity="1")
         elements.append(joint)
     return elements
 
@@ -104,10 +104,11 @@ def kinematic_urdf(model: RobotModel, urdf_xml: str) -> str:
 
 
 def peer_model(model: RobotModel, urdf_xml: str) -> RobotModel:
-    """Our :class:`RobotModel` of the kinematic URDF; same joint order as ``model`` ('/' -> '_')."""
+    """Our :class:`RobotModel` of the kinematic URDF; same joint order as ``model`` (multi-DOF variables
+    named by :func:`~ikdiffuser_ros.kinematics.joint_names.flat_name`)."""
     kin = RobotModel.from_urdf(kinematic_urdf(model, urdf_xml), None, model.end_effectors,
                                name=model.name, locked_joints=model.locked_joints)
-    expected = [n.replace("/", "_") for n in model.joint_names]
+    expected = [jn.flat_name(n) for n in model.joint_names]
     if kin.joint_names != expected:
         raise ValueError(f"{model.name}: kinematic URDF joint order {kin.joint_names} != {expected}")
     return kin

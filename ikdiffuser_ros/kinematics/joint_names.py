@@ -70,6 +70,14 @@ def joint_of(name: str) -> str:
     return split(name)[0]
 
 
+def flat_name(name: str) -> str:
+    """The single-DOF joint that stands for variable ``name`` where a multi-DOF joint is written out as a
+    chain of single-DOF joints (the bench peers' kinematic URDF): ``base/x`` -> ``base_x``; a single-DOF
+    joint's variable keeps its name."""
+    joint, axis = split(name)
+    return name if axis is None else f"{joint}_{axis.suffix}"
+
+
 def variables_of(joint: str, names: Iterable[str]) -> list[str]:
     """The variables among ``names`` that belong to ``joint`` (itself, or its ``<joint>/<suffix>`` ones), in order."""
     return [n for n in names if n == joint or joint_of(n) == joint]

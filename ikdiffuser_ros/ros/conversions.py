@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -25,11 +26,22 @@ from sensor_msgs.msg import JointState, MultiDOFJointState
 from ikdiffuser_ros.collision.world import Shape, WorldObject, mesh_obb, validated_shape
 from ikdiffuser_ros.errors import InvalidRequestError, InvalidRobotStateError
 from ikdiffuser_ros.kinematics.frames import pose_matrix
+from ikdiffuser_ros.kinematics.joint_names import axis_of, split
 from ikdiffuser_ros.kinematics.transforms import euler_zyx_to_matrix, matrix_to_euler_zyx, matrix_to_quat
+
+if TYPE_CHECKING:  # message types used in annotations only (moveit_msgs is optional at run time)
+    from builtin_interfaces.msg import Duration
+    from moveit_msgs.msg import CollisionObject
+    from shape_msgs.msg import Mesh, SolidPrimitive
+
+    from ikdiffuser_ros.kinematics.robot_model import RobotModel
+
+#: Axis letters in coordinate order: a translation along ``"y"`` is ``T[1, 3]``.
+_AXES = "xyz"
 
 
 # ---------------------------------------------------------------------- scalars
-def duration_to_seconds(duration) -> float:
+def duration_to_seconds(duration: Duration) -> float:
     """builtin_interfaces/Duration -> seconds (``sec`` may be negative; ``nanosec`` is added)."""
     return float(duration.sec) + float(duration.nanosec) * 1e-9
 
@@ -56,18 +68,18 @@ def budget_window(budget: float, cap: float, start: float | None, received: floa
 
 
 # ---------------------------------------------------------------------- poses
-def pose_values(pose) -> np.ndarray:
+def pose_values(pose: Pose) -> np.ndarray:
     """geometry_msgs/Pose -> (7,) ``(x, y, z, qx, qy, qz, qw)`` as sent (not validated)."""
     p, o = pose.position, pose.orientation
     return np.array([p.x, p.y, p.z, o.x, o.y, o.z, o.w], dtype=np.float64)
 
 
-def pose_to_matrix(pose, what: str = "pose") -> np.ndarray:
+def pose_to_matrix(pose: Pose, what: str = "pose") -> np.ndarray:
     """geometry_msgs/Pose -> validated (4, 4) float64 (InvalidGoalError on NaN or a bad quaternion)."""
     return pose_matrix(pose_values(pose), what)
 
 
-def transform_to_matrix(transform, what: str = "transform") -> np.ndarray:
+def transform_to_matrix(transform: Transform, what: str = "transform") -> np.ndarray:
     """geometry_msgs/Transform -> validated (4, 4)."""
     t, r = transform.translation, transform.rotation
     return pose_matrix(np.array([t.x, t.y, t.z, r.x, r.y, r.z, r.w], dtype=np.float64), what)
@@ -79,7 +91,7 @@ def matrix_to_quaternion(R: np.ndarray) -> tuple[float, float, float, float]:
     return float(q[0]), float(q[1]), float(q[2]), float(q[3])
 
 
-def matrix_to_pose(T: np.ndarray):
+def matrix_to_pose(T: np.ndarray) -> Pose:
     """(4, 4) -> geometry_msgs/Pose."""
     pose = Pose()
     pose.position.x, pose.position.y, pose.position.z = (float(v) for v in T[:3, 3])
@@ -97,7 +109,7 @@ class JointStateLayout:
     also carries. Multi-DOF variables (``base/x``...) are active variables too.
     """
 
-    def __init__(self, robot) -> None:
+    def __init__(self, robot: RobotModel) -> None:
         self.robot = robot
         self.active = list(robot.joint_names)
         self.index = {n: i for i, n in enumerate(self.active)}
@@ -108,18 +120,18 @@ class JointStateLayout:
             if joint.mimic is not None:
                 continue
             self.passive[joint.name] = robot.passive_value(joint)
-        # multi-DOF joints: name -> (type, [variable names])
+        # multi-DOF joints: joint name -> its variables' names (kinematics/joint_names.py)
         self.multi_dof: dict[str, list[str]] = {}
         for name in self.active:
-            if "/" in name:
-                joint, _, _suffix = name.rpartition("/")
+            joint, axis = split(name)
+            if axis is not None:
                 self.multi_dof.setdefault(joint, []).append(name)
         self.default = robot.default_positions().numpy().astype(np.float64)
 
     def known(self, name: str) -> bool:
         return name in self.index or name in self.passive
 
-    def from_joint_state(self, msg, base: np.ndarray | None = None, what: str = "seed state"
+    def from_joint_state(self, msg: JointState, base: np.ndarray | None = None, what: str = "seed state"
                          ) -> tuple[np.ndarray, dict[str, float], list[str]]:
         """sensor_msgs/JointState -> ((n,) active values, {passive name: value}, names given).
 
@@ -148,7 +160,7 @@ class JointStateLayout:
                 passive[name] = float(value)
         return q, passive, names
 
-    def from_multi_dof(self, msg, q: np.ndarray, what: str = "robot state") -> np.ndarray:
+    def from_multi_dof(self, msg: MultiDOFJointState, q: np.ndarray, what: str = "robot state") -> np.ndarray:
         """Apply sensor_msgs/MultiDOFJointState planar/floating joints onto ``q`` (in place, returned)."""
         if len(msg.joint_names) != len(msg.transforms):
             raise InvalidRobotStateError(f"{what}: multi-DOF names/transforms mismatch")
@@ -157,17 +169,19 @@ class JointStateLayout:
                 raise InvalidRobotStateError(f"{what}: unknown multi-DOF joint {name!r}")
             T = transform_to_matrix(tf, f"{what}: {name}")
             yaw, pitch, roll = (float(a) for a in matrix_to_euler_zyx(torch.from_numpy(T[:3, :3])))
-            values = {"x": T[0, 3], "y": T[1, 3], "z": T[2, 3], "theta": yaw, "yaw": yaw, "pitch": pitch, "roll": roll}
+            angle = {"z": yaw, "y": pitch, "x": roll}  # the angle about each axis, Rz(yaw) Ry(pitch) Rx(roll)
             for var in self.multi_dof[name]:
-                q[self.index[var]] = values[var.rpartition("/")[2]]
+                axis = axis_of(var)
+                q[self.index[var]] = T[_AXES.index(axis.axis), 3] if axis.prismatic else angle[axis.axis]
         return q
 
-    def to_joint_state(self, q: np.ndarray, passive: dict[str, float] | None = None):
+    def to_joint_state(self, q: np.ndarray, passive: dict[str, float] | None = None
+                       ) -> tuple[JointState, MultiDOFJointState]:
         """(n,) active values (+ passive values) -> (sensor_msgs/JointState, sensor_msgs/MultiDOFJointState)."""
         js = JointState()
         names, values = [], []
         for name, i in self.index.items():
-            if "/" not in name:
+            if axis_of(name) is None:
                 names.append(name)
                 values.append(float(q[i]))
         for name, default in self.passive.items():
@@ -176,16 +190,22 @@ class JointStateLayout:
         js.name, js.position = names, values
         mdof = MultiDOFJointState()
         for joint, variables in self.multi_dof.items():
-            v = {var.rpartition("/")[2]: float(q[self.index[var]]) for var in variables}
-            yaw = v.get("theta", v.get("yaw", 0.0))
-            pitch, roll = v.get("pitch", 0.0), v.get("roll", 0.0)
-            R = euler_zyx_to_matrix(*(torch.tensor(a, dtype=torch.float64) for a in (yaw, pitch, roll))).numpy()
-            tf = Transform()
-            tf.translation.x, tf.translation.y, tf.translation.z = v.get("x", 0.0), v.get("y", 0.0), v.get("z", 0.0)
-            tf.rotation.x, tf.rotation.y, tf.rotation.z, tf.rotation.w = matrix_to_quaternion(R)
             mdof.joint_names.append(joint)
-            mdof.transforms.append(tf)
+            mdof.transforms.append(self._joint_transform(q, variables))
         return js, mdof
+
+    def _joint_transform(self, q: np.ndarray, variables: list[str]) -> Transform:
+        """geometry_msgs/Transform of a multi-DOF joint from its ``variables``' values in ``q``
+        (a variable it does not have is 0)."""
+        shift, angle = {a: 0.0 for a in _AXES}, {a: 0.0 for a in _AXES}
+        for var in variables:
+            axis = axis_of(var)
+            (shift if axis.prismatic else angle)[axis.axis] = float(q[self.index[var]])
+        R = euler_zyx_to_matrix(*(torch.tensor(angle[a], dtype=torch.float64) for a in "zyx")).numpy()
+        tf = Transform()
+        tf.translation.x, tf.translation.y, tf.translation.z = shift["x"], shift["y"], shift["z"]
+        tf.rotation.x, tf.rotation.y, tf.rotation.z, tf.rotation.w = matrix_to_quaternion(R)
+        return tf
 
 
 # ---------------------------------------------------------------------- collision objects
@@ -193,7 +213,7 @@ _PRIMITIVE_KINDS = {1: "box", 2: "sphere", 3: "cylinder", 4: "cone"}
 _PRIMITIVE_DIMS = {"box": 3, "sphere": 1, "cylinder": 2, "cone": 2}
 
 
-def solid_primitive_to_shape(prim, T_root_shape: np.ndarray, what: str = "primitive") -> Shape:
+def solid_primitive_to_shape(prim: SolidPrimitive, T_root_shape: np.ndarray, what: str = "primitive") -> Shape:
     """shape_msgs/SolidPrimitive + its pose -> :class:`Shape` (box, sphere, cylinder, cone)."""
     kind = _PRIMITIVE_KINDS.get(int(prim.type))
     if kind is None:
@@ -219,7 +239,8 @@ class SceneLimits:
     max_mesh_triangles: int = 100_000
 
 
-def mesh_to_shape(mesh, T_root_shape: np.ndarray, what: str = "mesh", max_triangles: int | None = None) -> Shape:
+def mesh_to_shape(mesh: Mesh, T_root_shape: np.ndarray, what: str = "mesh",
+                  max_triangles: int | None = None) -> Shape:
     """shape_msgs/Mesh -> mesh :class:`Shape`; with more than ``max_triangles`` triangles, a box
     :class:`Shape`: the mesh's oriented bounding box (contains it, so collision checks stay conservative)."""
     vertices = np.array([(p.x, p.y, p.z) for p in mesh.vertices], dtype=np.float64).reshape(-1, 3)
@@ -235,7 +256,7 @@ def mesh_to_shape(mesh, T_root_shape: np.ndarray, what: str = "mesh", max_triang
         raise InvalidRequestError(f"{what}: {exc}") from None
 
 
-def collision_object_shapes(msg, T_frame: np.ndarray, limits: SceneLimits = SceneLimits(),
+def collision_object_shapes(msg: CollisionObject, T_frame: np.ndarray, limits: SceneLimits = SceneLimits(),
                             notes: list[str] | None = None) -> list[Shape]:
     """moveit_msgs/CollisionObject geometry -> validated shapes posed by ``T_frame @ pose @ shape_pose``.
 
@@ -278,7 +299,7 @@ def validated_shapes(shapes: list[Shape], limits: SceneLimits, what: str) -> lis
     return out
 
 
-def scene_pose_to_matrix(pose, what: str = "pose") -> np.ndarray:
+def scene_pose_to_matrix(pose: Pose, what: str = "pose") -> np.ndarray:
     """Like :func:`pose_to_matrix`, but an all-zero quaternion (an unset field) means identity,
     as MoveIt's planning scene treats it (\"Empty quaternion found in pose message\")."""
     o = pose.orientation
@@ -291,7 +312,7 @@ def scene_pose_to_matrix(pose, what: str = "pose") -> np.ndarray:
     return pose_to_matrix(pose, what)
 
 
-def world_object(msg, T_frame: np.ndarray) -> WorldObject:
+def world_object(msg: CollisionObject, T_frame: np.ndarray) -> WorldObject:
     """moveit_msgs/CollisionObject (ADD) -> :class:`WorldObject` in the frame of ``T_frame``."""
     return WorldObject(msg.id, collision_object_shapes(msg, T_frame))
 

@@ -15,8 +15,6 @@ from ikdiffuser_ros.kinematics.joint_kinds import joint_kinds
 from ikdiffuser_ros.kinematics.robot_model import RobotModel
 
 PACKAGE = Path(__file__).resolve().parents[2] / "ikdiffuser_ros"
-#: Modules that still parse the names themselves (their owners switch them to joint_names); no new ones.
-NOT_YET_SWITCHED = {"ros/conversions.py", "bench/peers.py"}
 #: String handling of the naming: axis suffix literals, ``startswith(joint + "/")``, splitting at or replacing "/".
 NAME_PARSING = re.compile(r'"(theta|yaw|pitch|roll)"|/\{suffix\}|_SUFFIXES\b|\+ "/"\)|rpartition\("/"\)'
                           r'|rsplit\("/"|replace\("/"|"/" (not )?in ')
@@ -53,6 +51,12 @@ def test_translations_are_prismatic_and_full_turn_angles_wrap():
                      "yaw": (False, True), "pitch": (False, False), "roll": (False, True)}
 
 
+@pytest.mark.parametrize("name, flat", [("base/x", "base_x"), ("base/theta", "base_theta"), ("fl/yaw", "fl_yaw"),
+                                        ("left_s0", "left_s0"), ("ns/elbow", "ns/elbow")])
+def test_flat_name_of_a_variable(name, flat):
+    assert jn.flat_name(name) == flat
+
+
 def test_variables_of_a_joint():
     names = ["base/x", "base/y", "base/theta", "j1", "j1b", "ns/j2"]
     assert jn.variables_of("base", names) == ["base/x", "base/y", "base/theta"]
@@ -87,7 +91,7 @@ def test_no_other_module_parses_the_names():
     offenders = []
     for path in sorted(PACKAGE.rglob("*.py")):
         rel = path.relative_to(PACKAGE).as_posix()
-        if rel in NOT_YET_SWITCHED or rel == "kinematics/joint_names.py":
+        if rel == "kinematics/joint_names.py":
             continue
         offenders += [f"{rel}:{i}: {line.strip()}" for i, line in enumerate(path.read_text().splitlines(), 1)
                       if NAME_PARSING.search(line)]

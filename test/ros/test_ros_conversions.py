@@ -15,7 +15,7 @@ from sensor_msgs.msg import JointState  # noqa: E402
 
 from ikdiffuser_ros.errors import IKDiffuserError, InvalidRequestError  # noqa: E402
 from ikdiffuser_ros.ros.conversions import (  # noqa: E402
-    JointStateLayout, duration_to_seconds, matrix_to_pose, pose_to_matrix,
+    JointStateLayout, duration_to_seconds, matrix_to_pose, pose_to_matrix, transform_to_matrix,
 )
 from ikdiffuser_ros.ros.error_codes import ErrorCode, error_code  # noqa: E402
 from ikdiffuser_ros.ros.params import NodeConfig, parse_groups, validate, validate_all  # noqa: E402
@@ -76,6 +76,33 @@ def test_joint_state_layout(baxter):
         assert error_code(info.value) == code
     js_out, _ = layout.to_joint_state(q, passive)
     assert set(baxter.joint_names) <= set(js_out.name) and "head_pan" in js_out.name
+
+
+FLOATING_URDF = """<robot name="f"><link name="w"/><link name="body"/><link name="tip"/>
+  <joint name="fl" type="floating"><parent link="w"/><child link="body"/></joint>
+  <joint name="j1" type="revolute"><parent link="body"/><child link="tip"/><axis xyz="0 0 1"/>
+    <limit lower="-1" upper="1" effort="1" velocity="1"/></joint></robot>"""
+
+
+def test_multi_dof_joints_round_trip_through_their_transforms():
+    """A floating joint's six variables -> one MultiDOFJointState transform (translation, then
+    Rz(yaw) Ry(pitch) Rx(roll)) -> the same values; single-DOF joints go in the JointState."""
+    import torch
+
+    from ikdiffuser_ros.kinematics.robot_model import RobotModel
+    from ikdiffuser_ros.kinematics.transforms import euler_zyx_to_matrix
+
+    model = RobotModel.from_urdf(FLOATING_URDF, end_effectors=["tip"])
+    layout = JointStateLayout(model)
+    assert layout.multi_dof == {"fl": ["fl/x", "fl/y", "fl/z", "fl/yaw", "fl/pitch", "fl/roll"]}
+    q = np.array([0.1, -0.2, 0.3, 2.5, -0.4, -3.0, 0.5])
+    js, mdof = layout.to_joint_state(q)
+    assert list(js.name) == ["j1"] and list(mdof.joint_names) == ["fl"]
+    T = transform_to_matrix(mdof.transforms[0])
+    assert np.allclose(T[:3, 3], q[:3])
+    R = euler_zyx_to_matrix(*(torch.tensor(a, dtype=torch.float64) for a in q[3:6])).numpy()
+    assert np.allclose(T[:3, :3], R)
+    assert np.allclose(layout.from_multi_dof(mdof, layout.default.copy())[:6], q[:6])
 
 
 def test_duration():
