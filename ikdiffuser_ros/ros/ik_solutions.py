@@ -17,6 +17,8 @@ Message semantics (the meaning of the query is the core's):
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -27,8 +29,15 @@ from ikdiffuser_ros.ros.conversions import JointStateLayout, budget_window, dura
 from ikdiffuser_ros.ros.error_codes import ErrorCode, status_code
 from ikdiffuser_ros.ros.params import NodeConfig
 
+if TYPE_CHECKING:
+    from builtin_interfaces.msg import Duration
 
-def timeout_of(duration, default: float, cap: float) -> float:
+    from ikdiffuser_ros.collision.world import World
+    from ikdiffuser_ros.msg import IKTarget as IKTargetMsg
+    from ikdiffuser_ros.srv import GetIKSolutions
+
+
+def timeout_of(duration: Duration, default: float, cap: float) -> float:
     """builtin_interfaces/Duration -> budget [s]: 0 = ``default``, capped at ``cap``; negative: InvalidRequestError."""
     timeout = duration_to_seconds(duration)
     if timeout < 0 or not math.isfinite(timeout):
@@ -36,7 +45,7 @@ def timeout_of(duration, default: float, cap: float) -> float:
     return min(timeout or default, cap)
 
 
-def objectives_of(names, weights, cfg: NodeConfig) -> dict[str, float]:
+def objectives_of(names: Iterable[str], weights: Iterable[float], cfg: NodeConfig) -> dict[str, float]:
     """Request objective lists over the node's default weights -> ``{name or alias: weight}``."""
     names, weights = list(names), list(weights)
     if len(names) != len(weights):
@@ -46,14 +55,14 @@ def objectives_of(names, weights, cfg: NodeConfig) -> dict[str, float]:
     return out
 
 
-def target_of(msg) -> IKTarget:
+def target_of(msg: IKTargetMsg) -> IKTarget:
     """ikdiffuser_ros/IKTarget -> :class:`IKTarget` (the core validates it)."""
     return IKTarget(links=list(msg.link_names), poses=[pose_values(p.pose) for p in msg.poses],
                     frames=[p.header.frame_id for p in msg.poses], position_only=[bool(v) for v in msg.position_only])
 
 
-def query_of(request, layout: JointStateLayout, cfg: NodeConfig, world, start: float | None = None,
-             received: float | None = None) -> IKQuery:
+def query_of(request: GetIKSolutions.Request, layout: JointStateLayout, cfg: NodeConfig, world: World | None,
+             start: float | None = None, received: float | None = None) -> IKQuery:
     """A GetIKSolutions request -> :class:`IKQuery` (raises the core's errors on bad fields); ``start``:
     when its solve started, ``received``: when it arrived (``time.monotonic()``; :func:`budget_window`)."""
     seed_weight = float(request.seed_weight)
@@ -76,7 +85,7 @@ def query_of(request, layout: JointStateLayout, cfg: NodeConfig, world, start: f
         keep_invalid=cfg.return_failed_solutions)
 
 
-def fill_response(response, answer: IKAnswer):
+def fill_response(response: GetIKSolutions.Response, answer: IKAnswer) -> GetIKSolutions.Response:
     """Write an :class:`IKAnswer` into a GetIKSolutions response (returned)."""
     response.joint_names = list(answer.joint_names)
     for target in answer.targets:
@@ -95,7 +104,8 @@ def fill_response(response, answer: IKAnswer):
     return response
 
 
-def fill_error(response, code: int, message: str, joint_names: list[str], solve_time: float = 0.0):
+def fill_error(response: GetIKSolutions.Response, code: int, message: str, joint_names: list[str],
+               solve_time: float = 0.0) -> GetIKSolutions.Response:
     """A GetIKSolutions response for a request refused as a whole (no per-target results)."""
     response.error_code, response.message = int(code), message
     response.joint_names, response.results, response.solve_time = list(joint_names), [], solve_time

@@ -38,7 +38,10 @@ detaches every object of that link (all links when the link is empty too).
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -48,6 +51,12 @@ from ikdiffuser_ros.kinematics.frames import FrameResolver
 from ikdiffuser_ros.ros.conversions import (
     JointStateLayout, SceneLimits, collision_object_shapes, scene_pose_to_matrix, validated_shapes,
 )
+
+if TYPE_CHECKING:  # message types used in annotations only
+    from moveit_msgs.msg import AllowedCollisionMatrix as AllowedCollisionMatrixMsg
+    from moveit_msgs.msg import AttachedCollisionObject, CollisionObject, PlanningScene, RobotState
+
+    from ikdiffuser_ros.kinematics.robot_model import RobotModel
 
 ADD, REMOVE, APPEND, MOVE = 0, 1, 2, 3
 
@@ -62,7 +71,7 @@ class _Attached:
 class SceneMonitor:
     """World mirror; see the module docstring. All public methods are thread safe."""
 
-    def __init__(self, robot, limits: SceneLimits = SceneLimits()) -> None:
+    def __init__(self, robot: RobotModel, limits: SceneLimits = SceneLimits()) -> None:
         self.robot = robot
         self.limits = limits
         self._notes: list[str] = []  # warnings of the update in progress (lock held)
@@ -119,7 +128,7 @@ class SceneMonitor:
         self._version += 1
         self.updates += 1
 
-    def _apply_object(self, msg) -> None:
+    def _apply_object(self, msg: CollisionObject) -> None:
         op = int.from_bytes(msg.operation, "little") if isinstance(msg.operation, bytes) else int(msg.operation)
         oid = msg.id
         if op == REMOVE:
@@ -156,7 +165,7 @@ class SceneMonitor:
         self._attached.pop(oid, None)
         self._objects[oid] = obj
 
-    def _apply_attached(self, msg) -> None:
+    def _apply_attached(self, msg: AttachedCollisionObject) -> None:
         obj = msg.object
         op = int.from_bytes(obj.operation, "little") if isinstance(obj.operation, bytes) else int(obj.operation)
         link = msg.link_name
@@ -190,13 +199,13 @@ class SceneMonitor:
         self._objects.pop(obj.id, None)
         self._attached[obj.id] = _Attached(link, WorldObject(obj.id, shapes), frozenset(msg.touch_links))
 
-    def _apply_acm(self, msg) -> None:
+    def _apply_acm(self, msg: AllowedCollisionMatrixMsg) -> None:
         acm = AllowedCollisionMatrix.from_message_fields(
             list(msg.entry_names), [list(e.enabled) for e in msg.entry_values],
             list(msg.default_entry_names), list(msg.default_entry_values))
         self._acm = acm
 
-    def _apply_robot_state(self, state, is_diff: bool) -> None:
+    def _apply_robot_state(self, state: RobotState, is_diff: bool) -> None:
         if state.joint_state.name:
             try:
                 q, _, _ = self.layout.from_joint_state(state.joint_state, self._q, "scene robot state")
@@ -212,60 +221,53 @@ class SceneMonitor:
             self._apply_attached(att)
 
     # ------------------------------------------------------------------ updates
-    def apply_collision_object(self, msg) -> list[str]:
+    @contextmanager
+    def _update(self) -> Iterator[list[str]]:
+        """One update, under the lock, all or nothing: an exception restores the mirror as it was
+        and propagates; else the version is bumped. Yields the update's warnings (a list it fills)."""
+        with self._lock:
+            self._notes = []
+            backup = (dict(self._objects), dict(self._attached), self._acm, self._q.copy())
+            try:
+                yield self._notes
+            except Exception:
+                self._objects, self._attached, self._acm, self._q = backup
+                raise
+            self._bump()
+
+    def apply_collision_object(self, msg: CollisionObject) -> list[str]:
         """moveit_msgs/CollisionObject. Raises InvalidRequestError (nothing changed) on a bad message;
         returns warnings about what was changed on the way in (a mesh replaced by its box)."""
-        with self._lock:
-            self._notes = []
-            backup = (dict(self._objects), dict(self._attached))
-            try:
-                self._apply_object(msg)
-            except Exception:
-                self._objects, self._attached = backup
-                raise
-            self._bump()
-            return self._notes
+        with self._update() as notes:
+            self._apply_object(msg)
+        return notes
 
-    def apply_attached_collision_object(self, msg) -> list[str]:
+    def apply_attached_collision_object(self, msg: AttachedCollisionObject) -> list[str]:
         """moveit_msgs/AttachedCollisionObject (raises and returns as :meth:`apply_collision_object`)."""
-        with self._lock:
-            self._notes = []
-            backup = (dict(self._objects), dict(self._attached))
-            try:
-                self._apply_attached(msg)
-            except Exception:
-                self._objects, self._attached = backup
-                raise
-            self._bump()
-            return self._notes
+        with self._update() as notes:
+            self._apply_attached(msg)
+        return notes
 
-    def apply_planning_scene(self, msg) -> list[str]:
+    def apply_planning_scene(self, msg: PlanningScene) -> list[str]:
         """moveit_msgs/PlanningScene, full (``is_diff`` false: replaces everything) or a diff.
 
         A bad robot state, attached object or ACM leaves the mirror as it was and raises. A bad
         world collision object is skipped (not added; a returned warning names it and says why)
         and the rest applies. Returns the warnings.
         """
-        with self._lock:
-            self._notes = []
-            backup = (dict(self._objects), dict(self._attached), self._acm, self._q.copy())
-            try:
-                if not msg.is_diff:
-                    self._objects.clear()
-                    self._acm = AllowedCollisionMatrix()
-                self._apply_robot_state(msg.robot_state, msg.is_diff)
-                for obj in msg.world.collision_objects:
-                    self._apply_object_or_skip(obj)
-                if msg.allowed_collision_matrix.entry_names or msg.allowed_collision_matrix.default_entry_names \
-                        or not msg.is_diff:
-                    self._apply_acm(msg.allowed_collision_matrix)
-            except Exception:
-                self._objects, self._attached, self._acm, self._q = backup
-                raise
-            self._bump()
-            return self._notes
+        with self._update() as notes:
+            if not msg.is_diff:
+                self._objects.clear()
+                self._acm = AllowedCollisionMatrix()
+            self._apply_robot_state(msg.robot_state, msg.is_diff)
+            for obj in msg.world.collision_objects:
+                self._apply_object_or_skip(obj)
+            if msg.allowed_collision_matrix.entry_names or msg.allowed_collision_matrix.default_entry_names \
+                    or not msg.is_diff:
+                self._apply_acm(msg.allowed_collision_matrix)
+        return notes
 
-    def _apply_object_or_skip(self, msg) -> None:
+    def _apply_object_or_skip(self, msg: CollisionObject) -> None:
         """One world object of a PlanningScene; a bad one is noted and leaves the mirror unchanged."""
         backup = (dict(self._objects), dict(self._attached))
         try:
