@@ -10,6 +10,7 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 
 from ikdiffuser_ros.errors import RobotDescriptionError
+from ikdiffuser_ros.kinematics.urdf import robot_element
 
 VIRTUAL_JOINT_TYPES = ("fixed", "planar", "floating")
 
@@ -76,12 +77,7 @@ def _required(el: ET.Element, attr: str) -> str:
 
 def parse_srdf(srdf_xml: str) -> SRDFDescription:
     """Parse SRDF text. Raises :class:`RobotDescriptionError` for malformed XML or missing attributes."""
-    try:
-        root = ET.fromstring(srdf_xml)
-    except ET.ParseError as exc:
-        raise RobotDescriptionError(f"malformed SRDF XML: {exc}") from None
-    if root.tag != "robot":
-        raise RobotDescriptionError(f"SRDF root element is <{root.tag}>, expected <robot>")
+    root = robot_element(srdf_xml, "SRDF")
     srdf = SRDFDescription(name=root.get("name", ""))
     for el in root.findall("virtual_joint"):
         srdf.virtual_joints.append(_virtual_joint(el))

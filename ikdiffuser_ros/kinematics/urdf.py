@@ -252,6 +252,18 @@ def _mimic(el: ET.Element, what: str) -> Mimic | None:
     )
 
 
+def robot_element(xml_text: str, kind: str) -> ET.Element:
+    """The ``<robot>`` root element of URDF or SRDF text (``kind``, "URDF" or "SRDF", names it in the
+    errors); :class:`RobotDescriptionError` for malformed XML or another root element."""
+    try:
+        root = ET.fromstring(xml_text)
+    except ET.ParseError as exc:
+        raise RobotDescriptionError(f"malformed {kind} XML: {exc}") from None
+    if root.tag != "robot":
+        raise RobotDescriptionError(f"{kind} root element is <{root.tag}>, expected <robot>")
+    return root
+
+
 def parse_urdf(urdf_xml: str) -> URDFDescription:
     """Parse URDF text (already xacro-expanded) into a :class:`URDFDescription`.
 
@@ -260,12 +272,7 @@ def parse_urdf(urdf_xml: str) -> URDFDescription:
     loops (a link with two parent joints, or a cycle), several or no root links,
     unsupported joint types or geometry, and mimics of unknown joints.
     """
-    try:
-        root = ET.fromstring(urdf_xml)
-    except ET.ParseError as exc:
-        raise RobotDescriptionError(f"malformed URDF XML: {exc}") from None
-    if root.tag != "robot":
-        raise RobotDescriptionError(f"URDF root element is <{root.tag}>, expected <robot>")
+    root = robot_element(urdf_xml, "URDF")
     links = _links(root)
     joints, child_joint = _joints(root, links)
     root_link = _root_link(links, child_joint)
