@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import signal
 import statistics
 import subprocess
@@ -42,16 +41,6 @@ def rss_mb(pid: int) -> float:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024.0
     return float("nan")
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def main() -> int:
@@ -81,6 +70,7 @@ def main() -> int:
     from rclpy.executors import SingleThreadedExecutor
     from rclpy.experimental import EventsExecutor
 
+    from ikdiffuser_ros.machine import cpu_model
     from ikdiffuser_ros.msg import IKTarget
     from ikdiffuser_ros.robots import load_robot
     from ikdiffuser_ros.ros.conversions import matrix_to_pose
@@ -154,7 +144,7 @@ def main() -> int:
     else:
         client = node.create_client(GetIKSolutions, f"/{NODE}/get_ik_solutions")
     out: dict = {"robot": args.robot, "service": args.service, "timeout_ms": args.timeout_ms,
-                 "avoid_collisions": args.avoid_collisions, "params": args.param, "torch_threads": args.threads, "links": links, "num_solutions": args.num_solutions, "cpu": cpu_name(),
+                 "avoid_collisions": args.avoid_collisions, "params": args.param, "torch_threads": args.threads, "links": links, "num_solutions": args.num_solutions, "cpu": cpu_model(),
                  "cores": os.cpu_count(), "load_average_start": os.getloadavg()}
     try:
         t0 = time.monotonic()

@@ -39,6 +39,8 @@ from pathlib import Path
 
 import torch
 
+from ikdiffuser_ros.machine import cpu_model
+
 DEFAULT_BATCH_SIZES = (1, 100, 10000)
 
 PK_METHOD = ("pytorch_kinematics: one SerialChain per end effector (URDF root -> EE); per call and arm "
@@ -177,16 +179,8 @@ def bench_fk(
 
 
 def _machine() -> str:
-    """CPU model (from /proc/cpuinfo on Linux), architecture and OS."""
-    model = platform.processor()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{model or 'unknown CPU'}, {platform.machine()}, {platform.platform()}"
+    """CPU model, architecture and OS."""
+    return f"{cpu_model()}, {platform.machine()}, {platform.platform()}"
 
 
 def _pk_version() -> str:

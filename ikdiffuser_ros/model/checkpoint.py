@@ -36,7 +36,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import platform
 import stat
 import sys
 from dataclasses import dataclass, field, fields
@@ -45,6 +44,7 @@ from pathlib import Path
 import torch
 
 from ikdiffuser_ros.errors import CheckpointError
+from ikdiffuser_ros.machine import cpu_model
 from ikdiffuser_ros.model.denoiser import DenoiserConfig, IKDenoiser
 from ikdiffuser_ros.model.feedback import KinematicFeedback
 from ikdiffuser_ros.model.mlp_denoiser import IKMLPDenoiser, MLPDenoiserConfig
@@ -112,15 +112,7 @@ class LoadedModel:
 
 def hardware_info(device: str | torch.device = "cpu") -> dict:
     """CPU model, thread count, torch version and device name, for the card."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    info = {"cpu": cpu, "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
+    info = {"cpu": cpu_model(), "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
             "python": sys.version.split()[0], "device": str(device)}
     if str(device).startswith("cuda") and torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name(torch.device(device))
