@@ -32,9 +32,11 @@ was measured in time.
 
 from __future__ import annotations
 
+import logging
 import math
 import secrets
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -270,23 +272,50 @@ class IKPipeline:
 
         rcfg = robot_config(robot) if isinstance(robot, (str, Path)) else None
         model = rcfg.load() if rcfg is not None else robot
-        path = find_checkpoint(model, model_path)
-        solver = IKDiffuserSolver(load_checkpoint(path, model, device), model, solver_config)
-        checker = cls._checker(model) if collision else None
-        groups = build_groups(model, dict(rcfg.groups) if rcfg is not None else {}, {}, rigid_offsets(model))
-        pipeline = cls(solver, checker, config, groups)
+        solver = IKDiffuserSolver(load_checkpoint(find_checkpoint(model, model_path), model, device), model, solver_config)
+        pipeline = cls.around(solver, config, dict(rcfg.groups) if rcfg is not None else {}, collision=collision)
         if warmup:
             pipeline.warmup()
         return pipeline
 
+    @classmethod
+    def around(cls, solver: IKDiffuserSolver, config: PipelineConfig = PipelineConfig(),
+               config_groups: Mapping[str, tuple[str, ...]] | None = None,
+               param_groups: Mapping[str, tuple[str, ...]] | None = None, collision: bool = True,
+               logger=None) -> "IKPipeline":
+        """The pipeline around a loaded solver, as every caller assembles it (:meth:`from_robot`, the node).
+
+        Args:
+            solver: the loaded :class:`IKDiffuserSolver` (its robot is the pipeline's).
+            config: :class:`PipelineConfig`.
+            config_groups, param_groups: planning groups ``{name: tip links}`` of the robot config and of
+                the node's ``groups`` parameter, added to (and overriding) the SRDF's
+                (:func:`~ikdiffuser_ros.kinematics.groups.build_groups`).
+            collision: build the exact collision checker; when python-fcl or the robot's collision
+                geometry is missing, there is none (``avoid_collisions`` queries then raise
+                :class:`CollisionCheckingUnavailableError`) and ``logger`` says why.
+            logger: anything with ``warning(str)`` (a ``logging.Logger``, an rclpy logger); default
+                the ``ikdiffuser_ros`` logger.
+        """
+        logger = logger if logger is not None else logging.getLogger("ikdiffuser_ros")
+        model = solver.robot
+        checker = cls._checker(model, logger) if collision else None
+        groups = build_groups(model, config_groups or {}, param_groups or {}, rigid_offsets(model), logger)
+        return cls(solver, checker, config, groups)
+
     @staticmethod
-    def _checker(model):
-        """The exact collision checker, or None without python-fcl."""
+    def _checker(model: RobotModel, logger):
+        """The exact collision checker, or None (with a warning) without python-fcl or collision geometry."""
         try:
             from ikdiffuser_ros.collision.fcl_checker import CollisionChecker
         except ImportError:
+            logger.warning("exact collision checking unavailable: python-fcl is not importable")
             return None
-        return CollisionChecker(model)
+        try:
+            return CollisionChecker(model)
+        except (OSError, IKDiffuserError) as exc:  # the pipeline still answers, without exact checks
+            logger.warning(f"exact collision checking unavailable: {type(exc).__name__}: {exc}")
+            return None
 
     # ------------------------------------------------------------------ the one entry point
     def answer(self, query: IKQuery) -> IKAnswer:

@@ -86,8 +86,9 @@ class IKQuery:
         start: ``time.monotonic()`` at which the budget started (a service sets it when it picks
             the request up, so converting the request counts too); None = when ``answer`` is called.
         random_seed: seed of the sampling (same query + seed = same answer); None = random.
-        max_rounds: most sampling rounds; a target is sampled again while it has fewer than
-            ``num_solutions`` valid solutions (and the budget lasts).
+        max_rounds: most sampling rounds; a target is sampled again, with more candidates each round,
+            while it has fewer than ``num_solutions`` valid solutions and the budget lasts (the default
+            lets the budget decide).
         keep_invalid: also return candidates that failed (flagged by ``valid`` False).
     """
 
@@ -106,7 +107,7 @@ class IKQuery:
     timeout: float | None = None
     start: float | None = None
     random_seed: int | None = 0
-    max_rounds: int = 4
+    max_rounds: int = 100
     keep_invalid: bool = False
 
 

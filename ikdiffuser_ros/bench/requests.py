@@ -114,35 +114,16 @@ def _progress(items: Iterable, desc: str) -> Iterable:
 
 
 # ---------------------------------------------------------------------------- ikdiffuser
-def _checker(model: RobotModel):
-    """The exact FCL checker, or None when python-fcl or the robot's collision geometry is missing (as the node)."""
-    from ikdiffuser_ros.errors import IKDiffuserError
-
-    try:
-        from ikdiffuser_ros.collision.fcl_checker import CollisionChecker
-
-        return CollisionChecker(model)
-    except (ImportError, OSError, IKDiffuserError):
-        return None
-
-
 def _our_pipeline(name: str, models_dir: Path):
-    """The pipeline the node runs for robot ``name`` -> (pipeline, one-line description).
-
-    ``IKPipeline.from_robot(name)`` when the pipeline has it; else the shipped model
-    ``models_dir``/<name>, the exact collision checker (when it loads) and ``IKPipeline(solver, checker)``.
-    """
-    from ikdiffuser_ros.model.checkpoint import read_card
+    """The pipeline the node runs for robot ``name`` (``IKPipeline.from_robot``, the model in ``models_dir``/<name>
+    when there is one, else the search path's) -> (pipeline, one-line description)."""
     from ikdiffuser_ros.pipeline import IKPipeline
-    from ikdiffuser_ros.solver import IKDiffuserSolver
 
-    calls = "IKPipeline.answer, one IKQuery per call (1 target, num_solutions 1, timeout = the budget)"
-    if hasattr(IKPipeline, "from_robot"):
-        return IKPipeline.from_robot(name), f"{calls}; pipeline from IKPipeline.from_robot"
-    solver = IKDiffuserSolver.from_checkpoint(models_dir / name, robot=name)
-    pipeline = IKPipeline(solver, _checker(solver.robot))
-    card = read_card(models_dir / name)
-    return pipeline, (f"{calls}; model {name}: {card.get('architecture', {}).get('type')}, "
+    path = models_dir / name if (models_dir / name / "card.json").is_file() else None
+    pipeline = IKPipeline.from_robot(name, path)
+    card = pipeline.solver.loaded.card if isinstance(pipeline.solver.loaded.card, dict) else {}
+    return pipeline, ("IKPipeline.answer, one IKQuery per call (1 target, num_solutions 1, timeout = the budget); "
+                      f"IKPipeline.from_robot({name!r}): model {card.get('architecture', {}).get('type')}, "
                       f"{card.get('training', {}).get('steps')} training steps; "
                       f"{'FCL checker' if pipeline.checker is not None else 'no collision checker'}")
 

@@ -68,8 +68,6 @@ from std_msgs.msg import String
 from visualization_msgs.msg import MarkerArray
 
 from ikdiffuser_ros.errors import CheckpointError, IKDiffuserError
-from ikdiffuser_ros.kinematics.frames import rigid_offsets
-from ikdiffuser_ros.kinematics.groups import build_groups
 from ikdiffuser_ros.kinematics.robot_model import RobotModel
 from ikdiffuser_ros.model import registry
 from ikdiffuser_ros.model.checkpoint import card_fingerprint, read_card
@@ -91,10 +89,6 @@ try:  # optional: without moveit_msgs the node serves get_ik_solutions only (no 
     from moveit_msgs.srv import GetPlanningScene, GetPositionFK, GetPositionIK
 except ImportError:
     GetPositionIK = GetPositionFK = None
-try:  # optional: python-fcl (exact collision checking)
-    from ikdiffuser_ros.collision.fcl_checker import CollisionChecker
-except ImportError:
-    CollisionChecker = None
 if TYPE_CHECKING:
     from moveit_msgs.msg import PositionIKRequest
     from rclpy.task import Future
@@ -186,8 +180,9 @@ class IKDiffuserNode(Node):
         self.get_logger().info(f"sampler plan: {sampler_plan(self.solver, self.config)}")
         self._base_solver_config = self.solver.config
         self.layout = JointStateLayout(self.robot)
-        self.pipeline = IKPipeline(self.solver, self._collision_checker(), self.config.pipeline_config(),
-                                   self._groups())
+        self.pipeline = IKPipeline.around(self.solver, self.config.pipeline_config(),
+                                          getattr(self.robot_config, "groups", {}) or {},
+                                          parse_groups(self.config.groups), logger=self.get_logger())
         self._warm_up()
         self.scene = SceneMonitor(self.robot, SceneLimits(self.config.max_scene_extent, self.config.max_mesh_triangles))
         self._stats_lock = threading.Lock()
@@ -242,22 +237,6 @@ class IKDiffuserNode(Node):
             self._markers = self.create_publisher(MarkerArray, "~/solutions", 1)
             if GetPositionIK is not None:
                 self._display = self.create_publisher(DisplayRobotState, "~/display_robot_state", 1)
-
-    def _collision_checker(self):
-        """The exact (FCL) checker, or None (logged) when python-fcl or the robot's collision geometry is missing."""
-        if CollisionChecker is None:
-            self.get_logger().warning("exact collision checking unavailable: python-fcl is not importable")
-            return None
-        try:
-            return CollisionChecker(self.robot)
-        except (OSError, IKDiffuserError) as exc:  # the node still serves, without exact checks
-            self.get_logger().warning(f"exact collision checking unavailable: {type(exc).__name__}: {exc}")
-            return None
-
-    def _groups(self):
-        """Planning groups: the SRDF's, the robot config's and the ``groups`` parameter's."""
-        return build_groups(self.robot, getattr(self.robot_config, "groups", {}) or {}, parse_groups(self.config.groups),
-                            rigid_offsets(self.robot), self.get_logger())
 
     @property
     def executor_threads(self) -> int:

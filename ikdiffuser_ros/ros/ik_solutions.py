@@ -27,6 +27,7 @@ from ikdiffuser_ros.msg import IKTargetResult
 from ikdiffuser_ros.query import IKAnswer, IKQuery, IKTarget
 from ikdiffuser_ros.ros.conversions import JointStateLayout, budget_window, duration_to_seconds, pose_values
 from ikdiffuser_ros.ros.error_codes import ErrorCode, status_code
+from ikdiffuser_ros.sampling import objectives as obj
 from ikdiffuser_ros.ros.params import NodeConfig
 
 if TYPE_CHECKING:
@@ -45,13 +46,15 @@ def timeout_of(duration: Duration, default: float, cap: float) -> float:
     return min(timeout or default, cap)
 
 
-def objectives_of(names: Iterable[str], weights: Iterable[float], cfg: NodeConfig) -> dict[str, float]:
-    """Request objective lists over the node's default weights -> ``{name or alias: weight}``."""
+def objectives_of(names: Iterable[str], weights: Iterable[float], cfg: NodeConfig,
+                  has_seed: bool) -> dict[str, float]:
+    """The node's default objectives (``objective_weights``) overridden by the request's lists, by
+    canonical name -> ``{name: weight}`` (InvalidRequestError: lists of unequal length, an unknown name)."""
     names, weights = list(names), list(weights)
     if len(names) != len(weights):
         raise InvalidRequestError(f"objective_names has {len(names)} entries but objective_weights {len(weights)}")
-    out = {"joint_limits": cfg.weight_joint_limits, "manipulability": cfg.weight_manipulability}
-    out.update(zip(names, (float(w) for w in weights)))
+    out = cfg.default_objectives(has_seed)
+    out.update((obj.canonical_name(n), float(w)) for n, w in zip(names, weights))
     return out
 
 
@@ -68,19 +71,19 @@ def query_of(request: GetIKSolutions.Request, layout: JointStateLayout, cfg: Nod
     seed_weight = float(request.seed_weight)
     if not math.isfinite(seed_weight) or seed_weight < 0:
         raise InvalidRequestError(f"seed_weight {seed_weight} must be finite and >= 0")
-    objectives = objectives_of(request.objective_names, request.objective_weights, cfg)
     seed = None
     if len(request.seed_state.name) or len(request.seed_state.position):
         seed, _, _ = layout.from_joint_state(request.seed_state, what="seed_state")
-        if seed_weight > 0:
-            objectives["seed"] = seed_weight
+    objectives = objectives_of(request.objective_names, request.objective_weights, cfg, seed is not None)
+    if seed is not None and seed_weight > 0:
+        objectives["seed"] = seed_weight
     start, timeout = budget_window(timeout_of(request.timeout, cfg.default_timeout, cfg.max_timeout),
                                    cfg.max_timeout, start, received)
     return IKQuery(
         targets=[target_of(t) for t in request.targets],
         num_solutions=int(request.num_solutions) or cfg.default_num_solutions,
         seed=seed, objectives=objectives, avoid_collisions=bool(request.avoid_collisions), world=world, report_collisions=True,
-        timeout=timeout, start=start,
+        timeout=timeout, start=start, max_rounds=cfg.max_rounds,
         random_seed=int(request.random_seed) if request.random_seed >= 0 else None,
         keep_invalid=cfg.return_failed_solutions)
 

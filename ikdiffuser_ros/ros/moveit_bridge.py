@@ -90,11 +90,10 @@ def query_of(req: PositionIKRequest, groups: dict[str, Group], layout: JointStat
     timeout = duration_to_seconds(req.timeout)
     start, timeout = budget_window(min(timeout if timeout > 0 else cfg.moveit_default_timeout, cfg.max_timeout),
                                    cfg.max_timeout, start, received)
-    objectives = {"seed": cfg.weight_seed, "joint_limits": cfg.weight_joint_limits}
     target = IKTarget(links, [pose_values(p.pose) for p in poses], [p.header.frame_id for p in poses])
     query = IKQuery(
         [target], num_solutions=cfg.moveit_num_candidates, group=group.name, seed=seed,
-        objectives={k: v for k, v in objectives.items() if v > 0}, constraints=joint_bounds(req.constraints),
+        objectives=cfg.default_objectives(has_seed=True), constraints=joint_bounds(req.constraints),
         avoid_collisions=bool(req.avoid_collisions), world=world, report_collisions=False,
         consistency_limits=cfg.moveit_consistency_limit or None,
         timeout=timeout, start=start,

@@ -28,22 +28,42 @@ from dataclasses import MISSING, dataclass, field, fields, replace
 from typing import Any
 
 from ikdiffuser_ros.collision.world import MAX_EXTENT
+from ikdiffuser_ros.errors import InvalidRequestError
 from ikdiffuser_ros.pipeline import PipelineConfig
+from ikdiffuser_ros.query import IKQuery
+from ikdiffuser_ros.sampling import objectives as obj
 from ikdiffuser_ros.solver import SolverConfig
 
 # metadata keys
 _DESC, _RANGE, _CHOICES, _RO = "description", "range", "choices", "read_only"
+#: metadata key of a parameter that sets a core setting: (where, field), where is one of :data:`CORE_DEFAULTS`
+_CORE = "core"
+#: where core settings have their one default: the pipeline's config, the LM's tolerances, the query
+CORE_DEFAULTS: dict[str, Any] = {
+    "pipeline": PipelineConfig(),
+    "refine": SolverConfig().refine,
+    "query": {f.name: f.default for f in fields(IKQuery) if f.default is not MISSING},
+}
+_CORE_NAMES = {"pipeline": "PipelineConfig", "refine": "RefineConfig", "query": "IKQuery"}
 #: start-up parameters the node sets, once started, to what it resolved (``model_path``: the checkpoint
 #: folder it loaded; :func:`set_resolved`). rclpy refuses to change a read-only parameter, so these
 #: are declared writable and made read-only then.
 RESOLVED_AT_START = ("model_path",)
 
 
-def _p(default, description: str, range_=None, choices=None, read_only=False, factory=False):
-    md = {_DESC: description, _RANGE: range_, _CHOICES: choices, _RO: read_only}
+def _p(default, description: str, range_=None, choices=None, read_only=False, factory=False, core=None):
+    md = {_DESC: description, _RANGE: range_, _CHOICES: choices, _RO: read_only, _CORE: core}
     if factory:
         return field(default_factory=lambda: list(default), metadata=md)
     return field(default=default, metadata=md)
+
+
+def _core(where: str, name: str, description: str, range_=None, choices=None, read_only=False):
+    """A parameter for the core setting ``name`` of ``where`` (:data:`CORE_DEFAULTS`), with that setting's
+    default: its one default lives in the core (a None default, "the checkpoint's", reads 0 here)."""
+    defaults = CORE_DEFAULTS[where]
+    default = defaults[name] if isinstance(defaults, dict) else getattr(defaults, name)
+    return _p(0 if default is None else default, description, range_, choices, read_only, core=(where, name))
 
 
 @dataclass
@@ -74,28 +94,32 @@ class NodeConfig:
         "whose card.json fingerprint matches the robot. Once the node has started: the checkpoint folder it "
         "loaded", read_only=True)
     device: str = _p("cpu", "torch device: cpu, cuda or cuda:<index>", read_only=True)
-    sampler: str = _p("ddim", "reverse-diffusion sampler", choices=("ddim", "ddpm"))
-    sampler_steps: int = _p(
-        0, "reverse-diffusion steps per solve; 0 = the checkpoint card's plan (its sampling.refined_steps and "
+    sampler: str = _core("pipeline", "sampler", "reverse-diffusion sampler", choices=("ddim", "ddpm"))
+    sampler_steps: int = _core(
+        "pipeline", "steps", "reverse-diffusion steps per solve; 0 = the checkpoint card's plan (its sampling.refined_steps and "
         "refined_tail_steps with refine, else sampling.steps and tail_steps). The node logs the plan in use at "
         "start-up", (0, 1000))
     torch_threads: int = _p(1, "torch intra-op CPU threads (0 = torch's default); one suits a request path of "
                             "small ops and leaves the other cores to other processes", (0, 256), read_only=True)
     # -- requests ---------------------------------------------------------------------------
-    default_num_solutions: int = _p(32, "solutions per target when a request asks for 0", (1, 4096))
-    max_num_solutions: int = _p(512, "largest num_solutions a request may ask for", (1, 4096))
-    max_targets: int = _p(256, "largest number of targets in one GetIKSolutions request", (1, 100000))
-    max_batch_size: int = _p(
-        4096, "most candidate solutions (targets x solutions) per solver call; larger requests are split",
+    default_num_solutions: int = _core("query", "num_solutions", "solutions per target when a request asks for 0",
+                                       (1, 4096))
+    max_num_solutions: int = _core("pipeline", "max_num_solutions", "largest num_solutions a request may ask for",
+                                   (1, 4096))
+    max_targets: int = _core("pipeline", "max_targets", "largest number of targets in one GetIKSolutions request",
+                             (1, 100000))
+    max_batch_size: int = _core(
+        "pipeline", "max_batch_size", "most candidate solutions (targets x solutions) per solver call; larger requests are split",
         (1, 1_000_000))
-    default_timeout: float = _p(
-        5.0, "wall-clock budget [s] of a GetIKSolutions request whose timeout is 0", (0.001, 3600.0))
+    default_timeout: float = _core(
+        "pipeline", "default_timeout", "wall-clock budget [s] of a GetIKSolutions request whose timeout is 0", (0.001, 3600.0))
     max_timeout: float = _p(
         10.0, "cap [s] on the time from a request's arrival to its answer (GetIKSolutions, compute_ik, solve_ik; "
         "the default timeouts too): a larger timeout is clamped to it, and a request still waiting for the solver "
         "then is answered TIMED_OUT, so no request holds the solver or its client longer", (0.001, 3600.0))
-    max_rounds: int = _p(
-        100, "most sampling rounds of one compute_ik/solve_ik request (each round samples moveit_num_candidates)",
+    max_rounds: int = _core(
+        "query", "max_rounds", "most sampling rounds of one request (every service): a target is sampled again, "
+        "with more candidates each round, while it has fewer valid solutions than asked for and time is left",
         (1, 100_000))
     max_queued_requests: int = _p(
         64, "requests admitted at once (solving or waiting for the solver); one more is answered at once with "
@@ -104,27 +128,30 @@ class NodeConfig:
     service_queue_depth: int = _p(
         1000, "QoS history depth of the IK services' request queues (the rmw drops requests beyond it)",
         (1, 100_000), read_only=True)
-    refine: bool = _p(True, "polish samples with damped least squares before returning them")
-    position_tolerance: float = _p(
-        1.0e-5, "refinement tolerance: a solution's position error must be at most this [m]", (1e-7, 1.0))
-    rotation_tolerance: float = _p(
-        1.0e-4, "refinement tolerance: a solution's rotation error must be at most this [rad]", (1e-7, math.pi))
-    return_failed_solutions: bool = _p(
-        False, "also return solutions beyond the tolerances (flagged by their errors); default: drop them")
-    collision_oversample: float = _p(
-        2.0, "with avoid_collisions, sample this many times more candidates before filtering", (1.0, 16.0))
-    # -- objective weights (defaults; a request may override them by name) -----------------
-    weight_seed: float = _p(0.0, "compute_ik/solve_ik: weight of the seed objective pulling samples towards "
-                            "robot_state (0 = none: the candidate closest to the seed is picked, which is much faster "
-                            "on a CPU than objective polishing)", (0.0, 1000.0))
-    weight_joint_limits: float = _p(0.0, "default weight of the joint-limit-margin objective", (0.0, 1000.0))
-    weight_collision: float = _p(1.0, "weight of sphere-model collision guidance when avoid_collisions is set",
-                                 (0.0, 1000.0))
-    collision_guidance: str = _p(
-        "fallback", "when to guide sampling away from collisions (sphere model) with avoid_collisions: 'off' "
-        "(exact filtering only), 'fallback' (only in the retry rounds of targets left without a collision-free "
-        "solution; guidance is slow on a CPU), 'always'", choices=("off", "fallback", "always"))
-    weight_manipulability: float = _p(0.0, "default weight of the manipulability objective", (0.0, 1000.0))
+    refine: bool = _core("pipeline", "refine", "polish samples with damped least squares before returning them")
+    position_tolerance: float = _core(
+        "refine", "pos_tol", "refinement tolerance: a solution's position error must be at most this [m]", (1e-7, 1.0))
+    rotation_tolerance: float = _core(
+        "refine", "rot_tol", "refinement tolerance: a solution's rotation error must be at most this [rad]", (1e-7, math.pi))
+    return_failed_solutions: bool = _core(
+        "query", "keep_invalid", "also return solutions beyond the tolerances (flagged by their errors); default: drop them")
+    collision_oversample: float = _core(
+        "pipeline", "collision_oversample", "with avoid_collisions, sample this many times more candidates before filtering", (1.0, 16.0))
+    # -- objectives -------------------------------------------------------------------------
+    objective_weights: list = _p(
+        [], "default objectives of every request (get_ik_solutions, compute_ik, solve_ik) as '<name>:<weight>' "
+        "entries over the objective registry: " + ", ".join(n for n in obj.OBJECTIVES if n != "user")
+        + " (or their aliases); a get_ik_solutions request's objective_names / objective_weights and seed_weight "
+        "override them by name, and 'seed' applies only to requests with a seed. Empty = none: answers closest to "
+        "the seed first (else smallest position error), much faster on a CPU than objective polishing",
+        factory=True)
+    weight_collision: float = _core(
+        "pipeline", "weight_collision", "weight of sphere-model collision guidance when avoid_collisions is set",
+        (0.0, 1000.0))
+    collision_guidance: str = _core(
+        "pipeline", "collision_guidance", "when to guide sampling away from collisions (sphere model) with "
+        "avoid_collisions: 'off' (exact filtering only), 'fallback' (only in the retry rounds of targets left "
+        "without a collision-free solution; guidance is slow on a CPU), 'always'", choices=("off", "fallback", "always"))
     # -- MoveIt bridge ----------------------------------------------------------------------
     moveit_default_timeout: float = _p(
         1.0, "compute_ik/solve_ik budget [s] when the request's timeout is 0 (MoveIt's kinematics_solver_timeout)",
@@ -157,18 +184,27 @@ class NodeConfig:
 
     # ------------------------------------------------------------------------------------
     def pipeline_config(self) -> PipelineConfig:
-        """The core pipeline's settings from these parameters."""
-        return PipelineConfig(
-            max_targets=self.max_targets, max_num_solutions=self.max_num_solutions,
-            default_timeout=self.default_timeout, max_batch_size=self.max_batch_size,
-            collision_oversample=self.collision_oversample, collision_guidance=self.collision_guidance,
-            weight_collision=self.weight_collision, sampler=self.sampler, steps=self.sampler_steps or None,
-            refine=self.refine)
+        """The core pipeline's settings: the parameters that set them (:func:`_core`), the rest the core's defaults."""
+        return PipelineConfig(**self._core_values("pipeline"))
 
     def solver_config(self, base: SolverConfig) -> SolverConfig:
         """``base`` with these parameters' tolerances: the one success test of every answer."""
-        return replace(base, refine=replace(base.refine, pos_tol=self.position_tolerance,
-                                            rot_tol=self.rotation_tolerance))
+        return replace(base, refine=replace(base.refine, **self._core_values("refine")))
+
+    def default_objectives(self, has_seed: bool) -> dict[str, float]:
+        """``objective_weights`` as ``{canonical name: weight}``, without ``seed`` when the request has none."""
+        weights = parse_objectives(self.objective_weights)
+        return {k: w for k, w in weights.items() if has_seed or k != "seed"}
+
+    def _core_values(self, where: str) -> dict[str, Any]:
+        """``{core field: value}`` of the parameters that set ``where``'s settings (0 steps: None, the card's)."""
+        out = {}
+        for f in fields(self):
+            core = f.metadata.get(_CORE)
+            if core is not None and core[0] == where:
+                value = getattr(self, f.name)
+                out[core[1]] = None if core[1] == "steps" and value == 0 else value
+        return out
 
     @classmethod
     def names(cls) -> list[str]:
@@ -187,7 +223,9 @@ def markdown_table() -> str:
         default = f.default_factory() if f.default_factory is not MISSING else f.default
         rng = (f"[{md[_RANGE][0]}, {md[_RANGE][1]}]" if md[_RANGE] is not None
                else ", ".join(md[_CHOICES]) if md[_CHOICES] is not None else "")
-        rows.append(f"| `{f.name}` | {default!r} | {rng} | {'start-up' if md[_RO] else 'live'} | {md[_DESC]} |")
+        core = md[_CORE]
+        origin = "" if core is None else f" (default from `{_CORE_NAMES[core[0]]}.{core[1]}`)"
+        rows.append(f"| `{f.name}` | {default!r} | {rng} | {'start-up' if md[_RO] else 'live'} | {md[_DESC]}{origin} |")
     return "\n".join(rows)
 
 
@@ -215,6 +253,11 @@ def validate(name: str, value: Any) -> str | None:
     if name == "device" and not (value == "cpu" or value == "cuda" or
                                  (value.startswith("cuda:") and value[5:].isdigit())):
         return f"device={value!r}: expected cpu, cuda or cuda:<index>"
+    if name == "objective_weights":
+        try:
+            parse_objectives(value)
+        except InvalidRequestError as exc:
+            return str(exc)
     if name == "groups":
         for entry in value:
             group, sep, links = entry.partition(":")
@@ -233,6 +276,26 @@ def validate_all(config: NodeConfig) -> str | None:
         return (f"default_num_solutions={config.default_num_solutions} exceeds "
                 f"max_num_solutions={config.max_num_solutions}")
     return None
+
+
+def parse_objectives(entries: list[str]) -> dict[str, float]:
+    """``["joint_limits:0.1", "seed:1"]`` -> ``{"joint_limits": 0.1, "seed": 1.0}`` (canonical names of the
+    registry); :class:`InvalidRequestError` names a malformed entry, an unknown objective or a bad weight."""
+    out: dict[str, float] = {}
+    for entry in entries:
+        name, sep, weight = entry.partition(":")
+        try:
+            w = float(weight)
+        except ValueError:
+            w = math.nan
+        if not sep or not math.isfinite(w) or w < 0:
+            raise InvalidRequestError(f"objective_weights entry {entry!r}: expected '<name>:<weight>' with a finite "
+                                      f"weight >= 0")
+        canonical = obj.canonical_name(name.strip())
+        if canonical == "user":
+            raise InvalidRequestError("objective_weights: 'user' needs a cost_fn, which only Python callers can pass")
+        out[canonical] = w
+    return out
 
 
 def parse_groups(entries: list[str]) -> dict[str, tuple[str, ...]]:

@@ -279,6 +279,36 @@ def test_parameter_validation():
     assert validate_all(NodeConfig()) is None
     for name in NodeConfig.names():
         assert NodeConfig.meta(name)["description"], name
+    assert validate("objective_weights", ["joint_limit_margin:0.5", "seed:1"]) is None
+    for bad, words in ((["speed:1"], "unknown objective 'speed'"), (["seed"], "expected '<name>:<weight>'"),
+                       (["seed:-1"], "weight >= 0"), (["seed:nan"], "finite"), (["user:1"], "cost_fn")):
+        assert words in validate("objective_weights", bad), bad
+    cfg = NodeConfig(objective_weights=["joint_limit_margin:0.5", "seed:2"])
+    assert cfg.default_objectives(has_seed=True) == {"joint_limits": 0.5, "seed": 2.0}
+    assert cfg.default_objectives(has_seed=False) == {"joint_limits": 0.5}
+
+
+def test_core_settings_have_one_default_in_the_core():
+    """A node parameter that sets a core setting takes the core's default; the node's defaults give the core's
+    configs unchanged, and a changed parameter reaches the core under the core's name."""
+    from dataclasses import fields
+
+    from ikdiffuser_ros.pipeline import PipelineConfig
+    from ikdiffuser_ros.query import IKQuery
+    from ikdiffuser_ros.ros.params import CORE_DEFAULTS
+    from ikdiffuser_ros.solver import SolverConfig
+
+    core = {f.name: f.metadata["core"] for f in fields(NodeConfig) if f.metadata["core"]}
+    assert {"max_targets", "sampler_steps", "position_tolerance", "max_rounds", "weight_collision"} <= set(core)
+    for name, (where, attr) in core.items():
+        value = CORE_DEFAULTS[where][attr] if where == "query" else getattr(CORE_DEFAULTS[where], attr)
+        assert getattr(NodeConfig(), name) == (0 if value is None else value), name
+    assert NodeConfig().pipeline_config() == PipelineConfig()
+    assert NodeConfig().solver_config(SolverConfig()) == SolverConfig()
+    assert NodeConfig().max_rounds == IKQuery([]).max_rounds
+    changed = NodeConfig(sampler_steps=6, max_batch_size=99, position_tolerance=1e-4)
+    assert changed.pipeline_config().steps == 6 and changed.pipeline_config().max_batch_size == 99
+    assert changed.solver_config(SolverConfig()).refine.pos_tol == 1e-4
 
 
 def test_error_codes_match_the_interfaces():

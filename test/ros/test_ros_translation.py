@@ -54,7 +54,7 @@ def test_one_table_of_codes():
 
 
 def test_get_ik_solutions_request_to_query(baxter):
-    layout, cfg = JointStateLayout(baxter), NodeConfig(weight_joint_limits=0.5)
+    layout, cfg = JointStateLayout(baxter), NodeConfig(objective_weights=["joint_limit_margin:0.5", "seed:3"])
     req = GetIKSolutions.Request(num_solutions=0, seed_weight=2.0, avoid_collisions=True, random_seed=-1,
                                  timeout=Duration(sec=99), objective_names=["manipulability"],
                                  objective_weights=[0.1])
@@ -66,7 +66,8 @@ def test_get_ik_solutions_request_to_query(baxter):
     q = ik_solutions.query_of(req, layout, cfg, world=None, start=12.5)
     assert q.num_solutions == cfg.default_num_solutions and q.timeout == cfg.max_timeout and q.start == 12.5
     assert q.random_seed is None and q.avoid_collisions
-    assert q.objectives == {"joint_limits": 0.5, "manipulability": 0.1, "seed": 2.0}
+    assert q.objectives == {"joint_limits": 0.5, "manipulability": 0.1, "seed": 2.0}  # the request's seed weight wins
+    assert q.max_rounds == cfg.max_rounds
     assert q.seed[baxter.index_of("left_s0")] == pytest.approx(0.3)
     [t] = q.targets
     assert t.links == ["left_hand_link"] and t.frames == ["torso"] and t.position_only == [True]
