@@ -201,6 +201,16 @@ def validated_shape(shape: "Shape", max_extent: float = 1.0e4) -> "Shape":
     """
     with np.errstate(over="ignore"):
         reach = float(np.linalg.norm(shape.pose[:3, 3]))
+    size = _checked_size(shape, max_extent)
+    if not reach + size <= max_extent:
+        raise InvalidRequestError(f"{shape.kind} reaches {reach + size:.3g} m from its frame's origin, beyond "
+                                  f"the {max_extent:g} m limit (absurd coordinates)")
+    return shape if shape.kind != "mesh" else _without_degenerate_triangles(shape)
+
+
+def _checked_size(shape: "Shape", max_extent: float) -> float:
+    """How far [m] the shape reaches from its own origin (the norm of a primitive's dimensions, a mesh's
+    farthest vertex); InvalidRequestError for a zero-size or absurdly large primitive or an empty mesh."""
     if shape.kind != "mesh":
         if _zero_size(shape):
             raise InvalidRequestError(f"zero-size {shape.kind} (dims {shape.dims.tolist()})")
@@ -208,18 +218,17 @@ def validated_shape(shape: "Shape", max_extent: float = 1.0e4) -> "Shape":
             raise InvalidRequestError(f"absurd size: {shape.kind} {_dims_text(shape)} m, beyond the {max_extent:g} m "
                                       "limit")
         with np.errstate(over="ignore"):
-            size = float(np.linalg.norm(shape.dims))
-    else:
-        if len(shape.vertices) == 0 or len(shape.triangles) == 0:
-            raise InvalidRequestError(f"empty mesh ({len(shape.vertices)} vertices, {len(shape.triangles)} "
-                                      "triangles)")
-        with np.errstate(over="ignore"):
-            size = float(np.linalg.norm(shape.vertices, axis=-1).max())
-    if not reach + size <= max_extent:
-        raise InvalidRequestError(f"{shape.kind} reaches {reach + size:.3g} m from its frame's origin, beyond "
-                                  f"the {max_extent:g} m limit (absurd coordinates)")
-    if shape.kind != "mesh":
-        return shape
+            return float(np.linalg.norm(shape.dims))
+    if len(shape.vertices) == 0 or len(shape.triangles) == 0:
+        raise InvalidRequestError(f"empty mesh ({len(shape.vertices)} vertices, {len(shape.triangles)} "
+                                  "triangles)")
+    with np.errstate(over="ignore"):
+        return float(np.linalg.norm(shape.vertices, axis=-1).max())
+
+
+def _without_degenerate_triangles(shape: "Shape") -> "Shape":
+    """The mesh without its degenerate triangles (the same object when it has none);
+    InvalidRequestError when none is left."""
     tri = shape.triangles
     a, b, c = (shape.vertices[tri[:, k]] for k in range(3))
     area2 = np.linalg.norm(np.cross(b - a, c - a), axis=-1)

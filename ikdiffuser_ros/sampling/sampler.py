@@ -112,29 +112,39 @@ def sample(loaded: LoadedModel, ee_pos: torch.Tensor, ee_rot6d: torch.Tensor, ee
     if method not in ("ddim", "ddpm"):
         raise ValueError(f"method must be 'ddim' or 'ddpm', got {method!r}")
     model, norm = loaded.denoiser, loaded.normalizer
-    dev = next(model.parameters()).device
-    n = model.config.n_joints
-    ee_pos, ee_rot6d, ee_mask, pos_only = _conditions(model, ee_pos, ee_rot6d, ee_mask, pos_only, dev)
-    B, N = ee_pos.shape[0], int(num_solutions)
+    targets = _conditions(model, ee_pos, ee_rot6d, ee_mask, pos_only, next(model.parameters()).device)
+    B, N, n = targets[0].shape[0], int(num_solutions), model.config.n_joints
     was_training = model.training
     model.eval()
     with torch.no_grad():
-        ctx = model.encode_targets(_repeat(norm.normalize_pos(ee_pos), N), _repeat(ee_rot6d, N),
-                                   _repeat(ee_mask, N), _repeat(pos_only, N))
-        fb_targets = _feedback_targets(loaded, ee_pos, ee_rot6d, ee_mask, pos_only, N)
-        x = torch.randn(B * N, n, generator=generator, device=dev, dtype=torch.float32)
-        clock = UnitClock(deadline)
-        x0 = x
-        for i, (t, t_prev) in enumerate(sampling_plan(loaded.schedule, steps, tail_steps)):
-            if not clock.time_for_another() and i > 0:
-                x = x0  # out of time: the last clean-sample estimate
-                break
-            x0 = _clean_estimate(loaded, x, t, ctx, fb_targets, guidance, guidance_scale, guidance_clip)
-            x = _reverse_update(loaded.schedule, method, x, x0, t, t_prev, eta, generator)
+        x = _denoise(loaded, targets, N, sampling_plan(loaded.schedule, steps, tail_steps), method, eta, generator,
+                     (guidance, guidance_scale, guidance_clip), deadline)
     model.train(was_training)
     q = norm.denormalize_joints(x.clamp(-1, 1))
-    q = torch.minimum(torch.maximum(q, norm.lower), norm.upper)
-    return q.view(B, N, n)
+    return torch.minimum(torch.maximum(q, norm.lower), norm.upper).view(B, N, n)
+
+
+def _denoise(loaded: LoadedModel, targets: tuple[torch.Tensor, ...], N: int, plan: list[tuple[int, int | None]],
+             method: str, eta: float, generator: torch.Generator | None, guide: tuple, deadline: float | None
+             ) -> torch.Tensor:
+    """(B*N, n) normalized samples: Gaussian noise through every pass of ``plan``, conditioned on the B
+    ``targets`` (ee_pos, ee_rot6d, ee_mask, pos_only) N times each (``guide``: guidance, scale, clip).
+    When the deadline leaves no time for another pass (after the first), the last clean-sample estimate."""
+    model, norm = loaded.denoiser, loaded.normalizer
+    ee_pos, ee_rot6d, ee_mask, pos_only = targets
+    ctx = model.encode_targets(_repeat(norm.normalize_pos(ee_pos), N), _repeat(ee_rot6d, N),
+                               _repeat(ee_mask, N), _repeat(pos_only, N))
+    fb_targets = _feedback_targets(loaded, ee_pos, ee_rot6d, ee_mask, pos_only, N)
+    x = torch.randn(ee_pos.shape[0] * N, model.config.n_joints, generator=generator, device=ee_pos.device,
+                    dtype=torch.float32)
+    clock = UnitClock(deadline)
+    x0 = x
+    for i, (t, t_prev) in enumerate(plan):
+        if not clock.time_for_another() and i > 0:
+            return x0  # out of time: the last clean-sample estimate
+        x0 = _clean_estimate(loaded, x, t, ctx, fb_targets, *guide)
+        x = _reverse_update(loaded.schedule, method, x, x0, t, t_prev, eta, generator)
+    return x
 
 
 def _conditions(model, ee_pos, ee_rot6d, ee_mask, pos_only, dev):
