@@ -394,7 +394,8 @@ class IKPipeline:
         self._check_constraints(query)
         consistency = self._consistency(query.consistency_limits, seed)
         T_ref = self._fk(q_ref)  # (E, 4, 4): unconstrained / held tips
-        specs = [self._spec_or_error(target, group, q_ref, T_ref, f"target {b}") for b, target in enumerate(query.targets)]
+        specs = [self._spec_or_error(target, group, q_ref, T_ref, f"target {b}", query.external_frames)
+                 for b, target in enumerate(query.targets)]
         if self.checker is not None:
             self.checker.prepare(query.world)  # a new scene's FCL objects, built once, before the solving starts
         factor = self.config.collision_oversample if query.avoid_collisions else self.config.oversample
@@ -483,13 +484,16 @@ class IKPipeline:
         return objectives
 
     # ------------------------------------------------------------------ targets
-    def _spec_or_error(self, target: IKTarget, group: Group | None, q_ref: np.ndarray, T_ref: np.ndarray, what: str):
+    def _spec_or_error(self, target: IKTarget, group: Group | None, q_ref: np.ndarray, T_ref: np.ndarray, what: str,
+                       external: Mapping[str, np.ndarray]):
         try:
-            return self._spec(target, group, q_ref, T_ref, what)
+            return self._spec(target, group, q_ref, T_ref, what, external)
         except IKDiffuserError as exc:
             return exc
 
-    def _spec(self, target: IKTarget, group: Group | None, q_ref: np.ndarray, T_ref: np.ndarray, what: str) -> _Spec:
+    def _spec(self, target: IKTarget, group: Group | None, q_ref: np.ndarray, T_ref: np.ndarray, what: str,
+              external: Mapping[str, np.ndarray]) -> _Spec:
+        """The end-effector targets of ``target`` (poses in robot frames or ``external`` ones, at ``q_ref``)."""
         links, poses = list(target.links), list(target.poses)
         frames, pos_only = list(target.frames) or [""] * len(links), list(target.position_only) or [False] * len(links)
         if not links:
@@ -505,7 +509,8 @@ class IKPipeline:
         spec = _Spec(T_ref.copy(), np.zeros(E, bool), np.zeros(E, bool),
                      np.zeros((E, 3)))
         for link, pose, frame, po in zip(links, poses, frames, pos_only):
-            self._constrain(spec, link, self.frames.to_root(pose, frame, q_ref, f"{what}, link {link!r}"),
+            self._constrain(spec, link, self.frames.to_root(pose, frame, q_ref, f"{what}, link {link!r}",
+                                                            external),
                             bool(po), group, what)
         if group is not None:  # group tips without a pose keep their pose at the reference state
             for tip in group.tips:

@@ -76,6 +76,8 @@ class IKQuery:
             objective (weight 1 unless ``objectives`` names ``user``); it guides the sampling, the
             null-space polish and the order of the answers.
         constraints: joint bounds every valid solution satisfies.
+        external_frames: ``{frame name: T_root_frame}`` (4, 4) poses of frames outside the robot (``world``,
+            ``map``...) in its root frame, for targets given in them (the ROS node fills it from tf2).
         avoid_collisions: only solutions free of self collision and of collision with ``world``
             (exact FCL check) are valid.
         world: the planning scene (objects, attached objects, ACM), or None.
@@ -101,6 +103,7 @@ class IKQuery:
     objectives: Mapping[str, float] = field(default_factory=dict)
     cost_fn: Callable | None = None
     constraints: Sequence[JointBounds] = ()
+    external_frames: Mapping[str, np.ndarray] = field(default_factory=dict)
     avoid_collisions: bool = False
     world: World | None = None
     report_collisions: bool = False

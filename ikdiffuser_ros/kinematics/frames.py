@@ -5,7 +5,9 @@
   :data:`QUATERNION_NORM_TOLERANCE` of 1 is normalized; anything else (zero, NaN, far from unit)
   raises :class:`~ikdiffuser_ros.errors.InvalidGoalError`.
 * :class:`FrameResolver`: the pose of any frame of the robot tree in the root frame at a joint
-  state. An empty frame name (or a leading ``/``) means the root frame.
+  state. An empty frame name (or a leading ``/``) means the root frame. Frames outside the robot
+  (``world``, ``map``, ``odom``) are resolved from ``external``: ``{name: T_root_frame (4, 4)}``, which
+  the caller fills (the ROS node from tf2 or its fixed-transform parameter).
 * :func:`rigid_offsets`: the links that are rigidly attached to an end effector of the model (the
   end effectors themselves included), with their fixed offset ``T_ee_link``: these are the links
   an IK target may name.
@@ -13,7 +15,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import torch
@@ -92,12 +94,17 @@ class FrameResolver:
     def valid_frames(self) -> list[str]:
         return [self.root] + sorted(self._links - {self.root})
 
-    def T_root(self, frame: str, q: np.ndarray | None = None, what: str = "") -> np.ndarray:
+    def T_root(self, frame: str, q: np.ndarray | None = None, what: str = "",
+               external: Mapping[str, np.ndarray] | None = None) -> np.ndarray:
+        """(4, 4) pose of ``frame`` in the root frame at ``q`` (a robot link), or ``external[frame]`` (a frame
+        outside the robot, validated); :class:`UnknownFrameError` lists the valid ones."""
         frame = self.normalize(frame)
         if frame == self.root:
             return np.eye(4)
         if frame not in self._links:
-            raise UnknownFrameError(frame, self.valid_frames(), what)
+            if external and frame in external:
+                return pose_matrix(external[frame], f"{what}: transform of frame {frame!r} into the root frame")
+            raise UnknownFrameError(frame, self.valid_frames() + sorted(external or {}), what)
         qt = self._default if q is None else torch.as_tensor(np.asarray(q, dtype=np.float64))
         return self.robot.fk_links(qt, [frame])[0].numpy().astype(np.float64)
 
@@ -105,10 +112,11 @@ class FrameResolver:
         """(len(links), 4, 4) poses of links at ``q``."""
         return self.robot.fk_links(torch.as_tensor(np.asarray(q, dtype=np.float64)), list(links)).numpy()
 
-    def to_root(self, pose, frame: str, q_ref: np.ndarray | None = None, what: str = "pose") -> np.ndarray:
+    def to_root(self, pose, frame: str, q_ref: np.ndarray | None = None, what: str = "pose",
+                external: Mapping[str, np.ndarray] | None = None) -> np.ndarray:
         """A pose (see :func:`pose_matrix`) expressed in ``frame`` -> validated (4, 4) in the root frame."""
         T = pose_matrix(pose, what)
-        return self.T_root(frame, q_ref, what) @ T
+        return self.T_root(frame, q_ref, what, external) @ T
 
 
 def rigid_offsets(robot) -> dict[str, tuple[str, np.ndarray]]:

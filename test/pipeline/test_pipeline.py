@@ -193,3 +193,25 @@ def test_same_query_same_answer_cold_or_warm(baxter_pipeline):
     cold = IKPipeline(pl.solver, pl.checker, pl.config, pl.groups).answer(query)
     for a, b in zip(warm.targets, cold.targets):
         assert a.status is b.status and np.array_equal(a.q, b.q)
+
+
+def test_targets_in_an_external_frame(baxter_pipeline):
+    """A pose in a frame outside the robot (``world``, given by the caller as T_root_world) is the same
+    target as that pose mapped into the root frame; an unknown external frame lists the known ones."""
+    pl = baxter_pipeline
+    q = _reachable(pl.robot, 1, seed=12)[0]
+    T_root = pl.robot.fk(torch.as_tensor(q)).numpy()[0]
+    T_root_world = np.eye(4)
+    T_root_world[:3, 3] = (0.3, -0.2, 0.1)
+    c, s = np.cos(0.4), np.sin(0.4)
+    T_root_world[:2, :2] = [[c, -s], [s, c]]
+    in_world = np.linalg.inv(T_root_world) @ T_root
+    query = IKQuery([IKTarget(["left_gripper"], [in_world], ["world"])], num_solutions=4, timeout=5.0,
+                    external_frames={"world": T_root_world}, random_seed=0)
+    [t] = pl.answer(query).targets
+    assert t.status is Status.SOLVED
+    T = _fk(pl.robot, t.q, ["left_gripper"])[:, 0]
+    assert np.abs(T[:, :3, 3] - T_root[:3, 3]).max() < 1e-5
+    [t] = pl.answer(IKQuery([IKTarget(["left_gripper"], [in_world], ["map"])], external_frames={"world": T_root_world},
+                            timeout=5.0)).targets
+    assert t.status is Status.INVALID and isinstance(t.error, UnknownFrameError) and "world" in str(t.error)
