@@ -13,7 +13,8 @@ Every link with URDF collision geometry gets a few spheres (at most
   sphere_cost * k`` (union volume by Monte Carlo).
 
 The sphere set depends only on the URDF, so it is cached per robot in
-``config/spheres/<robot>.json`` (written by :func:`generate_sphere_file`,
+``config/spheres/<robot>.json``, or ``<stem>.spheres.json`` next to a robot YAML kept outside
+``config/robots`` (:func:`sphere_file`; written by :func:`generate_sphere_file` or ``ikdiffuser init-robot``,
 checked against :meth:`RobotModel.fingerprint`, regenerated in memory if the
 file is missing or stale).
 
@@ -256,9 +257,11 @@ def _geometric_parent(model: RobotModel, link: str, with_geometry: set[str]) -> 
 
 
 def sphere_file(robot_name: str) -> Path:
-    from ikdiffuser_ros.resources import package_share
+    """The sphere file of a robot: ``config/spheres/<robot>.json``, or ``<stem>.spheres.json`` next to a robot
+    YAML outside ``config/robots`` read in this process (:func:`ikdiffuser_ros.robots.sphere_file_for`)."""
+    from ikdiffuser_ros.robots import sphere_file_for
 
-    return package_share() / "config" / "spheres" / f"{robot_name}.json"
+    return sphere_file_for(robot_name)
 
 
 def read_sphere_file(path: Path, model: RobotModel) -> dict | None:
@@ -334,10 +337,17 @@ def _static_pairs(model: RobotModel, links: list[str]) -> list[tuple[str, str]]:
     return out
 
 
-def generate_sphere_data(model: RobotModel, config: SphereFitConfig = SphereFitConfig()) -> dict:
-    """Fit the spheres of every link with collision geometry and find always-colliding pairs (JSON-able dict)."""
+def generate_sphere_data(model: RobotModel, config: SphereFitConfig = SphereFitConfig(),
+                         progress: bool = False) -> dict:
+    """Fit the spheres of every link with collision geometry and find always-colliding pairs (JSON-able dict);
+    ``progress``: a tqdm bar over the links on stderr."""
     links = [name for name, spec in model.urdf.links.items() if spec.collisions]
-    spheres = {link: fit_spheres(model.urdf.links[link].collisions, config).round(5).tolist() for link in links}
+    todo = links
+    if progress:
+        from tqdm import tqdm
+
+        todo = tqdm(links, desc=f"{model.name}: fitting collision spheres", unit="link")
+    spheres = {link: fit_spheres(model.urdf.links[link].collisions, config).round(5).tolist() for link in todo}
     data = {
         "robot": model.name,
         "fingerprint": model.fingerprint(),
@@ -389,11 +399,11 @@ def _exact_pair_rates(model: RobotModel, q: torch.Tensor) -> dict[frozenset, int
 
 
 def generate_sphere_file(model: RobotModel, path: str | Path | None = None,
-                         config: SphereFitConfig = SphereFitConfig()) -> Path:
-    """Write ``config/spheres/<robot>.json`` (or ``path``) and return its path."""
+                         config: SphereFitConfig = SphereFitConfig(), progress: bool = False) -> Path:
+    """Write the robot's :func:`sphere_file` (or ``path``) and return its path (``progress``: a tqdm bar)."""
     path = Path(path) if path is not None else sphere_file(model.name)
     path.parent.mkdir(parents=True, exist_ok=True)
-    data = generate_sphere_data(model, config)
+    data = generate_sphere_data(model, config, progress)
     path.write_text(json.dumps(data, indent=1) + "\n")
     return path
 
@@ -445,7 +455,7 @@ class SphereModel:
     @classmethod
     def from_robot(cls, model: RobotModel, path: str | Path | None = None,
                    config: SphereFitConfig = SphereFitConfig(), write: bool = False) -> "SphereModel":
-        """Load ``config/spheres/<robot>.json`` (or ``path``); fit in memory if missing or stale.
+        """Load the robot's :func:`sphere_file` (or ``path``); fit in memory if missing or stale.
 
         ``write=True`` also writes a freshly fitted file. A corrupt or unreadable file raises
         :class:`SphereFileError` naming it (:func:`read_sphere_file`); collision meshes that cannot be

@@ -168,7 +168,9 @@ def _yaml_fields(path: Path, depth: int = 0) -> dict:
         return data
     if depth >= 4:
         raise ValueError(f"{path}: 'extends' nested too deeply")
-    return {**_yaml_fields(path.parent / base, depth + 1), **data}
+    from ikdiffuser_ros.resources import resolve_uri  # a path relative to this file, or a package:// URI
+
+    return {**_yaml_fields(resolve_uri(str(base), path.parent), depth + 1), **data}
 
 
 #: The recipe every shipped model uses, the default for a robot without its own training config.
@@ -664,7 +666,8 @@ def register(subparsers) -> None:
     p = subparsers.add_parser("train", help="train the diffusion IK model for a robot",
                               description=__doc__.split("\n\n")[0])
     p.add_argument("--robot", required=True)
-    p.add_argument("--config", help="YAML file of TrainConfig fields (default: config/training/<robot>.yaml "
+    p.add_argument("--config", help="YAML file of TrainConfig fields (default: the robot's own, "
+                                    "config/training/<robot>.yaml or <stem>.training.yaml next to a robot YAML, "
                                     "if it exists, else config/training/recipe.yaml, the recipe of every "
                                     "shipped model), or a preset name: tiny, default")
     p.add_argument("--data", help="dataset directory from `ikdiffuser generate` (default: generate in-process)")
@@ -690,12 +693,10 @@ def config_from_args(args) -> TrainConfig:
         config = TrainConfig.preset(args.config, **overrides)
     else:
         path = args.config
-        if path is None:
-            from ikdiffuser_ros.resources import package_share
+        if path is None:  # the robot's own (next to a robot YAML, or config/training/<robot>.yaml), else the recipe
+            from ikdiffuser_ros.robots import training_config_for
 
-            folder = Path(package_share()) / "config" / "training"
-            candidate = folder / f"{Path(args.robot).stem}.yaml"
-            path = candidate if candidate.is_file() else folder / RECIPE
+            path = training_config_for(args.robot)
             print(f"[train] config {path}", flush=True)
         config = TrainConfig.from_yaml(path, **overrides)
     if args.out is None and "out_dir" not in overrides:
