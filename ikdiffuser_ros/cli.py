@@ -17,6 +17,8 @@ MODULES = [
     "ikdiffuser_ros.bench.requests",
     "ikdiffuser_ros.collision.srdf_collisions",
     "ikdiffuser_ros.data.generate",
+    "ikdiffuser_ros.init_robot",
+    "ikdiffuser_ros.training.model_card",
     "ikdiffuser_ros.training.trainer",
     "ikdiffuser_ros.viz.render",
 ]

@@ -119,23 +119,36 @@ def _without_disabled_pairs(model: RobotModel) -> RobotModel:
     return bare
 
 
-def _colliding_pairs(checker: CollisionChecker, q: torch.Tensor, chunk: int = 500) -> list[set[Pair]]:
-    """Per configuration of ``q`` (M, n), the set of colliding (sorted) link pairs the checker tests."""
+def _colliding_pairs(checker: CollisionChecker, q: torch.Tensor, chunk: int = 500,
+                     progress: str | None = None) -> list[set[Pair]]:
+    """Per configuration of ``q`` (M, n), the set of colliding (sorted) link pairs the checker tests
+    (``progress``: the description of a tqdm bar over them, on stderr)."""
     out: list[set[Pair]] = []
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=q.shape[0], desc=progress, unit=" configurations")
     for start in range(0, q.shape[0], chunk):
         report = checker.check(q[start:start + chunk], max_pairs=1 << 30)
         out.extend({_pair(a, b) for a, b in pairs} for pairs in report.pairs)
+        if bar is not None:
+            bar.update(len(report.pairs))
+    if bar is not None:
+        bar.close()
     return out
 
 
-def _sampled_collision_counts(checker: CollisionChecker, model: RobotModel, samples: int, seed: int) -> dict[Pair, int]:
+def _sampled_collision_counts(checker: CollisionChecker, model: RobotModel, samples: int, seed: int,
+                              progress: bool = False) -> dict[Pair, int]:
     """Per colliding (sorted) link pair, in how many of ``samples`` configurations (M, n) float64, uniform
     within the joint limits from a generator seeded ``seed``, it is in collision."""
     g = torch.Generator().manual_seed(seed)
     lo, hi = model.limits()
     q = lo + (hi - lo) * torch.rand(samples, model.n_joints, generator=g, dtype=torch.float64)
     counts: dict[Pair, int] = {}
-    for pairs in _colliding_pairs(checker, q):
+    desc = f"{model.name}: self-collision pairs" if progress else None
+    for pairs in _colliding_pairs(checker, q, progress=desc):
         for p in pairs:
             counts[p] = counts.get(p, 0) + 1
     return counts
@@ -171,7 +184,8 @@ def _classify_pairs(links: list[str], adjacent: set[Pair], default: set[Pair], c
 
 
 def compute_disabled_pairs(model: RobotModel, samples: int = 10_000, seed: int = 0,
-                           always_fraction: float = 0.95, keep: Iterable[Pair] = ()) -> CollisionSetup:
+                           always_fraction: float = 0.95, keep: Iterable[Pair] = (),
+                           progress: bool = False) -> CollisionSetup:
     """Classify every pair of geometry links of ``model`` (see the module docstring).
 
     Args:
@@ -181,6 +195,7 @@ def compute_disabled_pairs(model: RobotModel, samples: int = 10_000, seed: int =
         always_fraction: a pair colliding in at least this fraction of the samples is ``Always``.
         keep: non-adjacent pairs left checked whatever the sampling says (the review step of
             MSA, e.g. a pair in collision in the default configuration that is a real collision).
+        progress: show a tqdm bar over the sampled configurations (stderr).
 
     Returns:
         :class:`CollisionSetup` with the disabled pairs and the sampled collision rates.
@@ -190,7 +205,7 @@ def compute_disabled_pairs(model: RobotModel, samples: int = 10_000, seed: int =
     checker = CollisionChecker(_without_disabled_pairs(model))
     adjacent = adjacent_pairs(model)
     default = _colliding_pairs(checker, model.default_positions()[None])[0]
-    counts = _sampled_collision_counts(checker, model, samples, seed)
+    counts = _sampled_collision_counts(checker, model, samples, seed, progress)
     disabled, rates = _classify_pairs(links, adjacent, default, counts, samples, keep, always_fraction)
     return CollisionSetup(model.name, samples, seed, always_fraction, dict(sorted(disabled.items())), rates)
 

@@ -11,6 +11,12 @@ seeds). Errors per target are the worst over its constrained end effectors.
 ``--ship`` copies a training run's checkpoint into ``models/<robot>`` with its sampler defaults and
 its learning curve, but only if its held-out median position error beats the shipped one's
 (``--force`` to replace anyway, e.g. for a new architecture whose numbers are not comparable).
+The same as a subcommand, for any model folder (e.g. one on ``$IKDIFFUSER_MODEL_PATH``)::
+
+    ikdiffuser ship RUN_DIR --out DIR [--steps 4 --tail-steps 15] [--num-targets 1000] [--robot NAME|YAML] [--force]
+
+The robot is ``--robot``, else the robot YAML the run was trained with (its training config's
+``robot``, when that file exists), else the card's robot name in ``config/robots``.
 """
 
 from __future__ import annotations
@@ -307,7 +313,7 @@ def _ship_line(card: dict) -> list[str]:
     sampling, out = card.get("sampling"), card.get("training", {}).get("config", {}).get("out_dir")
     if not sampling or not out:
         return []
-    return [f"python -m ikdiffuser_ros.training.model_card {out} --ship models/{card['robot']['name']} "
+    return [f"ikdiffuser ship {out} --out models/{card['robot']['name']} "
             f"--steps {sampling['steps']} --tail-steps {sampling.get('tail_steps', 0)} --num-targets 1000"]
 
 
@@ -345,14 +351,29 @@ def _architecture(card: dict) -> str:
 REFINED_STEPS, REFINED_TAIL_STEPS = 3, 1
 
 
-def ship(run_dir: Path, dest: Path, steps: int, tail_steps: int, force: bool, num_targets: int) -> dict | None:
+def robot_of_card(card: dict, robot: str | None = None) -> str:
+    """The robot to evaluate a checkpoint on: ``robot`` if given, else the robot YAML its training run named
+    (when that file exists from here), else the card's robot name."""
+    if robot:
+        return robot
+    trained = card.get("training", {}).get("config", {}).get("robot")
+    if isinstance(trained, str) and Path(trained).suffix in (".yaml", ".yml") and Path(trained).is_file():
+        return trained
+    return card["robot"]["name"]
+
+
+def ship(run_dir: Path, dest: Path, steps: int, tail_steps: int, force: bool, num_targets: int,
+         robot: str | None = None) -> dict | None:
     """Copy a run's checkpoint to ``dest`` with sampler defaults and learning curve if it beats the shipped one.
 
-    Returns its :func:`evaluate_checkpoint` metrics if shipped, else None.
+    ``robot``: a robot name or YAML (default :func:`robot_of_card`). Returns its :func:`evaluate_checkpoint`
+    metrics if shipped, else None.
     """
     from ikdiffuser_ros.robots import load_robot
     from ikdiffuser_ros.training.learning_curve import CURVE_FILE
 
+    if not (run_dir / "card.json").is_file() or not (run_dir / "model.safetensors").is_file():
+        raise FileNotFoundError(f"{run_dir} is not a training run (no card.json and model.safetensors)")
     card = json.loads((run_dir / "card.json").read_text())
     card["sampling"] = {"steps": steps, "tail_steps": tail_steps, "refined_steps": REFINED_STEPS,
                         "refined_tail_steps": REFINED_TAIL_STEPS}
@@ -361,7 +382,11 @@ def ship(run_dir: Path, dest: Path, steps: int, tail_steps: int, force: bool, nu
     staging.mkdir(parents=True)
     shutil.copy(run_dir / "model.safetensors", staging)
     (staging / "card.json").write_text(json.dumps(card, indent=2) + "\n")
-    metrics = evaluate_checkpoint(staging, load_robot(card["robot"]["name"]), num_targets=num_targets)
+    try:
+        metrics = evaluate_checkpoint(staging, load_robot(robot_of_card(card, robot)), num_targets=num_targets)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
     new = metrics["all_end_effectors"]["pos_mm_median"]
     old_eval = dest / "eval.json"
     old = json.loads(old_eval.read_text())["all_end_effectors"]["pos_mm_median"] if old_eval.is_file() else None
@@ -376,6 +401,53 @@ def ship(run_dir: Path, dest: Path, steps: int, tail_steps: int, force: bool, nu
     staging.rename(dest)
     print(f"shipped {run_dir} -> {dest}: held-out median {new:.1f} mm (was {old})")
     return metrics
+
+
+def _document(d: Path, card: dict, metrics: dict, reproduce: str | None) -> None:
+    """``eval.json`` and ``README.md`` of the model folder ``d``."""
+    (d / "eval.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    cmd = reproduce or card.get("training", {}).get("command", "")
+    (d / "README.md").write_text(readme(card, metrics, cmd))
+
+
+def register(subparsers) -> None:
+    """Add ``ship`` to the ``ikdiffuser`` command."""
+    p = subparsers.add_parser(
+        "ship", help="copy a training run into a model folder: card with sampler defaults, held-out evaluation, README",
+        description="Copy the checkpoint of training run RUN into the model folder --out with the sampler defaults "
+                    "in its card, its learning curve, its held-out evaluation (eval.json) and a README; refused "
+                    "when --out already holds a model with a better held-out median (unless --force).")
+    p.add_argument("run", type=Path, help="training run folder (ikdiffuser train --out)")
+    p.add_argument("--out", type=Path, required=True, help="model folder to write (e.g. models/<robot>)")
+    p.add_argument("--robot", help="robot name or robot YAML (default: the one the run was trained with)")
+    p.add_argument("--steps", type=int, default=4, help="the card's default DDIM steps (default 4)")
+    p.add_argument("--tail-steps", type=int, default=15, help="the card's default low-noise tail passes (default 15)")
+    p.add_argument("--num-targets", type=int, default=1000, help="held-out targets of the evaluation (default 1000)")
+    p.add_argument("--force", action="store_true", help="replace --out even if its held-out error is better")
+    p.add_argument("--reproduce", default=None, help="command line to put in the README")
+    p.set_defaults(func=_ship_main)
+
+
+def _ship_main(args: argparse.Namespace) -> int:
+    import sys
+
+    from ikdiffuser_ros.errors import IKDiffuserError
+
+    try:
+        metrics = ship(args.run, args.out, args.steps, args.tail_steps, args.force, args.num_targets, args.robot)
+    except (FileNotFoundError, IKDiffuserError) as exc:
+        from ikdiffuser_ros.robots import RobotConfigError
+
+        hint = " (pass --robot <robot name or YAML>)" if isinstance(exc, RobotConfigError) and not args.robot else ""
+        print(f"ikdiffuser ship: error: {exc}{hint}", file=sys.stderr)
+        return 2
+    if metrics is None:
+        return 1
+    _document(args.out, json.loads((args.out / "card.json").read_text()), metrics, args.reproduce)
+    a = metrics["all_end_effectors"]
+    print(f"{args.out}: held-out raw median {a['pos_mm_median']:.1f} mm / {a['rot_deg_median']:.2f} deg "
+          f"({metrics['sampler']}, {a['num_targets']} targets); eval.json, README.md written")
+    return 0
 
 
 def main(argv=None) -> int:
@@ -394,18 +466,16 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     d = Path(args.checkpoint)
     if args.ship:
-        metrics = ship(d, args.ship, args.steps, args.tail_steps, args.force, args.num_targets)
+        metrics = ship(d, args.ship, args.steps, args.tail_steps, args.force, args.num_targets, args.robot)
         if metrics is None:
             return 1
         d, args.write_readme = args.ship, True
     card = json.loads((d / "card.json").read_text())
     if not args.ship:
-        metrics = evaluate_checkpoint(d, load_robot(args.robot or card["robot"]["name"]), num_targets=args.num_targets)
+        metrics = evaluate_checkpoint(d, load_robot(robot_of_card(card, args.robot)), num_targets=args.num_targets)
     print(json.dumps(metrics, indent=2))
     if args.write_readme:
-        (d / "eval.json").write_text(json.dumps(metrics, indent=2) + "\n")
-        cmd = args.reproduce or card.get("training", {}).get("command", "")
-        (d / "README.md").write_text(readme(card, metrics, cmd))
+        _document(d, card, metrics, args.reproduce)
     return 0
 
 
