@@ -173,12 +173,19 @@ class ChunkSizer:
 @dataclass
 class _Spec:
     """A resolved target: end-effector poses T (E, 4, 4) in the root frame, constrained (E,) and
-    position-only (E,) masks, tip points (E, 3) [m] of the named links in their end effectors' frames."""
+    position-only (E,) masks, tip points (E, 3) [m] of the named links in their end effectors' frames;
+    per-axis tolerances: the named links' target poses (E, 4, 4) and bounds (E, 6) (0 = exact)."""
 
     T: np.ndarray
     mask: np.ndarray
     position_only: np.ndarray
     tip_points: np.ndarray
+    box_frames: np.ndarray
+    box_bounds: np.ndarray
+
+    @property
+    def boxed(self) -> bool:
+        return bool(np.any(self.box_bounds > 0))
 
 
 @dataclass
@@ -211,6 +218,35 @@ class _Pool:
     measured: int = 0  #: rows whose measurement completed in time
     reached: int = 0  #: rows within tolerances and limits (the solver's success test)
     best: tuple[float, float] = (math.inf, math.inf)  #: smallest (position [m], rotation [rad]) error measured
+
+
+def _target_lists(target: IKTarget, what: str) -> tuple[list, ...]:
+    """(links, poses, frames, position_only, tolerances) of a target, each one per link (empty optional
+    lists filled with their defaults); InvalidGoalError names the counts that do not match."""
+    links, poses = list(target.links), list(target.poses)
+    optional = ((target.frames, "frames", ""), (target.position_only, "position_only flags", False),
+                (target.tolerances, "tolerances", None))
+    if not links:
+        raise InvalidGoalError(f"{what}: no links")
+    wrong = [(len(poses), "poses")] if len(poses) != len(links) else []
+    wrong += [(len(values), name) for values, name, _ in optional if len(values) not in (0, len(links))]
+    if wrong:
+        raise InvalidGoalError(f"{what}: {len(links)} link names but " + " and ".join(f"{n} {name}" for n, name in wrong)
+                               + " (one pose per link name; frames, position_only, tolerances: one per link name, "
+                               "or none)")
+    return links, poses, *(list(values) or [default] * len(links) for values, _, default in optional)
+
+
+def _tolerance(values, what: str) -> np.ndarray:
+    """Six tolerances (x, y, z [m], rx, ry, rz [rad]), each >= 0 or inf -> (6,) float64 (InvalidGoalError)."""
+    try:
+        b = np.asarray(values, dtype=np.float64).reshape(-1)
+    except (TypeError, ValueError):
+        b = np.full(1, np.nan)
+    if b.shape != (6,) or np.any(np.isnan(b)) or np.any(b < 0):
+        raise InvalidGoalError(f"{what}: tolerances are 6 numbers >= 0 (x, y, z [m], rx, ry, rz [rad]; inf = free "
+                               f"axis), got {values!r}")
+    return b
 
 
 def _finite_number(value) -> bool:
@@ -494,24 +530,15 @@ class IKPipeline:
     def _spec(self, target: IKTarget, group: Group | None, q_ref: np.ndarray, T_ref: np.ndarray, what: str,
               external: Mapping[str, np.ndarray]) -> _Spec:
         """The end-effector targets of ``target`` (poses in robot frames or ``external`` ones, at ``q_ref``)."""
-        links, poses = list(target.links), list(target.poses)
-        frames, pos_only = list(target.frames) or [""] * len(links), list(target.position_only) or [False] * len(links)
-        if not links:
-            raise InvalidGoalError(f"{what}: no links")
-        if not len(poses) == len(frames) == len(pos_only) == len(links):
-            counts = ((len(poses), "poses", len(poses) != len(links)),
-                      (len(target.frames), "frames", len(target.frames) not in (0, len(poses))),
-                      (len(target.position_only), "position_only flags", len(target.position_only) not in (0, len(links))))
-            raise InvalidGoalError(f"{what}: {len(links)} link names but "
-                                   + " and ".join(f"{n} {name}" for n, name, wrong in counts if wrong)
-                                   + " (one pose per link name; position_only: one flag per link name, or none)")
         E = len(self.robot.end_effectors)
-        spec = _Spec(T_ref.copy(), np.zeros(E, bool), np.zeros(E, bool),
-                     np.zeros((E, 3)))
-        for link, pose, frame, po in zip(links, poses, frames, pos_only):
-            self._constrain(spec, link, self.frames.to_root(pose, frame, q_ref, f"{what}, link {link!r}",
-                                                            external),
-                            bool(po), group, what)
+        spec = _Spec(T_ref.copy(), np.zeros(E, bool), np.zeros(E, bool), np.zeros((E, 3)),
+                     np.broadcast_to(np.eye(4), (E, 4, 4)).copy(), np.zeros((E, 6)))
+        for link, pose, frame, po, tol in zip(*_target_lists(target, what)):
+            T_root_link = self.frames.to_root(pose, frame, q_ref, f"{what}, link {link!r}", external)
+            self._constrain(spec, link, T_root_link, bool(po), group, what)
+            if tol is not None:
+                e = self.ee_index[self.tips[link][0]]
+                spec.box_frames[e], spec.box_bounds[e] = T_root_link, _tolerance(tol, f"{what}, link {link!r}")
         if group is not None:  # group tips without a pose keep their pose at the reference state
             for tip in group.tips:
                 spec.mask[self.ee_index[self.tips[tip][0]]] = True
@@ -645,10 +672,13 @@ class IKPipeline:
         seed_rows = None if plan.seed is None else torch.as_tensor(plan.seed).expand(len(items) * num, -1)
         cost = self.solver.make_cost(objectives, seed_rows, q.world if q.avoid_collisions else None, q.cost_fn) \
             if objectives else None
+        boxed = any(s.boxed for s in specs)
         batch = SolveBatch.of(np.stack([s.T for s in specs]), num, self.robot.n_joints,
                               np.stack([s.mask for s in specs]), np.stack([s.position_only for s in specs]),
                               None if plan.seed is None else np.repeat(plan.seed[None], len(items), 0),
-                              plan.locked, np.stack([s.tip_points for s in specs]))
+                              plan.locked, np.stack([s.tip_points for s in specs]),
+                              box_frames=np.stack([s.box_frames for s in specs]) if boxed else None,
+                              box_bounds=np.stack([s.box_bounds for s in specs]) if boxed else None)
         remaining = plan.deadline - time.monotonic()
         res = self.solver.run(batch, cost, refine=self.config.refine, sampler=self.config.sampler,
                               steps=self.config.steps, random_seed=(plan.random_seed + 7919 * plan.calls) % (2**62),

@@ -29,12 +29,20 @@ class IKTarget:
     root frame). A link is an end effector of the model or a frame rigidly attached to one (a TCP).
     ``position_only[k]`` (empty = all False) leaves that link's orientation free. End effectors not
     named are free, unless the query names a planning group (see :class:`IKQuery`).
+
+    ``tolerances[k]`` (empty = all exact; an entry None = exact): six numbers ``(x, y, z [m], rx, ry,
+    rz [rad])``, how far the link may be from its pose along and about the pose's own axes
+    (TRAC-IK's bounds; ``inf`` frees an axis, e.g. ``(0, 0, 0, 0, 0, inf)``: any yaw about the
+    tool's z axis). Rotation components are those of the rotation vector between the link's and
+    the target's orientation, in the target's axes. A solution's errors are what is left beyond
+    the tolerances, and they must be within the solver's own (1e-5 m, 1e-4 rad).
     """
 
     links: Sequence[str]
     poses: Sequence
     frames: Sequence[str] = ()
     position_only: Sequence[bool] = ()
+    tolerances: Sequence[Sequence[float] | None] = ()
 
 
 @dataclass(frozen=True)

@@ -11,10 +11,10 @@ validated by the pipeline: the one front door, :meth:`IKPipeline.answer`) and pr
 1. **sample**: :func:`sampling.sampler.sample` (the compiled sampler for unguided DDIM on CPU)
    with the cost as guidance; with ``restarts`` r > 1, N / r samples per target, each the LM's
    start r times (as it is and perturbed).
-2. **refine**: a batched Levenberg-Marquardt polish of the samples (:func:`sampling.refine.refine`,
+2. **refine**: a batched Levenberg-Marquardt polish of the samples (:func:`sampling.lm.refine`,
    or the compiled :meth:`~ikdiffuser_ros.native.NativeKinematics.refine`).
 3. **polish** (a cost): converged rows descend the cost in the null space of the task
-   (:func:`sampling.refine.polish`), so the objectives hold after refinement too.
+   (:func:`sampling.polish.polish`), so the objectives hold after refinement too.
 4. **measure**: position / rotation errors by FK at the constrained frames (``tip_points``; worst
    over the constrained end effectors), limits, and the one success test (errors within
    ``SolverConfig.refine`` tolerances and within limits); sphere-model self collision; the cost.
@@ -46,13 +46,16 @@ from ikdiffuser_ros.kinematics.robot_model import RobotModel
 from ikdiffuser_ros.model.checkpoint import load_checkpoint
 from ikdiffuser_ros.robots import load_robot
 from ikdiffuser_ros.sampling import objectives as obj
-from ikdiffuser_ros.sampling.lm import RefineConfig, RefineResult, pose_residual, refine, tip_fk_and_jacobian, tip_targets
+from ikdiffuser_ros.sampling.lm import (RefineConfig, RefineResult, ToleranceBox, boxed_residual, pose_residual, refine,
+                                        tip_fk_and_jacobian, tip_targets)
 from ikdiffuser_ros.sampling.polish import PolishConfig, polish
 from ikdiffuser_ros.sampling.sampler import default_sampling, sample, sampling_plan, targets_from_poses
 
 
 #: Share of a ``timeout`` that sampling may use at most (the rest is the refinement's).
 SAMPLE_SHARE = 0.5
+#: Largest shift [m] of a sample's target along an axis with a position tolerance (a free axis included).
+JITTER_MAX_M = 0.1
 
 
 @dataclass(frozen=True)
@@ -200,13 +203,20 @@ class IKDiffuserSolver:
         steps, tail = self.plan_of(refined, steps)
         if generator is None:
             generator = torch.Generator(device=self.device).manual_seed(0 if random_seed is None else int(random_seed))
+        T_rows = batch.rows(batch.T) if batch.box_bounds is None else batch.jittered_targets(generator)
         if self.native_sampler is not None and cost is None and sampler == "ddim":
             x = torch.randn(batch.B * batch.N, batch.n, generator=generator, device=self.device, dtype=torch.float32)
-            q = self.native_sampler.sample(x, batch.rows(batch.T), batch.rows(batch.mask), batch.rows(batch.pos_only),
+            q = self.native_sampler.sample(x, T_rows, batch.rows(batch.mask), batch.rows(batch.pos_only),
                                            sampling_plan(self.loaded.schedule, steps, tail), deadline)
         else:
-            ee_pos, ee_rot6d = targets_from_poses(batch.T.float())
-            q = sample(self.loaded, ee_pos, ee_rot6d, batch.mask, batch.pos_only, batch.N, method=sampler,
+            per_row = batch.box_bounds is not None  # jittered targets: each row its own target
+
+            def per(x: torch.Tensor) -> torch.Tensor:
+                return batch.rows(x) if per_row else x
+
+            ee_pos, ee_rot6d = targets_from_poses((T_rows if per_row else batch.T).float())
+            q = sample(self.loaded, ee_pos, ee_rot6d, per(batch.mask), per(batch.pos_only), 1 if per_row else batch.N,
+                       method=sampler,
                        steps=steps, tail_steps=tail, guidance_scale=self.config.guidance_scale,
                        guidance_clip=self.config.guidance_clip, generator=generator, guidance=cost, deadline=deadline)
         timings["sample"] = time.monotonic() - t
@@ -235,8 +245,11 @@ class IKDiffuserSolver:
     def _refine(self, batch: "SolveBatch", q: torch.Tensor, cost, deadline, timings, bounds=None) -> RefineResult:
         """LM refinement, then the null-space objective polish when there is a cost: (M, n) -> RefineResult."""
         t = time.monotonic()
-        rows = dict(frozen=batch.frozen, tip_points=batch.rows(batch.tip_points))
-        lm = refine_fn(self.robot) if self.native_kinematics is None else self.native_kinematics.refine
+        rows = dict(frozen=batch.frozen, tip_points=batch.rows(batch.tip_points), box=batch.box_rows())
+        lm = refine_fn(self.robot) if self.native_kinematics is None or rows["box"] is not None \
+            else self.native_kinematics.refine  # per-axis tolerances: the torch LM
+        if rows["box"] is None:
+            del rows["box"]
         res = lm(q, batch.rows(batch.T), batch.rows(batch.mask), batch.rows(batch.pos_only), self.config.refine,
                  deadline, bounds=bounds, **rows)
         timings["refine"] = time.monotonic() - t
@@ -278,7 +291,8 @@ class IKDiffuserSolver:
                 T_fk[..., :3, 3] += (T_fk[..., :3, :3] @ tips.cpu().unsqueeze(-1)).squeeze(-1)
         else:
             T_fk = tip_fk_and_jacobian(self.robot, q, tips)[0] if tips is not None else self.robot.fk(q)
-        res6 = pose_residual(T_fk.to(q.device), tip_targets(batch.rows(batch.T), tips))
+        res6 = boxed_residual(pose_residual(T_fk.to(q.device), tip_targets(batch.rows(batch.T), tips)), None,
+                              batch.box_rows())[0]
         mask, rot_mask = batch.rows(batch.mask), batch.rows(batch.mask & ~batch.pos_only)
         return (torch.where(mask, res6[..., :3].norm(dim=-1), 0.0).amax(-1),
                 torch.where(rot_mask, res6[..., 3:].norm(dim=-1), 0.0).amax(-1))
@@ -290,8 +304,10 @@ class SolveBatch:
     goes in).
 
     T (B, E, 4, 4) float64 end-effector targets, mask / pos_only (B, E) bool, seed (B, n) or None,
-    locked ``{index: value}``, tip_points (B, E, 3) or None. ``rows(x)`` repeats a per-target
-    tensor for the B * N rows (target-major).
+    locked ``{index: value}``, tip_points (B, E, 3) or None; per-axis tolerances or None: box_frames
+    (B, E, 4, 4), each constrained frame's target pose (its axes are the tolerances' axes), and
+    box_bounds (B, E, 6), x, y, z [m], rx, ry, rz [rad] (inf = free; :class:`ToleranceBox`).
+    ``rows(x)`` repeats a per-target tensor for the B * N rows (target-major).
     """
 
     T: torch.Tensor
@@ -303,14 +319,17 @@ class SolveBatch:
     locked: dict[int, float]
     tip_points: torch.Tensor | None
     n: int
+    box_frames: torch.Tensor | None = None
+    box_bounds: torch.Tensor | None = None
 
     @classmethod
     def of(cls, T, N: int, n: int, mask=None, pos_only=None, seed=None, locked: dict[int, float] | None = None,
-           tip_points=None, device: str | torch.device = "cpu") -> "SolveBatch":
+           tip_points=None, device: str | torch.device = "cpu", box_frames=None, box_bounds=None) -> "SolveBatch":
         """A batch from trusted arrays (numpy or torch): T (B, E, 4, 4) end-effector poses in the root
         frame, mask / pos_only (B, E) bool (default: every end effector constrained, full pose), seed
-        (B, n) [rad or m] or None, locked ``{joint index: value}``, tip_points (B, E, 3) [m] or None;
-        ``N`` rows per target, ``n`` joints; tensors on ``device``."""
+        (B, n) [rad or m] or None, locked ``{joint index: value}``, tip_points (B, E, 3) [m] or None,
+        box_frames (B, E, 4, 4) and box_bounds (B, E, 6) or None (per-axis tolerances); ``N`` rows per
+        target, ``n`` joints; tensors on ``device``."""
         T = torch.as_tensor(T, dtype=torch.float64, device=device)
         B, E = T.shape[:2]
 
@@ -322,7 +341,28 @@ class SolveBatch:
             return None if x is None else torch.as_tensor(x, dtype=torch.float64, device=device)
 
         return cls(T=T, B=B, N=int(N), mask=mask_of(mask, True), pos_only=mask_of(pos_only, False),
-                   seed=float_of(seed), locked=dict(locked or {}), tip_points=float_of(tip_points), n=n)
+                   seed=float_of(seed), locked=dict(locked or {}), tip_points=float_of(tip_points), n=n,
+                   box_frames=float_of(box_frames), box_bounds=float_of(box_bounds))
+
+    def box_rows(self) -> ToleranceBox | None:
+        """The per-axis tolerances of the B * N rows, or None."""
+        if self.box_bounds is None:
+            return None
+        return ToleranceBox(self.rows(self.box_frames)[..., :3, :3], self.rows(self.box_bounds))
+
+    def jittered_targets(self, generator: torch.Generator) -> torch.Tensor:
+        """(B * N, E, 4, 4) targets of the rows' samples, each moved within its tolerances: rotated about its
+        frame's axes by up to ``min(bound, pi)`` and shifted along them by up to ``min(bound, JITTER_MAX_M)``
+        (uniform), so the prior's samples spread over a free axis instead of piling up at the nominal pose."""
+        F = self.rows(self.box_frames)
+        b = self.rows(self.box_bounds)
+        u = 2 * torch.rand(b.shape, generator=generator, dtype=b.dtype, device="cpu").to(b.device) - 1
+        u = u * torch.cat([b[..., :3].clamp(max=JITTER_MAX_M), b[..., 3:].clamp(max=math.pi)], -1)
+        G = torch.zeros_like(F)
+        G[..., :3, :3] = torch.linalg.matrix_exp(_skew(u[..., 3:]))
+        G[..., :3, 3] = u[..., :3]
+        G[..., 3, 3] = 1.0
+        return F @ G @ torch.linalg.inv(F) @ self.rows(self.T)
 
     def rows(self, x: torch.Tensor | None) -> torch.Tensor | None:
         return None if x is None else x.to(self.T.device).repeat_interleave(self.N, 0)
@@ -346,6 +386,13 @@ class SolveBatch:
             q = q.clone()
             q[:, list(self.locked)] = torch.tensor(list(self.locked.values()), dtype=q.dtype, device=q.device)
         return q
+
+
+def _skew(w: torch.Tensor) -> torch.Tensor:
+    """(..., 3) -> (..., 3, 3) cross-product matrices."""
+    zero = torch.zeros_like(w[..., 0])
+    return torch.stack([torch.stack([zero, -w[..., 2], w[..., 1]], -1), torch.stack([w[..., 2], zero, -w[..., 0]], -1),
+                        torch.stack([-w[..., 1], w[..., 0], zero], -1)], -2)
 
 
 def ranking_key(cost: torch.Tensor | None, q: torch.Tensor, seed_rows: torch.Tensor | None,

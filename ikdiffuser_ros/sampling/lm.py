@@ -10,6 +10,10 @@ parallel, with its own damping per row:
   (``target_mask`` False) contribute nothing, and ``position_only`` ones only
   their position rows, so the other joints stay where they are unless a
   constrained end effector needs them.
+* per-axis tolerances (a :class:`ToleranceBox`, TRAC-IK's bounds): the residual is expressed in
+  each target's own axes and every component may be off by up to its bound at no cost (a dead
+  zone: 0 inside, ``|e| - b`` beyond, the Jacobian row zeroed inside: the dead zone's
+  derivative); an infinite bound frees the axis (e.g. yaw about a symmetric tool's axis).
 * step: ``(J^T W J + lambda * (diag(J^T W J) + I)) dq = J^T W e`` with ``W`` the
   per-row weights (rotation rows scaled by ``rot_weight`` [m/rad]).
   A step that lowers the weighted squared error is accepted and ``lambda``
@@ -110,6 +114,38 @@ def _row_errors(res: torch.Tensor, target_mask: torch.Tensor, rot_mask: torch.Te
     return pos, rot
 
 
+@dataclass(frozen=True)
+class ToleranceBox:
+    """Per-axis tolerances of the constrained frames: ``axes`` (..., E, 3, 3), each target frame's x, y, z
+    axes in root coordinates (columns), and ``bounds`` (..., E, 6), how far each residual component in
+    those axes may be off at no cost: x, y, z [m], rx, ry, rz [rad] (0 = exact, inf = free)."""
+
+    axes: torch.Tensor
+    bounds: torch.Tensor
+
+    def rows(self, idx: torch.Tensor) -> "ToleranceBox":
+        return ToleranceBox(self.axes[idx], self.bounds[idx])
+
+
+def boxed_residual(res: torch.Tensor, J: torch.Tensor | None, box: ToleranceBox | None
+                   ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(m, E, 6) residuals and (m, E, 6, n) Jacobians (or None) -> the same in the targets' axes, each
+    component's bound taken off (0 inside, ``sign(e) (|e| - b)`` beyond) and the Jacobian rows of the
+    components inside their bound zeroed. Norms are unchanged by the rotation, so bounds of 0 give the
+    plain residual's errors. Without a box: unchanged."""
+    if box is None:
+        return res, J
+    Rt = box.axes.to(res.dtype).transpose(-1, -2)
+    e = torch.cat([(Rt @ res[..., :3, None])[..., 0], (Rt @ res[..., 3:, None])[..., 0]], -1)
+    excess = e.abs() - box.bounds.to(res.dtype)
+    inside = excess <= 0
+    d = torch.where(inside, torch.zeros_like(e), torch.sign(e) * excess)
+    if J is None:
+        return d, None
+    Jt = torch.cat([Rt @ J[..., :3, :], Rt @ J[..., 3:, :]], -2)
+    return d, torch.where(inside.unsqueeze(-1), torch.zeros_like(Jt), Jt)
+
+
 def tip_targets(targets: torch.Tensor, tip_points: torch.Tensor | None) -> torch.Tensor:
     """(..., E, 4, 4) end-effector targets -> targets of the tip frames ``T_ee @ [I | p]``.
 
@@ -167,7 +203,7 @@ def _broadcast_targets(targets: torch.Tensor, target_mask: torch.Tensor | None, 
 def refine(model: RobotModel, q0: torch.Tensor, targets: torch.Tensor, target_mask: torch.Tensor | None = None,
            position_only: torch.Tensor | None = None, config: RefineConfig = RefineConfig(),
            deadline: float | None = None, frozen: torch.Tensor | None = None, tip_points: torch.Tensor | None = None,
-           bounds: tuple[torch.Tensor, torch.Tensor] | None = None) -> RefineResult:
+           bounds: tuple[torch.Tensor, torch.Tensor] | None = None, box: ToleranceBox | None = None) -> RefineResult:
     """Polish ``M`` IK candidates with batched Levenberg-Marquardt (see the module docstring).
 
     Args:
@@ -185,11 +221,13 @@ def refine(model: RobotModel, q0: torch.Tensor, targets: torch.Tensor, target_ma
             (:func:`tip_targets`); None = at the end effectors.
         bounds: (lower (n,), upper (n,)) box [rad or m] the rows stay in (default the joint limits;
             a narrower box keeps answers near a seed).
+        box: per-axis tolerances of the constrained frames, (M, E) rows (:class:`ToleranceBox`); None =
+            every constrained frame exact within ``pos_tol`` / ``rot_tol``.
 
     Returns:
         :class:`RefineResult` with float64 tensors on ``q0``'s device.
     """
-    p = LMProblem.build(model, q0, targets, target_mask, position_only, config, frozen, tip_points, bounds)
+    p = LMProblem.build(model, q0, targets, target_mask, position_only, config, frozen, tip_points, bounds, box)
     st = _LMState.start(p)
     clock = UnitClock(deadline)
     for _ in range(config.max_iters):
@@ -205,7 +243,8 @@ def refine(model: RobotModel, q0: torch.Tensor, targets: torch.Tensor, target_ma
 class LMProblem:
     """What stays fixed during :func:`refine` (and :func:`~ikdiffuser_ros.sampling.polish.polish`):
     (M, E, 4, 4) end-effector targets and the targets of the tip points, (M, E) masks, (M, 6E)
-    residual weights, (M, n) frozen joints, limits, wrapping joints, (M, E, 3) tip points or None."""
+    residual weights, (M, n) frozen joints, limits, wrapping joints, (M, E, 3) tip points or None,
+    per-axis tolerances (M, E) or None."""
 
     model: RobotModel
     config: RefineConfig
@@ -221,10 +260,11 @@ class LMProblem:
     upper: torch.Tensor
     wrapping: torch.Tensor
     tip_points: torch.Tensor | None
+    box: ToleranceBox | None = None
 
     @classmethod
     def build(cls, model, q0, targets, target_mask, position_only, config, frozen, tip_points,
-              bounds=None) -> "LMProblem":
+              bounds=None, box: ToleranceBox | None = None) -> "LMProblem":
         device, dtype = q0.device, torch.float64
         q = q0.detach().to(dtype).clone()
         M, n = q.shape
@@ -242,11 +282,22 @@ class LMProblem:
         w = torch.cat([target_mask.unsqueeze(-1).expand(M, E, 3).to(dtype),
                        rot_mask.unsqueeze(-1).expand(M, E, 3).to(dtype) * config.rot_weight], -1).reshape(M, 6 * E)
         q = torch.where(fixed, q, project_to_limits(q, lower, upper, wrapping))
+        if box is not None:
+            box = ToleranceBox(box.axes.to(device, dtype).expand(M, E, 3, 3), box.bounds.to(device, dtype).expand(M, E, 6))
         return cls(model, config, q, ee_targets, targets, target_mask, position_only, rot_mask, w, fixed, lower,
-                   upper, wrapping, tip_points)
+                   upper, wrapping, tip_points, box)
 
     def tips(self, idx: torch.Tensor) -> torch.Tensor | None:
         return None if self.tip_points is None else self.tip_points[idx]
+
+    def residual(self, q: torch.Tensor, idx: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Residuals (m, E, 6) and Jacobians (m, E, 6, n) of rows ``idx`` (all when None) at q (m, n), in the
+        targets' axes with their tolerances taken off when there is a box (:func:`boxed_residual`)."""
+        tips = self.tip_points if idx is None else self.tips(idx)
+        targets = self.targets if idx is None else self.targets[idx]
+        box = self.box if idx is None or self.box is None else self.box.rows(idx)
+        T, J = tip_fk_and_jacobian(self.model, q, tips)
+        return boxed_residual(pose_residual(T, targets), J, box)
 
 
 @dataclass
@@ -269,8 +320,7 @@ class _LMState:
     def start(cls, p: LMProblem) -> "_LMState":
         q = p.q0
         (M, n), E, dev = q.shape, p.targets.shape[1], q.device
-        T, J = tip_fk_and_jacobian(p.model, q, p.tip_points)
-        res = pose_residual(T, p.targets)
+        res, J = p.residual(q)
         pos_err, rot_err = _row_errors(res, p.target_mask, p.rot_mask)
         converged = (pos_err <= p.config.pos_tol) & (rot_err <= p.config.rot_tol)
         idx = (~converged).nonzero().squeeze(-1)
@@ -304,8 +354,8 @@ def _lm_update(p: LMProblem, st: _LMState, q_new: torch.Tensor, cost_old: torch.
     """Accept or reject each running row's step (damping down or up), then drop converged and stalled rows."""
     idx, config = st.idx, p.config
     E, n = p.targets.shape[1], st.q.shape[1]
-    T_new, J_new = tip_fk_and_jacobian(p.model, q_new, p.tips(idx))
-    e_new = pose_residual(T_new, p.targets[idx]).reshape(-1, 6 * E)
+    e_new, J_new = p.residual(q_new, idx)
+    e_new = e_new.reshape(-1, 6 * E)
     cost_new = ((e_new * p.w[idx]) ** 2).sum(-1)
     accept = cost_new < cost_old
     progress = cost_new < config.progress_ratio * cost_old

@@ -13,7 +13,7 @@ import torch
 
 from ikdiffuser_ros.clock import UnitClock
 from ikdiffuser_ros.kinematics.robot_model import RobotModel
-from ikdiffuser_ros.sampling.lm import LMProblem, RefineConfig, RefineResult, refine, tip_fk_and_jacobian
+from ikdiffuser_ros.sampling.lm import LMProblem, RefineConfig, RefineResult, ToleranceBox, refine
 
 
 @dataclass(frozen=True)
@@ -39,7 +39,7 @@ def polish(model: RobotModel, result: RefineResult, targets: torch.Tensor, cost_
            target_mask: torch.Tensor | None = None, position_only: torch.Tensor | None = None,
            config: RefineConfig = RefineConfig(), polish_config: PolishConfig = PolishConfig(),
            deadline: float | None = None, frozen: torch.Tensor | None = None,
-           tip_points: torch.Tensor | None = None) -> RefineResult:
+           tip_points: torch.Tensor | None = None, box: ToleranceBox | None = None) -> RefineResult:
     """Lower ``cost_fn`` on converged rows while keeping their end-effector poses.
 
     Each iteration moves every converged row along the projection of
@@ -56,7 +56,8 @@ def polish(model: RobotModel, result: RefineResult, targets: torch.Tensor, cost_
         targets, target_mask, position_only: as for :func:`refine`.
         cost_fn: ``q (M, n) float64 -> (M,)``, differentiable, row-wise (row i's cost depends
             only on row i); always called on all M rows.
-        frozen, tip_points: as for :func:`refine` (frozen joints do not move, errors at the tips).
+        frozen, tip_points, box: as for :func:`refine` (frozen joints do not move, errors at the tips,
+            per-axis tolerances: a component inside its bound is free to move).
 
     Returns:
         a new :class:`RefineResult`.
@@ -64,7 +65,7 @@ def polish(model: RobotModel, result: RefineResult, targets: torch.Tensor, cost_
     out = RefineResult(**{name: value.clone() for name, value in vars(result).items()})
     p = _null_space_problem(model, result.q, targets, target_mask, position_only,
                             RefineConfig(**{**config.__dict__, "max_iters": polish_config.reconverge_iters}),
-                            frozen, tip_points)
+                            frozen, tip_points, box)
     step = torch.full((len(out.q),), polish_config.step, dtype=out.q.dtype, device=out.q.device)
     clock = UnitClock(deadline)
     for _ in range(polish_config.iters):
@@ -78,11 +79,11 @@ def polish(model: RobotModel, result: RefineResult, targets: torch.Tensor, cost_
 
 def _null_space_problem(model: RobotModel, q: torch.Tensor, targets: torch.Tensor, target_mask: torch.Tensor | None,
                         position_only: torch.Tensor | None, config: RefineConfig, frozen: torch.Tensor | None,
-                        tip_points: torch.Tensor | None) -> LMProblem:
+                        tip_points: torch.Tensor | None, box: ToleranceBox | None = None) -> LMProblem:
     """What stays fixed during :func:`polish`: the re-convergence's LM settings, targets, masks, frozen
     joints and limits, with unit weights on every constrained row (rotation rows unscaled) for the
     null-space projection."""
-    p = LMProblem.build(model, q, targets, target_mask, position_only, config, frozen, tip_points)
+    p = LMProblem.build(model, q, targets, target_mask, position_only, config, frozen, tip_points, box=box)
     p.w = torch.cat([p.target_mask.unsqueeze(-1).expand(*p.target_mask.shape, 3),
                      p.rot_mask.unsqueeze(-1).expand(*p.rot_mask.shape, 3)], -1).flatten(1).to(p.w.dtype)
     return p
@@ -103,7 +104,7 @@ def _null_space_direction(p: LMProblem, q: torch.Tensor, idx: torch.Tensor, g: t
     """(m, n) descent direction ``-(I - J^+ J) g`` of rows ``idx``; joints on a bound do not move
     outwards, frozen joints not at all."""
     n = q.shape[1]
-    J = tip_fk_and_jacobian(p.model, q[idx], p.tips(idx))[1].reshape(len(idx), -1, n) * p.w[idx].unsqueeze(-1)
+    J = p.residual(q[idx], idx)[1].reshape(len(idx), -1, n) * p.w[idx].unsqueeze(-1)
     J = J * (~p.fixed[idx]).to(q.dtype).unsqueeze(1)
     N = torch.eye(n, dtype=q.dtype, device=q.device) - torch.linalg.pinv(J, rtol=1e-8) @ J
     d = -(N @ g.unsqueeze(-1)).squeeze(-1)
@@ -125,7 +126,7 @@ def _polish_step(p: LMProblem, out: RefineResult, idx, step, cost_fn, pc: Polish
     movable = dn > 1e-12
     q_try = out.q[idx] + d / dn.clamp_min(1e-12).unsqueeze(-1) * step[idx].unsqueeze(-1)
     r = refine(p.model, q_try, p.ee_targets[idx], p.target_mask[idx], p.position_only[idx], p.config, deadline,
-               p.fixed[idx], p.tips(idx))
+               p.fixed[idx], p.tips(idx), box=None if p.box is None else p.box.rows(idx))
     accept = movable & r.converged & (cost_fn(out.q.index_put((idx,), r.q))[idx] < c)
     out.q[idx] = torch.where(accept.unsqueeze(-1), r.q, out.q[idx])
     out.position_error[idx] = torch.where(accept, r.position_error, out.position_error[idx])
