@@ -9,8 +9,17 @@ joints, tips held at the seed) is the core's :class:`IKQuery` with ``group`` set
 * poses: ``pose_stamped_vector`` with >= 2 entries is the multi-tip form and needs as many
   ``ik_link_names``; otherwise the single pose is ``pose_stamped`` (or the vector's only entry)
   for ``ik_link_name`` (or ``ik_link_names[0]``); an empty link means the group's first tip.
+* pose frames: the root frame (or empty), a link of the robot, or any frame tf2 or the
+  ``fixed_frame_transforms`` parameter resolves (the node fills ``external_frames``: ros/tf_frames.py).
 * ``robot_state``: the seed of the group's joints and the values of all other joints (they are
   copied into the solution unchanged; passive joints too).
+* ``constraints.position_constraints`` / ``orientation_constraints`` on a requested link become its
+  per-axis tolerances (:attr:`IKTarget.tolerances`, in the target's axes): an orientation constraint
+  replaces the pose's orientation by its own with ``absolute_{x,y,z}_axis_tolerance`` (both
+  parameterizations read as rotation-vector components); a position constraint's one box (aligned
+  with the target orientation) or sphere (its inscribed cube: conservative) replaces the position by
+  the region's centre, half its extents as bounds. Constraints must be given in the pose's frame,
+  without ``target_point_offset``; anything else is refused (INVALID_GOAL), never ignored.
 * ``avoid_collisions``, ``constraints.joint_constraints`` (as :class:`JointBounds`), ``timeout``
   (``sec`` + ``nanosec``; 0 = ``moveit_default_timeout``; from the start of the solve, and the answer
   comes within ``max_timeout`` of the request's arrival, the wait for the solver included).
@@ -77,6 +86,73 @@ def joint_bounds(constraints: Constraints) -> list[JointBounds]:
     return out
 
 
+def pose_tolerances(constraints: Constraints, links: list[str], values: list[np.ndarray], frames: list[str]
+                    ) -> tuple[list[np.ndarray], list[np.ndarray | None]]:
+    """Position and orientation constraints on the requested links -> (their (7,) pose values with the
+    constrained parts replaced by the constraints', per-link tolerances (6,) or None); see the module
+    docstring. InvalidGoalError names what cannot be expressed."""
+    values = [np.array(v, dtype=np.float64) for v in values]
+    bounds = [np.zeros(6) for _ in links]
+    for kind, cs in (("orientation", constraints.orientation_constraints),
+                     ("position", constraints.position_constraints)):
+        for c in cs:
+            k = _constrained_link(c, kind, links, frames)
+            if kind == "orientation":
+                values[k][3:] = (c.orientation.x, c.orientation.y, c.orientation.z, c.orientation.w)
+                bounds[k][3:] = _finite_tolerances(
+                    (c.absolute_x_axis_tolerance, c.absolute_y_axis_tolerance, c.absolute_z_axis_tolerance), c.link_name)
+            else:
+                values[k][:3], bounds[k][:3] = _position_region(c, values[k])
+    return values, [b if b.any() else None for b in bounds]
+
+
+def _constrained_link(c, kind: str, links: list[str], frames: list[str]) -> int:
+    """Index of the requested link a position or orientation constraint applies to (InvalidGoalError)."""
+    if c.link_name not in links:
+        raise InvalidGoalError(f"{kind} constraint on link {c.link_name!r}, which has no pose in the request "
+                               f"(posed links: {links}); such constraints apply to the requested links")
+    k = links.index(c.link_name)
+    if c.header.frame_id.strip("/") != frames[k].strip("/"):
+        raise InvalidGoalError(f"{kind} constraint on {c.link_name!r} is in frame {c.header.frame_id!r} but its "
+                               f"pose in {frames[k]!r}: give both in the same frame")
+    return k
+
+
+def _finite_tolerances(values, link: str) -> np.ndarray:
+    b = np.asarray(values, dtype=np.float64)
+    if np.any(~np.isfinite(b)) or np.any(b < 0):
+        raise InvalidGoalError(f"constraint on {link!r}: tolerances must be finite and >= 0, got {b.tolist()}")
+    return b
+
+
+def _position_region(c, value: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A PositionConstraint's region -> (centre (3,) [m], half extents (3,) [m] in the target's axes)."""
+    from shape_msgs.msg import SolidPrimitive
+
+    from ikdiffuser_ros.kinematics.frames import quaternion_matrix
+
+    region = c.constraint_region
+    if any(abs(v) > 0 for v in (c.target_point_offset.x, c.target_point_offset.y, c.target_point_offset.z)):
+        raise InvalidGoalError(f"position constraint on {c.link_name!r}: target_point_offset is not supported; "
+                               f"name the offset link (a TCP) instead")
+    if len(region.primitives) != 1 or len(region.primitive_poses) != 1 or len(region.meshes):
+        raise InvalidGoalError(f"position constraint on {c.link_name!r}: the region must be one box or sphere")
+    prim, pose = region.primitives[0], region.primitive_poses[0]
+    centre = np.array([pose.position.x, pose.position.y, pose.position.z], dtype=np.float64)
+    dims = np.asarray(prim.dimensions, dtype=np.float64)
+    if prim.type == SolidPrimitive.SPHERE and dims.size >= 1:
+        half = np.full(3, dims[0] / np.sqrt(3.0))  # the sphere's inscribed cube
+    elif prim.type == SolidPrimitive.BOX and dims.size >= 3:
+        R_box = quaternion_matrix((pose.orientation.x, pose.orientation.y, pose.orientation.z, pose.orientation.w))
+        if not np.allclose(R_box, quaternion_matrix(value[3:]), atol=1e-6):
+            raise InvalidGoalError(f"position constraint on {c.link_name!r}: a box region must have the target's "
+                                   f"orientation (its bounds are along the target's axes)")
+        half = dims[:3] / 2
+    else:
+        raise InvalidGoalError(f"position constraint on {c.link_name!r}: the region must be one box or sphere")
+    return centre, _finite_tolerances(half, c.link_name)
+
+
 def query_of(req: PositionIKRequest, groups: dict[str, Group], layout: JointStateLayout, cfg: NodeConfig,
              world: World | None, start: float | None = None,
              received: float | None = None) -> tuple[IKQuery, dict[str, float]]:
@@ -90,7 +166,9 @@ def query_of(req: PositionIKRequest, groups: dict[str, Group], layout: JointStat
     timeout = duration_to_seconds(req.timeout)
     start, timeout = budget_window(min(timeout if timeout > 0 else cfg.moveit_default_timeout, cfg.max_timeout),
                                    cfg.max_timeout, start, received)
-    target = IKTarget(links, [pose_values(p.pose) for p in poses], [p.header.frame_id for p in poses])
+    frames = [p.header.frame_id for p in poses]
+    values, tolerances = pose_tolerances(req.constraints, links, [pose_values(p.pose) for p in poses], frames)
+    target = IKTarget(links, values, frames, tolerances=tolerances)
     query = IKQuery(
         [target], num_solutions=cfg.moveit_num_candidates, group=group.name, seed=seed,
         objectives=cfg.default_objectives(has_seed=True), constraints=joint_bounds(req.constraints),
