@@ -29,6 +29,7 @@ joints, tips held at the seed) is the core's :class:`IKQuery` with ``group`` set
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -42,7 +43,7 @@ from ikdiffuser_ros.ros.params import NodeConfig
 
 if TYPE_CHECKING:  # moveit_msgs is optional at run time (the node serves get_ik_solutions without it)
     from geometry_msgs.msg import PoseStamped
-    from moveit_msgs.msg import Constraints, PositionIKRequest
+    from moveit_msgs.msg import Constraints, OrientationConstraint, PositionConstraint, PositionIKRequest
     from moveit_msgs.srv import GetPositionIK
 
     from ikdiffuser_ros.collision.world import World
@@ -106,7 +107,7 @@ def pose_tolerances(constraints: Constraints, links: list[str], values: list[np.
     return values, [b if b.any() else None for b in bounds]
 
 
-def _constrained_link(c, kind: str, links: list[str], frames: list[str]) -> int:
+def _constrained_link(c: OrientationConstraint | PositionConstraint, kind: str, links: list[str], frames: list[str]) -> int:
     """Index of the requested link a position or orientation constraint applies to (InvalidGoalError)."""
     if c.link_name not in links:
         raise InvalidGoalError(f"{kind} constraint on link {c.link_name!r}, which has no pose in the request "
@@ -118,14 +119,14 @@ def _constrained_link(c, kind: str, links: list[str], frames: list[str]) -> int:
     return k
 
 
-def _finite_tolerances(values, link: str) -> np.ndarray:
+def _finite_tolerances(values: Sequence[float] | np.ndarray, link: str) -> np.ndarray:
     b = np.asarray(values, dtype=np.float64)
     if np.any(~np.isfinite(b)) or np.any(b < 0):
         raise InvalidGoalError(f"constraint on {link!r}: tolerances must be finite and >= 0, got {b.tolist()}")
     return b
 
 
-def _position_region(c, value: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _position_region(c: PositionConstraint, value: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """A PositionConstraint's region -> (centre (3,) [m], half extents (3,) [m] in the target's axes)."""
     from shape_msgs.msg import SolidPrimitive
 

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import MISSING, dataclass, field, fields, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ikdiffuser_ros.collision.world import MAX_EXTENT
 from ikdiffuser_ros.errors import InvalidRequestError
@@ -33,6 +33,11 @@ from ikdiffuser_ros.pipeline import PipelineConfig
 from ikdiffuser_ros.query import IKQuery
 from ikdiffuser_ros.sampling import objectives as obj
 from ikdiffuser_ros.solver import SolverConfig
+
+if TYPE_CHECKING:  # rclpy types only for the hints: the core configs above need no ROS
+    from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
+    from rclpy.node import Node
+    from rclpy.parameter import Parameter
 
 # metadata keys
 _DESC, _RANGE, _CHOICES, _RO = "description", "range", "choices", "read_only"
@@ -51,14 +56,16 @@ _CORE_NAMES = {"pipeline": "PipelineConfig", "refine": "RefineConfig", "query": 
 RESOLVED_AT_START = ("model_path",)
 
 
-def _p(default, description: str, range_=None, choices=None, read_only=False, factory=False, core=None):
+def _p(default: Any, description: str, range_: tuple[float, float] | None = None, choices: tuple[str, ...] | None = None,
+       read_only: bool = False, factory: bool = False, core: tuple[str, str] | None = None) -> Any:
     md = {_DESC: description, _RANGE: range_, _CHOICES: choices, _RO: read_only, _CORE: core}
     if factory:
         return field(default_factory=lambda: list(default), metadata=md)
     return field(default=default, metadata=md)
 
 
-def _core(where: str, name: str, description: str, range_=None, choices=None, read_only=False):
+def _core(where: str, name: str, description: str, range_: tuple[float, float] | None = None,
+          choices: tuple[str, ...] | None = None, read_only: bool = False) -> Any:
     """A parameter for the core setting ``name`` of ``where`` (:data:`CORE_DEFAULTS`), with that setting's
     default: its one default lives in the core (a None default, "the checkpoint's", reads 0 here)."""
     defaults = CORE_DEFAULTS[where]
@@ -307,7 +314,7 @@ def parse_groups(entries: list[str]) -> dict[str, tuple[str, ...]]:
     return out
 
 
-def declare_parameters(node) -> NodeConfig:
+def declare_parameters(node: Node) -> NodeConfig:
     """Declare every :class:`NodeConfig` field on ``node`` and return the values it got.
 
     Raises ``ValueError`` with the reason when a value (from overrides or a
@@ -335,7 +342,7 @@ def declare_parameters(node) -> NodeConfig:
     return config
 
 
-def set_resolved(node, name: str, value: Any) -> None:
+def set_resolved(node: Node, name: str, value: Any) -> None:
     """Parameter ``name`` (one of :data:`RESOLVED_AT_START`) re-declared, read-only, with ``value``: what the
     node resolved at start-up (``ros2 param get`` reads it from then on)."""
     if name not in RESOLVED_AT_START:
@@ -344,7 +351,7 @@ def set_resolved(node, name: str, value: Any) -> None:
     node.declare_parameter(name, value, _descriptor(NodeConfig.meta(name), value), ignore_override=True)
 
 
-def _descriptor(md: dict, default, writable: bool = False):
+def _descriptor(md: dict, default: Any, writable: bool = False) -> ParameterDescriptor:
     """The ``ParameterDescriptor`` of a field: description, read-only flag (off when ``writable``), choices,
     numeric range."""
     from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
@@ -362,7 +369,7 @@ def _descriptor(md: dict, default, writable: bool = False):
     return desc
 
 
-def _declare(node, name: str, default, desc):
+def _declare(node: Node, name: str, default: Any, desc: ParameterDescriptor) -> Any:
     """Declare one parameter; its value (an override's, else ``default``). ``ValueError`` names a bad override."""
     if isinstance(default, list):
         from rclpy.parameter import Parameter
@@ -380,7 +387,7 @@ def _declare(node, name: str, default, desc):
     return param.value
 
 
-def _install_callbacks(node, config: NodeConfig) -> None:
+def _install_callbacks(node: Node, config: NodeConfig) -> None:
     """Set ``node.ikd_config`` and the callbacks that check (:func:`_on_set`) and apply (:func:`_post_set`)
     later changes; without post-set callbacks (Humble) the on-set callback applies accepted changes."""
     has_post_set = hasattr(node, "add_post_set_parameters_callback")
@@ -390,7 +397,7 @@ def _install_callbacks(node, config: NodeConfig) -> None:
         node.add_post_set_parameters_callback(lambda params: _post_set(node, params))
 
 
-def _on_set(node, params, apply: bool):
+def _on_set(node: Node, params: list[Parameter], apply: bool) -> SetParametersResult:
     """Refuse a bad value, or a bad combination with the current ones, with the reason (``apply``: apply it)."""
     from rcl_interfaces.msg import SetParametersResult
 
@@ -410,7 +417,7 @@ def _on_set(node, params, apply: bool):
     return SetParametersResult(successful=True)
 
 
-def _post_set(node, params) -> None:
+def _post_set(node: Node, params: list[Parameter]) -> None:
     """Copy accepted changes into ``node.ikd_config`` (an int given for a float parameter becomes a float)."""
     for p in params:
         if p.name in NodeConfig.names():
