@@ -4,8 +4,10 @@
 #   ikdiffuser_ros/_native*.so  the compiled path (native/, C++ with Eigen through pybind11)
 #   build/ install/ colcon build of the root ament_cmake package ikdiffuser_ros
 #   test_ws/        colcon build of test/interfaces (moveit_msgs & deps), only when
-#                   the real moveit_msgs is not installed; and of ../shared/ros_src
-#                   (composition_interfaces, for launch_ros) when the launch wheels are there
+#                   the real moveit_msgs is not installed; of ../shared/ros_src/geometry2
+#                   (tf2, tf2_msgs, tf2_py, tf2_ros_py: frames outside the robot), only when
+#                   tf2_ros is not installed; and of ../shared/ros_src/composition_interfaces
+#                   (for launch_ros) when the launch wheels are there
 # Idempotent: each step is skipped when its inputs are unchanged, so a second run
 # takes a second or two. Environment knobs:
 #   PYTHON=python3.11     interpreter used to create .venv (default: python3 on PATH)
@@ -13,7 +15,8 @@
 #   IKD_FORCE=1           redo every step
 #   IKD_LAUNCH_WHEELS=DIR launch/launch_ros/ros2cli wheels (default ../shared/wheels/launch)
 #   IKD_ROS2CLI_WHEELS=DIR ros2 service/param/topic/interface/node wheels (default ../shared/wheels/ros2cli)
-#   IKD_ROS_SRC=DIR       interface package sources for them (default ../shared/ros_src)
+#   IKD_ROS_SRC=DIR       ROS package sources with no wheel: composition_interfaces for launch_ros,
+#                         geometry2/ for tf2 (default ../shared/ros_src)
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -213,20 +216,23 @@ else
   stamp_write colcon-main "$main_hash"
 fi
 
-# build_test_ws STAMP SRC_DIR MARKER_PKG "DESCRIPTION" "NOTE": colcon-build the packages under SRC_DIR into
-# test_ws/install unless the stamp (hash of SRC_DIR's files + requirements/ros.txt) and MARKER_PKG's
+# build_test_ws STAMP SRC_DIR MARKER_PKG "DESCRIPTION" "NOTE" [one-job]: colcon-build the packages under SRC_DIR
+# into test_ws/install unless the stamp (hash of SRC_DIR's files + requirements/ros.txt) and MARKER_PKG's
 # package.xml show they are up to date. Unoptimised: test-only messages compile much faster at -O0.
+# one-job: one package at a time, one compiler at a time (MAKEFLAGS=-j1), for C++ on a shared machine.
 build_test_ws() {
   local stamp="$1" src="$2" marker="$3" desc="$4" note="$5" hash
+  local -a jobs=()
+  [ "${6:-}" = one-job ] && jobs=(env MAKEFLAGS=-j1)
   hash="$(hash_files $(find "$src" -type f | sort) requirements/ros.txt)"
   if stamp_ok "$stamp" "$hash" && [ -f "test_ws/install/$marker/share/$marker/package.xml" ]; then
     log "test_ws/install ($desc) up to date"
     return
   fi
   log "colcon build: $src -> test_ws/install $note"
-  colcon --log-base test_ws/log build --base-paths "$src" \
+  "${jobs[@]}" colcon --log-base test_ws/log build --base-paths "$src" \
       --build-base test_ws/build --install-base test_ws/install \
-      --event-handlers parallel_status- \
+      --event-handlers parallel_status- ${jobs:+--executor sequential} \
       --cmake-args "${CMAKE_ARGS[@]/-DCMAKE_BUILD_TYPE=Release/-DCMAKE_BUILD_TYPE=}"
   stamp_write "$stamp" "$hash"
 }
@@ -242,11 +248,24 @@ else
     "moveit_msgs, octomap_msgs, object_recognition_msgs" "(a few minutes the first time)"
 fi
 
+# tf2 (the node's lookups of frames outside the robot, ikdiffuser_ros/ros/tf_frames.py, and the tf tests'
+# /tf_static publisher), from source: no wheel exists. A sourced ROS install with tf2_ros is used as it is.
+real_tf2="$("$VPY" -c 'import tf2_ros, os; print(os.path.dirname(tf2_ros.__file__))' 2>/dev/null || true)"
+if [ -n "$real_tf2" ] && [[ "$real_tf2" != "$ROOT/test_ws/"* ]]; then
+  log "using the installed tf2_ros ($real_tf2); not building geometry2"
+elif [ -d "$ROS_SRC/geometry2" ]; then
+  build_test_ws colcon-tf2 "$ROS_SRC/geometry2" tf2_ros_py "tf2, tf2_msgs, tf2_py, tf2_ros_py" \
+    "(C++, one job: about a minute the first time)" one-job
+else
+  warn "no $ROS_SRC/geometry2: tf2 not built; the node resolves frames outside the robot from its" \
+       "fixed_frame_transforms parameter only (the tf2 tests are skipped)"
+fi
+
 # Interface packages launch_ros needs (composition_interfaces), from source: no wheel exists.
-if [ -d "$LAUNCH_WHEELS" ] && [ -d "$ROS_SRC" ]; then
-  build_test_ws colcon-ros-src "$ROS_SRC" composition_interfaces composition_interfaces ""
+if [ -d "$LAUNCH_WHEELS" ] && [ -d "$ROS_SRC/composition_interfaces" ]; then
+  build_test_ws colcon-ros-src "$ROS_SRC/composition_interfaces" composition_interfaces composition_interfaces ""
 elif [ -d "$LAUNCH_WHEELS" ]; then
-  warn "no $ROS_SRC: launch_ros cannot import without composition_interfaces"
+  warn "no $ROS_SRC/composition_interfaces: launch_ros cannot import without it"
 fi
 # ---------------------------------------------------------------- 6. MoveIt kinematics plugin (optional)
 # moveit_plugin/ and the rclcpp/moveit_core prefix it builds on (cached outside the repository), from
