@@ -26,6 +26,8 @@ Interfaces (``~`` = the node's name):
   ``/collision_object``, ``/attached_collision_object``; client
   ``/get_planning_scene`` (asked once at start when it exists)
 * publisher ``~/solutions`` (visualization_msgs/MarkerArray): the last answer
+* subscriptions ``/tf``, ``/tf_static`` (when tf2 is importable): poses in frames outside the robot
+  (:mod:`~ikdiffuser_ros.ros.tf_frames`; or the ``fixed_frame_transforms`` parameter)
 
 Threading and load (docs/ros_node.md, "Concurrency"): the services are in a
 ReentrantCallbackGroup with request queues of ``service_queue_depth`` (QoS
@@ -81,6 +83,7 @@ from ikdiffuser_ros.ros.markers import solutions_marker_array
 from ikdiffuser_ros.ros.params import NodeConfig, declare_parameters, parse_groups, set_resolved
 from ikdiffuser_ros.ros.scene_monitor import SceneMonitor
 from ikdiffuser_ros.ros.solve_queue import Busy, Expired, SolveQueue, executor_threads
+from ikdiffuser_ros.ros.tf_frames import TfFrames
 from ikdiffuser_ros.solver import IKDiffuserSolver
 from ikdiffuser_ros.srv import GetIKSolutions
 
@@ -189,6 +192,10 @@ class IKDiffuserNode(Node):
         self.requests_served = 0
         self.solve_queue = SolveQueue(self.config.max_queued_requests)
         self._scene_group = MutuallyExclusiveCallbackGroup()
+        try:  # frames outside the robot: tf2 (/tf, /tf_static) and fixed_frame_transforms (ros/tf_frames.py)
+            self.tf_frames = TfFrames(self, self.config, self.robot.root_frame)
+        except ValueError as exc:
+            raise StartupError(f"invalid parameter: {exc}") from None
         self._create_services()
         self._create_publishers()
         self.get_logger().info(f"ready in {time.monotonic() - t0:.1f} s: model {self.model_path} on "
@@ -435,6 +442,7 @@ class IKDiffuserNode(Node):
         received = t0 if received is None else received
         try:
             query = ik_solutions.query_of(request, self.layout, self.config, self.scene.snapshot(), t0, received)
+            query = self.tf_frames.resolve(query, self.robot, [p.header for t in request.targets for p in t.poses])
             response = ik_solutions.fill_response(response, self._answer(query))
         except IKDiffuserError as exc:
             response = ik_solutions.fill_error(response, error_code(exc), str(exc), self.robot.joint_names,
@@ -471,6 +479,8 @@ class IKDiffuserNode(Node):
         try:
             query, passive = moveit_bridge.query_of(ik_request, self.pipeline.groups, self.layout, self.config,
                                                     self.scene.snapshot(), t0, received)
+            poses = list(ik_request.pose_stamped_vector) or [ik_request.pose_stamped]  # as links_and_poses
+            query = self.tf_frames.resolve(query, self.robot, [p.header for p in poses])
             return moveit_bridge.fill_response(response, self._answer(query), self.layout, passive,
                                                self.robot.root_frame)
         except IKDiffuserError as exc:
