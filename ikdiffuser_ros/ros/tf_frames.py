@@ -167,9 +167,8 @@ class TfFrames:
 
     def __init__(self, node: Node, cfg: Any, root_frame: str) -> None:
         self.node, self.cfg, self.root = node, cfg, root_frame
-        self._fixed_key: tuple = ()
-        self._fixed: dict[str, np.ndarray] = {}
-        self.fixed()  # refuse a bad parameter at start-up
+        self._fixed_key = tuple(getattr(cfg, FIXED_PARAM, ()) or ())
+        self._fixed = parse_fixed_transforms(self._fixed_key, root_frame)  # a bad value stops the node
         self.buffer = None
         if tf2_ros is None:
             node.get_logger().warning(f"tf2 not importable ({TF2_MISSING}): poses in frames outside the robot are "
@@ -199,10 +198,15 @@ class TfFrames:
                                                f"{t.child_frame_id!r}: {exc}", throttle_duration_sec=5.0)
 
     def fixed(self) -> dict[str, np.ndarray]:
-        """``{frame: T_root_frame}`` of the ``fixed_frame_transforms`` parameter (parsed once per value)."""
+        """``{frame: T_root_frame}`` of the ``fixed_frame_transforms`` parameter (parsed once per value; a bad
+        value set at run time: one warning, and the last good value stays in use)."""
         entries = tuple(getattr(self.cfg, FIXED_PARAM, ()) or ())
         if entries != self._fixed_key:
-            self._fixed, self._fixed_key = parse_fixed_transforms(entries, self.root), entries
+            try:
+                self._fixed = parse_fixed_transforms(entries, self.root)
+            except ValueError as exc:
+                self.node.get_logger().warning(f"{exc}; keeping the previous {FIXED_PARAM}")
+            self._fixed_key = entries
         return self._fixed
 
     def external_frames(self, frames: Iterable[str], stamps: Mapping[str, Time] | None = None,

@@ -261,6 +261,12 @@ def test_without_tf2_fixed_transforms_only(monkeypatch):
     assert np.allclose(frames.external_frames({"map"})["map"][:3, 3], (-1, 0, 0))
     with pytest.raises(UnknownFrameError, match="no transform from 'world' to 'panda_link0'.*tf2 is not available"):
         frames.external_frames({"world"})
+    # a bad value set at run time: a warning, the last good value stays; at start-up: refused
+    cfg.fixed_frame_transforms = ["map 1 0 0"]
+    assert np.allclose(frames.external_frames({"map"})["map"][:3, 3], (-1, 0, 0))
+    assert len(logged) == 2 and "keeping the previous fixed_frame_transforms" in logged[1]
+    with pytest.raises(ValueError, match="FRAME x y z"):
+        tf_frames.TfFrames(SimpleNamespace(get_logger=lambda: logger), cfg, ROOT)
     # a failed frame fails the targets that name it, through the core's per-target check
     ext = tf_frames.ExternalFrames({"map": np.eye(4)}, {"world": UnknownFrameError("world", [])})
     assert set(ext) == {"map", "world"} and len(ext) == 2 and "world" in ext
