@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -51,9 +51,11 @@ _ZERO = TimeMsg() if tf2_ros is not None else None  # "the latest" for tf2
 
 if TYPE_CHECKING:
     from builtin_interfaces.msg import Time
+    from geometry_msgs.msg import Transform, TransformStamped
     from rclpy.node import Node
     from std_msgs.msg import Header
 
+    from ikdiffuser_ros.kinematics.robot_model import RobotModel
     from ikdiffuser_ros.query import IKQuery
 
 #: node parameters read here (``getattr(cfg, name, default)``: they work before params.py declares them)
@@ -101,7 +103,7 @@ def parse_fixed_transforms(entries: Iterable[str], root: str) -> dict[str, np.nd
     return out
 
 
-def outside_frames(query: IKQuery, robot) -> set[str]:
+def outside_frames(query: IKQuery, robot: RobotModel) -> set[str]:
     """Frames the query's targets name that are neither empty, the root frame nor a link of ``robot``."""
     links = robot.urdf.links
     return {f for t in query.targets for f in map(normalize, t.frames)
@@ -118,7 +120,7 @@ def latest_stamps(headers: Iterable[Header]) -> dict[str, Time]:
     return out
 
 
-def transform_matrix(t) -> np.ndarray:
+def transform_matrix(t: TransformStamped | Transform) -> np.ndarray:
     """geometry_msgs/TransformStamped (or Transform) -> (4, 4) float64 (a bad quaternion: InvalidGoalError)."""
     t = getattr(t, "transform", t)
     tr, r = t.translation, t.rotation
@@ -189,7 +191,7 @@ class TfFrames:
     def _on_tf_static(self, msg: TFMessage) -> None:
         self._store(msg, self.buffer.set_transform_static)
 
-    def _store(self, msg: TFMessage, store) -> None:
+    def _store(self, msg: TFMessage, store: Callable[[TransformStamped, str], None]) -> None:
         for t in msg.transforms:
             try:
                 store(t, "default_authority")
@@ -219,7 +221,7 @@ class TfFrames:
             raise next(iter(failed.values()))
         return found
 
-    def resolve(self, query: IKQuery, robot, headers: Sequence[Header]) -> IKQuery:
+    def resolve(self, query: IKQuery, robot: RobotModel, headers: Sequence[Header]) -> IKQuery:
         """``query`` with ``external_frames`` for every frame outside ``robot`` its targets name, stamped by
         ``headers`` (the request's PoseStamped headers), the wait bounded by the query's budget (``query``
         itself when there is no such frame). A frame that cannot be resolved fails only the targets that
