@@ -2,13 +2,16 @@
 
     ros2 launch ikdiffuser_ros ikdiffuser.launch.py robot:=baxter [params_file:=...] [device:=cuda] [model_path:=...]
         [namespace:=...] [node_name:=...] [log_level:=debug] [use_sim_time:=true]
+    ros2 launch ikdiffuser_ros ikdiffuser.launch.py robot:=/path/to/my_robot.yaml model_path:=/path/to/model
 
-The robot description (URDF and SRDF, xacro expanded) comes from
-config/robots/<robot>.yaml and is passed as the robot_description /
-robot_description_semantic parameters; the node parameters come from
-params_file (which must exist) or else config/<robot>.yaml: the sections of the
-file for this node (keyed ``ikdiffuser_node``, ``node_name``, ``<namespace>/<node_name>``
-or the wildcard ``/**``), so they apply under any name and namespace. In a MoveIt
+The robot is a name in config/robots or the path of a robot YAML (``ikdiffuser init-robot``
+writes one; docs/your_robot.md); it is passed to the node as its ``robot`` parameter (an absolute
+path for a YAML). The robot description (URDF and SRDF, xacro expanded) comes from that robot
+config and is passed as the robot_description / robot_description_semantic parameters; the node
+parameters come from params_file (which must exist) or else, for a robot name, config/<robot>.yaml
+(a robot YAML has none: the node's defaults): the sections of the file for this node (keyed
+``ikdiffuser_node``, ``node_name``, ``<namespace>/<node_name>`` or the wildcard ``/**``), so they
+apply under any name and namespace. In a MoveIt
 setup, drop the description parameters and the node reads the robot_description
 topics published by robot_state_publisher and move_group instead.
 """
@@ -34,14 +37,26 @@ def _share() -> str:
         return os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+def _robot(context) -> str:
+    """The robot argument: a robot name, or the absolute path of a robot YAML."""
+    robot = LaunchConfiguration("robot").perform(context).strip()
+    if robot.endswith((".yaml", ".yml")) or os.sep in robot:
+        robot = os.path.abspath(os.path.expanduser(robot))
+        if not os.path.isfile(robot):
+            raise FileNotFoundError(f"robot {robot!r}: no such robot YAML")
+    return robot
+
+
 def _params_file(context, robot: str) -> str | None:
     """The node parameters file: params_file when given (it must exist; launch_ros would only warn
-    and start the node without it), else config/<robot>.yaml when there is one."""
+    and start the node without it), else config/<robot>.yaml when there is one (robot names only)."""
     given = LaunchConfiguration("params_file").perform(context)
     if given:
         if not os.path.isfile(given):
             raise FileNotFoundError(f"params_file {given!r} is not a file")
         return given
+    if os.path.isabs(robot):
+        return None
     default = os.path.join(_share(), "config", f"{robot}.yaml")
     return default if os.path.isfile(default) else None
 
@@ -75,7 +90,7 @@ def _use_sim_time(context) -> bool:
 def _node(context):
     from ikdiffuser_ros.robots import robot_config
 
-    robot = LaunchConfiguration("robot").perform(context)
+    robot = _robot(context)
     name = LaunchConfiguration("node_name").perform(context)
     namespace = LaunchConfiguration("namespace").perform(context).strip("/")
     path = _params_file(context, robot)
@@ -87,7 +102,8 @@ def _node(context):
         description = {"robot_description": cfg.urdf_text(), "robot_description_semantic": srdf[0] if srdf else ""}
     else:  # several SRDF files are merged by the robot config itself: let the node load them
         description = {"robot_description_timeout": 0.0}
-    overrides = {"device": LaunchConfiguration("device").perform(context), "use_sim_time": _use_sim_time(context)}
+    overrides = {"robot": robot, "device": LaunchConfiguration("device").perform(context),
+                 "use_sim_time": _use_sim_time(context)}
     model_path = LaunchConfiguration("model_path").perform(context)
     if model_path:
         overrides["model_path"] = model_path
@@ -98,7 +114,8 @@ def _node(context):
 
 def generate_launch_description() -> LaunchDescription:
     return LaunchDescription([
-        DeclareLaunchArgument("robot", default_value="baxter", description="robot in config/robots"),
+        DeclareLaunchArgument("robot", default_value="baxter", description="robot in config/robots, or the path "
+                              "of a robot YAML (ikdiffuser init-robot)"),
         DeclareLaunchArgument("params_file", default_value="", description="node parameters (default "
                               "config/<robot>.yaml)"),
         DeclareLaunchArgument("device", default_value="cpu", description="cpu, cuda or cuda:<index>"),
