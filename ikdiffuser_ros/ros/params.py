@@ -172,6 +172,14 @@ class NodeConfig:
     moveit_random_seed: int = _p(
         0, "random seed of compute_ik sampling (>= 0: same request -> same answer; -1: nondeterministic)",
         (-1, 2**31 - 1))
+    # -- frames outside the robot (ros/tf_frames.py) ---------------------------------------
+    fixed_frame_transforms: list = _p(
+        [], "frames outside the robot for setups with no TF, as 'FRAME x y z qx qy qz qw' entries: the root frame's "
+        "pose in FRAME [m; quaternion x y z w], as a static transform FRAME -> root on /tf_static would give it; "
+        "used when tf2 has no transform for FRAME at the request (a running TF tree takes precedence)", factory=True)
+    tf_timeout: float = _p(
+        0.1, "longest wait [s] for a transform tf2 does not have yet (e.g. a dynamic transform at a fresh stamp), once "
+        "per request; the wait also ends with the request's budget; 0 = no wait", (0.0, 10.0))
     # -- planning scene / visualization ----------------------------------------------------
     follow_planning_scene: bool = _p(
         True, "subscribe to monitored_planning_scene, planning_scene, collision_object and attached_collision_object "
@@ -260,6 +268,13 @@ def validate(name: str, value: Any) -> str | None:
     if name == "device" and not (value == "cpu" or value == "cuda" or
                                  (value.startswith("cuda:") and value[5:].isdigit())):
         return f"device={value!r}: expected cpu, cuda or cuda:<index>"
+    if name == "fixed_frame_transforms":
+        from ikdiffuser_ros.ros.tf_frames import parse_fixed_transforms
+
+        try:
+            parse_fixed_transforms(value, "")
+        except ValueError as exc:
+            return f"fixed_frame_transforms: {exc}"
     if name == "objective_weights":
         try:
             parse_objectives(value)

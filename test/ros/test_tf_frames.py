@@ -71,7 +71,8 @@ def _set(node, name: str, value) -> None:
     from rclpy.parameter import Parameter
 
     if node.has_parameter(name):
-        [result] = node.set_parameters([Parameter(name, value=value)])
+        kind = Parameter.Type.STRING_ARRAY if isinstance(value, list) else Parameter.Type.from_parameter_value(value)
+        [result] = node.set_parameters([Parameter(name, kind, value)])
         assert result.successful, result.reason
     else:
         setattr(node.config, name, value)
