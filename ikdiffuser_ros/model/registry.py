@@ -1,7 +1,9 @@
 """Where checkpoints are found: a robot's model by its kinematic fingerprint, from any directory.
 
 Search path, in order: the folders of ``$IKDIFFUSER_MODEL_PATH`` (``os.pathsep``-separated; your
-own trained models), then ``models/`` of this package (the source tree or the installed
+own trained models), then the user folder ``$XDG_DATA_HOME/ikdiffuser/models`` (default
+``~/.local/share/ikdiffuser/models``: ``ikdiffuser ship RUN --out`` a folder in it and every
+program finds the model), then ``models/`` of this package (the source tree or the installed
 ``share/ikdiffuser_ros``), then ``share/ikdiffuser_ros/models`` under every ``AMENT_PREFIX_PATH``
 prefix. Every folder holding a ``card.json`` below those roots is a candidate; the first whose
 card's fingerprint equals :meth:`RobotModel.fingerprint` is the robot's checkpoint, so a model
@@ -21,9 +23,17 @@ from ikdiffuser_ros.resources import PACKAGE_NAME, package_share
 MODEL_PATH_ENV = "IKDIFFUSER_MODEL_PATH"
 
 
+def user_models_dir() -> Path:
+    """The user's model folder, searched after ``$IKDIFFUSER_MODEL_PATH``: ``$XDG_DATA_HOME/ikdiffuser/models``
+    (``~/.local/share/ikdiffuser/models`` when XDG_DATA_HOME is unset); it may not exist."""
+    data = os.environ.get("XDG_DATA_HOME") or str(Path("~/.local/share").expanduser())
+    return Path(data).expanduser() / "ikdiffuser" / "models"
+
+
 def checkpoint_roots() -> list[Path]:
     """The roots searched for checkpoints, in order (module docstring); only existing folders."""
     roots = [Path(p).expanduser() for p in os.environ.get(MODEL_PATH_ENV, "").split(os.pathsep) if p]
+    roots.append(user_models_dir())
     try:
         roots.append(package_share() / "models")
     except FileNotFoundError:
@@ -79,7 +89,8 @@ def find_checkpoint(robot, model_path: str | Path | None = None) -> Path:
     raise CheckpointError(
         f"no checkpoint for robot {robot.name!r} with fingerprint {fp}: tried "
         + ("; ".join(tried) if tried else "nothing (no models/*/card.json found)")
-        + f". Pass model_path, add a folder to ${MODEL_PATH_ENV}, or train one (ikdiffuser train)")
+        + f". Pass model_path, add a folder to ${MODEL_PATH_ENV} or ship one into {user_models_dir()}, or train "
+        "one (ikdiffuser train, then ikdiffuser ship; docs/your_robot.md)")
 
 
-__all__ = ["MODEL_PATH_ENV", "candidate_checkpoints", "checkpoint_roots", "find_checkpoint"]
+__all__ = ["MODEL_PATH_ENV", "candidate_checkpoints", "checkpoint_roots", "find_checkpoint", "user_models_dir"]
