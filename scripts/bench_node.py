@@ -51,7 +51,8 @@ def main() -> int:
     ap.add_argument("--num-solutions", type=int, default=32)
     ap.add_argument("--service", choices=["get_ik_solutions", "compute_ik"], default="get_ik_solutions",
                     help="compute_ik: MoveIt's GetPositionIK for --group (one solution per call)")
-    ap.add_argument("--group", default="", help="compute_ik: planning group (default: the robot config's first)")
+    ap.add_argument("--group", default="", help="planning group: compute_ik's (default: the robot config's first); "
+                    "get_ik_solutions' group_name (default: none, every joint moves)")
     ap.add_argument("--timeout-ms", type=float, default=0.0, help="each request's timeout (0 = the node's default)")
     ap.add_argument("--avoid-collisions", action="store_true")
     ap.add_argument("--requests", type=int, default=300, help="latency calls (after --warmup)")
@@ -123,7 +124,7 @@ def main() -> int:
             req.ik_request.timeout.sec, req.ik_request.timeout.nanosec = sec, nsec
             return req
         req = GetIKSolutions.Request(targets=[IKTarget(link_names=links, poses=poses(i))], num_solutions=num,
-                                     random_seed=i, avoid_collisions=args.avoid_collisions)
+                                     random_seed=i, avoid_collisions=args.avoid_collisions, group_name=args.group)
         req.timeout.sec, req.timeout.nanosec = sec, nsec
         return req
 
@@ -143,7 +144,7 @@ def main() -> int:
         client = node.create_client(GetPositionIK, f"/{NODE}/compute_ik")
     else:
         client = node.create_client(GetIKSolutions, f"/{NODE}/get_ik_solutions")
-    out: dict = {"robot": args.robot, "service": args.service, "timeout_ms": args.timeout_ms,
+    out: dict = {"robot": args.robot, "service": args.service, "group": args.group, "timeout_ms": args.timeout_ms,
                  "avoid_collisions": args.avoid_collisions, "params": args.param, "torch_threads": args.threads, "links": links, "num_solutions": args.num_solutions, "cpu": cpu_model(),
                  "cores": os.cpu_count(), "load_average_start": os.getloadavg()}
     try:

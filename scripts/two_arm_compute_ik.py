@@ -8,7 +8,8 @@ multi-arm group (see docs/moveit.md), so a two-arm goal is asked of the node dir
   group, one pose per hand in ``pose_stamped_vector`` and the hands' links, in the same order,
   in ``ik_link_names``. The answer is one full robot state (every joint).
 * ``/<node>/get_ik_solutions`` (``ikdiffuser_ros/srv/GetIKSolutions``): the same two poses as one
-  target; up to ``--solutions`` different joint solutions, each with its measured errors.
+  target for the same ``group_name``; up to ``--solutions`` different solutions, each a full robot
+  state (``sensor_msgs/JointState``: every joint by name) with its measured errors.
 
 Run it next to the node (Baxter: ``groups`` in config/baxter.yaml defines ``both_arms``):
 
@@ -110,11 +111,11 @@ def get_ik_solutions_request(args, seed=None):
     from ikdiffuser_ros.srv import GetIKSolutions
 
     req = GetIKSolutions.Request(num_solutions=args.solutions, avoid_collisions=bool(args.avoid_collisions),
-                                 random_seed=args.random_seed, timeout=duration(args.timeout))
+                                 random_seed=args.random_seed, timeout=duration(args.timeout), group_name=args.group)
     req.targets = [IKTarget(link_names=[args.left_link, args.right_link],
                             poses=[pose_stamped(args.left, args.frame), pose_stamped(args.right, args.frame)])]
     if seed is not None:
-        # ranks the solutions by distance to the seed (and pulls them towards it)
+        # the joints outside the group stay at the seed; ranks the solutions by distance to it (and pulls them towards it)
         req.seed_state, req.seed_weight = seed, 0.1
     return req
 
@@ -164,12 +165,12 @@ def run(args, node, executor) -> dict:
 
         sres = _call(node, executor, GetIKSolutions, f"{base}/get_ik_solutions",
                      get_ik_solutions_request(args, seed), args.wait, args.timeout)
-        n = len(sres.joint_names)
         target = sres.results[0] if sres.results else None
-        rows = [list(target.positions[i * n:(i + 1) * n]) for i in range(target.num_solutions)] if target else []
+        # each solution a sensor_msgs/JointState of every joint: here {joint name: value}, as compute_ik's
+        solutions = [dict(zip(js.name, (float(v) for v in js.position))) for js in target.solutions] if target else []
         out["get_ik_solutions"] = {
             "error_code": int(sres.error_code), "error_name": ERROR_NAMES.get(int(sres.error_code), ""),
-            "message": sres.message, "joint_names": list(sres.joint_names), "solutions": rows,
+            "message": sres.message, "solutions": solutions,
             "position_errors": list(target.position_errors) if target else [],
             "rotation_errors": list(target.rotation_errors) if target else [], "solve_time": sres.solve_time}
     return out
@@ -188,10 +189,10 @@ def _print_text(out: dict) -> None:
         print(f"get_ik_solutions: {s['error_name'] or s['error_code']}, {len(s['solutions'])} solutions in "
               f"{s['solve_time']:.3f} s" + (f": {s['message']}" if s["message"] else ""))
         if s["solutions"]:
-            print(f"  joint order: {' '.join(s['joint_names'])}")
-        for k, row in enumerate(s["solutions"]):
+            print(f"  joint order: {' '.join(s['solutions'][0])}")
+        for k, values in enumerate(s["solutions"]):
             print(f"  #{k}: position error {s['position_errors'][k] * 1000:.4f} mm, rotation error "
-                  f"{math.degrees(s['rotation_errors'][k]):.4f} deg; " + " ".join(f"{v: .3f}" for v in row))
+                  f"{math.degrees(s['rotation_errors'][k]):.4f} deg; " + " ".join(f"{v: .3f}" for v in values.values()))
 
 
 def main(argv: list[str] | None = None) -> int:

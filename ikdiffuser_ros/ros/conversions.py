@@ -194,6 +194,22 @@ class JointStateLayout:
             mdof.transforms.append(self._joint_transform(q, variables))
         return js, mdof
 
+    def to_joint_states(self, q: np.ndarray, passive: dict[str, float] | None = None, frame_id: str = ""
+                        ) -> list[JointState]:
+        """(k, n) active values (+ passive values) -> k sensor_msgs/JointState naming every variable of the
+        robot: the active ones in the solver's order (multi-DOF variables by their names, ``base/x``...,
+        as :meth:`from_joint_state` reads them back), then the passive joints (``passive``, else their
+        default). ``header.frame_id`` = ``frame_id``."""
+        q = np.asarray(q, dtype=np.float64).reshape(-1, len(self.active))
+        names = self.active + list(self.passive)
+        tail = [float((passive or {}).get(name, default)) for name, default in self.passive.items()]
+        out = []
+        for row in q.tolist():
+            js = JointState()
+            js.header.frame_id, js.name, js.position = frame_id, list(names), row + tail
+            out.append(js)
+        return out
+
     def _joint_transform(self, q: np.ndarray, variables: list[str]) -> Transform:
         """geometry_msgs/Transform of a multi-DOF joint from its ``variables``' values in ``q``
         (a variable it does not have is 0)."""

@@ -265,12 +265,13 @@ def _picture(robot: RobotModel, scene: PlanningScene, answers: dict, left: np.nd
     if not best.num_solutions:
         return
     try:
+        from ikdiffuser_ros.ros.ik_solutions import solutions_array
         from ikdiffuser_ros.ros.scene_monitor import SceneMonitor
         from ikdiffuser_ros.viz.render import render_solutions
 
         mirror = SceneMonitor(robot)
         mirror.apply_planning_scene(scene)
-        q = np.asarray(best.positions).reshape(-1, robot.n_joints)
+        q = solutions_array(best, robot.joint_names)  # each solution a JointState: its values by joint name
         out = render_solutions(robot, q, np.stack([left, right]), root / png if not Path(png).is_absolute() else png,
                                title=f"baxter: {len(q)} collision-free IK solutions (both arms)",
                                world=mirror.snapshot(), failed=np.asarray(best.in_collision, dtype=bool))

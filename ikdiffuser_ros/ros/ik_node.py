@@ -58,7 +58,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import rclpy
 import torch
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
@@ -423,10 +422,10 @@ class IKDiffuserNode(Node):
                                                expires=received + self.config.max_timeout)
         except Busy as exc:
             ik_solutions.fill_error(response, ErrorCode.FAILURE, f"{exc} (max_queued_requests="
-                                    f"{self.solve_queue.capacity}); retry later", self.robot.joint_names)
+                                    f"{self.solve_queue.capacity}); retry later")
         except Expired as exc:
             ik_solutions.fill_error(response, status_code(Status.TIMED_OUT), self._expired_message(exc),
-                                    self.robot.joint_names, time.monotonic() - received)
+                                    time.monotonic() - received)
         self._count_served()
         return response
 
@@ -441,16 +440,17 @@ class IKDiffuserNode(Node):
         t0 = time.monotonic()
         received = t0 if received is None else received
         try:
-            query = ik_solutions.query_of(request, self.layout, self.config, self.scene.snapshot(), t0, received)
+            query, passive = ik_solutions.query_of(request, self.layout, self.config, self.scene.snapshot(), t0,
+                                                   received)
             query = self.tf_frames.resolve(query, self.robot, [p.header for t in request.targets for p in t.poses])
-            response = ik_solutions.fill_response(response, self._answer(query))
+            response = ik_solutions.fill_response(response, self._answer(query), self.layout, passive,
+                                                  self.robot.root_frame)
         except IKDiffuserError as exc:
-            response = ik_solutions.fill_error(response, error_code(exc), str(exc), self.robot.joint_names,
-                                               time.monotonic() - received)
+            response = ik_solutions.fill_error(response, error_code(exc), str(exc), time.monotonic() - received)
         except Exception as exc:  # noqa: BLE001 - a bug: logged with its traceback, answered, the node serves on
             self._log_bug("get_ik_solutions", exc)
             response = ik_solutions.fill_error(response, ErrorCode.FAILURE, f"internal error: {type(exc).__name__}: "
-                                               f"{exc}", self.robot.joint_names, time.monotonic() - received)
+                                               f"{exc}", time.monotonic() - received)
         self._publish_markers(response)
         return response
 
@@ -529,9 +529,9 @@ class IKDiffuserNode(Node):
             if self._display is not None and self._display.get_subscription_count() > 0:
                 first = next((r for r in response.results if r.num_solutions > 0), None)
                 if first is not None:
-                    q = np.asarray(first.positions[:self.robot.n_joints], dtype=np.float64)
+                    q, passive, _ = self.layout.from_joint_state(first.solutions[0])
                     msg = DisplayRobotState()
-                    msg.state.joint_state, msg.state.multi_dof_joint_state = self.layout.to_joint_state(q)
+                    msg.state.joint_state, msg.state.multi_dof_joint_state = self.layout.to_joint_state(q, passive)
                     msg.state.joint_state.header.stamp = self.get_clock().now().to_msg()
                     msg.state.joint_state.header.frame_id = self.robot.root_frame
                     self._display.publish(msg)

@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
+from ikdiffuser_ros.ros.ik_solutions import solutions_array
+
 if TYPE_CHECKING:
     from builtin_interfaces.msg import Time
     from visualization_msgs.msg import Marker, MarkerArray
@@ -44,12 +46,11 @@ def solutions_marker_array(robot: RobotModel, response: GetIKSolutions.Response,
     clear = Marker()
     clear.action = Marker.DELETEALL
     array.markers.append(clear)
-    n = len(response.joint_names)
     for b, result in enumerate(response.results):
-        k = min(int(result.num_solutions), max_per_target)
-        if k == 0 or n == 0:
+        k = min(len(result.solutions), max_per_target)
+        if k == 0:
             continue
-        q = np.asarray(result.positions, dtype=np.float64).reshape(-1, n)[:k]
+        q = solutions_array(result, robot.joint_names)[:k]
         T = robot.fk_links(torch.as_tensor(q), links).numpy()  # (k, L, 4, 4)
         for s in range(k):
             colliding = bool(result.in_collision[s]) if len(result.in_collision) > s else False

@@ -352,9 +352,8 @@ private:
         return error;
       }
       const auto& result = res->results.front();
-      const size_t n = res->joint_names.size();
-      for (size_t i = 0; i < result.num_solutions; ++i)
-        if (pick(joint_names_, res->joint_names, result.positions.data() + i * n, values))
+      for (const auto& js : result.solutions)  // each the full robot state, by joint name
+        if (js.position.size() == js.name.size() && pick(joint_names_, js.name, js.position.data(), values))
           solutions.push_back(values);
       error.val = solutions.empty() && result.error_code != ErrorCodes::SUCCESS ? result.error_code :
                                                                                   ErrorCodes::SUCCESS;

@@ -30,6 +30,7 @@ from sensor_msgs.msg import JointState  # noqa: E402
 from shape_msgs.msg import SolidPrimitive  # noqa: E402
 
 from ikdiffuser_ros.msg import IKTarget  # noqa: E402
+from ikdiffuser_ros.ros.ik_solutions import solutions_array  # noqa: E402
 from ikdiffuser_ros.srv import GetIKSolutions  # noqa: E402
 
 NODE = "ikd_test_node"
@@ -139,12 +140,14 @@ def _target(links, poses, position_only=()):
 
 
 def _check_solutions(robot, response, result, T_targets: dict):
-    """Every returned solution reaches its targets (FK computed here, independently)."""
+    """Every returned solution is a full JointState (the active joints in the solver's order, then the
+    passive ones) and reaches its targets (FK computed here, independently)."""
     import torch
 
-    n = len(response.joint_names)
-    assert response.joint_names == robot.joint_names
-    q = np.asarray(result.positions).reshape(-1, n)
+    for js in result.solutions:
+        assert list(js.name[:robot.n_joints]) == robot.joint_names and "head_pan" in js.name
+        assert len(js.position) == len(js.name) and js.header.frame_id == robot.root_frame
+    q = solutions_array(result, robot.joint_names)
     assert len(q) == result.num_solutions > 0
     assert len(result.position_errors) == len(result.rotation_errors) == len(result.in_collision) == len(q)
     lo, hi = robot.lower.numpy(), robot.upper.numpy()
@@ -181,10 +184,10 @@ def test_same_seed_same_answer(setup, free_config):
     a = client.call(client.ik, req)
     b = client.call(client.ik, req)
     assert a.error_code == b.error_code == CODES.SUCCESS
-    assert list(a.results[0].positions) == list(b.results[0].positions)
+    assert a.results[0].solutions == b.results[0].solutions
     req.random_seed = 43
     c = client.call(client.ik, req)
-    assert list(c.results[0].positions) != list(a.results[0].positions)
+    assert c.results[0].solutions != a.results[0].solutions
 
 
 def test_position_only_and_link_frames(setup, free_config):
@@ -202,7 +205,7 @@ def test_position_only_and_link_frames(setup, free_config):
     res = client.call(client.ik, req)
     assert res.error_code == CODES.SUCCESS, res.message
     _check_solutions(robot, res, res.results[0], {"left_gripper": T[0]})
-    q = np.asarray(res.results[1].positions).reshape(-1, robot.n_joints)
+    q = solutions_array(res.results[1], robot.joint_names)
     pos = robot.fk(torch.as_tensor(q)).numpy()[:, 0, :3, 3]
     assert np.all(np.linalg.norm(pos - T[0, :3, 3], axis=-1) <= POS_TOL + 1e-6)
     # a frame rigidly attached to the end effector (left_hand_link) is accepted as a target link
@@ -221,7 +224,7 @@ def test_seed_state_pulls_solutions(setup, free_config):
                    seed_weight=1.0)
     res = client.call(client.ik, req)
     assert res.error_code == CODES.SUCCESS, res.message
-    q = np.asarray(res.results[0].positions).reshape(-1, robot.n_joints)
+    q = solutions_array(res.results[0], robot.joint_names)
     d = np.linalg.norm(q - q_star, axis=-1)
     assert d[0] <= 1e-6, "the seed solves the pose: it comes back first, as it is"
     # the documented order: distinct solutions by distance to the seed, then repeats (within the
@@ -229,6 +232,26 @@ def test_seed_state_pulls_solutions(setup, free_config):
     repeat = np.array([any(np.abs(q[i] - q[j]).max() <= 1e-3 for j in range(i)) for i in range(len(q))])
     assert not repeat.any() or repeat[np.argmax(repeat):].all(), "repeats come after every distinct solution"
     assert np.all(np.diff(d[~repeat]) >= -1e-9), f"distinct solutions are ordered by distance to the seed: {d.tolist()}"
+
+
+def test_group_locked_and_passive_joints(setup, free_config):
+    """group_name left_arm: the right arm stays exactly at seed_state; a passive joint in locked_joints
+    (head_pan) is reported at its locked value, not the seed's, in every answer."""
+    runner, client = setup
+    robot = runner.node.robot
+    q_star, T = free_config
+    right = [robot.index_of(n) for n in robot.joint_names if n.startswith("right_")]
+    q_seed = q_star.copy()
+    q_seed[right] = ((robot.lower + robot.upper) / 2).numpy()[right]  # not what a free right arm would do
+    seed = JointState(name=list(robot.joint_names) + ["head_pan"], position=[float(v) for v in q_seed] + [0.1])
+    req = _request([_target(["left_gripper"], [pose_stamped(T[0])])], num_solutions=8, group_name="left_arm",
+                   seed_state=seed, locked_joints=JointState(name=["head_pan"], position=[0.3]))
+    res = client.call(client.ik, req)
+    assert res.error_code == CODES.SUCCESS, res.message
+    _check_solutions(robot, res, res.results[0], {"left_gripper": T[0]})
+    q = solutions_array(res.results[0], robot.joint_names)
+    assert (q[:, right] == q_seed[right]).all()
+    assert all(dict(zip(js.name, js.position))["head_pan"] == 0.3 for js in res.results[0].solutions)
 
 
 # ---------------------------------------------------------------------- robustness (§6)
@@ -265,6 +288,9 @@ def _pose_with(T, x=None, q=None):
     ("objective_length_mismatch", CODES.INVALID_REQUEST),
     ("negative_seed_weight", CODES.INVALID_REQUEST),
     ("seed_objective_without_seed", CODES.INVALID_REQUEST),
+    ("unknown_group", CODES.INVALID_GROUP_NAME),
+    ("unknown_locked_joint", CODES.INVALID_ROBOT_STATE),
+    ("unknown_constraint_joint", CODES.INVALID_GOAL),
 ])
 def test_bad_requests_get_error_codes(setup, free_config, case, code):
     runner, client = setup
@@ -307,6 +333,14 @@ def test_bad_requests_get_error_codes(setup, free_config, case, code):
         req.seed_weight = -1.0
     elif case == "seed_objective_without_seed":
         req.objective_names, req.objective_weights = ["seed"], [1.0]
+    elif case == "unknown_group":
+        req.group_name = "no_such_group"
+    elif case == "unknown_locked_joint":
+        req.locked_joints = JointState(name=["no_such_joint"], position=[0.0])
+    elif case == "unknown_constraint_joint":
+        from ikdiffuser_ros.msg import JointConstraint as IKDJointConstraint
+
+        req.joint_constraints = [IKDJointConstraint(joint_name="nope", tolerance_above=0.1, tolerance_below=0.1)]
     res = client.call(client.ik, req)
     assert res.error_code == code, res.message
     assert res.message
@@ -452,7 +486,7 @@ def test_avoid_collisions_removes_colliding_solutions(setup, ros_context, free_c
     req = _request([_target(["left_gripper"], [pose_stamped(T[0])])], num_solutions=16, random_seed=7)
     before = client.call(client.ik, req)
     assert before.error_code == CODES.SUCCESS, before.message
-    q = np.asarray(before.results[0].positions).reshape(-1, robot.n_joints)
+    q = solutions_array(before.results[0], robot.joint_names)
     free = [i for i, c in enumerate(before.results[0].in_collision) if not c]
     assert free, "need a collision-free solution to start from"
     # a box around the elbow of one collision-free solution
@@ -463,14 +497,14 @@ def test_avoid_collisions_removes_colliding_solutions(setup, ros_context, free_c
         scene.world.collision_objects = [_box("elbow_box", elbow, (0.12, 0.12, 0.12))]
         assert _wait(lambda: (pub.publish(scene), "elbow_box" in runner.node.scene.object_ids())[1], 10.0)
         flagged = client.call(client.ik, req)  # same seed, no avoidance: same solutions, now flagged
-        assert list(flagged.results[0].positions) == list(before.results[0].positions)
+        assert flagged.results[0].solutions == before.results[0].solutions
         assert flagged.results[0].in_collision[free[0]]
         req.avoid_collisions = True
         avoided = client.call(client.ik, req)
         assert avoided.error_code == CODES.SUCCESS, avoided.message
         r = avoided.results[0]
         assert r.num_solutions > 0 and not any(r.in_collision)
-        qa = np.asarray(r.positions).reshape(-1, robot.n_joints)
+        qa = solutions_array(r, robot.joint_names)
         checker = runner.node.pipeline.checker
         assert not checker.check(qa, runner.node.scene.snapshot()).in_collision.any()
         _check_solutions(robot, avoided, r, {"left_gripper": T[0]})
@@ -526,7 +560,7 @@ def test_scene_updates_during_solves(setup, ros_context, free_config):
         stop.set()
         t.join()
     assert all(a.error_code == CODES.SUCCESS for a in answers)
-    assert len({tuple(a.results[0].positions) for a in answers}) == 1  # far objects change nothing
+    assert len({solutions_array(a.results[0], runner.node.robot.joint_names).tobytes() for a in answers}) == 1
     assert _wait(lambda: {f"far_{k}" for k in range(7)} <= set(runner.node.scene.object_ids()), 10.0)
     full = PlanningScene(is_diff=False)  # a full scene replaces the world
     assert _wait(lambda: (pub.publish(full), runner.node.scene.object_ids() == [])[1], 10.0)

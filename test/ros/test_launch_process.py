@@ -175,8 +175,8 @@ def solve_and_check_by_fk(client, robot: str, num_solutions: int = 8, node: str 
     assert res.error_code == GetIKSolutions.Request.SUCCESS, res.message
     result = res.results[0]
     assert 0 < result.num_solutions <= (num_solutions or result.num_solutions)
-    order = [list(res.joint_names).index(j) for j in model.joint_names]
-    q = np.asarray(result.positions).reshape(result.num_solutions, len(res.joint_names))[:, order]
+    # each solution a JointState: the model's joints picked by name
+    q = np.array([[dict(zip(js.name, js.position))[j] for j in model.joint_names] for js in result.solutions])
     T_sol = model.fk(torch.as_tensor(q, dtype=torch.float64)).numpy()  # (k, E, 4, 4)
     position_error = np.linalg.norm(T_sol[..., :3, 3] - T[0][None, :, :3, 3], axis=-1)
     cos = (np.einsum("keij,eij->ke", T_sol[..., :3, :3], T[0][:, :3, :3]) - 1.0) / 2.0

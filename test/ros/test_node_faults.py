@@ -30,6 +30,7 @@ from moveit_msgs.msg import CollisionObject, PlanningScene  # noqa: E402
 from moveit_msgs.srv import GetPositionIK  # noqa: E402
 
 from ikdiffuser_ros.msg import IKTarget  # noqa: E402
+from ikdiffuser_ros.ros.ik_solutions import solutions_array  # noqa: E402
 from ikdiffuser_ros.srv import GetIKSolutions  # noqa: E402
 
 NODE = "ikd_fault_node"
@@ -173,7 +174,7 @@ def test_errors_are_measured_at_the_requested_link(node, caller, target, link):
     res = caller.call(caller.ik, _ik_request(T_link, link=link, num_solutions=32, random_seed=5))
     assert res.error_code == CODES.SUCCESS, res.message
     r = res.results[0]
-    q = np.asarray(r.positions, dtype=np.float64).reshape(-1, robot.n_joints)
+    q = solutions_array(r, robot.joint_names)
     T = robot.fk_links(torch.as_tensor(q), [link])[:, 0].to(torch.float64)
     pos = np.linalg.norm(T[:, :3, 3].numpy() - T_link[:3, 3], axis=-1)
     rot = rotation_angle(T[:, :3, :3], torch.as_tensor(T_link[:3, :3]).expand_as(T[:, :3, :3])).numpy()

@@ -42,6 +42,7 @@ pytest.importorskip("moveit_msgs.msg", reason="moveit_msgs not built: run `make 
 from moveit_msgs.msg import CollisionObject, PlanningScene  # noqa: E402
 
 from ikdiffuser_ros.msg import IKTarget  # noqa: E402
+from ikdiffuser_ros.ros.ik_solutions import solutions_array  # noqa: E402
 from ikdiffuser_ros.srv import GetIKSolutions  # noqa: E402
 
 NODE = "ikd_load_node"
@@ -160,7 +161,7 @@ def verified(robot, response, T_links: dict[str, np.ndarray], pos_tol: float = 1
     r = response.results[0]
     if r.num_solutions == 0:
         return False
-    q = torch.as_tensor(np.asarray(r.positions, dtype=np.float64).reshape(-1, robot.n_joints))
+    q = torch.as_tensor(solutions_array(r, robot.joint_names))
     links = list(T_links)
     T = robot.fk_links(q, links)
     pos = np.zeros(len(q))

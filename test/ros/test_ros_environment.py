@@ -23,7 +23,9 @@ def test_get_ik_solutions_round_trip(ros_context, ros_executor):
     from builtin_interfaces.msg import Duration
     from geometry_msgs.msg import PoseStamped
 
-    from ikdiffuser_ros.msg import IKTarget, IKTargetResult
+    from sensor_msgs.msg import JointState
+
+    from ikdiffuser_ros.msg import IKTarget, IKTargetResult, JointConstraint
     from ikdiffuser_ros.srv import GetIKSolutions
 
     server = rclpy.create_node("ikd_test_server")
@@ -36,11 +38,10 @@ def test_get_ik_solutions_round_trip(ros_context, ros_executor):
         seen.append(request)
         response.error_code = GetIKSolutions.Request.SUCCESS
         response.message = "ok"
-        response.joint_names = ["j1", "j2"]
         for target in request.targets:
             n = request.num_solutions
             result = IKTargetResult(error_code=GetIKSolutions.Request.SUCCESS, num_solutions=n)
-            result.positions = [0.1 * i for i in range(n * 2)]
+            result.solutions = [JointState(name=["j1", "j2"], position=[0.2 * i, 0.2 * i + 0.1]) for i in range(n)]
             result.position_errors = [0.001] * n
             result.rotation_errors = [0.002] * n
             result.in_collision = [False] * n
@@ -64,6 +65,10 @@ def test_get_ik_solutions_round_trip(ros_context, ros_executor):
         objective_weights=[1.0],
         timeout=Duration(sec=1, nanosec=500),
         random_seed=7,
+        group_name="arm",
+        locked_joints=JointState(name=["j2"], position=[0.5]),
+        joint_constraints=[JointConstraint(joint_name="j1", position=0.1, tolerance_above=0.2, tolerance_below=0.3)],
+        max_rounds=4,
     )
     future = client.call_async(request)
     _spin_until(ros_executor, future)
@@ -75,10 +80,15 @@ def test_get_ik_solutions_round_trip(ros_context, ros_executor):
     assert got.targets[1].link_names == ["tool0"]
     assert got.targets[0].poses[0].pose.position.x == pytest.approx(0.4)
     assert got.timeout.nanosec == 500
+    assert got.group_name == "arm" and got.max_rounds == 4
+    assert list(got.locked_joints.name) == ["j2"] and list(got.locked_joints.position) == [0.5]
+    [jc] = got.joint_constraints
+    assert (jc.joint_name, jc.position, jc.tolerance_above, jc.tolerance_below) == ("j1", 0.1, 0.2, 0.3)
     assert response.error_code == GetIKSolutions.Request.SUCCESS == 1
-    assert response.joint_names == ["j1", "j2"]
     assert len(response.results) == 2
-    assert list(response.results[0].positions) == pytest.approx([0.0, 0.1, 0.2, 0.3, 0.4, 0.5])
+    sol = response.results[0].solutions
+    assert [list(js.name) for js in sol] == [["j1", "j2"]] * 3
+    assert [v for js in sol for v in js.position] == pytest.approx([0.0, 0.1, 0.2, 0.3, 0.4, 0.5])
     assert response.results[1].num_solutions == 3
     assert GetIKSolutions.Request.NO_IK_SOLUTION == -31
 
