@@ -86,16 +86,12 @@ def fk_errors(model, names: list[str], positions: np.ndarray, T: np.ndarray) -> 
     return dp, np.arccos(np.clip(cos, -1.0, 1.0))
 
 
-def solutions_of(res, result) -> tuple[list[str], np.ndarray]:
-    """(joint names, (k, len(names)) positions) of one IKTargetResult of a GetIKSolutions response: one
-    JointState per solution (``solutions``), or the older row-major ``positions`` in ``res.joint_names``."""
-    if hasattr(result, "solutions"):
-        assert len(result.solutions) == result.num_solutions
-        names = list(result.solutions[0].name)
-        assert all(list(s.name) == names for s in result.solutions)
-        return names, np.array([list(s.position) for s in result.solutions])
-    names = list(res.joint_names)
-    return names, np.asarray(result.positions).reshape(result.num_solutions, len(names))
+def solutions_of(result) -> tuple[list[str], np.ndarray]:
+    """(joint names, (k, len(names)) positions) of one IKTargetResult (one JointState per solution)."""
+    assert len(result.solutions) == result.num_solutions
+    names = list(result.solutions[0].name)
+    assert all(list(s.name) == names for s in result.solutions)
+    return names, np.array([list(s.position) for s in result.solutions])
 
 
 def doc_service_call_answers(model) -> None:
@@ -171,7 +167,7 @@ def test_from_a_urdf_to_answers_from_ros2_launch(client, tmp_path):  # noqa: F81
         assert res.error_code == GetIKSolutions.Request.SUCCESS, res.message
         result = res.results[0]
         assert result.num_solutions > 0
-        names, q = solutions_of(res, result)
+        names, q = solutions_of(result)
         dp, dr = fk_errors(model, names, q, T)
         assert dp.max() <= 2e-5 and dr.max() <= 2e-4, (dp, dr)
         order = [names.index(j) for j in model.joint_names]
