@@ -21,6 +21,8 @@ solver itself claimed.
    (:func:`table_and_box`), per second.
 3. **Learned prior vs uniform starts**: the ``uniform+LM`` rows of 1 and 2
    (:mod:`ikdiffuser_ros.bench.pipelines`).
+4. **Coverage of the solution set** (``--protocols coverage``): MMD to a ground-truth set and the share
+   of its clusters found, in :mod:`ikdiffuser_ros.bench.coverage`.
 """
 
 from __future__ import annotations
@@ -226,22 +228,28 @@ class SolutionCounter:
         result.scene_free += float((~scene_hit).sum()) * scale
 
 
+def restart_answers(peer, targets: np.ndarray, rng: np.random.Generator, deadline: float,
+                    most: int | None = None) -> torch.Tensor:
+    """Random restarts (uniform within limits) of ``peer`` until ``deadline`` (``time.perf_counter()``)
+    or ``most`` answers: every answer it gives, (M, n) float64. targets (E, 4, 4)."""
+    lower, upper = peer.model.lower.numpy(), peer.model.upper.numpy()
+    found = []
+    while time.perf_counter() < deadline and (most is None or len(found) < most):
+        q = peer.attempt(targets, lower + (upper - lower) * rng.random(lower.shape[0]), deadline)
+        if q is not None:
+            found.append(torch.from_numpy(q))
+    return torch.stack(found) if found else torch.zeros(0, lower.shape[0], dtype=torch.float64)
+
+
 def many_solutions_peer(peer, targets: torch.Tensor, budget: float, counter: SolutionCounter,
                         seed: int) -> ManySolutions:
     """Protocol 2 for a restart-based peer: random restarts for ``budget`` seconds per target."""
     rng = np.random.default_rng(seed)
-    lower, upper = peer.model.lower.numpy(), peer.model.upper.numpy()
     result = ManySolutions(peer.name)
     for T in targets:
-        found, start = [], time.perf_counter()
-        deadline = start + budget
-        while time.perf_counter() < deadline:
-            q = peer.attempt(T.numpy(), lower + (upper - lower) * rng.random(lower.shape[0]), deadline)
-            if q is not None:
-                found.append(torch.from_numpy(q))
-        seconds = time.perf_counter() - start
-        answers = torch.stack(found) if found else torch.zeros(0, lower.shape[0], dtype=torch.float64)
-        counter.add(result, answers, T, seconds)
+        start = time.perf_counter()
+        answers = restart_answers(peer, T.numpy(), rng, start + budget)
+        counter.add(result, answers, T, time.perf_counter() - start)
     return result
 
 
