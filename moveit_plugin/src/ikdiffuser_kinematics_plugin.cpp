@@ -7,6 +7,12 @@
 // lives on the plugin's own node, spun by its own executor thread: the host's node is never spun or
 // blocked (the cause of moveit/moveit2#3633). getPositionFK is local (moveit_core's RobotState).
 //
+// Groups of single-variable joints and of planar/floating joints (a mobile base): the solver's variable
+// vector (seed, solutions) is MoveIt's, joint by joint in getJointNames() order (a planar joint's x, y,
+// theta; a floating joint's trans_x..z, rot_x..w); on the wire they are what the node reads
+// (include/ikdiffuser_kinematics_plugin/messages.hpp): multi_dof_joint_state transforms in compute_ik's
+// robot_state and answer, <joint>/x, /y, /theta ... variables in get_ik_solutions' seed and solutions.
+//
 // Parameters, under robot_description_kinematics.<group> (kinematics.yaml):
 //   ikdiffuser_node   the node's full name, whose services are called (default /ikdiffuser_node)
 //   num_solutions     solutions asked for when a callback is given (default 8)
@@ -20,9 +26,9 @@
 #include <chrono>
 #include <string>
 #include <thread>
-#include <unordered_map>
 #include <vector>
 
+#include <ikdiffuser_kinematics_plugin/messages.hpp>
 #include <ikdiffuser_ros/srv/get_ik_solutions.hpp>
 #include <moveit/kinematics_base/kinematics_base.hpp>
 #include <moveit/robot_model/robot_model.hpp>
@@ -38,6 +44,7 @@ using ErrorCodes = moveit_msgs::msg::MoveItErrorCodes;
 using GetIKSolutions = ikdiffuser_ros::srv::GetIKSolutions;
 using GetPositionIK = moveit_msgs::srv::GetPositionIK;
 using geometry_msgs::msg::Pose;
+using moveit::core::JointModel;
 using Solutions = std::vector<std::vector<double>>;
 
 namespace
@@ -61,44 +68,12 @@ builtin_interfaces::msg::Duration toDuration(Clock::duration d)
   return out;
 }
 
-Pose toPose(const Eigen::Isometry3d& t)
-{
-  const Eigen::Quaterniond q(t.rotation());
-  Pose p;
-  p.position.x = t.translation().x();
-  p.position.y = t.translation().y();
-  p.position.z = t.translation().z();
-  p.orientation.x = q.x();
-  p.orientation.y = q.y();
-  p.orientation.z = q.z();
-  p.orientation.w = q.w();
-  return p;
-}
-
 template <typename T>
 T parameter(rclcpp::Node& node, const std::string& name, const T& fallback)
 {
   if (!node.has_parameter(name))
     node.declare_parameter<T>(name, fallback);
   return node.get_parameter(name).get_value<T>();
-}
-
-// `wanted` picked by name out of (names, values); false if one is missing
-bool pick(const std::vector<std::string>& wanted, const std::vector<std::string>& names, const double* values,
-          std::vector<double>& out)
-{
-  std::unordered_map<std::string, size_t> index;
-  for (size_t i = 0; i < names.size(); ++i)
-    index[names[i]] = i;
-  out.clear();
-  for (const auto& name : wanted)
-  {
-    const auto it = index.find(name);
-    if (it == index.end())
-      return false;
-    out.push_back(values[it->second]);
-  }
-  return true;
 }
 }  // namespace
 
@@ -139,8 +114,14 @@ public:
       RCLCPP_ERROR(LOGGER, "group '%s': %s", group_name.c_str(), why.c_str());
       return false;
     }
-    for (const moveit::core::JointModel* joint : jmg->getActiveJointModels())
+    jmg_ = jmg;
+    for (const JointModel* joint : jmg->getActiveJointModels())
+    {
+      joints_.push_back(joint);
       joint_names_.push_back(joint->getName());
+      offsets_.push_back(variable_count_);
+      variable_count_ += joint->getVariableCount();
+    }
     link_names_ = jmg->getLinkModelNames();
     owns_tip_chains_ = ownsTipChains(*jmg);
 
@@ -165,8 +146,8 @@ public:
       while (!stop_ && context->is_valid())
         executor_->spin_once(std::chrono::milliseconds(100));
     });
-    RCLCPP_INFO(LOGGER, "group '%s' (%zu joints, tips %s): IK from %s (%s solutions per callback query)",
-                group_name.c_str(), joint_names_.size(), tips.c_str(), server.c_str(),
+    RCLCPP_INFO(LOGGER, "group '%s' (%zu joints, %zu variables, tips %s): IK from %s (%s solutions per callback query)",
+                group_name.c_str(), joint_names_.size(), variable_count_, tips.c_str(), server.c_str(),
                 owns_tip_chains_ ? std::to_string(num_solutions_).c_str() : "1: the group does not own its tips' chains");
     return true;
   }
@@ -174,9 +155,9 @@ public:
   bool supportsGroup(const moveit::core::JointModelGroup* jmg, std::string* error_text_out) const override
   {
     std::string why = jmg->getActiveJointModels().empty() ? "the group has no active joints" : "";
-    for (const moveit::core::JointModel* joint : jmg->getActiveJointModels())
-      if (joint->getVariableCount() != 1)
-        why = "joint '" + joint->getName() + "' has several variables; only single-variable joints are supported";
+    for (const JointModel* joint : jmg->getActiveJointModels())
+      if (joint->getVariableCount() != 1 && !isMultiDof(*joint))
+        why = "joint '" + joint->getName() + "' has several variables and is neither planar nor floating";
     if (error_text_out)
       *error_text_out = why;
     return why.empty();
@@ -244,13 +225,14 @@ public:
   bool getPositionFK(const std::vector<std::string>& link_names, const std::vector<double>& joint_angles,
                      std::vector<Pose>& poses) const override
   {
-    if (joint_angles.size() != joint_names_.size())
+    if (joint_angles.size() != variable_count_)
       return false;
     moveit::core::RobotState state(robot_model_);
     state.setToDefaultValues();
-    state.setVariablePositions(joint_names_, joint_angles);
+    for (size_t i = 0; i < joints_.size(); ++i)
+      state.setJointPositions(joints_[i], joint_angles.data() + offsets_[i]);
     state.updateLinkTransforms();
-    const Eigen::Isometry3d base_inverse = state.getGlobalLinkTransform(base_frame_).inverse();
+    const Eigen::Isometry3d base_inverse = state.getFrameTransform(base_frame_).inverse();  // a link or the model frame
     poses.clear();
     for (const std::string& link : link_names)
     {
@@ -309,11 +291,11 @@ private:
   {
     ErrorCodes error;
     error.val = ErrorCodes::INVALID_ROBOT_STATE;
-    if (seed.size() != joint_names_.size() ||
-        (!consistency_limits.empty() && consistency_limits.size() != joint_names_.size()))
+    if (seed.size() != variable_count_ ||
+        (!consistency_limits.empty() && consistency_limits.size() != variable_count_))
     {
-      RCLCPP_ERROR(LOGGER, "group '%s': %zu seed values and %zu consistency limits for %zu joints",
-                   group_name_.c_str(), seed.size(), consistency_limits.size(), joint_names_.size());
+      RCLCPP_ERROR(LOGGER, "group '%s': %zu seed values and %zu consistency limits for %zu variables",
+                   group_name_.c_str(), seed.size(), consistency_limits.size(), variable_count_);
       return error;
     }
     if (poses.size() != tip_frames_.size())
@@ -329,7 +311,6 @@ private:
       stamped[i].header.frame_id = base_frame_;
       stamped[i].pose = poses[i];
     }
-    const sensor_msgs::msg::JointState seed_state = seedState(seed, context);
     solutions.clear();
     std::vector<double> values;
     if (many && consistency_limits.empty() && owns_tip_chains_)
@@ -339,7 +320,9 @@ private:
       req->targets[0].link_names = tip_frames_;
       req->targets[0].poses = stamped;
       req->num_solutions = static_cast<uint32_t>(num_solutions_);
-      req->seed_state = seed_state;
+      eachSeedJoint(seed, context, [&req](const JointModel& joint, const double* values) {
+        appendNodeVariables(joint, values, req->seed_state);
+      });
       req->avoid_collisions = avoid_collisions_;
       req->random_seed = -1;
       const auto res = call(*solutions_client_, req, req->timeout, deadline, error);
@@ -352,8 +335,8 @@ private:
         return error;
       }
       const auto& result = res->results.front();
-      for (const auto& js : result.solutions)  // each the full robot state, by joint name
-        if (js.position.size() == js.name.size() && pick(joint_names_, js.name, js.position.data(), values))
+      for (const auto& js : result.solutions)  // each the full robot state, by variable name
+        if (readSolution(js, values))
           solutions.push_back(values);
       error.val = solutions.empty() && result.error_code != ErrorCodes::SUCCESS ? result.error_code :
                                                                                   ErrorCodes::SUCCESS;
@@ -363,25 +346,19 @@ private:
       auto req = std::make_shared<GetPositionIK::Request>();
       auto& ik = req->ik_request;
       ik.group_name = group_name_;
-      ik.robot_state.joint_state = seed_state;
+      eachSeedJoint(seed, context, [&ik](const JointModel& joint, const double* values) {
+        appendJoint(joint, values, ik.robot_state);
+      });
       ik.avoid_collisions = avoid_collisions_;
       ik.pose_stamped_vector = stamped;
       ik.ik_link_names = tip_frames_;
-      for (size_t i = 0; i < consistency_limits.size(); ++i)
-      {
-        moveit_msgs::msg::JointConstraint jc;
-        jc.joint_name = joint_names_[i];
-        jc.position = seed[i];
-        jc.tolerance_above = jc.tolerance_below = consistency_limits[i];
-        jc.weight = 1.0;
-        ik.constraints.joint_constraints.push_back(jc);
-      }
+      if (!consistency_limits.empty())
+        ik.constraints.joint_constraints = consistencyConstraints(seed, consistency_limits);
       const auto res = call(*compute_ik_client_, req, ik.timeout, deadline, error);
       if (!res)
         return error;
       error = res->error_code;
-      const auto& js = res->solution.joint_state;
-      if (error.val == ErrorCodes::SUCCESS && pick(joint_names_, js.name, js.position.data(), values))
+      if (error.val == ErrorCodes::SUCCESS && readSolution(res->solution, values))
         solutions.push_back(values);
     }
     if (error.val == ErrorCodes::SUCCESS && solutions.empty())
@@ -419,21 +396,66 @@ private:
     return pending.future.get();
   }
 
-  // The seed of the group's joints, on top of the caller's full state when MoveIt gives one.
-  sensor_msgs::msg::JointState seedState(const std::vector<double>& seed, const moveit::core::RobotState* context) const
+  // sink(joint, its values) for the joints a request's seed state names: every active joint of the model
+  // outside the group at the caller's full state when MoveIt gives one, then the group's at the seed.
+  template <typename Sink>
+  void eachSeedJoint(const std::vector<double>& seed, const moveit::core::RobotState* context, Sink sink) const
   {
-    sensor_msgs::msg::JointState js;
     if (context)
-      for (const moveit::core::JointModel* joint : robot_model_->getActiveJointModels())
-        if (joint->getVariableCount() == 1 && std::find(joint_names_.begin(), joint_names_.end(), joint->getName()) ==
-                                                  joint_names_.end())
-        {
-          js.name.push_back(joint->getName());
-          js.position.push_back(context->getVariablePosition(joint->getFirstVariableIndex()));
-        }
-    js.name.insert(js.name.end(), joint_names_.begin(), joint_names_.end());
-    js.position.insert(js.position.end(), seed.begin(), seed.end());
-    return js;
+      for (const JointModel* joint : robot_model_->getActiveJointModels())
+        if (!jmg_->hasJointModel(joint->getName()))
+          sink(*joint, context->getJointPositions(joint));
+    for (size_t i = 0; i < joints_.size(); ++i)
+      sink(*joints_[i], seed.data() + offsets_[i]);
+  }
+
+  // The group's variables out of compute_ik's answer (multi-DOF joints from multi_dof_joint_state).
+  bool readSolution(const moveit_msgs::msg::RobotState& state, std::vector<double>& values) const
+  {
+    values.assign(variable_count_, 0.0);
+    const auto index = indexOf(state.joint_state.name);
+    const auto multi_index = indexOf(state.multi_dof_joint_state.joint_names);
+    for (size_t i = 0; i < joints_.size(); ++i)
+      if (!readJoint(*joints_[i], state, index, multi_index, values.data() + offsets_[i]))
+        return false;
+    return true;
+  }
+
+  // The group's variables out of one of get_ik_solutions' solutions (multi-DOF variables by the node's names).
+  bool readSolution(const sensor_msgs::msg::JointState& js, std::vector<double>& values) const
+  {
+    if (js.position.size() != js.name.size())
+      return false;
+    values.assign(variable_count_, 0.0);
+    const auto index = indexOf(js.name);
+    for (size_t i = 0; i < joints_.size(); ++i)
+      if (!readNodeVariables(*joints_[i], index, js.position, values.data() + offsets_[i]))
+        return false;
+    return true;
+  }
+
+  // Consistency limits as joint constraints around the seed, one per variable the node bounds: a planar
+  // joint's x, y, theta; a floating joint's translation only (its rotation is a quaternion in MoveIt,
+  // Euler angles in the node: not bounded).
+  std::vector<moveit_msgs::msg::JointConstraint> consistencyConstraints(const std::vector<double>& seed,
+                                                                        const std::vector<double>& limits) const
+  {
+    std::vector<moveit_msgs::msg::JointConstraint> out;
+    for (size_t i = 0; i < joints_.size(); ++i)
+    {
+      const std::vector<std::string> names = nodeVariableNames(*joints_[i]);
+      const size_t n = joints_[i]->getType() == JointModel::FLOATING ? 3 : names.size();
+      for (size_t k = 0; k < n; ++k)
+      {
+        moveit_msgs::msg::JointConstraint jc;
+        jc.joint_name = names[k];
+        jc.position = seed[offsets_[i] + k];
+        jc.tolerance_above = jc.tolerance_below = limits[offsets_[i] + k];
+        jc.weight = 1.0;
+        out.push_back(jc);
+      }
+    }
+    return out;
   }
 
   // True when every active joint between the root and the group's tips is the group's: then the joints
@@ -451,6 +473,10 @@ private:
     return true;
   }
 
+  const moveit::core::JointModelGroup* jmg_ = nullptr;
+  std::vector<const JointModel*> joints_;  // the group's active joints, getJointNames() order
+  std::vector<size_t> offsets_;            // where each one's variables start in the solver's variable vector
+  size_t variable_count_ = 0;
   std::vector<std::string> joint_names_, link_names_;
   bool owns_tip_chains_ = false;
   int64_t num_solutions_ = 8;

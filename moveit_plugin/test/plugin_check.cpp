@@ -5,12 +5,15 @@
 //   solve      held-out targets (FK of random states): the plugin (no callback: compute_ik) and a direct
 //              compute_ik call with the same request, each verified by MoveIt's FK; latencies
 //   reject     a validity callback that rejects the first ARG solutions; requests counted on ~/solutions
-//   half       a validity callback that rejects each solution with probability 1/2
+//   half       a validity callback that rejects half of all solutions (those whose joint values hash odd)
 //   timeout    unreachable targets: how long the plugin takes past TIMEOUT
 //   seed       the seed is a solution of the target: is it returned (compute_ik and get_ik_solutions)?
 //   setfromik  RobotState::setFromIK with the group (validity callback: accept all)
 //   in_callback  searchPositionIK inside a timer callback of the host node (its executor busy meanwhile)
 //   down       no node: the error and how long it took
+// Groups may have planar/floating joints (a mobile base): the solver's variables are MoveIt's, joint by joint;
+// held-out states draw an unbounded base translation uniformly in [-1, 1] m (the node's base limits in
+// config/robots/dual_ur5_mobile.yaml), as MoveIt would leave it at 0.
 // The host node (parameters: --ros-args -p robot_description_kinematics.<group>.<name>:=...; the
 // node called: its ikdiffuser_node, as the plugin's) is spun
 // by a MultiThreadedExecutor thread, as move_group's is; the plugin never touches it.
@@ -21,10 +24,12 @@
 #include <future>
 #include <fstream>
 #include <iostream>
-#include <random>
+#include <cmath>
+#include <cstdint>
 #include <sstream>
 #include <thread>
 
+#include <ikdiffuser_kinematics_plugin/messages.hpp>
 #include <moveit/kinematics_base/kinematics_base.hpp>
 #include <moveit/robot_model/robot_model.hpp>
 #include <moveit/robot_state/robot_state.hpp>
@@ -38,6 +43,9 @@
 using Clock = std::chrono::steady_clock;
 using ErrorCodes = moveit_msgs::msg::MoveItErrorCodes;
 using geometry_msgs::msg::Pose;
+using ikdiffuser_kinematics_plugin::appendJoint;
+using ikdiffuser_kinematics_plugin::toIsometry;
+using ikdiffuser_kinematics_plugin::toPose;
 using moveit::core::RobotState;
 
 namespace
@@ -78,18 +86,17 @@ std::string json(const std::vector<double>& v)
   return out.str() + "]";
 }
 
-Pose toPose(const Eigen::Isometry3d& t)
+// Half of all solutions, the same half every time: those whose values (to 1e-9) hash odd (FNV-1a).
+bool hashOdd(const std::vector<double>& values)
 {
-  const Eigen::Quaterniond q(t.rotation());
-  Pose p;
-  p.position.x = t.translation().x();
-  p.position.y = t.translation().y();
-  p.position.z = t.translation().z();
-  p.orientation.x = q.x();
-  p.orientation.y = q.y();
-  p.orientation.z = q.z();
-  p.orientation.w = q.w();
-  return p;
+  uint64_t h = 1469598103934665603ull;
+  for (const double v : values)
+  {
+    const auto bits = static_cast<uint64_t>(std::llround(v * 1e9));
+    for (int byte = 0; byte < 8; ++byte)
+      h = (h ^ ((bits >> (8 * byte)) & 0xff)) * 1099511628211ull;
+  }
+  return (h >> 32) & 1;  // a high bit: the low ones of an FNV product are weaker
 }
 
 struct Check
@@ -97,57 +104,110 @@ struct Check
   moveit::core::RobotModelPtr model;
   moveit::core::JointModelGroup* jmg;
   std::vector<std::string> tips;
-  Eigen::Isometry3d base;  // the solver's base frame in the model frame; poses for the solver are in it
+  std::string base;  // the solver's base frame (a link or the model frame); poses for the solver are in it
   kinematics::KinematicsBasePtr solver;
   rclcpp::Node::SharedPtr probe;  // the ~/solutions counter
 
-  // Worst position [m] and rotation [rad] error of the tips at `solution` (MoveIt's FK) against `targets`.
-  std::pair<double, double> error(const std::vector<double>& solution, const std::vector<Pose>& targets) const
+  // The solver's variable vector (its joints' variables, getJointNames() order) set in / read out of `state`.
+  void setSolverVariables(RobotState& state, const std::vector<double>& values) const
+  {
+    size_t offset = 0;
+    for (const auto& name : solver->getJointNames())
+    {
+      const auto* joint = model->getJointModel(name);
+      state.setJointPositions(joint, values.data() + offset);
+      offset += joint->getVariableCount();
+    }
+  }
+  std::vector<double> solverVariables(const RobotState& state) const
+  {
+    std::vector<double> values;
+    for (const auto& name : solver->getJointNames())
+    {
+      const auto* joint = model->getJointModel(name);
+      const double* v = state.getJointPositions(joint);
+      values.insert(values.end(), v, v + joint->getVariableCount());
+    }
+    return values;
+  }
+
+  // The direct compute_ik request's robot_state: the seed, as the plugin sends it (no context state).
+  moveit_msgs::msg::RobotState seedState(const std::vector<double>& seed) const
+  {
+    moveit_msgs::msg::RobotState msg;
+    size_t offset = 0;
+    for (const auto& name : solver->getJointNames())
+    {
+      const auto* joint = model->getJointModel(name);
+      appendJoint(*joint, seed.data() + offset, msg);
+      offset += joint->getVariableCount();
+    }
+    return msg;
+  }
+
+  // Worst position [m] and rotation [rad] error of the tips at `solution` (MoveIt's FK; the other joints at
+  // `others`, default: the default state) against `targets`.
+  std::pair<double, double> error(const std::vector<double>& solution, const std::vector<Pose>& targets,
+                                  const RobotState* others = nullptr) const
   {
     RobotState state(model);
     state.setToDefaultValues();
-    state.setVariablePositions(solver->getJointNames(), solution);
+    if (others)
+      state = *others;
+    setSolverVariables(state, solution);
     state.updateLinkTransforms();
     double pos = 0, rot = 0;
     for (size_t i = 0; i < tips.size(); ++i)
     {
-      Eigen::Isometry3d want;
-      want.translation() << targets[i].position.x, targets[i].position.y, targets[i].position.z;
-      want.linear() = Eigen::Quaterniond(targets[i].orientation.w, targets[i].orientation.x, targets[i].orientation.y,
-                                         targets[i].orientation.z)
-                          .toRotationMatrix();
-      const Eigen::Isometry3d got = base.inverse() * state.getGlobalLinkTransform(tips[i]);
+      const Eigen::Isometry3d want = toIsometry(targets[i]);
+      const Eigen::Isometry3d got = state.getFrameTransform(base).inverse() * state.getGlobalLinkTransform(tips[i]);
       pos = std::max(pos, (got.translation() - want.translation()).norm());
       rot = std::max(rot, Eigen::AngleAxisd(got.linear().transpose() * want.linear()).angle());
     }
     return { pos, rot };
   }
 
-  // Random states of the group (the same ones for a given index) and their tips' poses in the base frame.
-  std::pair<std::vector<double>, std::vector<Pose>> target(int index) const
+  // A random state (the same one for a given index) of the group's joints (`whole_robot`: of every joint, the
+  // group's included) and the group's tips' poses in the base frame. Returns (the group's variables, the poses,
+  // the state).
+  std::tuple<std::vector<double>, std::vector<Pose>, RobotState> target(int index, bool whole_robot = false) const
   {
     random_numbers::RandomNumberGenerator rng(1000 + index);
     RobotState state(model);
     state.setToDefaultValues();
-    state.setToRandomPositions(jmg, rng);
+    for (const auto* joint : model->getActiveJointModels())
+    {
+      if (!whole_robot && !jmg->hasJointModel(joint->getName()))
+        continue;
+      std::vector<double> values(joint->getVariableCount());
+      joint->getVariableRandomPositions(rng, values.data());
+      for (size_t k = 0; k < values.size(); ++k)  // a mobile base's unbounded x, y
+        if (ikdiffuser_kinematics_plugin::isMultiDof(*joint) && std::isinf(joint->getVariableBounds()[k].max_position_))
+          values[k] = rng.uniformReal(-1.0, 1.0);
+      state.setJointPositions(joint, values.data());
+    }
     state.updateLinkTransforms();
-    std::vector<double> q;
-    for (const auto& name : solver->getJointNames())
-      q.push_back(state.getVariablePosition(name));
+    const Eigen::Isometry3d base_inverse = state.getFrameTransform(base).inverse();
     std::vector<Pose> poses;
     for (const auto& tip : tips)
-      poses.push_back(toPose(base.inverse() * state.getGlobalLinkTransform(tip)));
-    return { q, poses };
+      poses.push_back(toPose(base_inverse * state.getGlobalLinkTransform(tip)));
+    return { solverVariables(state), poses, state };
+  }
+
+  std::vector<double> defaultGroupState() const
+  {
+    RobotState state(model);
+    state.setToDefaultValues();
+    std::vector<double> values;
+    state.copyJointGroupPositions(jmg, values);
+    return values;
   }
 
   std::vector<double> defaultSeed() const
   {
     RobotState state(model);
     state.setToDefaultValues();
-    std::vector<double> seed;
-    for (const auto& name : solver->getJointNames())
-      seed.push_back(state.getVariablePosition(name));
-    return seed;
+    return solverVariables(state);
   }
 };
 }  // namespace
@@ -197,11 +257,7 @@ int main(int argc, char** argv)
   if (!c.solver->initialize(host, *c.model, group, base, { c.jmg->getLinkModels().back()->getName() }, 0.1))
     die("initialize failed for group " + group);
   c.tips = c.solver->getTipFrames();
-  {
-    RobotState state(c.model);
-    state.setToDefaultValues();
-    c.base = state.getGlobalLinkTransform(base);
-  }
+  c.base = base;
   c.jmg->setSolverAllocators([&c](const moveit::core::JointModelGroup*) { return c.solver; });
   const std::vector<double> no_limits;
   std::ostringstream out;
@@ -219,7 +275,7 @@ int main(int argc, char** argv)
       std::this_thread::sleep_for(std::chrono::milliseconds(50));
     std::vector<double> warm;
     ErrorCodes error;
-    auto [q, poses] = c.target(-1);
+    auto [q, poses, at] = c.target(-1);
     c.solver->searchPositionIK(poses, c.defaultSeed(), timeout, no_limits, warm, {}, error);  // discovery, caches
     std::this_thread::sleep_for(std::chrono::milliseconds(500));
   }
@@ -231,7 +287,7 @@ int main(int argc, char** argv)
     std::vector<double> plugin_ms, direct_ms;
     for (int i = 0; i < n; ++i)
     {
-      auto [q, poses] = c.target(i);
+      auto [q, poses, at] = c.target(i);
       const auto seed = c.defaultSeed();
       // the plugin's own request, made directly
       auto req = std::make_shared<moveit_msgs::srv::GetPositionIK::Request>();
@@ -244,8 +300,7 @@ int main(int argc, char** argv)
         ps.pose = p;
         req->ik_request.pose_stamped_vector.push_back(ps);
       }
-      req->ik_request.robot_state.joint_state.name = c.solver->getJointNames();
-      req->ik_request.robot_state.joint_state.position = seed;
+      req->ik_request.robot_state = c.seedState(seed);
       req->ik_request.timeout.sec = static_cast<int32_t>(timeout);
       req->ik_request.timeout.nanosec = static_cast<uint32_t>((timeout - std::floor(timeout)) * 1e9);
       auto call_direct = [&] {
@@ -280,17 +335,16 @@ int main(int argc, char** argv)
   }
   else if (check == "reject" || check == "half")
   {
-    std::mt19937 coin(7);
     int solved = 0, right_one = 0, verified = 0, calls = 0;
     std::vector<double> ms;
     const int before = answers;
     for (int i = 0; i < n; ++i)
     {
-      auto [q, poses] = c.target(i);
+      auto [q, poses, at] = c.target(i);
       std::vector<std::vector<double>> seen;
       auto callback = [&](const Pose&, const std::vector<double>& candidate, ErrorCodes& error) {
         seen.push_back(candidate);
-        const bool reject = check == "reject" ? static_cast<int>(seen.size()) <= arg : coin() % 2 == 0;
+        const bool reject = check == "reject" ? static_cast<int>(seen.size()) <= arg : hashOdd(candidate);
         error.val = reject ? ErrorCodes::NO_IK_SOLUTION : ErrorCodes::SUCCESS;
       };
       std::vector<double> solution;
@@ -317,7 +371,7 @@ int main(int argc, char** argv)
     std::vector<int> codes;
     for (int i = 0; i < n; ++i)
     {
-      auto [q, poses] = c.target(i);
+      auto [q, poses, at] = c.target(i);
       for (auto& p : poses)
         p.position.z += 10.0;  // out of reach
       std::vector<double> solution;
@@ -337,10 +391,11 @@ int main(int argc, char** argv)
   else if (check == "seed")
   {
     double compute_ik_dev = 0, solutions_dev = 0;
+    size_t worst = 0;  // the solver variable that deviates most
     int solved = 0;
     for (int i = 0; i < n; ++i)
     {
-      auto [q, poses] = c.target(i);
+      auto [q, poses, at] = c.target(i);
       std::vector<double> a, b;
       ErrorCodes error;
       const bool ok_a = c.solver->searchPositionIK(poses, q, timeout, no_limits, a, {}, error);
@@ -352,12 +407,14 @@ int main(int argc, char** argv)
       ++solved;
       for (size_t j = 0; j < q.size(); ++j)
       {
-        compute_ik_dev = std::max(compute_ik_dev, std::abs(a[j] - q[j]));
-        solutions_dev = std::max(solutions_dev, std::abs(b[j] - q[j]));
+        if (std::abs(a[j] - q[j]) > compute_ik_dev)
+          compute_ik_dev = std::abs(a[j] - q[j]), worst = j;
+        if (std::abs(b[j] - q[j]) > solutions_dev)
+          solutions_dev = std::abs(b[j] - q[j]), worst = j;
       }
     }
     out << ",\"targets\":" << n << ",\"solved\":" << solved << ",\"compute_ik_max_dev\":" << compute_ik_dev
-        << ",\"get_ik_solutions_max_dev\":" << solutions_dev;
+        << ",\"get_ik_solutions_max_dev\":" << solutions_dev << ",\"worst_variable\":" << worst;
   }
   else if (check == "in_callback")
   {
@@ -370,7 +427,7 @@ int main(int argc, char** argv)
       int solved = 0;
       for (int i = 0; i < n; ++i)
       {
-        auto [q, poses] = c.target(i);
+        auto [q, poses, at] = c.target(i);
         std::vector<double> solution;
         ErrorCodes error;
         solved += c.solver->searchPositionIK(poses, c.defaultSeed(), timeout, no_limits, solution, {}, error);
@@ -385,19 +442,18 @@ int main(int argc, char** argv)
   else if (check == "setfromik")
   {
     int solved = 0, verified = 0, callbacks = 0;
+    bool kept = true;
     for (int i = 0; i < n; ++i)
     {
-      auto [q, poses] = c.target(i);
-      RobotState state(c.model);
-      state.setToDefaultValues();
+      // every joint random; the group's reset to their defaults: the others (a mobile base outside the group)
+      // reach the node as the plugin's context state
+      auto [q, poses, at] = c.target(i, true);
+      RobotState state(at);
+      state.setJointGroupPositions(c.jmg, c.defaultGroupState());
+      state.updateLinkTransforms();
       EigenSTL::vector_Isometry3d goals;
       for (const auto& p : poses)
-      {
-        Eigen::Isometry3d t = Eigen::Isometry3d::Identity();
-        t.translation() << p.position.x, p.position.y, p.position.z;
-        t.linear() = Eigen::Quaterniond(p.orientation.w, p.orientation.x, p.orientation.y, p.orientation.z).toRotationMatrix();
-        goals.push_back(c.base * t);
-      }
+        goals.push_back(state.getFrameTransform(c.base) * toIsometry(p));
       auto valid = [&callbacks](RobotState*, const moveit::core::JointModelGroup*, const double*) {
         ++callbacks;
         return true;
@@ -405,14 +461,16 @@ int main(int argc, char** argv)
       if (!state.setFromIK(c.jmg, goals, c.tips, timeout, valid))  // goals in the model frame
         continue;
       ++solved;
-      std::vector<double> solution;
-      for (const auto& name : c.solver->getJointNames())
-        solution.push_back(state.getVariablePosition(name));
-      const auto [pos, rot] = c.error(solution, poses);
+      const auto [pos, rot] = c.error(c.solverVariables(state), poses, &state);
       verified += pos < 1e-4 && rot < 1e-3;
+      // the joints outside the group kept
+      for (const auto* joint : c.model->getActiveJointModels())
+        if (!c.jmg->hasJointModel(joint->getName()))
+          for (size_t k = 0; k < joint->getVariableCount(); ++k)
+            kept &= state.getJointPositions(joint)[k] == at.getJointPositions(joint)[k];
     }
     out << ",\"targets\":" << n << ",\"solved\":" << solved << ",\"verified\":" << verified
-        << ",\"callbacks\":" << callbacks;
+        << ",\"callbacks\":" << callbacks << ",\"others_kept\":" << (kept ? "true" : "false");
   }
   else
     die("unknown check " + check);

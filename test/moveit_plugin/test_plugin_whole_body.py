@@ -1,0 +1,90 @@
+"""The MoveIt kinematics plugin on a mobile base: dual_ur5_mobile (config/robots/dual_ur5_mobile.yaml), two
+UR5 arms and a waist on a planar base joint (the SRDF's virtual joint base_joint, variables base_joint/x,
+/y, /theta), with the SRDF config/srdf/dual_ur5_mobile.srdf (whole_body = base_joint + torso_and_arms).
+
+The plugin serves whole_body: MoveIt's variable vector of the group holds the planar joint's x, y, theta;
+the plugin sends them to the node as a multi_dof_joint_state transform (compute_ik) or as base_joint/x, /y,
+/theta variables (get_ik_solutions) and reads them back from the answer. Every solution is checked by
+MoveIt's own FK (RobotState). Held-out states draw the base's x, y in [-1, 1] m, the node's limits.
+"""
+from __future__ import annotations
+
+import statistics
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+from plugin_helpers import CHECK, NOT_BUILT, node_process  # noqa: E402
+from plugin_helpers import run_check as _run_check  # noqa: E402
+
+pytestmark = pytest.mark.ros
+
+NODE = "ikd_plugin_mobile_node"
+
+if not CHECK.is_file():
+    pytest.skip(NOT_BUILT, allow_module_level=True)
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("plugin_dual_ur5_mobile")
+
+
+@pytest.fixture(scope="module")
+def node(folder):
+    """ikdiffuser_node for dual_ur5_mobile as a process; its groups from the SRDF."""
+    with node_process("dual_ur5_mobile", NODE, folder) as proc:
+        yield proc
+
+
+def run_check(check: str, targets: int, timeout: float, folder: Path, arg: int = 0, group: str = "whole_body",
+              params: dict | None = None) -> dict:
+    return _run_check("dual_ur5_mobile", check, targets, timeout, folder, arg=arg, group=group, server=f"/{NODE}",
+                      params=params)
+
+
+def test_whole_body_targets_solved_and_verified_by_moveit_fk(node, folder):
+    """Held-out two-tip targets of the whole body (base, waist, both arms: 16 variables): the plugin solves
+    what a direct compute_ik call with the same request solves, verified by MoveIt's FK."""
+    r = run_check("solve", 30, 1.0, folder)
+    assert "16 variables" in r["log"], r["log"][-2000:]
+    assert r["direct_solved"] == r["targets"]
+    assert r["plugin_solved"] == r["direct_solved"]
+    assert r["verified"] == r["plugin_solved"], r
+    overhead = statistics.median(r["plugin_ms"]) - statistics.median(r["direct_ms"])
+    assert overhead < 2.0, f"plugin adds {overhead:.2f} ms median over a direct call"
+
+
+def test_whole_body_callback_walks_get_ik_solutions(node, folder):
+    """With a validity callback: one get_ik_solutions request, the base read back from each solution's
+    base_joint/x, /y, /theta; the 3rd solution returned, verified by MoveIt's FK."""
+    r = run_check("reject", 10, 1.0, folder, arg=2)
+    assert r["solved"] == r["targets"]
+    assert r["last_accepted"] == r["solved"]
+    assert r["requests"] == r["targets"]
+    assert r["verified"] == r["solved"], r
+
+
+def test_whole_body_seed_returned_when_it_solves(node, folder):
+    """A seed that solves the poses comes back exactly, base included, through both requests."""
+    r = run_check("seed", 5, 1.0, folder)
+    assert r["solved"] == r["targets"]
+    assert r["compute_ik_max_dev"] < 1e-6 and r["get_ik_solutions_max_dev"] < 1e-6, r
+
+
+def test_set_from_ik_with_the_whole_body(node, folder):
+    r = run_check("setfromik", 10, 1.0, folder)
+    assert r["solved"] == r["targets"] and r["verified"] == r["solved"], r
+    assert r["callbacks"] >= r["solved"]
+
+
+def test_set_from_ik_arms_on_a_moved_base(node, folder):
+    """torso_and_arms from a state whose base (outside the group) is somewhere random: the plugin sends the
+    caller's state, the base as a multi_dof_joint_state transform, which the node accepts (it refuses an
+    unknown or malformed joint with INVALID_ROBOT_STATE); the answer, verified by MoveIt's FK at that state.
+    The poses are in the group's base frame (torso_link), so the base's value itself does not change them:
+    it matters to the node's collision checks (avoid_collisions)."""
+    r = run_check("setfromik", 10, 1.0, folder, group="torso_and_arms")
+    assert r["solved"] == r["targets"] and r["verified"] == r["solved"], r
