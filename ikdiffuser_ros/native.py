@@ -144,16 +144,27 @@ class NativeSampler:
         self.lower, self.upper = norm.lower.detach().cpu(), norm.upper.detach().cpu()
         self._passes = functools.lru_cache(maxsize=16)(self._coefficients)
 
-    def _coefficients(self, plan: tuple[tuple[int, int | None], ...]) -> list[tuple]:
-        """The compiled loop's passes of a plan (computed once per plan): (t, sqrt(abar_t), sqrt(1 - abar_t),
-        the same at t_prev, tail pass?), float32 values as the torch sampler rounds them, abar(-1) = 1."""
-        ab = self.loaded.schedule.alphas_cumprod.to(torch.float64)
+    def _coefficients(self, plan: tuple[tuple[int, int | None], ...], eta: float = 0.0) -> list[tuple]:
+        """The compiled loop's passes of a plan (computed once per plan and eta): (t, sqrt(abar_t),
+        sqrt(1 - abar_t), sqrt(abar_prev), sqrt(1 - abar_prev - sigma^2), sigma, tail pass?), float32
+        values as the torch sampler rounds them (:func:`~ikdiffuser_ros.model.schedule.ddim_step`),
+        abar(-1) = 1."""
+        ab = self.loaded.schedule.alphas_cumprod.to(torch.float32).numpy()
+        f = np.float32
 
-        def coef(t):
-            a = 1.0 if t is None or t < 0 else float(ab[t])
-            return float(np.float32(a) ** np.float32(0.5)), float(np.float32(1 - a) ** np.float32(0.5))
+        def abar(t):
+            return f(1.0) if t is None or t < 0 else f(ab[t])
 
-        return [(t, *coef(t), *coef(tp), tp is None) for t, tp in plan]
+        out = []
+        for t, tp in plan:
+            a_t, a_p = abar(t), abar(tp)
+            sigma = f(0.0)
+            if eta > 0 and tp is not None and tp >= 0:
+                sigma = f(eta) * np.sqrt((f(1) - a_p) / (f(1) - a_t)) * np.sqrt(max(f(1) - a_t / a_p, f(0)))
+            direction = np.sqrt(max(f(1) - a_p - sigma * sigma, f(0)))
+            out.append((t, float(np.sqrt(a_t)), float(np.sqrt(f(1) - a_t)), float(np.sqrt(a_p)), float(direction),
+                        float(sigma), tp is None))
+        return out
 
     @staticmethod
     def supports(loaded) -> bool:
@@ -164,13 +175,19 @@ class NativeSampler:
                 and torch.device(loaded.device).type == "cpu")
 
     def sample(self, x: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor, pos_only: torch.Tensor,
-               plan: list[tuple[int, int | None]], deadline: float | None = None) -> torch.Tensor:
+               plan: list[tuple[int, int | None]], deadline: float | None = None, eta: float = 0.0,
+               noise: torch.Tensor | None = None) -> torch.Tensor:
         """Denoise x (M, n) float32 initial noise toward targets (M, E, 4, 4) with masks (M, E) along
-        ``plan`` ((t, t_prev) pairs, t_prev None = tail pass) -> q (M, n) float32 within the limits."""
+        ``plan`` ((t, t_prev) pairs, t_prev None = tail pass) -> q (M, n) float32 within the limits.
+        ``eta`` > 0: stochastic DDIM with the step ``noise`` (len(plan), M, n)
+        (:func:`~ikdiffuser_ros.sampling.sampler.step_noise`)."""
+        if eta > 0 and (noise is None or tuple(noise.shape) != (len(plan), *x.shape)):
+            raise ValueError(f"eta > 0 needs noise of shape {(len(plan), *x.shape)}")
+        noise_np = np.zeros((0, 0, 0), np.float32) if eta <= 0 else noise.detach().cpu().float().contiguous().numpy()
         out, _ = self.sampler.sample(
             x.detach().cpu().float().contiguous().numpy(), np.ascontiguousarray(_numpy(targets), np.float64),
-            _u8(_numpy(mask), mask.shape), _u8(_numpy(pos_only), pos_only.shape), self._passes(tuple(plan)),
-            self.loaded.schedule.num_train_steps, -1.0 if deadline is None else float(deadline))
+            _u8(_numpy(mask), mask.shape), _u8(_numpy(pos_only), pos_only.shape), self._passes(tuple(plan), eta),
+            noise_np, self.loaded.schedule.num_train_steps, -1.0 if deadline is None else float(deadline))
         xq = torch.from_numpy(out).clamp(-1, 1)
         q = self.lower + (xq + 1) * 0.5 * (self.upper - self.lower)
         return torch.minimum(torch.maximum(q, self.lower), self.upper)

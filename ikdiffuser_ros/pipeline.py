@@ -99,6 +99,9 @@ class PipelineConfig:
     #: many are asked for. 1 = every start is a diffusion sample.
     restarts: int = 4
     restart_min_rows: int = 16
+    #: Queries asking for at least this many solutions sample with full diversity unless they set their own
+    #: (:attr:`IKQuery.diversity`).
+    diverse_min_solutions: int = 16
     #: Solver settings per call: reverse-diffusion sampler ("ddim" or "ddpm"), its steps (None = the
     #: checkpoint card's plan), the LM after sampling (False: raw samples).
     sampler: str = "ddim"
@@ -108,7 +111,7 @@ class PipelineConfig:
     def __post_init__(self) -> None:
         """Refuse settings out of range with :class:`ConfigError` naming them."""
         positive = ("max_targets", "max_num_solutions", "max_batch_size", "first_chunk_rows", "restarts",
-                    "restart_min_rows")
+                    "restart_min_rows", "diverse_min_solutions")
         bad = [f"{k}={getattr(self, k)!r} (an int >= 1)" for k in positive
                if isinstance(getattr(self, k), bool) or not isinstance(getattr(self, k), int) or getattr(self, k) < 1]
         bad += [f"{k}={getattr(self, k)!r} (a finite number > 0)" for k in ("default_timeout", "oversample",
@@ -205,6 +208,8 @@ class _Plan:
     consistency: np.ndarray | None = None
     #: local mode: the LM's box (lower (n,), upper (n,)) around the seed (:meth:`IKPipeline._local_box`)
     box: tuple[np.ndarray, np.ndarray] | None = None
+    #: diversity of the sampled calls, in [0, 1] (:attr:`IKQuery.diversity` resolved)
+    diversity: float = 0.0
     calls: int = 0  #: solver calls made (each gets its own random seed)
     sampled_calls: int = 0  #: of those, calls of the learned prior (the first is always made)
 
@@ -368,14 +373,17 @@ class IKPipeline:
     def warmup(self) -> float:
         """Run every path of a request once before serving (lazy loading, kernel selection, the chunk
         sizers' first measurements): sampled, seeded and local queries of 1 and 8 solutions at the
-        default state, with collision checks when there is a checker; returns seconds."""
+        default state, a diverse one of 16, and with a checker the sphere model (fitted now if the robot
+        has no sphere file) and collision checks; returns seconds."""
         t0 = time.monotonic()
         target = IKTarget(list(self.robot.end_effectors), list(self._fk(self.default_state)))
         seed = self.default_state + 0.05 * (self.robot.upper - self.robot.lower).numpy()
         for num in (1, 8):
             for extra in ({}, {"seed": seed}, {"seed": seed, "consistency_limits": 0.2}):
                 self.answer(IKQuery([target], num_solutions=num, max_rounds=1, timeout=30.0, **extra))
+        self.answer(IKQuery([target], num_solutions=16, max_rounds=1, timeout=30.0, diversity=1.0))
         if self.checker is not None:
+            _ = self.solver.sphere_model  # the collision guidance's spheres, before the first request needs them
             self.answer(IKQuery([target], num_solutions=8, max_rounds=1, timeout=30.0, avoid_collisions=True))
         return time.monotonic() - t0
 
@@ -440,9 +448,11 @@ class IKPipeline:
         seed_value = query.random_seed if query.random_seed is not None and query.random_seed >= 0 \
             else secrets.randbits(62)
         deadline = t0 + timeout - self._finish_s_per_target * len(specs)  # time kept for ranking the answers
+        diversity = query.diversity if query.diversity is not None else \
+            float(query.num_solutions >= self.config.diverse_min_solutions)
         return _Plan(query, specs, deadline, max(1, int(query.num_solutions * factor + 1e-9)), seed, locked,
                      objectives, self._guided(query, objectives), int(seed_value), consistency,
-                     None if consistency is None else self._local_box(seed, consistency))
+                     None if consistency is None else self._local_box(seed, consistency), float(diversity))
 
     def _fk(self, q: np.ndarray) -> np.ndarray:
         """(n,) joint values -> (E, 4, 4) end-effector poses (the compiled FK when built)."""
@@ -479,6 +489,9 @@ class IKPipeline:
             raise InvalidRequestError(f"timeout must be a positive number of seconds, got {query.timeout!r}")
         if query.max_rounds < 1:
             raise InvalidRequestError(f"max_rounds must be >= 1, got {query.max_rounds}")
+        d = query.diversity
+        if d is not None and not (_finite_number(d) and 0 <= d <= 1):
+            raise InvalidRequestError(f"diversity must be a number in [0, 1] (or None: automatic), got {d!r}")
 
     def _seed(self, seed) -> np.ndarray | None:
         if seed is None:
@@ -685,7 +698,7 @@ class IKPipeline:
                               deadline=time.monotonic() + max(SOLVER_SHARE * remaining, 1e-3),
                               q0=None if q0 is None else torch.tensor(np.asarray(q0, dtype=np.float64)),
                               restarts=self.config.restarts if num >= self.config.restart_min_rows else 1,
-                              bounds=plan.box)
+                              bounds=plan.box, diversity=plan.diversity)
         plan.calls += 1
         plan.sampled_calls += q0 is None
         m = self._measured(plan, res, len(items), int(num))

@@ -100,6 +100,10 @@ class IKQuery:
             while it has fewer than ``num_solutions`` valid solutions and the budget lasts (the default
             lets the budget decide).
         keep_invalid: also return candidates that failed (flagged by ``valid`` False).
+        diversity: how widely the learned prior's samples spread over the solution set, in [0, 1]: 0 =
+            the checkpoint's fast, mode-seeking plan; 1 = stochastic sampling with more steps (more
+            distinct solutions, more passes each). None = automatic: 1 when ``num_solutions`` is at
+            least :attr:`PipelineConfig.diverse_min_solutions`, else 0.
     """
 
     targets: Sequence[IKTarget]
@@ -120,6 +124,7 @@ class IKQuery:
     random_seed: int | None = 0
     max_rounds: int = 100
     keep_invalid: bool = False
+    diversity: float | None = None
 
 
 class Status(enum.Enum):

@@ -49,7 +49,7 @@ from ikdiffuser_ros.sampling import objectives as obj
 from ikdiffuser_ros.sampling.lm import (RefineConfig, RefineResult, ToleranceBox, boxed_residual, pose_residual, refine,
                                         tip_fk_and_jacobian, tip_targets)
 from ikdiffuser_ros.sampling.polish import PolishConfig, polish
-from ikdiffuser_ros.sampling.sampler import default_sampling, sample, sampling_plan, targets_from_poses
+from ikdiffuser_ros.sampling.sampler import default_sampling, sample, sampling_plan, step_noise, targets_from_poses
 
 
 #: Share of a ``timeout`` that sampling may use at most (the rest is the refinement's).
@@ -71,6 +71,8 @@ class SolverConfig:
     #: Spread of a perturbed restart (:meth:`IKDiffuserSolver.run`'s ``restarts``): Gaussian noise of this
     #: share of each joint's range around a diffusion sample, the LM's start for another solution near it.
     restart_spread: float = 0.05
+    #: DDIM steps of a call at full ``diversity`` (stochastic DDIM, eta 1, no tail; :meth:`IKDiffuserSolver.plan_of`).
+    diverse_steps: int = 10
     #: Run FK, the LM and unguided DDIM sampling in the compiled module on CPU when it is built
     #: (:mod:`ikdiffuser_ros.native`; same answers, microseconds instead of milliseconds per row).
     native: bool = True
@@ -164,7 +166,8 @@ class IKDiffuserSolver:
     def run(self, batch: "SolveBatch", cost=None, *, refine: bool = True, sampler: str = "ddim",
             steps: int | None = None, generator: torch.Generator | None = None, random_seed: int | None = None,
             deadline: float | None = None, self_collision: bool = False, timings: dict | None = None,
-            start: float | None = None, q0: torch.Tensor | None = None, bounds=None, restarts: int = 1) -> dict:
+            start: float | None = None, q0: torch.Tensor | None = None, bounds=None, restarts: int = 1,
+            diversity: float = 0.0) -> dict:
         """The batch call of the pipeline, trusting its caller: ``batch`` is validated (:meth:`SolveBatch.of`),
         ``cost`` built (:meth:`make_cost`), ``sampler`` "ddim" or "ddpm", ``steps`` None or > 0. Samples (or starts from ``q0`` (B*N, n)),
         refines within ``bounds`` ((n,) lower, upper [rad or m]; default the joint limits) and
@@ -173,13 +176,18 @@ class IKDiffuserSolver:
         ``restarts`` r > 1: only ceil(N / r) diffusion samples per target; each is the LM's start
         r times, as it is and perturbed (:meth:`_spread`): the prior's basins at the cost of an LM
         per extra row, and solutions spread along each basin (a net gain in distinct valid
-        solutions per CPU-second when many are asked for)."""
+        solutions per CPU-second when many are asked for).
+
+        ``diversity`` d in [0, 1]: 0 = the card's plan (deterministic DDIM + low-noise tail: accurate, but
+        its samples pile up on the most likely modes); d > 0 = stochastic DDIM (eta = d) with more steps and
+        no tail (:meth:`plan_of`), whose samples cover more of the solution set at more passes each."""
         timings = {} if timings is None else timings
         t0 = time.monotonic() if start is None else start
         if q0 is None:
             sample_deadline = None if deadline is None else t0 + SAMPLE_SHARE * (deadline - t0)
             few = dataclasses.replace(batch, N=-(-batch.N // restarts)) if restarts > 1 else batch
-            q = self._sample(few, cost, sampler, steps, generator, random_seed, sample_deadline, timings, refine)
+            q = self._sample(few, cost, sampler, steps, generator, random_seed, sample_deadline, timings, refine,
+                             diversity)
             if restarts > 1:
                 q = batch.with_locked(self._spread(q, few, batch.N, random_seed))
         else:
@@ -196,18 +204,20 @@ class IKDiffuserSolver:
 
     # ------------------------------------------------------------------ stages of run
     def _sample(self, batch: "SolveBatch", cost, sampler, steps, generator, random_seed, deadline, timings,
-                refined: bool) -> torch.Tensor:
+                refined: bool, diversity: float = 0.0) -> torch.Tensor:
         """Diffusion samples, (M, n) float64 rows (target-major), locked joints set. Unguided DDIM on CPU
         runs in the compiled sampler (the same loop); ``refined``: the LM follows (the card's LM-ready plan)."""
         t = time.monotonic()
-        steps, tail = self.plan_of(refined, steps)
+        steps, tail = self.plan_of(refined, steps, diversity)
+        eta = float(diversity)
         if generator is None:
             generator = torch.Generator(device=self.device).manual_seed(0 if random_seed is None else int(random_seed))
         T_rows = batch.rows(batch.T) if batch.box_bounds is None else batch.jittered_targets(generator)
         if self.native_sampler is not None and cost is None and sampler == "ddim":
             x = torch.randn(batch.B * batch.N, batch.n, generator=generator, device=self.device, dtype=torch.float32)
-            q = self.native_sampler.sample(x, T_rows, batch.rows(batch.mask), batch.rows(batch.pos_only),
-                                           sampling_plan(self.loaded.schedule, steps, tail), deadline)
+            plan = sampling_plan(self.loaded.schedule, steps, tail)
+            q = self.native_sampler.sample(x, T_rows, batch.rows(batch.mask), batch.rows(batch.pos_only), plan, deadline,
+                                           eta, step_noise(x, len(plan), "ddim", eta, generator))
         else:
             per_row = batch.box_bounds is not None  # jittered targets: each row its own target
 
@@ -216,18 +226,22 @@ class IKDiffuserSolver:
 
             ee_pos, ee_rot6d = targets_from_poses((T_rows if per_row else batch.T).float())
             q = sample(self.loaded, ee_pos, ee_rot6d, per(batch.mask), per(batch.pos_only), 1 if per_row else batch.N,
-                       method=sampler,
+                       method=sampler, eta=eta,
                        steps=steps, tail_steps=tail, guidance_scale=self.config.guidance_scale,
                        guidance_clip=self.config.guidance_clip, generator=generator, guidance=cost, deadline=deadline)
         timings["sample"] = time.monotonic() - t
         return batch.with_locked(q.reshape(batch.B * batch.N, batch.n).to(torch.float64))
 
-    def plan_of(self, refined: bool, steps: int | None = None) -> tuple[int, int]:
+    def plan_of(self, refined: bool, steps: int | None = None, diversity: float = 0.0) -> tuple[int, int]:
         """(DDIM steps, tail passes) of a call: ``steps``, else :attr:`SolverConfig.steps`, else the card's
-        plan (for refined samples when ``refined``); tail passes from the config, else the card."""
+        plan (for refined samples when ``refined``); tail passes from the config, else the card. With
+        ``diversity`` d > 0: no tail, and (unless ``steps`` is given) d of the way from those steps to
+        :attr:`SolverConfig.diverse_steps`."""
         card_steps, card_tail = default_sampling(self.loaded, refined)
-        return (steps or self.config.steps or card_steps,
-                card_tail if self.config.tail_steps is None else self.config.tail_steps)
+        base = self.config.steps or card_steps
+        if diversity > 0:
+            return steps or base + round(diversity * max(self.config.diverse_steps - base, 0)), 0
+        return steps or base, card_tail if self.config.tail_steps is None else self.config.tail_steps
 
     def _spread(self, q: torch.Tensor, few: "SolveBatch", N: int, random_seed: int | None) -> torch.Tensor:
         """(B * K, n) samples -> (B * N, n) LM starts: each sample repeated, the first copy as it is, the

@@ -44,11 +44,12 @@ struct Block {
   Linear fc1, fc2;
 };
 
-// One pass of the sampling plan: timestep t and the DDIM coefficients (sqrt(abar), sqrt(1 - abar))
-// at t and at t_prev; `tail` passes replace the sample by its clean estimate.
+// One pass of the sampling plan: timestep t, the DDIM coefficients sqrt(abar_t), sqrt(1 - abar_t),
+// sqrt(abar_prev), the direction's sqrt(1 - abar_prev - sigma^2) and the noise scale sigma (eta > 0);
+// `tail` passes replace the sample by its clean estimate.
 struct Pass {
   int t;
-  float sa, s1ma, sa_prev, s1ma_prev;
+  float sa, s1ma, sa_prev, dir, sigma;
   bool tail;
 };
 
@@ -75,10 +76,11 @@ class MLPSampler {
   int feature_width() const { return 15 * E_ + n_; }
   int input_width() const { return static_cast<int>(inp_.W.cols()); }
 
-  // x (M, n) initial noise, in place -> clean normalized samples; targets (M, E, 4, 4), masks (M, E).
+  // x (M, n) initial noise, in place -> clean normalized samples; targets (M, E, 4, 4), masks (M, E);
+  // noise: (passes, M, n) step noise of the passes with sigma > 0 (may be null when none has).
   // Returns the passes run (the deadline, monotonic s, stops the loop between passes; <= 0: none).
   int sample(MatF& x, const double* targets, const uint8_t* mask, const uint8_t* pos_only,
-             const std::vector<Pass>& plan, double deadline) {
+             const std::vector<Pass>& plan, const float* noise, double deadline) {
     const Eigen::Index M = x.rows();
     const int ctx_w = 11 * E_;
     MatF in(M, input_width());
@@ -104,7 +106,9 @@ class MLPSampler {
         x = x0;
       } else {
         const MatF e = (x - p.sa * x0) / p.s1ma;
-        x = p.sa_prev * x0 + p.s1ma_prev * e;
+        x = p.sa_prev * x0 + p.dir * e;
+        if (p.sigma > 0.0f && noise != nullptr)
+          x += p.sigma * Eigen::Map<const MatF>(noise + static_cast<Eigen::Index>(done) * M * n_, M, n_);
       }
       ++done;
       last = monotonic_s() - t0;

@@ -204,22 +204,28 @@ MLPSampler* make_sampler(const Tree& t, Arr<double> lower, Arr<double> upper, Ar
 }
 
 py::tuple sample(MLPSampler& s, Arr<float> x, Arr<double> targets, Arr<uint8_t> mask, Arr<uint8_t> pos_only,
-                 const std::vector<std::tuple<int, float, float, float, float, bool>>& plan, int num_t, double deadline) {
+                 const std::vector<std::tuple<int, float, float, float, float, float, bool>>& plan, Arr<float> noise,
+                 int num_t, double deadline) {
   const py::ssize_t M = x.ndim() == 2 ? x.shape(0) : -1, E = s.n_ee();
   expect(M >= 0 && x.shape(1) == s.n(), "x must have shape (M, n)");
   expect_shape(targets, {M, E, 4, 4}, "targets");
   expect_shape(mask, {M, E}, "mask");
   expect_shape(pos_only, {M, E}, "pos_only");
   std::vector<Pass> passes;
-  for (const auto& [t, sa, s1ma, sap, s1map, tail] : plan) {
+  bool noisy = false;
+  for (const auto& [t, sa, s1ma, sap, dir, sigma, tail] : plan) {
     expect(t >= 0 && t < num_t, "timestep out of range");
-    passes.push_back({t, sa, s1ma, sap, s1map, tail});
+    passes.push_back({t, sa, s1ma, sap, dir, sigma, tail});
+    noisy = noisy || sigma > 0.0f;
   }
+  if (noisy)
+    expect_shape(noise, {static_cast<py::ssize_t>(passes.size()), M, static_cast<py::ssize_t>(s.n())}, "noise");
   MatF xm = Eigen::Map<const MatF>(x.data(), M, s.n());
   int done = 0;
   {
     py::gil_scoped_release nogil;
-    done = s.sample(xm, targets.data(), mask.data(), pos_only.data(), passes, deadline);
+    done = s.sample(xm, targets.data(), mask.data(), pos_only.data(), passes, noisy ? noise.data() : nullptr,
+                    deadline);
   }
   py::array_t<float> out({M, static_cast<py::ssize_t>(s.n())});
   std::copy(xm.data(), xm.data() + xm.size(), out.mutable_data());
@@ -247,5 +253,5 @@ PYBIND11_MODULE(_native, m) {
            py::arg("pos_mean"), py::arg("pos_std"), py::arg("weights"), py::arg("t_table"), py::arg("feedback"),
            py::arg("ln_eps"))
       .def("sample", &sample, py::arg("x"), py::arg("targets"), py::arg("mask"), py::arg("pos_only"),
-           py::arg("plan"), py::arg("num_t"), py::arg("deadline"));
+           py::arg("plan"), py::arg("noise"), py::arg("num_t"), py::arg("deadline"));
 }

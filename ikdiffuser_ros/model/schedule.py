@@ -99,11 +99,13 @@ class NoiseSchedule:
 
 
 def ddim_step(schedule: NoiseSchedule, x_t: torch.Tensor, x0: torch.Tensor, t: int, t_prev: int,
-              eta: float = 0.0, generator: torch.Generator | None = None) -> torch.Tensor:
+              eta: float = 0.0, generator: torch.Generator | None = None,
+              noise: torch.Tensor | None = None) -> torch.Tensor:
     """One DDIM update x_t -> x_{t_prev} (Song et al. 2021, eq. 12), ``t_prev = -1`` for the last.
 
     ``sigma = eta sqrt((1 - abar_prev) / (1 - abar_t)) sqrt(1 - abar_t / abar_prev)``;
-    ``x_prev = sqrt(abar_prev) x0 + sqrt(1 - abar_prev - sigma^2) eps(x0) + sigma z``.
+    ``x_prev = sqrt(abar_prev) x0 + sqrt(1 - abar_prev - sigma^2) eps(x0) + sigma z``, with z the
+    given ``noise`` (x_t's shape) or drawn from ``generator``.
     """
     B = x_t.shape[0]
     tt = torch.full((B,), t, dtype=torch.long)
@@ -113,7 +115,8 @@ def ddim_step(schedule: NoiseSchedule, x_t: torch.Tensor, x0: torch.Tensor, t: i
     sigma = eta * ((1 - ab_p) / (1 - ab_t)).sqrt() * (1 - ab_t / ab_p).clamp_min(0).sqrt()
     x_prev = ab_p.sqrt() * x0 + (1 - ab_p - sigma**2).clamp_min(0).sqrt() * eps
     if eta > 0 and t_prev >= 0:
-        z = torch.randn(x_t.shape, generator=generator, dtype=x_t.dtype, device=x_t.device)
+        z = noise if noise is not None else torch.randn(x_t.shape, generator=generator, dtype=x_t.dtype,
+                                                         device=x_t.device)
         x_prev = x_prev + sigma * z
     return x_prev
 

@@ -137,14 +137,25 @@ def _denoise(loaded: LoadedModel, targets: tuple[torch.Tensor, ...], N: int, pla
     fb_targets = _feedback_targets(loaded, ee_pos, ee_rot6d, ee_mask, pos_only, N)
     x = torch.randn(ee_pos.shape[0] * N, model.config.n_joints, generator=generator, device=ee_pos.device,
                     dtype=torch.float32)
+    noise = step_noise(x, len(plan), method, eta, generator)
     clock = UnitClock(deadline)
     x0 = x
     for i, (t, t_prev) in enumerate(plan):
         if not clock.time_for_another() and i > 0:
             return x0  # out of time: the last clean-sample estimate
         x0 = _clean_estimate(loaded, x, t, ctx, fb_targets, *guide)
-        x = _reverse_update(loaded.schedule, method, x, x0, t, t_prev, eta, generator)
+        x = _reverse_update(loaded.schedule, method, x, x0, t, t_prev, eta, generator,
+                            None if noise is None else noise[i])
     return x
+
+
+def step_noise(x: torch.Tensor, passes: int, method: str, eta: float, generator: torch.Generator | None
+               ) -> torch.Tensor | None:
+    """(passes, M, n) noise of a stochastic DDIM plan (eta > 0), drawn at once after the initial noise x (M, n)
+    (the compiled sampler draws the same), or None (deterministic DDIM; DDPM draws its own per step)."""
+    if method != "ddim" or eta <= 0:
+        return None
+    return torch.randn((passes, *x.shape), generator=generator, device=x.device, dtype=x.dtype)
 
 
 def _conditions(model, ee_pos, ee_rot6d, ee_mask, pos_only, dev):
@@ -183,12 +194,14 @@ def _clean_estimate(loaded: LoadedModel, x, t: int, ctx, fb_targets, guidance, s
     return x0 if guidance is None else _guide(x0, loaded.normalizer, guidance, scale, clip)
 
 
-def _reverse_update(schedule, method: str, x, x0, t: int, t_prev: int | None, eta: float, generator):
-    """The sample at ``t_prev``: DDIM or DDPM step, or in the tail the clean estimate itself."""
+def _reverse_update(schedule, method: str, x, x0, t: int, t_prev: int | None, eta: float, generator,
+                    noise: torch.Tensor | None = None):
+    """The sample at ``t_prev``: DDIM (``noise``: its step noise when eta > 0) or DDPM step, or in the
+    tail the clean estimate itself."""
     if t_prev is None:
         return x0
     if method == "ddim":
-        return ddim_step(schedule, x, x0, t, t_prev, eta=eta, generator=generator)
+        return ddim_step(schedule, x, x0, t, t_prev, eta=eta, generator=generator, noise=noise)
     return ddpm_step(schedule, x, x0, t, t_prev, generator=generator)
 
 

@@ -9,7 +9,7 @@ from ikdiffuser_ros.kinematics.joint_kinds import joint_kinds
 from ikdiffuser_ros.model.checkpoint import load_checkpoint
 from ikdiffuser_ros.robots import available_robots, load_robot
 from ikdiffuser_ros.sampling.lm import RefineConfig, refine
-from ikdiffuser_ros.sampling.sampler import default_sampling, sample, sampling_plan, targets_from_poses
+from ikdiffuser_ros.sampling.sampler import step_noise, default_sampling, sample, sampling_plan, targets_from_poses
 
 pytestmark = pytest.mark.skipif(not native.available(), reason=native.unavailable_reason)
 ROBOTS = available_robots()  #: FK, Jacobians and LM: every robot config
@@ -75,9 +75,11 @@ def test_lm_stays_in_a_narrowed_box(robot):
     assert (ref.q - res.q).abs().max() < 1e-8
 
 
+@pytest.mark.parametrize("eta", [0.0, 1.0])
 @pytest.mark.parametrize("name", SHIPPED)
-def test_sampler_matches_torch(name):
-    """The compiled DDIM + tail loop gives the torch sampler's samples (float32 network, float64 feedback)."""
+def test_sampler_matches_torch(name, eta):
+    """The compiled DDIM + tail loop gives the torch sampler's samples (float32 network, float64 feedback);
+    stochastic DDIM (eta 1, the diversity plan: more steps, no tail) with the same step noise too."""
     robot = load_robot(name)
     loaded = load_checkpoint(f"models/{robot.name}", robot)
     T = robot.fk(_uniform(robot, 8, 4))
@@ -87,11 +89,13 @@ def test_sampler_matches_torch(name):
     if E > 1:
         mask[0, 0] = False
         pos_only[1, -1] = True
-    steps, tail = default_sampling(loaded, refined=True)
+    steps, tail = default_sampling(loaded, refined=True) if eta == 0 else (10, 0)
     pos, rot6d = targets_from_poses(T.float())
-    ref = sample(loaded, pos, rot6d, mask, pos_only, 1, steps=steps, tail_steps=tail,
+    ref = sample(loaded, pos, rot6d, mask, pos_only, 1, steps=steps, tail_steps=tail, eta=eta,
                  generator=torch.Generator().manual_seed(5))[:, 0]
-    x = torch.randn(8, robot.n_joints, generator=torch.Generator().manual_seed(5))
+    gen = torch.Generator().manual_seed(5)
+    x = torch.randn(8, robot.n_joints, generator=gen)
+    plan = sampling_plan(loaded.schedule, steps, tail)
     sampler = native.NativeSampler(loaded, native.NativeKinematics(robot))
-    got = sampler.sample(x, T, mask, pos_only, sampling_plan(loaded.schedule, steps, tail))
+    got = sampler.sample(x, T, mask, pos_only, plan, eta=eta, noise=step_noise(x, len(plan), "ddim", eta, gen))
     assert (ref - got).abs().max() < 2e-3  # float32 network: rounding differences only
