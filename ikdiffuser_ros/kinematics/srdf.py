@@ -6,6 +6,8 @@ plus this repo's file adding a planar virtual joint for ``mobile_baxter``).
 
 from __future__ import annotations
 
+import logging
+
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 
@@ -85,6 +87,9 @@ def parse_srdf(srdf_xml: str) -> SRDFDescription:
         group = _group(el)
         srdf.groups[group.name] = group
     for el in root.findall("group_state"):
+        if not el.get("group"):  # as srdfdom: skipped, with a warning (some published SRDFs have them)
+            logging.getLogger("ikdiffuser_ros").warning(f"SRDF group_state {el.get('name', '')!r} has no group: skipped")
+            continue
         values = _group_state_values(el)
         srdf.group_states[(_required(el, "name"), _required(el, "group"))] = values
     for el in root.findall("end_effector"):

@@ -97,9 +97,9 @@ class NodeConfig:
         "SRDF has no usable groups)", read_only=True, factory=True)
     # -- model ------------------------------------------------------------------------------
     model_path: str = _p(
-        "", "checkpoint folder or model.safetensors file; empty = the checkpoint in the package's models/ "
-        "whose card.json fingerprint matches the robot. Once the node has started: the checkpoint folder it "
-        "loaded", read_only=True)
+        "", "checkpoint folder or model.safetensors file; empty = the first checkpoint whose card.json fingerprint "
+        "matches the robot on the search path: $IKDIFFUSER_MODEL_PATH, the user folder (~/.local/share/ikdiffuser/"
+        "models), the package's models/. Once the node has started: the checkpoint folder it loaded", read_only=True)
     device: str = _p("cpu", "torch device: cpu, cuda or cuda:<index>", read_only=True)
     sampler: str = _core("pipeline", "sampler", "reverse-diffusion sampler", choices=("ddim", "ddpm"))
     sampler_steps: int = _core(

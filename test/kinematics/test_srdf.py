@@ -85,3 +85,15 @@ def test_bad_srdf(text, needle):
     with pytest.raises(RobotDescriptionError) as info:
         parse_srdf(text)
     assert needle in str(info.value)
+
+
+def test_group_state_without_group_is_skipped_with_a_warning(caplog):
+    """As srdfdom: example-robot-data's z1 and kinova SRDFs have such entries; the rest still parses."""
+    xml = """<robot name="r"><group name="arm"><chain base_link="a" tip_link="b"/></group>
+    <group_state name="home"><joint name="j1" value="0"/></group_state>
+    <group_state name="up" group="arm"><joint name="j1" value="1"/></group_state>
+    <disable_collisions link1="a" link2="b"/></robot>"""
+    with caplog.at_level("WARNING", logger="ikdiffuser_ros"):
+        srdf = parse_srdf(xml)
+    assert list(srdf.group_states) == [("up", "arm")] and "arm" in srdf.groups
+    assert "group_state 'home' has no group" in caplog.text

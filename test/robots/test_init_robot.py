@@ -110,8 +110,6 @@ def test_malformed_urdf(tmp_path):
     (["--urdf", UR3, "--end-effectors", "tool_0"], "--end-effectors: 'tool_0' is not a link of"),
     (["--urdf", UR3, "--end-effectors", "tool0", "--name", "my robot"], "--name 'my robot'"),
     (["--urdf", UR3, "--xacro-arg", "novalue"], "--xacro-arg 'novalue': expected NAME=VALUE"),
-    (["--urdf", f"{ERD}/z1_description/urdf/z1.urdf", "--srdf", f"{ERD}/z1_description/srdf/z1.srdf"],
-     "z1.srdf: SRDF <group_state name='home'> lacks attribute 'group'"),
 ])
 def test_bad_input_is_one_clear_error(tmp_path, capsys, args, message):
     assert cli_main(["init-robot", *args, "--out-dir", str(tmp_path / "out"), "--no-progress"]) == 2
