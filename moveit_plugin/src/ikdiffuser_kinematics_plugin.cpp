@@ -1,9 +1,10 @@
 // ikdiffuser_kinematics_plugin/IKDiffuserKinematicsPlugin: a MoveIt kinematics::KinematicsBase whose
 // solver is a running ikdiffuser_node (docs/moveit.md).
 //
-// One request per IK query: ~/get_ik_solutions for N solutions when MoveIt gives a solution callback
-// (they are walked in order until one passes it) or asks for all solutions, else ~/compute_ik (one
-// answer; also used with consistency limits, sent as joint constraints around the seed). The client
+// One request per IK query, for the plugin's group (group_name: only its joints move, the others stay at the
+// caller's state): ~/get_ik_solutions for N solutions when MoveIt gives a solution callback (they are walked
+// in order until one passes it) or asks for all solutions, else ~/compute_ik (one answer). Consistency
+// limits go with either, as joint constraints around the seed. The client
 // lives on the plugin's own node, spun by its own executor thread: the host's node is never spun or
 // blocked (the cause of moveit/moveit2#3633). getPositionFK is local (moveit_core's RobotState).
 //
@@ -26,6 +27,7 @@
 #include <chrono>
 #include <string>
 #include <thread>
+#include <type_traits>
 #include <vector>
 
 #include <ikdiffuser_kinematics_plugin/messages.hpp>
@@ -123,7 +125,6 @@ public:
       variable_count_ += joint->getVariableCount();
     }
     link_names_ = jmg->getLinkModelNames();
-    owns_tip_chains_ = ownsTipChains(*jmg);
 
     // The plugin's own node and executor thread, in the host's context.
     const auto context = node->get_node_base_interface()->get_context();
@@ -146,9 +147,9 @@ public:
       while (!stop_ && context->is_valid())
         executor_->spin_once(std::chrono::milliseconds(100));
     });
-    RCLCPP_INFO(LOGGER, "group '%s' (%zu joints, %zu variables, tips %s): IK from %s (%s solutions per callback query)",
+    RCLCPP_INFO(LOGGER, "group '%s' (%zu joints, %zu variables, tips %s): IK from %s (%ld solutions per callback query)",
                 group_name.c_str(), joint_names_.size(), variable_count_, tips.c_str(), server.c_str(),
-                owns_tip_chains_ ? std::to_string(num_solutions_).c_str() : "1: the group does not own its tips' chains");
+                static_cast<long>(num_solutions_));
     return true;
   }
 
@@ -169,7 +170,7 @@ public:
     return search({ ik_pose }, ik_seed_state, default_timeout_, {}, solution, {}, error_code, nullptr);
   }
 
-  // All the solutions of one get_ik_solutions request (compute_ik's one when the group does not own its tips' chains).
+  // All the solutions of one get_ik_solutions request.
   bool getPositionIK(const std::vector<Pose>& ik_poses, const std::vector<double>& ik_seed_state,
                      Solutions& solutions, kinematics::KinematicsResult& result,
                      const kinematics::KinematicsQueryOptions& /*options*/) const override
@@ -284,7 +285,7 @@ private:
     return false;  // error_code: the callback's verdict on the last solution
   }
 
-  // get_ik_solutions (many && no consistency limits && the group owns its tips' chains) or compute_ik
+  // get_ik_solutions (many: a callback, or all solutions wanted) or compute_ik, for the group
   ErrorCodes request(const std::vector<Pose>& poses, const std::vector<double>& seed, Clock::time_point deadline,
                      const std::vector<double>& consistency_limits, bool many, const moveit::core::RobotState* context,
                      Solutions& solutions) const
@@ -313,9 +314,10 @@ private:
     }
     solutions.clear();
     std::vector<double> values;
-    if (many && consistency_limits.empty() && owns_tip_chains_)
+    if (many)
     {
       auto req = std::make_shared<GetIKSolutions::Request>();
+      req->group_name = group_name_;
       req->targets.resize(1);
       req->targets[0].link_names = tip_frames_;
       req->targets[0].poses = stamped;
@@ -325,6 +327,8 @@ private:
       });
       req->avoid_collisions = avoid_collisions_;
       req->random_seed = -1;
+      if (!consistency_limits.empty())
+        req->joint_constraints = consistencyConstraints<ikdiffuser_ros::msg::JointConstraint>(seed, consistency_limits);
       const auto res = call(*solutions_client_, req, req->timeout, deadline, error);
       if (!res)
         return error;
@@ -353,7 +357,7 @@ private:
       ik.pose_stamped_vector = stamped;
       ik.ik_link_names = tip_frames_;
       if (!consistency_limits.empty())
-        ik.constraints.joint_constraints = consistencyConstraints(seed, consistency_limits);
+        ik.constraints.joint_constraints = consistencyConstraints<moveit_msgs::msg::JointConstraint>(seed, consistency_limits);
       const auto res = call(*compute_ik_client_, req, ik.timeout, deadline, error);
       if (!res)
         return error;
@@ -437,40 +441,27 @@ private:
   // Consistency limits as joint constraints around the seed, one per variable the node bounds: a planar
   // joint's x, y, theta; a floating joint's translation only (its rotation is a quaternion in MoveIt,
   // Euler angles in the node: not bounded).
-  std::vector<moveit_msgs::msg::JointConstraint> consistencyConstraints(const std::vector<double>& seed,
-                                                                        const std::vector<double>& limits) const
+  // Constraint: moveit_msgs's (compute_ik) or ikdiffuser_ros's (get_ik_solutions; no weight).
+  template <typename Constraint>
+  std::vector<Constraint> consistencyConstraints(const std::vector<double>& seed, const std::vector<double>& limits) const
   {
-    std::vector<moveit_msgs::msg::JointConstraint> out;
+    std::vector<Constraint> out;
     for (size_t i = 0; i < joints_.size(); ++i)
     {
       const std::vector<std::string> names = nodeVariableNames(*joints_[i]);
       const size_t n = joints_[i]->getType() == JointModel::FLOATING ? 3 : names.size();
       for (size_t k = 0; k < n; ++k)
       {
-        moveit_msgs::msg::JointConstraint jc;
+        Constraint jc;
         jc.joint_name = names[k];
         jc.position = seed[offsets_[i] + k];
         jc.tolerance_above = jc.tolerance_below = limits[offsets_[i] + k];
-        jc.weight = 1.0;
+        if constexpr (std::is_same_v<Constraint, moveit_msgs::msg::JointConstraint>)
+          jc.weight = 1.0;
         out.push_back(jc);
       }
     }
     return out;
-  }
-
-  // True when every active joint between the root and the group's tips is the group's: then the joints
-  // get_ik_solutions may move outside the group cannot move the tips.
-  bool ownsTipChains(const moveit::core::JointModelGroup& jmg) const
-  {
-    for (const std::string& tip : tip_frames_)
-    {
-      for (const moveit::core::JointModel* joint = robot_model_->getLinkModel(tip)->getParentJointModel(); joint;
-           joint = joint->getParentLinkModel() ? joint->getParentLinkModel()->getParentJointModel() : nullptr)
-        if (joint->getVariableCount() > 0 && !joint->getMimic() && !joint->isPassive() &&
-            !jmg.hasJointModel(joint->getName()))
-          return false;
-    }
-    return true;
   }
 
   const moveit::core::JointModelGroup* jmg_ = nullptr;
@@ -478,7 +469,6 @@ private:
   std::vector<size_t> offsets_;            // where each one's variables start in the solver's variable vector
   size_t variable_count_ = 0;
   std::vector<std::string> joint_names_, link_names_;
-  bool owns_tip_chains_ = false;
   int64_t num_solutions_ = 8;
   bool avoid_collisions_ = false;
   rclcpp::Node::SharedPtr client_node_;

@@ -9,6 +9,8 @@
 //   timeout    unreachable targets: how long the plugin takes past TIMEOUT
 //   seed       the seed is a solution of the target: is it returned (compute_ik and get_ik_solutions)?
 //   setfromik  RobotState::setFromIK with the group (validity callback: accept all)
+//   consistency  consistency limits of ARG/100 around a seed within ARG/300 of the target's state, without a
+//              callback (compute_ik) and with one (get_ik_solutions): solved, and every variable within its limit
 //   in_callback  searchPositionIK inside a timer callback of the host node (its executor busy meanwhile)
 //   down       no node: the error and how long it took
 // Groups may have planar/floating joints (a mobile base): the solver's variables are MoveIt's, joint by joint;
@@ -415,6 +417,42 @@ int main(int argc, char** argv)
     }
     out << ",\"targets\":" << n << ",\"solved\":" << solved << ",\"compute_ik_max_dev\":" << compute_ik_dev
         << ",\"get_ik_solutions_max_dev\":" << solutions_dev << ",\"worst_variable\":" << worst;
+  }
+  else if (check == "consistency")
+  {
+    const double limit = arg / 100.0;
+    int solved[2] = { 0, 0 }, within[2] = { 0, 0 }, verified = 0;
+    double worst = 0;
+    for (int i = 0; i < n; ++i)
+    {
+      auto [q, poses, at] = c.target(i);
+      random_numbers::RandomNumberGenerator rng(5000 + i);
+      std::vector<double> seed = q;
+      for (double& v : seed)
+        v += rng.uniformReal(-limit / 3, limit / 3);
+      const std::vector<double> limits(q.size(), limit);
+      for (int with_callback = 0; with_callback < 2; ++with_callback)
+      {
+        std::vector<double> solution;
+        ErrorCodes error;
+        const kinematics::KinematicsBase::IKCallbackFn accept = [](const Pose&, const std::vector<double>&,
+                                                                   ErrorCodes& e) { e.val = ErrorCodes::SUCCESS; };
+        if (!c.solver->searchPositionIK(poses, seed, timeout, limits, solution, with_callback ? accept : nullptr,
+                                        error))
+          continue;
+        ++solved[with_callback];
+        double dev = 0;
+        for (size_t j = 0; j < seed.size(); ++j)
+          dev = std::max(dev, std::abs(solution[j] - seed[j]));
+        worst = std::max(worst, dev);
+        within[with_callback] += dev <= limit + 1e-9;
+        const auto [pos, rot] = c.error(solution, poses);
+        verified += pos < 1e-4 && rot < 1e-3;
+      }
+    }
+    out << ",\"targets\":" << n << ",\"limit\":" << limit << ",\"solved\":[" << solved[0] << "," << solved[1]
+        << "],\"within\":[" << within[0] << "," << within[1] << "],\"verified\":" << verified
+        << ",\"max_deviation\":" << worst;
   }
   else if (check == "in_callback")
   {

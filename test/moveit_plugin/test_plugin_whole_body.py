@@ -88,3 +88,23 @@ def test_set_from_ik_arms_on_a_moved_base(node, folder):
     it matters to the node's collision checks (avoid_collisions)."""
     r = run_check("setfromik", 10, 1.0, folder, group="torso_and_arms")
     assert r["solved"] == r["targets"] and r["verified"] == r["solved"], r
+
+
+def test_arms_group_with_a_callback_gets_many_solutions_of_its_group(node, folder):
+    """torso_and_arms (the base outside the group) with a validity callback: one get_ik_solutions request
+    naming the group (only its joints move), so the callback walks several solutions."""
+    r = run_check("reject", 10, 1.0, folder, arg=2, group="torso_and_arms")
+    assert r["solved"] == r["targets"]
+    assert r["last_accepted"] == r["solved"], "the 3rd solution (the first the callback accepts) is returned"
+    assert r["requests"] == r["targets"]
+    assert r["verified"] == r["solved"], r
+
+
+def test_consistency_limits_through_both_requests(node, folder):
+    """MoveIt's consistency limits (0.3 around a seed near the target's state, base x, y, theta included) go to
+    the node as joint constraints, through compute_ik (no callback) and get_ik_solutions (a callback): every
+    variable of every answer within its limit."""
+    r = run_check("consistency", 10, 1.0, folder, arg=30)
+    assert r["solved"] == [r["targets"]] * 2, r
+    assert r["within"] == r["solved"], r
+    assert r["verified"] == 2 * r["targets"], r
