@@ -208,7 +208,7 @@ def training_yaml_text(name: str, robot_yaml: Path, in_package: bool) -> str:
     extends = "recipe.yaml" if in_package else RECIPE_URI
     robot = name if in_package else str(robot_yaml)
     return (f"# Training config of {name}: the recipe of every shipped model. Add TrainConfig fields below to\n"
-            "# change it (ikdiffuser_ros/training/trainer.py; e.g. dataset_size, d_model, collision_filter).\n"
+            "# change it (ikdiffuser_ros/training/trainer.py; e.g. dataset_size, collision_filter, model: {d_model: 128}).\n"
             f"#   OMP_NUM_THREADS=1 ikdiffuser train --robot {robot} --max-minutes 120 [--resume-from <model dir>]\n"
             f"extends: {extends}\n")
 

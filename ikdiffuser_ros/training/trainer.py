@@ -44,10 +44,10 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from ikdiffuser_ros.model.checkpoint import LoadedModel, hardware_info, save_checkpoint
-from ikdiffuser_ros.model.denoiser import DenoiserConfig, IKDenoiser
+from ikdiffuser_ros.model.checkpoint import ARCHITECTURES, LoadedModel, hardware_info, save_checkpoint
+from ikdiffuser_ros.model.denoiser import IKDenoiser
 from ikdiffuser_ros.model.feedback import FeedbackTargets, KinematicFeedback
-from ikdiffuser_ros.model.mlp_denoiser import IKMLPDenoiser, MLPDenoiserConfig
+from ikdiffuser_ros.model.mlp_denoiser import IKMLPDenoiser
 from ikdiffuser_ros.model.normalizer import Normalizer
 from ikdiffuser_ros.model.schedule import NoiseSchedule, ScheduleConfig
 
@@ -61,17 +61,12 @@ class TrainConfig:
     #: robot name in config/robots/.
     robot: str = "panda"
     # -- model
-    #: ``transformer`` (IKDenoiser, the paper's token model) or ``mlp`` (IKMLPDenoiser, CPU-sized).
-    architecture: str = "transformer"
-    d_model: int = 128
-    n_heads: int = 4
-    n_layers: int = 4
-    ff_mult: int = 4
-    dropout: float = 0.0
-    #: residual blocks of the ``mlp`` architecture.
-    n_blocks: int = 4
-    #: ``mlp`` only: condition on the forward-kinematics feedback of the noisy sample.
-    fk_feedback: bool = True
+    #: the denoiser, named as the checkpoint card's ``architecture`` section names it: ``type``
+    #: (``IKMLPDenoiser``: the shipped residual MLP with kinematic feedback; ``IKDenoiser``: the paper's
+    #: token transformer) and that architecture's own fields (MLPDenoiserConfig: d_model, n_blocks,
+    #: fk_feedback; DenoiserConfig: d_model, n_heads, n_layers, ff_mult, dropout), each defaulting to its
+    #: config class's; n_joints and n_ee come from the robot.
+    model: dict = field(default_factory=lambda: {"type": "IKMLPDenoiser"})
     #: checkpoint directory to warm-start from (e.g. models/<robot>); its training hours carry over.
     init_from: str | None = None
     #: diffusion steps T.
@@ -115,16 +110,27 @@ class TrainConfig:
     threads: int = 0
     out_dir: str = "runs/panda"
 
+    def __post_init__(self) -> None:
+        self.model = dict(self.model)
+        self.model_config(1, 1)  # ValueError naming an unknown type or key, or a bad value
+
+    def model_config(self, n_joints: int, n_ee: int):
+        """The validated config of :attr:`model` for a robot of ``n_joints`` joints and ``n_ee`` end effectors."""
+        kind = self.model.get("type")
+        if kind not in ARCHITECTURES:
+            raise ValueError(f"model.type = {kind!r}: choose one of {sorted(ARCHITECTURES)}")
+        config_cls = ARCHITECTURES[kind][0]
+        allowed = [f.name for f in fields(config_cls) if f.name not in ("n_joints", "n_ee")]
+        unknown = sorted(set(self.model) - {"type", *allowed})
+        if unknown:
+            raise ValueError(f"model has unknown keys {unknown} for type {kind}: allowed {allowed}")
+        config = config_cls(n_joints=n_joints, n_ee=n_ee, **{k: v for k, v in self.model.items() if k != "type"})
+        config.validate()
+        return config
+
     def build_denoiser(self, n_joints: int, n_ee: int) -> IKDenoiser | IKMLPDenoiser:
-        """A freshly initialised denoiser of this config's architecture."""
-        if self.architecture == "mlp":
-            return IKMLPDenoiser(MLPDenoiserConfig(n_joints=n_joints, n_ee=n_ee, d_model=self.d_model,
-                                                   n_blocks=self.n_blocks, fk_feedback=self.fk_feedback))
-        if self.architecture == "transformer":
-            return IKDenoiser(DenoiserConfig(n_joints=n_joints, n_ee=n_ee, d_model=self.d_model,
-                                             n_heads=self.n_heads, n_layers=self.n_layers, ff_mult=self.ff_mult,
-                                             dropout=self.dropout))
-        raise ValueError(f"architecture must be 'transformer' or 'mlp', got {self.architecture!r}")
+        """A freshly initialised denoiser of :attr:`model`."""
+        return ARCHITECTURES[self.model["type"]][1](self.model_config(n_joints, n_ee))
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -132,6 +138,10 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":
         names = {f.name for f in fields(cls)}
+        moved = sorted(set(d) & MODEL_KEYS)
+        if moved:
+            raise ValueError(f"training config keys {moved} belong under 'model:' (e.g. model: {{type: IKMLPDenoiser, "
+                             f"d_model: 256, n_blocks: 4}}), named as the checkpoint card's architecture")
         unknown = set(d) - names
         if unknown:
             raise ValueError(f"unknown training config keys: {sorted(unknown)}")
@@ -140,8 +150,7 @@ class TrainConfig:
     @classmethod
     def from_yaml(cls, path: str | Path, **overrides) -> "TrainConfig":
         """A YAML file of fields; ``extends: <file>`` (relative to it) loads that file's fields first."""
-        data = _yaml_fields(Path(path))
-        data.update({k: v for k, v in overrides.items() if v is not None})
+        data = _merged(_yaml_fields(Path(path)), {k: v for k, v in overrides.items() if v is not None})
         return cls.from_dict(data)
 
     @classmethod
@@ -149,13 +158,14 @@ class TrainConfig:
         """Named presets: ``tiny`` (seconds on a CPU, for tests) and ``default``."""
         presets = {
             "default": {},
-            "tiny": dict(d_model=32, n_heads=2, n_layers=1, ff_mult=2, batch_size=64, lr=3e-3, warmup_steps=10,
+            "tiny": dict(model=dict(type="IKDenoiser", d_model=32, n_heads=2, n_layers=1, ff_mult=2), batch_size=64,
+                         lr=3e-3, warmup_steps=10,
                          max_steps=60, eval_every=30, ckpt_every=30, log_every=10, eval_samples=32,
                          eval_sampler_steps=5, num_train_steps=20, ema_decay=0.9),
         }
         if name not in presets:
             raise ValueError(f"unknown preset {name!r}; choose from {sorted(presets)}")
-        return cls(**{**presets[name], **overrides})
+        return cls(**_merged(presets[name], overrides))
 
 
 def _yaml_fields(path: Path, depth: int = 0) -> dict:
@@ -170,7 +180,21 @@ def _yaml_fields(path: Path, depth: int = 0) -> dict:
         raise ValueError(f"{path}: 'extends' nested too deeply")
     from ikdiffuser_ros.resources import resolve_uri  # a path relative to this file, or a package:// URI
 
-    return {**_yaml_fields(resolve_uri(str(base), path.parent), depth + 1), **data}
+    return _merged(_yaml_fields(resolve_uri(str(base), path.parent), depth + 1), data)
+
+
+#: the architecture fields, which live under ``model:`` (as the card's ``architecture`` section)
+MODEL_KEYS = {"architecture", "d_model", "n_heads", "n_layers", "ff_mult", "dropout", "n_blocks", "fk_feedback"}
+
+
+def _merged(base: dict, update: dict) -> dict:
+    """``base`` updated by ``update``; ``model`` sections merge key by key, unless ``update`` changes the type
+    (then its own section replaces the base's)."""
+    out = {**base, **update}
+    if isinstance(base.get("model"), dict) and isinstance(update.get("model"), dict) and \
+            update["model"].get("type", base["model"].get("type")) == base["model"].get("type"):
+        out["model"] = {**base["model"], **update["model"]}
+    return out
 
 
 #: The recipe every shipped model uses, the default for a robot without its own training config.
@@ -582,7 +606,7 @@ def _log_start(run: _Run, log: Callable[[str], None]) -> None:
     """The first log line: robot, architecture, parameter count, data, device, processes, threads, start step."""
     config = run.config
     n_params = sum(p.numel() for p in run.model.parameters())
-    log(f"[train] robot={config.robot} arch={config.architecture} params={n_params} data={run.dataset_desc} "
+    log(f"[train] robot={config.robot} model={config.model['type']} params={n_params} data={run.dataset_desc} "
         f"device={run.device} world={run.world} threads={torch.get_num_threads()} start_step={run.step} "
         f"prior={run.prior}")
 

@@ -106,13 +106,13 @@ def test_checkpoint_round_trip_and_sampling(tmp_path, baxter):
 
 def test_warm_start_adds_up_training_and_checks_architecture(tmp_path):
     first, second = tmp_path / "a", tmp_path / "b"
-    tiny = dict(robot="panda", architecture="mlp", d_model=32, n_blocks=1, max_steps=20, eval_every=20)
+    tiny = dict(robot="panda", model=dict(type="IKMLPDenoiser", d_model=32, n_blocks=1), max_steps=20, eval_every=20)
     train(TrainConfig.preset("tiny", out_dir=str(first), **tiny), progress=False)
     train(TrainConfig.preset("tiny", out_dir=str(second), init_from=str(first), **tiny), progress=False)
     card = json.loads((second / "card.json").read_text())
     total = card["training"]["cumulative"]
     assert total["steps"] == 40 and total["runs"] == 2 and total["warm_started_from"] == str(first)
     assert total["hours"] >= json.loads((first / "card.json").read_text())["training"]["cumulative"]["hours"]
-    other = dict(tiny, d_model=16)
+    other = dict(tiny, model=dict(type="IKMLPDenoiser", d_model=16, n_blocks=1))
     with pytest.raises(ValueError, match="architecture"):
         train(TrainConfig.preset("tiny", out_dir=str(tmp_path / "c"), init_from=str(first), **other), progress=False)

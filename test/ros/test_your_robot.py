@@ -36,8 +36,7 @@ DOC = REPO / "docs" / "your_robot.md"
 UR3 = "package://example-robot-data/robots/ur_description/urdf/ur3_robot.urdf"
 #: appended to the written ur3.training.yaml (docs/your_robot.md: "add overrides below it"): seconds, not hours
 TINY = """
-d_model: 64
-n_blocks: 2
+model: {d_model: 64, n_blocks: 2}
 dataset_size: 2000
 batch_size: 128
 warmup_steps: 20

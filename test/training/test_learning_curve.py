@@ -9,7 +9,7 @@ from ikdiffuser_ros.training.trainer import TrainConfig, train
 
 def test_curve_has_cumulative_hours_and_plots(tmp_path):
     run = tmp_path / "run"
-    train(TrainConfig.preset("tiny", robot="panda", architecture="mlp", d_model=32, n_blocks=1, max_steps=30,
+    train(TrainConfig.preset("tiny", robot="panda", model=dict(type="IKMLPDenoiser", d_model=32, n_blocks=1), max_steps=30,
                              eval_every=10, out_dir=str(run)), progress=False)
     shipped = tmp_path / "panda"
     shipped.mkdir()

@@ -27,7 +27,7 @@ def test_evaluate_and_readme(tmp_path, baxter, make_loaded):
 
 def test_ship_only_when_better(tmp_path):
     run = tmp_path / "run"
-    train(TrainConfig.preset("tiny", robot="panda", architecture="mlp", d_model=32, n_blocks=1, max_steps=10,
+    train(TrainConfig.preset("tiny", robot="panda", model=dict(type="IKMLPDenoiser", d_model=32, n_blocks=1), max_steps=10,
                              eval_every=10, out_dir=str(run)), progress=False)
     dest = tmp_path / "models" / "panda"
     assert main([str(run), "--ship", str(dest), "--steps", "3", "--tail-steps", "2"]) == 0

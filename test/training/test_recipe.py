@@ -21,9 +21,9 @@ def test_a_robot_without_its_own_config_gets_the_recipe(tmp_path):
     robot_yaml.write_text((ROOT / "config" / "robots" / "panda.yaml").read_text())
     config = config_from_args(_args(str(robot_yaml)))
     recipe = TrainConfig.from_yaml(ROOT / "config" / "training" / "recipe.yaml")
-    assert (config.architecture, config.fk_feedback, config.reject_self_collision, config.collision_filter) == \
-        ("mlp", True, True, "fcl")
-    assert config.d_model == recipe.d_model and config.max_minutes == 1.0 and config.out_dir == "runs/my_arm"
+    assert (config.model["type"], config.model["fk_feedback"], config.reject_self_collision, config.collision_filter) == \
+        ("IKMLPDenoiser", True, True, "fcl")
+    assert config.model == recipe.model and config.max_minutes == 1.0 and config.out_dir == "runs/my_arm"
 
 
 def test_robot_configs_extend_the_recipe_and_override_only_what_differs():
@@ -35,4 +35,4 @@ def test_robot_configs_extend_the_recipe_and_override_only_what_differs():
         assert own.pop("extends") == "recipe.yaml", path.name
         assert own.pop("robot") == path.stem
         assert not {k: v for k, v in own.items() if recipe.get(k) == v}, f"{path.name} restates the recipe"
-        assert TrainConfig.from_yaml(path).architecture == "mlp"
+        assert TrainConfig.from_yaml(path).model["type"] == "IKMLPDenoiser"

@@ -92,12 +92,23 @@ def test_config_yaml_and_cli_args(tmp_path):
     from ikdiffuser_ros.training.trainer import config_from_args
 
     y = tmp_path / "c.yaml"
-    y.write_text("robot: baxter\nd_model: 48\nbatch_size: 32\n")
+    y.write_text("robot: baxter\nmodel: {type: IKMLPDenoiser, d_model: 48}\nbatch_size: 32\n")
     cfg = TrainConfig.from_yaml(y, max_steps=5)
-    assert (cfg.d_model, cfg.batch_size, cfg.max_steps) == (48, 32, 5)
+    assert (cfg.model["d_model"], cfg.batch_size, cfg.max_steps) == (48, 32, 5)
+    assert cfg.build_denoiser(14, 2).config.d_model == 48  # named as the card's architecture
     y.write_text("d_modle: 3\n")
     with pytest.raises(ValueError, match="d_modle"):
         TrainConfig.from_yaml(y)
+    y.write_text("d_model: 3\n")
+    with pytest.raises(ValueError, match="belong under 'model:'"):
+        TrainConfig.from_yaml(y)
+    y.write_text("model: {type: IKMLPDenoiser, n_heads: 4}\n")
+    with pytest.raises(ValueError, match=r"unknown keys \['n_heads'\] for type IKMLPDenoiser"):
+        TrainConfig.from_yaml(y)
+    y.write_text("extends: " + str(Path(__file__).resolve().parents[2] / "config/training/recipe.yaml")
+                 + "\nmodel: {n_blocks: 2}\n")
+    assert TrainConfig.from_yaml(y).model == {"type": "IKMLPDenoiser", "d_model": 256, "n_blocks": 2,
+                                              "fk_feedback": True}  # merged into the recipe's model
     args = build_parser().parse_args(["train", "--robot", "baxter", "--max-minutes", "2", "--seed", "4"])
     cfg = config_from_args(args)  # picks config/training/baxter.yaml
     assert cfg.robot == "baxter" and cfg.max_minutes == 2 and cfg.seed == 4 and cfg.out_dir == "runs/baxter"
