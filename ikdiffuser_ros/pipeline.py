@@ -233,12 +233,12 @@ def _target_lists(target: IKTarget, what: str) -> tuple[list, ...]:
                 (target.tolerances, "tolerances", None))
     if not links:
         raise InvalidGoalError(f"{what}: no links")
-    wrong = [(len(poses), "poses")] if len(poses) != len(links) else []
-    wrong += [(len(values), name) for values, name, _ in optional if len(values) not in (0, len(links))]
+    wrong = [(len(poses), "poses", "one per link name")] if len(poses) != len(links) else []
+    wrong += [(len(values), name, "one per link name, or none") for values, name, _ in optional
+              if len(values) not in (0, len(links))]
     if wrong:
-        raise InvalidGoalError(f"{what}: {len(links)} link names but " + " and ".join(f"{n} {name}" for n, name in wrong)
-                               + " (one pose per link name; frames, position_only, tolerances: one per link name, "
-                               "or none)")
+        raise InvalidGoalError(f"{what}: {len(links)} link names but " + " and ".join(f"{n} {name}" for n, name, _ in wrong)
+                               + " (" + "; ".join(f"{name}: {rule}" for _, name, rule in wrong) + ")")
     return links, poses, *(list(values) or [default] * len(links) for values, _, default in optional)
 
 

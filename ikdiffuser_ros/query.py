@@ -177,5 +177,6 @@ class IKAnswer:
         failed = [i for i, t in enumerate(self.targets) if t.status is not Status.SOLVED]
         if not failed:
             return f"{len(self.targets)} target(s) solved"
-        first = self.targets[failed[0]]
-        return f"{len(failed)} of {len(self.targets)} target(s) failed; target {failed[0]}: {first.message}"
+        first, prefix = self.targets[failed[0]], f"target {failed[0]}: "
+        message = first.message if first.message.startswith(prefix) else prefix + first.message  # named once
+        return f"{len(failed)} of {len(self.targets)} target(s) failed; {message}"

@@ -148,8 +148,7 @@ def test_errors_of_targets_and_queries(baxter_pipeline):
         raise answer.targets[1].error
     assert "left_gripper" in str(info.value) and info.value.valid
     # a length mismatch names the counts that are wrong, not the ones derived from them (frames of poses)
-    assert answer.targets[5].message == ("target 5: 1 link names but 2 poses (one pose per link name; "
-                                         "frames, position_only, tolerances: one per link name, or none)")
+    assert answer.targets[5].message == "target 5: 1 link names but 2 poses (poses: one per link name)"
     for query, cls in ((IKQuery([]), InvalidRequestError), (IKQuery([good], num_solutions=0), InvalidRequestError),
                        (IKQuery([good], objectives={"speed": 1.0}), InvalidRequestError),
                        (IKQuery([good], objectives={"seed": 1.0}), InvalidRequestError),
