@@ -93,8 +93,8 @@ class NodeConfig:
         [], "end-effector links of the model, in the checkpoint's order (empty = the robot config's, "
         "else the SRDF end_effector parent links)", read_only=True, factory=True)
     groups: list = _p(
-        [], "planning groups for the MoveIt bridge as '<group>:<link>[,<link>...]' (for robots whose "
-        "SRDF has no usable groups)", read_only=True, factory=True)
+        [], "planning groups for compute_ik/solve_ik and get_ik_solutions' group_name as "
+        "'<group>:<link>[,<link>...]' (for robots whose SRDF has no usable groups)", read_only=True, factory=True)
     # -- model ------------------------------------------------------------------------------
     model_path: str = _p(
         "", "checkpoint folder or model.safetensors file; empty = the first checkpoint whose card.json fingerprint "
@@ -126,8 +126,8 @@ class NodeConfig:
         "then is answered TIMED_OUT, so no request holds the solver or its client longer", (0.001, 3600.0))
     max_rounds: int = _core(
         "query", "max_rounds", "most sampling rounds of one request (every service): a target is sampled again, "
-        "with more candidates each round, while it has fewer valid solutions than asked for and time is left",
-        (1, 100_000))
+        "with more candidates each round, while it has fewer valid solutions than asked for and time is left; a "
+        "get_ik_solutions request's max_rounds may lower it (0 = this value)", (1, 100_000))
     max_queued_requests: int = _p(
         64, "requests admitted at once (solving or waiting for the solver); one more is answered at once with "
         "FAILURE 'busy: N requests queued'. Each admitted request holds an executor thread", (1, 1024),
