@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ikdiffuser_ros.errors import InvalidRequestError
+from ikdiffuser_ros.errors import InvalidGoalError, InvalidRequestError
 from ikdiffuser_ros.msg import IKTargetResult
 from ikdiffuser_ros.query import IKAnswer, IKQuery, IKTarget
 from ikdiffuser_ros.ros.conversions import JointStateLayout, budget_window, duration_to_seconds, pose_values
@@ -69,8 +69,13 @@ def target_of(msg: IKTargetMsg) -> IKTarget:
     """ikdiffuser_ros/IKTarget -> :class:`IKTarget` (the core validates it; the frames come with the poses, so
     with a pose count that does not match the links they are left out, not counted as a second mismatch)."""
     frames = [p.header.frame_id for p in msg.poses] if len(msg.poses) == len(msg.link_names) else []
+    tol = list(msg.tolerances)
+    if len(tol) not in (0, 6 * len(msg.link_names)):
+        raise InvalidGoalError(f"tolerances has {len(tol)} values: 6 per link name ({len(msg.link_names)} links: "
+                               f"{6 * len(msg.link_names)}), or none")
     return IKTarget(links=list(msg.link_names), poses=[pose_values(p.pose) for p in msg.poses],
-                    frames=frames, position_only=[bool(v) for v in msg.position_only])
+                    frames=frames, position_only=[bool(v) for v in msg.position_only],
+                    tolerances=[tol[6 * k:6 * k + 6] for k in range(len(tol) // 6)])
 
 
 def locked_of(msg: JointState, layout: JointStateLayout) -> tuple[dict[str, float], dict[str, float]]:

@@ -196,6 +196,28 @@ def test_max_rounds_reaches_the_query(setup, reference, monkeypatch):
         assert seen[-1].max_rounds == got, sent
 
 
+def test_free_yaw_tolerance_spreads_the_yaw(setup, reference):
+    """A left-tool target with tolerances 0 0 0 0 0 inf: every solution meets the position and the tool's
+    z axis (independent FK), and the yaw about it spreads over the free range."""
+    node, call = setup
+    robot = node.robot
+    values = dict(zip(robot.joint_names, _config(robot, 11)))
+    T = reference(values, "left_tool0")
+    req = _request({"left_tool0": T}, 16)
+    req.targets[0].tolerances = [0.0, 0.0, 0.0, 0.0, 0.0, float("inf")]
+    res = call(req)
+    assert res.error_code == CODES.SUCCESS, res.message
+    [result] = res.results
+    assert result.num_solutions == 16
+    yaw = []
+    for js in result.solutions:
+        T_fk = reference(dict(zip(js.name, js.position)), "left_tool0")
+        assert np.linalg.norm(T_fk[:3, 3] - T[:3, 3]) <= POS_TOL
+        assert np.arccos(np.clip(T_fk[:3, 2] @ T[:3, 2], -1, 1)) <= ROT_TOL * 1.01  # the tool axis
+        yaw.append(np.arctan2(T[:3, 1] @ T_fk[:3, 0], T[:3, 0] @ T_fk[:3, 0]))  # the tool's x axis about z
+    assert np.ptp(yaw) > 1.5, yaw
+
+
 @pytest.mark.parametrize("case,code", [
     ("unknown_group", CODES.INVALID_GROUP_NAME),
     ("link_not_a_tip_of_the_group", CODES.INVALID_LINK_NAME),
@@ -205,6 +227,8 @@ def test_max_rounds_reaches_the_query(setup, reference, monkeypatch):
     ("unknown_constraint_joint", CODES.INVALID_GOAL),
     ("negative_constraint_tolerance", CODES.INVALID_GOAL),
     ("nan_constraint", CODES.INVALID_GOAL),
+    ("tolerances_not_six_per_link", CODES.INVALID_GOAL),
+    ("negative_tolerance", CODES.INVALID_GOAL),
 ])
 def test_bad_query_fields_get_error_codes(setup, reference, case, code):
     node, call = setup
@@ -227,6 +251,10 @@ def test_bad_query_fields_get_error_codes(setup, reference, case, code):
         req.joint_constraints = [JointConstraint(joint_name="waist_joint", tolerance_above=-0.1)]
     elif case == "nan_constraint":
         req.joint_constraints = [JointConstraint(joint_name="waist_joint", position=float("nan"))]
+    elif case == "tolerances_not_six_per_link":
+        req.targets[0].tolerances = [0.0, 0.0, 0.0]
+    elif case == "negative_tolerance":
+        req.targets[0].tolerances = [0.0, 0.0, 0.0, 0.0, 0.0, -1.0]
     t0 = time.monotonic()
     res = call(req)
     assert res.error_code == code, res.message
