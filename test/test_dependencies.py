@@ -11,7 +11,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 #: import name -> distribution (pip) name, where they differ
 DIST = {"yaml": "pyyaml", "fcl": "python-fcl", "mpl_toolkits": "matplotlib", "pinocchio": "pin",
-        "pink": "pin-pink", "roboticstoolbox": "roboticstoolbox-python", "pytorch_kinematics": "pytorch-kinematics"}
+        "pink": "pin-pink", "roboticstoolbox": "roboticstoolbox-python", "pytorch_kinematics": "pytorch-kinematics",
+        "tf2_ros": "tf2_ros_py"}  # the ROS package tf2_ros_py installs the Python module tf2_ros
 #: peers of the bench (requirements/bench.txt) and Debian's python3-pykdl: optional, imported lazily
 BENCH = {"pytracik", "roboticstoolbox-python", "pin", "pin-pink", "PyKDL"}
 
