@@ -11,8 +11,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 #: import name -> distribution (pip) name, where they differ
 DIST = {"yaml": "pyyaml", "fcl": "python-fcl", "mpl_toolkits": "matplotlib", "pinocchio": "pin",
-        "pink": "pin-pink", "roboticstoolbox": "roboticstoolbox-python", "pytorch_kinematics": "pytorch-kinematics",
-        "tf2_ros": "tf2_ros_py"}  # the ROS package tf2_ros_py installs the Python module tf2_ros
+        "pink": "pin-pink", "roboticstoolbox": "roboticstoolbox-python", "pytorch_kinematics": "pytorch-kinematics"}
+#: import name -> ROS package name, where they differ
+ROS_PACKAGE = {"tf2_ros": "tf2_ros_py"}
 #: peers of the bench (requirements/bench.txt) and Debian's python3-pykdl: optional, imported lazily
 BENCH = {"pytracik", "roboticstoolbox-python", "pin", "pin-pink", "PyKDL"}
 
@@ -45,12 +46,13 @@ def test_every_import_is_declared():
     pip = _pyproject()
     for mod in sorted(_third_party_imports(ROOT / "ikdiffuser_ros") | _third_party_imports(ROOT / "launch")):
         dist = DIST.get(mod, mod)
-        assert dist.lower() in pip or mod in ros or dist in BENCH, \
+        assert dist.lower() in pip or ROS_PACKAGE.get(mod, mod) in ros or dist in BENCH, \
             f"{mod} is imported but declared neither in pyproject.toml nor in package.xml"
 
 
 def test_every_declared_ros_package_is_used():
-    imported = _third_party_imports(ROOT / "ikdiffuser_ros") | _third_party_imports(ROOT / "launch")
+    imported = {ROS_PACKAGE.get(m, m) for m in _third_party_imports(ROOT / "ikdiffuser_ros")
+                | _third_party_imports(ROOT / "launch")}
     interfaces = " ".join(p.read_text() for p in (ROOT / "msg").glob("*.msg")) + \
         " ".join(p.read_text() for p in (ROOT / "srv").glob("*.srv"))
     build_only = {"ament_cmake", "ament_cmake_python", "rosidl_default_generators", "rosidl_default_runtime",
