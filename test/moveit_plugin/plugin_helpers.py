@@ -95,6 +95,16 @@ def run_check(robot: str, check: str, targets: int, timeout: float, folder: Path
     return result
 
 
+def assert_solved_as_directly(r: dict, max_added_ms: float = 2.0) -> None:
+    """A ``solve`` check's result: the node solved every target through a direct compute_ik call, the plugin
+    as many, each verified by MoveIt's FK, and the plugin added at most ``max_added_ms`` to the median."""
+    assert r["direct_solved"] == r["targets"], r
+    assert r["plugin_solved"] == r["direct_solved"], r
+    assert r["verified"] == r["plugin_solved"], r
+    added = statistics.median(r["plugin_ms"]) - statistics.median(r["direct_ms"])
+    assert added < max_added_ms, f"plugin adds {added:.2f} ms median over a direct call"
+
+
 @contextlib.contextmanager
 def node_process(robot: str, name: str, folder: Path) -> Iterator[subprocess.Popen]:
     """ikdiffuser_node for ``robot`` (its robot config: groups, limits; the shipped checkpoint, else a tiny

@@ -10,51 +10,31 @@ process. A mobile base (planar joint): test_plugin_whole_body.py.
 """
 from __future__ import annotations
 
-import statistics
 import sys
 import time
+from functools import partial
 from pathlib import Path
 
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
-from plugin_helpers import CHECK, COMMUNICATION_FAILURE, NOT_BUILT, node_process  # noqa: E402
-from plugin_helpers import run_check as _run_check  # noqa: E402
+from plugin_helpers import CHECK, COMMUNICATION_FAILURE, NOT_BUILT, assert_solved_as_directly, run_check  # noqa: E402
 
 pytestmark = pytest.mark.ros
 
-NODE = "ikd_plugin_test_node"
+ROBOT, NODE = "baxter", "ikd_plugin_test_node"  # the node fixture's (conftest.py)
 
 if not CHECK.is_file():
     pytest.skip(NOT_BUILT, allow_module_level=True)
 
-
-@pytest.fixture(scope="module")
-def folder(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("plugin_baxter")
-
-
-@pytest.fixture(scope="module")
-def node(folder):
-    """ikdiffuser_node for Baxter as a process; groups left_arm/right_arm/both_arms from config/robots/baxter.yaml."""
-    with node_process("baxter", NODE, folder) as proc:
-        yield proc
-
-
-def run_check(check: str, targets: int, timeout: float, folder: Path, arg: int = 0, group: str = "both_arms",
-              server: str = f"/{NODE}", params: dict | None = None) -> dict:
-    return _run_check("baxter", check, targets, timeout, folder, arg=arg, group=group, server=server, params=params)
+run_check = partial(run_check, ROBOT, server=f"/{NODE}")
 
 
 def test_two_tip_targets_solved_and_verified_by_moveit_fk(node, folder):
     """Held-out both_arms targets: the plugin (compute_ik, no callback) solves what a direct compute_ik call
     with the same request solves, verified by MoveIt's FK, and adds little latency."""
     r = run_check("solve", 30, 1.0, folder)
-    assert r["direct_solved"] == r["targets"]
-    assert r["plugin_solved"] == r["direct_solved"]
-    assert r["verified"] == r["plugin_solved"], r
-    overhead = statistics.median(r["plugin_ms"]) - statistics.median(r["direct_ms"])
-    assert overhead < 2.0, f"plugin adds {overhead:.2f} ms median over a direct call"
+    assert_solved_as_directly(r)
 
 
 def test_callback_rejecting_first_solutions_gets_a_later_one_in_one_request(node, folder):

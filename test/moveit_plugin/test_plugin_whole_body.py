@@ -9,40 +9,23 @@ MoveIt's own FK (RobotState). Held-out states draw the base's x, y in [-1, 1] m,
 """
 from __future__ import annotations
 
-import statistics
 import sys
+from functools import partial
 from pathlib import Path
 
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
-from plugin_helpers import CHECK, NOT_BUILT, node_process  # noqa: E402
-from plugin_helpers import run_check as _run_check  # noqa: E402
+from plugin_helpers import CHECK, NOT_BUILT, assert_solved_as_directly, run_check  # noqa: E402
 
 pytestmark = pytest.mark.ros
 
-NODE = "ikd_plugin_mobile_node"
+ROBOT, NODE = "dual_ur5_mobile", "ikd_plugin_mobile_node"  # the node fixture's (conftest.py)
 
 if not CHECK.is_file():
     pytest.skip(NOT_BUILT, allow_module_level=True)
 
-
-@pytest.fixture(scope="module")
-def folder(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("plugin_dual_ur5_mobile")
-
-
-@pytest.fixture(scope="module")
-def node(folder):
-    """ikdiffuser_node for dual_ur5_mobile as a process; its groups from the SRDF."""
-    with node_process("dual_ur5_mobile", NODE, folder) as proc:
-        yield proc
-
-
-def run_check(check: str, targets: int, timeout: float, folder: Path, arg: int = 0, group: str = "whole_body",
-              params: dict | None = None) -> dict:
-    return _run_check("dual_ur5_mobile", check, targets, timeout, folder, arg=arg, group=group, server=f"/{NODE}",
-                      params=params)
+run_check = partial(run_check, ROBOT, server=f"/{NODE}", group="whole_body")
 
 
 def test_whole_body_targets_solved_and_verified_by_moveit_fk(node, folder):
@@ -50,11 +33,7 @@ def test_whole_body_targets_solved_and_verified_by_moveit_fk(node, folder):
     what a direct compute_ik call with the same request solves, verified by MoveIt's FK."""
     r = run_check("solve", 30, 1.0, folder)
     assert "16 variables" in r["log"], r["log"][-2000:]
-    assert r["direct_solved"] == r["targets"]
-    assert r["plugin_solved"] == r["direct_solved"]
-    assert r["verified"] == r["plugin_solved"], r
-    overhead = statistics.median(r["plugin_ms"]) - statistics.median(r["direct_ms"])
-    assert overhead < 2.0, f"plugin adds {overhead:.2f} ms median over a direct call"
+    assert_solved_as_directly(r)
 
 
 def test_whole_body_callback_walks_get_ik_solutions(node, folder):
