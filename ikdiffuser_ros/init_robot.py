@@ -224,13 +224,44 @@ def init_robot(urdf: str, srdf: list[str] = (), name: str | None = None, end_eff
             that exists (without ``force``).
     """
     from ikdiffuser_ros.collision.spheres import generate_sphere_file
-    from ikdiffuser_ros.collision.srdf_collisions import (REASONS, compute_disabled_pairs, srdf_text,
-                                                          suspicious_default_pairs)
-    from ikdiffuser_ros.kinematics.srdf import parse_srdf
-    from ikdiffuser_ros.kinematics.urdf import parse_urdf
 
     xacro_args = dict(xacro_args or {})
     out_dir = Path(out_dir).absolute()
+    urdf_path, srdf_paths, model, ee_source = _robot_model(urdf, srdf, name, end_effectors, xacro_args)
+    name, ees = model.name, list(model.end_effectors)
+    srdf_groups, config_groups = _groups(model)
+    robot_yaml, collisions = out_dir / f"{name}.yaml", out_dir / f"{name}{COLLISIONS_SUFFIX}"
+    placed = RobotConfig(name, urdf_path, source=robot_yaml.absolute())
+    sphere_path, training_path = placed.sphere_file, placed.training_config
+    existing = [p for p in (robot_yaml, collisions, sphere_path, training_path) if p.exists()]
+    if existing and not force:
+        raise InitRobotError(f"would overwrite {', '.join(map(str, existing))} (--force to replace them)")
+    notes = _virtual_joint_notes(model)
+    log(f"{name}: {model.n_joints} joints {model.joint_names}, end effectors {ees} (from {ee_source}), "
+        f"root frame {model.root_frame!r}")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    notes += _write_collisions(model, collisions, samples, progress, log)
+    srdf_refs = [_reference(u, p, out_dir) for u, p in zip(srdf, srdf_paths)] + [collisions.name]
+    robot_yaml.write_text(robot_yaml_text(name, _reference(urdf, urdf_path, out_dir), srdf_refs, ees, ee_source,
+                                          config_groups, srdf_groups, xacro_args, command))
+    config, checked = _checked_config(robot_yaml, config_groups, srdf_groups, log)
+    generate_sphere_file(checked, sphere_path, progress=progress)
+    training_path.parent.mkdir(parents=True, exist_ok=True)
+    training_path.write_text(training_yaml_text(name, robot_yaml.absolute(), config.in_package))
+    log(f"wrote {sphere_path}\nwrote {training_path} (the shipped recipe)")
+    for note in notes:
+        log(f"note: {note}")
+    return InitResult(name, robot_yaml, collisions, sphere_path, training_path, ees, ee_source, config_groups,
+                      srdf_groups, notes)
+
+
+def _robot_model(urdf: str, srdf: list[str], name: str | None, end_effectors: list[str] | None,
+                 xacro_args: dict[str, str]) -> tuple[Path, list[Path], RobotModel, str]:
+    """(URDF path, SRDF paths, the RobotModel named ``name`` or after the URDF, where its end effectors came
+    from), parsed from the files; InitRobotError names a missing or malformed file or a bad name."""
+    from ikdiffuser_ros.kinematics.srdf import parse_srdf
+    from ikdiffuser_ros.kinematics.urdf import parse_urdf
+
     urdf_path = _local(urdf, "URDF")
     try:
         parsed_urdf = parse_urdf(_read(urdf_path, "URDF", xacro_args))
@@ -249,42 +280,41 @@ def init_robot(urdf: str, srdf: list[str] = (), name: str | None = None, end_eff
         raise InitRobotError(f"--name {name!r}: use letters, digits, '_', '.' and '-' only")
     ees, ee_source = choose_end_effectors(parsed_urdf, parsed_srdf, end_effectors, urdf_path)
     try:
-        model = RobotModel(parsed_urdf, parsed_srdf, ees, name=name)
+        return urdf_path, srdf_paths, RobotModel(parsed_urdf, parsed_srdf, ees, name=name), ee_source
     except RobotDescriptionError as exc:
         raise InitRobotError(f"{urdf_path}: {exc}") from None
-    srdf_groups, config_groups = _groups(model)
 
-    robot_yaml = out_dir / f"{name}.yaml"
-    collisions = out_dir / f"{name}{COLLISIONS_SUFFIX}"
-    placed = RobotConfig(name, urdf_path, source=robot_yaml.absolute())
-    sphere_path, training_path = placed.sphere_file, placed.training_config
-    existing = [p for p in (robot_yaml, collisions, sphere_path, training_path) if p.exists()]
-    if existing and not force:
-        raise InitRobotError(f"would overwrite {', '.join(map(str, existing))} (--force to replace them)")
-    notes = []
+
+def _virtual_joint_notes(model: RobotModel) -> list[str]:
+    """A note when the SRDF's virtual joint moves the base (it then is part of every solution)."""
     vj = model.virtual_joint
-    if vj is not None and vj.type != "fixed":
-        notes.append(f"the SRDF's {vj.type} virtual joint {vj.name!r} moves the base (default ranges: translations "
-                     f"+-1 m); set joint_limits for it, or locked_joints: [{vj.name}] for a fixed base")
-    log(f"{name}: {model.n_joints} joints {model.joint_names}, end effectors {ees} (from {ee_source}), "
-        f"root frame {model.root_frame!r}")
+    if vj is None or vj.type == "fixed":
+        return []
+    return [f"the SRDF's {vj.type} virtual joint {vj.name!r} moves the base (default ranges: translations "
+            f"+-1 m); set joint_limits for it, or locked_joints: [{vj.name}] for a fixed base"]
 
-    out_dir.mkdir(parents=True, exist_ok=True)
+
+def _write_collisions(model: RobotModel, path: Path, samples: int, progress: bool, log) -> list[str]:
+    """Write the disabled-collision SRDF (as MoveIt Setup Assistant); notes on pairs that look like real
+    collisions."""
+    from ikdiffuser_ros.collision.srdf_collisions import (REASONS, compute_disabled_pairs, srdf_text,
+                                                          suspicious_default_pairs)
+
     setup = compute_disabled_pairs(model, samples=samples, progress=progress)
-    collisions.write_text(srdf_text(setup, f"ikdiffuser init-robot (samples {samples}, seed 0)"))
-    log(f"wrote {collisions}: {len(setup.disabled)} link pairs disabled "
+    path.write_text(srdf_text(setup, f"ikdiffuser init-robot (samples {samples}, seed 0)"))
+    log(f"wrote {path}: {len(setup.disabled)} link pairs disabled "
         f"({', '.join(f'{setup.count(r)} {r}' for r in REASONS)})")
-    for a, b in suspicious_default_pairs(setup):
-        notes.append(f"{a} - {b} collides in the default configuration but only in {setup.rates[(a, b)]:.1%} of "
-                     f"the samples: a real collision? (ikdiffuser srdf-collisions --keep {a},{b} to keep it checked)")
+    return [f"{a} - {b} collides in the default configuration but only in {setup.rates[(a, b)]:.1%} of the "
+            f"samples: a real collision? (ikdiffuser srdf-collisions --keep {a},{b} to keep it checked)"
+            for a, b in suspicious_default_pairs(setup)]
 
-    srdf_refs = [_reference(u, p, out_dir) for u, p in zip(srdf, srdf_paths)] + [collisions.name]
-    robot_yaml.write_text(robot_yaml_text(name, _reference(urdf, urdf_path, out_dir), srdf_refs, ees, ee_source,
-                                          config_groups, srdf_groups, xacro_args, command))
+
+def _checked_config(robot_yaml: Path, config_groups: dict, srdf_groups: dict, log) -> tuple[RobotConfig, RobotModel]:
+    """The written robot config, loaded (a failure is a bug here, not bad input: the file is kept)."""
     try:
         config = robot_config(robot_yaml)
         checked = config.load()
-    except RobotConfigError as exc:  # a bug here, not bad input: the file is kept for inspection
+    except RobotConfigError as exc:
         raise InitRobotError(f"the written robot config does not load: {exc}") from None
     log(f"wrote {robot_yaml} (loads: {checked.n_joints} joints, fingerprint {checked.fingerprint()})")
     if config_groups:
@@ -292,16 +322,7 @@ def init_robot(urdf: str, srdf: list[str] = (), name: str | None = None, end_eff
             f"; edit 'groups:' to rename them)")
     elif srdf_groups:
         log(f"  groups from the SRDF: {srdf_groups}")
-
-    generate_sphere_file(checked, sphere_path, progress=progress)
-    log(f"wrote {sphere_path}")
-    training_path.parent.mkdir(parents=True, exist_ok=True)
-    training_path.write_text(training_yaml_text(name, robot_yaml.absolute(), config.in_package))
-    log(f"wrote {training_path} (the shipped recipe)")
-    for note in notes:
-        log(f"note: {note}")
-    return InitResult(name, robot_yaml, collisions, sphere_path, training_path, ees, ee_source, config_groups,
-                      srdf_groups, notes)
+    return config, checked
 
 
 def next_steps(result: InitResult) -> str:

@@ -337,6 +337,35 @@ def _static_pairs(model: RobotModel, links: list[str]) -> list[tuple[str, str]]:
     return out
 
 
+def _always_colliding(model: RobotModel, sm: "SphereModel", config: SphereFitConfig) -> list[tuple[tuple, list]]:
+    """[((link a, link b), [sphere collision rate, exact rate or None])] of the pairs to ignore: colliding in at
+    least ``always_colliding_fraction`` of random configurations by the spheres, and by FCL (when available)
+    almost never (a sphere artefact) or almost always (adjacent parts)."""
+    g = torch.Generator().manual_seed(config.seed)
+    lo, hi = model.limits()
+    q = lo + (hi - lo) * torch.rand(config.collision_samples, model.n_joints, generator=g, dtype=torch.float64)
+    with torch.no_grad():
+        d = sm.pair_distances(q)  # (M, P)
+    link_pairs = {}
+    for p in range(d.shape[1]):
+        key = (sm.sphere_link_names[int(sm.pair_i[p])], sm.sphere_link_names[int(sm.pair_j[p])])
+        link_pairs.setdefault(key, []).append(p)
+    exact = _exact_pair_rates(model, q)
+    out = []
+    for (a, b), cols in sorted(link_pairs.items()):
+        frac = float((d[:, cols].amin(1) < 0).double().mean())
+        if frac < config.always_colliding_fraction:
+            continue
+        if exact is None:  # no exact checker: only pairs the spheres (almost) always find
+            drop, rate = frac >= 0.95, None
+        else:
+            rate = exact.get(frozenset((a, b)), 0) / len(q)
+            drop = rate <= config.exact_rare_fraction or rate >= 0.95
+        if drop:
+            out.append(((a, b), [round(frac, 3), None if rate is None else round(rate, 3)]))
+    return out
+
+
 def generate_sphere_data(model: RobotModel, config: SphereFitConfig = SphereFitConfig(),
                          progress: bool = False) -> dict:
     """Fit the spheres of every link with collision geometry and find always-colliding pairs (JSON-able dict);
@@ -359,28 +388,9 @@ def generate_sphere_data(model: RobotModel, config: SphereFitConfig = SphereFitC
     }
     sm = SphereModel(model, spheres, ignore_pairs=())
     if sm.pair_i.numel():
-        g = torch.Generator().manual_seed(config.seed)
-        lo, hi = model.limits()
-        q = lo + (hi - lo) * torch.rand(config.collision_samples, model.n_joints, generator=g, dtype=torch.float64)
-        with torch.no_grad():
-            d = sm.pair_distances(q)  # (M, P)
-        link_pairs = {}
-        for p in range(d.shape[1]):
-            key = (sm.sphere_link_names[int(sm.pair_i[p])], sm.sphere_link_names[int(sm.pair_j[p])])
-            link_pairs.setdefault(key, []).append(p)
-        exact = _exact_pair_rates(model, q)
-        for (a, b), cols in sorted(link_pairs.items()):
-            frac = float((d[:, cols].amin(1) < 0).double().mean())
-            if frac < config.always_colliding_fraction:
-                continue
-            if exact is None:  # no exact checker: only pairs the spheres (almost) always find
-                drop, rate = frac >= 0.95, None
-            else:
-                rate = exact.get(frozenset((a, b)), 0) / len(q)
-                drop = rate <= config.exact_rare_fraction or rate >= 0.95
-            if drop:
-                data["always_colliding"].append([a, b])
-                data["always_colliding_rates"].append([round(frac, 3), None if rate is None else round(rate, 3)])
+        for pair, rates in _always_colliding(model, sm, config):
+            data["always_colliding"].append(list(pair))
+            data["always_colliding_rates"].append(rates)
     return data
 
 

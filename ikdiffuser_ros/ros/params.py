@@ -265,6 +265,11 @@ def validate(name: str, value: Any) -> str | None:
         return f"{name}={value!r} is outside [{rng[0]}, {rng[1]}]"
     if md[_CHOICES] is not None and value not in md[_CHOICES]:
         return f"{name}={value!r} is not one of {list(md[_CHOICES])}"
+    return _content_reason(name, value)
+
+
+def _content_reason(name: str, value: Any) -> str | None:
+    """What is wrong with the content of a string parameter (device, frames, objectives, groups), or None."""
     if name == "device" and not (value == "cpu" or value == "cuda" or
                                  (value.startswith("cuda:") and value[5:].isdigit())):
         return f"device={value!r}: expected cpu, cuda or cuda:<index>"
