@@ -13,6 +13,8 @@
 //              callback (compute_ik) and with one (get_ik_solutions): solved, and every variable within its limit
 //   in_callback  searchPositionIK inside a timer callback of the host node (its executor busy meanwhile)
 //   down       no node: the error and how long it took
+//   roundtrip  no node: every multi-DOF joint of the model at random values, through both wire forms
+//              (include/ikdiffuser_kinematics_plugin/messages.hpp) and back: the same transform, canonical values
 // Groups may have planar/floating joints (a mobile base): the solver's variables are MoveIt's, joint by joint;
 // held-out states draw an unbounded base translation uniformly in [-1, 1] m (the node's base limits in
 // config/robots/dual_ur5_mobile.yaml), as MoveIt would leave it at 0.
@@ -269,7 +271,7 @@ int main(int argc, char** argv)
   std::atomic<int> answers{ 0 };
   auto counter = c.probe->create_subscription<visualization_msgs::msg::MarkerArray>(
       server + "/solutions", 10, [&answers](visualization_msgs::msg::MarkerArray::ConstSharedPtr) { ++answers; });
-  if (check != "down")
+  if (check != "down" && check != "roundtrip")
   {
     if (!direct->wait_for_service(std::chrono::seconds(60)))
       die("no " + server + "/compute_ik");
@@ -453,6 +455,48 @@ int main(int argc, char** argv)
     out << ",\"targets\":" << n << ",\"limit\":" << limit << ",\"solved\":[" << solved[0] << "," << solved[1]
         << "],\"within\":[" << within[0] << "," << within[1] << "],\"verified\":" << verified
         << ",\"max_deviation\":" << worst;
+  }
+  else if (check == "roundtrip")
+  {
+    using namespace ikdiffuser_kinematics_plugin;
+    double max_translation = 0, max_rotation = 0;
+    bool canonical = true;
+    int joints = 0;
+    for (int i = 0; i < n; ++i)
+    {
+      auto [q, poses, at] = c.target(i, true);
+      for (const auto* joint : c.model->getActiveJointModels())
+      {
+        if (!isMultiDof(*joint))
+          continue;
+        ++joints;
+        const double* values = at.getJointPositions(joint);
+        Eigen::Isometry3d want;
+        joint->computeTransform(values, want);
+        moveit_msgs::msg::RobotState msg;
+        appendJoint(*joint, values, msg);
+        sensor_msgs::msg::JointState js;
+        appendNodeVariables(*joint, values, js);
+        std::vector<double> a(joint->getVariableCount()), b(joint->getVariableCount());
+        if (!readJoint(*joint, msg, indexOf(msg.joint_state.name), indexOf(msg.multi_dof_joint_state.joint_names),
+                       a.data()) ||
+            !readNodeVariables(*joint, indexOf(js.name), js.position, b.data()))
+          die("roundtrip: " + joint->getName() + " not read back");
+        for (const auto* read : { &a, &b })
+        {
+          Eigen::Isometry3d got;
+          joint->computeTransform(read->data(), got);
+          max_translation = std::max(max_translation, (got.translation() - want.translation()).norm());
+          max_rotation = std::max(max_rotation, Eigen::AngleAxisd(got.linear().transpose() * want.linear()).angle());
+          if (joint->getType() == moveit::core::JointModel::PLANAR)
+            canonical &= std::abs((*read)[2]) <= M_PI;
+          else
+            canonical &= (*read)[6] >= 0.0;
+        }
+      }
+    }
+    out << ",\"targets\":" << n << ",\"joints\":" << joints << ",\"max_translation_error\":" << max_translation
+        << ",\"max_rotation_error\":" << max_rotation << ",\"canonical\":" << (canonical ? "true" : "false");
   }
   else if (check == "in_callback")
   {

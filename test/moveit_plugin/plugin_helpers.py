@@ -65,6 +65,8 @@ ROBOTS = {
     # as config/robots/baxter.yaml names them for the node
     "baxter": Robot("baxter", Path(__file__).with_name("baxter_arms.srdf"),
                     {"both_arms": ["left_gripper", "right_gripper"]}),
+    # Baxter on a floating virtual joint (no shipped robot has one): the roundtrip check only, no node
+    "baxter_floating": Robot("baxter", Path(__file__).with_name("baxter_floating.srdf")),
     # a planar mobile base (the SRDF's virtual joint base_joint), a waist and two UR5 arms
     "dual_ur5_mobile": Robot("dual_ur5_mobile", REPO / "config" / "srdf" / "dual_ur5_mobile.srdf",
                              {g: ["left_tool0", "right_tool0"] for g in ("both_arms", "torso_and_arms", "whole_body")}),

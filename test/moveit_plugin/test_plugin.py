@@ -98,3 +98,15 @@ def test_ik_inside_a_callback_of_the_host_node(node, folder):
     client is spun by its own executor, so there is no deadlock (moveit/moveit2#3633)."""
     r = run_check("in_callback", 5, 1.0, folder)
     assert r["solved"] == r["targets"]
+
+
+def test_floating_joint_conversions_round_trip(folder):
+    """A floating joint (Baxter on a floating virtual joint; no node needed): MoveIt's trans_x..rot_w through
+    compute_ik's multi_dof_joint_state transform and through the node's /x../roll variables come back as the
+    same transform, the quaternion with rot_w >= 0."""
+    from plugin_helpers import run_check as run
+
+    r = run("baxter_floating", "roundtrip", 50, 1.0, folder, group="floating_left_arm", server="/no_node_needed")
+    assert r["joints"] == 50
+    assert r["max_translation_error"] < 1e-12 and r["max_rotation_error"] < 1e-9, r
+    assert r["canonical"], r

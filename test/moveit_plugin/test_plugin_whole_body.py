@@ -87,3 +87,12 @@ def test_consistency_limits_through_both_requests(node, folder):
     assert r["solved"] == [r["targets"]] * 2, r
     assert r["within"] == r["solved"], r
     assert r["verified"] == 2 * r["targets"], r
+
+
+def test_planar_joint_conversions_round_trip(folder):
+    """The planar base at random x, y, theta through both wire forms comes back as the same transform, theta in
+    [-pi, pi] (no node needed)."""
+    r = run_check("roundtrip", 50, 1.0, folder)
+    assert r["joints"] == 50
+    assert r["max_translation_error"] < 1e-12 and r["max_rotation_error"] < 1e-9, r
+    assert r["canonical"], r
