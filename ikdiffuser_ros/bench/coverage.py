@@ -41,7 +41,9 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from functools import partial
 
 import numpy as np
 import torch
@@ -353,58 +355,100 @@ def run_coverage(model: RobotModel, pipelines: list, peers: list, tracik, cfg: C
     """The coverage protocol on one robot -> its JSON part. ``pipelines``: batched rows (ikdiffuser,
     uniform+LM); ``peers``: restart-based peers; ``tracik``: a TRAC-IK peer for the ground truth or None.
     The ground truth's LM is a :class:`UniformPipeline` of its own (``gt_lm`` in the pipelines, or new)."""
-    from ikdiffuser_ros.bench.pipelines import UniformPipeline
-    from ikdiffuser_ros.solver import SolverConfig
-
     _, targets = random_targets(model, cfg.targets, target_seed)
-    lm = next((p for p in pipelines if isinstance(p, UniformPipeline)), None) or \
-        UniformPipeline(model, SolverConfig().refine)
+    lm = _ground_truth_lm(model, pipelines)
     scorer = Scorer(model, cfg, seed)
     results = [SolverCoverage(p.name) for p in [*pipelines, *peers]]
     rngs = [np.random.default_rng(seed + k) for k in range(len(peers))]
     for p in pipelines:  # warm-up (first calls build plans and caches)
         n_solutions_batched(p, targets[0], 2, 1.0, seed)
-    gt_info: dict = {"verified_lm": [], "verified_tracik": [], "distinct": [], "seconds": [],
-                     "clusters": {s: [] for s in scorer.scopes}, "clusters_half": {s: [] for s in scorer.scopes}}
+    gt_info = _empty_ground_truth_info(scorer.scopes)
     bar = _bar(progress, cfg.targets * (1 + len(results)), model.name)
     for i, T in enumerate(targets):
         gt = ground_truth(model, T, lm, tracik, cfg, seed - 2 * 10**6 + 1000 * i, scorer.fine, scorer.wrap)
         truths = scorer.truths(gt)
-        gt_info["verified_lm"].append(gt.verified_lm)
-        gt_info["verified_tracik"].append(gt.verified_tracik)
-        gt_info["distinct"].append(int(gt.reps.shape[0]))
-        gt_info["seconds"].append(gt.seconds)
-        for s, truth in truths.items():
-            gt_info["clusters"][s].append(int(truth.leaders.shape[0]))
-            gt_info["clusters_half"][s].append(truth.clusters_half)
+        _record_ground_truth(gt_info, gt, truths)
         _step(bar)
         for k, row in enumerate([*pipelines, *peers]):
-            result = results[k]
-            start = time.perf_counter()
-            if k < len(pipelines):
-                q_n = n_solutions_batched(row, T, cfg.num_solutions, cfg.cap, seed + 1000 * i + 1)
-                result.seconds_n.append(time.perf_counter() - start)
-                start = time.perf_counter()
-                q_b = row.all_solutions(T, cfg.budget, seed + 1000 * i + 500)  # rounds never replay the N run's
-            else:
-                rng = rngs[k - len(pipelines)]
-                q_n = n_solutions_peer(row, T, cfg.num_solutions, cfg.cap, rng)
-                result.seconds_n.append(time.perf_counter() - start)
-                start = time.perf_counter()
-                q_b = harvest_peer(row, T, cfg.budget, rng)
-            result.seconds_budget.append(time.perf_counter() - start)
-            result.answers_n.append(int(q_n.shape[0]))
-            q_n, q_b = _verified(model, q_n, T), _verified(model, q_b, T)
-            result.verified_n.append(int(q_n.shape[0]))
-            result.verified_budget.append(int(q_b.shape[0]))
-            scorer.score(result, truths, q_n, q_b)
+            rng = rngs[k - len(pipelines)] if k >= len(pipelines) else None
+            q_n, q_b = _timed(*_solver_runs(row, k < len(pipelines), T, cfg, seed + 1000 * i, rng), results[k])
+            _score_answers(model, scorer, results[k], truths, T, q_n, q_b)
             _step(bar)
     if bar is not None:
         bar.close()
-    return {"settings": {**cfg.__dict__, "imq_beta": IMQ_BETA, "imq_scales": list(IMQ_SCALES),
-                         "tracik_ground_truth": tracik is not None},
-            "scopes": scorer.scopes, "ground_truth": gt_info,
+    return {"settings": _settings(cfg, tracik), "scopes": scorer.scopes, "ground_truth": gt_info,
             "solvers": [_as_dict(r) for r in results]}
+
+
+def _ground_truth_lm(model: RobotModel, pipelines: list):
+    """The ground truth's exact LM: the uniform+LM row among ``pipelines`` if there is one, else a new
+    :class:`UniformPipeline` with the solver's default refinement."""
+    from ikdiffuser_ros.bench.pipelines import UniformPipeline
+    from ikdiffuser_ros.solver import SolverConfig
+
+    return next((p for p in pipelines if isinstance(p, UniformPipeline)), None) or \
+        UniformPipeline(model, SolverConfig().refine)
+
+
+def _empty_ground_truth_info(scope_names: Iterable[str]) -> dict:
+    """The report's ``ground_truth`` part before the first target: per-target lists (counts, seconds), the
+    cluster counts as ``{scope: []}``."""
+    return {"verified_lm": [], "verified_tracik": [], "distinct": [], "seconds": [],
+            "clusters": {s: [] for s in scope_names}, "clusters_half": {s: [] for s in scope_names}}
+
+
+def _record_ground_truth(gt_info: dict, gt: GroundTruth, truths: dict[str, TargetTruth]) -> None:
+    """Append one target's ground-truth sizes (verified restarts, distinct, seconds, clusters per scope)."""
+    gt_info["verified_lm"].append(gt.verified_lm)
+    gt_info["verified_tracik"].append(gt.verified_tracik)
+    gt_info["distinct"].append(int(gt.reps.shape[0]))
+    gt_info["seconds"].append(gt.seconds)
+    for s, truth in truths.items():
+        gt_info["clusters"][s].append(int(truth.leaders.shape[0]))
+        gt_info["clusters_half"][s].append(truth.clusters_half)
+
+
+def _solver_runs(row, batched: bool, target: torch.Tensor, cfg: CoverageConfig, seed: int,
+                 rng: np.random.Generator | None) -> tuple[Callable[[], torch.Tensor], Callable[[], torch.Tensor]]:
+    """One solver's two runs on one target (E, 4, 4), as calls without arguments: the N run (``num_solutions``
+    within ``cap`` seconds) and the ``budget`` harvest. A batched row seeds them ``seed + 1`` and ``seed + 500``
+    (the harvest's rounds never replay the N run's); a restart-based peer draws both from its ``rng``."""
+    if batched:
+        return (partial(n_solutions_batched, row, target, cfg.num_solutions, cfg.cap, seed + 1),
+                partial(row.all_solutions, target, cfg.budget, seed + 500))
+    return (partial(n_solutions_peer, row, target, cfg.num_solutions, cfg.cap, rng),
+            partial(harvest_peer, row, target, cfg.budget, rng))
+
+
+def _timed(run_n: Callable[[], torch.Tensor], run_budget: Callable[[], torch.Tensor],
+           result: SolverCoverage) -> tuple[torch.Tensor, torch.Tensor]:
+    """Run the N run, then the budget run -> their answers, (M, n) and (H, n), unverified; their wall times [s]
+    go into ``result.seconds_n`` and ``result.seconds_budget``."""
+    start = time.perf_counter()
+    q_n = run_n()
+    result.seconds_n.append(time.perf_counter() - start)
+    start = time.perf_counter()
+    q_b = run_budget()
+    result.seconds_budget.append(time.perf_counter() - start)
+    return q_n, q_b
+
+
+def _score_answers(model: RobotModel, scorer: Scorer, result: SolverCoverage, truths: dict[str, TargetTruth],
+                   target: torch.Tensor, q_n: torch.Tensor, q_b: torch.Tensor) -> None:
+    """Count one target's answers of the N run (M, n) and of the budget run (H, n), verify them against the
+    target (E, 4, 4) and score the verified ones on every scope into ``result``."""
+    result.answers_n.append(int(q_n.shape[0]))
+    q_n, q_b = _verified(model, q_n, target), _verified(model, q_b, target)
+    result.verified_n.append(int(q_n.shape[0]))
+    result.verified_budget.append(int(q_b.shape[0]))
+    scorer.score(result, truths, q_n, q_b)
+
+
+def _settings(cfg: CoverageConfig, tracik) -> dict:
+    """The report's ``settings``: the sizes, the MMD kernel's exponent and scales, whether TRAC-IK joined the
+    ground truth."""
+    return {**cfg.__dict__, "imq_beta": IMQ_BETA, "imq_scales": list(IMQ_SCALES),
+            "tracik_ground_truth": tracik is not None}
 
 
 def _as_dict(r: SolverCoverage) -> dict:

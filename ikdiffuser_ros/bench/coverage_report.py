@@ -132,32 +132,9 @@ def plot(report: dict, out_dir: Path) -> Path:
     width = 0.8 / max(len(solvers), 1)
     fig, axes = plt.subplots(1, 2, figsize=(max(8.0, 3.6 + 2.6 * len(groups)), 4.2))
     for k, solver in enumerate(solvers):
-        xs, mmd, med, cov_n, cov_b = [], [], [], [], []
-        for i, (name, scope) in enumerate(groups):
-            r = summaries[name].get(solver, {}).get(scope)
-            if r is None:
-                continue
-            xs.append(i + (k - (len(solvers) - 1) / 2) * width)
-            mmd.append(0.0 if math.isnan(r["mmd"]) else r["mmd"])
-            med.append(0.0 if math.isnan(r["mmd_median"]) else r["mmd_median"])
-            cov_n.append(100 * r["coverage_n"])
-            cov_b.append(100 * r["coverage_budget"])
-        axes[0].bar(xs, mmd, width, label=solver)
-        axes[0].scatter(xs, med, marker="_", s=80, color="k", zorder=3)
-        axes[1].bar(xs, cov_n, width, label=solver)
-        axes[1].scatter(xs, cov_b, marker="_", s=80, color="k", zorder=3)
-    labels = [name if scope == "all" and len(robots[name]["coverage"]["scopes"]) == 1
-              else f"{name}\n{_scope_label(scope)}" for name, scope in groups]
-    any_cov = next(iter(robots.values()))["coverage"]["settings"]
-    for ax in axes:
-        ax.set_xticks(range(len(groups)), labels, fontsize=8)
-        ax.grid(axis="y", alpha=0.3)
-    axes[0].set(ylabel="MMD to the ground truth (lower is better)", xlim=(-0.6, len(groups) - 0.4))
-    axes[1].set(ylabel="ground-truth clusters found [%]", ylim=(0, 105), xlim=(-0.6, len(groups) - 0.4))
-    axes[0].set_title(f"MMD of the first {any_cov['mmd_k']} solutions, IMQ kernel, HJCD-IK's protocol\n"
-                      "(bars: over all targets; black ticks: the median target)", fontsize=9)
-    axes[1].set_title(f"clusters found with {any_cov['num_solutions']} solutions\n"
-                      f"(black ticks: within {any_cov['budget']:g} s per target)", fontsize=9)
+        offset = (k - (len(solvers) - 1) / 2) * width
+        _plot_solver(axes, solver, _solver_bars(summaries, groups, solver, offset), width)
+    _label_axes(axes, _group_labels(robots, groups), next(iter(robots.values()))["coverage"]["settings"])
     handles, names = axes[0].get_legend_handles_labels()
     fig.legend(handles, names, fontsize=8, ncol=len(solvers), loc="lower center", frameon=False)
     fig.tight_layout(rect=(0, 0.06, 1, 1))
@@ -166,6 +143,51 @@ def plot(report: dict, out_dir: Path) -> Path:
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def _solver_bars(summaries: dict[str, dict], groups: list[tuple[str, str]], solver: str,
+                 offset: float) -> dict[str, list[float]]:
+    """One solver's bars over the (robot, scope) ``groups`` it ran on: ``x`` (the group's index + ``offset``),
+    ``mmd`` and ``mmd_median`` (NaN drawn as 0), ``coverage_n`` and ``coverage_budget`` [%]."""
+    bars: dict[str, list[float]] = {"x": [], "mmd": [], "mmd_median": [], "coverage_n": [], "coverage_budget": []}
+    for i, (name, scope) in enumerate(groups):
+        r = summaries[name].get(solver, {}).get(scope)
+        if r is None:
+            continue
+        bars["x"].append(i + offset)
+        bars["mmd"].append(0.0 if math.isnan(r["mmd"]) else r["mmd"])
+        bars["mmd_median"].append(0.0 if math.isnan(r["mmd_median"]) else r["mmd_median"])
+        bars["coverage_n"].append(100 * r["coverage_n"])
+        bars["coverage_budget"].append(100 * r["coverage_budget"])
+    return bars
+
+
+def _plot_solver(axes, solver: str, bars: dict[str, list[float]], width: float) -> None:
+    """Draw one solver's bars (:func:`_solver_bars`): MMD with the median target's as black ticks on the left
+    axes, clusters found [%] with N solutions, within the budget as black ticks, on the right."""
+    for ax, bar, tick in ((axes[0], "mmd", "mmd_median"), (axes[1], "coverage_n", "coverage_budget")):
+        ax.bar(bars["x"], bars[bar], width, label=solver)
+        ax.scatter(bars["x"], bars[tick], marker="_", s=80, color="k", zorder=3)
+
+
+def _group_labels(robots: dict[str, dict], groups: list[tuple[str, str]]) -> list[str]:
+    """x tick labels: the robot's name alone where it has one scope, else the name over the scope."""
+    return [name if scope == "all" and len(robots[name]["coverage"]["scopes"]) == 1
+            else f"{name}\n{_scope_label(scope)}" for name, scope in groups]
+
+
+def _label_axes(axes, labels: list[str], settings: dict) -> None:
+    """Ticks, grids, axis labels and titles of both axes (the titles name the sizes in ``settings``, a robot's
+    coverage settings)."""
+    for ax in axes:
+        ax.set_xticks(range(len(labels)), labels, fontsize=8)
+        ax.grid(axis="y", alpha=0.3)
+    axes[0].set(ylabel="MMD to the ground truth (lower is better)", xlim=(-0.6, len(labels) - 0.4))
+    axes[1].set(ylabel="ground-truth clusters found [%]", ylim=(0, 105), xlim=(-0.6, len(labels) - 0.4))
+    axes[0].set_title(f"MMD of the first {settings['mmd_k']} solutions, IMQ kernel, HJCD-IK's protocol\n"
+                      "(bars: over all targets; black ticks: the median target)", fontsize=9)
+    axes[1].set_title(f"clusters found with {settings['num_solutions']} solutions\n"
+                      f"(black ticks: within {settings['budget']:g} s per target)", fontsize=9)
 
 
 def markdown(report: dict, img_prefix: str = "img/") -> str:

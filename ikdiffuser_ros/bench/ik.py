@@ -105,13 +105,34 @@ def _pipelines(args: argparse.Namespace, model, name: str, notes: list[str]) -> 
     return out
 
 
+#: The ``--coverage-*`` options: (field of :class:`CoverageConfig`, help); each option is named after its field
+#: (``--coverage-<field with dashes>``, but for :data:`COVERAGE_OPTION_NAMES`), dest ``coverage_<name>``, type and
+#: default those of ``CoverageConfig()``'s field. ``cluster_m`` has no option: a tenth of ``cluster_rad``.
+COVERAGE_OPTIONS: tuple[tuple[str, str], ...] = (
+    ("targets", "coverage: targets (protocol 2's seed)"),
+    ("gt_restarts", "coverage: uniform starts of our exact LM per target for the ground truth"),
+    ("gt_tracik", "coverage: TRAC-IK restarts per target for the ground truth (0: none)"),
+    ("num_solutions", "coverage: N, the solutions asked of each solver per target"),
+    ("mmd_k", "coverage: the first K of the N solutions go into the MMD (HJCD-IK: 50)"),
+    ("mmd_ref", "coverage: ground-truth solutions per target in the MMD (drawn at random)"),
+    ("budget", "coverage: seconds per target of the time-budget run"),
+    ("cap", "coverage: most seconds per target to find the N solutions"),
+    ("cluster_rad", "coverage: cluster radius of the ground truth [rad; lengths: a tenth of it in m]"),
+)
+#: Options not named after their field.
+COVERAGE_OPTION_NAMES = {"num_solutions": "solutions"}
+
+
+def coverage_dest(field_name: str) -> str:
+    """The argparse dest of a :class:`CoverageConfig` field's option (``num_solutions`` -> ``coverage_solutions``)."""
+    return "coverage_" + COVERAGE_OPTION_NAMES.get(field_name, field_name)
+
+
 def coverage_config(args: argparse.Namespace) -> CoverageConfig:
-    """The coverage protocol's sizes from the ``--coverage-*`` options."""
-    return CoverageConfig(targets=args.coverage_targets, gt_restarts=args.coverage_gt_restarts,
-                          gt_tracik=args.coverage_gt_tracik, num_solutions=args.coverage_solutions,
-                          mmd_k=args.coverage_mmd_k, mmd_ref=args.coverage_mmd_ref, budget=args.coverage_budget,
-                          cap=args.coverage_cap, cluster_rad=args.coverage_cluster_rad,
-                          cluster_m=args.coverage_cluster_rad / 10)
+    """The coverage protocol's sizes from the ``--coverage-*`` options (``cluster_m``: a tenth of
+    ``--coverage-cluster-rad``, in m)."""
+    sizes = {name: getattr(args, coverage_dest(name)) for name, _ in COVERAGE_OPTIONS}
+    return CoverageConfig(**sizes, cluster_m=args.coverage_cluster_rad / 10)
 
 
 def _tracik_ground_truth(peers: list, model, xml: str, budget: float, notes: list[str]):
@@ -127,7 +148,6 @@ def _tracik_ground_truth(peers: list, model, xml: str, budget: float, notes: lis
 
 def bench_robot(args: argparse.Namespace, name: str) -> dict:
     """The protocols asked for on one robot -> its part of the JSON report."""
-    from ikdiffuser_ros.collision.fcl_checker import CollisionChecker
     from ikdiffuser_ros.robots import robot_config
 
     cfg = robot_config(name)
@@ -135,6 +155,29 @@ def bench_robot(args: argparse.Namespace, name: str) -> dict:
     protocols = set(args.protocols)
     notes: list[str] = []
     pipelines = _pipelines(args, model, name, notes)
+    peers_1, peers_2 = _peers(args, model, xml, protocols, notes)
+    seed = args.seed - SOLVER_SEED_OFFSET  # solvers' random starts never replay the targets' configurations
+    one = _one_solution(args, model, pipelines, peers_1, seed) if "one" in protocols else []
+    many = _many_solutions(args, model, pipelines, peers_2, seed) if "many" in protocols else []
+    out = {
+        "n_joints": model.n_joints,
+        "end_effectors": model.end_effectors,
+        "fingerprint": model.fingerprint(),
+        "solvers": {p.name: p.description for p in [*pipelines, *(peers_1 or peers_2)]},
+        "notes": notes,
+        "one_solution": [asdict(r) for r in one],
+        "many": [{**asdict(r), "mean_diversity": r.mean_diversity} for r in many],
+    }
+    if "coverage" in protocols:
+        out["coverage"] = _coverage(args, model, xml, pipelines, peers_2, seed, notes)
+    print(f"[bench] {name}: done", file=sys.stderr)
+    return out
+
+
+def _peers(args: argparse.Namespace, model, xml: str, protocols: set[str], notes: list[str]) -> tuple[list, list]:
+    """The peers asked for, built for protocol 1 (timeout: the largest budget) and for protocols 2 and coverage
+    (timeout: the main budget) where those run -> (peers_1, peers_2); why a peer is missing and how the peers
+    differ go into ``notes``."""
     peer_names = [p for p in args.solvers if p in PEERS]
     peers_1, notes_1 = build_peers(peer_names, model, xml, max(args.budgets)) if "one" in protocols else ([], [])
     peers_2, notes_2 = build_peers(peer_names, model, xml, args.main_budget) \
@@ -146,35 +189,36 @@ def bench_robot(args: argparse.Namespace, name: str) -> dict:
                      "end effectors in one whole-body QP")
     if any(p.name == "trac_ik" for p in peers):
         notes.append("TRAC-IK runs two threads per call (KDL and NLopt in parallel); the others one")
+    return peers_1, peers_2
+
+
+def _one_solution(args: argparse.Namespace, model, pipelines: list, peers: list, seed: int) -> list:
+    """Protocol 1 on ``args.one_targets`` targets (seed ``args.seed``): one result per solver, every budget [s]
+    of ``args.budgets``, the tables' at ``args.main_budget``; ``seed``: the solvers' random starts."""
     main = args.budgets.index(args.main_budget)
-    seed = args.seed - SOLVER_SEED_OFFSET  # solvers' random starts never replay the targets' configurations
-    one, many = [], []
-    if "one" in protocols:
-        _, targets_1 = random_targets(model, args.one_targets, args.seed)
-        one = [one_solution_batched(p, targets_1, args.budgets, main, seed) for p in pipelines]
-        one += [one_solution_peer(p, model, targets_1, args.budgets, main, seed) for p in peers_1]
-    if "many" in protocols:
-        _, targets_2 = random_targets(model, args.many_targets, args.seed + 1)
-        counter = SolutionCounter(model, CollisionChecker(model), table_and_box(model), args.max_checks, seed)
-        many = [many_solutions_batched(p, targets_2, args.many_budget, counter, seed) for p in pipelines]
-        many += [many_solutions_peer(p, targets_2, args.many_budget, counter, seed) for p in peers_2]
-    out = {
-        "n_joints": model.n_joints,
-        "end_effectors": model.end_effectors,
-        "fingerprint": model.fingerprint(),
-        "solvers": {p.name: p.description for p in [*pipelines, *peers]},
-        "notes": notes,
-        "one_solution": [asdict(r) for r in one],
-        "many": [{**asdict(r), "mean_diversity": r.mean_diversity} for r in many],
-    }
-    if "coverage" in protocols:
-        ccfg = coverage_config(args)
-        tracik = _tracik_ground_truth(peers_2, model, xml, args.main_budget, notes) if ccfg.gt_tracik else None
-        # the coverage targets are protocol 2's (the same seed, as many as asked for)
-        out["coverage"] = run_coverage(model, pipelines, peers_2, tracik, ccfg, seed, args.seed + 1,
-                                       progress=not args.no_progress)
-    print(f"[bench] {name}: done", file=sys.stderr)
-    return out
+    _, targets = random_targets(model, args.one_targets, args.seed)
+    one = [one_solution_batched(p, targets, args.budgets, main, seed) for p in pipelines]
+    return one + [one_solution_peer(p, model, targets, args.budgets, main, seed) for p in peers]
+
+
+def _many_solutions(args: argparse.Namespace, model, pipelines: list, peers: list, seed: int) -> list:
+    """Protocol 2 on ``args.many_targets`` targets (seed ``args.seed + 1``), ``args.many_budget`` seconds per
+    target, at most ``args.max_checks`` FCL checks per target and solver: one result per solver."""
+    from ikdiffuser_ros.collision.fcl_checker import CollisionChecker
+
+    _, targets = random_targets(model, args.many_targets, args.seed + 1)
+    counter = SolutionCounter(model, CollisionChecker(model), table_and_box(model), args.max_checks, seed)
+    many = [many_solutions_batched(p, targets, args.many_budget, counter, seed) for p in pipelines]
+    return many + [many_solutions_peer(p, targets, args.many_budget, counter, seed) for p in peers]
+
+
+def _coverage(args: argparse.Namespace, model, xml: str, pipelines: list, peers: list, seed: int,
+              notes: list[str]) -> dict:
+    """The coverage protocol (:func:`run_coverage`) on protocol 2's targets (the same seed, as many as asked
+    for), TRAC-IK in the ground truth where ``--coverage-gt-tracik`` is not 0 and it is installed."""
+    ccfg = coverage_config(args)
+    tracik = _tracik_ground_truth(peers, model, xml, args.main_budget, notes) if ccfg.gt_tracik else None
+    return run_coverage(model, pipelines, peers, tracik, ccfg, seed, args.seed + 1, progress=not args.no_progress)
 
 
 def _command(subcommand: str = "bench") -> str:
@@ -206,12 +250,25 @@ def register(subparsers) -> None:
     """Add ``bench`` to the ``ikdiffuser`` command."""
     p = subparsers.add_parser("bench", help="IK vs TRAC-IK, robotics-toolbox, pink and KDL on the same targets",
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    _add_selection_options(p)
+    _add_protocol_options(p)
+    _add_coverage_options(p)
+    _add_run_options(p)
+    p.set_defaults(func=main)
+
+
+def _add_selection_options(p: argparse.ArgumentParser) -> None:
+    """``--robots``, ``--models``, ``--solvers``, ``--protocols``: what is compared."""
     p.add_argument("--robots", nargs="+", default=None, help="default: every robot with a shipped model")
     p.add_argument("--models", type=Path, default=REPO / "models", help="checkpoint root (models/<robot>)")
     p.add_argument("--solvers", nargs="+", default=DEFAULT_SOLVERS, choices=DEFAULT_SOLVERS)
     p.add_argument("--protocols", nargs="+", default=["one", "many"], choices=PROTOCOLS,
                    help="one: one solution per target; many: every solution within a budget; coverage: MMD to a "
                         "ground-truth solution set and the share of its clusters found (default: one many)")
+
+
+def _add_protocol_options(p: argparse.ArgumentParser) -> None:
+    """The sizes of protocols 1 and 2 (targets, budgets in ms or s, batch rows, FCL checks) and sampler steps."""
     p.add_argument("--one-targets", type=int, default=1000, help="protocol 1: targets")
     p.add_argument("--budgets-ms", type=float, nargs="+", default=[1, 2, 5, 10, 20],
                    help="protocol 1: time budgets per target [ms]")
@@ -221,31 +278,25 @@ def register(subparsers) -> None:
     p.add_argument("--chunk", type=int, default=256, help="protocol 2: most rows per batch of the uniform+LM ablation")
     p.add_argument("--max-checks", type=int, default=500, help="protocol 2: FCL checks per target and solver")
     p.add_argument("--steps", type=int, default=None, help="sampler steps (default: the solver's)")
-    c = CoverageConfig()
-    p.add_argument("--coverage-targets", type=int, default=c.targets, help="coverage: targets (protocol 2's seed)")
-    p.add_argument("--coverage-gt-restarts", type=int, default=c.gt_restarts,
-                   help="coverage: uniform starts of our exact LM per target for the ground truth")
-    p.add_argument("--coverage-gt-tracik", type=int, default=c.gt_tracik,
-                   help="coverage: TRAC-IK restarts per target for the ground truth (0: none)")
-    p.add_argument("--coverage-solutions", type=int, default=c.num_solutions,
-                   help="coverage: N, the solutions asked of each solver per target")
-    p.add_argument("--coverage-mmd-k", type=int, default=c.mmd_k,
-                   help="coverage: the first K of the N solutions go into the MMD (HJCD-IK: 50)")
-    p.add_argument("--coverage-mmd-ref", type=int, default=c.mmd_ref,
-                   help="coverage: ground-truth solutions per target in the MMD (drawn at random)")
-    p.add_argument("--coverage-budget", type=float, default=c.budget,
-                   help="coverage: seconds per target of the time-budget run")
-    p.add_argument("--coverage-cap", type=float, default=c.cap,
-                   help="coverage: most seconds per target to find the N solutions")
-    p.add_argument("--coverage-cluster-rad", type=float, default=c.cluster_rad,
-                   help="coverage: cluster radius of the ground truth [rad; lengths: a tenth of it in m]")
+
+
+def _add_coverage_options(p: argparse.ArgumentParser) -> None:
+    """The ``--coverage-*`` options from :data:`COVERAGE_OPTIONS`, typed and defaulted as ``CoverageConfig()``."""
+    defaults = CoverageConfig()
+    for name, help_ in COVERAGE_OPTIONS:
+        dest = coverage_dest(name)
+        default = getattr(defaults, name)
+        p.add_argument("--" + dest.replace("_", "-"), dest=dest, type=type(default), default=default, help=help_)
+
+
+def _add_run_options(p: argparse.ArgumentParser) -> None:
+    """Progress bar, seed, device and where the report, the docs section and the plots go."""
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--seed", type=int, default=DEFAULT_SEED)
     p.add_argument("--device", default="cpu")
     p.add_argument("--json", type=Path, default=None, help="write the JSON report here")
     p.add_argument("--docs", type=Path, default=None, help="rewrite the marked section of this markdown file")
     p.add_argument("--plots", type=Path, default=None, help="write the PNG plots into this folder")
-    p.set_defaults(func=main)
 
 
 def main(args: argparse.Namespace) -> int:
