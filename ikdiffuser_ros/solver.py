@@ -70,7 +70,9 @@ class SolverConfig:
     tail_steps: int | None = None
     #: Spread of a perturbed restart (:meth:`IKDiffuserSolver.run`'s ``restarts``): Gaussian noise of this
     #: share of each joint's range around a diffusion sample, the LM's start for another solution near it.
-    restart_spread: float = 0.05
+    #: 0.15 (was 0.05): on panda the first 50 of 100 solutions' MMD to the ground truth 0.140 -> 0.105 and
+    #: the clusters found 84 -> 96 %, at the same distinct solutions per second (docs/solver.md).
+    restart_spread: float = 0.15
     #: DDIM steps of a call at full ``diversity`` (stochastic DDIM, eta 1, no tail; :meth:`IKDiffuserSolver.plan_of`).
     diverse_steps: int = 10
     #: Run FK, the LM and unguided DDIM sampling in the compiled module on CPU when it is built
