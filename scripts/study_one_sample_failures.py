@@ -1,0 +1,60 @@
+"""Where one diffusion sample + LM fails (docs/solver.md): raw errors, joints on limits, and what rescues the failures.
+
+    python scripts/study_one_sample_failures.py --robot panda --targets 1000
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+
+import numpy as np
+import torch
+
+from ikdiffuser_ros.bench.protocols import random_targets, verified
+from ikdiffuser_ros.pipeline import IKPipeline
+from ikdiffuser_ros.sampling.lm import RefineConfig, refine
+from ikdiffuser_ros.solver import SolveBatch
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--robot", default="panda")
+    parser.add_argument("--targets", type=int, default=1000)
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    pl = IKPipeline.from_robot(args.robot, warmup=False, collision=False)
+    s, m = pl.solver, pl.robot
+    _, T = random_targets(m, args.targets, 2**31 - 1 - 17)
+    b = SolveBatch.of(T, 1, m.n_joints)
+    ref = s.run(b, random_seed=0)
+    steps, tail = s.plan_of(True)
+    s.config = dataclasses.replace(s.config, steps=steps, tail_steps=tail)
+    raw = s.run(b, refine=False, random_seed=0)  # the same samples (the LM-ready plan), unrefined
+    ok = verified(m, ref["q"], T)
+    fail = (~ok).nonzero().flatten()
+    lo, hi = m.limits(torch.float64)
+    at = ((ref["q"] - lo).abs() < 1e-6) | ((hi - ref["q"]).abs() < 1e-6)
+    print(f"{args.robot}: one sample + LM solves {ok.double().mean():.3f} ({len(fail)} failures)")
+    print(f"raw error median, solved / failed: {1000 * raw['position_error'][ok].median():.1f} / "
+          f"{1000 * raw['position_error'][fail].median():.1f} mm, {np.degrees(raw['rotation_error'][ok].median()):.1f} / "
+          f"{np.degrees(raw['rotation_error'][fail].median()):.1f} deg")
+    print(f"rows ending with a joint on a limit, solved / failed: {at.any(-1)[ok].double().mean():.2f} / "
+          f"{at.any(-1)[fail].double().mean():.2f}; per joint among the failures {at[fail].sum(0).tolist()}")
+    r = refine(m, raw["q"][fail], T[fail], config=RefineConfig(max_iters=400, patience=100, lambda_max=1e12))
+    print(f"the failures' samples with LM 400 iterations / patience 100: {r.converged.double().mean():.2f}")
+    g = torch.Generator().manual_seed(1)
+    for spread in (0.02, 0.05, 0.1):
+        q0 = raw["q"][fail].repeat_interleave(4, 0)
+        q0 = torch.minimum(torch.maximum(q0 + spread * (hi - lo) * torch.randn(q0.shape, generator=g, dtype=q0.dtype),
+                                         lo), hi)
+        r2 = s.run(SolveBatch.of(T[fail], 4, m.n_joints), q0=q0, random_seed=0)
+        ok2 = verified(m, r2["q"].view(len(fail), 4, -1), T[fail][:, None].expand(-1, 4, -1, -1, -1)).any(-1)
+        print(f"4 perturbed restarts of the same sample (spread {spread}): {ok2.double().mean():.2f}")
+    r3 = s.run(SolveBatch.of(T[fail], 4, m.n_joints), random_seed=5)
+    ok3 = verified(m, r3["q"].view(len(fail), 4, -1), T[fail][:, None].expand(-1, 4, -1, -1, -1)).any(-1)
+    print(f"4 fresh samples: {ok3.double().mean():.2f}")
+
+
+if __name__ == "__main__":
+    main()
