@@ -1,0 +1,55 @@
+"""Planning groups (kinematics/groups.py): SRDF groups, robot-config and parameter groups, their joints."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from ikdiffuser_ros.errors import UnknownGroupError
+from ikdiffuser_ros.kinematics.frames import rigid_offsets
+from ikdiffuser_ros.kinematics.groups import build_groups, find_group, variables_moving
+from ikdiffuser_ros.robots import load_robot
+
+
+@pytest.fixture(scope="module")
+def baxter():
+    return load_robot("baxter")  # its SRDF has no usable groups
+
+
+@pytest.fixture(scope="module")
+def dual():
+    return load_robot("dual_ur5_mobile")  # the repo's SRDF: arms, torso, whole body (planar base)
+
+
+def test_srdf_groups_and_their_joints(dual):
+    groups = build_groups(dual, {}, {}, rigid_offsets(dual))
+    left, body = groups["left_arm"], groups["whole_body"]
+    assert left.tips == ("left_tool0",) and left.source == "srdf"
+    assert [dual.joint_names[i] for i in left.joints] == [n for n in dual.joint_names if n.startswith("left_")]
+    assert set(variables_moving(dual, ["left_tool0"])) >= set(left.joints)  # the tool also moves with base, waist
+    assert body.tips == ("left_tool0", "right_tool0") and len(body.joints) == dual.n_joints  # base_joint/x, y, theta
+
+
+def test_config_and_parameter_groups_add_and_override(baxter):
+    tips = rigid_offsets(baxter)
+    groups = build_groups(baxter, {"both": ("left_gripper", "right_gripper"), "left": ("left_gripper",)},
+                          {"both": ("right_gripper",)}, tips)
+    assert groups["both"].tips == ("right_gripper",) and groups["both"].source == "parameter"  # later wins
+    assert groups["left"].source == "robot config"
+    assert [baxter.joint_names[i] for i in groups["left"].joints] == \
+        [n for n in baxter.joint_names if n.startswith("left_")]
+
+
+def test_a_group_on_links_that_are_no_tips_is_skipped_with_a_warning(baxter, caplog):
+    logger = logging.getLogger("test_groups")
+    with caplog.at_level("WARNING", logger="test_groups"):
+        groups = build_groups(baxter, {"bad": ("left_lower_forearm",)}, {}, rigid_offsets(baxter), logger)
+    assert "bad" not in groups and "not end effectors of the model" in caplog.text
+
+
+def test_unknown_group_lists_the_known_ones(dual):
+    groups = build_groups(dual, {}, {}, rigid_offsets(dual))
+    with pytest.raises(UnknownGroupError) as info:
+        find_group(groups, "torso")
+    assert "left_arm" in str(info.value) and "whole_body" in str(info.value)
