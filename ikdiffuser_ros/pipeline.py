@@ -36,7 +36,7 @@ import logging
 import math
 import secrets
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -47,7 +47,7 @@ from ikdiffuser_ros.errors import (CollisionCheckingUnavailableError, ConfigErro
                                    InvalidRequestError, InvalidRobotStateError, UnknownLinkError)
 from ikdiffuser_ros.kinematics.frames import FrameResolver, rigid_offsets
 from ikdiffuser_ros.kinematics.groups import Group, build_groups, find_group
-from ikdiffuser_ros.query import IKAnswer, IKQuery, IKTarget, Status, TargetAnswer
+from ikdiffuser_ros.query import IKAnswer, IKQuery, IKTarget, JointBounds, Status, TargetAnswer
 from ikdiffuser_ros.sampling import objectives as obj
 from ikdiffuser_ros.sampling.dedup import unique_mask
 from ikdiffuser_ros.kinematics.robot_model import RobotModel
@@ -206,7 +206,8 @@ class _Plan:
     random_seed: int
     #: local mode: per-joint distance [rad or m] every answer keeps from the seed, (n,) or None
     consistency: np.ndarray | None = None
-    #: local mode: the LM's box (lower (n,), upper (n,)) around the seed (:meth:`IKPipeline._local_box`)
+    #: the LM's box (lower (n,), upper (n,)): the limits narrowed by the joint constraints and, in local mode, to
+    #: the seed's neighbourhood (:meth:`IKPipeline._box`); None = the joint limits
     box: tuple[np.ndarray, np.ndarray] | None = None
     #: diversity of the sampled calls, in [0, 1] (:attr:`IKQuery.diversity` resolved)
     diversity: float = 0.0
@@ -452,7 +453,7 @@ class IKPipeline:
             float(query.num_solutions >= self.config.diverse_min_solutions)
         return _Plan(query, specs, deadline, max(1, int(query.num_solutions * factor + 1e-9)), seed, locked,
                      objectives, self._guided(query, objectives), int(seed_value), consistency,
-                     None if consistency is None else self._local_box(seed, consistency), float(diversity))
+                     self._box(seed, consistency, query.constraints), float(diversity))
 
     def _fk(self, q: np.ndarray) -> np.ndarray:
         """(n,) joint values -> (E, 4, 4) end-effector poses (the compiled FK when built)."""
@@ -610,14 +611,24 @@ class IKPipeline:
             starts = gen.uniform(lower, upper, size=(len(todo) * plan.n_sample, len(lower)))
             self._call(plan, todo, plan.n_sample, False, pools, q0=starts)
 
-    def _local_box(self, seed: np.ndarray, consistency: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(lower, upper) (n,): the joint limits narrowed to the seed +- the consistency limits (wrapping
-        joints keep their full range and are checked after the LM, modulo 2 pi)."""
-        lower, upper = (b.numpy() for b in self.robot.limits(torch.float64))
+    def _box(self, seed: np.ndarray | None, consistency: np.ndarray | None, constraints: Sequence[JointBounds]
+             ) -> tuple[np.ndarray, np.ndarray] | None:
+        """The LM's box (lower (n,), upper (n,)) [rad or m]: the joint limits narrowed by the joint constraints
+        (so every LM result meets them, rather than being filtered after it) and, in local mode, to the seed
+        +- the consistency limits. Wrapping joints keep their full range and are checked after the LM (modulo
+        2 pi). None when nothing narrows the limits."""
+        if consistency is None and not constraints:
+            return None
+        lower, upper = (b.numpy().copy() for b in self.robot.limits(torch.float64))
         wrap = self.solver.wrapping.numpy()
-        lo = np.where(wrap, lower, np.clip(seed - consistency, lower, upper))
-        hi = np.where(wrap, upper, np.clip(seed + consistency, lower, upper))
-        return lo, np.maximum(hi, lo)
+        for c in constraints:
+            i = self.joint_index[c.joint]
+            if not wrap[i]:
+                lower[i], upper[i] = max(lower[i], c.lower), min(upper[i], c.upper)
+        if consistency is not None:
+            lower = np.where(wrap, lower, np.maximum(lower, seed - consistency))
+            upper = np.where(wrap, upper, np.minimum(upper, seed + consistency))
+        return lower, np.maximum(upper, lower)
 
     def _sampled_rounds(self, plan: _Plan, pools: list[_Pool]) -> None:
         """Rounds of the learned prior: round 0 for every target, later ones for targets still short of

@@ -171,7 +171,6 @@ def test_joint_constraints_hold(setup, reference):
     robot = node.robot
     values = dict(zip(robot.joint_names, _config(robot, 6)))
     targets = {"left_tool0": reference(values, "left_tool0")}
-    # (the core filters candidates by the bounds after the LM: tighter bounds on more joints yield few answers)
     bounds = {"base_joint/x": 0.05, "waist_joint": 0.1}
     constraints = [JointConstraint(joint_name=name, position=float(values[name]), tolerance_above=tol,
                                    tolerance_below=tol / 2) for name, tol in bounds.items()]

@@ -137,7 +137,7 @@ def test_from_a_urdf_to_answers_from_ros2_launch(client, tmp_path):  # noqa: F81
     with (robot_dir / "ur3.training.yaml").open("a") as f:
         f.write(TINY)
     out = run(["ikdiffuser", "train", "--robot", str(robot_yaml), "--out", str(run_dir), "--no-progress"], tmp_path)
-    assert f"[train] config {robot_dir / 'ur3.training.yaml'}" in out and "arch=mlp" in out, out
+    assert f"[train] config {robot_dir / 'ur3.training.yaml'}" in out and "model=IKMLPDenoiser" in out, out
     run(["ikdiffuser", "ship", str(run_dir), "--out", str(model_dir), "--num-targets", "50"], tmp_path)
     assert {"card.json", "model.safetensors", "eval.json", "README.md"} <= {p.name for p in model_dir.iterdir()}
     t_ready = time.monotonic()
