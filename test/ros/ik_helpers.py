@@ -7,6 +7,7 @@ the node tests need (correct plumbing, not model quality).
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -82,6 +83,31 @@ class NodeRunner:
         self.executor.shutdown()
         self.node.destroy_node()
         self.thread.join(timeout=5)
+
+
+@contextlib.contextmanager
+def served(context, robot: str, node_name: str, srv_type, service: str, tmp: Path, timeout_s: float = 30.0,
+           **params):
+    """A node for ``robot`` (its shipped model, else a tiny one trained into ``tmp``) and a client of its
+    ``service``: yields (node, call) with ``call(request) -> response`` over the real service."""
+    import rclpy
+    from rclpy.executors import SingleThreadedExecutor
+
+    params = dict(robot=robot, robot_description_timeout=0.0, follow_planning_scene=False, **params)
+    if not shipped_model_for(robot):
+        params["model_path"] = str(train_tiny(robot, tmp / f"tiny_{robot}"))
+    runner = NodeRunner(context, params, name=node_name)
+    client = rclpy.create_node(f"{node_name}_client", context=context)
+    executor = SingleThreadedExecutor(context=context)
+    executor.add_node(client)
+    service_client = client.create_client(srv_type, f"/{node_name}/{service}")
+    assert service_client.wait_for_service(timeout_sec=20.0)
+    try:
+        yield runner.node, lambda req: spin_until(executor, service_client.call_async(req), timeout_s)
+    finally:
+        executor.shutdown()
+        client.destroy_node()
+        runner.close()
 
 
 def pose_stamped(T: np.ndarray, frame: str = ""):

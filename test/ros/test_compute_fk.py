@@ -10,14 +10,12 @@ pytestmark = pytest.mark.ros
 
 pytest.importorskip("moveit_msgs.srv", reason="moveit_msgs not built: run `make setup`")
 
-import rclpy  # noqa: E402
-from rclpy.executors import SingleThreadedExecutor  # noqa: E402
 from moveit_msgs.srv import GetPositionFK  # noqa: E402
 
 import sys  # noqa: E402
 from pathlib import Path  # noqa: E402
 
-from ik_helpers import NodeRunner, shipped_model_for, spin_until, train_tiny  # noqa: E402
+from ik_helpers import served  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "kinematics"))  # the KDL reference helpers
 from kinref import import_pykdl  # noqa: E402
@@ -31,21 +29,8 @@ CASES = {"panda": (["panda_link3", "panda_hand_tcp", "panda_link8"], "panda_link
 @pytest.fixture(scope="module", params=sorted(CASES))
 def node(request, ros_context, tmp_path_factory):
     name = request.param
-    params = dict(robot=name, robot_description_timeout=0.0, follow_planning_scene=False)
-    if not shipped_model_for(name):
-        params["model_path"] = str(train_tiny(name, tmp_path_factory.getbasetemp() / f"tiny_{name}"))
-    runner = NodeRunner(ros_context, params, name=NODE)
-    client = rclpy.create_node("ikd_fk_client", context=ros_context)
-    executor = SingleThreadedExecutor(context=ros_context)
-    executor.add_node(client)
-    service = client.create_client(GetPositionFK, f"/{NODE}/compute_fk")
-    assert service.wait_for_service(timeout_sec=20.0)
-    try:
-        yield name, runner.node, lambda req: spin_until(executor, service.call_async(req), 30)
-    finally:
-        executor.shutdown()
-        client.destroy_node()
-        runner.close()
+    with served(ros_context, name, NODE, GetPositionFK, "compute_fk", tmp_path_factory.getbasetemp()) as (node, call):
+        yield name, node, call
 
 
 def _kdl_pose(kdl, xml, robot, q, link):

@@ -18,12 +18,10 @@ import pytest
 
 pytestmark = pytest.mark.ros
 
-import rclpy  # noqa: E402
 import torch  # noqa: E402
-from rclpy.executors import SingleThreadedExecutor  # noqa: E402
 from sensor_msgs.msg import JointState  # noqa: E402
 
-from ik_helpers import NodeRunner, pose_stamped, shipped_model_for, spin_until, train_tiny  # noqa: E402
+from ik_helpers import pose_stamped, served  # noqa: E402
 from ikdiffuser_ros.msg import IKTarget, JointConstraint  # noqa: E402
 from ikdiffuser_ros.srv import GetIKSolutions  # noqa: E402
 
@@ -40,22 +38,9 @@ TOOLS = ("left_tool0", "right_tool0")
 @pytest.fixture(scope="module")
 def setup(ros_context, tmp_path_factory):
     """(node, call) with ``call(request) -> response`` over the real service."""
-    params = dict(robot=ROBOT, robot_description_timeout=0.0, follow_planning_scene=False, default_timeout=20.0,
-                  max_timeout=30.0)
-    if not shipped_model_for(ROBOT):
-        params["model_path"] = str(train_tiny(ROBOT, tmp_path_factory.getbasetemp() / f"tiny_{ROBOT}"))
-    runner = NodeRunner(ros_context, params, name=NODE)
-    client = rclpy.create_node("ikd_query_client", context=ros_context)
-    executor = SingleThreadedExecutor(context=ros_context)
-    executor.add_node(client)
-    service = client.create_client(GetIKSolutions, f"/{NODE}/get_ik_solutions")
-    assert service.wait_for_service(timeout_sec=20.0)
-    try:
-        yield runner.node, lambda req: spin_until(executor, service.call_async(req), 120.0)
-    finally:
-        executor.shutdown()
-        client.destroy_node()
-        runner.close()
+    with served(ros_context, ROBOT, NODE, GetIKSolutions, "get_ik_solutions", tmp_path_factory.getbasetemp(), 120.0,
+                default_timeout=20.0, max_timeout=30.0) as node_and_call:
+        yield node_and_call
 
 
 @pytest.fixture(scope="module")
