@@ -16,7 +16,7 @@
 //
 // Parameters, under robot_description_kinematics.<group> (kinematics.yaml):
 //   ikdiffuser_node   the node's full name, whose services are called (default /ikdiffuser_node)
-//   num_solutions     solutions asked for when a callback is given (default 8)
+//   num_solutions     solutions asked for when a callback is given (default 16)
 //   avoid_collisions  let the node reject colliding solutions against its own scene (default false:
 //                     MoveIt's callback checks collisions)
 //   kinematics_solver_ik_links  the group's tips (default: the tips MoveIt gives; since Iron MoveIt gives
@@ -98,7 +98,7 @@ public:
   {
     const std::string prefix = "robot_description_kinematics." + group_name + ".";
     const auto server = parameter<std::string>(*node, prefix + "ikdiffuser_node", "/ikdiffuser_node");
-    num_solutions_ = parameter<int64_t>(*node, prefix + "num_solutions", 8);
+    num_solutions_ = parameter<int64_t>(*node, prefix + "num_solutions", 16);
     avoid_collisions_ = parameter<bool>(*node, prefix + "avoid_collisions", false);
     const auto ik_links = parameter<std::vector<std::string>>(*node, prefix + "kinematics_solver_ik_links", {});
     storeValues(robot_model, group_name, base_frame, ik_links.empty() ? tip_frames : ik_links, search_discretization);
@@ -469,7 +469,7 @@ private:
   std::vector<size_t> offsets_;            // where each one's variables start in the solver's variable vector
   size_t variable_count_ = 0;
   std::vector<std::string> joint_names_, link_names_;
-  int64_t num_solutions_ = 8;
+  int64_t num_solutions_ = 16;
   bool avoid_collisions_ = false;
   rclcpp::Node::SharedPtr client_node_;
   rclcpp::Client<GetIKSolutions>::SharedPtr solutions_client_;
