@@ -36,7 +36,9 @@ import logging
 import math
 import secrets
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from logging import Logger
+from typing import TYPE_CHECKING
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -53,6 +55,9 @@ from ikdiffuser_ros.sampling.dedup import unique_mask
 from ikdiffuser_ros.kinematics.robot_model import RobotModel
 from ikdiffuser_ros.solver import IKDiffuserSolver, SolveBatch, SolverConfig, rank, ranking_key
 
+
+if TYPE_CHECKING:  # python-fcl is optional
+    from ikdiffuser_ros.collision.fcl_checker import CollisionChecker
 
 #: How many times longer a collision-guided solver call takes than a plain one (CPU, sphere model),
 #: a first guess until one is measured.
@@ -243,7 +248,7 @@ def _target_lists(target: IKTarget, what: str) -> tuple[list, ...]:
     return links, poses, *(list(values) or [default] * len(links) for values, _, default in optional)
 
 
-def _tolerance(values, what: str) -> np.ndarray:
+def _tolerance(values: Sequence[float] | np.ndarray, what: str) -> np.ndarray:
     """Six tolerances (x, y, z [m], rx, ry, rz [rad]), each >= 0 or inf -> (6,) float64 (InvalidGoalError)."""
     try:
         b = np.asarray(values, dtype=np.float64).reshape(-1)
@@ -255,7 +260,7 @@ def _tolerance(values, what: str) -> np.ndarray:
     return b
 
 
-def _finite_number(value) -> bool:
+def _finite_number(value: object) -> bool:
     try:
         return math.isfinite(float(value))
     except (TypeError, ValueError):
@@ -273,7 +278,8 @@ class IKPipeline:
         groups: planning groups by name (:func:`~ikdiffuser_ros.kinematics.groups.build_groups`).
     """
 
-    def __init__(self, solver: IKDiffuserSolver, checker=None, config: PipelineConfig = PipelineConfig(),
+    def __init__(self, solver: IKDiffuserSolver, checker: CollisionChecker | None = None,
+                 config: PipelineConfig = PipelineConfig(),
                  groups: dict[str, Group] | None = None) -> None:
         self.solver, self.checker, self.config = solver, checker, config
         self.robot = solver.robot
@@ -324,7 +330,7 @@ class IKPipeline:
     def around(cls, solver: IKDiffuserSolver, config: PipelineConfig = PipelineConfig(),
                config_groups: Mapping[str, tuple[str, ...]] | None = None,
                param_groups: Mapping[str, tuple[str, ...]] | None = None, collision: bool = True,
-               logger=None) -> "IKPipeline":
+               logger: Logger | None = None) -> "IKPipeline":
         """The pipeline around a loaded solver, as every caller assembles it (:meth:`from_robot`, the node).
 
         Args:
@@ -346,7 +352,7 @@ class IKPipeline:
         return cls(solver, checker, config, groups)
 
     @staticmethod
-    def _checker(model: RobotModel, logger):
+    def _checker(model: RobotModel, logger: Logger) -> CollisionChecker | None:
         """The exact collision checker, or None (with a warning) without python-fcl or collision geometry."""
         try:
             from ikdiffuser_ros.collision.fcl_checker import CollisionChecker
@@ -388,7 +394,7 @@ class IKPipeline:
             self.answer(IKQuery([target], num_solutions=8, max_rounds=1, timeout=30.0, avoid_collisions=True))
         return time.monotonic() - t0
 
-    def forward_kinematics(self, q, links: list[str], frame: str = "") -> np.ndarray:
+    def forward_kinematics(self, q: np.ndarray | Sequence[float], links: list[str], frame: str = "") -> np.ndarray:
         """Poses (M, L, 4, 4) of any ``links`` of the robot at joint states ``q`` ((n,) or (M, n) [rad or m],
         in ``robot.joint_names`` order), expressed in ``frame`` (a link of the robot; "" = the root
         frame). Joints outside the model's active ones are at their default values.
@@ -460,7 +466,7 @@ class IKPipeline:
         kin = self.solver.native_kinematics
         return kin.fk(q[None])[0] if kin is not None else self.robot.fk(torch.as_tensor(q)).numpy()
 
-    def _consistency(self, limits, seed: np.ndarray | None) -> np.ndarray | None:
+    def _consistency(self, limits: float | Sequence[float] | None, seed: np.ndarray | None) -> np.ndarray | None:
         """Local mode's per-joint distance (n,) [rad or m] from ``consistency_limits``, or None (global)."""
         if limits is None:
             return None
@@ -494,7 +500,7 @@ class IKPipeline:
         if d is not None and not (_finite_number(d) and 0 <= d <= 1):
             raise InvalidRequestError(f"diversity must be a number in [0, 1] (or None: automatic), got {d!r}")
 
-    def _seed(self, seed) -> np.ndarray | None:
+    def _seed(self, seed: np.ndarray | Sequence[float] | None) -> np.ndarray | None:
         if seed is None:
             return None
         try:
@@ -664,7 +670,8 @@ class IKPipeline:
             return False
         return self.config.collision_guidance == "always" or round_ > 0
 
-    def _chunks(self, plan: _Plan, todo: list[int], sizer: ChunkSizer, rows_per_target: int, done=lambda i: False):
+    def _chunks(self, plan: _Plan, todo: list[int], sizer: ChunkSizer, rows_per_target: int,
+                done: Callable[[int], bool] = lambda i: False) -> Iterator[tuple[list[int], int]]:
         """Yield (target indices, rows per target) of the solver calls of one round (``rows_per_target``
         candidates for each target in ``todo``, none more for a target once ``done(i)``: it has all its
         valid solutions), sized when each is due; stops at the deadline. Breadth
@@ -796,7 +803,8 @@ class IKPipeline:
         return (np.concatenate(q), np.concatenate(pe), np.concatenate(re), np.concatenate(coll),
                 np.concatenate(valid), cost, np.concatenate(first))
 
-    def _order(self, plan: _Plan, q, pe, valid, cost, first) -> np.ndarray:
+    def _order(self, plan: _Plan, q: np.ndarray, pe: np.ndarray, valid: np.ndarray, cost: np.ndarray | None,
+               first: np.ndarray) -> np.ndarray:
         """Row order by the solver's ranking rule (:func:`~ikdiffuser_ros.solver.rank`), except that a
         valid solution from the seed (``first``) comes before all others."""
         if len(q) == 1:
@@ -805,7 +813,8 @@ class IKPipeline:
         lead = (first & valid)[order]
         return np.concatenate([order[lead], order[~lead]])
 
-    def _ranked(self, plan: _Plan, q, pe, valid, cost) -> np.ndarray:
+    def _ranked(self, plan: _Plan, q: np.ndarray, pe: np.ndarray, valid: np.ndarray, cost: np.ndarray | None
+                ) -> np.ndarray:
         qt, vt = torch.as_tensor(q), torch.as_tensor(valid)
         unique = unique_mask(qt[None], vt[None], self.solver.config.dedup_tol, self.solver.wrapping)
         seed_rows = None if plan.seed is None else torch.as_tensor(plan.seed).expand(len(q), -1)
