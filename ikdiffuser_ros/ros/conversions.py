@@ -14,6 +14,7 @@ Euler angles of planar/floating joints are ``Rz(yaw) Ry(pitch) Rx(roll)``
 
 from __future__ import annotations
 
+import array
 import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -206,7 +207,7 @@ class JointStateLayout:
         out = []
         for row in q.tolist():
             js = JointState()
-            js.header.frame_id, js.name, js.position = frame_id, list(names), row + tail
+            js.header.frame_id, js.name, js.position = frame_id, list(names), array.array("d", row + tail)
             out.append(js)
         return out
 
