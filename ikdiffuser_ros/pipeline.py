@@ -394,10 +394,12 @@ class IKPipeline:
             self.answer(IKQuery([target], num_solutions=8, max_rounds=1, timeout=30.0, avoid_collisions=True))
         return time.monotonic() - t0
 
-    def forward_kinematics(self, q: np.ndarray | Sequence[float], links: list[str], frame: str = "") -> np.ndarray:
+    def forward_kinematics(self, q: np.ndarray | Sequence[float], links: list[str], frame: str = "",
+                           external: Mapping[str, np.ndarray] | None = None) -> np.ndarray:
         """Poses (M, L, 4, 4) of any ``links`` of the robot at joint states ``q`` ((n,) or (M, n) [rad or m],
-        in ``robot.joint_names`` order), expressed in ``frame`` (a link of the robot; "" = the root
-        frame). Joints outside the model's active ones are at their default values.
+        in ``robot.joint_names`` order), expressed in ``frame`` (a link of the robot, "" = the root frame, or
+        a frame of ``external``: ``{name: T_root_frame}`` as :attr:`IKQuery.external_frames`). Joints outside
+        the model's active ones are at their default values.
 
         Raises:
             InvalidRobotStateError: q is not finite or has the wrong shape.
@@ -417,8 +419,9 @@ class IKPipeline:
             if link not in self.robot.urdf.links:
                 raise UnknownLinkError(link, valid, "is not a link of the robot", "forward kinematics")
         frame = self.frames.normalize(frame)
-        if not self.frames.known(frame):
-            self.frames.T_root(frame, what="forward kinematics")  # raises UnknownFrameError
+        if not self.frames.known(frame):  # a frame outside the robot, or UnknownFrameError
+            T_frame_root = np.linalg.inv(self.frames.T_root(frame, what="forward kinematics", external=external))
+            return T_frame_root @ self.forward_kinematics(qa, links)
         names = list(links) + ([] if frame == self.robot.root_frame else [frame])
         T = self.robot.fk_links(torch.as_tensor(qa), names).numpy() if names else np.zeros((len(qa), 0, 4, 4))
         if frame == self.robot.root_frame:

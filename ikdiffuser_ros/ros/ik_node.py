@@ -515,9 +515,14 @@ class IKDiffuserNode(Node):
 
     def _on_compute_fk(self, request: GetPositionFK.Request,
                        response: GetPositionFK.Response) -> GetPositionFK.Response:
-        """Executor thread: compute_fk (FK only: no solver, no queue)."""
+        """Executor thread: compute_fk (FK only: no solver, no queue); a ``header.frame_id`` outside the robot
+        through tf2 (at the header's stamp, else the latest) or ``fixed_frame_transforms``."""
         try:
-            return moveit_fk.answer(self.pipeline, self.layout, request, response)
+            frame = self.pipeline.frames.normalize(request.header.frame_id)
+            external = None if self.pipeline.frames.known(frame) else self.tf_frames.external_frames(
+                [frame], {frame: request.header.stamp} if request.header.stamp.sec or request.header.stamp.nanosec
+                else None)
+            return moveit_fk.answer(self.pipeline, self.layout, request, response, external)
         except IKDiffuserError as exc:
             return moveit_bridge.fail(response, error_code(exc, moveit=True), str(exc))
         except Exception as exc:  # noqa: BLE001 - a bug: logged with its traceback, answered, the node serves on
