@@ -31,6 +31,7 @@ device and thread settings.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import time
 from dataclasses import dataclass, field
@@ -220,16 +221,10 @@ class IKDiffuserSolver:
             plan = sampling_plan(self.loaded.schedule, steps, tail)
             q = self.native_sampler.sample(x, T_rows, batch.rows(batch.mask), batch.rows(batch.pos_only), plan, deadline,
                                            eta, step_noise(x, len(plan), "ddim", eta, generator))
-        else:
-            per_row = batch.box_bounds is not None  # jittered targets: each row its own target
-
-            def per(x: torch.Tensor) -> torch.Tensor:
-                return batch.rows(x) if per_row else x
-
-            ee_pos, ee_rot6d = targets_from_poses((T_rows if per_row else batch.T).float())
-            q = sample(self.loaded, ee_pos, ee_rot6d, per(batch.mask), per(batch.pos_only), 1 if per_row else batch.N,
-                       method=sampler, eta=eta,
-                       steps=steps, tail_steps=tail, guidance_scale=self.config.guidance_scale,
+        else:  # one target per row (the same rows, target-major, as N samples of each of B targets)
+            ee_pos, ee_rot6d = targets_from_poses(T_rows.float())
+            q = sample(self.loaded, ee_pos, ee_rot6d, batch.rows(batch.mask), batch.rows(batch.pos_only), 1,
+                       method=sampler, eta=eta, steps=steps, tail_steps=tail, guidance_scale=self.config.guidance_scale,
                        guidance_clip=self.config.guidance_clip, generator=generator, guidance=cost, deadline=deadline)
         timings["sample"] = time.monotonic() - t
         return batch.with_locked(q.reshape(batch.B * batch.N, batch.n).to(torch.float64))
@@ -261,18 +256,17 @@ class IKDiffuserSolver:
     def _refine(self, batch: "SolveBatch", q: torch.Tensor, cost, deadline, timings, bounds=None) -> RefineResult:
         """LM refinement, then the null-space objective polish when there is a cost: (M, n) -> RefineResult."""
         t = time.monotonic()
-        rows = dict(frozen=batch.frozen, tip_points=batch.rows(batch.tip_points), box=batch.box_rows())
-        lm = refine_fn(self.robot) if self.native_kinematics is None or rows["box"] is not None \
-            else self.native_kinematics.refine  # per-axis tolerances: the torch LM
-        if rows["box"] is None:
-            del rows["box"]
+        rows = dict(frozen=batch.frozen, tip_points=batch.rows(batch.tip_points))
+        box = batch.box_rows()  # per-axis tolerances: only the torch LM has them
+        lm = self.native_kinematics.refine if self.native_kinematics is not None and box is None \
+            else functools.partial(refine, self.robot, box=box)
         res = lm(q, batch.rows(batch.T), batch.rows(batch.mask), batch.rows(batch.pos_only), self.config.refine,
                  deadline, bounds=bounds, **rows)
         timings["refine"] = time.monotonic() - t
         t = time.monotonic()
         if cost is not None:
             res = polish(self.robot, res, batch.rows(batch.T), cost, batch.rows(batch.mask),
-                         batch.rows(batch.pos_only), self.config.refine, self.config.polish, deadline, **rows)
+                         batch.rows(batch.pos_only), self.config.refine, self.config.polish, deadline, box=box, **rows)
         timings["polish"] = time.monotonic() - t
         return res
 
@@ -430,8 +424,3 @@ def rank(unique: torch.Tensor, valid: torch.Tensor, key: torch.Tensor) -> torch.
     group = torch.where(unique, 0, torch.where(valid, 1, 2)).to(torch.float64)
     order = torch.sort(key, dim=-1, stable=True).indices
     return order.gather(-1, torch.sort(group.gather(-1, order), dim=-1, stable=True).indices)
-
-
-def refine_fn(model: RobotModel):
-    """The torch LM bound to ``model``, with :meth:`NativeKinematics.refine`'s signature."""
-    return lambda *args, **kwargs: refine(model, *args, **kwargs)
