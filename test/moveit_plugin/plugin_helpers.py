@@ -27,7 +27,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "test" / "ros"))
-from ik_helpers import installed_executable, shipped_model_for, train_tiny  # noqa: E402
+from ik_helpers import installed_executable, shipped_model_for, stop_process, train_tiny  # noqa: E402
 
 ENV_SH = REPO / "moveit_ws" / "env.sh"
 CHECK = REPO / "moveit_ws" / "install" / "ikdiffuser_kinematics_plugin" / "lib" / "ikdiffuser_kinematics_plugin" \
@@ -121,11 +121,7 @@ def node_process(robot: str, name: str, folder: Path) -> Iterator[subprocess.Pop
     try:
         yield proc
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop_process(proc)
 
 
 def main() -> None:

@@ -110,6 +110,16 @@ def served(context, robot: str, node_name: str, srv_type, service: str, tmp: Pat
         runner.close()
 
 
+def stop_process(proc: subprocess.Popen, timeout: float = 10.0) -> None:
+    """Terminate a node process and wait for it; kill it if it is still running after ``timeout`` [s]."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 def pose_stamped(T: np.ndarray, frame: str = ""):
     from geometry_msgs.msg import PoseStamped
 

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from ik_helpers import REPO, installed_executable, node_env, shipped_model_for, train_tiny
+from ik_helpers import REPO, installed_executable, node_env, shipped_model_for, stop_process, train_tiny
 
 DOC = REPO / "docs" / "ros_node.md"
 SECTION = "## From the command line"
@@ -131,12 +131,7 @@ def baxter_node(tmp_path_factory, daemon_stopped_afterwards) -> Iterator[subproc
         _wait_discovered()
         yield proc
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc, timeout=20)
 
 
 def _wait_ready(proc: subprocess.Popen, log: Path) -> None:
