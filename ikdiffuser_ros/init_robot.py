@@ -199,7 +199,7 @@ def robot_yaml_text(name: str, urdf: str, srdf: list[str], end_effectors: list[s
     else:
         lines.append("groups: {}   # name: [end-effector links], added to the SRDF's groups")
     lines += ["joint_limits: {}   # joint: [lower, upper] in rad or m, overriding the URDF's",
-              "locked_joints: []   # joints held at their default value (0 clamped into the limits)"]
+              "locked_joints: []   # joints held at their default value (MoveIt's: 0, or the middle of a range without 0)"]
     return "\n".join(lines) + "\n"
 
 

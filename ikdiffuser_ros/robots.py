@@ -51,7 +51,7 @@ ROBOT_KEYS: dict[str, str] = {
     "xacro_args": "mapping of xacro argument name -> value, for *.xacro descriptions",
     "joint_limits": "mapping of joint (variable) name -> [lower, upper] in rad or m, overriding the URDF",
     "groups": "mapping of planning-group name -> list of end-effector links (added to the SRDF's groups)",
-    "locked_joints": "list of joints held at their default value (0 clamped into the limits)",
+    "locked_joints": "list of joints held at their default value (MoveIt's: 0, or the middle of a range without 0)",
 }
 #: Suffixes of the companion files of a robot YAML outside config/robots (module docstring).
 SPHERES_SUFFIX, TRAINING_SUFFIX, COLLISIONS_SUFFIX = ".spheres.json", ".training.yaml", ".collisions.srdf"

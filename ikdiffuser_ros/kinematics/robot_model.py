@@ -23,8 +23,8 @@ Finite ranges for unbounded variables (documented defaults, overridable with
 
 Joints that are not active (a head pan, gripper fingers, or any joint named in
 ``locked_joints``, e.g. the SRDF's planar base of a robot used with a fixed
-base) stay at their *passive* value: 0 clamped into their limits, as MoveIt's
-default state.
+base) stay at their *passive* value: MoveIt's default state (0 when the range holds it, else
+the middle of the range, as ``JointModel::getVariableDefaultPositions``).
 """
 
 from __future__ import annotations
@@ -227,10 +227,10 @@ class RobotModel:
         self.upper = torch.tensor([r[1] for r in ranges], dtype=torch.float64)
 
     def passive_value(self, joint: JointSpec) -> float:
-        """Value of a joint that is not active: 0 clamped into its limits."""
+        """Value of a joint that is not active: MoveIt's default (0 if within its limits, else their middle)."""
         if joint.lower is None:
             return 0.0
-        return float(min(max(0.0, joint.lower), joint.upper))
+        return 0.0 if joint.lower <= 0.0 <= joint.upper else 0.5 * (joint.lower + joint.upper)
 
     def _build_tree(self, links: Sequence[str]) -> KinematicTree:
         """The :class:`KinematicTree` for these frames (links or the root frame); see :class:`_TreeBuilder`."""
@@ -288,8 +288,10 @@ class RobotModel:
         return self.lower.to(dtype=dtype, device=device), self.upper.to(dtype=dtype, device=device)
 
     def default_positions(self) -> torch.Tensor:
-        """(n,) MoveIt-style default state: 0 clamped into the limits."""
-        return torch.minimum(torch.maximum(torch.zeros_like(self.lower), self.lower), self.upper)
+        """(n,) MoveIt's default state: 0 where the limits hold it, else the middle of the range
+        (``JointModel::getVariableDefaultPositions`` of revolute, prismatic and planar/floating variables)."""
+        zero_ok = (self.lower <= 0) & (self.upper >= 0)
+        return torch.where(zero_ok, torch.zeros_like(self.lower), 0.5 * (self.lower + self.upper))
 
     def index_of(self, joint_name: str) -> int:
         """Position of an active variable in :attr:`joint_names`."""

@@ -75,7 +75,8 @@ def test_mimic_of_a_joint_off_the_path_makes_the_leader_active():
 
 def test_passive_mimic_follows_passive_leader():
     """A mimic joint off the path whose leader is passive: both stay at their passive values;
-    a locked leader keeps its mimic on the path at multiplier * passive(leader) + offset."""
+    a locked leader keeps its mimic on the path at multiplier * passive(leader) + offset, the passive
+    value being MoveIt's default (0 is outside [0.5, 1]: the middle, 0.75)."""
     extra = '<link name="side"/><joint name="j_side" type="revolute"><parent link="base"/><child link="side"/>' \
             '<axis xyz="0 0 1"/><limit lower="0.5" upper="1"/></joint>'
     xml = arm('<limit lower="-5" upper="5"/><mimic joint="j_side" multiplier="2" offset="0.1"/>', extra)
@@ -83,7 +84,7 @@ def test_passive_mimic_follows_passive_leader():
     explicit = RobotModel.from_urdf(EXPLICIT, end_effectors=["tip"])
     assert model.joint_names == ["j1", "j2"]
     q = torch.tensor([[0.3, -0.7]], dtype=torch.float64)
-    expected = explicit.fk(torch.tensor([[0.3, -0.7, 2 * 0.5 + 0.1]], dtype=torch.float64))
+    expected = explicit.fk(torch.tensor([[0.3, -0.7, 2 * 0.75 + 0.1]], dtype=torch.float64))
     torch.testing.assert_close(model.fk(q), expected, atol=1e-12, rtol=0)
 
 
@@ -199,3 +200,16 @@ def test_urdf_floating_joint_and_prismatic_mimic_of_off_path_leader():
     pos, rot = pose_error(T, torch.from_numpy(O @ F @ P))
     assert pos <= 1e-12 and rot <= 1e-12
     assert (model.jacobian(q) - fd_jacobian(model, q)).abs().max().item() <= 1e-6
+
+
+def test_default_positions_are_moveits():
+    """MoveIt's default state (``JointModel::getVariableDefaultPositions``): 0 where the range holds it,
+    else the middle of the range (panda's joint 4 is [-3.0718, -0.0698])."""
+    from ikdiffuser_ros.robots import load_robot
+
+    panda = load_robot("panda")
+    default = panda.default_positions()
+    j4 = panda.index_of("panda_joint4")
+    assert default[j4].item() == (panda.lower[j4].item() + panda.upper[j4].item()) / 2
+    others = [i for i in range(panda.n_joints) if i != j4]
+    assert bool((default[others] == 0).all())
