@@ -10,7 +10,9 @@ validated by the pipeline: the one front door, :meth:`IKPipeline.answer`) and pr
 
 1. **sample**: :func:`sampling.sampler.sample` (the compiled sampler for unguided DDIM on CPU)
    with the cost as guidance; with ``restarts`` r > 1, N / r samples per target, each the LM's
-   start r times (as it is and perturbed).
+   start r times (as it is and perturbed). Joints that span more than a turn (``+-2 pi``) are
+   learnt in one turn; each sample takes the copy (2 pi apart) nearest the seed, else a random
+   one within the limits (:func:`~ikdiffuser_ros.kinematics.joint_kinds.unfold_turns`).
 2. **refine**: a batched Levenberg-Marquardt polish of the samples (:func:`sampling.lm.refine`,
    or the compiled :meth:`~ikdiffuser_ros.native.NativeKinematics.refine`).
 3. **polish** (a cost): converged rows descend the cost in the null space of the task
@@ -42,7 +44,7 @@ import torch
 from ikdiffuser_ros import native
 from ikdiffuser_ros.collision.spheres import SphereModel
 from ikdiffuser_ros.errors import InvalidRequestError
-from ikdiffuser_ros.kinematics.joint_kinds import joint_kinds, project_to_limits
+from ikdiffuser_ros.kinematics.joint_kinds import full_turns, joint_kinds, learnt_box, project_to_limits, unfold_turns
 from ikdiffuser_ros.kinematics.robot_model import RobotModel
 from ikdiffuser_ros.model.checkpoint import load_checkpoint
 from ikdiffuser_ros.robots import load_robot
@@ -108,6 +110,7 @@ class IKDiffuserSolver:
         self._sphere_model = sphere_model
         self._sphere_tried = sphere_model is not None
         self.prismatic, self.wrapping = joint_kinds(robot)
+        self.turns = full_turns(robot)
         self.native_kinematics, self.native_sampler = self._native_parts(loaded, robot, config)
         n_model = loaded.denoiser.config.n_joints
         e_model = loaded.denoiser.config.n_ee
@@ -226,8 +229,11 @@ class IKDiffuserSolver:
             q = sample(self.loaded, ee_pos, ee_rot6d, batch.rows(batch.mask), batch.rows(batch.pos_only), 1,
                        method=sampler, eta=eta, steps=steps, tail_steps=tail, guidance_scale=self.config.guidance_scale,
                        guidance_clip=self.config.guidance_clip, generator=generator, guidance=cost, deadline=deadline)
+        q = q.reshape(batch.B * batch.N, batch.n).to(torch.float64)
+        lower, upper = self.robot.limits(torch.float64, q.device)
+        q = unfold_turns(q, lower, upper, self.turns, batch.seed_rows, generator)
         timings["sample"] = time.monotonic() - t
-        return batch.with_locked(q.reshape(batch.B * batch.N, batch.n).to(torch.float64))
+        return batch.with_locked(q)
 
     def plan_of(self, refined: bool, steps: int | None = None, diversity: float = 0.0) -> tuple[int, int]:
         """(DDIM steps, tail passes) of a call: ``steps``, else :attr:`SolverConfig.steps`, else the card's
@@ -242,14 +248,16 @@ class IKDiffuserSolver:
 
     def _spread(self, q: torch.Tensor, few: "SolveBatch", N: int, random_seed: int | None) -> torch.Tensor:
         """(B * K, n) samples -> (B * N, n) LM starts: each sample repeated, the first copy as it is, the
-        others with Gaussian noise of ``restart_spread`` x each joint's range (wrapped, within limits)."""
+        others with Gaussian noise of ``restart_spread`` x each joint's range (one turn for the joints
+        of :func:`full_turns`; wrapped, within limits)."""
         B, K, n = few.B, few.N, few.n
         reps = -(-N // K)
         rows = q.view(B, K, 1, n).expand(B, K, reps, n).reshape(B, K * reps, n)[:, :N]
         g = torch.Generator(device=q.device).manual_seed(0 if random_seed is None else int(random_seed) + 1)
         lower, upper = self.robot.limits(torch.float64, q.device)
+        box_lower, box_upper = learnt_box(self.robot)
         noise = torch.randn(B, K * reps, n, generator=g, dtype=q.dtype, device=q.device)[:, :N]
-        noise = noise * self.config.restart_spread * (upper - lower)
+        noise = noise * self.config.restart_spread * (box_upper - box_lower).to(q)
         noise[:, ::reps] = 0.0
         return project_to_limits((rows + noise).reshape(B * N, n), lower, upper, self.wrapping.to(q.device))
 

@@ -5,6 +5,11 @@ translations) and which are angles that wrap (``-pi`` and ``pi`` the same value:
 planar theta, floating yaw / roll with the default ``[-pi, pi]`` range); :func:`wrap_to_pi` and
 :func:`project_to_limits` bring values into range accordingly. Used by the LM, the polish, the
 de-duplication, the objectives and the compiled path alike.
+
+:func:`full_turns` says which angles span more than one turn without wrapping (a UR arm's
+``+-2 pi`` joints): each configuration has copies ``2 pi`` apart with the same poses. The prior
+learns such a joint in one turn (:func:`learnt_box`, :func:`fold_turns`) and the solver spreads its
+samples back over the copies within the limits (:func:`unfold_turns`).
 """
 
 from __future__ import annotations
@@ -39,6 +44,51 @@ def joint_kinds(model: RobotModel) -> tuple[torch.Tensor, torch.Tensor]:
         prismatic.append(is_lin)
         wrapping.append(periodic and full)
     return torch.tensor(prismatic), torch.tensor(wrapping)
+
+
+#: One turn [rad].
+TURN = 2 * math.pi
+
+
+def full_turns(model: RobotModel) -> torch.Tensor:
+    """(n,) bool: angles whose range spans more than one turn and does not wrap (``+-2 pi``
+    revolute joints): the configurations 2 pi apart are copies with the same poses."""
+    prismatic, wrapping = joint_kinds(model)
+    return ~prismatic & ~wrapping & (model.upper - model.lower > TURN + 1e-9)
+
+
+def learnt_box(model: RobotModel) -> tuple[torch.Tensor, torch.Tensor]:
+    """(lower, upper) (n,) float64 of the joint box the prior learns: the limits, but one turn
+    ``[mid - pi, mid + pi]`` around the middle of the range for :func:`full_turns` joints."""
+    turns = full_turns(model)
+    mid = 0.5 * (model.lower + model.upper)
+    return torch.where(turns, mid - math.pi, model.lower), torch.where(turns, mid + math.pi, model.upper)
+
+
+def fold_turns(q: torch.Tensor, lower: torch.Tensor, turns: torch.Tensor) -> torch.Tensor:
+    """``q`` (..., n) with each ``turns`` joint moved by whole turns into ``[lower, lower + 2 pi)``
+    (``lower`` (n,): :func:`learnt_box`'s)."""
+    lower, turns = lower.to(q), turns.to(q.device)
+    return torch.where(turns, lower + torch.remainder(q - lower, TURN), q)
+
+
+def unfold_turns(q: torch.Tensor, lower: torch.Tensor, upper: torch.Tensor, turns: torch.Tensor,
+                 reference: torch.Tensor | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Each ``turns`` joint of ``q`` (M, n) moved to one of its copies ``q + 2 pi k`` within
+    ``[lower, upper]`` (n,): the copy nearest ``reference`` (M, n) when given (the seed, as a
+    robot's current state), else one drawn uniformly (the spread of uniform configurations over
+    the full range). Other joints and values with no copy in the limits are returned as they are."""
+    if not bool(turns.any()):
+        return q
+    lower, upper, turns = lower.to(q), upper.to(q), turns.to(q.device)
+    k_min = torch.ceil((lower - q) / TURN - 1e-9)
+    k_max = torch.floor((upper - q) / TURN + 1e-9)
+    if reference is not None:
+        k = torch.round((reference.to(q) - q) / TURN).clamp(k_min, k_max)
+    else:
+        u = torch.rand(q.shape, generator=generator, dtype=q.dtype, device=q.device)
+        k = torch.minimum(k_min + torch.floor(u * (k_max - k_min + 1)), k_max)
+    return torch.where(turns & (k_max >= k_min), q + TURN * k, q)
 
 
 def wrap_to_pi(x: torch.Tensor) -> torch.Tensor:

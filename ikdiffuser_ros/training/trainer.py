@@ -44,6 +44,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from ikdiffuser_ros.kinematics.joint_kinds import fold_turns, full_turns, learnt_box
 from ikdiffuser_ros.model.checkpoint import ARCHITECTURES, LoadedModel, hardware_info, save_checkpoint
 from ikdiffuser_ros.model.denoiser import IKDenoiser
 from ikdiffuser_ros.model.feedback import FeedbackTargets, KinematicFeedback
@@ -86,6 +87,10 @@ class TrainConfig:
     reject_self_collision: bool = False
     #: ``spheres`` (fast, conservative vs FCL) or ``fcl`` (exact; for robots the sphere model over-flags).
     collision_filter: str = "spheres"
+    #: learn joints whose range spans more than a turn (``+-2 pi``) in one turn around the middle of
+    #: their range (:func:`~ikdiffuser_ros.kinematics.joint_kinds.learnt_box`): the copies 2 pi apart
+    #: are removed from the data, the solver spreads the samples back over them.
+    fold_full_turns: bool = True
     # -- optimisation
     batch_size: int = 512
     lr: float = 1e-3
@@ -444,7 +449,8 @@ def _normalizer_and_prior(config: TrainConfig, robot, model, ema, stat_pos: torc
     fitted to the joint limits and the (M, E, 3) end-effector positions ``stat_pos`` [m], and no totals."""
     if config.init_from:
         return _warm_start(config, robot, model, ema, device)
-    return Normalizer.fit(robot.lower, robot.upper, stat_pos).to(device), {}
+    lower, upper = learnt_box(robot) if config.fold_full_turns else robot.limits()
+    return Normalizer.fit(lower, upper, stat_pos).to(device), {}
 
 
 def _resume_state(run: _Run, out: Path) -> None:
@@ -493,6 +499,8 @@ def _train_step(run: _Run, lr: float) -> float:
     q, pos, rot6d = run.source.batch(c.batch_size)
     keep, pos_only = random_masks(c.batch_size, E, c.p_keep_ee, c.p_pos_only, run.gens["data"])
     q, pos, rot6d, keep, pos_only = (x.to(dev) for x in (q, pos, rot6d, keep, pos_only))
+    if c.fold_full_turns:
+        q = fold_turns(q, learnt_box(run.robot)[0], full_turns(run.robot))
     x0 = run.normalizer.normalize_joints(q)
     t = torch.randint(0, c.num_train_steps, (c.batch_size,), generator=run.gens["noise"]).to(dev)
     eps = torch.randn(x0.shape, generator=run.gens["noise"]).to(dev)
