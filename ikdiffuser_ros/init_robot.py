@@ -210,7 +210,7 @@ def training_yaml_text(name: str, robot_yaml: Path, in_package: bool) -> str:
     return (f"# Training config of {name}: the recipe of every shipped model. Add TrainConfig fields below to\n"
             "# change it (ikdiffuser_ros/training/trainer.py; e.g. dataset_size, collision_filter, model: {d_model: 128}).\n"
             f"#   OMP_NUM_THREADS=1 ikdiffuser train --robot {robot} --max-minutes 120 [--resume-from <model dir>]\n"
-            f"extends: {extends}\n")
+            f"extends: {extends}\n" + (f"robot: {name}\n" if in_package else ""))
 
 
 def init_robot(urdf: str, srdf: list[str] = (), name: str | None = None, end_effectors: list[str] | None = None,
