@@ -11,8 +11,9 @@ validated by the pipeline: the one front door, :meth:`IKPipeline.answer`) and pr
 1. **sample**: :func:`sampling.sampler.sample` (the compiled sampler for unguided DDIM on CPU)
    with the cost as guidance; with ``restarts`` r > 1, N / r samples per target, each the LM's
    start r times (as it is and perturbed). Joints that span more than a turn (``+-2 pi``) are
-   learnt in one turn; each sample takes the copy (2 pi apart) nearest the seed, else a random
-   one within the limits (:func:`~ikdiffuser_ros.kinematics.joint_kinds.unfold_turns`).
+   learnt in one turn; each sample takes the copy (2 pi apart) nearest the seed, else (diverse
+   answers) a random one within the limits, else the one nearest the middle of the range
+   (:func:`~ikdiffuser_ros.kinematics.joint_kinds.unfold_turns`).
 2. **refine**: a batched Levenberg-Marquardt polish of the samples (:func:`sampling.lm.refine`,
    or the compiled :meth:`~ikdiffuser_ros.native.NativeKinematics.refine`).
 3. **polish** (a cost): converged rows descend the cost in the null space of the task
@@ -231,9 +232,19 @@ class IKDiffuserSolver:
                        guidance_clip=self.config.guidance_clip, generator=generator, guidance=cost, deadline=deadline)
         q = q.reshape(batch.B * batch.N, batch.n).to(torch.float64)
         lower, upper = self.robot.limits(torch.float64, q.device)
-        q = unfold_turns(q, lower, upper, self.turns, batch.seed_rows, generator)
+        q = unfold_turns(q, lower, upper, self.turns, self._turn_reference(batch, q, diversity), generator)
         timings["sample"] = time.monotonic() - t
         return batch.with_locked(q)
+
+    def _turn_reference(self, batch: "SolveBatch", q: torch.Tensor, diversity: float) -> torch.Tensor | None:
+        """Where the joints of :attr:`turns` take their copy (:func:`unfold_turns`): near the seed (M, n) when
+        there is one; anywhere within the limits (None: drawn) when diverse answers are asked; else near the
+        middle of the range, the copy farthest from the limits."""
+        if batch.seed is not None:
+            return batch.seed_rows
+        if diversity > 0:
+            return None
+        return (0.5 * (self.robot.lower + self.robot.upper)).to(q).expand_as(q)
 
     def plan_of(self, refined: bool, steps: int | None = None, diversity: float = 0.0) -> tuple[int, int]:
         """(DDIM steps, tail passes) of a call: ``steps``, else :attr:`SolverConfig.steps`, else the card's

@@ -5,6 +5,7 @@ ranking belong to the pipeline (test/pipeline)."""
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -14,6 +15,8 @@ from ikdiffuser_ros.errors import CheckpointError, ConfigError
 from ikdiffuser_ros.kinematics.transforms import rotation_angle
 from ikdiffuser_ros.pipeline import PipelineConfig
 from ikdiffuser_ros.solver import IKDiffuserSolver
+
+ROOT = Path(__file__).resolve().parents[2]
 
 POS_TOL, ROT_TOL = 1e-5, 1e-4
 
@@ -172,3 +175,31 @@ def test_shipped_mlp_guided_rows_and_restarts(panda, shipped_panda):
     spread = solve_rows(shipped_panda, T, 16, random_seed=1, restarts=4)
     assert spread.success.double().mean() > 0.7
     assert (spread.q[:, 1:] - spread.q[:, :1]).abs().amax(-1).gt(1e-3).any(-1).all()  # not 16 copies of one
+
+
+def test_full_turn_joints_take_the_copy_the_caller_expects():
+    """UR5 (+-2 pi wrists and shoulder pan, learnt in one turn): with a seed the samples take the
+    copies nearest it (a wrist wound to 5 rad stays there), without one the copies nearest the middle
+    of the range, and diverse answers spread over the copies within the limits."""
+    import math
+
+    from ikdiffuser_ros.solver import SolveBatch
+
+    solver = IKDiffuserSolver.from_checkpoint(ROOT / "models" / "ur5", "ur5")
+    robot = solver.robot
+    q_true = torch.tensor([[5.0, -1.2, 1.4, -1.0, 4.5, -5.2]], dtype=torch.float64)
+    T = robot.fk(q_true)
+    turns = solver.turns
+    seed = q_true + 0.01
+    seeded = solver.run(SolveBatch.of(T, 16, 6, seed=seed), refine=False, random_seed=0)["q"]
+    for shift in (-2 * math.pi, 2 * math.pi):  # no other copy within the limits is nearer the seed
+        other = seeded + shift
+        inside = (other >= robot.lower) & (other <= robot.upper)
+        nearer = (other - seed).abs() < (seeded - seed).abs() - 1e-9
+        assert not bool((inside & nearer)[:, turns].any())
+    assert bool((seeded[:, 0] > math.pi).any())  # the shoulder pan wound past pi, as the seed
+    plain = solver.run(SolveBatch.of(T, 16, 6), refine=False, random_seed=0)["q"]
+    assert bool((plain[:, turns].abs() <= math.pi + 1e-9).all())
+    diverse = solver.run(SolveBatch.of(T, 256, 6), refine=False, random_seed=0, diversity=1.0)["q"]
+    assert bool((diverse[:, turns].abs() > math.pi).any(0).all())
+    assert bool(((diverse >= robot.lower) & (diverse <= robot.upper)).all())
