@@ -1,6 +1,8 @@
 """Learning curves: held-out raw-sample error against cumulative training hours, one line per robot.
 
 ``python -m ikdiffuser_ros.training.learning_curve models/panda models/baxter ... --out docs/img/learning_curves.png``
+(``--table``: also print, per model, the steps and hours to a DDIM-20 raw median of 50 mm and the last point,
+as a markdown table.)
 
 Each checkpoint directory holds ``learning_curve.jsonl`` (the ``metrics.jsonl`` lines of every run
 that led to it, copied when the model is shipped). Lines without ``total_hours`` (older runs) get
@@ -26,6 +28,23 @@ def read_curve(directory: str | Path) -> list[dict]:
     for row in rows:
         row.setdefault("total_hours", row.get("total_steps", row["step"]) * hours_per_step)
     return sorted(rows, key=lambda r: r["total_hours"])
+
+
+def first_below(rows: list[dict], mm: float) -> dict | None:
+    """The first row of a curve whose median raw position error is at most ``mm`` [mm] (None if none is)."""
+    return next((r for r in rows if r["pos_mm_median"] <= mm), None)
+
+
+def table(directories: list[str | Path], mm: float = 50.0) -> str:
+    """Markdown rows: model, steps and hours to ``mm`` [mm] (or "not yet"), and the last point's steps and median."""
+    lines = [f"| model | steps to {mm:.0f} mm | hours to {mm:.0f} mm | last: steps, median [mm] |", "|---|---:|---:|---:|"]
+    for d in directories:
+        rows = read_curve(d)
+        hit, last = first_below(rows, mm), rows[-1]
+        reach = (f"{hit.get('total_steps', hit['step']):,} | {hit['total_hours']:.2f}" if hit else "not yet | not yet")
+        lines.append(f"| {Path(d).name} | {reach} | {last.get('total_steps', last['step']):,}, "
+                     f"{last['pos_mm_median']:.1f} |")
+    return "\n".join(lines)
 
 
 def plot(directories: list[str | Path], out: str | Path) -> Path:
@@ -60,8 +79,11 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("checkpoints", nargs="+", help="checkpoint directories with learning_curve.jsonl")
     ap.add_argument("--out", default="docs/img/learning_curves.png")
+    ap.add_argument("--table", action="store_true", help="also print the steps to a 50 mm median per model")
     args = ap.parse_args(argv)
     print(plot(args.checkpoints, args.out))
+    if args.table:
+        print(table(args.checkpoints))
     return 0
 
 

@@ -3,7 +3,7 @@
 import json
 import shutil
 
-from ikdiffuser_ros.training.learning_curve import CURVE_FILE, plot, read_curve
+from ikdiffuser_ros.training.learning_curve import CURVE_FILE, plot, read_curve, table
 from ikdiffuser_ros.training.trainer import TrainConfig, train
 
 
@@ -24,3 +24,13 @@ def test_curve_has_cumulative_hours_and_plots(tmp_path):
     assert hours == sorted(hours) and all(h >= 0 for h in hours)
     out = plot([shipped], tmp_path / "curves.png")
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_table_gives_the_steps_to_50_mm_of_the_shipped_panda():
+    """The shipped panda's curve first reads <= 50 mm at 6 000 steps (docs/training.md's table)."""
+    from pathlib import Path
+
+    panda = Path(__file__).resolve().parents[2] / "models" / "panda"
+    row = table([panda]).splitlines()[2]
+    assert row.startswith("| panda | 6,000 |")
+    assert "not yet" in table([panda], mm=0.1)
