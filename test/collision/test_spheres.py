@@ -158,7 +158,7 @@ def test_world_distance_box_and_cylinder_sdf():
 
 
 def test_world_distance_oriented_box_and_acm(panda, panda_spheres):
-    q = panda.default_positions()[None].clone()
+    q = torch.zeros_like(panda.lower).clamp(panda.lower, panda.upper)[None]  # upright, the hand on top
     c = panda_spheres.sphere_centers(q)[0]
     k = int(torch.argmax(c[:, 2]))  # the highest sphere
     R = torch.tensor([[0.0, -1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 1.0]], dtype=torch.float64)  # 90 deg about z
