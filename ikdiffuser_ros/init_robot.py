@@ -236,7 +236,7 @@ def init_robot(urdf: str, srdf: list[str] = (), name: str | None = None, end_eff
     existing = [p for p in (robot_yaml, collisions, sphere_path, training_path) if p.exists()]
     if existing and not force:
         raise InitRobotError(f"would overwrite {', '.join(map(str, existing))} (--force to replace them)")
-    notes = _virtual_joint_notes(model)
+    notes = _virtual_joint_notes(model) + _full_turn_notes(model)
     log(f"{name}: {model.n_joints} joints {model.joint_names}, end effectors {ees} (from {ee_source}), "
         f"root frame {model.root_frame!r}")
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -292,6 +292,17 @@ def _virtual_joint_notes(model: RobotModel) -> list[str]:
         return []
     return [f"the SRDF's {vj.type} virtual joint {vj.name!r} moves the base (default ranges: translations "
             f"+-1 m); set joint_limits for it, or locked_joints: [{vj.name}] for a fixed base"]
+
+
+def _full_turn_notes(model: RobotModel) -> list[str]:
+    """A note naming the joints whose range spans more than a turn (learnt in one, docs/solver.md)."""
+    from ikdiffuser_ros.kinematics.joint_kinds import full_turns
+
+    names = [n for n, t in zip(model.joint_names, full_turns(model).tolist()) if t]
+    if not names:
+        return []
+    return [f"{', '.join(names)} span more than one turn: the model learns them in one turn around the middle of "
+            "their range, and answers take the copy (2 pi apart) nearest the seed (docs/solver.md)"]
 
 
 def _write_collisions(model: RobotModel, path: Path, samples: int, progress: bool, log) -> list[str]:

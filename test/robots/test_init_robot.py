@@ -133,3 +133,13 @@ def test_ship_evaluates_on_the_robot_the_run_was_trained_with(ur3_dir):
     assert robot_of_card(card, "other.yaml") == "other.yaml"
     card["training"]["config"]["robot"] = str(ur3_dir / "gone.yaml")
     assert robot_of_card(card) == "ur3"  # the card's name, for a run trained by name or moved away
+
+
+def test_full_turn_joints_are_named_in_a_note():
+    """UR arms' +-2 pi joints: init-robot says they are learnt in one turn; panda has none."""
+    from ikdiffuser_ros.init_robot import _full_turn_notes
+    from ikdiffuser_ros.robots import load_robot
+
+    (note,) = _full_turn_notes(load_robot("ur5"))
+    assert note.startswith("shoulder_pan_joint, shoulder_lift_joint, wrist_1_joint") and "one turn" in note
+    assert _full_turn_notes(load_robot("panda")) == []
