@@ -235,6 +235,16 @@ def _intro(card: dict) -> list[str]:
     ]
 
 
+def _data_filters(training: dict) -> str:
+    """What the card's training data kept and how joints were folded, as a clause of the data line."""
+    free = training.get("dataset", {}).get("self_collision_free")
+    by = {"fcl": "exact FCL", "spheres": "the sphere model"}.get(free, str(free))
+    out = f", kept only if free of self collision by {by}" if free else ""
+    if training.get("config", {}).get("fold_full_turns"):
+        out += ", joints spanning more than a turn folded into one"
+    return out
+
+
 def _training_section(card: dict) -> list[str]:
     """The "Data and training" section: data, optimizer, this run's wall time [min] and hardware, the total [h]."""
     tr = card.get("training", {})
@@ -243,8 +253,7 @@ def _training_section(card: dict) -> list[str]:
     device = hw.get("gpu") or "no GPU"
     return [
         "## Data and training",
-        f"- data: {tr.get('dataset', {}).get('source', '?')} (joints uniform within limits"
-        f"{', kept only if free of self collision by the sphere model' if tr.get('dataset', {}).get('self_collision_free') else ''}"
+        f"- data: {tr.get('dataset', {}).get('source', '?')} (joints uniform within limits{_data_filters(tr)}"
         f", float64 FK), "
         f"{_thousands(tr.get('samples_seen'))} samples seen; each row constrains a random subset of end effectors "
         f"(p_keep {tr.get('config', {}).get('p_keep_ee')}, >= 1) and is position-only with p "
