@@ -4,6 +4,8 @@
 (``--table``: also print, per model, the steps and hours to a DDIM-20 raw median of 50 mm and the last point,
 as a markdown table.)
 
+``--x steps`` puts training steps on the horizontal axis instead of hours.
+
 Each checkpoint directory holds ``learning_curve.jsonl`` (the ``metrics.jsonl`` lines of every run
 that led to it, copied when the model is shipped). Lines without ``total_hours`` (older runs) get
 their hours from the step count and the card's totals (steps and hours grow together on one CPU).
@@ -47,8 +49,9 @@ def table(directories: list[str | Path], mm: float = 50.0) -> str:
     return "\n".join(lines)
 
 
-def plot(directories: list[str | Path], out: str | Path) -> Path:
-    """Median raw position [mm] and rotation [deg] error vs CPU hours, log-log, to a PNG."""
+def plot(directories: list[str | Path], out: str | Path, x: str = "hours") -> Path:
+    """Median raw position [mm] and rotation [deg] error vs CPU hours (``x="hours"``) or training steps
+    (``x="steps"``), log-log, to a PNG; each line is labelled by its directory's name."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -57,11 +60,12 @@ def plot(directories: list[str | Path], out: str | Path) -> Path:
     fig, (ax_p, ax_r) = plt.subplots(1, 2, figsize=(10, 4))
     for d in directories:
         rows = read_curve(d)
-        hours = [r["total_hours"] for r in rows]
-        ax_p.plot(hours, [r["pos_mm_median"] for r in rows], marker=".", label=Path(d).name)
-        ax_r.plot(hours, [r["rot_deg_median"] for r in rows], marker=".", label=Path(d).name)
+        xs = [r["total_hours"] if x == "hours" else r.get("total_steps", r["step"]) for r in rows]
+        ax_p.plot(xs, [r["pos_mm_median"] for r in rows], marker=".", label=Path(d).name)
+        ax_r.plot(xs, [r["rot_deg_median"] for r in rows], marker=".", label=Path(d).name)
+    xlabel = "training hours (one CPU thread)" if x == "hours" else "training steps (batch 1024)"
     for ax, label, goals in ((ax_p, "median position error [mm]", (10, 20)), (ax_r, "median rotation error [deg]", (3, 5))):
-        ax.set(xscale="log", yscale="log", xlabel="training hours (one CPU thread)", ylabel=label)
+        ax.set(xscale="log", yscale="log", xlabel=xlabel, ylabel=label)
         for g in goals:
             ax.axhline(g, color="grey", lw=0.8, ls="--")
         ax.grid(True, which="both", alpha=0.3)
@@ -80,8 +84,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("checkpoints", nargs="+", help="checkpoint directories with learning_curve.jsonl")
     ap.add_argument("--out", default="docs/img/learning_curves.png")
     ap.add_argument("--table", action="store_true", help="also print the steps to a 50 mm median per model")
+    ap.add_argument("--x", choices=("hours", "steps"), default="hours", help="the horizontal axis")
     args = ap.parse_args(argv)
-    print(plot(args.checkpoints, args.out))
+    print(plot(args.checkpoints, args.out, args.x))
     if args.table:
         print(table(args.checkpoints))
     return 0

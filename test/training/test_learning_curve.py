@@ -22,8 +22,9 @@ def test_curve_has_cumulative_hours_and_plots(tmp_path):
     assert [r["step"] for r in rows] == [10, 20, 30]
     hours = [r["total_hours"] for r in rows]
     assert hours == sorted(hours) and all(h >= 0 for h in hours)
-    out = plot([shipped], tmp_path / "curves.png")
-    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    for x in ("hours", "steps"):
+        out = plot([shipped], tmp_path / f"curves_{x}.png", x=x)
+        assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_table_gives_the_steps_to_50_mm_of_the_shipped_panda():
