@@ -13,7 +13,7 @@ from ikdiffuser_ros.sampling.sampler import step_noise, default_sampling, sample
 
 pytestmark = pytest.mark.skipif(not native.available(), reason=native.unavailable_reason)
 ROBOTS = available_robots()  #: FK, Jacobians and LM: every robot config
-SHIPPED = ["panda", "baxter", "dual_ur5_mobile", "talos", "ur5", "mobile_baxter"]  #: the sampler: every shipped model
+SHIPPED = ["panda", "baxter", "dual_ur5_mobile", "talos", "ur5", "mobile_baxter", "kinova"]  #: the sampler: every shipped model
 
 
 def _uniform(robot, num, seed):
