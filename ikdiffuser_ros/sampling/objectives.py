@@ -24,6 +24,9 @@ name                      cost per row                                          
                           geometric Jacobian of end effector e)
 ``user``                  ``fn(q)``                                                    user's
 ========================= ============================================================ ===========
+
+:func:`spread_apart` is not a per-row objective: it couples the rows drawn for one target (a
+repulsion between them), and the solver adds it to the guidance of diverse calls only.
 """
 
 from __future__ import annotations
@@ -111,6 +114,37 @@ def manipulability(model: RobotModel, eps: float = 1e-12) -> CostFn:
         _, J = model.fk_and_jacobian(q)
         det = torch.linalg.det(J @ J.transpose(-1, -2))
         return -torch.log(det.clamp_min(0) + eps).sum(-1)
+
+    return cost
+
+
+#: Largest block of rows that repel each other (the pairwise cost is quadratic in it).
+SPREAD_BLOCK = 64
+
+
+def spread_apart(rows_per_target: int, block: int = SPREAD_BLOCK) -> CostFn:
+    """Repulsion between the rows drawn for one target: ``cost_i = sum_j exp(-|q_i - q_j|^2 / h^2)`` over
+    the other rows ``j`` of ``i``'s block (blocks of up to ``block`` consecutive rows of a target; rows are
+    target-major, ``rows_per_target`` = N each), ``h^2`` half the median squared distance in the block
+    (SVGD's bandwidth rule, in joint units [rad or m]). Its gradient pushes a target's samples apart.
+    """
+    N = int(rows_per_target)
+    G = min(N, int(block))
+
+    def blocks(q: torch.Tensor) -> torch.Tensor:
+        """(K, G, n) blocks -> (K, G): each row's repulsion from the others of its block."""
+        d2 = torch.cdist(q, q) ** 2
+        h2 = d2.detach().flatten(-2).median(-1).values.clamp_min(1e-6)[..., None, None] / 2
+        return torch.exp(-d2 / h2).sum(-1) - 1.0
+
+    def cost(q: torch.Tensor) -> torch.Tensor:
+        M, n = q.shape
+        per_target = q.view(M // N, N, n)
+        full = (N // G) * G
+        out = [blocks(per_target[:, :full].reshape(-1, G, n)).view(M // N, full)]
+        if N > full:
+            out.append(blocks(per_target[:, full:]).view(M // N, N - full))
+        return torch.cat(out, 1).reshape(M)
 
     return cost
 

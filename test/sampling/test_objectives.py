@@ -240,3 +240,30 @@ def _translation(x: float, y: float, z: float) -> np.ndarray:
     T = np.eye(4)
     T[:3, 3] = (x, y, z)
     return T
+
+
+def test_spread_apart_couples_only_the_rows_of_one_block():
+    """The repulsion between a target's rows: moving a row changes the costs of its own block only
+    (other targets, and other blocks of a target with more rows than SPREAD_BLOCK, are untouched), and
+    a descent step along it spreads the rows further apart."""
+    from ikdiffuser_ros.sampling.objectives import spread_apart
+
+    g = torch.Generator().manual_seed(0)
+    q = 0.1 * torch.randn(3 * 5, 4, generator=g, dtype=torch.float64)  # 3 targets x 5 rows
+    cost = spread_apart(5)
+    c0 = cost(q)
+    assert c0.shape == (15,) and bool((c0 > 0).all())
+    moved = q.clone()
+    moved[6] += 1.0  # target 1, row 1
+    changed = (cost(moved) - c0).abs() > 1e-12
+    assert changed[5:10].any() and not changed[:5].any() and not changed[10:].any()
+    big = spread_apart(10, block=4)  # blocks of rows 0-3, 4-7 and the rest 8-9
+    q2 = 0.1 * torch.randn(10, 3, generator=g, dtype=torch.float64)
+    moved2 = q2.clone()
+    moved2[1] += 1.0
+    changed2 = (big(moved2) - big(q2)).abs() > 1e-12
+    assert changed2[:4].all() and not changed2[4:].any()
+    x = q.clone().requires_grad_(True)
+    (grad,) = torch.autograd.grad(cost(x).sum(), x)
+    spread = lambda v: torch.cdist(v.view(3, 5, 4), v.view(3, 5, 4)).mean()  # noqa: E731
+    assert spread(q - 0.01 * grad) > spread(q)
