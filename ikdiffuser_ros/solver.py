@@ -9,7 +9,7 @@ validated by the pipeline: the one front door, :meth:`IKPipeline.answer`) and pr
            objective descent, with a cost) -> measure
 
 1. **sample**: :func:`sampling.sampler.sample` (the compiled sampler for unguided DDIM on CPU)
-   with the cost as guidance; with ``restarts`` r > 1, N / r samples per target, each the LM's
+   with the cost as guidance (in a diverse call, plus a repulsion between each target's samples); with ``restarts`` r > 1, N / r samples per target, each the LM's
    start r times (as it is and perturbed). Joints that span more than a turn (``+-2 pi``) are
    learnt in one turn; each sample takes the copy (2 pi apart) nearest the seed, else (diverse
    answers) a random one within the limits, else the one nearest the middle of the range
@@ -80,7 +80,8 @@ class SolverConfig:
     #: DDIM steps of a call at full ``diversity`` (stochastic DDIM, eta 1, no tail; :meth:`IKDiffuserSolver.plan_of`).
     diverse_steps: int = 10
     #: Weight of the repulsion between a target's samples (:func:`~ikdiffuser_ros.sampling.objectives.spread_apart`)
-    #: in the guidance of a diverse call, times its ``diversity`` (0 = none). Such calls run the torch sampler.
+    #: in the guidance of a diverse call, times its ``diversity`` (0 = none; the guidance step is clipped, so
+    #: the weight mostly switches it on or off). Such calls run the torch sampler (docs/solver.md).
     spread_weight: float = 1.0
     #: Run FK, the LM and unguided DDIM sampling in the compiled module on CPU when it is built
     #: (:mod:`ikdiffuser_ros.native`; same answers, microseconds instead of milliseconds per row).
