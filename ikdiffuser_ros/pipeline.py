@@ -105,7 +105,8 @@ class PipelineConfig:
     restarts: int = 4
     restart_min_rows: int = 16
     #: Queries asking for at least this many solutions sample with full diversity unless they set their own
-    #: (:attr:`IKQuery.diversity`).
+    #: (:attr:`IKQuery.diversity`). The first solver call of a diverse query spreads its samples apart (a
+    #: repulsion between each target's samples, the torch sampler); later calls fill in on the fast path.
     diverse_min_solutions: int = 16
     #: Solver settings per call: reverse-diffusion sampler ("ddim" or "ddpm"), its steps (None = the
     #: checkpoint card's plan), the LM after sampling (False: raw samples).
@@ -719,7 +720,7 @@ class IKPipeline:
                               deadline=time.monotonic() + max(SOLVER_SHARE * remaining, 1e-3),
                               q0=None if q0 is None else torch.tensor(np.asarray(q0, dtype=np.float64)),
                               restarts=self.config.restarts if num >= self.config.restart_min_rows else 1,
-                              bounds=plan.box, diversity=plan.diversity)
+                              bounds=plan.box, diversity=plan.diversity, repel=plan.sampled_calls == 0)
         plan.calls += 1
         plan.sampled_calls += q0 is None
         m = self._measured(plan, res, len(items), int(num))

@@ -178,7 +178,7 @@ class IKDiffuserSolver:
             steps: int | None = None, generator: torch.Generator | None = None, random_seed: int | None = None,
             deadline: float | None = None, self_collision: bool = False, timings: dict | None = None,
             start: float | None = None, q0: torch.Tensor | None = None, bounds=None, restarts: int = 1,
-            diversity: float = 0.0) -> dict:
+            diversity: float = 0.0, repel: bool = True) -> dict:
         """The batch call of the pipeline, trusting its caller: ``batch`` is validated (:meth:`SolveBatch.of`),
         ``cost`` built (:meth:`make_cost`), ``sampler`` "ddim" or "ddpm", ``steps`` None or > 0. Samples (or starts from ``q0`` (B*N, n)),
         refines within ``bounds`` ((n,) lower, upper [rad or m]; default the joint limits) and
@@ -191,15 +191,15 @@ class IKDiffuserSolver:
 
         ``diversity`` d in [0, 1]: 0 = the card's plan (deterministic DDIM + low-noise tail: accurate, but
         its samples pile up on the most likely modes); d > 0 = stochastic DDIM (eta = d) with more steps and
-        no tail (:meth:`plan_of`), and with the LM each target's samples repel each other (``spread_weight *
-        d``, in the torch sampler): they cover more of the solution set at more cost each."""
+        no tail (:meth:`plan_of`), and with the LM and ``repel`` each target's samples repel each other
+        (``spread_weight * d``, in the torch sampler): they cover more of the solution set at more cost each."""
         timings = {} if timings is None else timings
         t0 = time.monotonic() if start is None else start
         if q0 is None:
             sample_deadline = None if deadline is None else t0 + SAMPLE_SHARE * (deadline - t0)
             few = dataclasses.replace(batch, N=-(-batch.N // restarts)) if restarts > 1 else batch
             q = self._sample(few, cost, sampler, steps, generator, random_seed, sample_deadline, timings, refine,
-                             diversity)
+                             diversity, repel)
             if restarts > 1:
                 q = batch.with_locked(self._spread(q, few, batch.N, random_seed))
         else:
@@ -216,7 +216,7 @@ class IKDiffuserSolver:
 
     # ------------------------------------------------------------------ stages of run
     def _sample(self, batch: "SolveBatch", cost, sampler, steps, generator, random_seed, deadline, timings,
-                refined: bool, diversity: float = 0.0) -> torch.Tensor:
+                refined: bool, diversity: float = 0.0, repel: bool = True) -> torch.Tensor:
         """Diffusion samples, (M, n) float64 rows (target-major), locked joints set. Unguided DDIM on CPU
         runs in the compiled sampler (the same loop); ``refined``: the LM follows (the card's LM-ready plan)."""
         t = time.monotonic()
@@ -225,7 +225,7 @@ class IKDiffuserSolver:
         if generator is None:
             generator = torch.Generator(device=self.device).manual_seed(0 if random_seed is None else int(random_seed))
         T_rows = batch.rows(batch.T) if batch.box_bounds is None else batch.jittered_targets(generator)
-        cost = self._with_spread(cost, batch.N, diversity) if refined else cost
+        cost = self._with_spread(cost, batch.N, diversity) if refined and repel else cost
         if self.native_sampler is not None and cost is None and sampler == "ddim":
             x = torch.randn(batch.B * batch.N, batch.n, generator=generator, device=self.device, dtype=torch.float32)
             plan = sampling_plan(self.loaded.schedule, steps, tail)
