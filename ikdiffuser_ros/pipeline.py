@@ -106,8 +106,10 @@ class PipelineConfig:
     restart_min_rows: int = 16
     #: Queries asking for at least this many solutions sample with full diversity unless they set their own
     #: (:attr:`IKQuery.diversity`). The first solver call of a diverse query spreads its samples apart (a
-    #: repulsion between each target's samples, the torch sampler); later calls fill in on the fast path.
+    #: repulsion between each target's samples, the torch sampler, ~4x the cost per row) when at least
+    #: ``repel_min_budget`` [s] are left; later calls, and tighter budgets, fill in on the fast path.
     diverse_min_solutions: int = 16
+    repel_min_budget: float = 0.25
     #: Solver settings per call: reverse-diffusion sampler ("ddim" or "ddpm"), its steps (None = the
     #: checkpoint card's plan), the LM after sampling (False: raw samples).
     sampler: str = "ddim"
@@ -125,6 +127,9 @@ class PipelineConfig:
                                                                           and getattr(self, k) > 0)]
         if not (_finite_number(self.weight_collision) and self.weight_collision >= 0):
             bad.append(f"weight_collision={self.weight_collision!r} (a finite number >= 0)")
+        if isinstance(self.repel_min_budget, bool) or not isinstance(self.repel_min_budget, (int, float)) \
+                or not self.repel_min_budget >= 0:
+            bad.append(f"repel_min_budget={self.repel_min_budget!r} (a number >= 0 [s]; inf: never)")
         if self.sampler not in ("ddim", "ddpm"):
             bad.append(f"sampler={self.sampler!r} ('ddim' or 'ddpm')")
         if self.steps is not None and (isinstance(self.steps, bool) or not isinstance(self.steps, int) or self.steps < 1):
@@ -720,7 +725,8 @@ class IKPipeline:
                               deadline=time.monotonic() + max(SOLVER_SHARE * remaining, 1e-3),
                               q0=None if q0 is None else torch.tensor(np.asarray(q0, dtype=np.float64)),
                               restarts=self.config.restarts if num >= self.config.restart_min_rows else 1,
-                              bounds=plan.box, diversity=plan.diversity, repel=plan.sampled_calls == 0)
+                              bounds=plan.box, diversity=plan.diversity,
+                              repel=plan.sampled_calls == 0 and remaining >= self.config.repel_min_budget)
         plan.calls += 1
         plan.sampled_calls += q0 is None
         m = self._measured(plan, res, len(items), int(num))
