@@ -142,3 +142,35 @@ def test_ddp_two_cpu_processes(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     card = json.loads((tmp_path / "card.json").read_text())
     assert card["training"]["world_size"] == 2 and card["training"]["steps"] == 6
+
+
+def test_full_turn_joints_are_learnt_in_one_turn(tmp_path, monkeypatch):
+    """UR5 (+-2 pi joints): the normalizer spans one turn for them (learnt_box) and every training row
+    reaches the network folded into it; fold_full_turns=False keeps the limits."""
+    from ikdiffuser_ros.kinematics.joint_kinds import learnt_box
+    from ikdiffuser_ros.model.normalizer import Normalizer
+    from ikdiffuser_ros.robots import load_robot
+
+    ur5 = load_robot("ur5")
+    seen = []
+    normalize = Normalizer.normalize_joints
+
+    def spy(self, q):
+        seen.append(q.detach().clone())
+        return normalize(self, q)
+
+    monkeypatch.setattr(Normalizer, "normalize_joints", spy)
+    for fold, (lower, upper) in ((True, learnt_box(ur5)), (False, ur5.limits())):
+        out = tmp_path / f"fold_{fold}"
+        cfg = TrainConfig.preset("tiny", robot="ur5", out_dir=str(out), max_steps=3, eval_every=1000,
+                                 fold_full_turns=fold)
+        seen.clear()
+        train(cfg, progress=False)
+        loaded = load_checkpoint(out, ur5)
+        torch.testing.assert_close(loaded.normalizer.lower.double(), lower, atol=1e-6, rtol=0)
+        torch.testing.assert_close(loaded.normalizer.upper.double(), upper, atol=1e-6, rtol=0)
+        rows = torch.cat([q for q in seen if q.shape[-1] == 6])
+        inside = (rows >= lower.to(rows) - 1e-5) & (rows <= upper.to(rows) + 1e-5)
+        assert bool(inside.all())
+        if fold:
+            assert json.loads((out / "card.json").read_text())["training"]["config"]["fold_full_turns"] is True
