@@ -241,7 +241,7 @@ def _data_filters(training: dict) -> str:
     by = {"fcl": "exact FCL", "spheres": "the sphere model"}.get(free, str(free))
     out = f", kept only if free of self collision by {by}" if free else ""
     if training.get("config", {}).get("fold_full_turns"):
-        out += ", joints spanning more than a turn folded into one"
+        out += ", any joint spanning more than a turn learnt in one"
     return out
 
 
