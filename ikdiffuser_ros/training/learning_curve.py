@@ -69,7 +69,7 @@ def plot(directories: list[str | Path], out: str | Path, x: str = "hours") -> Pa
         for g in goals:
             ax.axhline(g, color="grey", lw=0.8, ls="--")
         ax.grid(True, which="both", alpha=0.3)
-    ax_p.legend()
+    ax_p.legend(fontsize="small")
     fig.suptitle("Raw samples (DDIM-20, no refinement) on held-out targets; dashed: goals (single arm, multi-arm)")
     fig.tight_layout()
     out = Path(out)
