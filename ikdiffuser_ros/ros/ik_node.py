@@ -50,6 +50,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import dataclasses
+import gc
 import re
 import sys
 import threading
@@ -162,6 +163,14 @@ GIL_SWITCH_INTERVAL_S = 0.0002
 RESPONSE_S_PER_SOLUTION = 2e-5
 
 
+def _freeze_start_up_objects() -> None:
+    """Keep what start-up made (torch, the model, the robot, rclpy) out of the garbage collector's full
+    passes: walking them took ~110 ms every few large requests (64 x 64 solutions answered in 0.56 s
+    instead of 0.45 s one call in six), which the request's deadline cannot account for."""
+    gc.collect()
+    gc.freeze()
+
+
 class IKDiffuserNode(Node):
     """See the module docstring. Raises :class:`StartupError` from ``__init__`` when it cannot start."""
 
@@ -203,6 +212,7 @@ class IKDiffuserNode(Node):
             raise StartupError(f"invalid parameter: {exc}") from None
         self._create_services()
         self._create_publishers()
+        _freeze_start_up_objects()
         self.get_logger().info(f"ready in {time.monotonic() - t0:.1f} s: model {self.model_path} on "
                                f"{self.config.device}")
 
