@@ -206,15 +206,20 @@ class IKDiffuserNode(Node):
         self._response_s_per_solution = RESPONSE_S_PER_SOLUTION
         self.solve_queue = SolveQueue(self.config.max_queued_requests)
         self._scene_group = MutuallyExclusiveCallbackGroup()
-        try:  # frames outside the robot: tf2 (/tf, /tf_static) and fixed_frame_transforms (ros/tf_frames.py)
-            self.tf_frames = TfFrames(self, self.config, self.robot.root_frame)
-        except ValueError as exc:
-            raise StartupError(f"invalid parameter: {exc}") from None
+        self.tf_frames = self._tf_frames()
         self._create_services()
         self._create_publishers()
         _freeze_start_up_objects()
         self.get_logger().info(f"ready in {time.monotonic() - t0:.1f} s: model {self.model_path} on "
                                f"{self.config.device}")
+
+    def _tf_frames(self) -> TfFrames:
+        """Frames outside the robot: tf2 (/tf, /tf_static) and ``fixed_frame_transforms`` (ros/tf_frames.py);
+        StartupError on a bad parameter."""
+        try:
+            return TfFrames(self, self.config, self.robot.root_frame)
+        except ValueError as exc:
+            raise StartupError(f"invalid parameter: {exc}") from None
 
     def _node_config(self):
         """Declared, validated parameters (StartupError on a bad one); torch threads and device checked."""
