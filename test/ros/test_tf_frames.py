@@ -175,34 +175,29 @@ def test_compute_ik_in_world(env, target):
     assert res.error_code.val == 1, res.error_code
 
 
-def test_compute_fk_in_world(env, ros_context):
+def test_compute_fk_in_world(env, ros_context, ros_executor):
     """compute_fk with header.frame_id world (on /tf_static): the poses are the root-frame FK mapped into world;
     a frame nobody publishes is FRAME_TRANSFORM_FAILURE (-21)."""
     node = env[0]
     robot = node.robot
     client = rclpy.create_node("ikd_tf_fk_client", context=ros_context)
-    executor = SingleThreadedExecutor(context=ros_context)
-    executor.add_node(client)
-    try:
-        fk = client.create_client(GetPositionFK, f"/{NODE}/compute_fk")
-        assert fk.wait_for_service(timeout_sec=20.0)
-        q = robot.default_positions().numpy() + 0.1
-        req = GetPositionFK.Request(fk_link_names=["panda_hand_tcp", "panda_link4"])
-        req.header.frame_id = "world"
-        req.robot_state.joint_state.name, req.robot_state.joint_state.position = list(robot.joint_names), list(q)
-        res = spin_until(executor, fk.call_async(req), 20.0)
-        assert res.error_code.val == 1, res.error_code
-        T_root = robot.fk_links(torch.as_tensor(q), ["panda_hand_tcp", "panda_link4"]).numpy()
-        for ps, T in zip(res.pose_stamped, T_root):
-            p = ps.pose.position
-            assert ps.header.frame_id == "world"
-            assert np.allclose([p.x, p.y, p.z], (T_WORLD_ROOT @ T)[:3, 3], atol=1e-9)
-        req.header.frame_id = "nowhere"
-        res = spin_until(executor, fk.call_async(req), 20.0)
-        assert res.error_code.val == -21 and "nowhere" in res.error_code.message
-    finally:
-        executor.shutdown()
-        client.destroy_node()
+    ros_executor.add_node(client)
+    fk = client.create_client(GetPositionFK, f"/{NODE}/compute_fk")
+    assert fk.wait_for_service(timeout_sec=20.0)
+    q = robot.default_positions().numpy() + 0.1
+    req = GetPositionFK.Request(fk_link_names=["panda_hand_tcp", "panda_link4"])
+    req.header.frame_id = "world"
+    req.robot_state.joint_state.name, req.robot_state.joint_state.position = list(robot.joint_names), list(q)
+    res = spin_until(ros_executor, fk.call_async(req), 20.0)
+    assert res.error_code.val == 1, res.error_code
+    T_root = robot.fk_links(torch.as_tensor(q), ["panda_hand_tcp", "panda_link4"]).numpy()
+    for ps, T in zip(res.pose_stamped, T_root):
+        p = ps.pose.position
+        assert ps.header.frame_id == "world"
+        assert np.allclose([p.x, p.y, p.z], (T_WORLD_ROOT @ T)[:3, 3], atol=1e-9)
+    req.header.frame_id = "nowhere"
+    res = spin_until(ros_executor, fk.call_async(req), 20.0)
+    assert res.error_code.val == -21 and "nowhere" in res.error_code.message
 
 
 def test_missing_frame_and_old_stamp_fail_within_budget(env, target):
