@@ -116,6 +116,7 @@ class IKDiffuserSolver:
         self._sphere_tried = sphere_model is not None
         self.prismatic, self.wrapping = joint_kinds(robot)
         self.turns = full_turns(robot)
+        self.box_lower, self.box_upper = learnt_box(robot)  #: the joint box the prior learnt (n,) [rad or m]
         self.native_kinematics, self.native_sampler = self._native_parts(loaded, robot, config)
         n_model = loaded.denoiser.config.n_joints
         e_model = loaded.denoiser.config.n_ee
@@ -285,9 +286,8 @@ class IKDiffuserSolver:
         rows = q.view(B, K, 1, n).expand(B, K, reps, n).reshape(B, K * reps, n)[:, :N]
         g = torch.Generator(device=q.device).manual_seed(0 if random_seed is None else int(random_seed) + 1)
         lower, upper = self.robot.limits(torch.float64, q.device)
-        box_lower, box_upper = learnt_box(self.robot)
         noise = torch.randn(B, K * reps, n, generator=g, dtype=q.dtype, device=q.device)[:, :N]
-        noise = noise * self.config.restart_spread * (box_upper - box_lower).to(q)
+        noise = noise * self.config.restart_spread * (self.box_upper - self.box_lower).to(q)
         noise[:, ::reps] = 0.0
         return project_to_limits((rows + noise).reshape(B * N, n), lower, upper, self.wrapping.to(q.device))
 

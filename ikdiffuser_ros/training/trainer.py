@@ -348,6 +348,8 @@ class _Run:
     gens: dict
     q_eval: torch.Tensor
     feedback: object = None
+    #: (lower (n,), turns (n,) bool) of :func:`fold_turns` when full turns are folded, else None
+    fold: tuple[torch.Tensor, torch.Tensor] | None = None
     step: int = 0
     elapsed_before: float = 0.0
     history: list = field(default_factory=list)
@@ -479,7 +481,8 @@ def _setup(config: TrainConfig, resume: bool) -> _Run:
     q_eval = sample_fk(robot, config.eval_samples, torch.Generator().manual_seed(config.seed + HELD_OUT_SEED_OFFSET))[0]
     feedback = KinematicFeedback(robot, normalizer) if model.needs_feedback else None
     run = _Run(config, robot, device, world, rank, source, desc, normalizer, schedule_config, abar, model, ema, model,
-               opt, {"data": data_gen, "noise": noise_gen}, q_eval, feedback, prior=prior)
+               opt, {"data": data_gen, "noise": noise_gen}, q_eval, feedback, prior=prior,
+               fold=(learnt_box(robot)[0], full_turns(robot)) if config.fold_full_turns else None)
     out = Path(config.out_dir)
     if resume and (out / "train_state.json").is_file():
         _resume_state(run, out)
@@ -499,8 +502,8 @@ def _train_step(run: _Run, lr: float) -> float:
     q, pos, rot6d = run.source.batch(c.batch_size)
     keep, pos_only = random_masks(c.batch_size, E, c.p_keep_ee, c.p_pos_only, run.gens["data"])
     q, pos, rot6d, keep, pos_only = (x.to(dev) for x in (q, pos, rot6d, keep, pos_only))
-    if c.fold_full_turns:
-        q = fold_turns(q, learnt_box(run.robot)[0], full_turns(run.robot))
+    if run.fold is not None:
+        q = fold_turns(q, *run.fold)
     x0 = run.normalizer.normalize_joints(q)
     t = torch.randint(0, c.num_train_steps, (c.batch_size,), generator=run.gens["noise"]).to(dev)
     eps = torch.randn(x0.shape, generator=run.gens["noise"]).to(dev)
