@@ -19,7 +19,7 @@ import argparse
 import torch
 
 from ikdiffuser_ros.bench.protocols import random_targets, verified
-from ikdiffuser_ros.kinematics.joint_kinds import fold_turns, full_turns, learnt_box, wrap_to_pi
+from ikdiffuser_ros.kinematics.joint_kinds import fold_turns, full_turns, joint_kinds, learnt_box, wrap_to_pi
 from ikdiffuser_ros.pipeline import IKPipeline
 from ikdiffuser_ros.sampling.dedup import unique_mask
 from ikdiffuser_ros.solver import SolveBatch
@@ -29,9 +29,7 @@ from ikdiffuser_ros.training.model_card import fcl_free
 def canonical(robot, q: torch.Tensor) -> torch.Tensor:
     """Solutions (M, n) with full-turn joints folded into one turn and wrapping joints into [-pi, pi)."""
     q = fold_turns(q, learnt_box(robot)[0], full_turns(robot))
-    wrapping = torch.tensor([abs(lo + torch.pi) < 1e-9 and abs(hi - torch.pi) < 1e-9 and not p
-                             for lo, hi, p in zip(robot.lower.tolist(), robot.upper.tolist(), full_turns(robot).tolist())])
-    return torch.where(wrapping, wrap_to_pi(q), q)
+    return torch.where(joint_kinds(robot)[1], wrap_to_pi(q), q)
 
 
 def modes_of(pl, robot, T: torch.Tensor, starts: int, seed: int) -> torch.Tensor:
