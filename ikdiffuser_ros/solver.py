@@ -238,8 +238,9 @@ class IKDiffuserSolver:
                        method=sampler, eta=eta, steps=steps, tail_steps=tail, guidance_scale=self.config.guidance_scale,
                        guidance_clip=self.config.guidance_clip, generator=generator, guidance=cost, deadline=deadline)
         q = q.reshape(batch.B * batch.N, batch.n).to(torch.float64)
-        lower, upper = self.robot.limits(torch.float64, q.device)
-        q = unfold_turns(q, lower, upper, self.turns, self._turn_reference(batch, q, diversity), generator)
+        if bool(self.turns.any()):  # robots without full-turn joints skip it (the one-target hot path)
+            lower, upper = self.robot.limits(torch.float64, q.device)
+            q = unfold_turns(q, lower, upper, self.turns, self._turn_reference(batch, q, diversity), generator)
         timings["sample"] = time.monotonic() - t
         return batch.with_locked(q)
 
