@@ -55,6 +55,10 @@ from ikdiffuser_ros.model.schedule import NoiseSchedule, ScheduleConfig
 HELD_OUT_SEED_OFFSET = 7_919
 
 
+#: values of :attr:`TrainConfig.precision`.
+PRECISIONS = ("auto", "fp32", "bf16")
+
+
 @dataclass
 class TrainConfig:
     """Everything that defines a training run (YAML keys = field names)."""
@@ -113,10 +117,16 @@ class TrainConfig:
     device: str = "cpu"
     #: torch intra-op threads (0 = torch default).
     threads: int = 0
+    #: arithmetic of the network's forward and backward passes: ``fp32``; ``bf16`` (autocast: matrix products in
+    #: bfloat16, weights, optimizer, loss and the kinematic feedback in float32); ``auto`` = bf16 where the
+    #: device multiplies bfloat16 in hardware (CPUs with AMX or AVX512-BF16, CUDA GPUs with bf16), else fp32.
+    precision: str = "auto"
     out_dir: str = "runs/panda"
 
     def __post_init__(self) -> None:
         self.model = dict(self.model)
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision = {self.precision!r}: choose one of {list(PRECISIONS)}")
         self.model_config(1, 1)  # ValueError naming an unknown type or key, or a bad value
 
     def model_config(self, n_joints: int, n_ee: int):
@@ -354,6 +364,8 @@ class _Run:
     elapsed_before: float = 0.0
     history: list = field(default_factory=list)
     prior: dict = field(default_factory=dict)
+    #: the network's passes autocast to bfloat16 (:attr:`TrainConfig.precision` resolved)
+    bf16: bool = False
 
     @property
     def is_main(self) -> bool:
@@ -463,6 +475,16 @@ def _resume_state(run: _Run, out: Path) -> None:
     run.history, run.prior = meta.get("history", []), meta.get("prior", run.prior)
 
 
+def uses_bf16(precision: str, device: torch.device) -> bool:
+    """Whether training autocasts to bfloat16: ``precision`` "bf16", or "auto" on a device that multiplies
+    bfloat16 in hardware (oneDNN's check on CPU: AMX or AVX512-BF16; ``is_bf16_supported`` on CUDA)."""
+    if precision != "auto":
+        return precision == "bf16"
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    return device.type == "cpu" and bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
 def _setup(config: TrainConfig, resume: bool) -> _Run:
     """Robot, data, normalizer, model, EMA, optimizer, warm start or resume."""
     from ikdiffuser_ros.data.generate import sample_fk
@@ -482,7 +504,8 @@ def _setup(config: TrainConfig, resume: bool) -> _Run:
     feedback = KinematicFeedback(robot, normalizer) if model.needs_feedback else None
     run = _Run(config, robot, device, world, rank, source, desc, normalizer, schedule_config, abar, model, ema, model,
                opt, {"data": data_gen, "noise": noise_gen}, q_eval, feedback, prior=prior,
-               fold=(learnt_box(robot)[0], full_turns(robot)) if config.fold_full_turns else None)
+               fold=(learnt_box(robot)[0], full_turns(robot)) if config.fold_full_turns else None,
+               bf16=uses_bf16(config.precision, device))
     out = Path(config.out_dir)
     if resume and (out / "train_state.json").is_file():
         _resume_state(run, out)
@@ -513,8 +536,9 @@ def _train_step(run: _Run, lr: float) -> float:
     if run.feedback is not None:
         with torch.no_grad():
             extra["feedback"] = run.feedback(x_t, FeedbackTargets.build(pos, rot6d, keep, pos_only))
-    pred = run.net(x_t, t, run.normalizer.normalize_pos(pos), rot6d, keep, pos_only, **extra)
-    loss = F.mse_loss(pred, eps)
+    with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=run.bf16):
+        pred = run.net(x_t, t, run.normalizer.normalize_pos(pos), rot6d, keep, pos_only, **extra)
+    loss = F.mse_loss(pred.float(), eps)
     run.opt.zero_grad(set_to_none=True)
     loss.backward()
     if c.grad_clip:
@@ -538,6 +562,7 @@ def _card_extra(run: _Run, metrics: dict, wall_s: float, command: str | None) ->
     n_params = sum(p.numel() for p in run.model.parameters())
     return {"training": {"dataset": run.dataset_desc, "steps": this_steps, "batch_size": c.batch_size,
                          "world_size": run.world, "samples_seen": this_steps * c.batch_size * run.world,
+                         "precision": "bf16" if run.bf16 else "fp32",
                          "wall_time_s": round(wall_s, 1), "cumulative": cumulative, "parameters": n_params,
                          "hardware": hardware_info(run.device), "config": c.to_dict(),
                          "command": command or shlex.join(sys.argv)},
@@ -618,8 +643,8 @@ def _log_start(run: _Run, log: Callable[[str], None]) -> None:
     config = run.config
     n_params = sum(p.numel() for p in run.model.parameters())
     log(f"[train] robot={config.robot} model={config.model['type']} params={n_params} data={run.dataset_desc} "
-        f"device={run.device} world={run.world} threads={torch.get_num_threads()} start_step={run.step} "
-        f"prior={run.prior}")
+        f"device={run.device} world={run.world} threads={torch.get_num_threads()} "
+        f"precision={'bf16' if run.bf16 else 'fp32'} start_step={run.step} prior={run.prior}")
 
 
 def _after_step(run: _Run, loss_avg: float, elapsed: float, metrics: dict, wall: Callable[[], float],
@@ -715,6 +740,8 @@ def register(subparsers) -> None:
     p.add_argument("--device", help="cpu | cuda | cuda:K")
     p.add_argument("--seed", type=int)
     p.add_argument("--threads", type=int, help="torch intra-op threads")
+    p.add_argument("--precision", choices=PRECISIONS, help="network arithmetic (default auto: bf16 where the "
+                                                           "hardware multiplies bfloat16, else fp32)")
     p.add_argument("--no-progress", action="store_true", help="no tqdm bar (log lines only)")
     p.set_defaults(func=_main)
 
@@ -722,7 +749,7 @@ def register(subparsers) -> None:
 def config_from_args(args) -> TrainConfig:
     overrides = {"robot": args.robot, "data_dir": args.data, "out_dir": args.out, "max_steps": args.max_steps,
                  "max_minutes": args.max_minutes, "device": args.device, "seed": args.seed,
-                 "threads": args.threads, "init_from": args.init_from}
+                 "threads": args.threads, "init_from": args.init_from, "precision": args.precision}
     overrides = {k: v for k, v in overrides.items() if v is not None}
     if args.config in ("tiny", "default"):
         config = TrainConfig.preset(args.config, **overrides)
