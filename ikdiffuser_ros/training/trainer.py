@@ -262,7 +262,9 @@ def random_masks(B: int, E: int, p_keep: float, p_pos_only: float, generator: to
 def evaluate(loaded: LoadedModel, q_ref: torch.Tensor, steps: int, seed: int = 0) -> dict:
     """Raw-sample accuracy on held-out FK targets of ``q_ref`` (K, n): one DDIM sample per target.
 
-    Returns median / p90 of the worst-over-end-effectors position [mm] and rotation [deg] error.
+    Returns median / p90 of the worst-over-end-effectors position [mm] and rotation [deg] error and, with
+    several end effectors, each one's own median position error [mm] (``pos_mm_median_per_ee``, in
+    ``robot.end_effectors`` order: the worst of several is about twice each one's, docs/training.md).
     """
     from ikdiffuser_ros.kinematics.transforms import pose_errors
     from ikdiffuser_ros.sampling.sampler import sample, targets_from_poses
@@ -273,11 +275,14 @@ def evaluate(loaded: LoadedModel, q_ref: torch.Tensor, steps: int, seed: int = 0
     gen = torch.Generator(device=loaded.device).manual_seed(seed)
     q = sample(loaded, pos, rot6d, num_solutions=1, method="ddim", steps=steps, generator=gen)[:, 0]
     T = robot.fk(q.double().cpu())
-    dp, dr = pose_errors(T, T_ref)
-    dp, dr = dp.amax(-1) * 1000, torch.rad2deg(dr.amax(-1))
-    return {"pos_mm_median": dp.median().item(), "pos_mm_p90": dp.quantile(0.9).item(),
-            "rot_deg_median": dr.median().item(), "rot_deg_p90": dr.quantile(0.9).item(),
-            "num_targets": int(q_ref.shape[0]), "sampler": f"ddim-{steps}"}
+    dp_ee, dr = pose_errors(T, T_ref)
+    dp, dr = dp_ee.amax(-1) * 1000, torch.rad2deg(dr.amax(-1))
+    out = {"pos_mm_median": dp.median().item(), "pos_mm_p90": dp.quantile(0.9).item(),
+           "rot_deg_median": dr.median().item(), "rot_deg_p90": dr.quantile(0.9).item(),
+           "num_targets": int(q_ref.shape[0]), "sampler": f"ddim-{steps}"}
+    if dp_ee.shape[-1] > 1:
+        out["pos_mm_median_per_ee"] = (dp_ee * 1000).median(0).values.tolist()
+    return out
 
 
 # ----------------------------------------------------------------------------------------- state

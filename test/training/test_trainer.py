@@ -147,6 +147,8 @@ def test_training_from_generated_shards(tmp_path, baxter):
     train(cfg, progress=False)
     card = json.loads((tmp_path / "run" / "card.json").read_text())
     assert card["training"]["dataset"]["size"] == 3000
+    per_ee = card["eval"]["pos_mm_median_per_ee"]  # each arm's own median, none above the worst-of-both median
+    assert len(per_ee) == 2 and max(per_ee) <= card["eval"]["pos_mm_median"] + 1e-9
 
 
 @pytest.mark.slow
