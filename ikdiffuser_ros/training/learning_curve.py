@@ -7,7 +7,8 @@ as a markdown table.)
 ``--x steps`` puts training steps on the horizontal axis instead of hours.
 
 Each checkpoint directory holds ``learning_curve.jsonl`` (the ``metrics.jsonl`` lines of every run
-that led to it, copied when the model is shipped). Lines without ``total_hours`` (older runs) get
+that led to it, copied when the model is shipped); a training run's ``--out`` directory, which has only its
+``metrics.jsonl``, is read from that. Lines without ``total_hours`` (older runs) get
 their hours from the step count and the card's totals (steps and hours grow together on one CPU).
 """
 
@@ -18,6 +19,7 @@ import json
 from pathlib import Path
 
 CURVE_FILE = "learning_curve.jsonl"
+RUN_METRICS_FILE = "metrics.jsonl"
 
 
 def read_curve(directory: str | Path) -> list[dict]:
@@ -26,7 +28,8 @@ def read_curve(directory: str | Path) -> list[dict]:
     card = json.loads((directory / "card.json").read_text())
     total = card.get("training", {}).get("cumulative", {})
     hours_per_step = total.get("hours", 0.0) / max(1, total.get("steps", 1))
-    rows = [json.loads(line) for line in (directory / CURVE_FILE).read_text().splitlines() if line.strip()]
+    path = directory / CURVE_FILE if (directory / CURVE_FILE).is_file() else directory / RUN_METRICS_FILE
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
     for row in rows:
         row.setdefault("total_hours", row.get("total_steps", row["step"]) * hours_per_step)
     return sorted(rows, key=lambda r: r["total_hours"])

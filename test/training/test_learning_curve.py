@@ -25,6 +25,8 @@ def test_curve_has_cumulative_hours_and_plots(tmp_path):
     for x in ("hours", "steps"):
         out = plot([shipped], tmp_path / f"curves_{x}.png", x=x)
         assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # a run directory (no learning_curve.jsonl yet) is read from its metrics.jsonl
+    assert [r["step"] for r in read_curve(run)] == [10, 20, 30]
 
 
 def test_table_gives_the_steps_to_50_mm_of_the_shipped_panda():
