@@ -140,7 +140,7 @@ class NativeSampler:
         self.sampler = _native.MLPSampler(
             kin.tree, f64(norm.lower), f64(norm.upper), f64(norm.pos_mean), f64(norm.pos_std),
             [w.detach().cpu().float().contiguous().numpy() for w in weights], _t_table(den, loaded.schedule),
-            bool(den.config.fk_feedback), ln_eps)
+            bool(den.config.fk_feedback), ln_eps, list(den.ln_out.segments))
         self.lower, self.upper = norm.lower.detach().cpu(), norm.upper.detach().cpu()
         self._passes = functools.lru_cache(maxsize=16)(self._coefficients)
 

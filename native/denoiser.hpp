@@ -25,16 +25,25 @@ struct Linear {
   }
 };
 
+// Layer norm over each segment [seg[k], seg[k+1]) of the units (one segment: the whole row; a factorized
+// network normalizes each chain's units on their own).
 struct LayerNorm {
   VecF w, b;
   float eps = 1e-5f;
+  std::vector<int> seg;
   void apply(const MatF& X, MatF& Y) const {
     Y.resize(X.rows(), X.cols());
-    for (Eigen::Index r = 0; r < X.rows(); ++r) {
-      const float mean = X.row(r).mean();
-      const float var = (X.row(r).array() - mean).square().mean();
-      const float inv = 1.0f / std::sqrt(var + eps);
-      Y.row(r) = (((X.row(r).array() - mean) * inv) * w.transpose().array() + b.transpose().array()).matrix();
+    const std::vector<int> whole{0, static_cast<int>(X.cols())};
+    const std::vector<int>& s = seg.size() >= 2 ? seg : whole;
+    for (size_t k = 0; k + 1 < s.size(); ++k) {
+      const int a = s[k], len = s[k + 1] - s[k];
+      for (Eigen::Index r = 0; r < X.rows(); ++r) {
+        const auto x = X.row(r).segment(a, len).array();
+        const float mean = x.mean();
+        const float inv = 1.0f / std::sqrt((x - mean).square().mean() + eps);
+        Y.row(r).segment(a, len) =
+            (((x - mean) * inv) * w.segment(a, len).transpose().array() + b.segment(a, len).transpose().array()).matrix();
+      }
     }
   }
 };

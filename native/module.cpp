@@ -179,25 +179,30 @@ std::vector<double> to_vec(const Arr<double>& a) { return std::vector<double>(a.
 
 // weights: [inp_W, inp_b, (ln_w, ln_b, fc1_W, fc1_b, fc2_W, fc2_b) per block, ln_out_w, ln_out_b, head_W, head_b].
 MLPSampler* make_sampler(const Tree& t, Arr<double> lower, Arr<double> upper, Arr<double> pos_mean, Arr<double> pos_std,
-                         std::vector<Arr<float>> w, Arr<float> t_table, bool feedback, float ln_eps) {
+                         std::vector<Arr<float>> w, Arr<float> t_table, bool feedback, float ln_eps,
+                         std::vector<int> ln_segments) {
   expect(w.size() >= 6 && (w.size() - 6) % 6 == 0, "weights: unexpected count");
   const size_t n_blocks = (w.size() - 6) / 6;
   std::vector<Block> blocks(n_blocks);
   for (size_t k = 0; k < n_blocks; ++k) {
     const size_t o = 2 + 6 * k;
-    blocks[k].ln = {to_vecf(w[o]), to_vecf(w[o + 1]), ln_eps};
+    blocks[k].ln = {to_vecf(w[o]), to_vecf(w[o + 1]), ln_eps, ln_segments};
     blocks[k].fc1 = {to_matf(w[o + 2]), to_vecf(w[o + 3])};
     blocks[k].fc2 = {to_matf(w[o + 4]), to_vecf(w[o + 5])};
   }
   const size_t e = 2 + 6 * n_blocks;
   Linear inp{to_matf(w[0]), to_vecf(w[1])}, head{to_matf(w[e + 2]), to_vecf(w[e + 3])};
-  LayerNorm ln_out{to_vecf(w[e]), to_vecf(w[e + 1]), ln_eps};
+  LayerNorm ln_out{to_vecf(w[e]), to_vecf(w[e + 1]), ln_eps, ln_segments};
   const int E = t.n_frames(), n = t.n_vars;
   expect(lower.size() == n && upper.size() == n && pos_mean.size() == 3 * E && pos_std.size() == 3 * E,
          "normalizer sizes do not match the tree");
   expect(head.W.rows() == n, "head width != joints");
   const int width = n + 11 * E + (feedback ? 15 * E + n : 0);
   expect(inp.W.cols() == width, "input layer width does not match the robot");
+  const int d = static_cast<int>(inp.W.rows());
+  bool seg_ok = ln_segments.empty() || (ln_segments.size() >= 2 && ln_segments.front() == 0 && ln_segments.back() == d);
+  for (size_t k = 1; seg_ok && k < ln_segments.size(); ++k) seg_ok = ln_segments[k] > ln_segments[k - 1];
+  expect(seg_ok, "ln_segments: increasing unit boundaries from 0 to the hidden width");
   expect(t_table.ndim() == 2 && t_table.shape(1) == static_cast<py::ssize_t>(n_blocks * head.W.cols()), "t_table shape");
   Norm norm{to_vec(lower), to_vec(upper), to_vec(pos_mean), to_vec(pos_std)};
   return new MLPSampler(t, norm, inp, blocks, ln_out, head, to_matf(t_table), feedback);
@@ -251,7 +256,7 @@ PYBIND11_MODULE(_native, m) {
   py::class_<MLPSampler>(m, "MLPSampler")
       .def(py::init(&make_sampler), py::keep_alive<1, 2>(), py::arg("tree"), py::arg("lower"), py::arg("upper"),
            py::arg("pos_mean"), py::arg("pos_std"), py::arg("weights"), py::arg("t_table"), py::arg("feedback"),
-           py::arg("ln_eps"))
+           py::arg("ln_eps"), py::arg("ln_segments") = std::vector<int>{})
       .def("sample", &sample, py::arg("x"), py::arg("targets"), py::arg("mask"), py::arg("pos_only"),
            py::arg("plan"), py::arg("noise"), py::arg("num_t"), py::arg("deadline"));
 }

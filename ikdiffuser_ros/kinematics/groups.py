@@ -110,3 +110,30 @@ def find_group(groups: Mapping[str, Group], name: str) -> Group:
         return groups[name]
     except KeyError:
         raise UnknownGroupError(name, groups) from None
+
+
+def independent_chains(robot) -> tuple[list[int], list[int]]:
+    """Split the robot into chains that share no joint: (group id of each active variable (n,), group id of
+    each end effector (E,)). End effectors moved by a common joint (a torso, a mobile base) share a group;
+    a variable that moves no end effector joins group 0. Baxter: two groups (one per arm); talos: three
+    (both hands through the torso, each foot); a mobile manipulator or a single arm: one."""
+    ees = list(robot.end_effectors)
+    moving = [set(variables_moving(robot, [ee])) for ee in ees]
+    parent = list(range(len(ees)))
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            i = parent[i]
+        return i
+
+    for a in range(len(ees)):
+        for b in range(a + 1, len(ees)):
+            if moving[a] & moving[b]:
+                parent[root(b)] = root(a)
+    ids = {r: k for k, r in enumerate(dict.fromkeys(root(i) for i in range(len(ees))))}
+    ee_groups = [ids[root(i)] for i in range(len(ees))]
+    joint_groups = [0] * len(robot.joint_names)
+    for e, joints in enumerate(moving):
+        for j in joints:
+            joint_groups[j] = ee_groups[e]
+    return joint_groups, ee_groups

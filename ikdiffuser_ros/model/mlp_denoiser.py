@@ -44,6 +44,14 @@ class MLPDenoiserConfig:
     n_blocks: int = 4
     #: condition on the kinematic feedback of the current sample (needs the robot at sampling time).
     fk_feedback: bool = True
+    #: one network per chain of end effectors that share no joint (baxter's arms, talos's feet), in one set of
+    #: dense weights whose cross-chain blocks are held at zero (:func:`structure_masks`): each chain's joints
+    #: see only their own joints and end effectors, as if alone. The groups are the robot's
+    #: (:func:`~ikdiffuser_ros.kinematics.groups.independent_chains`, filled in by the trainer):
+    #: ``joint_groups`` (n,) and ``ee_groups`` (E,) group ids. False / None = one dense network.
+    factorize: bool = False
+    joint_groups: list[int] | None = None
+    ee_groups: list[int] | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -52,6 +60,22 @@ class MLPDenoiserConfig:
         """ValueError naming the first field outside its sane range (checked before building a network
         from an untrusted card; the checkpoint loader also caps the total parameter count)."""
         check_ranges(self, {"n_joints": (1, 512), "n_ee": (1, 64), "d_model": (1, 8192), "n_blocks": (1, 128)})
+        if self.factorize and self.joint_groups is None:
+            raise ValueError("factorize needs joint_groups and ee_groups (the trainer takes them from the robot)")
+        if (self.joint_groups is None) != (self.ee_groups is None):
+            raise ValueError("joint_groups and ee_groups come together (or neither)")
+        if self.joint_groups is not None:
+            if not all(isinstance(g, list) and all(isinstance(i, int) and not isinstance(i, bool) for i in g)
+                       for g in (self.joint_groups, self.ee_groups)):
+                raise ValueError("joint_groups and ee_groups must be lists of integer group ids")
+            jg, eg = list(self.joint_groups), list(self.ee_groups)
+            if len(jg) != self.n_joints or len(eg) != self.n_ee:
+                raise ValueError(f"joint_groups needs {self.n_joints} ids and ee_groups {self.n_ee}, "
+                                 f"got {len(jg)} and {len(eg)}")
+            groups = sorted(set(eg))
+            if groups != list(range(len(groups))) or not set(jg) <= set(groups) or len(groups) > self.d_model:
+                raise ValueError(f"group ids must be 0..G-1 with G <= d_model, each with an end effector: "
+                                 f"joint_groups={jg}, ee_groups={eg}")
 
     @classmethod
     def from_dict(cls, d: dict) -> "MLPDenoiserConfig":
@@ -64,10 +88,60 @@ class MLPDenoiserConfig:
         return width + (feature_width(self.n_joints, self.n_ee) if self.fk_feedback else 0)
 
 
+def _hidden_groups(d: int, joint_groups: list[int]) -> list[int]:
+    """Group of each of the d hidden units: contiguous shares of the width in proportion to each group's joints."""
+    counts = [max(1, list(joint_groups).count(g)) for g in range(max(joint_groups) + 1)]
+    edges, total = [], 0
+    for c in counts:
+        total += c
+        edges.append(round(total / sum(counts) * d))
+    return [next(k for k, e in enumerate(edges) if u < e) for u in range(d)]
+
+
+def structure_masks(config: MLPDenoiserConfig) -> dict[str, torch.Tensor]:
+    """Zero patterns of a factorized network: ``{"inp", "hidden", "head"}`` (out, in) 0/1 masks that keep each
+    hidden unit connected only to the inputs of its own chain (joints, end-effector targets, feedback), the
+    hidden layers block-diagonal and each joint's output fed by its chain's units. Input layout as
+    :meth:`IKMLPDenoiser.forward`: x_t (n), targets (11 per end effector), feedback (15 per end effector + n)."""
+    cpu = torch.device("cpu")  # also when the network is built on the meta device (checkpoint shape checks)
+    jg, eg = torch.tensor(config.joint_groups, device=cpu), torch.tensor(config.ee_groups, device=cpu)
+    hid = torch.tensor(_hidden_groups(config.d_model, config.joint_groups), device=cpu)
+    feats = [jg, eg.repeat_interleave(TARGET_FEATURES)]
+    if config.fk_feedback:
+        feats += [eg.repeat_interleave(15), jg]
+    feat = torch.cat(feats)
+    return {"inp": (hid[:, None] == feat[None]).float(), "hidden": (hid[:, None] == hid[None]).float(),
+            "head": (jg[:, None] == hid[None]).float()}
+
+
+class SegmentLayerNorm(nn.LayerNorm):
+    """``nn.LayerNorm`` over each contiguous segment ``[segments[k], segments[k + 1])`` of the units on its own
+    (one segment ``[0, d]``: the plain layer norm); same parameters and state-dict keys."""
+
+    def __init__(self, d: int, segments: list[int] | None = None) -> None:
+        super().__init__(d)
+        self.segments = list(segments) if segments else [0, d]
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        if len(self.segments) == 2:
+            return super().forward(h)
+        parts = [F.layer_norm(h[..., a:b], (b - a,), self.weight[a:b], self.bias[a:b], self.eps)
+                 for a, b in zip(self.segments[:-1], self.segments[1:])]
+        return torch.cat(parts, -1)
+
+
+def hidden_segments(config: MLPDenoiserConfig) -> list[int]:
+    """Unit boundaries of the chains of a factorized network (``[0, d]`` for a dense one)."""
+    if not config.factorize:
+        return [0, config.d_model]
+    hid = _hidden_groups(config.d_model, config.joint_groups)
+    return [0, *(u for u in range(1, config.d_model) if hid[u] != hid[u - 1]), config.d_model]
+
+
 class _ResBlock(nn.Module):
-    def __init__(self, d: int):
+    def __init__(self, d: int, segments: list[int] | None = None):
         super().__init__()
-        self.ln = nn.LayerNorm(d)
+        self.ln = SegmentLayerNorm(d, segments)
         self.t_proj = nn.Linear(d, d)
         self.fc1 = nn.Linear(d, d)
         self.fc2 = nn.Linear(d, d)
@@ -86,9 +160,33 @@ class IKMLPDenoiser(nn.Module):
         d = config.d_model
         self.inp = nn.Linear(config.input_width(), d)
         self.t_mlp = nn.Sequential(nn.Linear(d, d), nn.SiLU(), nn.Linear(d, d))
-        self.blocks = nn.ModuleList(_ResBlock(d) for _ in range(config.n_blocks))
-        self.ln_out = nn.LayerNorm(d)
+        config.validate()
+        segments = hidden_segments(config)
+        self.blocks = nn.ModuleList(_ResBlock(d, segments) for _ in range(config.n_blocks))
+        self.ln_out = SegmentLayerNorm(d, segments)
         self.head = nn.Linear(d, config.n_joints)
+        if config.factorize:
+            self._hold_structure(structure_masks(config))
+
+    def _masked(self) -> list[tuple[nn.Parameter, torch.Tensor]]:
+        """(weight, 0/1 mask) of every layer with a structure (:func:`structure_masks`)."""
+        m = self._structure
+        return [(self.inp.weight, m["inp"]), (self.head.weight, m["head"])] + \
+            [(w, m["hidden"]) for b in self.blocks for w in (b.fc1.weight, b.fc2.weight)]
+
+    def _zero_cross_weights(self) -> None:
+        with torch.no_grad():
+            for w, m in self._masked():
+                w.mul_(m.to(w))
+
+    def _hold_structure(self, masks: dict[str, torch.Tensor]) -> None:
+        """Zero the cross-chain weights now, after every state-dict load, and in every gradient, so they stay
+        zero through AdamW (zero gradient, zero moments, decoupled decay of zero) and the EMA."""
+        self._structure = masks
+        self._zero_cross_weights()
+        self.register_load_state_dict_post_hook(lambda module, _keys: module._zero_cross_weights())
+        for w, m in self._masked():
+            w.register_hook(lambda g, m=m: g * m.to(g))
 
     @property
     def needs_feedback(self) -> bool:

@@ -139,7 +139,10 @@ class TrainConfig:
         unknown = sorted(set(self.model) - {"type", *allowed})
         if unknown:
             raise ValueError(f"model has unknown keys {unknown} for type {kind}: allowed {allowed}")
-        config = config_cls(n_joints=n_joints, n_ee=n_ee, **{k: v for k, v in self.model.items() if k != "type"})
+        fields_ = {k: v for k, v in self.model.items() if k != "type"}
+        if fields_.get("factorize") and fields_.get("joint_groups") is None:  # one chain until the robot's fill it
+            fields_.update(joint_groups=[0] * n_joints, ee_groups=[0] * n_ee)
+        config = config_cls(n_joints=n_joints, n_ee=n_ee, **fields_)
         config.validate()
         return config
 
@@ -455,6 +458,10 @@ def _init_process(config: TrainConfig) -> tuple[int, int, torch.device]:
 
 def _model_and_ema(config: TrainConfig, robot, device: torch.device) -> tuple[torch.nn.Module, torch.nn.Module]:
     """The configured denoiser for ``robot`` on ``device`` (freshly initialised) and a frozen copy of it for the EMA."""
+    if config.model.get("factorize") and config.model.get("joint_groups") is None:
+        from ikdiffuser_ros.kinematics.groups import independent_chains
+
+        config.model["joint_groups"], config.model["ee_groups"] = independent_chains(robot)
     model = config.build_denoiser(len(robot.joint_names), len(robot.end_effectors)).to(device)
     ema = copy.deepcopy(model).eval()
     for p in ema.parameters():

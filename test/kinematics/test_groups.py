@@ -6,7 +6,7 @@ import pytest
 
 from ikdiffuser_ros.errors import UnknownGroupError
 from ikdiffuser_ros.kinematics.frames import rigid_offsets
-from ikdiffuser_ros.kinematics.groups import build_groups, find_group, variables_moving
+from ikdiffuser_ros.kinematics.groups import build_groups, find_group, independent_chains, variables_moving
 from ikdiffuser_ros.robots import load_robot
 
 
@@ -60,3 +60,17 @@ def test_unknown_group_lists_the_known_ones(dual):
     with pytest.raises(UnknownGroupError) as info:
         find_group(groups, "torso")
     assert "left_arm" in str(info.value) and "whole_body" in str(info.value)
+
+
+def test_independent_chains_split_end_effectors_that_share_no_joint(baxter, dual):
+    """baxter's arms share no joint (two chains); dual_ur5_mobile's share the base and torso (one); talos's
+    hands share the torso and each foot is alone (three)."""
+    joints, ees = independent_chains(baxter)
+    assert ees == [0, 1]
+    for e, ee in enumerate(baxter.end_effectors):
+        assert {joints[j] for j in variables_moving(baxter, [ee])} == {e}
+    assert independent_chains(dual) == ([0] * dual.n_joints, [0, 0])
+    talos = load_robot("talos")
+    joints, ees = independent_chains(talos)
+    assert sorted(set(ees)) == [0, 1, 2] and ees[0] == ees[1] and len({ees[1], ees[2], ees[3]}) == 3
+    assert sum(g == ees[2] for g in joints) == 6 and sum(g == ees[3] for g in joints) == 6  # a leg each

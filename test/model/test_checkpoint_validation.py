@@ -201,7 +201,9 @@ def test_hostile_mlp_card(tmp_path, baxter):
     assert load_checkpoint(tmp_path, baxter).denoiser.config.d_model == 32  # valid: loads, passes its self-test
     for field, value, words in [("n_blocks", 0, ("architecture.n_blocks = 0",)),
                                 ("d_model", 10**6, ("architecture.d_model",)),
-                                ("fk_feedback", "yes", ("architecture.fk_feedback",))]:
+                                ("fk_feedback", "yes", ("architecture.fk_feedback",)),
+                                ("joint_groups", [[0]] * 14, ("joint_groups",)),
+                                ("factorize", True, ("factorize needs joint_groups",))]:
         _edit_card(tmp_path, lambda c: c["architecture"].update({field: value}))
         _refused(tmp_path, baxter, "card.json", *words)
         _edit_card(tmp_path, lambda c: c["architecture"].update({field: model.config.to_dict()[field]}))

@@ -79,6 +79,64 @@ def test_free_and_position_only_targets_are_ignored(baxter):
     assert (eps(pos, rot6d) - eps(p3, rot6d)).abs().max() > 1e-4
 
 
+def _factorized(robot, d_model=32, seed=0) -> LoadedModel:
+    from ikdiffuser_ros.kinematics.groups import independent_chains
+
+    joint_groups, ee_groups = independent_chains(robot)
+    torch.manual_seed(seed)
+    config = MLPDenoiserConfig(robot.n_joints, len(robot.end_effectors), d_model=d_model, n_blocks=2, factorize=True,
+                               joint_groups=joint_groups, ee_groups=ee_groups)
+    loaded = _mlp_loaded(robot, seed=seed)
+    return LoadedModel(IKMLPDenoiser(config).eval(), loaded.normalizer, loaded.schedule, {}, robot)
+
+
+def test_factorized_network_keeps_each_chain_to_itself(baxter):
+    """A factorized baxter network: each arm's noise estimate depends on its own joints, target and feedback
+    only, exactly (the other arm moved, retargeted, freed), before and after AdamW steps; a dense state
+    dict loaded into it keeps the cross-chain weights at zero."""
+    loaded = _factorized(baxter)
+    model, norm = loaded.denoiser, loaded.normalizer
+    q, pos, rot6d = _rows(baxter, 8)
+    t = torch.full((8,), 5)
+    mask = torch.ones(8, 2, dtype=torch.bool)
+
+    def eps(x, p, m):
+        fb = loaded.feedback(x, FeedbackTargets.build(p, rot6d, m, ~mask))
+        return model(x, t, norm.normalize_pos(p), rot6d, m, ~mask, feedback=fb)
+
+    def right_arm_changed():
+        x = norm.normalize_joints(q)
+        x2, p2, m2 = x.clone(), pos.clone(), mask.clone()
+        x2[:, 7:] += 0.3
+        p2[:, 1] += 0.2
+        m2[:, 1] = False
+        with torch.no_grad():
+            a, b = eps(x, pos, mask), eps(x2, p2, m2)
+        return (a[:, :7] - b[:, :7]).abs().max().item(), (a[:, 7:] - b[:, 7:]).abs().max().item()
+
+    left, right = right_arm_changed()
+    assert left < 1e-6 < 1e-3 < right
+    opt = torch.optim.AdamW(model.parameters(), 1e-2, weight_decay=1e-2)
+    for _ in range(3):
+        x = norm.normalize_joints(q) + 0.1 * torch.randn(8, 14)
+        opt.zero_grad()
+        eps(x, pos, mask).pow(2).mean().backward()
+        opt.step()
+    left, right = right_arm_changed()
+    assert left < 1e-6 < 1e-3 < right
+    model.load_state_dict({k: torch.randn_like(v) for k, v in model.state_dict().items()})
+    assert right_arm_changed()[0] < 1e-6
+
+
+def test_factorize_needs_its_groups():
+    with pytest.raises(ValueError, match="factorize needs joint_groups"):
+        IKMLPDenoiser(MLPDenoiserConfig(14, 2, factorize=True))
+    with pytest.raises(ValueError, match="joint_groups needs 14 ids"):
+        MLPDenoiserConfig(14, 2, factorize=True, joint_groups=[0] * 7, ee_groups=[0, 1]).validate()
+    with pytest.raises(ValueError, match="group ids must be"):
+        MLPDenoiserConfig(2, 2, factorize=True, joint_groups=[0, 2], ee_groups=[0, 2]).validate()
+
+
 def test_feedback_is_required_when_configured(panda):
     loaded = _mlp_loaded(panda)
     with pytest.raises(ValueError, match="feedback"):
@@ -87,8 +145,9 @@ def test_feedback_is_required_when_configured(panda):
     assert _mlp_loaded(panda, fk_feedback=False).feedback is None
 
 
-def test_checkpoint_round_trip_and_sampling(tmp_path, baxter):
-    loaded = _mlp_loaded(baxter)
+@pytest.mark.parametrize("factorize", [False, True])
+def test_checkpoint_round_trip_and_sampling(tmp_path, baxter, factorize):
+    loaded = _factorized(baxter) if factorize else _mlp_loaded(baxter)
     save_checkpoint(tmp_path, loaded.denoiser, loaded.normalizer, ScheduleConfig(num_train_steps=20), baxter)
     back = load_checkpoint(tmp_path, baxter)
     assert back.card["architecture"]["type"] == "IKMLPDenoiser" and back.feedback is not None

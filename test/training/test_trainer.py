@@ -138,6 +138,20 @@ def test_precision_resolves_and_bf16_learns(tmp_path, panda):
     assert losses["bf16"] < 1.15 * losses["fp32"]
 
 
+def test_factorized_training_takes_the_chains_from_the_robot(tmp_path, baxter):
+    """``model: {factorize: true}``: the trainer fills in baxter's two chains, the card records them, and the
+    shipped weights load with the cross-chain blocks at zero."""
+    out = tmp_path / "run"
+    cfg = TrainConfig.preset("tiny", robot="baxter", out_dir=str(out), max_steps=5, eval_every=5, ckpt_every=5,
+                             model=dict(type="IKMLPDenoiser", d_model=32, n_blocks=1, factorize=True))
+    train(cfg, progress=False)
+    arch = json.loads((out / "card.json").read_text())["architecture"]
+    assert arch["factorize"] and arch["joint_groups"] == [0] * 7 + [1] * 7 and arch["ee_groups"] == [0, 1]
+    net = load_checkpoint(out, baxter).denoiser
+    assert net.inp.weight[:16, 7:14].abs().max() == 0 and net.head.weight[:7, 16:].abs().max() == 0
+    assert net.inp.weight[:16, :7].abs().max() > 0
+
+
 def test_training_from_generated_shards(tmp_path, baxter):
     from ikdiffuser_ros.data.generate import generate_dataset
 
