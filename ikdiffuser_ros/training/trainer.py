@@ -461,7 +461,11 @@ def _model_and_ema(config: TrainConfig, robot, device: torch.device) -> tuple[to
     if config.model.get("factorize") and config.model.get("joint_groups") is None:
         from ikdiffuser_ros.kinematics.groups import independent_chains
 
-        config.model["joint_groups"], config.model["ee_groups"] = independent_chains(robot)
+        joint_groups, ee_groups = independent_chains(robot)
+        if max(ee_groups) == 0:  # one chain (an arm, a mobile base under both arms): the dense network
+            config.model["factorize"] = False
+        else:
+            config.model["joint_groups"], config.model["ee_groups"] = joint_groups, ee_groups
     model = config.build_denoiser(len(robot.joint_names), len(robot.end_effectors)).to(device)
     ema = copy.deepcopy(model).eval()
     for p in ema.parameters():

@@ -150,6 +150,12 @@ def test_factorized_training_takes_the_chains_from_the_robot(tmp_path, baxter):
     net = load_checkpoint(out, baxter).denoiser
     assert net.inp.weight[:16, 7:14].abs().max() == 0 and net.head.weight[:7, 16:].abs().max() == 0
     assert net.inp.weight[:16, :7].abs().max() > 0
+    # a single chain has nothing to split: the dense network (so a dense checkpoint still warm-starts it)
+    cfg = TrainConfig.preset("tiny", robot="panda", out_dir=str(tmp_path / "panda"), max_steps=2, eval_every=2,
+                             ckpt_every=2, model=dict(type="IKMLPDenoiser", d_model=32, n_blocks=1, factorize=True))
+    train(cfg, progress=False)
+    arch = json.loads((tmp_path / "panda" / "card.json").read_text())["architecture"]
+    assert not arch["factorize"] and arch["joint_groups"] is None
 
 
 def test_training_from_generated_shards(tmp_path, baxter):
