@@ -23,6 +23,24 @@ struct Linear {
     Y.noalias() = X * W.transpose();
     Y.rowwise() += b.transpose();
   }
+  // A block-diagonal square layer (a factorized network's hidden layer: zero outside the segments' blocks)
+  // computed block by block; one segment (or none): the dense product.
+  std::vector<MatF> diag;  // the diagonal blocks (transposed, contiguous) when split by split_blocks
+  void split_blocks(const std::vector<int>& seg) {
+    for (size_t k = 0; seg.size() > 2 && k + 1 < seg.size(); ++k) {
+      const int a = seg[k], len = seg[k + 1] - seg[k];
+      diag.emplace_back(W.block(a, a, len, len).transpose());
+    }
+  }
+  void apply_blocks(const MatF& X, MatF& Y, const std::vector<int>& seg) const {
+    if (diag.empty()) return apply(X, Y);
+    Y.resize(X.rows(), W.rows());
+    for (size_t k = 0; k < diag.size(); ++k) {
+      const int a = seg[k], len = seg[k + 1] - seg[k];
+      Y.middleCols(a, len).noalias() = X.middleCols(a, len) * diag[k];
+    }
+    Y.rowwise() += b.transpose();
+  }
 };
 
 // Layer norm over each segment [seg[k], seg[k+1]) of the units (one segment: the whole row; a factorized
@@ -132,9 +150,9 @@ class MLPSampler {
       const Block& b = blocks_[k];
       b.ln.apply(h_, a_);
       a_.rowwise() += t_table_.row(t).segment(k * d_, d_);
-      b.fc1.apply(a_, u_);
+      b.fc1.apply_blocks(a_, u_, b.ln.seg);
       u_ = u_.array() / (1.0f + (-u_.array()).exp());  // SiLU
-      b.fc2.apply(u_, a_);
+      b.fc2.apply_blocks(u_, a_, b.ln.seg);
       h_ += a_;
     }
     ln_out_.apply(h_, a_);

@@ -183,12 +183,20 @@ MLPSampler* make_sampler(const Tree& t, Arr<double> lower, Arr<double> upper, Ar
                          std::vector<int> ln_segments) {
   expect(w.size() >= 6 && (w.size() - 6) % 6 == 0, "weights: unexpected count");
   const size_t n_blocks = (w.size() - 6) / 6;
+  const int d = static_cast<int>(w[1].size());  // the input layer's bias: the hidden width
+  bool seg_ok = ln_segments.empty() || (ln_segments.size() >= 2 && ln_segments.front() == 0 && ln_segments.back() == d);
+  for (size_t k = 1; seg_ok && k < ln_segments.size(); ++k) seg_ok = ln_segments[k] > ln_segments[k - 1];
+  expect(seg_ok, "ln_segments: increasing unit boundaries from 0 to the hidden width");
   std::vector<Block> blocks(n_blocks);
   for (size_t k = 0; k < n_blocks; ++k) {
     const size_t o = 2 + 6 * k;
     blocks[k].ln = {to_vecf(w[o]), to_vecf(w[o + 1]), ln_eps, ln_segments};
     blocks[k].fc1 = {to_matf(w[o + 2]), to_vecf(w[o + 3])};
     blocks[k].fc2 = {to_matf(w[o + 4]), to_vecf(w[o + 5])};
+    expect(blocks[k].fc1.W.rows() == d && blocks[k].fc1.W.cols() == d && blocks[k].fc2.W.rows() == d &&
+               blocks[k].fc2.W.cols() == d, "hidden layers: not d x d");
+    blocks[k].fc1.split_blocks(ln_segments);
+    blocks[k].fc2.split_blocks(ln_segments);
   }
   const size_t e = 2 + 6 * n_blocks;
   Linear inp{to_matf(w[0]), to_vecf(w[1])}, head{to_matf(w[e + 2]), to_vecf(w[e + 3])};
@@ -199,10 +207,6 @@ MLPSampler* make_sampler(const Tree& t, Arr<double> lower, Arr<double> upper, Ar
   expect(head.W.rows() == n, "head width != joints");
   const int width = n + 11 * E + (feedback ? 15 * E + n : 0);
   expect(inp.W.cols() == width, "input layer width does not match the robot");
-  const int d = static_cast<int>(inp.W.rows());
-  bool seg_ok = ln_segments.empty() || (ln_segments.size() >= 2 && ln_segments.front() == 0 && ln_segments.back() == d);
-  for (size_t k = 1; seg_ok && k < ln_segments.size(); ++k) seg_ok = ln_segments[k] > ln_segments[k - 1];
-  expect(seg_ok, "ln_segments: increasing unit boundaries from 0 to the hidden width");
   expect(t_table.ndim() == 2 && t_table.shape(1) == static_cast<py::ssize_t>(n_blocks * head.W.cols()), "t_table shape");
   Norm norm{to_vec(lower), to_vec(upper), to_vec(pos_mean), to_vec(pos_std)};
   return new MLPSampler(t, norm, inp, blocks, ln_out, head, to_matf(t_table), feedback);
