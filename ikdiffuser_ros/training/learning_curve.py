@@ -4,7 +4,8 @@
 (``--table``: also print, per model, the steps and hours to a DDIM-20 raw median of 50 mm and the last point,
 as a markdown table.)
 
-``--x steps`` puts training steps on the horizontal axis instead of hours.
+``--x steps`` puts training steps on the horizontal axis instead of hours; ``--per-end-effector`` adds each end
+effector's own median (dotted) where the curve records it.
 
 Each checkpoint directory holds ``learning_curve.jsonl`` (the ``metrics.jsonl`` lines of every run
 that led to it, copied when the model is shipped); a training run's ``--out`` directory, which has only its
@@ -52,9 +53,10 @@ def table(directories: list[str | Path], mm: float = 50.0) -> str:
     return "\n".join(lines)
 
 
-def plot(directories: list[str | Path], out: str | Path, x: str = "hours") -> Path:
+def plot(directories: list[str | Path], out: str | Path, x: str = "hours", per_end_effector: bool = False) -> Path:
     """Median raw position [mm] and rotation [deg] error vs CPU hours (``x="hours"``) or training steps
-    (``x="steps"``), log-log, to a PNG; each line is labelled by its directory's name."""
+    (``x="steps"``), log-log, to a PNG; each line is labelled by its directory's name. ``per_end_effector``:
+    also each end effector's own median position error, dotted (curves that record it)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -64,7 +66,11 @@ def plot(directories: list[str | Path], out: str | Path, x: str = "hours") -> Pa
     for d in directories:
         rows = read_curve(d)
         xs = [r["total_hours"] if x == "hours" else r.get("total_steps", r["step"]) for r in rows]
-        ax_p.plot(xs, [r["pos_mm_median"] for r in rows], marker=".", label=Path(d).name)
+        line, = ax_p.plot(xs, [r["pos_mm_median"] for r in rows], marker=".", label=Path(d).name)
+        per_ee = [r.get("pos_mm_median_per_ee") for r in rows]
+        if per_end_effector and all(per_ee):
+            for e in range(len(per_ee[0])):
+                ax_p.plot(xs, [v[e] for v in per_ee], ls=":", color=line.get_color())
         ax_r.plot(xs, [r["rot_deg_median"] for r in rows], marker=".", label=Path(d).name)
     xlabel = "training hours (one CPU thread)" if x == "hours" else "training steps (batch 1024)"
     for ax, label, goals in ((ax_p, "median position error [mm]", (10, 20)), (ax_r, "median rotation error [deg]", (3, 5))):
@@ -88,8 +94,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default="docs/img/learning_curves.png")
     ap.add_argument("--table", action="store_true", help="also print the steps to a 50 mm median per model")
     ap.add_argument("--x", choices=("hours", "steps"), default="hours", help="the horizontal axis")
+    ap.add_argument("--per-end-effector", action="store_true",
+                    help="also plot each end effector's own median position error (dotted)")
     args = ap.parse_args(argv)
-    print(plot(args.checkpoints, args.out, args.x))
+    print(plot(args.checkpoints, args.out, args.x, args.per_end_effector))
     if args.table:
         print(table(args.checkpoints))
     return 0

@@ -249,13 +249,24 @@ class BatchSource:
         return self.q[idx], self.pos[idx], self.rot6d[idx]
 
 
-def random_masks(B: int, E: int, p_keep: float, p_pos_only: float, generator: torch.Generator):
-    """(B, E) bool constrained mask (>= 1 True per row) and (B, E) bool position-only mask."""
+def random_masks(B: int, E: int, p_keep: float, p_pos_only: float, generator: torch.Generator,
+                 chains: list[int] | None = None):
+    """(B, E) bool constrained mask (>= 1 True per row) and (B, E) bool position-only mask. ``chains`` (E,):
+    the chain of each end effector in a factorized network; then >= 1 True per row in every chain, so each
+    chain trains on its targets as a robot of that chain alone would (a chain left without targets is a
+    joint distribution no query needs: joints outside a query's group are locked)."""
     keep = torch.rand(B, E, generator=generator) < p_keep
-    forced = torch.randint(0, E, (B,), generator=generator)
-    keep[torch.arange(B), forced] |= ~keep.any(1)
+    for members in _chain_members(E, chains):
+        forced = members[torch.randint(0, len(members), (B,), generator=generator)]
+        keep[torch.arange(B), forced] |= ~keep[:, members].any(1)
     pos_only = (torch.rand(B, E, generator=generator) < p_pos_only) & keep
     return keep, pos_only
+
+
+def _chain_members(E: int, chains: list[int] | None) -> list[torch.Tensor]:
+    """End-effector indices of each chain (one chain of all E when ``chains`` is None)."""
+    ids = torch.as_tensor(chains if chains is not None else [0] * E)
+    return [torch.nonzero(ids == g).flatten() for g in ids.unique()]
 
 
 # ----------------------------------------------------------------------------------------- eval
@@ -539,7 +550,8 @@ def _train_step(run: _Run, lr: float) -> float:
         g["lr"] = lr
     E = len(run.robot.end_effectors)
     q, pos, rot6d = run.source.batch(c.batch_size)
-    keep, pos_only = random_masks(c.batch_size, E, c.p_keep_ee, c.p_pos_only, run.gens["data"])
+    keep, pos_only = random_masks(c.batch_size, E, c.p_keep_ee, c.p_pos_only, run.gens["data"],
+                                  run.model.config.ee_groups if getattr(run.model.config, "factorize", False) else None)
     q, pos, rot6d, keep, pos_only = (x.to(dev) for x in (q, pos, rot6d, keep, pos_only))
     if run.fold is not None:
         q = fold_turns(q, *run.fold)

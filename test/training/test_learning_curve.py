@@ -25,6 +25,7 @@ def test_curve_has_cumulative_hours_and_plots(tmp_path):
     for x in ("hours", "steps"):
         out = plot([shipped], tmp_path / f"curves_{x}.png", x=x)
         assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert plot([shipped], tmp_path / "per_ee.png", x="steps", per_end_effector=True).is_file()
     # a run directory (no learning_curve.jsonl yet) is read from its metrics.jsonl
     assert [r["step"] for r in read_curve(run)] == [10, 20, 30]
 

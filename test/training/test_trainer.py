@@ -39,6 +39,9 @@ def test_random_masks_keep_at_least_one():
     assert (~keep).any() and pos_only.any()
     keep1, _ = random_masks(100, 1, 0.0, 0.0, g)
     assert keep1.all()
+    # a factorized network's chains (talos: both hands, then each foot): every chain keeps a target
+    keep, _ = random_masks(5000, 4, 0.3, 0.0, g, chains=[0, 0, 1, 2])
+    assert keep[:, :2].any(1).all() and keep[:, 2].all() and keep[:, 3].all() and not keep[:, :2].all(1).all()
 
 
 def test_tiny_training_reduces_loss_and_resume_continues(tmp_path, panda):
