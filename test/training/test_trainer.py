@@ -153,6 +153,9 @@ def test_factorized_training_takes_the_chains_from_the_robot(tmp_path, baxter):
     net = load_checkpoint(out, baxter).denoiser
     assert net.inp.weight[:16, 7:14].abs().max() == 0 and net.head.weight[:7, 16:].abs().max() == 0
     assert net.inp.weight[:16, :7].abs().max() > 0
+    from ikdiffuser_ros.training.learning_curve import plot
+
+    assert plot([out], tmp_path / "arms.png", x="steps", per_end_effector=True).read_bytes()[:4] == b"\x89PNG"
     # a single chain has nothing to split: the dense network (so a dense checkpoint still warm-starts it)
     cfg = TrainConfig.preset("tiny", robot="panda", out_dir=str(tmp_path / "panda"), max_steps=2, eval_every=2,
                              ckpt_every=2, model=dict(type="IKMLPDenoiser", d_model=32, n_blocks=1, factorize=True))
