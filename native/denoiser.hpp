@@ -24,21 +24,22 @@ struct Linear {
     Y.rowwise() += b.transpose();
   }
   // A block-diagonal square layer (a factorized network's hidden layer: zero outside the segments' blocks)
-  // computed block by block; one segment (or none): the dense product.
-  std::vector<MatF> diag;  // the diagonal blocks (transposed, contiguous) when split by split_blocks
-  void split_blocks(const std::vector<int>& seg) {
-    for (size_t k = 0; seg.size() > 2 && k + 1 < seg.size(); ++k) {
+  // computed block by block; one segment: the dense product.
+  std::vector<int> seg;    // unit boundaries of the blocks (set by split_blocks)
+  std::vector<MatF> diag;  // the diagonal blocks, transposed and contiguous
+  void split_blocks(const std::vector<int>& segments) {
+    if (segments.size() <= 2) return;
+    seg = segments;
+    for (size_t k = 0; k + 1 < seg.size(); ++k) {
       const int a = seg[k], len = seg[k + 1] - seg[k];
       diag.emplace_back(W.block(a, a, len, len).transpose());
     }
   }
-  void apply_blocks(const MatF& X, MatF& Y, const std::vector<int>& seg) const {
+  void apply_blocks(const MatF& X, MatF& Y) const {
     if (diag.empty()) return apply(X, Y);
     Y.resize(X.rows(), W.rows());
-    for (size_t k = 0; k < diag.size(); ++k) {
-      const int a = seg[k], len = seg[k + 1] - seg[k];
-      Y.middleCols(a, len).noalias() = X.middleCols(a, len) * diag[k];
-    }
+    for (size_t k = 0; k < diag.size(); ++k)
+      Y.middleCols(seg[k], seg[k + 1] - seg[k]).noalias() = X.middleCols(seg[k], seg[k + 1] - seg[k]) * diag[k];
     Y.rowwise() += b.transpose();
   }
 };
@@ -48,13 +49,11 @@ struct Linear {
 struct LayerNorm {
   VecF w, b;
   float eps = 1e-5f;
-  std::vector<int> seg;
+  std::vector<int> seg;  // unit boundaries, from 0 to the width (make_sampler: {0, d} for a dense network)
   void apply(const MatF& X, MatF& Y) const {
     Y.resize(X.rows(), X.cols());
-    const std::vector<int> whole{0, static_cast<int>(X.cols())};
-    const std::vector<int>& s = seg.size() >= 2 ? seg : whole;
-    for (size_t k = 0; k + 1 < s.size(); ++k) {
-      const int a = s[k], len = s[k + 1] - s[k];
+    for (size_t k = 0; k + 1 < seg.size(); ++k) {
+      const int a = seg[k], len = seg[k + 1] - seg[k];
       for (Eigen::Index r = 0; r < X.rows(); ++r) {
         const auto x = X.row(r).segment(a, len).array();
         const float mean = x.mean();
@@ -150,9 +149,9 @@ class MLPSampler {
       const Block& b = blocks_[k];
       b.ln.apply(h_, a_);
       a_.rowwise() += t_table_.row(t).segment(k * d_, d_);
-      b.fc1.apply_blocks(a_, u_, b.ln.seg);
+      b.fc1.apply_blocks(a_, u_);
       u_ = u_.array() / (1.0f + (-u_.array()).exp());  // SiLU
-      b.fc2.apply_blocks(u_, a_, b.ln.seg);
+      b.fc2.apply_blocks(u_, a_);
       h_ += a_;
     }
     ln_out_.apply(h_, a_);

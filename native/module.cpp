@@ -187,6 +187,7 @@ MLPSampler* make_sampler(const Tree& t, Arr<double> lower, Arr<double> upper, Ar
   bool seg_ok = ln_segments.empty() || (ln_segments.size() >= 2 && ln_segments.front() == 0 && ln_segments.back() == d);
   for (size_t k = 1; seg_ok && k < ln_segments.size(); ++k) seg_ok = ln_segments[k] > ln_segments[k - 1];
   expect(seg_ok, "ln_segments: increasing unit boundaries from 0 to the hidden width");
+  if (ln_segments.empty()) ln_segments = {0, d};  // a dense network: one segment
   std::vector<Block> blocks(n_blocks);
   for (size_t k = 0; k < n_blocks; ++k) {
     const size_t o = 2 + 6 * k;

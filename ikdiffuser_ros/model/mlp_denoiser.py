@@ -88,14 +88,11 @@ class MLPDenoiserConfig:
         return width + (feature_width(self.n_joints, self.n_ee) if self.fk_feedback else 0)
 
 
-def _hidden_groups(d: int, joint_groups: list[int]) -> list[int]:
-    """Group of each of the d hidden units: contiguous shares of the width in proportion to each group's joints."""
+def _chain_edges(d: int, joint_groups: list[int]) -> list[int]:
+    """End unit of each chain's contiguous share of the d hidden units (chain g: units ``[edges[g-1], edges[g])``),
+    in proportion to each chain's joints; the last is d."""
     counts = [max(1, list(joint_groups).count(g)) for g in range(max(joint_groups) + 1)]
-    edges, total = [], 0
-    for c in counts:
-        total += c
-        edges.append(round(total / sum(counts) * d))
-    return [next(k for k, e in enumerate(edges) if u < e) for u in range(d)]
+    return [round(sum(counts[:k + 1]) / sum(counts) * d) for k in range(len(counts))]
 
 
 def structure_masks(config: MLPDenoiserConfig) -> dict[str, torch.Tensor]:
@@ -105,7 +102,8 @@ def structure_masks(config: MLPDenoiserConfig) -> dict[str, torch.Tensor]:
     :meth:`IKMLPDenoiser.forward`: x_t (n), targets (11 per end effector), feedback (15 per end effector + n)."""
     cpu = torch.device("cpu")  # also when the network is built on the meta device (checkpoint shape checks)
     jg, eg = torch.tensor(config.joint_groups, device=cpu), torch.tensor(config.ee_groups, device=cpu)
-    hid = torch.tensor(_hidden_groups(config.d_model, config.joint_groups), device=cpu)
+    edges = torch.tensor(_chain_edges(config.d_model, config.joint_groups), device=cpu)
+    hid = torch.bucketize(torch.arange(config.d_model, device=cpu), edges, right=True)  # the chain of each unit
     feats = [jg, eg.repeat_interleave(TARGET_FEATURES)]
     if config.fk_feedback:
         feats += [eg.repeat_interleave(15), jg]
@@ -134,8 +132,7 @@ def hidden_segments(config: MLPDenoiserConfig) -> list[int]:
     """Unit boundaries of the chains of a factorized network (``[0, d]`` for a dense one)."""
     if not config.factorize:
         return [0, config.d_model]
-    hid = _hidden_groups(config.d_model, config.joint_groups)
-    return [0, *(u for u in range(1, config.d_model) if hid[u] != hid[u - 1]), config.d_model]
+    return sorted({0, *_chain_edges(config.d_model, config.joint_groups)})  # a share rounded to nothing: dropped
 
 
 class _ResBlock(nn.Module):
