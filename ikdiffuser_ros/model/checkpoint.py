@@ -26,7 +26,8 @@ Checkpoints are untrusted input. :func:`load_checkpoint` checks, in this order, 
    :data:`MAX_PARAMETERS` parameters (counted on a ``meta``-device copy of the network);
 3. the weights: tensor names and shapes equal those of that freshly built network and the
    normalizer (read from the safetensors header before the data), every value finite, joint limits
-   ordered, position scales positive;
+   ordered, position scales positive (the denoiser's tensors may be stored as float16, see
+   :func:`store_weights_as`: they are computed in float32 after loading);
 4. a self-test: raw samples for a few known targets (FK of random configurations) are finite and so
    are their pose errors.
 """
@@ -69,6 +70,8 @@ ARCHITECTURES = {
     "IKMLPDenoiser": (MLPDenoiserConfig, IKMLPDenoiser),
 }
 Denoiser = IKDenoiser | IKMLPDenoiser
+#: storage dtypes of the denoiser's tensors (name -> dtype); the normalizer is always float32
+WEIGHT_DTYPES = {"float32": torch.float32, "float16": torch.float16}
 #: top-level card keys the loader reads
 CARD_SECTIONS = ("format_version", "architecture", "schedule", "normalization", "robot", "sampling")
 #: top-level card keys that only inform people (written by the trainer and ``model_card``; never read
@@ -158,6 +161,42 @@ def save_checkpoint(directory: str | Path, model: Denoiser, normalizer: Normaliz
     tmp_w.replace(directory / WEIGHTS_FILE)
     tmp_c.replace(directory / CARD_FILE)
     return directory
+
+
+def store_weights_as(weights: Path, dtype: str) -> int:
+    """Rewrite the checkpoint weights file ``weights`` with the denoiser's tensors stored as ``dtype`` (a key of
+    :data:`WEIGHT_DTYPES`; the normalizer stays float32), in place through a renamed temporary.
+
+    float16 halves the file; the loader computes in float32 whatever the storage. The file is left readable by
+    every user (0644: a model folder is read by the node, maybe as another user). Returns its size [bytes]. Raises CheckpointError if a value does not fit ``dtype`` (beyond float16's 65504), leaving the
+    file as it was.
+    """
+    from safetensors.torch import load_file, save_file
+
+    if dtype not in WEIGHT_DTYPES:
+        raise CheckpointError(f"unknown weights dtype {dtype!r}; one of {sorted(WEIGHT_DTYPES)}")
+    tensors = load_file(str(weights), device="cpu")
+    for name, t in tensors.items():
+        if name.startswith("denoiser."):
+            tensors[name] = t.to(WEIGHT_DTYPES[dtype]).contiguous()
+            if not bool(torch.isfinite(tensors[name]).all()):
+                raise CheckpointError(f"checkpoint weights {weights}: tensor {name} does not fit {dtype} "
+                                      f"(largest magnitude {float(t.abs().max()):.3g})")
+    tmp = weights.with_name(weights.name + ".tmp")
+    save_file(tensors, str(tmp), metadata={"format": "ikdiffuser", "format_version": str(FORMAT_VERSION)})
+    os.chmod(tmp, 0o644)
+    tmp.replace(weights)
+    return weights.stat().st_size
+
+
+def stored_weights_dtype(directory: str | Path) -> str:
+    """How a checkpoint stores its denoiser's tensors: a key of :data:`WEIGHT_DTYPES` (read from the
+    safetensors header of a checkpoint :func:`load_checkpoint` accepted)."""
+    from safetensors import safe_open
+
+    with safe_open(str(Path(directory) / WEIGHTS_FILE), framework="pt", device="cpu") as f:
+        dtype = f.get_slice("denoiser.head.weight").get_dtype()
+    return {"F32": "float32", "F16": "float16"}[dtype]
 
 
 def _file_kind(mode: int) -> str:
@@ -373,10 +412,13 @@ def _check_weight_shapes(wpath: Path, expected: dict[str, tuple[int, ...]], dire
 
 
 def _check_values(tensors: dict[str, torch.Tensor], wpath: Path) -> None:
-    """Every tensor floating point and finite; joint limits ordered; position scales positive."""
+    """Every tensor float32 (the denoiser's also float16) and finite; joint limits ordered; position scales
+    positive."""
     for name, t in tensors.items():
-        if not t.is_floating_point():
-            raise CheckpointError(f"checkpoint weights {wpath}: tensor {name} has dtype {t.dtype}, expected floats")
+        allowed = WEIGHT_DTYPES.values() if name.startswith("denoiser.") else (torch.float32,)
+        if t.dtype not in allowed:
+            names = "float32 or float16" if name.startswith("denoiser.") else "float32"
+            raise CheckpointError(f"checkpoint weights {wpath}: tensor {name} has dtype {t.dtype}, expected {names}")
         bad = int((~torch.isfinite(t)).sum())
         if bad:
             raise CheckpointError(f"checkpoint weights {wpath}: tensor {name} has {bad} of {t.numel()} values "

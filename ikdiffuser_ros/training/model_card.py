@@ -197,7 +197,7 @@ def evaluate_checkpoint(directory, robot, num_targets: int = 1000, best_of: int 
                         seed: int = 0) -> dict:
     """Raw-sample accuracy of a checkpoint with its card's sampler: all EEs, each EE alone (E > 1), best
     of N, self-collision-free share, timing; all EEs with plain DDIM-20; and the share one sample + LM solves."""
-    from ikdiffuser_ros.model.checkpoint import load_checkpoint
+    from ikdiffuser_ros.model.checkpoint import load_checkpoint, stored_weights_dtype
     from ikdiffuser_ros.sampling.sampler import default_sampling
 
     loaded = load_checkpoint(directory, robot)
@@ -216,19 +216,21 @@ def evaluate_checkpoint(directory, robot, num_targets: int = 1000, best_of: int 
     out["one_sample_lm"] = _one_sample_success(loaded, robot, T_ref)
     out.update(_timings(loaded, pos, rot6d, kw, gen))
     out["torch_threads"] = torch.get_num_threads()
+    out["weights_dtype"] = stored_weights_dtype(directory)
     return out
 
 
-def _intro(card: dict) -> list[str]:
+def _intro(card: dict, weights_dtype: str = "float32") -> list[str]:
     """Title, what the model is and where it is loaded, and the architecture paragraph."""
     r = card["robot"]
+    stored = "" if weights_dtype == "float32" else f", stored as {weights_dtype}, computed in float32"
     return [
         f"# IKDiffuser model: {r['name']}",
         "",
         f"Diffusion-model IK prior for `{r['name']}` ({len(r['joint_names'])} joints, end effectors "
         f"{', '.join('`%s`' % e for e in r['end_effectors'])}; robot fingerprint `{r['fingerprint']}`). "
         "Loaded by `ikdiffuser_ros.model.checkpoint.load_checkpoint` / `IKDiffuserSolver.from_checkpoint`; "
-        "files: `model.safetensors` (EMA weights + normalizer), `card.json` (everything below, machine-readable).",
+        f"files: `model.safetensors` (EMA weights{stored} + normalizer), `card.json` (everything below, machine-readable).",
         "",
         "## Architecture",
         _architecture(card),
@@ -346,7 +348,7 @@ def _reproduce_section(card: dict, reproduce: str) -> list[str]:
 
 def readme(card: dict, metrics: dict, reproduce: str) -> str:
     """Markdown model card from ``card.json`` and :func:`evaluate_checkpoint` metrics."""
-    sections = [_intro(card), _training_section(card), _accuracy_table(metrics), _raw_sample_notes(card, metrics),
+    sections = [_intro(card, metrics.get("weights_dtype", "float32")), _training_section(card), _accuracy_table(metrics), _raw_sample_notes(card, metrics),
                 _reproduce_section(card, reproduce)]
     return "\n".join(line for section in sections for line in [*section, ""])
 
@@ -406,12 +408,14 @@ def robot_of_card(card: dict, robot: str | None = None) -> str:
 
 
 def ship(run_dir: Path, dest: Path, steps: int, tail_steps: int, force: bool, num_targets: int,
-         robot: str | None = None) -> dict | None:
+         robot: str | None = None, weights_dtype: str = "float32") -> dict | None:
     """Copy a run's checkpoint to ``dest`` with sampler defaults and learning curve if it beats the shipped one.
 
-    ``robot``: a robot name or YAML (default :func:`robot_of_card`). Returns its :func:`evaluate_checkpoint`
-    metrics if shipped, else None.
+    ``robot``: a robot name or YAML (default :func:`robot_of_card`). ``weights_dtype``: how the denoiser's
+    tensors are stored (``float16`` halves the file; the evaluation is of the stored weights). Returns its
+    :func:`evaluate_checkpoint` metrics if shipped, else None.
     """
+    from ikdiffuser_ros.model.checkpoint import store_weights_as
     from ikdiffuser_ros.robots import load_robot
     from ikdiffuser_ros.training.learning_curve import CURVE_FILE
 
@@ -426,6 +430,7 @@ def ship(run_dir: Path, dest: Path, steps: int, tail_steps: int, force: bool, nu
     shutil.copy(run_dir / "model.safetensors", staging)
     (staging / "card.json").write_text(json.dumps(card, indent=2) + "\n")
     try:
+        store_weights_as(staging / "model.safetensors", weights_dtype)
         metrics = evaluate_checkpoint(staging, load_robot(robot_of_card(card, robot)), num_targets=num_targets)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
@@ -467,6 +472,9 @@ def register(subparsers) -> None:
     p.add_argument("--tail-steps", type=int, default=15, help="the card's default low-noise tail passes (default 15)")
     p.add_argument("--num-targets", type=int, default=1000, help="held-out targets of the evaluation (default 1000)")
     p.add_argument("--force", action="store_true", help="replace --out even if its held-out error is better")
+    p.add_argument("--weights-dtype", choices=("float32", "float16"), default="float32",
+                   help="storage of the network's weights (float16 halves the file; computed in float32 after "
+                        "loading; the evaluation is of the stored weights; default float32)")
     p.add_argument("--reproduce", default=None, help="command line to put in the README")
     p.set_defaults(func=_ship_main)
 
@@ -477,7 +485,8 @@ def _ship_main(args: argparse.Namespace) -> int:
     from ikdiffuser_ros.errors import IKDiffuserError
 
     try:
-        metrics = ship(args.run, args.out, args.steps, args.tail_steps, args.force, args.num_targets, args.robot)
+        metrics = ship(args.run, args.out, args.steps, args.tail_steps, args.force, args.num_targets, args.robot,
+                       args.weights_dtype)
     except (FileNotFoundError, IKDiffuserError) as exc:
         from ikdiffuser_ros.robots import RobotConfigError
 

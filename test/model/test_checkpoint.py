@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from ikdiffuser_ros.errors import CheckpointError
-from ikdiffuser_ros.model.checkpoint import load_checkpoint, save_checkpoint
+from ikdiffuser_ros.model.checkpoint import load_checkpoint, save_checkpoint, store_weights_as, stored_weights_dtype
 from ikdiffuser_ros.model.schedule import ScheduleConfig
 from ikdiffuser_ros.sampling.sampler import sample
 
@@ -80,3 +80,38 @@ def test_weights_that_do_not_match_the_card(saved, baxter):
     (path / "card.json").write_text(json.dumps(card))
     with pytest.raises(CheckpointError, match="does not match its card"):
         load_checkpoint(path, baxter)
+
+
+def test_float16_storage_halves_the_file_and_samples_as_before(saved, baxter):
+    """float16 storage (``ikdiffuser ship --weights-dtype float16``): about half the bytes, loaded into float32
+    as the float32 weights rounded to float16, the normalizer untouched. (What the rounding does to a trained
+    model's accuracy is measured by ``ship``'s evaluation: docs/training.md.)"""
+    path, loaded = saved
+    before = (path / "model.safetensors").stat().st_size
+    size = store_weights_as(path / "model.safetensors", "float16")
+    assert size < 0.6 * before and stored_weights_dtype(path) == "float16"
+    assert (path / "model.safetensors").stat().st_mode & 0o777 == 0o644
+    back = load_checkpoint(path, baxter)
+    assert all(p.dtype == torch.float32 for p in back.denoiser.parameters())
+    torch.testing.assert_close(back.normalizer.pos_std, loaded.normalizer.pos_std, rtol=0, atol=0)
+    for name, p in loaded.denoiser.state_dict().items():
+        torch.testing.assert_close(back.denoiser.state_dict()[name], p.half().float(), rtol=0, atol=0)
+    assert torch.isfinite(_draw(back)).all()
+    assert store_weights_as(path / "model.safetensors", "float32") == before  # and back (values stay rounded)
+    assert stored_weights_dtype(path) == "float32"
+
+
+def test_float16_storage_refuses_values_it_cannot_hold(saved):
+    from safetensors.torch import load_file, save_file
+
+    path, _ = saved
+    weights = path / "model.safetensors"
+    tensors = load_file(str(weights))
+    tensors["denoiser.head.weight"][0, 0] = 1e6
+    save_file(tensors, str(weights))
+    kept = weights.read_bytes()
+    with pytest.raises(CheckpointError, match="denoiser.head.weight does not fit float16"):
+        store_weights_as(weights, "float16")
+    assert weights.read_bytes() == kept
+    with pytest.raises(CheckpointError, match="unknown weights dtype 'int8'"):
+        store_weights_as(weights, "int8")

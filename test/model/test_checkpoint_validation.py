@@ -139,6 +139,12 @@ TENSOR_CASES = {
     "extra_tensor": (lambda t: t.update({"denoiser.evil": torch.zeros(1)}), ("does not match its card", "denoiser.evil")),
     "integer_tensor": (lambda t: t.update({"normalizer.pos_std": torch.ones(2, 3, dtype=torch.int64)}),
                        ("normalizer.pos_std", "dtype")),
+    "float64_weights": (lambda t: t.update({"denoiser.head.weight": t["denoiser.head.weight"].double()}),
+                        ("denoiser.head.weight", "dtype", "float32 or float16")),
+    "float16_normalizer": (lambda t: t.update({"normalizer.upper": t["normalizer.upper"].half()}),
+                           ("normalizer.upper", "dtype", "expected float32")),
+    "float16_inf": (lambda t: t.update({"denoiser.head.weight": t["denoiser.head.weight"].half().fill_(math.inf)}),
+                    ("denoiser.head.weight", "NaN or infinite")),
     "absurd_weights": (lambda t: [v.fill_(3e38) for k, v in t.items() if k.startswith("denoiser.") and "weight" in k],
                        ("self-test",)),
 }

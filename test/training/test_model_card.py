@@ -40,6 +40,16 @@ def test_ship_only_when_better(tmp_path):
     assert (dest / "eval.json").read_text() == before and not (dest.parent / "panda.staging").exists()
     assert main([str(run), "--ship", str(dest), "--steps", "4", "--force"]) == 0
     assert json.loads((dest / "card.json").read_text())["sampling"] == {"steps": 4, "tail_steps": 0, "refined_steps": 3, "refined_tail_steps": 1}
+    # float16 storage: the evaluation is of the stored weights, and eval.json and the README say so
+    f32 = (dest / "model.safetensors").stat().st_size
+    assert main([str(run), "--ship", str(dest), "--force"]) == 0  # the legacy entry keeps float32
+    from ikdiffuser_ros.cli import main as cli
+
+    assert cli(["ship", str(run), "--out", str(dest), "--force", "--weights-dtype", "float16",
+                "--num-targets", "50"]) == 0
+    assert (dest / "model.safetensors").stat().st_size < 0.6 * f32
+    assert json.loads((dest / "eval.json").read_text())["weights_dtype"] == "float16"
+    assert "stored as float16" in (dest / "README.md").read_text()
 
 
 def test_readme_without_samples_seen_or_steps():
