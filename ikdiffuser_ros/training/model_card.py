@@ -407,6 +407,26 @@ def robot_of_card(card: dict, robot: str | None = None) -> str:
     return card["robot"]["name"]
 
 
+def lineage_curve(run_dir: Path, depth: int = 0) -> str:
+    """The learning curve (JSON lines) of a run and of every run it warm-started from: the curve of the model
+    folder it started from (``learning_curve.jsonl``), or of the run folder (followed back in turn), then this
+    run's ``metrics.jsonl``. A source that is gone from this machine ends the curve there (with a note)."""
+    from ikdiffuser_ros.training.learning_curve import CURVE_FILE
+
+    own = (run_dir / "metrics.jsonl").read_text()
+    card = json.loads((run_dir / "card.json").read_text())
+    src = card.get("training", {}).get("cumulative", {}).get("warm_started_from")
+    if not src or depth > 100:
+        return own
+    src = Path(src)
+    if (src / CURVE_FILE).is_file():
+        return (src / CURVE_FILE).read_text() + own
+    if (src / "metrics.jsonl").is_file() and (src / "card.json").is_file():
+        return lineage_curve(src, depth + 1) + own
+    print(f"note: the learning curve starts at {run_dir}: {src}, where it was warm-started from, is not here")
+    return own
+
+
 def ship(run_dir: Path, dest: Path, steps: int, tail_steps: int, force: bool, num_targets: int,
          robot: str | None = None, weights_dtype: str = "float32") -> dict | None:
     """Copy a run's checkpoint to ``dest`` with sampler defaults and learning curve if it beats the shipped one.
@@ -442,9 +462,7 @@ def ship(run_dir: Path, dest: Path, steps: int, tail_steps: int, force: bool, nu
         print(f"not shipped: held-out median {new:.1f} mm does not beat the shipped {old:.1f} mm")
         shutil.rmtree(staging)
         return None
-    curve = (dest / CURVE_FILE).read_text() if (dest / CURVE_FILE).is_file() and card["training"].get(
-        "cumulative", {}).get("runs", 1) > 1 else ""
-    (staging / CURVE_FILE).write_text(curve + (run_dir / "metrics.jsonl").read_text())
+    (staging / CURVE_FILE).write_text(lineage_curve(run_dir))
     shutil.rmtree(dest, ignore_errors=True)
     staging.rename(dest)
     print(f"shipped {run_dir} -> {dest}: held-out median {new:.1f} mm (was {old})")

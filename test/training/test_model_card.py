@@ -52,6 +52,22 @@ def test_ship_only_when_better(tmp_path):
     assert "stored as float16" in (dest / "README.md").read_text()
 
 
+def test_shipped_curve_follows_the_runs_it_warm_started_from(tmp_path):
+    """A run resumed from another run (not from the model folder it is shipped to) ships both runs' curves,
+    never the curve of whatever model the folder held before."""
+    cfg = dict(robot="panda", model=dict(type="IKMLPDenoiser", d_model=32, n_blocks=1), max_steps=10, eval_every=5)
+    first, second = tmp_path / "first", tmp_path / "second"
+    train(TrainConfig.preset("tiny", out_dir=str(first), **cfg), progress=False)
+    train(TrainConfig.preset("tiny", out_dir=str(second), init_from=str(first), **cfg), progress=False)
+    dest = tmp_path / "models" / "panda"
+    dest.mkdir(parents=True)
+    (dest / CURVE_FILE).write_text('{"step": 1, "note": "another lineage"}\n')
+    assert main([str(second), "--ship", str(dest), "--force"]) == 0
+    shipped = (dest / CURVE_FILE).read_text()
+    assert shipped == (first / "metrics.jsonl").read_text() + (second / "metrics.jsonl").read_text()
+    assert "another lineage" not in shipped
+
+
 def test_readme_without_samples_seen_or_steps():
     """Regression: a card whose training section lacks samples_seen / steps reads '?' (no ValueError)."""
     from ikdiffuser_ros.resources import package_share
