@@ -23,12 +23,22 @@ struct Linear {
     Y.noalias() = X * W.transpose();
     Y.rowwise() += b.transpose();
   }
-  // A block-diagonal square layer (a factorized network's hidden layer: zero outside the segments' blocks)
-  // computed block by block; one segment: the dense product.
+  // A block-diagonal square layer (a factorized network's hidden layer without a trunk: zero outside the
+  // segments' blocks) computed block by block; one segment, or weights outside the blocks (a trunk's units
+  // reach every branch): the dense product.
   std::vector<int> seg;    // unit boundaries of the blocks (set by split_blocks)
   std::vector<MatF> diag;  // the diagonal blocks, transposed and contiguous
+  bool block_diagonal(const std::vector<int>& segments) const {
+    for (size_t k = 0; k + 1 < segments.size(); ++k) {
+      const int a = segments[k], len = segments[k + 1] - segments[k], rest = static_cast<int>(W.cols()) - a - len;
+      if ((a > 0 && (W.middleRows(a, len).leftCols(a).array() != 0.0f).any()) ||
+          (rest > 0 && (W.middleRows(a, len).rightCols(rest).array() != 0.0f).any()))
+        return false;
+    }
+    return true;
+  }
   void split_blocks(const std::vector<int>& segments) {
-    if (segments.size() <= 2) return;
+    if (segments.size() <= 2 || !block_diagonal(segments)) return;
     seg = segments;
     for (size_t k = 0; k + 1 < seg.size(); ++k) {
       const int a = seg[k], len = seg[k + 1] - seg[k];

@@ -137,3 +137,28 @@ def independent_chains(robot) -> tuple[list[int], list[int]]:
         for j in joints:
             joint_groups[j] = ee_groups[e]
     return joint_groups, ee_groups
+
+
+#: group id of the trunk in :func:`trunk_and_branches` (and in a factorized network's ``joint_groups``)
+TRUNK = -1
+
+
+def trunk_and_branches(robot) -> tuple[list[int], list[int]]:
+    """One branch per end effector and a trunk: (group id of each active variable (n,), group id of each end
+    effector (E,)). End effector e is branch e; a variable that moves one end effector belongs to its
+    branch; a variable that moves several (a torso, a mobile base) or none is the trunk (:data:`TRUNK`),
+    unless no variable moves several, when those that move none join branch 0 (as in
+    :func:`independent_chains`). Baxter: two branches, no trunk (= its independent chains); mobile_baxter:
+    the base is the trunk under two arms; talos: the torso is the trunk under the hands, and each leg a branch."""
+    ees = list(robot.end_effectors)
+    moving = [set(variables_moving(robot, [ee])) for ee in ees]
+    count = [sum(j in m for m in moving) for j in range(len(robot.joint_names))]
+    spare = TRUNK if max(count, default=0) > 1 else 0
+    joint_groups = [spare] * len(robot.joint_names)
+    for e, joints in enumerate(moving):
+        for j in joints:
+            if count[j] == 1:
+                joint_groups[j] = e
+            elif count[j] > 1:
+                joint_groups[j] = TRUNK
+    return joint_groups, list(range(len(ees)))

@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ikdiffuser_ros.kinematics.groups import TRUNK
 from ikdiffuser_ros.model.denoiser import sinusoidal_embedding
 from ikdiffuser_ros.model.feedback import feature_width
 from ikdiffuser_ros.model.validation import check_ranges
@@ -44,11 +45,13 @@ class MLPDenoiserConfig:
     n_blocks: int = 4
     #: condition on the kinematic feedback of the current sample (needs the robot at sampling time).
     fk_feedback: bool = True
-    #: one network per chain of end effectors that share no joint (baxter's arms, talos's feet), in one set of
-    #: dense weights whose cross-chain blocks are held at zero (:func:`structure_masks`): each chain's joints
-    #: see only their own joints and end effectors, as if alone. The groups are the robot's
-    #: (:func:`~ikdiffuser_ros.kinematics.groups.independent_chains`, filled in by the trainer):
-    #: ``joint_groups`` (n,) and ``ee_groups`` (E,) group ids. False / None = one dense network.
+    #: one network per branch (end effectors and the joints that move only them: baxter's arms, talos's legs), in
+    #: one set of dense weights whose cross-branch blocks are held at zero (:func:`structure_masks`): each
+    #: branch's joints see only their own joints and end effectors, as if alone, and the units of a **trunk**
+    #: (group -1: joints that move several end effectors, a torso or a mobile base), which see everything.
+    #: The groups are the robot's (:func:`~ikdiffuser_ros.kinematics.groups.trunk_and_branches`, filled in by
+    #: the trainer): ``joint_groups`` (n,) ids in -1..G-1 and ``ee_groups`` (E,) ids in 0..G-1. False / None =
+    #: one dense network.
     factorize: bool = False
     joint_groups: list[int] | None = None
     ee_groups: list[int] | None = None
@@ -73,9 +76,10 @@ class MLPDenoiserConfig:
                 raise ValueError(f"joint_groups needs {self.n_joints} ids and ee_groups {self.n_ee}, "
                                  f"got {len(jg)} and {len(eg)}")
             groups = sorted(set(eg))
-            if groups != list(range(len(groups))) or not set(jg) <= set(groups) or len(groups) > self.d_model:
-                raise ValueError(f"group ids must be 0..G-1 with G <= d_model, each with an end effector: "
-                                 f"joint_groups={jg}, ee_groups={eg}")
+            if groups != list(range(len(groups))) or not set(jg) <= {TRUNK, *groups} \
+                    or len(groups) + (TRUNK in jg) > self.d_model:
+                raise ValueError(f"group ids must be 0..G-1, each with an end effector, and -1 for trunk joints, at "
+                                 f"most d_model groups: joint_groups={jg}, ee_groups={eg}")
 
     @classmethod
     def from_dict(cls, d: dict) -> "MLPDenoiserConfig":
@@ -88,28 +92,41 @@ class MLPDenoiserConfig:
         return width + (feature_width(self.n_joints, self.n_ee) if self.fk_feedback else 0)
 
 
-def _chain_edges(d: int, joint_groups: list[int]) -> list[int]:
-    """End unit of each chain's contiguous share of the d hidden units (chain g: units ``[edges[g-1], edges[g])``),
-    in proportion to each chain's joints; the last is d."""
-    counts = [max(1, list(joint_groups).count(g)) for g in range(max(joint_groups) + 1)]
-    return [round(sum(counts[:k + 1]) / sum(counts) * d) for k in range(len(counts))]
+def unit_groups(config: MLPDenoiserConfig) -> torch.Tensor:
+    """(d,) long: the group of each hidden unit of a factorized network, contiguous shares in the order trunk
+    (-1, when some joint is the trunk's), 0, ..., G-1, in proportion to each group's joints (at least one;
+    the trunk at least as many as the largest branch: it serves all of them)."""
+    jg = list(config.joint_groups)
+    ids = ([TRUNK] if TRUNK in jg else []) + list(range(max(config.ee_groups) + 1))
+    counts = [max(1, jg.count(g)) for g in ids]
+    if TRUNK in jg:
+        counts[0] = max(counts)
+    edges = [round(sum(counts[:k + 1]) / sum(counts) * config.d_model) for k in range(len(ids))]
+    cpu = torch.device("cpu")  # also when the network is built on the meta device (checkpoint shape checks)
+    which = torch.bucketize(torch.arange(config.d_model, device=cpu), torch.tensor(edges, device=cpu), right=True)
+    return torch.tensor(ids, device=cpu)[which]
 
 
 def structure_masks(config: MLPDenoiserConfig) -> dict[str, torch.Tensor]:
     """Zero patterns of a factorized network: ``{"inp", "hidden", "head"}`` (out, in) 0/1 masks that keep each
-    hidden unit connected only to the inputs of its own chain (joints, end-effector targets, feedback), the
-    hidden layers block-diagonal and each joint's output fed by its chain's units. Input layout as
-    :meth:`IKMLPDenoiser.forward`: x_t (n), targets (11 per end effector), feedback (15 per end effector + n)."""
-    cpu = torch.device("cpu")  # also when the network is built on the meta device (checkpoint shape checks)
+    branch's hidden units connected only to the inputs of their own branch and of the trunk (joints,
+    end-effector targets, feedback) and to their own and the trunk's units, the trunk's units to everything,
+    and each joint's output fed by its group's units (a branch joint's also by the trunk's). Without a trunk:
+    block-diagonal hidden layers. Input layout as :meth:`IKMLPDenoiser.forward`: x_t (n), targets (11 per end
+    effector), feedback (15 per end effector + n)."""
+    cpu = torch.device("cpu")
     jg, eg = torch.tensor(config.joint_groups, device=cpu), torch.tensor(config.ee_groups, device=cpu)
-    edges = torch.tensor(_chain_edges(config.d_model, config.joint_groups), device=cpu)
-    hid = torch.bucketize(torch.arange(config.d_model, device=cpu), edges, right=True)  # the chain of each unit
+    hid = unit_groups(config)
     feats = [jg, eg.repeat_interleave(TARGET_FEATURES)]
     if config.fk_feedback:
         feats += [eg.repeat_interleave(15), jg]
     feat = torch.cat(feats)
-    return {"inp": (hid[:, None] == feat[None]).float(), "hidden": (hid[:, None] == hid[None]).float(),
-            "head": (jg[:, None] == hid[None]).float()}
+
+    def link(out: torch.Tensor, into: torch.Tensor, trunk_reads: bool = True) -> torch.Tensor:
+        same = (out[:, None] == into[None]) | (into[None] == TRUNK)
+        return (same | (out[:, None] == TRUNK) if trunk_reads else same).float()
+
+    return {"inp": link(hid, feat), "hidden": link(hid, hid), "head": link(jg, hid, trunk_reads=False)}
 
 
 class SegmentLayerNorm(nn.LayerNorm):
@@ -129,10 +146,12 @@ class SegmentLayerNorm(nn.LayerNorm):
 
 
 def hidden_segments(config: MLPDenoiserConfig) -> list[int]:
-    """Unit boundaries of the chains of a factorized network (``[0, d]`` for a dense one)."""
+    """Unit boundaries of the groups of a factorized network (``[0, d]`` for a dense one); a share rounded to
+    nothing has none."""
     if not config.factorize:
         return [0, config.d_model]
-    return sorted({0, *_chain_edges(config.d_model, config.joint_groups)})  # a share rounded to nothing: dropped
+    g = unit_groups(config)
+    return [0, *(torch.nonzero(g[1:] != g[:-1]).flatten() + 1).tolist(), config.d_model]
 
 
 class _ResBlock(nn.Module):

@@ -383,6 +383,8 @@ class _Run:
     elapsed_before: float = 0.0
     history: list = field(default_factory=list)
     prior: dict = field(default_factory=dict)
+    #: (E,) chain of each end effector for :func:`random_masks` (a factorized network's), else None
+    mask_chains: list[int] | None = None
     #: the network's passes autocast to bfloat16 (:attr:`TrainConfig.precision` resolved)
     bf16: bool = False
 
@@ -470,10 +472,10 @@ def _init_process(config: TrainConfig) -> tuple[int, int, torch.device]:
 def _model_and_ema(config: TrainConfig, robot, device: torch.device) -> tuple[torch.nn.Module, torch.nn.Module]:
     """The configured denoiser for ``robot`` on ``device`` (freshly initialised) and a frozen copy of it for the EMA."""
     if config.model.get("factorize") and config.model.get("joint_groups") is None:
-        from ikdiffuser_ros.kinematics.groups import independent_chains
+        from ikdiffuser_ros.kinematics.groups import trunk_and_branches
 
-        joint_groups, ee_groups = independent_chains(robot)
-        if max(ee_groups) == 0:  # one chain (an arm, a mobile base under both arms): the dense network
+        joint_groups, ee_groups = trunk_and_branches(robot)
+        if max(ee_groups) == 0:  # one end effector: the dense network
             config.model["factorize"] = False
         else:
             config.model["joint_groups"], config.model["ee_groups"] = joint_groups, ee_groups
@@ -532,7 +534,7 @@ def _setup(config: TrainConfig, resume: bool) -> _Run:
     run = _Run(config, robot, device, world, rank, source, desc, normalizer, schedule_config, abar, model, ema, model,
                opt, {"data": data_gen, "noise": noise_gen}, q_eval, feedback, prior=prior,
                fold=(learnt_box(robot)[0], full_turns(robot)) if config.fold_full_turns else None,
-               bf16=uses_bf16(config.precision, device))
+               bf16=uses_bf16(config.precision, device), mask_chains=_mask_chains(model, robot))
     out = Path(config.out_dir)
     if resume and (out / "train_state.json").is_file():
         _resume_state(run, out)
@@ -543,6 +545,18 @@ def _setup(config: TrainConfig, resume: bool) -> _Run:
     return run
 
 
+def _mask_chains(model: torch.nn.Module, robot) -> list[int] | None:
+    """The chain of each end effector (:func:`~ikdiffuser_ros.kinematics.groups.independent_chains`) when the
+    network is factorized, else None: every training row then constrains >= 1 end effector of every chain
+    (:func:`random_masks`). Chains, not branches: end effectors under a common trunk may be left free, as a
+    query on one arm of a mobile manipulator leaves the other."""
+    if not getattr(model.config, "factorize", False):
+        return None
+    from ikdiffuser_ros.kinematics.groups import independent_chains
+
+    return independent_chains(robot)[1]
+
+
 def _train_step(run: _Run, lr: float) -> float:
     """One AdamW step on a fresh batch (+ EMA update); returns the loss."""
     c, dev = run.config, run.device
@@ -550,8 +564,7 @@ def _train_step(run: _Run, lr: float) -> float:
         g["lr"] = lr
     E = len(run.robot.end_effectors)
     q, pos, rot6d = run.source.batch(c.batch_size)
-    keep, pos_only = random_masks(c.batch_size, E, c.p_keep_ee, c.p_pos_only, run.gens["data"],
-                                  run.model.config.ee_groups if getattr(run.model.config, "factorize", False) else None)
+    keep, pos_only = random_masks(c.batch_size, E, c.p_keep_ee, c.p_pos_only, run.gens["data"], run.mask_chains)
     q, pos, rot6d, keep, pos_only = (x.to(dev) for x in (q, pos, rot6d, keep, pos_only))
     if run.fold is not None:
         q = fold_turns(q, *run.fold)

@@ -6,7 +6,8 @@ import pytest
 
 from ikdiffuser_ros.errors import UnknownGroupError
 from ikdiffuser_ros.kinematics.frames import rigid_offsets
-from ikdiffuser_ros.kinematics.groups import build_groups, find_group, independent_chains, variables_moving
+from ikdiffuser_ros.kinematics.groups import (TRUNK, build_groups, find_group, independent_chains, trunk_and_branches,
+                                            variables_moving)
 from ikdiffuser_ros.robots import load_robot
 
 
@@ -74,3 +75,17 @@ def test_independent_chains_split_end_effectors_that_share_no_joint(baxter, dual
     joints, ees = independent_chains(talos)
     assert sorted(set(ees)) == [0, 1, 2] and ees[0] == ees[1] and len({ees[1], ees[2], ees[3]}) == 3
     assert sum(g == ees[2] for g in joints) == 6 and sum(g == ees[3] for g in joints) == 6  # a leg each
+
+
+def test_trunk_and_branches(baxter, dual):
+    """A branch per end effector, the joints that move several (a mobile base, a waist, a torso) the trunk:
+    baxter as its independent chains; dual_ur5_mobile's base and waist under two arms; talos's torso under
+    both hands, a leg per foot; a single arm one branch."""
+    assert trunk_and_branches(baxter) == independent_chains(baxter)
+    assert trunk_and_branches(dual) == ([TRUNK] * 4 + [0] * 6 + [1] * 6, [0, 1])
+    talos = load_robot("talos")
+    joints, ees = trunk_and_branches(talos)
+    assert ees == [0, 1, 2, 3] and joints[:2] == [TRUNK, TRUNK]
+    assert [joints.count(g) for g in range(4)] == [7, 7, 6, 6]
+    panda = load_robot("panda")
+    assert trunk_and_branches(panda) == ([0] * panda.n_joints, [0])

@@ -128,6 +128,44 @@ def test_factorized_network_keeps_each_chain_to_itself(baxter):
     assert right_arm_changed()[0] < 1e-6
 
 
+def test_trunk_reaches_every_branch_and_branches_only_their_own():
+    """dual_ur5_mobile factorized: base and waist are the trunk. A branch's units read their own arm's joints,
+    target and feedback, the trunk's joints and the trunk's units, never the other arm's; the trunk's units
+    read everything; a trunk joint's output comes from the trunk's units only. The masked weights stay zero
+    through AdamW and loads."""
+    from ikdiffuser_ros.kinematics.groups import TRUNK, trunk_and_branches
+    from ikdiffuser_ros.model.mlp_denoiser import structure_masks, unit_groups
+    from ikdiffuser_ros.robots import load_robot
+
+    dual = load_robot("dual_ur5_mobile")
+    jg, eg = trunk_and_branches(dual)
+    config = MLPDenoiserConfig(dual.n_joints, 2, d_model=60, n_blocks=2, factorize=True, joint_groups=jg, ee_groups=eg)
+    units = unit_groups(config)
+    assert [int((units == g).sum()) for g in (TRUNK, 0, 1)] == [20, 20, 20]  # the trunk as wide as an arm
+    m = structure_masks(config)
+    jg_t = torch.tensor(jg)
+    feat = torch.cat([jg_t, torch.tensor(eg).repeat_interleave(11), torch.tensor(eg).repeat_interleave(15), jg_t])
+    left, right, trunk = units == 0, units == 1, units == TRUNK
+    assert m["inp"][left][:, feat == 1].sum() == 0 and m["inp"][left][:, (feat == 0) | (feat == TRUNK)].all()
+    assert m["inp"][trunk].all() and m["hidden"][trunk].all()
+    assert m["hidden"][left][:, right].sum() == 0 and m["hidden"][left][:, left | trunk].all()
+    assert m["head"][jg_t == TRUNK][:, ~trunk].sum() == 0 and m["head"][jg_t == 0][:, left | trunk].all()
+    assert m["head"][jg_t == 0][:, right].sum() == 0
+    model = IKMLPDenoiser(config)
+    opt = torch.optim.AdamW(model.parameters(), 1e-2, weight_decay=1e-2)
+    for _ in range(2):
+        opt.zero_grad()
+        B = 4
+        out = model(torch.randn(B, dual.n_joints), torch.full((B,), 3), torch.randn(B, 2, 3), torch.randn(B, 2, 6),
+                    torch.ones(B, 2, dtype=torch.bool), torch.zeros(B, 2, dtype=torch.bool),
+                    feedback=torch.randn(B, config.input_width() - dual.n_joints - 22))
+        out.pow(2).mean().backward()
+        opt.step()
+    model.load_state_dict({k: v + 1.0 for k, v in model.state_dict().items()})
+    for w, mask in model._masked():
+        assert (w[mask == 0] == 0).all() and (w[mask == 1] != 0).any()
+
+
 def test_factorize_needs_its_groups():
     with pytest.raises(ValueError, match="factorize needs joint_groups"):
         IKMLPDenoiser(MLPDenoiserConfig(14, 2, factorize=True))
@@ -135,6 +173,9 @@ def test_factorize_needs_its_groups():
         MLPDenoiserConfig(14, 2, factorize=True, joint_groups=[0] * 7, ee_groups=[0, 1]).validate()
     with pytest.raises(ValueError, match="group ids must be"):
         MLPDenoiserConfig(2, 2, factorize=True, joint_groups=[0, 2], ee_groups=[0, 2]).validate()
+    with pytest.raises(ValueError, match="group ids must be"):  # -1 is the trunk's; no other negative id
+        MLPDenoiserConfig(3, 2, factorize=True, joint_groups=[-2, 0, 1], ee_groups=[0, 1]).validate()
+    MLPDenoiserConfig(3, 2, factorize=True, joint_groups=[-1, 0, 1], ee_groups=[0, 1]).validate()
 
 
 def test_feedback_is_required_when_configured(panda):

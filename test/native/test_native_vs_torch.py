@@ -101,25 +101,28 @@ def test_sampler_matches_torch(name, eta):
     assert (ref - got).abs().max() < 2e-3  # float32 network: rounding differences only
 
 
-def test_sampler_matches_torch_on_a_factorized_network():
-    """A factorized network (one chain per baxter arm: cross-chain weights zero, a layer norm per chain)
-    samples the same in C++ as in torch."""
+@pytest.mark.parametrize("name", ["baxter", "mobile_baxter"])
+def test_sampler_matches_torch_on_a_factorized_network(name):
+    """A factorized network samples the same in C++ as in torch: baxter (one branch per arm: cross-branch
+    weights zero, a layer norm per branch; the compiled hidden layers block by block) and mobile_baxter (a
+    trunk, the base, whose units reach both arms: the compiled hidden layers whole)."""
     from ikdiffuser_ros.data.generate import sample_fk
-    from ikdiffuser_ros.kinematics.groups import independent_chains
+    from ikdiffuser_ros.kinematics.groups import trunk_and_branches
     from ikdiffuser_ros.model.checkpoint import LoadedModel
     from ikdiffuser_ros.model.mlp_denoiser import IKMLPDenoiser, MLPDenoiserConfig
     from ikdiffuser_ros.model.normalizer import Normalizer
     from ikdiffuser_ros.model.schedule import NoiseSchedule, ScheduleConfig
 
-    robot = load_robot("baxter")
-    joint_groups, ee_groups = independent_chains(robot)
+    robot = load_robot(name)
+    joint_groups, ee_groups = trunk_and_branches(robot)
+    n = robot.n_joints
     torch.manual_seed(0)
-    net = IKMLPDenoiser(MLPDenoiserConfig(14, 2, d_model=48, n_blocks=2, factorize=True, joint_groups=joint_groups,
+    net = IKMLPDenoiser(MLPDenoiserConfig(n, 2, d_model=48, n_blocks=2, factorize=True, joint_groups=joint_groups,
                                           ee_groups=ee_groups)).eval()
     with torch.no_grad():  # make each chain's layer norms differ from the plain one's
         for p in net.parameters():
             p.add_(0.3 * torch.randn_like(p) * (p != 0))
-    assert net.ln_out.segments == [0, 24, 48]
+    assert net.ln_out.segments == ([0, 24, 48] if name == "baxter" else [0, 16, 32, 48])
     pos = sample_fk(robot, 500, torch.Generator().manual_seed(0))[1]
     loaded = LoadedModel(net, Normalizer.fit(robot.lower, robot.upper, pos),
                          NoiseSchedule(ScheduleConfig(num_train_steps=20)), {}, robot)
@@ -127,7 +130,7 @@ def test_sampler_matches_torch_on_a_factorized_network():
     mask, pos_only = torch.ones(8, 2, dtype=torch.bool), torch.zeros(8, 2, dtype=torch.bool)
     p, r = targets_from_poses(T.float())
     ref = sample(loaded, p, r, mask, pos_only, 1, steps=4, tail_steps=2, generator=torch.Generator().manual_seed(5))[:, 0]
-    x = torch.randn(8, 14, generator=torch.Generator().manual_seed(5))
+    x = torch.randn(8, n, generator=torch.Generator().manual_seed(5))
     got = native.NativeSampler(loaded, native.NativeKinematics(robot)).sample(
         x, T, mask, pos_only, sampling_plan(loaded.schedule, 4, 2))
     assert (ref - got).abs().max() < 2e-3

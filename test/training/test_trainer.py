@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from ikdiffuser_ros.model.checkpoint import load_checkpoint
+from ikdiffuser_ros.robots import load_robot
 from ikdiffuser_ros.training.trainer import TrainConfig, random_masks, train
 
 REPO = Path(__file__).resolve().parents[2]
@@ -162,6 +163,22 @@ def test_factorized_training_takes_the_chains_from_the_robot(tmp_path, baxter):
     train(cfg, progress=False)
     arch = json.loads((tmp_path / "panda" / "card.json").read_text())["architecture"]
     assert not arch["factorize"] and arch["joint_groups"] is None
+
+
+def test_factorized_mobile_robot_has_a_trunk_and_trains_with_free_arms(tmp_path):
+    """mobile_baxter factorized: the base is the trunk (group -1) under one branch per arm; its training rows
+    still leave an arm free (both arms are one chain for the masks: a query on one arm leaves the other)."""
+    from ikdiffuser_ros.training.trainer import _mask_chains
+
+    out = tmp_path / "mb"
+    cfg = TrainConfig.preset("tiny", robot="mobile_baxter", out_dir=str(out), max_steps=3, eval_every=3,
+                             ckpt_every=3, model=dict(type="IKMLPDenoiser", d_model=48, n_blocks=1, factorize=True))
+    train(cfg, progress=False)
+    arch = json.loads((out / "card.json").read_text())["architecture"]
+    assert arch["joint_groups"] == [-1] * 3 + [0] * 7 + [1] * 7 and arch["ee_groups"] == [0, 1]
+    robot = load_robot("mobile_baxter")
+    net = load_checkpoint(out, robot).denoiser
+    assert net.ln_out.segments == [0, 16, 32, 48] and _mask_chains(net, robot) == [0, 0]
 
 
 def test_training_from_generated_shards(tmp_path, baxter):
