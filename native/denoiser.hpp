@@ -23,34 +23,35 @@ struct Linear {
     Y.noalias() = X * W.transpose();
     Y.rowwise() += b.transpose();
   }
-  // A block-diagonal square layer (a factorized network's hidden layer without a trunk: zero outside the
-  // segments' blocks) computed block by block; one segment, or weights outside the blocks (a trunk's units
-  // reach every branch): the dense product.
-  std::vector<int> seg;    // unit boundaries of the blocks (set by split_blocks)
-  std::vector<MatF> diag;  // the diagonal blocks, transposed and contiguous
-  bool block_diagonal(const std::vector<int>& segments) const {
-    for (size_t k = 0; k + 1 < segments.size(); ++k) {
-      const int a = segments[k], len = segments[k + 1] - segments[k], rest = static_cast<int>(W.cols()) - a - len;
-      if ((a > 0 && (W.middleRows(a, len).leftCols(a).array() != 0.0f).any()) ||
-          (rest > 0 && (W.middleRows(a, len).rightCols(rest).array() != 0.0f).any()))
-        return false;
-    }
-    return true;
-  }
+  // A factorized network's square hidden layer computed block by block: the blocks (out segment k, in segment j)
+  // that hold a nonzero weight (a branch's own block and the trunk's, the trunk's row of blocks; without a trunk
+  // the diagonal only). One segment, or no zero block: the dense product.
+  struct Part {
+    int out, in;  // segment indices
+    MatF Wt;      // the block, transposed and contiguous (in length, out length)
+  };
+  std::vector<int> seg;     // unit boundaries of the segments (set by split_blocks)
+  std::vector<Part> parts;  // the nonzero blocks, grouped by output segment in order
   void split_blocks(const std::vector<int>& segments) {
-    if (segments.size() <= 2 || !block_diagonal(segments)) return;
+    if (segments.size() <= 2) return;
+    const int S = static_cast<int>(segments.size()) - 1;
+    std::vector<Part> nonzero;
+    for (int k = 0; k < S; ++k)
+      for (int j = 0; j < S; ++j) {
+        const auto block = W.block(segments[k], segments[j], segments[k + 1] - segments[k], segments[j + 1] - segments[j]);
+        if ((block.array() != 0.0f).any()) nonzero.push_back({k, j, block.transpose()});
+      }
+    if (static_cast<int>(nonzero.size()) == S * S) return;  // dense after all
     seg = segments;
-    for (size_t k = 0; k + 1 < seg.size(); ++k) {
-      const int a = seg[k], len = seg[k + 1] - seg[k];
-      diag.emplace_back(W.block(a, a, len, len).transpose());
-    }
+    parts = std::move(nonzero);
   }
   void apply_blocks(const MatF& X, MatF& Y) const {
-    if (diag.empty()) return apply(X, Y);
+    if (parts.empty()) return apply(X, Y);
     Y.resize(X.rows(), W.rows());
-    for (size_t k = 0; k < diag.size(); ++k)
-      Y.middleCols(seg[k], seg[k + 1] - seg[k]).noalias() = X.middleCols(seg[k], seg[k + 1] - seg[k]) * diag[k];
-    Y.rowwise() += b.transpose();
+    Y = b.transpose().replicate(X.rows(), 1);
+    for (const Part& p : parts)
+      Y.middleCols(seg[p.out], seg[p.out + 1] - seg[p.out]).noalias() +=
+          X.middleCols(seg[p.in], seg[p.in + 1] - seg[p.in]) * p.Wt;
   }
 };
 
