@@ -41,6 +41,12 @@ def quaternion_matrix(quat, what: str = "orientation") -> np.ndarray:
     return quat_to_matrix(q / norm)
 
 
+#: a homogeneous transform's last row, and how far from it one may be (``np.allclose``'s default tolerances,
+#: written out: this check runs for every target of every request)
+_LAST_ROW = np.array([0.0, 0.0, 0.0, 1.0])
+_LAST_ROW_TOLERANCE = 1e-8 + 1e-5 * np.abs(_LAST_ROW)
+
+
 def pose_matrix(pose, what: str = "pose") -> np.ndarray:
     """(4, 4) matrix or (7,) ``(x, y, z, qx, qy, qz, qw)`` [m] -> validated (4, 4) float64."""
     try:
@@ -61,7 +67,7 @@ def pose_matrix(pose, what: str = "pose") -> np.ndarray:
         raise InvalidGoalError(f"{what}: pose has NaN or infinite entries")
     R = a[:3, :3]
     if (np.abs(R.T @ R - np.eye(3)).max() > ORTHONORMAL_TOLERANCE or abs(np.linalg.det(R) - 1) > ORTHONORMAL_TOLERANCE
-            or not np.allclose(a[3], (0, 0, 0, 1))):
+            or not (np.abs(a[3] - _LAST_ROW) <= _LAST_ROW_TOLERANCE).all()):
         raise InvalidGoalError(f"{what}: not a rigid transform (rotation not orthonormal with det 1 within "
                                f"{ORTHONORMAL_TOLERANCE}, or last row not 0 0 0 1)")
     return a.copy()
