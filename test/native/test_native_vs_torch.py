@@ -101,11 +101,12 @@ def test_sampler_matches_torch(name, eta):
     assert (ref - got).abs().max() < 2e-3  # float32 network: rounding differences only
 
 
-@pytest.mark.parametrize("name", ["baxter", "mobile_baxter"])
+@pytest.mark.parametrize("name", ["baxter", "mobile_baxter", "talos"])
 def test_sampler_matches_torch_on_a_factorized_network(name):
     """A factorized network samples the same in C++ as in torch: baxter (one branch per arm: cross-branch
-    weights zero, a layer norm per branch; the compiled hidden layers block by block) and mobile_baxter (a
-    trunk, the base, whose units reach both arms: the compiled hidden layers whole)."""
+    weights zero, a layer norm per branch; the compiled hidden layers block by block), mobile_baxter (a trunk,
+    the base, whose units reach both arms: most weights nonzero, the compiled hidden layers whole) and talos
+    (the torso a trunk under two arms and two legs: block by block, the trunk's blocks included)."""
     from ikdiffuser_ros.data.generate import sample_fk
     from ikdiffuser_ros.kinematics.groups import trunk_and_branches
     from ikdiffuser_ros.model.checkpoint import LoadedModel
@@ -117,17 +118,19 @@ def test_sampler_matches_torch_on_a_factorized_network(name):
     joint_groups, ee_groups = trunk_and_branches(robot)
     n = robot.n_joints
     torch.manual_seed(0)
-    net = IKMLPDenoiser(MLPDenoiserConfig(n, 2, d_model=48, n_blocks=2, factorize=True, joint_groups=joint_groups,
+    E = len(ee_groups)
+    net = IKMLPDenoiser(MLPDenoiserConfig(n, E, d_model=48, n_blocks=2, factorize=True, joint_groups=joint_groups,
                                           ee_groups=ee_groups)).eval()
     with torch.no_grad():  # make each chain's layer norms differ from the plain one's
         for p in net.parameters():
             p.add_(0.3 * torch.randn_like(p) * (p != 0))
-    assert net.ln_out.segments == ([0, 24, 48] if name == "baxter" else [0, 16, 32, 48])
+    assert net.ln_out.segments == {"baxter": [0, 24, 48], "mobile_baxter": [0, 16, 32, 48],
+                                   "talos": [0, 10, 20, 31, 39, 48]}[name]
     pos = sample_fk(robot, 500, torch.Generator().manual_seed(0))[1]
     loaded = LoadedModel(net, Normalizer.fit(robot.lower, robot.upper, pos),
                          NoiseSchedule(ScheduleConfig(num_train_steps=20)), {}, robot)
     T = robot.fk(_uniform(robot, 8, 4))
-    mask, pos_only = torch.ones(8, 2, dtype=torch.bool), torch.zeros(8, 2, dtype=torch.bool)
+    mask, pos_only = torch.ones(8, E, dtype=torch.bool), torch.zeros(8, E, dtype=torch.bool)
     p, r = targets_from_poses(T.float())
     ref = sample(loaded, p, r, mask, pos_only, 1, steps=4, tail_steps=2, generator=torch.Generator().manual_seed(5))[:, 0]
     x = torch.randn(8, n, generator=torch.Generator().manual_seed(5))
