@@ -112,26 +112,31 @@ def find_group(groups: Mapping[str, Group], name: str) -> Group:
         raise UnknownGroupError(name, groups) from None
 
 
+def _moved_by_each_end_effector(robot) -> list[set[int]]:
+    """For each end effector (E), the set of active variables that move it."""
+    return [set(variables_moving(robot, [ee])) for ee in robot.end_effectors]
+
+
 def independent_chains(robot) -> tuple[list[int], list[int]]:
     """Split the robot into chains that share no joint: (group id of each active variable (n,), group id of
     each end effector (E,)). End effectors moved by a common joint (a torso, a mobile base) share a group;
     a variable that moves no end effector joins group 0. Baxter: two groups (one per arm); talos: three
     (both hands through the torso, each foot); a mobile manipulator or a single arm: one."""
-    ees = list(robot.end_effectors)
-    moving = [set(variables_moving(robot, [ee])) for ee in ees]
-    parent = list(range(len(ees)))
+    moving = _moved_by_each_end_effector(robot)
+    ees = range(len(moving))
+    parent = list(ees)
 
     def root(i: int) -> int:
         while parent[i] != i:
             i = parent[i]
         return i
 
-    for a in range(len(ees)):
-        for b in range(a + 1, len(ees)):
+    for a in ees:
+        for b in range(a + 1, len(moving)):
             if moving[a] & moving[b]:
                 parent[root(b)] = root(a)
-    ids = {r: k for k, r in enumerate(dict.fromkeys(root(i) for i in range(len(ees))))}
-    ee_groups = [ids[root(i)] for i in range(len(ees))]
+    ids = {r: k for k, r in enumerate(dict.fromkeys(root(i) for i in ees))}
+    ee_groups = [ids[root(i)] for i in ees]
     joint_groups = [0] * len(robot.joint_names)
     for e, joints in enumerate(moving):
         for j in joints:
@@ -150,8 +155,7 @@ def trunk_and_branches(robot) -> tuple[list[int], list[int]]:
     unless no variable moves several, when those that move none join branch 0 (as in
     :func:`independent_chains`). Baxter: two branches, no trunk (= its independent chains); mobile_baxter:
     the base is the trunk under two arms; talos: the torso is the trunk under the hands, and each leg a branch."""
-    ees = list(robot.end_effectors)
-    moving = [set(variables_moving(robot, [ee])) for ee in ees]
+    moving = _moved_by_each_end_effector(robot)
     count = [sum(j in m for m in moving) for j in range(len(robot.joint_names))]
     spare = TRUNK if max(count, default=0) > 1 else 0
     joint_groups = [spare] * len(robot.joint_names)
@@ -161,4 +165,4 @@ def trunk_and_branches(robot) -> tuple[list[int], list[int]]:
                 joint_groups[j] = e
             elif count[j] > 1:
                 joint_groups[j] = TRUNK
-    return joint_groups, list(range(len(ees)))
+    return joint_groups, list(range(len(moving)))

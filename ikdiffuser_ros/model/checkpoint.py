@@ -415,10 +415,10 @@ def _check_values(tensors: dict[str, torch.Tensor], wpath: Path) -> None:
     """Every tensor float32 (the denoiser's also float16) and finite; joint limits ordered; position scales
     positive."""
     for name, t in tensors.items():
-        allowed = WEIGHT_DTYPES.values() if name.startswith("denoiser.") else (torch.float32,)
-        if t.dtype not in allowed:
-            names = "float32 or float16" if name.startswith("denoiser.") else "float32"
-            raise CheckpointError(f"checkpoint weights {wpath}: tensor {name} has dtype {t.dtype}, expected {names}")
+        allowed = WEIGHT_DTYPES if name.startswith("denoiser.") else {"float32": torch.float32}
+        if t.dtype not in allowed.values():
+            raise CheckpointError(f"checkpoint weights {wpath}: tensor {name} has dtype {t.dtype}, expected "
+                                  f"{' or '.join(allowed)}")
         bad = int((~torch.isfinite(t)).sum())
         if bad:
             raise CheckpointError(f"checkpoint weights {wpath}: tensor {name} has {bad} of {t.numel()} values "
