@@ -51,7 +51,7 @@ from ikdiffuser_ros.kinematics.frames import FrameResolver, rigid_offsets
 from ikdiffuser_ros.kinematics.groups import Group, build_groups, find_group
 from ikdiffuser_ros.query import IKAnswer, IKQuery, IKTarget, JointBounds, Status, TargetAnswer
 from ikdiffuser_ros.sampling import objectives as obj
-from ikdiffuser_ros.sampling.dedup import unique_mask
+from ikdiffuser_ros.sampling.dedup import farthest_first, unique_mask
 from ikdiffuser_ros.kinematics.robot_model import RobotModel
 from ikdiffuser_ros.solver import IKDiffuserSolver, SolveBatch, SolverConfig, rank, ranking_key
 
@@ -63,8 +63,9 @@ if TYPE_CHECKING:  # python-fcl is optional
 #: a first guess until one is measured.
 GUIDED_COST = 4.0
 #: Time kept per target for ranking the answers after the solving [s] (at least; the pipeline
-#: measures it on every answer).
-FINISH_S_PER_TARGET = 0.0002
+#: measures it on every answer, apart for answers of different sizes and orders: ranking 512 solutions
+#: takes 100x the time of one), and at most this share of a query's timeout.
+FINISH_S_PER_TARGET, FINISH_MAX_SHARE = 0.0002, 0.5
 #: Each round after the first samples this many times more candidates per target than the one
 #: before (a target the prior missed with a few samples gets more, while the budget lasts), up to
 #: ROUND_ROWS per target (or the query's own count, if larger).
@@ -72,6 +73,10 @@ ROUND_GROWTH, ROUND_ROWS = 4, 64
 #: Share of the time left that one solver call may use; the rest is for the exact collision
 #: checks and the answer (so a call started near the deadline still ends before it).
 SOLVER_SHARE = 0.8
+#: A diverse answer without objectives or seed comes farthest point first
+#: (:func:`~ikdiffuser_ros.sampling.dedup.farthest_first`) over at most this many of its distinct valid
+#: candidates (the cost is this squared; the rest follow in the ranking rule's order).
+SPREAD_CANDIDATES = 256
 
 
 @dataclass(frozen=True)
@@ -222,6 +227,8 @@ class _Plan:
     box: tuple[np.ndarray, np.ndarray] | None = None
     #: diversity of the sampled calls, in [0, 1] (:attr:`IKQuery.diversity` resolved)
     diversity: float = 0.0
+    #: order the answers farthest point first (:meth:`IKPipeline._ranked`): diverse, no objectives, no seed
+    spread_first: bool = False
     calls: int = 0  #: solver calls made (each gets its own random seed)
     sampled_calls: int = 0  #: of those, calls of the learned prior (the first is always made)
 
@@ -298,7 +305,8 @@ class IKPipeline:
         self.default_state = self.robot.default_positions().numpy().astype(np.float64)
         #: plain (False) and collision-guided (True) solver calls: their measured rates, kept across queries
         self._sizers = {False: ChunkSizer(), True: ChunkSizer()}
-        self._finish_s_per_target = FINISH_S_PER_TARGET  #: measured time to rank one target's answer [s]
+        #: measured time to rank one target's answer [s], by :meth:`_finish_key`
+        self._finish_s_per_target: dict[tuple[bool, int], float] = {}
 
     @classmethod
     def from_robot(cls, robot: "str | RobotModel", model_path: str | Path | None = None, device: str = "cpu",
@@ -380,7 +388,8 @@ class IKPipeline:
         pools = self._rounds(plan)
         t = time.monotonic()
         answers = [self._finish(plan, i, pools[i]) for i in range(len(plan.specs))]
-        self._finish_s_per_target = max(FINISH_S_PER_TARGET, (time.monotonic() - t) / len(answers))
+        self._finish_s_per_target[self._finish_key(query, plan.spread_first)] = max(
+            FINISH_S_PER_TARGET, (time.monotonic() - t) / len(answers))
         return IKAnswer(answers, list(self.robot.joint_names), time.monotonic() - t0)
 
     def warmup(self) -> float:
@@ -463,12 +472,32 @@ class IKPipeline:
             factor = max(factor, self.config.constraint_oversample)
         seed_value = query.random_seed if query.random_seed is not None and query.random_seed >= 0 \
             else secrets.randbits(62)
-        deadline = t0 + timeout - self._finish_s_per_target * len(specs)  # time kept for ranking the answers
         diversity = query.diversity if query.diversity is not None else \
             float(query.num_solutions >= self.config.diverse_min_solutions)
+        spread_first = diversity > 0 and seed is None and not objectives and query.num_solutions > 1
+        finish = self._finish_estimate(self._finish_key(query, spread_first))
+        deadline = t0 + timeout - min(finish * len(specs), FINISH_MAX_SHARE * timeout)  # time kept for ranking
         return _Plan(query, specs, deadline, max(1, int(query.num_solutions * factor + 1e-9)), seed, locked,
                      objectives, self._guided(query, objectives), int(seed_value), consistency,
-                     self._box(seed, consistency, query.constraints), float(diversity))
+                     self._box(seed, consistency, query.constraints), float(diversity), spread_first)
+
+    @staticmethod
+    def _finish_key(query: IKQuery, spread_first: bool) -> tuple[bool, int]:
+        """Which measured ranking time a query keeps and updates: that of answers of its order (farthest point
+        first or not) and size (``num_solutions`` to the next power of two)."""
+        return spread_first, int(query.num_solutions).bit_length()
+
+    def _finish_estimate(self, key: tuple[bool, int]) -> float:
+        """Seconds to rank one target's answer of :meth:`_finish_key` ``key``: its measurement, else that of the
+        nearest size measured (of the same order if any) scaled by the ratio of the sizes."""
+        if key in self._finish_s_per_target:
+            return self._finish_s_per_target[key]
+        known = [kv for kv in self._finish_s_per_target.items() if kv[0][0] == key[0]] or \
+            list(self._finish_s_per_target.items())
+        if not known:
+            return FINISH_S_PER_TARGET
+        (_, bits), s = min(known, key=lambda kv: abs(kv[0][1] - key[1]))
+        return max(FINISH_S_PER_TARGET, s * 2.0 ** (key[1] - bits))
 
     def _fk(self, q: np.ndarray) -> np.ndarray:
         """(n,) joint values -> (E, 4, 4) end-effector poses (the compiled FK when built)."""
@@ -815,8 +844,9 @@ class IKPipeline:
 
     def _order(self, plan: _Plan, q: np.ndarray, pe: np.ndarray, valid: np.ndarray, cost: np.ndarray | None,
                first: np.ndarray) -> np.ndarray:
-        """Row order by the solver's ranking rule (:func:`~ikdiffuser_ros.solver.rank`), except that a
-        valid solution from the seed (``first``) comes before all others."""
+        """Row order by the solver's ranking rule (:func:`~ikdiffuser_ros.solver.rank`), the distinct valid rows of a
+        ``spread_first`` plan farthest point first, except that a valid solution from the seed (``first``) comes
+        before all others."""
         if len(q) == 1:
             return np.zeros(1, dtype=np.int64)
         order = self._ranked(plan, q, pe, valid, cost)
@@ -830,7 +860,12 @@ class IKPipeline:
         seed_rows = None if plan.seed is None else torch.as_tensor(plan.seed).expand(len(q), -1)
         key = ranking_key(None if cost is None else torch.as_tensor(cost), qt, seed_rows, torch.as_tensor(pe),
                           self.solver.wrapping)
-        return rank(unique, vt[None], key[None])[0].numpy()
+        order = rank(unique, vt[None], key[None])[0]
+        if plan.spread_first:  # the distinct valid rows lead; the first SPREAD_CANDIDATES of them spread out
+            head = order[: min(int(unique.sum()), SPREAD_CANDIDATES)]
+            k = min(plan.query.num_solutions, len(head))
+            order[: len(head)] = head[farthest_first(qt[head], k, self.solver.wrapping)]
+        return order.numpy()
 
     def _no_solution_message(self, plan: _Plan, pool: _Pool) -> str:
         tol = self.solver.config.refine

@@ -152,3 +152,35 @@ def count_distinct(
     """
     return unique_mask(q, success, tol, wrapping).sum(-1)
 
+
+
+
+def farthest_first(q: torch.Tensor, k: int, wrapping: torch.Tensor | None = None) -> torch.Tensor:
+    """(m, n) solutions -> (m,) long order: row 0 first, then up to ``k - 1`` rows each the farthest (Euclidean
+    joint distance [rad or m], wrapping joints modulo 2 pi) from those already picked (greedy farthest-point
+    order: every prefix of it is spread over the set), then the rest in their given order. Cost: the (m, m)
+    distances once (keep m to about a thousand), then k passes over m numbers."""
+    m = q.shape[0]
+    k = min(k, m)
+    if k <= 1:
+        return torch.arange(m, device=q.device)
+    d2 = squared_distances(q, wrapping).cpu().numpy()
+    nearest, picked, order = d2[0].copy(), np.zeros(m, dtype=bool), [0]
+    picked[0] = True
+    for _ in range(k - 1):
+        nxt = int(np.argmax(np.where(picked, -1.0, nearest)))
+        order.append(nxt)
+        picked[nxt] = True
+        np.minimum(nearest, d2[nxt], out=nearest)
+    rest = np.flatnonzero(~picked)
+    return torch.from_numpy(np.concatenate([np.asarray(order), rest])).to(q.device)
+
+
+def squared_distances(q: torch.Tensor, wrapping: torch.Tensor | None = None) -> torch.Tensor:
+    """(m, n) -> (m, m) squared Euclidean joint distances, wrapping joints (n,) bool compared modulo 2 pi."""
+    wrap = torch.zeros(q.shape[-1], dtype=torch.bool) if wrapping is None else wrapping.to("cpu", torch.bool)
+    plain = (~wrap).nonzero().flatten().to(q.device)
+    d2 = torch.cdist(q[:, plain], q[:, plain]).square()
+    for j in wrap.nonzero().flatten().tolist():
+        d2 += wrap_to_pi(q[:, None, j] - q[None, :, j]).square()
+    return d2

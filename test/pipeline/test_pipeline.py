@@ -255,3 +255,49 @@ def test_only_a_generous_diverse_query_repels_its_first_call(monkeypatch):
                                          timeout=timeout, max_rounds=3))
         assert answer.targets[0].valid.any()
         assert calls[0] is expected and not any(calls[1:])
+
+
+def test_diverse_answers_come_farthest_point_first(baxter_pipeline):
+    """A diverse query without objectives or seed: its distinct valid answers come farthest point first (each
+    the farthest of the rest from those before it), so any prefix is spread out; asked plainly (diversity
+    0) they come by the ranking key, the position error."""
+    from ikdiffuser_ros.sampling.dedup import squared_distances
+
+    pl = baxter_pipeline
+    robot = pl.robot
+    target = _all_ee_target(robot, _reachable(robot, 1, seed=11)[0])
+    [a] = pl.answer(IKQuery([target], num_solutions=24, random_seed=3, timeout=5.0)).targets
+    assert a.valid.sum() >= 12
+    q = torch.as_tensor(a.q[a.valid])
+    d2 = squared_distances(q, pl.solver.wrapping).numpy()
+    for i in range(2, len(q)):
+        nearest = d2[:i].min(0)  # of each answer, to those before the i-th
+        assert nearest[i] >= nearest[i:].max() - 1e-9, f"answer {i} is not the farthest of the rest"
+    [plain] = pl.answer(IKQuery([target], num_solutions=24, random_seed=3, timeout=5.0, diversity=0.0)).targets
+    pe = plain.position_error[plain.valid]
+    assert np.all(np.diff(pe) >= 0)
+
+
+def test_a_large_answer_does_not_shorten_the_next_small_query(baxter_pipeline):
+    """The time kept for ranking is measured per answer size: after ranking 512 solutions (tens of ms) a
+    one-solution query of 10 ms still searches for almost all of it (it was left a deadline in the past:
+    TIMED_OUT), and no measurement keeps more than half of a query's timeout."""
+    import time
+
+    from ikdiffuser_ros.pipeline import FINISH_MAX_SHARE
+
+    pl = baxter_pipeline
+    target = _all_ee_target(pl.robot, _reachable(pl.robot, 1, seed=12)[0])
+    pl.answer(IKQuery([target], num_solutions=512, timeout=1.0, diversity=0.0, random_seed=1))
+    small = IKQuery([target], num_solutions=1, timeout=0.01)
+    t0 = time.monotonic()
+    assert pl._plan(small, t0).deadline - t0 >= 0.01 - 0.002
+    key = pl._finish_key(small, False)
+    kept, pl._finish_s_per_target[key] = pl._finish_s_per_target.get(key), 1.0
+    try:
+        assert pl._plan(small, t0).deadline - t0 == pytest.approx((1 - FINISH_MAX_SHARE) * 0.01)
+    finally:
+        pl._finish_s_per_target.pop(key)
+        if kept is not None:
+            pl._finish_s_per_target[key] = kept
+    assert pl.answer(small).targets[0].status is not Status.TIMED_OUT

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from ikdiffuser_ros.sampling.dedup import count_distinct, deduplicate, joint_tolerances, unique_mask
+from ikdiffuser_ros.sampling.dedup import count_distinct, deduplicate, farthest_first, joint_tolerances, unique_mask
 
 
 def test_dedup_merges_identical_and_near_identical():
@@ -68,3 +68,33 @@ def test_count_distinct_uses_per_joint_tolerances_and_wraps(panda, baxter):
 def test_count_distinct_of_no_solutions_is_zero():
     assert int(count_distinct(torch.zeros(0, 7, dtype=torch.float64))) == 0
     assert count_distinct(torch.zeros(3, 0, 7)).tolist() == [0, 0, 0]
+
+
+@pytest.mark.parametrize("wrap", [False, True])
+def test_farthest_first_is_the_greedy_farthest_point_order(wrap):
+    """Against a plain Python loop: row 0, then each next row the farthest from those picked (wrapping joints
+    modulo 2 pi), k of them; the rest follow in their given order."""
+    g = torch.Generator().manual_seed(1)
+    wrapping = torch.tensor([wrap, False, False])
+    for m, k in [(1, 5), (2, 2), (30, 7), (40, 40), (25, 100)]:
+        q = 3.0 * torch.randn(m, 3, generator=g, dtype=torch.float64)
+
+        def dist(a, b):
+            d = a - b
+            if wrap:
+                d[0] = math.remainder(float(d[0]), 2 * math.pi)
+            return float(d.norm())
+
+        picked = [0]
+        while len(picked) < min(k, m):
+            rest = [i for i in range(m) if i not in picked]
+            picked.append(max(rest, key=lambda i: min(dist(q[i], q[j]) for j in picked)))
+        expected = picked + [i for i in range(m) if i not in picked]
+        assert farthest_first(q, k, wrapping).tolist() == expected
+
+
+def test_farthest_first_sees_across_the_seam():
+    """Two angles either side of +-pi are neighbours for a wrapping joint: the farthest from 3.1 is 0, not -3.1."""
+    q = torch.tensor([[3.1], [-3.1], [0.0]], dtype=torch.float64)
+    assert farthest_first(q, 2, torch.tensor([True])).tolist() == [0, 2, 1]
+    assert farthest_first(q, 2, torch.tensor([False])).tolist() == [0, 1, 2]

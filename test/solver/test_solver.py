@@ -229,3 +229,27 @@ def test_diverse_samples_of_a_target_repel_each_other():
     assert spreads[1] > 1.1 * spreads[0]
     assert success[1] > 0.8 * success[0]  # starts farther from their targets: 86 vs 99 % converge here
     torch.testing.assert_close(raw[0], raw[1])
+
+
+def test_diverse_restarts_start_a_share_from_uniform_draws(shipped_panda):
+    """SolverConfig.uniform_share x diversity of the perturbed restarts start from uniform draws within the
+    limits; the first copy of every sample stays the sample, the other restarts are those of a plain call,
+    and a plain call (diversity 0) has none."""
+    from ikdiffuser_ros.solver import SolveBatch
+
+    solver, robot = shipped_panda, shipped_panda.robot
+    B, K, N = 3, 50, 200
+    q = random_q(robot, B * K, seed=5)
+    few = SolveBatch.of(robot.fk(q[:B]), K, robot.n_joints)
+    plain = solver._spread(q, few, N, random_seed=7)
+    diverse = solver._spread(q, few, N, random_seed=7, diversity=1.0)
+    torch.testing.assert_close(plain.view(B, K, 4, -1)[:, :, 0], q.view(B, K, -1))
+    torch.testing.assert_close(diverse.view(B, K, 4, -1)[:, :, 0], q.view(B, K, -1))
+    changed = (diverse != plain).any(-1)
+    share = changed.view(B, K, 4)[:, :, 1:].double().mean().item()
+    assert abs(share - solver.config.uniform_share) < 0.05, share
+    lower, upper = robot.limits(torch.float64)
+    drawn = diverse[changed]
+    assert bool(((drawn >= lower) & (drawn <= upper)).all())
+    # uniform over the range, not near the samples: the std of a uniform draw is range / sqrt(12)
+    torch.testing.assert_close(drawn.std(0) / (upper - lower), torch.full_like(lower, 12 ** -0.5), atol=0.05, rtol=0)
