@@ -301,3 +301,25 @@ def test_a_large_answer_does_not_shorten_the_next_small_query(baxter_pipeline):
         if kept is not None:
             pl._finish_s_per_target[key] = kept
     assert pl.answer(small).targets[0].status is not Status.TIMED_OUT
+
+
+def test_a_diverse_query_chooses_its_answers_among_more_candidates(baxter_pipeline, monkeypatch):
+    """With time to spare a diverse query collects diverse_pool x num_solutions valid candidates before its
+    rounds stop (and answers num_solutions of them, farthest point first); a plain one stops near
+    num_solutions."""
+    from ikdiffuser_ros.pipeline import IKPipeline
+
+    pl = baxter_pipeline
+    target = _all_ee_target(pl.robot, _reachable(pl.robot, 1, seed=13)[0])
+    collected = []
+    finish = IKPipeline._finish
+
+    def spy(self, plan, i, pool):
+        collected.append(pool.valid_count)
+        return finish(self, plan, i, pool)
+
+    monkeypatch.setattr(IKPipeline, "_finish", spy)
+    for diversity in (None, 0.0):
+        [a] = pl.answer(IKQuery([target], num_solutions=64, random_seed=2, timeout=5.0, diversity=diversity)).targets
+        assert len(a.q) == 64 and a.valid.all()
+    assert collected[0] >= pl.config.diverse_pool * 64 > collected[1] >= 64, collected
