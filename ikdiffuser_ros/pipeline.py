@@ -110,15 +110,16 @@ class PipelineConfig:
     restarts: int = 4
     restart_min_rows: int = 16
     #: Queries asking for at least this many solutions sample with full diversity unless they set their own
-    #: (:attr:`IKQuery.diversity`). The first solver call of a diverse query spreads its samples apart (a
-    #: repulsion between each target's samples, the torch sampler, ~4x the cost per row) when at least
-    #: ``repel_min_budget`` [s] are left; later calls, and tighter budgets, fill in on the fast path.
+    #: (:attr:`IKQuery.diversity`). A diverse query with a generous budget (at least ``generous_budget`` [s])
+    #: spreads its first solver call's samples apart (a repulsion between each target's samples, the torch
+    #: sampler, ~4x the cost per row) and, without objectives or seed, collects ``diverse_pool`` x
+    #: ``num_solutions`` valid candidates (at most SPREAD_CANDIDATES, while time lasts) to answer the
+    #: ``num_solutions`` of them farthest point first; tighter budgets stay on the fast path (a 0.1 s query
+    #: for 8 x 512 solutions returned nothing under load when its first call repelled). A pool of 2 took the
+    #: ground-truth clusters found with 100 solutions on baxter from 56 to 62 % (panda 99 -> 100 %) for
+    #: 1.2x the time to them (docs/solver.md).
     diverse_min_solutions: int = 16
-    repel_min_budget: float = 0.25
-    #: A diverse query without objectives or seed collects this many times ``num_solutions`` valid candidates
-    #: (at most SPREAD_CANDIDATES, while time lasts) and answers the ``num_solutions`` of them farthest point
-    #: first: 2 took the ground-truth clusters found with 100 solutions on baxter from 56 to 62 % (panda 99 ->
-    #: 100 %) for 1.2-1.9x the time to them (docs/solver.md).
+    generous_budget: float = 0.25
     diverse_pool: float = 2.0
     #: Solver settings per call: reverse-diffusion sampler ("ddim" or "ddpm"), its steps (None = the
     #: checkpoint card's plan), the LM after sampling (False: raw samples).
@@ -137,9 +138,9 @@ class PipelineConfig:
                                                                           and getattr(self, k) > 0)]
         if not (_finite_number(self.weight_collision) and self.weight_collision >= 0):
             bad.append(f"weight_collision={self.weight_collision!r} (a finite number >= 0)")
-        if isinstance(self.repel_min_budget, bool) or not isinstance(self.repel_min_budget, (int, float)) \
-                or not self.repel_min_budget >= 0:
-            bad.append(f"repel_min_budget={self.repel_min_budget!r} (a number >= 0 [s]; inf: never)")
+        if isinstance(self.generous_budget, bool) or not isinstance(self.generous_budget, (int, float)) \
+                or not self.generous_budget >= 0:
+            bad.append(f"generous_budget={self.generous_budget!r} (a number >= 0 [s]; inf: never)")
         if self.sampler not in ("ddim", "ddpm"):
             bad.append(f"sampler={self.sampler!r} ('ddim' or 'ddpm')")
         if self.steps is not None and (isinstance(self.steps, bool) or not isinstance(self.steps, int) or self.steps < 1):
@@ -485,7 +486,7 @@ class IKPipeline:
         spread_first = diversity > 0 and seed is None and not objectives and query.num_solutions > 1
         finish = self._finish_estimate(self._finish_key(query, spread_first))
         deadline = t0 + timeout - min(finish * len(specs), FINISH_MAX_SHARE * timeout)  # time kept for ranking
-        wanted = query.num_solutions if not spread_first else \
+        wanted = query.num_solutions if not (spread_first and timeout >= self.config.generous_budget) else \
             max(query.num_solutions, min(int(query.num_solutions * self.config.diverse_pool), SPREAD_CANDIDATES))
         return _Plan(query, specs, deadline, max(1, int(wanted * factor + 1e-9)), seed, locked,
                      objectives, self._guided(query, objectives), int(seed_value), consistency,
@@ -765,7 +766,7 @@ class IKPipeline:
                               q0=None if q0 is None else torch.tensor(np.asarray(q0, dtype=np.float64)),
                               restarts=self.config.restarts if num >= self.config.restart_min_rows else 1,
                               bounds=plan.box, diversity=plan.diversity,
-                              repel=plan.sampled_calls == 0 and remaining >= self.config.repel_min_budget)
+                              repel=plan.sampled_calls == 0 and remaining >= self.config.generous_budget)
         plan.calls += 1
         plan.sampled_calls += q0 is None
         m = self._measured(plan, res, len(items), int(num))

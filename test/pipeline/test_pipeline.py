@@ -234,7 +234,7 @@ def test_tight_joint_constraints_bound_the_lm(dual_pipeline):
 
 def test_only_a_generous_diverse_query_repels_its_first_call(monkeypatch):
     """The repulsion (~4x the cost per row) runs in the first solver call of a diverse query when at least
-    repel_min_budget is left: a 1 s query for 32 solutions repels once, a 0.1 s one never."""
+    generous_budget is left: a 1 s query for 32 solutions repels once, a 0.1 s one never."""
     from ikdiffuser_ros.pipeline import IKPipeline, IKQuery, IKTarget
     from ikdiffuser_ros.solver import IKDiffuserSolver
 
@@ -304,9 +304,9 @@ def test_a_large_answer_does_not_shorten_the_next_small_query(baxter_pipeline):
 
 
 def test_a_diverse_query_chooses_its_answers_among_more_candidates(baxter_pipeline, monkeypatch):
-    """With time to spare a diverse query collects diverse_pool x num_solutions valid candidates before its
-    rounds stop (and answers num_solutions of them, farthest point first); a plain one stops near
-    num_solutions."""
+    """With a generous budget a diverse query collects diverse_pool x num_solutions valid candidates before
+    its rounds stop (and answers num_solutions of them, farthest point first); a plain one, or one with a
+    tight budget, stops near num_solutions."""
     from ikdiffuser_ros.pipeline import IKPipeline
 
     pl = baxter_pipeline
@@ -323,3 +323,5 @@ def test_a_diverse_query_chooses_its_answers_among_more_candidates(baxter_pipeli
         [a] = pl.answer(IKQuery([target], num_solutions=64, random_seed=2, timeout=5.0, diversity=diversity)).targets
         assert len(a.q) == 64 and a.valid.all()
     assert collected[0] >= pl.config.diverse_pool * 64 > collected[1] >= 64, collected
+    tight = IKQuery([target], num_solutions=64, timeout=0.5 * pl.config.generous_budget)
+    assert pl._plan(tight, 0.0).wanted == 64, "a tight budget stays on the fast path"

@@ -123,8 +123,8 @@ def test_baxter_both_arms_with_a_shared_seed(baxter, baxter_solver):
     (dict(max_targets=0), "max_targets=0"),
     (dict(default_timeout=float("nan")), "default_timeout=nan"),
     (dict(collision_guidance="sometimes"), "collision_guidance='sometimes'"),
-    (dict(repel_min_budget=-1.0), "repel_min_budget=-1.0"),
-    (dict(repel_min_budget=float("nan")), "repel_min_budget=nan"),
+    (dict(generous_budget=-1.0), "generous_budget=-1.0"),
+    (dict(generous_budget=float("nan")), "generous_budget=nan"),
 ])
 def test_bad_pipeline_settings_are_refused(kwargs, match):
     with pytest.raises(ConfigError, match=match):
