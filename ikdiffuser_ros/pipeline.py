@@ -112,9 +112,10 @@ class PipelineConfig:
     #: Queries asking for at least this many solutions sample with full diversity unless they set their own
     #: (:attr:`IKQuery.diversity`). A diverse query with a generous budget (at least ``generous_budget`` [s])
     #: spreads its first solver call's samples apart (a repulsion between each target's samples, the torch
-    #: sampler, ~4x the cost per row) and, without objectives or seed, collects ``diverse_pool`` x
-    #: ``num_solutions`` valid candidates (at most SPREAD_CANDIDATES, while time lasts) to answer the
-    #: ``num_solutions`` of them farthest point first; tighter budgets stay on the fast path (a 0.1 s query
+    #: sampler, ~4x the cost per row) and, without objectives or seed, starts a share of its restarts from
+    #: uniform draws (:attr:`SolverConfig.uniform_share`) and collects ``diverse_pool`` x ``num_solutions``
+    #: valid candidates (at most SPREAD_CANDIDATES, while time lasts) to answer the ``num_solutions`` of them
+    #: farthest point first; tighter budgets stay on the fast path (a 0.1 s query
     #: for 8 x 512 solutions returned nothing under load when its first call repelled). A pool of 2 took the
     #: ground-truth clusters found with 100 solutions on baxter from 56 to 62 % (panda 99 -> 100 %) for
     #: 1.2x the time to them (docs/solver.md).
@@ -238,6 +239,9 @@ class _Plan:
     #: valid candidates each target's rounds collect before they stop: ``num_solutions``, more for
     #: ``spread_first`` (:attr:`PipelineConfig.diverse_pool`)
     wanted: int = 1
+    #: ``spread_first`` with a generous budget (:attr:`PipelineConfig.generous_budget`): collect ``wanted``
+    #: candidates and trade converged rows for coverage (the solver's uniform restarts)
+    cover: bool = False
     calls: int = 0  #: solver calls made (each gets its own random seed)
     sampled_calls: int = 0  #: of those, calls of the learned prior (the first is always made)
 
@@ -486,11 +490,13 @@ class IKPipeline:
         spread_first = diversity > 0 and seed is None and not objectives and query.num_solutions > 1
         finish = self._finish_estimate(self._finish_key(query, spread_first))
         deadline = t0 + timeout - min(finish * len(specs), FINISH_MAX_SHARE * timeout)  # time kept for ranking
-        wanted = query.num_solutions if not (spread_first and timeout >= self.config.generous_budget) else \
+        cover = spread_first and timeout >= self.config.generous_budget
+        wanted = query.num_solutions if not cover else \
             max(query.num_solutions, min(int(query.num_solutions * self.config.diverse_pool), SPREAD_CANDIDATES))
         return _Plan(query, specs, deadline, max(1, int(wanted * factor + 1e-9)), seed, locked,
                      objectives, self._guided(query, objectives), int(seed_value), consistency,
-                     self._box(seed, consistency, query.constraints), float(diversity), spread_first, wanted)
+                     self._box(seed, consistency, query.constraints), float(diversity), spread_first, wanted,
+                     cover)
 
     @staticmethod
     def _finish_key(query: IKQuery, spread_first: bool) -> tuple[bool, int]:
@@ -766,7 +772,8 @@ class IKPipeline:
                               q0=None if q0 is None else torch.tensor(np.asarray(q0, dtype=np.float64)),
                               restarts=self.config.restarts if num >= self.config.restart_min_rows else 1,
                               bounds=plan.box, diversity=plan.diversity,
-                              repel=plan.sampled_calls == 0 and remaining >= self.config.generous_budget)
+                              repel=plan.sampled_calls == 0 and remaining >= self.config.generous_budget,
+                              uniform=plan.cover)
         plan.calls += 1
         plan.sampled_calls += q0 is None
         m = self._measured(plan, res, len(items), int(num))

@@ -77,9 +77,9 @@ class SolverConfig:
     #: 0.15 (was 0.05): on panda the first 50 of 100 solutions' MMD to the ground truth 0.140 -> 0.105 and
     #: the clusters found 84 -> 96 %, at the same distinct solutions per second (docs/solver.md).
     restart_spread: float = 0.15
-    #: Share of a diverse call's perturbed restarts (times its ``diversity``) that start from a uniform draw
-    #: within the limits instead: starts the prior's basins would not give, for coverage of the whole
-    #: solution set. 0.25: 10 held-out targets, 100 solutions asked, with the answers' farthest-first order:
+    #: Share of a diverse call's perturbed restarts (times its ``diversity``; only when its caller asks, the
+    #: pipeline for generous budgets) that start from a uniform draw within the limits instead: starts the
+    #: prior's basins would not give, for coverage of the whole solution set. 0.25: 10 held-out targets, 100 solutions asked, with the answers' farthest-first order:
     #: panda MMD of the first 50 to the ground truth 0.089 -> 0.074, clusters found 96.9 -> 99.7 %; baxter
     #: 0.060 -> 0.045, 45.5 -> 54.9 %; distinct solutions per second kept on panda, 0.74x on baxter
     #: (docs/solver.md).
@@ -186,7 +186,7 @@ class IKDiffuserSolver:
             steps: int | None = None, generator: torch.Generator | None = None, random_seed: int | None = None,
             deadline: float | None = None, self_collision: bool = False, timings: dict | None = None,
             start: float | None = None, q0: torch.Tensor | None = None, bounds=None, restarts: int = 1,
-            diversity: float = 0.0, repel: bool = True) -> dict:
+            diversity: float = 0.0, repel: bool = True, uniform: bool = False) -> dict:
         """The batch call of the pipeline, trusting its caller: ``batch`` is validated (:meth:`SolveBatch.of`),
         ``cost`` built (:meth:`make_cost`), ``sampler`` "ddim" or "ddpm", ``steps`` None or > 0. Samples (or starts from ``q0`` (B*N, n)),
         refines within ``bounds`` ((n,) lower, upper [rad or m]; default the joint limits) and
@@ -200,7 +200,8 @@ class IKDiffuserSolver:
         ``diversity`` d in [0, 1]: 0 = the card's plan (deterministic DDIM + low-noise tail: accurate, but
         its samples pile up on the most likely modes); d > 0 = stochastic DDIM (eta = d) with more steps and
         no tail (:meth:`plan_of`), and with the LM and ``repel`` each target's samples repel each other
-        (``spread_weight * d``, in the torch sampler): they cover more of the solution set at more cost each."""
+        (``spread_weight * d``, in the torch sampler); with ``uniform``, ``uniform_share * d`` of the perturbed
+        restarts start from uniform draws. Both cover more of the solution set at more cost per solution."""
         timings = {} if timings is None else timings
         t0 = time.monotonic() if start is None else start
         if q0 is None:
@@ -209,7 +210,7 @@ class IKDiffuserSolver:
             q = self._sample(few, cost, sampler, steps, generator, random_seed, sample_deadline, timings, refine,
                              diversity, repel)
             if restarts > 1:
-                q = batch.with_locked(self._spread(q, few, batch.N, random_seed, diversity))
+                q = batch.with_locked(self._spread(q, few, batch.N, random_seed, diversity if uniform else 0.0))
         else:
             q = batch.with_locked(torch.as_tensor(q0, dtype=torch.float64).reshape(batch.B * batch.N, batch.n))
         if refine:
@@ -286,11 +287,11 @@ class IKDiffuserSolver:
         return steps or base, card_tail if self.config.tail_steps is None else self.config.tail_steps
 
     def _spread(self, q: torch.Tensor, few: "SolveBatch", N: int, random_seed: int | None,
-                diversity: float = 0.0) -> torch.Tensor:
+                uniform_diversity: float = 0.0) -> torch.Tensor:
         """(B * K, n) samples -> (B * N, n) LM starts: each sample repeated, the first copy as it is, the
         others with Gaussian noise of ``restart_spread`` x each joint's range (one turn for the joints
-        of :func:`full_turns`; wrapped, within limits), or with probability ``uniform_share * diversity``
-        a uniform draw within the limits."""
+        of :func:`full_turns`; wrapped, within limits), or with probability ``uniform_share *
+        uniform_diversity`` a uniform draw within the limits."""
         B, K, n = few.B, few.N, few.n
         reps = -(-N // K)
         rows = q.view(B, K, 1, n).expand(B, K, reps, n).reshape(B, K * reps, n)[:, :N]
@@ -300,7 +301,7 @@ class IKDiffuserSolver:
         noise = noise * self.config.restart_spread * (self.box_upper - self.box_lower).to(q)
         noise[:, ::reps] = 0.0
         starts = project_to_limits((rows + noise).reshape(B * N, n), lower, upper, self.wrapping.to(q.device))
-        share = self.config.uniform_share * diversity
+        share = self.config.uniform_share * uniform_diversity
         if share > 0:
             uniform = torch.rand(B, N, generator=g, dtype=q.dtype, device=q.device) < share
             uniform[:, ::reps] = False

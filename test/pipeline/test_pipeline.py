@@ -234,27 +234,31 @@ def test_tight_joint_constraints_bound_the_lm(dual_pipeline):
 
 def test_only_a_generous_diverse_query_repels_its_first_call(monkeypatch):
     """The repulsion (~4x the cost per row) runs in the first solver call of a diverse query when at least
-    generous_budget is left: a 1 s query for 32 solutions repels once, a 0.1 s one never."""
+    generous_budget is left: a 1 s query for 32 solutions repels once, a 0.1 s one never; likewise only the
+    generous one starts restarts from uniform draws (in every call)."""
     from ikdiffuser_ros.pipeline import IKPipeline, IKQuery, IKTarget
     from ikdiffuser_ros.solver import IKDiffuserSolver
 
     pipeline = IKPipeline.from_robot("panda", collision=False, warmup=False)
-    calls = []
+    calls, uniform = [], []
     run = IKDiffuserSolver.run
 
     def spy(self, batch, *args, **kwargs):
         if kwargs.get("q0") is None:
             calls.append(kwargs.get("repel"))
+            uniform.append(kwargs.get("uniform"))
         return run(self, batch, *args, **kwargs)
 
     monkeypatch.setattr(IKDiffuserSolver, "run", spy)
     T = pipeline.robot.fk(pipeline.robot.default_positions()[None])[0].numpy()
     for timeout, expected in ((1.0, True), (0.1, False)):
         calls.clear()
+        uniform.clear()
         answer = pipeline.answer(IKQuery([IKTarget(pipeline.robot.end_effectors, list(T))], num_solutions=32,
                                          timeout=timeout, max_rounds=3))
         assert answer.targets[0].valid.any()
         assert calls[0] is expected and not any(calls[1:])
+        assert all(u is expected for u in uniform)
 
 
 def test_diverse_answers_come_farthest_point_first(baxter_pipeline):

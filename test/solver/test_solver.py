@@ -242,7 +242,7 @@ def test_diverse_restarts_start_a_share_from_uniform_draws(shipped_panda):
     q = random_q(robot, B * K, seed=5)
     few = SolveBatch.of(robot.fk(q[:B]), K, robot.n_joints)
     plain = solver._spread(q, few, N, random_seed=7)
-    diverse = solver._spread(q, few, N, random_seed=7, diversity=1.0)
+    diverse = solver._spread(q, few, N, random_seed=7, uniform_diversity=1.0)
     torch.testing.assert_close(plain.view(B, K, 4, -1)[:, :, 0], q.view(B, K, -1))
     torch.testing.assert_close(diverse.view(B, K, 4, -1)[:, :, 0], q.view(B, K, -1))
     changed = (diverse != plain).any(-1)
