@@ -528,7 +528,9 @@ def _setup(config: TrainConfig, resume: bool) -> _Run:
     normalizer, prior = _normalizer_and_prior(config, robot, model, ema, stat_pos, device)
     schedule_config = ScheduleConfig(num_train_steps=config.num_train_steps)
     abar = NoiseSchedule(schedule_config).alphas_cumprod.float().to(device)
-    opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    # fused: one kernel over every tensor (CPU, 950 k parameters: 5.8 -> 1.9 ms a step of ~55)
+    opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay,
+                            fused=device.type in ("cpu", "cuda"))
     q_eval = sample_fk(robot, config.eval_samples, torch.Generator().manual_seed(config.seed + HELD_OUT_SEED_OFFSET))[0]
     feedback = KinematicFeedback(robot, normalizer) if model.needs_feedback else None
     run = _Run(config, robot, device, world, rank, source, desc, normalizer, schedule_config, abar, model, ema, model,
@@ -588,8 +590,7 @@ def _train_step(run: _Run, lr: float) -> float:
     run.step += 1
     decay = min(c.ema_decay, (1 + run.step) / (10 + run.step))
     with torch.no_grad():
-        for pe, pm in zip(run.ema.parameters(), run.model.parameters()):
-            pe.lerp_(pm, 1 - decay)
+        torch._foreach_lerp_(list(run.ema.parameters()), list(run.model.parameters()), 1 - decay)
     return loss.item()
 
 
