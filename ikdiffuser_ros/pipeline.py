@@ -242,6 +242,8 @@ class _Plan:
     #: ``spread_first`` with a generous budget (:attr:`PipelineConfig.generous_budget`): collect ``wanted``
     #: candidates and trade converged rows for coverage (the solver's uniform restarts)
     cover: bool = False
+    #: when the answer is due (monotonic s): t0 + timeout
+    end: float = math.inf
     calls: int = 0  #: solver calls made (each gets its own random seed)
     sampled_calls: int = 0  #: of those, calls of the learned prior (the first is always made)
 
@@ -320,6 +322,7 @@ class IKPipeline:
         self._sizers = {False: ChunkSizer(), True: ChunkSizer()}
         #: measured time to rank one target's answer [s], by :meth:`_finish_key`
         self._finish_s_per_target: dict[tuple[bool, int], float] = {}
+        self._spread_s = 0.001  #: measured time of the last farthest-first order of one target [s]
 
     @classmethod
     def from_robot(cls, robot: "str | RobotModel", model_path: str | Path | None = None, device: str = "cpu",
@@ -496,7 +499,7 @@ class IKPipeline:
         return _Plan(query, specs, deadline, max(1, int(wanted * factor + 1e-9)), seed, locked,
                      objectives, self._guided(query, objectives), int(seed_value), consistency,
                      self._box(seed, consistency, query.constraints), float(diversity), spread_first, wanted,
-                     cover)
+                     cover, t0 + timeout)
 
     @staticmethod
     def _finish_key(query: IKQuery, spread_first: bool) -> tuple[bool, int]:
@@ -879,10 +882,12 @@ class IKPipeline:
         key = ranking_key(None if cost is None else torch.as_tensor(cost), qt, seed_rows, torch.as_tensor(pe),
                           self.solver.wrapping)
         order = rank(unique, vt[None], key[None])[0]
-        if plan.spread_first:  # the distinct valid rows lead; the first SPREAD_CANDIDATES of them spread out
+        if plan.spread_first and time.monotonic() + self._spread_s < plan.end:  # the order may not delay the answer
+            t = time.monotonic()  # the distinct valid rows lead; the first SPREAD_CANDIDATES of them spread out
             head = order[: min(int(unique.sum()), SPREAD_CANDIDATES)]
             k = min(plan.query.num_solutions, len(head))
             order[: len(head)] = head[farthest_first(qt[head], k, self.solver.wrapping)]
+            self._spread_s = time.monotonic() - t
         return order.numpy()
 
     def _no_solution_message(self, plan: _Plan, pool: _Pool) -> str:
