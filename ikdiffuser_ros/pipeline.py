@@ -508,16 +508,14 @@ class IKPipeline:
         return spread_first, int(query.num_solutions).bit_length()
 
     def _finish_estimate(self, key: tuple[bool, int]) -> float:
-        """Seconds to rank one target's answer of :meth:`_finish_key` ``key``: its measurement, else that of the
-        nearest size measured (of the same order if any) scaled by the ratio of the sizes."""
+        """Seconds to rank one target's answer of :meth:`_finish_key` ``key``: its measurement, else the largest
+        measured for answers no larger (of the same order if any; a larger answer is ranked from a pool that
+        the budget, more than the size asked for, limits), else FINISH_S_PER_TARGET."""
         if key in self._finish_s_per_target:
             return self._finish_s_per_target[key]
-        known = [kv for kv in self._finish_s_per_target.items() if kv[0][0] == key[0]] or \
-            list(self._finish_s_per_target.items())
-        if not known:
-            return FINISH_S_PER_TARGET
-        (_, bits), s = min(known, key=lambda kv: abs(kv[0][1] - key[1]))
-        return max(FINISH_S_PER_TARGET, s * 2.0 ** (key[1] - bits))
+        smaller = {k: v for k, v in self._finish_s_per_target.items() if k[1] <= key[1]}
+        same = [v for k, v in smaller.items() if k[0] == key[0]]
+        return max(same or smaller.values() or [FINISH_S_PER_TARGET])
 
     def _fk(self, q: np.ndarray) -> np.ndarray:
         """(n,) joint values -> (E, 4, 4) end-effector poses (the compiled FK when built)."""
