@@ -63,15 +63,16 @@ def plot(directories: list[str | Path], out: str | Path, x: str = "hours", per_e
     import matplotlib.pyplot as plt
 
     fig, (ax_p, ax_r) = plt.subplots(1, 2, figsize=(10, 4))
-    for d in directories:
+    for i, d in enumerate(directories):
         rows = read_curve(d)
         xs = [r["total_hours"] if x == "hours" else r.get("total_steps", r["step"]) for r in rows]
-        line, = ax_p.plot(xs, [r["pos_mm_median"] for r in rows], marker=".", label=Path(d).name)
+        style = {"color": plt.cm.tab20(i % 20), "marker": ".", "label": Path(d).name}  # 20 colours, none twice
+        line, = ax_p.plot(xs, [r["pos_mm_median"] for r in rows], **style)
         per_ee = [r.get("pos_mm_median_per_ee") for r in rows]
         if per_end_effector and all(per_ee):
             for e in range(len(per_ee[0])):
                 ax_p.plot(xs, [v[e] for v in per_ee], ls=":", color=line.get_color())
-        ax_r.plot(xs, [r["rot_deg_median"] for r in rows], marker=".", label=Path(d).name)
+        ax_r.plot(xs, [r["rot_deg_median"] for r in rows], **style)
     xlabel = "training hours (one CPU thread)" if x == "hours" else "training steps (batch 1024)"
     for ax, label, goals in ((ax_p, "median position error [mm]", (10, 20)), (ax_r, "median rotation error [deg]", (3, 5))):
         ax.set(xscale="log", yscale="log", xlabel=xlabel, ylabel=label)
