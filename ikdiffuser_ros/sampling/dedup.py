@@ -153,8 +153,6 @@ def count_distinct(
     return unique_mask(q, success, tol, wrapping).sum(-1)
 
 
-
-
 def farthest_first(q: torch.Tensor, k: int, wrapping: torch.Tensor | None = None) -> torch.Tensor:
     """(m, n) solutions -> (m,) long order: row 0 first, then up to ``k - 1`` rows each the farthest (Euclidean
     joint distance [rad or m], wrapping joints modulo 2 pi) from those already picked (greedy farthest-point
