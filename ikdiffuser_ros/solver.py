@@ -45,7 +45,7 @@ import torch
 from ikdiffuser_ros import native
 from ikdiffuser_ros.collision.spheres import SphereModel
 from ikdiffuser_ros.errors import InvalidRequestError
-from ikdiffuser_ros.kinematics.joint_kinds import full_turns, joint_kinds, learnt_box, project_to_limits, unfold_turns
+from ikdiffuser_ros.kinematics.joint_kinds import full_turns, joint_kinds, learnt_box, project_to_limits, uniform_in_limits, unfold_turns
 from ikdiffuser_ros.kinematics.robot_model import RobotModel
 from ikdiffuser_ros.model.checkpoint import load_checkpoint
 from ikdiffuser_ros.robots import load_robot
@@ -305,7 +305,7 @@ class IKDiffuserSolver:
         if share > 0:
             uniform = torch.rand(B, N, generator=g, dtype=q.dtype, device=q.device) < share
             uniform[:, ::reps] = False
-            draws = lower + (upper - lower) * torch.rand(B * N, n, generator=g, dtype=q.dtype, device=q.device)
+            draws = uniform_in_limits(lower, upper, B * N, g, q.dtype)
             starts = torch.where(uniform.reshape(B * N, 1), draws, starts)
         return starts
 

@@ -19,7 +19,7 @@ import torch
 
 from ikdiffuser_ros import native
 from ikdiffuser_ros.bench.protocols import DEFAULT_SEED, random_targets, verified
-from ikdiffuser_ros.kinematics.joint_kinds import joint_kinds
+from ikdiffuser_ros.kinematics.joint_kinds import joint_kinds, uniform_in_limits
 from ikdiffuser_ros.model.checkpoint import load_checkpoint
 from ikdiffuser_ros.robots import load_robot
 from ikdiffuser_ros.sampling.dedup import joint_tolerances, unique_mask
@@ -35,7 +35,7 @@ def _starts(kind: str, robot, sampler, plan, T: torch.Tensor, b: int) -> torch.T
     n, E = robot.n_joints, T.shape[0]
     if kind == "uniform+LM":
         g = torch.Generator().manual_seed(b)
-        return robot.lower + (robot.upper - robot.lower) * torch.rand(ROWS, n, generator=g, dtype=torch.float64)
+        return uniform_in_limits(robot.lower, robot.upper, ROWS, g)
     k = ROWS if kind == "prior" else ROWS // 4
     x = torch.randn(k, n, generator=torch.Generator().manual_seed(b))
     mask = torch.ones(k, E, dtype=torch.bool)

@@ -19,7 +19,7 @@ import argparse
 import torch
 
 from ikdiffuser_ros.bench.protocols import random_targets, verified
-from ikdiffuser_ros.kinematics.joint_kinds import fold_turns, full_turns, joint_kinds, learnt_box, wrap_to_pi
+from ikdiffuser_ros.kinematics.joint_kinds import fold_turns, full_turns, joint_kinds, learnt_box, uniform_in_limits, wrap_to_pi
 from ikdiffuser_ros.pipeline import IKPipeline
 from ikdiffuser_ros.sampling.dedup import unique_mask
 from ikdiffuser_ros.solver import SolveBatch
@@ -35,7 +35,7 @@ def canonical(robot, q: torch.Tensor) -> torch.Tensor:
 def modes_of(pl, robot, T: torch.Tensor, starts: int, seed: int) -> torch.Tensor:
     """(K, n) distinct solutions of one target ``T`` (1, E, 4, 4) from uniform LM starts, canonical."""
     g = torch.Generator().manual_seed(seed)
-    q0 = robot.lower + (robot.upper - robot.lower) * torch.rand(starts, robot.n_joints, generator=g, dtype=torch.float64)
+    q0 = uniform_in_limits(robot.lower, robot.upper, starts, g)
     rows = pl.solver.run(SolveBatch.of(T, starts, robot.n_joints), q0=q0, random_seed=seed)
     q = canonical(robot, rows["q"][verified(robot, rows["q"], T.expand(starts, -1, -1, -1))])
     return q[unique_mask(q, tol=0.05, wrapping=pl.solver.wrapping)]
@@ -76,7 +76,7 @@ def main() -> None:
         found = {"prior": pl.solver.run(b, random_seed=k)["q"],
                  "prior, diverse": pl.solver.run(b, random_seed=k, diversity=1.0)["q"]}
         g = torch.Generator().manual_seed(10_000 + k)
-        q0 = robot.lower + (robot.upper - robot.lower) * torch.rand(n, robot.n_joints, generator=g, dtype=torch.float64)
+        q0 = uniform_in_limits(robot.lower, robot.upper, n, g)
         found["uniform+LM"] = pl.solver.run(b, q0=q0, random_seed=k)["q"]
         for name, q in found.items():
             s = shares(robot, modes, q[verified(robot, q, T.expand(n, -1, -1, -1))], wrapping)

@@ -39,6 +39,7 @@ from pathlib import Path
 
 import torch
 
+from ikdiffuser_ros.kinematics.joint_kinds import uniform_in_limits
 from ikdiffuser_ros.machine import cpu_model
 
 DEFAULT_BATCH_SIZES = (1, 100, 10000)
@@ -172,7 +173,7 @@ def bench_fk(
     gen = torch.Generator(device=dev).manual_seed(seed)
     rows = []
     for batch in batch_sizes:
-        q = lo + (hi - lo) * torch.rand(batch, model.n_joints, generator=gen, dtype=torch_dtype, device=dev)
+        q = uniform_in_limits(lo, hi, batch, gen, torch_dtype)
         times = _time_methods(_timed_calls(model, chains, q), repeats, min_time_s, sync)
         rows.append(_result_row(batch, times))
     return _report(model, dev, dtype, repeats, min_time_s, bool(chains), rows)

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from ikdiffuser_ros import native
+from ikdiffuser_ros.kinematics.joint_kinds import uniform_in_limits
 from ikdiffuser_ros.kinematics.robot_model import RobotModel
 from ikdiffuser_ros.native import NativeKinematics
 from ikdiffuser_ros.pipeline import IKPipeline
@@ -92,8 +93,7 @@ class UniformPipeline:
         ``deadline``: a ``time.monotonic()`` value or None."""
         g = torch.Generator().manual_seed(seed)
         B, n = targets.shape[0], self.model.n_joints
-        lower, upper = self.model.lower, self.model.upper
-        q0 = lower + (upper - lower) * torch.rand(B * num, n, generator=g, dtype=torch.float64)
+        q0 = uniform_in_limits(self.model.lower, self.model.upper, B * num, g)
         res = self.lm(q0, targets.to(torch.float64).repeat_interleave(num, 0), config=self.config, deadline=deadline)
         return res.q.view(B, num, n), res.converged.view(B, num)
 

@@ -35,7 +35,7 @@ import torch
 
 from ikdiffuser_ros.bench.peers import restart_until
 from ikdiffuser_ros.collision.world import Shape, World, WorldObject, translation
-from ikdiffuser_ros.kinematics.joint_kinds import joint_kinds
+from ikdiffuser_ros.kinematics.joint_kinds import joint_kinds, uniform_in_limits
 from ikdiffuser_ros.kinematics.robot_model import RobotModel
 from ikdiffuser_ros.kinematics.transforms import pose_errors
 from ikdiffuser_ros.sampling.dedup import joint_tolerances, unique_mask
@@ -47,7 +47,7 @@ DEFAULT_SEED = 2**31 - 1
 def random_targets(model: RobotModel, num: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     """(q (num, n), targets (num, E, 4, 4)) float64, FK of uniform configurations."""
     g = torch.Generator().manual_seed(seed)
-    q = model.lower + (model.upper - model.lower) * torch.rand(num, model.n_joints, generator=g, dtype=torch.float64)
+    q = uniform_in_limits(model.lower, model.upper, num, g)
     return q, model.fk(q)
 
 

@@ -49,6 +49,7 @@ import torch
 
 from ikdiffuser_ros.collision.world import Shape, World, mesh_obb
 from ikdiffuser_ros.errors import RobotDescriptionError, SphereFileError
+from ikdiffuser_ros.kinematics.joint_kinds import uniform_in_limits
 from ikdiffuser_ros.kinematics.joint_names import variables_of
 from ikdiffuser_ros.kinematics.robot_model import RobotModel
 from ikdiffuser_ros.kinematics.urdf import Geometry
@@ -343,7 +344,7 @@ def _always_colliding(model: RobotModel, sm: "SphereModel", config: SphereFitCon
     almost never (a sphere artefact) or almost always (adjacent parts)."""
     g = torch.Generator().manual_seed(config.seed)
     lo, hi = model.limits()
-    q = lo + (hi - lo) * torch.rand(config.collision_samples, model.n_joints, generator=g, dtype=torch.float64)
+    q = uniform_in_limits(lo, hi, config.collision_samples, g)
     with torch.no_grad():
         d = sm.pair_distances(q)  # (M, P)
     link_pairs = {}

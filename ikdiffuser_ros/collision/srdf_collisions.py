@@ -39,6 +39,7 @@ from xml.sax.saxutils import quoteattr
 import torch
 
 from ikdiffuser_ros.collision.fcl_checker import CollisionChecker
+from ikdiffuser_ros.kinematics.joint_kinds import uniform_in_limits
 from ikdiffuser_ros.kinematics.robot_model import RobotModel
 
 #: Reasons in order of precedence (MoveIt Setup Assistant's names).
@@ -145,7 +146,7 @@ def _sampled_collision_counts(checker: CollisionChecker, model: RobotModel, samp
     within the joint limits from a generator seeded ``seed``, it is in collision."""
     g = torch.Generator().manual_seed(seed)
     lo, hi = model.limits()
-    q = lo + (hi - lo) * torch.rand(samples, model.n_joints, generator=g, dtype=torch.float64)
+    q = uniform_in_limits(lo, hi, samples, g)
     counts: dict[Pair, int] = {}
     desc = f"{model.name}: self-collision pairs" if progress else None
     for pairs in _colliding_pairs(checker, q, progress=desc):

@@ -25,6 +25,7 @@ from pathlib import Path
 import torch
 
 from ikdiffuser_ros.errors import IKDiffuserError
+from ikdiffuser_ros.kinematics.joint_kinds import uniform_in_limits
 from ikdiffuser_ros.kinematics.transforms import matrix_to_rot6d
 
 #: rows per FK chunk (fixed: part of what makes a shard reproducible).
@@ -35,9 +36,8 @@ FORMAT_VERSION = 1
 
 def sample_joints(robot, M: int, generator: torch.Generator) -> torch.Tensor:
     """(M, n) float64 joint values uniform within the robot's limits."""
-    lo = torch.as_tensor(robot.lower, dtype=torch.float64)
-    hi = torch.as_tensor(robot.upper, dtype=torch.float64)
-    return lo + torch.rand(M, lo.shape[0], generator=generator, dtype=torch.float64) * (hi - lo)
+    lower, upper = (torch.as_tensor(v, dtype=torch.float64) for v in (robot.lower, robot.upper))
+    return uniform_in_limits(lower, upper, M, generator)
 
 
 def poses_of(robot, q: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -91,6 +91,16 @@ def unfold_turns(q: torch.Tensor, lower: torch.Tensor, upper: torch.Tensor, turn
     return torch.where(turns & (k_max >= k_min), q + TURN * k, q)
 
 
+def uniform_in_limits(lower: torch.Tensor, upper: torch.Tensor, rows: int, generator: torch.Generator,
+                      dtype: torch.dtype = torch.float64) -> torch.Tensor:
+    """(rows, n) joint values [rad or m] drawn uniformly within ``[lower, upper]`` (n,) from ``generator``,
+    of ``dtype`` on the generator's device (the uniform starts and targets of the solver, the data and the
+    benches)."""
+    u = torch.rand(rows, lower.shape[-1], generator=generator, dtype=dtype, device=generator.device)
+    lower, upper = lower.to(u), upper.to(u)
+    return lower + (upper - lower) * u
+
+
 def wrap_to_pi(x: torch.Tensor) -> torch.Tensor:
     """Angles -> [-pi, pi)."""
     return torch.remainder(x + math.pi, 2 * math.pi) - math.pi

@@ -45,6 +45,7 @@ from pathlib import Path
 import torch
 
 from ikdiffuser_ros.errors import CheckpointError
+from ikdiffuser_ros.kinematics.joint_kinds import uniform_in_limits
 from ikdiffuser_ros.machine import cpu_model
 from ikdiffuser_ros.model.denoiser import DenoiserConfig, IKDenoiser
 from ikdiffuser_ros.model.feedback import KinematicFeedback
@@ -438,7 +439,7 @@ def self_test(loaded: "LoadedModel", directory: Path, targets: int = 4) -> None:
     robot = loaded.robot
     g = torch.Generator().manual_seed(0)
     lo, hi = robot.limits()
-    q = lo + (hi - lo) * torch.rand(targets, len(lo), generator=g, dtype=torch.float64)
+    q = uniform_in_limits(lo, hi, targets, g)
     T = robot.fk(q)
     pos, rot = targets_from_poses(T)
     try:

@@ -21,6 +21,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ikdiffuser_ros.kinematics.joint_kinds import uniform_in_limits
+
 __all__ = ["render_solutions", "register"]
 
 _STATIC_TOL = 1e-9
@@ -414,8 +416,7 @@ def random_reachable_target(model, seed: int = 0, collision_free: bool = True,
     """
     generator = torch.Generator().manual_seed(seed)
     lower, upper = model.limits()
-    q = lower + (upper - lower) * torch.rand(tries if collision_free else 1, model.n_joints, generator=generator,
-                                             dtype=torch.float64)
+    q = uniform_in_limits(lower, upper, tries if collision_free else 1, generator)
     index = 0
     if collision_free:
         from ikdiffuser_ros.collision.fcl_checker import CollisionChecker

@@ -65,3 +65,19 @@ def test_fold_and_unfold_turns_keep_the_poses():
     reference = q + 0.01
     nearest = unfold_turns(folded, ur5.lower, ur5.upper, turns, reference=reference)
     torch.testing.assert_close(nearest, q, atol=1e-9, rtol=0)
+
+
+def test_uniform_in_limits_fills_the_box_reproducibly():
+    """Draws of one seed are the same, lie within the limits (float32 too), and cover each joint's range."""
+    from ikdiffuser_ros.kinematics.joint_kinds import uniform_in_limits
+    from ikdiffuser_ros.robots import load_robot
+
+    m = load_robot("mobile_baxter")
+    q = uniform_in_limits(m.lower, m.upper, 4000, torch.Generator().manual_seed(7))
+    again = uniform_in_limits(m.lower, m.upper, 4000, torch.Generator().manual_seed(7))
+    assert q.shape == (4000, m.n_joints) and q.dtype == torch.float64 and torch.equal(q, again)
+    assert bool(((q >= m.lower) & (q <= m.upper)).all())
+    span = m.upper - m.lower
+    assert bool((q.amax(0) - q.amin(0) > 0.99 * span).all())
+    q32 = uniform_in_limits(m.lower, m.upper, 10, torch.Generator().manual_seed(7), torch.float32)
+    assert q32.dtype == torch.float32 and bool(((q32 >= m.lower.float()) & (q32 <= m.upper.float())).all())
