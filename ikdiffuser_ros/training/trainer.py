@@ -35,7 +35,9 @@ import json
 import math
 import os
 import shlex
+import signal
 import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
@@ -635,9 +637,37 @@ def _save(run: _Run, metrics: dict, wall_s: float, command: str | None) -> None:
                 {"history": run.history, "prior": run.prior})
 
 
-def _should_stop(run: _Run, elapsed: float) -> bool:
+class StopSignals:
+    """While entered (in the main thread), SIGINT (Ctrl-C) and SIGTERM (``kill``, a scheduler's stop) ask
+    the training loop to stop after the current step; the run then evaluates and saves as at its end, so
+    ``--resume`` continues it. A second signal interrupts at once (KeyboardInterrupt)."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous: dict = {}
+
+    def __enter__(self) -> "StopSignals":
+        if threading.current_thread() is threading.main_thread():
+            self._previous = {s: signal.signal(s, self._handle) for s in self.SIGNALS}
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for s, handler in self._previous.items():
+            signal.signal(s, handler)
+
+    def _handle(self, signum: int, frame) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        print(f"[train] {signal.Signals(signum).name}: stopping after this step and saving a resumable "
+              "checkpoint (send it again to abort without saving)", file=sys.stderr, flush=True)
+
+
+def _should_stop(run: _Run, elapsed: float, signals: StopSignals) -> bool:
     c = run.config
-    stop = (c.max_steps is not None and run.step >= c.max_steps) or (
+    stop = signals.requested or (c.max_steps is not None and run.step >= c.max_steps) or (
         c.max_minutes is not None and elapsed >= c.max_minutes * 60)
     if run.world > 1:
         flag = torch.tensor([float(stop)], device=run.device)
@@ -721,10 +751,33 @@ def _finish(run: _Run, metrics: dict, loss_avg: float | None, wall_s: float, com
     return metrics
 
 
+def _loop(run: _Run, pbar, log: Callable[[str], None], wall: Callable[[], float], signals: StopSignals,
+          command: str | None) -> tuple[dict, float | None]:
+    """Training steps until the budget is spent or a stop signal came; ``wall()`` [s] of training so far.
+    Returns the latest metrics and the smoothed loss (None when no step ran)."""
+    config = run.config
+    metrics: dict = run.history[-1] if run.history else {}
+    loss_avg = None
+    start_step, wall_before = run.step, run.elapsed_before
+    run.model.train()
+    while not _should_stop(run, elapsed := wall(), signals):
+        lv = _train_step(run, _lr(config, run.step, elapsed))
+        loss_avg = lv if loss_avg is None else 0.98 * loss_avg + 0.02 * lv
+        if pbar is not None:
+            if config.max_minutes is None:
+                pbar.update(1)
+            else:
+                pbar.update(int(1000 * _budget_used(config, run.step, start_step, wall() - wall_before)) - pbar.n)
+        if run.is_main:
+            metrics = _after_step(run, loss_avg, elapsed, metrics, wall, command, log)
+    return metrics, loss_avg
+
+
 def train(config: TrainConfig, resume: bool = False, command: str | None = None, progress: bool = True) -> dict:
     """Run (or resume) a training run; returns the final evaluation metrics and counters.
 
-    ``max_steps`` counts the steps of this run (a warm start from ``init_from`` begins at 0).
+    ``max_steps`` counts the steps of this run (a warm start from ``init_from`` begins at 0). SIGINT / SIGTERM
+    end it early with a resumable checkpoint (:class:`StopSignals`).
     """
     run = _setup(config, resume)
     pbar = _progress_bar(run, progress)
@@ -736,20 +789,8 @@ def train(config: TrainConfig, resume: bool = False, command: str | None = None,
         """Training time [s] so far, including the runs that this one resumes."""
         return run.elapsed_before + time.time() - t_start
 
-    metrics: dict = run.history[-1] if run.history else {}
-    loss_avg = None
-    start_step, wall_before = run.step, run.elapsed_before
-    run.model.train()
-    while not _should_stop(run, elapsed := wall()):
-        lv = _train_step(run, _lr(config, run.step, elapsed))
-        loss_avg = lv if loss_avg is None else 0.98 * loss_avg + 0.02 * lv
-        if pbar is not None:
-            if config.max_minutes is None:
-                pbar.update(1)
-            else:
-                pbar.update(int(1000 * _budget_used(config, run.step, start_step, wall() - wall_before)) - pbar.n)
-        if run.is_main:
-            metrics = _after_step(run, loss_avg, elapsed, metrics, wall, command, log)
+    with StopSignals() as signals:
+        metrics, loss_avg = _loop(run, pbar, log, wall, signals, command)
     if pbar is not None:
         pbar.close()
     if run.is_main:

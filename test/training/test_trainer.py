@@ -211,6 +211,36 @@ def test_ddp_two_cpu_processes(tmp_path):
     assert card["training"]["world_size"] == 2 and card["training"]["steps"] == 6
 
 
+@pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM"])
+def test_a_stop_signal_ends_training_with_a_resumable_checkpoint(tmp_path, sig):
+    """Ctrl-C (SIGINT) or ``kill`` (SIGTERM) during ``ikdiffuser train``: the step finishes, the run evaluates
+    and saves as at its end, exits 0, and ``--resume`` continues from the saved step."""
+    import signal
+    import time
+
+    out = tmp_path / "run"
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "ikdiffuser_ros.cli", "train", "--robot", "panda", "--config", "tiny", "--out",
+           str(out), "--threads", "1", "--no-progress"]
+    proc = subprocess.Popen(cmd + ["--max-steps", "1000000"], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    for line in proc.stdout:  # the loop runs once a step is logged
+        if line.startswith("[train] step"):
+            break
+    time.sleep(0.5)
+    proc.send_signal(getattr(signal, sig))
+    rest = proc.communicate(timeout=120)[0]
+    assert proc.returncode == 0, rest[-2000:]
+    assert f"[train] {sig}: stopping after this step" in rest and "[done]" in rest
+    step = json.loads((out / "train_state.json").read_text())["step"]
+    assert 10 <= step < 1000000
+    assert json.loads((out / "card.json").read_text())["training"]["steps"] == step
+    resumed = subprocess.run(cmd + ["--resume", "--max-steps", str(step + 5)], env=env, capture_output=True,
+                             text=True, timeout=120)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert json.loads((out / "train_state.json").read_text())["step"] == step + 5
+
+
 def test_full_turn_joints_are_learnt_in_one_turn(tmp_path, monkeypatch):
     """UR5 (+-2 pi joints): the normalizer spans one turn for them (learnt_box) and every training row
     reaches the network folded into it; fold_full_turns=False keeps the limits."""
