@@ -309,8 +309,8 @@ def test_a_large_answer_does_not_shorten_the_next_small_query(baxter_pipeline):
 
 def test_a_diverse_query_chooses_its_answers_among_more_candidates(baxter_pipeline, monkeypatch):
     """With a generous budget a diverse query collects diverse_pool x num_solutions valid candidates before
-    its rounds stop (and answers num_solutions of them, farthest point first); a plain one, or one with a
-    tight budget, stops near num_solutions."""
+    its rounds stop (and answers num_solutions of them, farthest point first); a plain one, one with a
+    tight budget, or a harvest whose pool would exceed what the order ranks, stops near num_solutions."""
     from ikdiffuser_ros.pipeline import IKPipeline
 
     pl = baxter_pipeline
@@ -329,3 +329,6 @@ def test_a_diverse_query_chooses_its_answers_among_more_candidates(baxter_pipeli
     assert collected[0] >= pl.config.diverse_pool * 64 > collected[1] >= 64, collected
     tight = IKQuery([target], num_solutions=64, timeout=0.5 * pl.config.generous_budget)
     assert pl._plan(tight, 0.0).wanted == 64, "a tight budget stays on the fast path"
+    harvest = pl._plan(IKQuery([target], num_solutions=512, timeout=5.0), 0.0)
+    assert harvest.spread_first and not harvest.cover and harvest.wanted == 512, "a harvest keeps converging restarts"
+    assert pl._plan(IKQuery([target], num_solutions=100, timeout=5.0), 0.0).cover
