@@ -47,6 +47,7 @@ def test_bench_runs_every_solver_on_the_same_targets(tmp_path):
     assert many["uniform+LM"]["distinct"] > 0
     text = docs.read_text()
     assert "old" not in text and text.endswith("after\n") and "| uniform+LM |" in text
+    assert "panda: one sample + LM >= 99.5 % (the goal for 1 end effector(s))" in text
     assert (tmp_path / "img" / PLOT_SUCCESS).stat().st_size > 0 and (tmp_path / "img" / PLOT_FREE).stat().st_size > 0
 
 
