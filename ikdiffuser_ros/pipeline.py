@@ -117,11 +117,10 @@ class PipelineConfig:
     #: (:attr:`SolverConfig.uniform_share`) and collects that pool of valid candidates (while time lasts) to
     #: answer the ``num_solutions`` of them farthest point first. A larger ask is a harvest: every valid
     #: solution found counts, so it keeps the perturbed restarts, which converge more often (uniform ones
-    #: took baxter's distinct solutions per second in 1 s from 1429 to 1038); tighter budgets stay on the fast
-    #: path (a 0.1 s query
-    #: for 8 x 512 solutions returned nothing under load when its first call repelled). A pool of 2 took the
-    #: ground-truth clusters found with 100 solutions on baxter from 56 to 62 % (panda 99 -> 100 %) for
-    #: 1.2x the time to them (docs/solver.md).
+    #: took baxter's distinct solutions per second in 1 s from 1681 to 1038). Tighter budgets stay on the fast
+    #: path (a 0.1 s query for 8 x 512 solutions returned nothing under load when its first call repelled).
+    #: A pool of 2 took the ground-truth clusters found with 100 solutions on baxter from 56 to 62 % (panda
+    #: 99 -> 100 %) for 1.2x the time to them (docs/solver.md).
     diverse_min_solutions: int = 16
     generous_budget: float = 0.25
     diverse_pool: float = 2.0
@@ -240,7 +239,7 @@ class _Plan:
     #: order the answers farthest point first (:meth:`IKPipeline._ranked`): diverse, no objectives, no seed
     spread_first: bool = False
     #: valid candidates each target's rounds collect before they stop: ``num_solutions``, more for
-    #: ``spread_first`` (:attr:`PipelineConfig.diverse_pool`)
+    #: ``cover`` (:attr:`PipelineConfig.diverse_pool`)
     wanted: int = 1
     #: ``spread_first`` with a generous budget (:attr:`PipelineConfig.generous_budget`) and a pool that fits
     #: the order: collect ``wanted`` candidates and trade converged rows for coverage (uniform restarts)
