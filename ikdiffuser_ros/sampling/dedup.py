@@ -8,6 +8,7 @@ vectors by the largest per-joint difference, scaled by a per-joint tolerance (a 
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -73,12 +74,28 @@ class _Closeness:
     max_elements: int
 
     def block(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        """(..., c, n), (..., m, n) scaled rows -> (..., c, m) bool, Chebyshev distance <= 1."""
+        """(..., c, n), (..., m, n) scaled rows -> (..., c, m) bool, Chebyshev distance <= 1.
+
+        With wrapping joints, one ``cdist`` on :meth:`_embedded` rows keeps every close pair (and a few
+        more); only those pairs get the exact wrapped difference."""
         if self.wrap is None:
             return torch.cdist(a, b, p=float("inf")) <= 1.0
-        diff = (a[..., :, None, :] - b[..., None, :, :]) * self.tol
-        diff = torch.where(self.wrap, wrap_to_pi(diff), diff)
-        return (diff.abs() / self.tol).amax(-1) <= 1.0
+        close = torch.cdist(self._embedded(a), self._embedded(b), p=float("inf")) <= 1.0
+        pairs = close.nonzero(as_tuple=True)
+        if pairs[0].numel():
+            rows_a, rows_b = pairs[:-1], (*pairs[:-2], pairs[-1])
+            diff = (a[rows_a] - b[rows_b]) * self.tol
+            diff = torch.where(self.wrap, wrap_to_pi(diff), diff)
+            close[pairs] = (diff.abs() / self.tol).amax(-1) <= 1.0
+        return close
+
+    def _embedded(self, x: torch.Tensor) -> torch.Tensor:
+        """(..., k, n) scaled rows -> (..., k, n') rows whose Chebyshev distance is <= 1 for every pair within
+        tolerance: each wrapping joint's angle as (cos, sin) / (2 sin(tol / 2)), whose differences are at most
+        the chord, 2 sin(|d| / 2) for a wrapped difference d; the other joints as they are."""
+        angle = x[..., self.wrap] * self.tol[self.wrap]
+        chord = 2 * torch.sin(0.5 * self.tol[self.wrap].clamp(max=math.pi))
+        return torch.cat([x[..., ~self.wrap], torch.cos(angle) / chord, torch.sin(angle) / chord], -1)
 
     def _per_row(self, N: int) -> int:
         return N * (len(self.tol) if self.wrap is not None else 1)

@@ -49,6 +49,28 @@ def test_dedup_is_the_greedy_leader_clustering(wrap):
         assert torch.equal(unique_mask(q, valid, 1e-3, wrapping), expect)
 
 
+
+@pytest.mark.parametrize("tol", [0.05, 0.5, 4.0])
+def test_wrapped_closeness_is_exact(tol):
+    """The embedded pre-filter of wrapping joints (one cdist, then the exact difference on its pairs) gives
+    the closeness of the plain wrapped Chebyshev difference, batched, across the seam, with per-joint
+    tolerances (one above pi: every pair is close in that joint)."""
+    from ikdiffuser_ros.kinematics.joint_kinds import wrap_to_pi
+    from ikdiffuser_ros.sampling.dedup import _Closeness
+
+    g = torch.Generator().manual_seed(3)
+    wrap = torch.tensor([True, False, True, True, False])
+    tols = torch.tensor([tol, 0.05, 0.1, tol, 0.02], dtype=torch.float64)
+    centers = (2 * torch.rand(2, 12, 5, generator=g, dtype=torch.float64) - 1) * math.pi
+    centers[:, :6, 0] = math.pi - 0.01  # half of them at the seam
+    q = centers.repeat_interleave(20, 1) + 0.6 * tols * torch.randn(2, 240, 5, generator=g, dtype=torch.float64)
+    q = torch.where(wrap, wrap_to_pi(q), q)
+    diff = q[:, :, None] - q[:, None, :]
+    diff = torch.where(wrap, wrap_to_pi(diff), diff)
+    expect = (diff.abs() / tols).amax(-1) <= 1.0
+    got = _Closeness(tols, wrap, 2**20).block(q / tols, q / tols)
+    assert torch.equal(got, expect) and 0 < expect.double().mean() < 1
+
 def test_count_distinct_uses_per_joint_tolerances_and_wraps(panda, baxter):
     tol = joint_tolerances(panda)
     assert torch.allclose(tol, torch.full((7,), 0.05, dtype=torch.float64))
