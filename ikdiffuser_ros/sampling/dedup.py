@@ -39,8 +39,10 @@ def unique_mask(
     (``tol`` a float or (n,) tensor; wrapping joints compare modulo ``2 pi``).
     So every kept pair differs by more than the tolerance in some joint, and
     every dropped row is within the tolerance of a kept one. Cost: one chunked
-    all-pairs pass; rows with a neighbour are then resolved per batch on their
-    dense closeness matrix (one O(A) step per row).
+    all-pairs pass; rows with a neighbour are then resolved per batch, chunk by
+    chunk against the rows kept so far (:meth:`_Closeness.leaders`). Batches of
+    more than :data:`ALL_PAIRS_MAX_ROWS` rows (a harvest: often thousands of
+    repeats of a few solutions) skip the all-pairs pass: O(N x kept) instead of N^2.
     """
     *batch, N, n = q.shape
     if N == 0 or q.numel() == 0:
@@ -52,16 +54,20 @@ def unique_mask(
     wrap = None if wrapping is None or not bool(wrapping.any()) else wrapping.to(q.device)
     close = _Closeness(tol_t, wrap, max_elements)
     scaled = q / tol_t
-    # 1. rows with no other valid row within tolerance are kept as they are (one chunked pass)
-    has_neighbour = close.has_neighbour(scaled, valid)
-    keep = valid & ~has_neighbour
-    # 2. greedy leaders among the rest, per batch, in row order, on their dense closeness matrix
-    ambiguous = valid & has_neighbour
+    if N > ALL_PAIRS_MAX_ROWS:
+        keep, ambiguous = torch.zeros_like(valid), valid
+    else:  # 1. rows with no other valid row within tolerance are kept as they are (one chunked pass)
+        has_neighbour = close.has_neighbour(scaled, valid)
+        keep, ambiguous = valid & ~has_neighbour, valid & has_neighbour
+    # 2. greedy leaders among the rest, per batch, in row order
     for b in ambiguous.any(-1).nonzero().flatten().tolist():
         idx = ambiguous[b].nonzero().flatten()
-        kept = _greedy_leaders(close.dense(scaled[b, idx]))
-        keep[b, idx[torch.from_numpy(kept).to(idx.device)]] = True
+        keep[b, idx[close.leaders(scaled[b, idx])]] = True
     return keep.reshape(*batch, N)
+
+
+#: :func:`unique_mask` compares all pairs first (vectorised over a batch) only up to this many rows per batch.
+ALL_PAIRS_MAX_ROWS = 4096
 
 
 @dataclass(frozen=True)
@@ -111,6 +117,20 @@ class _Closeness:
             not_self = cols[None, :] != cols[start:stop, None]
             out[:, start:stop] = (self.block(scaled[:, start:stop], scaled) & valid[:, None, :] & not_self).any(-1)
         return out
+
+    def leaders(self, rows: torch.Tensor, chunk: int = 1024) -> torch.Tensor:
+        """(A, n) scaled rows -> (A,) bool: greedy leader clustering in row order (a row is kept unless an
+        earlier kept row is close), ``chunk`` rows at a time: those close to a row kept before the chunk are
+        dropped at once, the others resolved on their dense closeness matrix."""
+        keep = torch.zeros(len(rows), dtype=torch.bool, device=rows.device)
+        kept_rows = rows[:0]
+        for start in range(0, len(rows), chunk):
+            part = rows[start:start + chunk]
+            fresh = (~self.block(part, kept_rows).any(-1)).nonzero().flatten()
+            new = fresh[torch.from_numpy(_greedy_leaders(self.dense(part[fresh]))).to(fresh.device)]
+            keep[start + new] = True
+            kept_rows = torch.cat([kept_rows, part[new]])
+        return keep
 
     def dense(self, qa: torch.Tensor) -> np.ndarray:
         """(A, n) scaled rows -> (A, A) bool closeness matrix."""

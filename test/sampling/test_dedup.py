@@ -71,6 +71,29 @@ def test_wrapped_closeness_is_exact(tol):
     got = _Closeness(tols, wrap, 2**20).block(q / tols, q / tols)
     assert torch.equal(got, expect) and 0 < expect.double().mean() < 1
 
+
+@pytest.mark.parametrize("wrap", [False, True])
+def test_leaders_chunk_by_chunk_and_large_batches_keep_the_same_rows(wrap, monkeypatch):
+    """Greedy leaders chunk by chunk (against the rows kept before each chunk) equal the dense greedy pass,
+    and a batch above ALL_PAIRS_MAX_ROWS (no all-pairs pass) keeps the same rows as the two-step path."""
+    import ikdiffuser_ros.sampling.dedup as dedup
+
+    g = torch.Generator().manual_seed(5)
+    wrapping = torch.tensor([wrap, False, wrap])
+    tols = torch.tensor([0.05, 0.05, 0.1], dtype=torch.float64)
+    centers = (2 * torch.rand(30, 3, generator=g, dtype=torch.float64) - 1) * math.pi
+    q = centers[torch.randint(0, 30, (600,), generator=g)] + 0.05 * torch.randn(600, 3, generator=g,
+                                                                                 dtype=torch.float64)
+    close = dedup._Closeness(tols, wrapping if wrap else None, 1 << 20)
+    dense = torch.from_numpy(dedup._greedy_leaders(close.dense(q / tols)))
+    for chunk in (1, 7, 64, 1024):
+        assert torch.equal(close.leaders(q / tols, chunk), dense)
+    valid = torch.rand(2, 600, generator=g) < 0.9
+    qb = torch.stack([q, q.flip(0)])
+    expect = unique_mask(qb, valid, tols, wrapping)
+    monkeypatch.setattr(dedup, "ALL_PAIRS_MAX_ROWS", 100)
+    assert torch.equal(unique_mask(qb, valid, tols, wrapping), expect) and 30 <= int(expect[0].sum()) < 540
+
 def test_count_distinct_uses_per_joint_tolerances_and_wraps(panda, baxter):
     tol = joint_tolerances(panda)
     assert torch.allclose(tol, torch.full((7,), 0.05, dtype=torch.float64))
