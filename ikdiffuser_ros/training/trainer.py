@@ -640,7 +640,9 @@ def _save(run: _Run, metrics: dict, wall_s: float, command: str | None) -> None:
 class StopSignals:
     """While entered (in the main thread), SIGINT (Ctrl-C) and SIGTERM (``kill``, a scheduler's stop) ask
     the training loop to stop after the current step; the run then evaluates and saves as at its end, so
-    ``--resume`` continues it. A second signal interrupts at once (KeyboardInterrupt)."""
+    ``--resume`` continues it. A second signal interrupts at once (KeyboardInterrupt). Entered by the
+    ``ikdiffuser train`` command only: :func:`train` called from Python leaves the process's handlers alone
+    (rclpy's, a notebook's) unless given one."""
 
     SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
@@ -665,9 +667,9 @@ class StopSignals:
               "checkpoint (send it again to abort without saving)", file=sys.stderr, flush=True)
 
 
-def _should_stop(run: _Run, elapsed: float, signals: StopSignals) -> bool:
+def _should_stop(run: _Run, elapsed: float, signals: StopSignals | None) -> bool:
     c = run.config
-    stop = signals.requested or (c.max_steps is not None and run.step >= c.max_steps) or (
+    stop = (signals is not None and signals.requested) or (c.max_steps is not None and run.step >= c.max_steps) or (
         c.max_minutes is not None and elapsed >= c.max_minutes * 60)
     if run.world > 1:
         flag = torch.tensor([float(stop)], device=run.device)
@@ -751,7 +753,7 @@ def _finish(run: _Run, metrics: dict, loss_avg: float | None, wall_s: float, com
     return metrics
 
 
-def _loop(run: _Run, pbar, log: Callable[[str], None], wall: Callable[[], float], signals: StopSignals,
+def _loop(run: _Run, pbar, log: Callable[[str], None], wall: Callable[[], float], signals: StopSignals | None,
           command: str | None) -> tuple[dict, float | None]:
     """Training steps until the budget is spent or a stop signal came; ``wall()`` [s] of training so far.
     Returns the latest metrics and the smoothed loss (None when no step ran)."""
@@ -773,11 +775,12 @@ def _loop(run: _Run, pbar, log: Callable[[str], None], wall: Callable[[], float]
     return metrics, loss_avg
 
 
-def train(config: TrainConfig, resume: bool = False, command: str | None = None, progress: bool = True) -> dict:
+def train(config: TrainConfig, resume: bool = False, command: str | None = None, progress: bool = True,
+          signals: StopSignals | None = None) -> dict:
     """Run (or resume) a training run; returns the final evaluation metrics and counters.
 
-    ``max_steps`` counts the steps of this run (a warm start from ``init_from`` begins at 0). SIGINT / SIGTERM
-    end it early with a resumable checkpoint (:class:`StopSignals`).
+    ``max_steps`` counts the steps of this run (a warm start from ``init_from`` begins at 0). With entered
+    ``signals`` (the ``ikdiffuser train`` command), SIGINT / SIGTERM end it early with a resumable checkpoint.
     """
     run = _setup(config, resume)
     pbar = _progress_bar(run, progress)
@@ -789,8 +792,7 @@ def train(config: TrainConfig, resume: bool = False, command: str | None = None,
         """Training time [s] so far, including the runs that this one resumes."""
         return run.elapsed_before + time.time() - t_start
 
-    with StopSignals() as signals:
-        metrics, loss_avg = _loop(run, pbar, log, wall, signals, command)
+    metrics, loss_avg = _loop(run, pbar, log, wall, signals, command)
     if pbar is not None:
         pbar.close()
     if run.is_main:
@@ -851,8 +853,9 @@ def config_from_args(args) -> TrainConfig:
 
 def _main(args) -> int:
     config = config_from_args(args)
-    train(config, resume=args.resume, command=shlex.join(["ikdiffuser", *sys.argv[1:]]),
-          progress=not args.no_progress)
+    with StopSignals() as signals:
+        train(config, resume=args.resume, command=shlex.join(["ikdiffuser", *sys.argv[1:]]),
+              progress=not args.no_progress, signals=signals)
     return 0
 
 

@@ -271,3 +271,17 @@ def test_full_turn_joints_are_learnt_in_one_turn(tmp_path, monkeypatch):
         assert bool(inside.all())
         if fold:
             assert json.loads((out / "card.json").read_text())["training"]["config"]["fold_full_turns"] is True
+
+
+def test_train_called_from_python_leaves_signal_handlers_alone(tmp_path, monkeypatch):
+    """Only the ``ikdiffuser train`` command takes over SIGINT / SIGTERM: train() in a process that owns its
+    handlers (rclpy's node tests, a notebook) installs none."""
+    import signal
+
+    def refuse(*args):
+        raise AssertionError(f"train() called signal.signal{args}")
+
+    monkeypatch.setattr(signal, "signal", refuse)
+    cfg = TrainConfig.preset("tiny", robot="panda", out_dir=str(tmp_path / "run"), max_steps=3, eval_every=3,
+                             ckpt_every=3)
+    assert train(cfg, progress=False)["step"] == 3
