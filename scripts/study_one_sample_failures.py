@@ -1,4 +1,5 @@
-"""Where one diffusion sample + LM fails (docs/solver.md): raw errors, joints on limits, and what rescues the failures.
+"""Where one diffusion sample + LM fails (docs/solver.md): raw errors, joints on limits, singular end
+configurations, and what rescues the failures.
 
     python scripts/study_one_sample_failures.py --robot panda --targets 1000
 """
@@ -41,6 +42,7 @@ def main() -> None:
           f"{np.degrees(raw['rotation_error'][fail].median()):.1f} deg")
     print(f"rows ending with a joint on a limit, solved / failed: {at.any(-1)[ok].double().mean():.2f} / "
           f"{at.any(-1)[fail].double().mean():.2f}; per joint among the failures {at[fail].sum(0).tolist()}")
+    _singular_ends(m, ref["q"], ok, fail, at)
     r = refine(m, raw["q"][fail], T[fail], config=RefineConfig(max_iters=400, patience=100, lambda_max=1e12))
     print(f"the failures' samples with LM 400 iterations / patience 100: {r.converged.double().mean():.2f}")
     g = torch.Generator().manual_seed(1)
@@ -51,9 +53,28 @@ def main() -> None:
         r2 = s.run(SolveBatch.of(T[fail], 4, m.n_joints), q0=q0, random_seed=0)
         ok2 = verified(m, r2["q"].view(len(fail), 4, -1), T[fail][:, None].expand(-1, 4, -1, -1, -1)).any(-1)
         print(f"4 perturbed restarts of the same sample (spread {spread}): {ok2.double().mean():.2f}")
+    for kick in (0.05, 0.2):  # a second LM from the first one's end, every joint moved by N(0, kick) [rad or m]
+        q0 = torch.minimum(torch.maximum(ref["q"][fail] + kick * torch.randn(ref["q"][fail].shape, generator=g,
+                                                                              dtype=torch.float64), lo), hi)
+        r2 = s.run(SolveBatch.of(T[fail], 1, m.n_joints), q0=q0, random_seed=0)
+        print(f"a second LM from the first one's end kicked by {kick}: {verified(m, r2['q'], T[fail]).double().mean():.2f}")
     r3 = s.run(SolveBatch.of(T[fail], 4, m.n_joints), random_seed=5)
     ok3 = verified(m, r3["q"].view(len(fail), 4, -1), T[fail][:, None].expand(-1, 4, -1, -1, -1)).any(-1)
     print(f"4 fresh samples: {ok3.double().mean():.2f}")
+
+
+def _singular_ends(m, q: torch.Tensor, ok: torch.Tensor, fail: torch.Tensor, at: torch.Tensor) -> None:
+    """Where the LM stopped: the smallest singular value of the constrained Jacobian (position rows [m/rad],
+    rotation rows x 0.2 m/rad as the LM weighs them) of the solved rows and of the failures off every limit."""
+    _, J = m.fk_and_jacobian(q)
+    J = torch.cat([J[..., :3, :], 0.2 * J[..., 3:, :]], -2).reshape(len(q), -1, q.shape[-1])
+    sigma = torch.linalg.svdvals(J)[:, min(J.shape[-2], J.shape[-1]) - 1]
+    off = fail[~at[fail].any(-1)]
+    if len(off):
+        print(f"smallest singular value at the end, solved p10 / p50: {sigma[ok].quantile(0.1):.4f} / "
+              f"{sigma[ok].median():.4f}; failures off every limit ({len(off)}): {sigma[off].quantile(0.1):.4f} / "
+              f"{sigma[off].median():.4f}; share below the solved rows' p1 ({sigma[ok].quantile(0.01):.4f}): "
+              f"{(sigma[off] < sigma[ok].quantile(0.01)).double().mean():.2f}")
 
 
 if __name__ == "__main__":
