@@ -52,7 +52,7 @@ start_launch() {
   LAUNCH_PID=$!
   trap 'kill -INT "$LAUNCH_PID" 2>/dev/null; wait "$LAUNCH_PID" 2>/dev/null' EXIT
   local deadline=$((SECONDS + 120))
-  until grep -q "ready in" "$log"; do
+  until grep -qs "ready in" "$log"; do
     if ! kill -0 "$LAUNCH_PID" 2>/dev/null || [ "$SECONDS" -ge "$deadline" ]; then
       cat "$log" >&2
       echo "demo: the node did not come up" >&2
