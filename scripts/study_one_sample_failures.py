@@ -58,9 +58,29 @@ def main() -> None:
                                                                               dtype=torch.float64), lo), hi)
         r2 = s.run(SolveBatch.of(T[fail], 1, m.n_joints), q0=q0, random_seed=0)
         print(f"a second LM from the first one's end kicked by {kick}: {verified(m, r2['q'], T[fail]).double().mean():.2f}")
+    for step, rounds in ((0.2, 1), (0.4, 3)):
+        esc = _null_space_escape(m, ref["q"][fail], T[fail], step, rounds)
+        print(f"{rounds} null-space move(s) of {step} away from the limits, each + LM: "
+              f"{verified(m, esc, T[fail]).double().mean():.2f}")
     r3 = s.run(SolveBatch.of(T[fail], 4, m.n_joints), random_seed=5)
     ok3 = verified(m, r3["q"].view(len(fail), 4, -1), T[fail][:, None].expand(-1, 4, -1, -1, -1)).any(-1)
     print(f"4 fresh samples: {ok3.double().mean():.2f}")
+
+
+def _null_space_escape(m, q: torch.Tensor, T: torch.Tensor, step: float, rounds: int,
+                       margin: float = 0.2) -> torch.Tensor:
+    """Redundancy resolution from the LM's end: ``rounds`` times, move every joint within ``margin`` of
+    its range from a limit away from it, projected onto the null space of the (weighted) task
+    Jacobian and scaled to a largest joint change of ``step`` [rad or m], then the LM again."""
+    lo, hi = m.limits(torch.float64)
+    for _ in range(rounds):
+        _, J = m.fk_and_jacobian(q)
+        J = torch.cat([J[..., :3, :], 0.2 * J[..., 3:, :]], -2).reshape(len(q), -1, q.shape[-1])
+        away = torch.relu(margin - (q - lo) / (hi - lo)) - torch.relu(margin - (hi - q) / (hi - lo))
+        d = away - (torch.linalg.pinv(J) @ (J @ away.unsqueeze(-1))).squeeze(-1)
+        d = step * d / d.abs().amax(-1, keepdim=True).clamp_min(1e-12)
+        q = refine(m, torch.minimum(torch.maximum(q + d, lo), hi), T).q
+    return q
 
 
 def _singular_ends(m, q: torch.Tensor, ok: torch.Tensor, fail: torch.Tensor, at: torch.Tensor) -> None:
