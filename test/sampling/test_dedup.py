@@ -75,7 +75,8 @@ def test_wrapped_closeness_is_exact(tol):
 @pytest.mark.parametrize("wrap", [False, True])
 def test_leaders_chunk_by_chunk_and_large_batches_keep_the_same_rows(wrap, monkeypatch):
     """Greedy leaders chunk by chunk (against the rows kept before each chunk) equal the dense greedy pass,
-    and a batch above ALL_PAIRS_MAX_ROWS (no all-pairs pass) keeps the same rows as the two-step path."""
+    and a batch of SWEEP_MIN_ROWS rows or more (sorted and swept, or chunk by chunk where the sweep is refused)
+    keeps the same rows as the two-step path."""
     import ikdiffuser_ros.sampling.dedup as dedup
 
     g = torch.Generator().manual_seed(5)
@@ -90,9 +91,45 @@ def test_leaders_chunk_by_chunk_and_large_batches_keep_the_same_rows(wrap, monke
         assert torch.equal(close.leaders(q / tols, chunk), dense)
     valid = torch.rand(2, 600, generator=g) < 0.9
     qb = torch.stack([q, q.flip(0)])
+    assert close.sweep_pairs(q / tols) is not None  # 600 rows: the sort and sweep by default
     expect = unique_mask(qb, valid, tols, wrapping)
-    monkeypatch.setattr(dedup, "ALL_PAIRS_MAX_ROWS", 100)
-    assert torch.equal(unique_mask(qb, valid, tols, wrapping), expect) and 30 <= int(expect[0].sum()) < 540
+    paths = {"two-step": {"SWEEP_MIN_ROWS": 10**9}, "sweep refused": {"SWEEP_MAX_PAIRS_PER_ROW": 0}}
+    for name, patch in paths.items():
+        with monkeypatch.context() as mp:
+            for key, value in patch.items():
+                mp.setattr(dedup, key, value)
+            assert torch.equal(unique_mask(qb, valid, tols, wrapping), expect), name
+    assert 30 <= int(expect[0].sum()) < 540
+
+
+@pytest.mark.parametrize("wrap", ["none", "some", "all"])
+def test_sort_and_sweep_is_the_greedy_leader_clustering(wrap):
+    """Batches of SWEEP_MIN_ROWS rows or more (sorted along one joint, then swept) against a plain Python
+    loop: repeats of a few solutions, spread-out rows and rows across the seam; with every joint wrapping
+    there is no joint to sort along and the chunked leaders answer."""
+    from ikdiffuser_ros.kinematics.joint_kinds import wrap_to_pi
+    from ikdiffuser_ros.sampling.dedup import SWEEP_MIN_ROWS
+
+    g = torch.Generator().manual_seed(11)
+    wrapping = {"none": torch.zeros(4, dtype=torch.bool), "some": torch.tensor([True, False, True, False]),
+                "all": torch.ones(4, dtype=torch.bool)}[wrap]
+    tols = torch.tensor([0.05, 0.05, 0.1, 0.02], dtype=torch.float64)
+    centers = (2 * torch.rand(40, 4, generator=g, dtype=torch.float64) - 1) * math.pi
+    centers[:10, 0] = math.pi - 0.01
+    N = SWEEP_MIN_ROWS + 200
+    q = centers[torch.randint(0, 40, (N,), generator=g)] + 0.01 * torch.randn(N, 4, generator=g, dtype=torch.float64)
+    q[: N // 3] = (2 * torch.rand(N // 3, 4, generator=g, dtype=torch.float64) - 1) * math.pi  # spread-out rows
+    q = torch.where(wrapping, wrap_to_pi(q), q)
+    valid = torch.rand(N, generator=g) < 0.9
+    kept: list[int] = []
+    for i in valid.nonzero().flatten().tolist():
+        d = q[i] - q[kept] if kept else torch.zeros(0, 4, dtype=torch.float64)
+        d = torch.where(wrapping, wrap_to_pi(d), d)
+        if not kept or ((d.abs() / tols).amax(-1) > 1.0).all():
+            kept.append(i)
+    expect = torch.zeros(N, dtype=torch.bool)
+    expect[kept] = True
+    assert torch.equal(unique_mask(q, valid, tols, wrapping), expect) and N // 3 < len(kept) < N - 200
 
 def test_count_distinct_uses_per_joint_tolerances_and_wraps(panda, baxter):
     tol = joint_tolerances(panda)
