@@ -77,6 +77,11 @@ SOLVER_SHARE = 0.8
 #: (:func:`~ikdiffuser_ros.sampling.dedup.farthest_first`) over at most this many of its distinct valid
 #: candidates (the cost is this squared; the rest follow in the ranking rule's order).
 SPREAD_CANDIDATES = 256
+#: A target's rounds count its *distinct* valid candidates (the solver's ``dedup_tol``) when it wants 2 to
+#: SPREAD_CANDIDATES of them (a harvest, more, counts every valid one and stops sooner), and stop early when
+#: this many calls in a row, each bringing at least STALE_MIN_ROWS valid candidates, found no new one: the
+#: target's solutions look exhausted (a 6-joint arm has a few).
+STALE_CALLS, STALE_MIN_ROWS = 2, 8
 
 
 @dataclass(frozen=True)
@@ -256,6 +261,8 @@ class _Pool:
 
     parts: list = field(default_factory=list)  #: (q, pe, re, coll, valid, cost, first) per call
     valid_count: int = 0
+    distinct: int = 0  #: distinct valid rows, counted where the plan wants 2 to SPREAD_CANDIDATES (:meth:`_count`)
+    stale: int = 0  #: calls in a row that brought STALE_MIN_ROWS valid rows or more and no new distinct one
     measured: int = 0  #: rows whose measurement completed in time
     reached: int = 0  #: rows within tolerances and limits (the solver's success test)
     best: tuple[float, float] = (math.inf, math.inf)  #: smallest (position [m], rotation [rad]) error measured
@@ -654,7 +661,22 @@ class IKPipeline:
 
     def _enough(self, plan: _Plan, pools: list[_Pool]) -> bool:
         """Whether every well-formed target already has the valid candidates it wants (``plan.wanted``)."""
-        return all(p.valid_count >= plan.wanted for s, p in zip(plan.specs, pools) if isinstance(s, _Spec))
+        return not self._todo(plan, pools)
+
+    @staticmethod
+    def _counts_distinct(plan: _Plan) -> bool:
+        return 1 < plan.wanted <= SPREAD_CANDIDATES
+
+    def _done(self, plan: _Plan, pool: _Pool) -> bool:
+        """Whether a target's rounds stop: ``plan.wanted`` valid candidates, distinct ones where it wants 2 to
+        SPREAD_CANDIDATES, or (counting distinct) STALE_CALLS calls in a row without a new one."""
+        if not self._counts_distinct(plan):
+            return pool.valid_count >= plan.wanted
+        return pool.distinct >= plan.wanted or pool.stale >= STALE_CALLS
+
+    def _todo(self, plan: _Plan, pools: list[_Pool]) -> list[int]:
+        """The well-formed targets whose rounds go on (:meth:`_done`)."""
+        return [i for i, s in enumerate(plan.specs) if isinstance(s, _Spec) and not self._done(plan, pools[i])]
 
     def _seed_call(self, plan: _Plan, pools: list[_Pool]) -> None:
         """The LM from the seed, for every target, before any sampling: a seed that solves comes back as is."""
@@ -668,8 +690,7 @@ class IKPipeline:
         gen = np.random.default_rng(plan.random_seed)
         lower, upper = plan.box
         for _ in range(plan.query.max_rounds):
-            todo = [i for i, s in enumerate(plan.specs) if isinstance(s, _Spec)
-                    and pools[i].valid_count < plan.wanted]
+            todo = self._todo(plan, pools)
             if not todo or time.monotonic() >= plan.deadline:
                 return
             starts = gen.uniform(lower, upper, size=(len(todo) * plan.n_sample, len(lower)))
@@ -701,8 +722,7 @@ class IKPipeline:
         # guided calls (collision gradients at every reverse step) cost several times more per row
         sizers = {False: self._sizers[False].start(first, most), True: self._sizers[True].start(first // 4, most)}
         for round_ in range(plan.query.max_rounds):
-            todo = [i for i, s in enumerate(plan.specs) if isinstance(s, _Spec)
-                    and pools[i].valid_count < plan.wanted]
+            todo = self._todo(plan, pools)
             if not todo or time.monotonic() > plan.deadline:
                 break
             rows = max(plan.n_sample, min(plan.n_sample * ROUND_GROWTH ** round_, ROUND_ROWS))
@@ -711,7 +731,7 @@ class IKPipeline:
             groups = ((empty, self._is_guided(plan, round_)), ([i for i in todo if i not in set(empty)], False))
             for items_of_group, guided in groups:
                 chunks = self._chunks(plan, items_of_group, sizers[guided], rows,
-                                      lambda i: pools[i].valid_count >= plan.wanted)
+                                      lambda i: self._done(plan, pools[i]))
                 for items, num in chunks if items_of_group else ():
                     t = time.monotonic()
                     self._call(plan, items, num, guided, pools)
@@ -783,6 +803,8 @@ class IKPipeline:
         m["first"] = np.full((len(items), int(num)), first)
         for j, i in enumerate(items):
             self._pool(pools[i], {k: None if v is None else v[j] for k, v in m.items()}, plan.query.keep_invalid)
+            if self._counts_distinct(plan):
+                self._count(pools[i], int(m["valid"][j].sum()))
 
     def _measured(self, plan: _Plan, res: dict, k: int, num: int) -> dict[str, np.ndarray | None]:
         """The solver's rows (:meth:`IKDiffuserSolver.run`, k targets x num rows) -> numpy (k, num) arrays:
@@ -814,6 +836,16 @@ class IKPipeline:
         wrap = self.solver.wrapping.numpy()
         d = np.where(wrap, np.remainder(d + np.pi, 2 * np.pi) - np.pi, d)
         return np.all(np.abs(d) <= plan.consistency + 1e-12, axis=-1)
+
+    def _count(self, pool: _Pool, new_valid: int) -> None:
+        """Update a pool's distinct valid rows (the solver's ``dedup_tol``, as the answer's ranking counts them)
+        and its run of calls without a new one, after a call that brought ``new_valid`` valid rows."""
+        if not new_valid:
+            return
+        q = np.concatenate([part[0][part[4]] for part in pool.parts])
+        before, pool.distinct = pool.distinct, int(unique_mask(torch.as_tensor(q), None, self.solver.config.dedup_tol,
+                                                               self.solver.wrapping).sum())
+        pool.stale = 0 if pool.distinct > before else pool.stale + (new_valid >= STALE_MIN_ROWS)
 
     @staticmethod
     def _pool(pool: _Pool, m: dict, keep_invalid: bool) -> None:

@@ -332,3 +332,30 @@ def test_a_diverse_query_chooses_its_answers_among_more_candidates(baxter_pipeli
     harvest = pl._plan(IKQuery([target], num_solutions=512, timeout=5.0), 0.0)
     assert harvest.spread_first and not harvest.cover and harvest.wanted == 512, "a harvest keeps converging restarts"
     assert pl._plan(IKQuery([target], num_solutions=100, timeout=5.0), 0.0).cover
+
+
+def test_rounds_count_distinct_solutions_and_stop_when_none_are_new():
+    """A target's rounds count distinct valid candidates (the solver's dedup_tol), so a UR5 asked for 16
+    solutions within 0.2 s answers 16 distinct ones (it stopped at 16 valid rows with a fifth of them
+    repeats); a Kinova JACO2 target, with only a handful of solutions, stops long before a 3 s timeout once
+    calls bring no new one, its distinct solutions first and repeats after them."""
+    import time
+
+    from ikdiffuser_ros.pipeline import IKPipeline
+    from ikdiffuser_ros.sampling.dedup import unique_mask
+
+    for robot, num, timeout in (("ur5", 16, 0.2), ("kinova", 32, 3.0)):
+        pl = IKPipeline.from_robot(robot, collision=False)
+        wrap, tol = pl.solver.wrapping, pl.solver.config.dedup_tol
+        for seed in (1, 2, 3):
+            target = _all_ee_target(pl.robot, _reachable(pl.robot, 1, seed=seed)[0])
+            t0 = time.monotonic()
+            [a] = pl.answer(IKQuery([target], num_solutions=num, random_seed=seed, timeout=timeout)).targets
+            took = time.monotonic() - t0
+            q = torch.as_tensor(a.q[a.valid])
+            distinct = unique_mask(q, None, tol, wrap)
+            if robot == "ur5":
+                assert len(q) == num and distinct.all(), f"{int(distinct.sum())} distinct of {len(q)}"
+            else:
+                assert took < 1.0 and 2 <= int(distinct.sum()) < num, (took, int(distinct.sum()))
+                assert distinct[: int(distinct.sum())].all(), "the distinct solutions lead"
