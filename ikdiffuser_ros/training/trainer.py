@@ -498,6 +498,14 @@ def _normalizer_and_prior(config: TrainConfig, robot, model, ema, stat_pos: torc
     return Normalizer.fit(lower, upper, stat_pos).to(device), {}
 
 
+def _own_normalizer(out: Path, robot, device: torch.device) -> tuple[Normalizer, dict]:
+    """A resumed run's normalizer: the one of its own checkpoint (``out``), whatever its warm start's folder
+    holds now (a model shipped over it); its totals come with the train state (:func:`_resume_state`)."""
+    from ikdiffuser_ros.model.checkpoint import load_checkpoint
+
+    return load_checkpoint(out, robot, device="cpu").normalizer.to(device), {}
+
+
 def _resume_state(run: _Run, out: Path) -> None:
     """Continue from ``out/train_state.*``: weights, EMA, optimizer and generators, step, elapsed time [s],
     evaluation history and the totals of earlier runs."""
@@ -521,13 +529,21 @@ def _setup(config: TrainConfig, resume: bool) -> _Run:
     from ikdiffuser_ros.data.generate import sample_fk
     from ikdiffuser_ros.robots import load_robot
 
+    out = Path(config.out_dir)
+    resuming = resume and (out / "train_state.json").is_file()
+    if resuming and config.init_from is None:  # the warm start of the run's first segment (its card, its curve)
+        config = copy.copy(config)
+        config.init_from = json.loads((out / "train_state.json").read_text())["config"].get("init_from")
     world, rank, device = _init_process(config)
+    if rank == 0 and not resuming:  # a new run in an old run's folder: a new learning curve
+        (out / "metrics.jsonl").unlink(missing_ok=True)
     robot = load_robot(config.robot)
     data_gen = torch.Generator().manual_seed(config.seed + 1000 * rank)
     noise_gen = torch.Generator().manual_seed(config.seed + 1000 * rank + 1)
     source, desc, stat_pos = _data(config, robot, data_gen)
     model, ema = _model_and_ema(config, robot, device)
-    normalizer, prior = _normalizer_and_prior(config, robot, model, ema, stat_pos, device)
+    normalizer, prior = (_own_normalizer(out, robot, device) if resuming
+                         else _normalizer_and_prior(config, robot, model, ema, stat_pos, device))
     schedule_config = ScheduleConfig(num_train_steps=config.num_train_steps)
     abar = NoiseSchedule(schedule_config).alphas_cumprod.float().to(device)
     # fused: one kernel over every tensor (CPU, 950 k parameters: 5.8 -> 1.9 ms a step of ~55)
@@ -539,8 +555,7 @@ def _setup(config: TrainConfig, resume: bool) -> _Run:
                opt, {"data": data_gen, "noise": noise_gen}, q_eval, feedback, prior=prior,
                fold=(learnt_box(robot)[0], full_turns(robot)) if config.fold_full_turns else None,
                bf16=uses_bf16(config.precision, device), mask_chains=_mask_chains(model, robot))
-    out = Path(config.out_dir)
-    if resume and (out / "train_state.json").is_file():
+    if resuming:
         _resume_state(run, out)
     if world > 1:
         from torch.nn.parallel import DistributedDataParallel

@@ -68,6 +68,41 @@ def test_shipped_curve_follows_the_runs_it_warm_started_from(tmp_path):
     assert "another lineage" not in shipped
 
 
+def test_a_resumed_warm_start_keeps_its_lineage_and_a_new_run_its_own_curve(tmp_path):
+    """A run warm-started from a model folder, stopped and continued with ``--resume``, still names that folder
+    (its card, the curve it ships: the folder's curve, then the run's own evaluations), and keeps the
+    normalizer it trained with even when another model has been shipped into that folder since. A new run
+    written into an old run's folder starts a new curve (it appended to the old one)."""
+    import torch
+    from safetensors.torch import load_file
+
+    cfg = dict(robot="panda", model=dict(type="IKMLPDenoiser", d_model=32, n_blocks=1), eval_every=5)
+    first, second, dest = tmp_path / "first", tmp_path / "second", tmp_path / "models" / "panda"
+    train(TrainConfig.preset("tiny", out_dir=str(first), max_steps=10, **cfg), progress=False)
+    assert main([str(first), "--ship", str(dest), "--force"]) == 0
+    source_curve = (dest / CURVE_FILE).read_text()
+    train(TrainConfig.preset("tiny", out_dir=str(second), init_from=str(dest), max_steps=5, **cfg), progress=False)
+    normalizer = {k: v for k, v in load_file(str(second / "model.safetensors")).items() if k.startswith("normalizer.")}
+    other = tmp_path / "other"  # another lineage shipped into the folder meanwhile (other data: another normalizer)
+    train(TrainConfig.preset("tiny", out_dir=str(other), max_steps=5, seed=7, **cfg), progress=False)
+    assert main([str(other), "--ship", str(dest), "--force"]) == 0
+    shipped_since = load_file(str(dest / "model.safetensors"))
+    assert not all(torch.equal(shipped_since[k], v) for k, v in normalizer.items())
+    (dest / CURVE_FILE).write_text(source_curve)  # the folder's curve as the run found it
+    train(TrainConfig.preset("tiny", out_dir=str(second), max_steps=10, **cfg), resume=True, progress=False)
+    card = json.loads((second / "card.json").read_text())
+    assert card["training"]["cumulative"]["warm_started_from"] == str(dest)
+    assert card["training"]["cumulative"]["steps"] == 20 and card["training"]["cumulative"]["runs"] == 2
+    resumed = load_file(str(second / "model.safetensors"))
+    assert all(torch.equal(resumed[k], v) for k, v in normalizer.items())
+    assert main([str(second), "--ship", str(dest), "--force"]) == 0
+    assert (dest / CURVE_FILE).read_text() == source_curve + (second / "metrics.jsonl").read_text()
+    steps = [json.loads(line)["total_steps"] for line in (dest / CURVE_FILE).read_text().splitlines()]
+    assert steps == sorted(steps) and steps[-1] == 20
+    train(TrainConfig.preset("tiny", out_dir=str(second), max_steps=5, **cfg), progress=False)
+    assert [json.loads(line)["step"] for line in (second / "metrics.jsonl").read_text().splitlines()] == [5]
+
+
 def test_readme_without_samples_seen_or_steps():
     """Regression: a card whose training section lacks samples_seen / steps reads '?' (no ValueError)."""
     from ikdiffuser_ros.resources import package_share
