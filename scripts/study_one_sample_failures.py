@@ -67,6 +67,13 @@ def main() -> None:
     print(f"4 fresh samples: {ok3.double().mean():.2f}")
 
 
+def _weighted_jacobian(m, q: torch.Tensor) -> torch.Tensor:
+    """(M, n) -> (M, 6E, n): the task Jacobian as the LM weighs it (rotation rows x ``RefineConfig.rot_weight``)."""
+    _, J = m.fk_and_jacobian(q)
+    J = torch.cat([J[..., :3, :], RefineConfig().rot_weight * J[..., 3:, :]], -2)
+    return J.reshape(len(q), -1, q.shape[-1])
+
+
 def _null_space_escape(m, q: torch.Tensor, T: torch.Tensor, step: float, rounds: int,
                        margin: float = 0.2) -> torch.Tensor:
     """Redundancy resolution from the LM's end: ``rounds`` times, move every joint within ``margin`` of
@@ -74,8 +81,7 @@ def _null_space_escape(m, q: torch.Tensor, T: torch.Tensor, step: float, rounds:
     Jacobian and scaled to a largest joint change of ``step`` [rad or m], then the LM again."""
     lo, hi = m.limits(torch.float64)
     for _ in range(rounds):
-        _, J = m.fk_and_jacobian(q)
-        J = torch.cat([J[..., :3, :], 0.2 * J[..., 3:, :]], -2).reshape(len(q), -1, q.shape[-1])
+        J = _weighted_jacobian(m, q)
         away = torch.relu(margin - (q - lo) / (hi - lo)) - torch.relu(margin - (hi - q) / (hi - lo))
         d = away - (torch.linalg.pinv(J) @ (J @ away.unsqueeze(-1))).squeeze(-1)
         d = step * d / d.abs().amax(-1, keepdim=True).clamp_min(1e-12)
@@ -85,9 +91,8 @@ def _null_space_escape(m, q: torch.Tensor, T: torch.Tensor, step: float, rounds:
 
 def _singular_ends(m, q: torch.Tensor, ok: torch.Tensor, fail: torch.Tensor, at: torch.Tensor) -> None:
     """Where the LM stopped: the smallest singular value of the constrained Jacobian (position rows [m/rad],
-    rotation rows x 0.2 m/rad as the LM weighs them) of the solved rows and of the failures off every limit."""
-    _, J = m.fk_and_jacobian(q)
-    J = torch.cat([J[..., :3, :], 0.2 * J[..., 3:, :]], -2).reshape(len(q), -1, q.shape[-1])
+    rotation rows weighed as the LM weighs them) of the solved rows and of the failures off every limit."""
+    J = _weighted_jacobian(m, q)
     sigma = torch.linalg.svdvals(J)[:, min(J.shape[-2], J.shape[-1]) - 1]
     off = fail[~at[fail].any(-1)]
     if len(off):
