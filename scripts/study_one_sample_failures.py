@@ -26,6 +26,7 @@ def main() -> None:
     torch.set_num_threads(1)
     pl = IKPipeline.from_robot(args.robot, warmup=False, collision=False)
     s, m = pl.solver, pl.robot
+    s.loaded.planar_base = None  # raw rows below must be the LM's starts (raw samples get a fitted mobile base)
     _, T = random_targets(m, args.targets, 2**31 - 1 - 17)
     b = SolveBatch.of(T, 1, m.n_joints)
     ref = s.run(b, random_seed=0)

@@ -12,7 +12,7 @@ the same value. Floating ``pitch`` spans ``[-pi/2, pi/2]`` and does not wrap.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 #: Between a multi-DOF joint's name and its axis suffix.
@@ -81,3 +81,17 @@ def flat_name(name: str) -> str:
 def variables_of(joint: str, names: Iterable[str]) -> list[str]:
     """The variables among ``names`` that belong to ``joint`` (itself, or its ``<joint>/<suffix>`` ones), in order."""
     return [n for n in names if n == joint or joint_of(n) == joint]
+
+
+def planar_indices(names: Sequence[str]) -> list[tuple[int, int, int]]:
+    """Indices in ``names`` of the ``x``, ``y`` and ``theta`` variables of every planar joint that has all three
+    there, in the order of their ``x``."""
+    index = {n: i for i, n in enumerate(names)}
+    out = []
+    for name in names:
+        joint, axis = split(name)
+        if axis is PLANAR[0]:
+            found = [index.get(variable_name(joint, v.suffix)) for v in PLANAR]
+            if None not in found:  # a floating joint has x and y, no theta
+                out.append(tuple(found))
+    return out

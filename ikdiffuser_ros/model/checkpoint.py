@@ -46,6 +46,7 @@ import torch
 
 from ikdiffuser_ros.errors import CheckpointError
 from ikdiffuser_ros.kinematics.joint_kinds import uniform_in_limits
+from ikdiffuser_ros.kinematics.planar_base import PlanarBase
 from ikdiffuser_ros.machine import cpu_model
 from ikdiffuser_ros.model.denoiser import DenoiserConfig, IKDenoiser
 from ikdiffuser_ros.model.feedback import KinematicFeedback
@@ -100,10 +101,13 @@ class LoadedModel:
     robot: object  # RobotModel
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     feedback: KinematicFeedback | None = None
+    #: the robot's planar base, which the sampler places in closed form (None: it has none)
+    planar_base: PlanarBase | None = field(init=False)
 
     def __post_init__(self):
         if self.feedback is None and getattr(self.denoiser, "needs_feedback", False):
             self.feedback = KinematicFeedback(self.robot, self.normalizer)
+        self.planar_base = PlanarBase.of(self.robot)
 
     @property
     def n_joints(self) -> int:

@@ -96,3 +96,10 @@ def test_no_other_module_parses_the_names():
         offenders += [f"{rel}:{i}: {line.strip()}" for i, line in enumerate(path.read_text().splitlines(), 1)
                       if NAME_PARSING.search(line)]
     assert not offenders, "parse multi-DOF variable names with kinematics/joint_names.py:\n" + "\n".join(offenders)
+
+
+def test_planar_indices_find_whole_planar_joints_only():
+    names = ["arm", "base/x", "base/y", "base/theta", "fl/x", "fl/y", "fl/z", "fl/yaw", "fl/pitch", "fl/roll", "half/x"]
+    assert jn.planar_indices(names) == [(1, 2, 3)]
+    assert jn.planar_indices(["b/theta", "b/y", "b/x"]) == [(2, 1, 0)]
+    assert jn.planar_indices(["base/x", "base/y"]) == []

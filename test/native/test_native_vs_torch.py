@@ -1,5 +1,7 @@
 """The compiled small-batch path (ikdiffuser_ros.native) against the torch path, on every shipped robot."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -10,6 +12,7 @@ from ikdiffuser_ros.model.checkpoint import load_checkpoint
 from ikdiffuser_ros.robots import available_robots, load_robot
 from ikdiffuser_ros.sampling.lm import RefineConfig, refine
 from ikdiffuser_ros.sampling.sampler import step_noise, default_sampling, sample, sampling_plan, targets_from_poses
+from ikdiffuser_ros.solver import IKDiffuserSolver, SolveBatch, SolverConfig
 
 pytestmark = pytest.mark.skipif(not native.available(), reason=native.unavailable_reason)
 ROBOTS = available_robots()  #: FK, Jacobians and LM: every robot config
@@ -92,7 +95,7 @@ def test_sampler_matches_torch(name, eta):
     steps, tail = default_sampling(loaded, refined=True) if eta == 0 else (10, 0)
     pos, rot6d = targets_from_poses(T.float())
     ref = sample(loaded, pos, rot6d, mask, pos_only, 1, steps=steps, tail_steps=tail, eta=eta,
-                 generator=torch.Generator().manual_seed(5))[:, 0]
+                 generator=torch.Generator().manual_seed(5), place_base=False)[:, 0]  # the solver places it (below)
     gen = torch.Generator().manual_seed(5)
     x = torch.randn(8, robot.n_joints, generator=gen)
     plan = sampling_plan(loaded.schedule, steps, tail)
@@ -132,8 +135,29 @@ def test_sampler_matches_torch_on_a_factorized_network(name):
     T = robot.fk(_uniform(robot, 8, 4))
     mask, pos_only = torch.ones(8, E, dtype=torch.bool), torch.zeros(8, E, dtype=torch.bool)
     p, r = targets_from_poses(T.float())
-    ref = sample(loaded, p, r, mask, pos_only, 1, steps=4, tail_steps=2, generator=torch.Generator().manual_seed(5))[:, 0]
+    ref = sample(loaded, p, r, mask, pos_only, 1, steps=4, tail_steps=2, generator=torch.Generator().manual_seed(5),
+                 place_base=False)[:, 0]
     x = torch.randn(8, n, generator=torch.Generator().manual_seed(5))
     got = native.NativeSampler(loaded, native.NativeKinematics(robot)).sample(
         x, T, mask, pos_only, sampling_plan(loaded.schedule, 4, 2))
     assert (ref - got).abs().max() < 2e-3
+
+
+@pytest.mark.parametrize("name", ["mobile_baxter", "dual_ur5_mobile"])
+def test_raw_samples_of_a_mobile_robot_place_the_base_on_both_paths(name):
+    """Raw samples (no LM) through the solver: the compiled path places the planar base as the torch sampler does
+    (the same rows), and differs from the compiled sampler's own rows only in the base."""
+    robot = load_robot(name)
+    loaded = load_checkpoint(f"models/{robot.name}", robot)
+    batch = SolveBatch.of(robot.fk(_uniform(robot, 8, 6)), 2, robot.n_joints)
+    compiled = IKDiffuserSolver.from_model(loaded, robot).run(batch, refine=False, random_seed=3)["q"]
+    torch_path = IKDiffuserSolver.from_model(loaded, robot, SolverConfig(native=False)).run(
+        batch, refine=False, random_seed=3)["q"]
+    assert (compiled - torch_path).abs().max() < 2e-3
+    placed = loaded.planar_base.indices
+    unplaced = IKDiffuserSolver.from_model(loaded, robot)
+    unplaced.loaded = dataclasses.replace(loaded)
+    unplaced.loaded.planar_base = None
+    raw = unplaced.run(batch, refine=False, random_seed=3)["q"]
+    arms = [i for i in range(robot.n_joints) if i not in placed]
+    assert torch.equal(raw[:, arms], compiled[:, arms]) and not torch.equal(raw[:, placed], compiled[:, placed])
