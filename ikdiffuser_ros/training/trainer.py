@@ -837,6 +837,8 @@ def register(subparsers) -> None:
                    help="warm-start from a checkpoint directory (e.g. models/<robot>); training hours add up")
     p.add_argument("--max-steps", type=int)
     p.add_argument("--max-minutes", type=float)
+    p.add_argument("--lr", type=float, help="peak learning rate of the cosine schedule (default the config's; a "
+                                            "continued model keeps more of what it learnt with a smaller one)")
     p.add_argument("--device", help="cpu | cuda | cuda:K")
     p.add_argument("--seed", type=int)
     p.add_argument("--threads", type=int, help="torch intra-op threads")
@@ -849,7 +851,7 @@ def register(subparsers) -> None:
 def config_from_args(args) -> TrainConfig:
     overrides = {"robot": args.robot, "data_dir": args.data, "out_dir": args.out, "max_steps": args.max_steps,
                  "max_minutes": args.max_minutes, "device": args.device, "seed": args.seed,
-                 "threads": args.threads, "init_from": args.init_from, "precision": args.precision}
+                 "threads": args.threads, "init_from": args.init_from, "precision": args.precision, "lr": args.lr}
     overrides = {k: v for k, v in overrides.items() if v is not None}
     if args.config in ("tiny", "default"):
         config = TrainConfig.preset(args.config, **overrides)

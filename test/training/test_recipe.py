@@ -13,7 +13,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def _args(robot: str, config=None) -> argparse.Namespace:
     return argparse.Namespace(robot=robot, config=config, data=None, out=None, max_steps=None, max_minutes=1.0,
-                              device=None, seed=None, threads=None, init_from=None, precision=None)
+                              device=None, seed=None, threads=None, init_from=None, precision=None, lr=None)
 
 
 def test_a_robot_without_its_own_config_gets_the_recipe(tmp_path):

@@ -116,6 +116,9 @@ def test_config_yaml_and_cli_args(tmp_path):
     args = build_parser().parse_args(["train", "--robot", "baxter", "--max-minutes", "2", "--seed", "4"])
     cfg = config_from_args(args)  # picks config/training/baxter.yaml
     assert cfg.robot == "baxter" and cfg.max_minutes == 2 and cfg.seed == 4 and cfg.out_dir == "runs/baxter"
+    assert cfg.lr == TrainConfig.from_yaml(REPO / "config/training/recipe.yaml").lr
+    args = build_parser().parse_args(["train", "--robot", "baxter", "--resume-from", "models/baxter", "--lr", "3e-4"])
+    assert config_from_args(args).lr == 3e-4 and config_from_args(args).init_from == "models/baxter"
     for robot in ("panda", "baxter", "dual_ur5_mobile"):
         TrainConfig.from_yaml(REPO / "config" / "training" / f"{robot}.yaml")
 
