@@ -427,9 +427,27 @@ def lineage_curve(run_dir: Path, depth: int = 0) -> str:
     return own
 
 
+@torch.no_grad()
+def held_out_median(directory: Path, robot, num_targets: int) -> float:
+    """The held-out raw median [mm] of the checkpoint in ``directory`` (worst end effector, one sample per target by
+    its card's sampler): :func:`evaluate_checkpoint`'s ``all_end_effectors`` median, measured now, by the code that
+    measures a new run (a stored ``eval.json`` may predate a change of the sampler)."""
+    from ikdiffuser_ros.kinematics.transforms import pose_errors
+    from ikdiffuser_ros.model.checkpoint import load_checkpoint
+    from ikdiffuser_ros.sampling.sampler import default_sampling, sample
+
+    loaded = load_checkpoint(directory, robot)
+    _, T_ref, pos, rot6d = _held_out_targets(robot, num_targets)
+    steps, tail = default_sampling(loaded)
+    q = sample(loaded, pos, rot6d, num_solutions=1, steps=steps, tail_steps=tail,
+               generator=torch.Generator().manual_seed(0))[:, 0]  # evaluate_checkpoint's draw (seed 0)
+    return _stats(*(e.amax(-1) for e in pose_errors(robot.fk(q.double()), T_ref)))["pos_mm_median"]
+
+
 def ship(run_dir: Path, dest: Path, steps: int, tail_steps: int, force: bool, num_targets: int,
          robot: str | None = None, weights_dtype: str = "float32") -> dict | None:
-    """Copy a run's checkpoint to ``dest`` with sampler defaults and learning curve if it beats the shipped one.
+    """Copy a run's checkpoint to ``dest`` with sampler defaults and learning curve if it beats the shipped one
+    (their held-out raw medians, both measured now: :func:`held_out_median`).
 
     ``robot``: a robot name or YAML (default :func:`robot_of_card`). ``weights_dtype``: how the denoiser's
     tensors are stored (``float16`` halves the file; the evaluation is of the stored weights). Returns its
@@ -456,8 +474,8 @@ def ship(run_dir: Path, dest: Path, steps: int, tail_steps: int, force: bool, nu
         shutil.rmtree(staging, ignore_errors=True)
         raise
     new = metrics["all_end_effectors"]["pos_mm_median"]
-    old_eval = dest / "eval.json"
-    old = json.loads(old_eval.read_text())["all_end_effectors"]["pos_mm_median"] if old_eval.is_file() else None
+    old = held_out_median(dest, load_robot(robot_of_card(card, robot)), num_targets) \
+        if (dest / "model.safetensors").is_file() else None
     if old is not None and new >= old and not force:
         print(f"not shipped: held-out median {new:.1f} mm does not beat the shipped {old:.1f} mm")
         shutil.rmtree(staging)

@@ -3,7 +3,7 @@ import json
 from ikdiffuser_ros.model.checkpoint import save_checkpoint
 from ikdiffuser_ros.model.schedule import ScheduleConfig
 from ikdiffuser_ros.training.learning_curve import CURVE_FILE
-from ikdiffuser_ros.training.model_card import evaluate_checkpoint, main, readme
+from ikdiffuser_ros.training.model_card import evaluate_checkpoint, held_out_median, main, readme
 from ikdiffuser_ros.training.trainer import TrainConfig, train
 
 
@@ -20,6 +20,8 @@ def test_evaluate_and_readme(tmp_path, baxter, make_loaded):
     assert m["best_of_4"]["pos_mm_median"] <= m["best_of_4"]["pos_mm_p90"]
     assert 0.0 <= m["self_collision_free_share"] <= 1.0 and 0.0 <= m["self_collision_free_share_feasible_targets"] <= 1.0
 
+    assert held_out_median(tmp_path, baxter, 20) == m["all_end_effectors"]["pos_mm_median"]  # what ship compares
+
     text = readme(json.loads((tmp_path / "card.json").read_text()), m, "ikdiffuser train --robot baxter")
     assert "Not met" in text and "ikdiffuser train --robot baxter" in text and "left_gripper" in text
     assert "total training" in text
@@ -34,7 +36,11 @@ def test_ship_only_when_better(tmp_path):
     card = json.loads((dest / "card.json").read_text())
     assert card["sampling"] == {"steps": 3, "tail_steps": 2, "refined_steps": 3, "refined_tail_steps": 1}
     assert {"README.md", "eval.json", CURVE_FILE, "model.safetensors"} <= {p.name for p in dest.iterdir()}
-    # the same run again is not better: refused, the shipped folder untouched; --force replaces it
+    # the same run again is not better: refused, the shipped folder untouched; --force replaces it. The shipped
+    # model is measured anew (a stale eval.json, e.g. from before a change of the sampler, decides nothing)
+    stale = json.loads((dest / "eval.json").read_text())
+    stale["all_end_effectors"]["pos_mm_median"] = 1e6
+    (dest / "eval.json").write_text(json.dumps(stale))
     before = (dest / "eval.json").read_text()
     assert main([str(run), "--ship", str(dest), "--steps", "3", "--tail-steps", "2"]) == 1
     assert (dest / "eval.json").read_text() == before and not (dest.parent / "panda.staging").exists()
