@@ -227,9 +227,7 @@ class IKDiffuserSolver:
         else:
             q = batch.with_locked(torch.as_tensor(q0, dtype=torch.float64).reshape(batch.B * batch.N, batch.n))
         if refine:
-            res = self._refine(batch, q, cost, deadline, timings, bounds)
-            if q0 is None and cost is None and batch.N <= self.config.rescue_max_rows:
-                res = self._rescue(batch, q, res, deadline, timings, bounds, random_seed)
+            res = self._refined(batch, q, cost, deadline, timings, bounds, random_seed, sampled=q0 is None)
             q, errors = res.q, (res.position_error, res.rotation_error)
         else:
             q, errors = self._raw(batch, q, timings), None
@@ -359,12 +357,22 @@ class IKDiffuserSolver:
         timings["polish"] = time.monotonic() - t
         return res
 
+    def _refined(self, batch: "SolveBatch", q: torch.Tensor, cost, deadline, timings, bounds, random_seed: int | None,
+                 sampled: bool) -> RefineResult:
+        """:meth:`_refine` of (M, n) rows; in a ``sampled`` call of at most ``rescue_max_rows`` rows per target
+        without a cost, the rows left off their target then restart near their sample (:meth:`_rescue`)."""
+        res = self._refine(batch, q, cost, deadline, timings, bounds)
+        if sampled and cost is None and batch.N <= self.config.rescue_max_rows:
+            res = self._rescue(batch, q, res, deadline, timings, bounds, random_seed)
+        return res
+
     def _rescue(self, batch: "SolveBatch", q: torch.Tensor, res: RefineResult, deadline, timings, bounds,
                 random_seed: int | None) -> RefineResult:
-        """Rows whose LM did not converge start again from their own sample (M, n), ``rescue_restarts`` times,
-        each joint moved by Gaussian noise of ``rescue_spread`` x its learnt range (within the limits and
-        ``bounds``); a row takes its first restart that converges. The LM's failures are samples in a basin
-        whose solution lies beyond a limit or on a singular fold (docs/solver.md): a start nearby escapes it."""
+        """Rows whose LM did not converge start again ``rescue_restarts`` times: the joints that move an end
+        effector still off its target from the row's sample (M, n) plus Gaussian noise of ``rescue_spread`` x
+        their learnt range, the others where the LM left them (within the limits and ``bounds``); a row takes
+        its first restart that converges. The LM's failures are samples in a basin whose solution lies beyond
+        a limit or on a singular fold (docs/solver.md): a start nearby may escape it."""
         failed = (~res.converged).nonzero().flatten()
         K = self.config.rescue_restarts
         if K <= 0 or len(failed) == 0 or (deadline is not None and time.monotonic() >= deadline):

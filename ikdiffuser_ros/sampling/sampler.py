@@ -89,9 +89,8 @@ def _repeat(x: torch.Tensor, N: int) -> torch.Tensor:
 def sample(loaded: LoadedModel, ee_pos: torch.Tensor, ee_rot6d: torch.Tensor, ee_mask: torch.Tensor | None = None,
            pos_only: torch.Tensor | None = None, num_solutions: int = 1, method: str = "ddim",
            steps: int | None = 20, eta: float = 0.0, generator: torch.Generator | None = None,
-           guidance: GuidanceFn | None = None, guidance_scale: float = 1.0,
-           guidance_clip: float | None = 1.0, deadline: float | None = None, tail_steps: int = 0,
-           place_base: bool = True) -> torch.Tensor:
+           guidance: GuidanceFn | None = None, guidance_scale: float = 1.0, guidance_clip: float | None = 1.0,
+           deadline: float | None = None, tail_steps: int = 0, place_base: bool = True) -> torch.Tensor:
     """Draw ``num_solutions`` joint configurations for each of B end-effector targets.
 
     Args:
@@ -111,14 +110,13 @@ def sample(loaded: LoadedModel, ee_pos: torch.Tensor, ee_rot6d: torch.Tensor, ee
         deadline: ``time.monotonic()`` value; once passed, no further reverse step starts and the
             last clean-sample estimate is returned (coarser samples, on time). None = no limit.
         tail_steps: k passes of the low-noise tail after the reverse steps (module docstring).
-        place_base: unguided samples of a robot with a planar base get the base that best fits their arms
-            to the targets (:meth:`~ikdiffuser_ros.kinematics.planar_base.PlanarBase.place`; module docstring).
+        place_base: unguided samples of a mobile robot get the base that best fits their arms (module docstring).
     Returns:
         q: (B, N, n) float32 joint values within the robot's limits.
     """
     if method not in ("ddim", "ddpm"):
         raise ValueError(f"method must be 'ddim' or 'ddpm', got {method!r}")
-    model, norm = loaded.denoiser, loaded.normalizer
+    model = loaded.denoiser
     targets = _conditions(model, ee_pos, ee_rot6d, ee_mask, pos_only, next(model.parameters()).device)
     B, N, n = targets[0].shape[0], int(num_solutions), model.config.n_joints
     was_training = model.training
@@ -127,20 +125,20 @@ def sample(loaded: LoadedModel, ee_pos: torch.Tensor, ee_rot6d: torch.Tensor, ee
         x = _denoise(loaded, targets, N, sampling_plan(loaded.schedule, steps, tail_steps), method, eta, generator,
                      (guidance, guidance_scale, guidance_clip), deadline)
     model.train(was_training)
-    q = norm.denormalize_joints(x.clamp(-1, 1))
-    q = torch.minimum(torch.maximum(q, norm.lower), norm.upper)
-    if place_base and loaded.planar_base is not None and guidance is None:
-        q = _place_base(loaded, q, targets, N)
-    return q.view(B, N, n)
+    return _joints(loaded, x, targets, N, place_base and guidance is None).view(B, N, n)
 
 
-def _place_base(loaded: LoadedModel, q: torch.Tensor, targets: tuple[torch.Tensor, ...], N: int) -> torch.Tensor:
-    """(B*N, n) samples with a planar base moved to fit their arms to the targets
-    (:meth:`~ikdiffuser_ros.kinematics.planar_base.PlanarBase.place`), computed in float64."""
+def _joints(loaded: LoadedModel, x: torch.Tensor, targets: tuple[torch.Tensor, ...], N: int, place_base: bool
+            ) -> torch.Tensor:
+    """(B*N, n) normalized samples -> joint values within the limits; with ``place_base`` a planar base moved
+    to fit the arms to the targets (:meth:`~ikdiffuser_ros.kinematics.planar_base.PlanarBase.place`, in float64)."""
+    norm = loaded.normalizer
+    q = torch.minimum(torch.maximum(norm.denormalize_joints(x.clamp(-1, 1)), norm.lower), norm.upper)
+    if not place_base or loaded.planar_base is None:
+        return q
     ee_pos, ee_rot6d, ee_mask, pos_only = (_repeat(x, N) for x in targets)
     T = torch.zeros(*ee_pos.shape[:2], 4, 4, dtype=torch.float64, device=q.device)
     T[..., :3, :3], T[..., :3, 3], T[..., 3, 3] = rot6d_to_matrix(ee_rot6d.double()), ee_pos.double(), 1.0
-    norm = loaded.normalizer
     placed = loaded.planar_base.place(q.double(), T, ee_mask, pos_only, loaded.robot.fk, norm.lower.double(),
                                       norm.upper.double())
     return placed.to(q.dtype)

@@ -455,10 +455,9 @@ def ship(run_dir: Path, dest: Path, steps: int, tail_steps: int, force: bool, nu
     """Copy a run's checkpoint to ``dest`` with sampler defaults and learning curve if it beats the shipped one
     (their held-out raw medians, both measured now: :func:`held_out_median`).
 
-    ``robot``: a robot name or YAML (default :func:`robot_of_card`). ``weights_dtype``: how the denoiser's
-    tensors are stored (``float16`` halves the file; the evaluation is of the stored weights). Returns its
-    :func:`evaluate_checkpoint` metrics if shipped, else None.
-    """
+    ``robot``: a robot name or YAML (default :func:`robot_of_card`). ``weights_dtype``: how the denoiser's tensors
+    are stored (``float16`` halves the file; the evaluation is of the stored weights). Returns its
+    :func:`evaluate_checkpoint` metrics if shipped, else None."""
     from ikdiffuser_ros.model.checkpoint import store_weights_as
     from ikdiffuser_ros.robots import load_robot
     from ikdiffuser_ros.training.learning_curve import CURVE_FILE
@@ -468,6 +467,7 @@ def ship(run_dir: Path, dest: Path, steps: int, tail_steps: int, force: bool, nu
     card = json.loads((run_dir / "card.json").read_text())
     card["sampling"] = {"steps": steps, "tail_steps": tail_steps, "refined_steps": REFINED_STEPS,
                         "refined_tail_steps": REFINED_TAIL_STEPS}
+    model = load_robot(robot_of_card(card, robot))
     staging = dest.with_name(dest.name + ".staging")
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
@@ -475,13 +475,12 @@ def ship(run_dir: Path, dest: Path, steps: int, tail_steps: int, force: bool, nu
     (staging / "card.json").write_text(json.dumps(card, indent=2) + "\n")
     try:
         store_weights_as(staging / "model.safetensors", weights_dtype)
-        metrics = evaluate_checkpoint(staging, load_robot(robot_of_card(card, robot)), num_targets=num_targets)
+        metrics = evaluate_checkpoint(staging, model, num_targets=num_targets)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
     new = metrics["all_end_effectors"]["pos_mm_median"]
-    old = held_out_median(dest, load_robot(robot_of_card(card, robot)), num_targets) \
-        if (dest / "model.safetensors").is_file() else None
+    old = held_out_median(dest, model, num_targets) if (dest / "model.safetensors").is_file() else None
     if old is not None and new >= old and not force:
         print(f"not shipped: held-out median {new:.1f} mm does not beat the shipped {old:.1f} mm")
         shutil.rmtree(staging)
