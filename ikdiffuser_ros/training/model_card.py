@@ -29,6 +29,8 @@ from pathlib import Path
 
 import torch
 
+from ikdiffuser_ros.kinematics.joint_names import planar_indices
+
 HELD_OUT_SEED = 2_000_003
 #: raw-sample goals (issue 7): single-arm robots, and robots with several end effectors.
 GOAL_MM, GOAL_DEG = 10.0, 3.0
@@ -280,12 +282,14 @@ def _accuracy_row(name: str, m: dict) -> str:
             f"{m['rot_deg_p90']:.2f} | {m['num_targets']} |")
 
 
-def _accuracy_table(metrics: dict) -> list[str]:
+def _accuracy_table(metrics: dict, joint_names: list[str]) -> list[str]:
     """The "Held-out accuracy of raw samples" section: one table row per query of :func:`evaluate_checkpoint`."""
+    mobile = "; the planar base placed in closed form for the sampled arms (`kinematics/planar_base.py`)" \
+        if planar_indices(joint_names) else ""
     lines = [
         "## Held-out accuracy of raw samples (no guidance, no refinement)",
-        f"{metrics['sampler'].upper()}, targets = FK of uniform joint samples (seed {metrics['held_out_seed']}); "
-        "error = worst over constrained end effectors.",
+        f"{metrics['sampler'].upper()}{mobile}, targets = FK of uniform joint samples (seed "
+        f"{metrics['held_out_seed']}); error = worst over constrained end effectors.",
         "",
         "| query | median pos [mm] | p90 pos [mm] | median rot [deg] | p90 rot [deg] | targets |",
         "| --- | --- | --- | --- | --- | --- |",
@@ -354,7 +358,8 @@ def _reproduce_section(card: dict, reproduce: str) -> list[str]:
 
 def readme(card: dict, metrics: dict, reproduce: str) -> str:
     """Markdown model card from ``card.json`` and :func:`evaluate_checkpoint` metrics."""
-    sections = [_intro(card, metrics.get("weights_dtype", "float32")), _training_section(card), _accuracy_table(metrics), _raw_sample_notes(card, metrics),
+    sections = [_intro(card, metrics.get("weights_dtype", "float32")), _training_section(card),
+                _accuracy_table(metrics, card["robot"]["joint_names"]), _raw_sample_notes(card, metrics),
                 _reproduce_section(card, reproduce)]
     return "\n".join(line for section in sections for line in [*section, ""])
 
