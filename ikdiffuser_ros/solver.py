@@ -46,7 +46,6 @@ import torch
 from ikdiffuser_ros import native
 from ikdiffuser_ros.collision.spheres import SphereModel
 from ikdiffuser_ros.errors import InvalidRequestError
-from ikdiffuser_ros.kinematics.groups import variables_moving
 from ikdiffuser_ros.kinematics.joint_kinds import full_turns, joint_kinds, learnt_box, project_to_limits, uniform_in_limits, unfold_turns
 from ikdiffuser_ros.kinematics.robot_model import RobotModel
 from ikdiffuser_ros.model.checkpoint import load_checkpoint
@@ -93,13 +92,6 @@ class SolverConfig:
     #: in the guidance of a diverse call, times its ``diversity`` (0 = none; the guidance step is clipped, so
     #: the weight mostly switches it on or off). Such calls run the torch sampler (docs/solver.md).
     spread_weight: float = 1.0
-    #: Rows of a sampled call whose LM does not converge start again near their sample, this many times
-    #: (:meth:`IKDiffuserSolver._rescue`; calls of at most ``rescue_max_rows`` rows per target without a cost: a
-    #: target riding on one or a few samples, e.g. a one-target request; larger calls draw more samples
-    #: instead), each joint moved by Gaussian noise of ``rescue_spread`` x its range (docs/solver.md).
-    rescue_restarts: int = 4
-    rescue_spread: float = 0.1
-    rescue_max_rows: int = 4
     #: Run FK, the LM and unguided DDIM sampling in the compiled module on CPU when it is built
     #: (:mod:`ikdiffuser_ros.native`; same answers, microseconds instead of milliseconds per row).
     native: bool = True
@@ -134,9 +126,6 @@ class IKDiffuserSolver:
         self.prismatic, self.wrapping = joint_kinds(robot)
         self.turns = full_turns(robot)
         self.box_lower, self.box_upper = learnt_box(robot)  #: the joint box the prior learnt (n,) [rad or m]
-        self.moves = torch.zeros(len(robot.end_effectors), robot.n_joints, dtype=torch.bool)  #: (E, n) joints moving each
-        for e, link in enumerate(robot.end_effectors):
-            self.moves[e, list(variables_moving(robot, [link]))] = True
         self.native_kinematics, self.native_sampler = self._native_parts(loaded, robot, config)
         n_model = loaded.denoiser.config.n_joints
         e_model = loaded.denoiser.config.n_ee
@@ -227,7 +216,7 @@ class IKDiffuserSolver:
         else:
             q = batch.with_locked(torch.as_tensor(q0, dtype=torch.float64).reshape(batch.B * batch.N, batch.n))
         if refine:
-            res = self._refined(batch, q, cost, deadline, timings, bounds, random_seed, sampled=q0 is None)
+            res = self._refine(batch, q, cost, deadline, timings, bounds)
             q, errors = res.q, (res.position_error, res.rotation_error)
         else:
             q, errors = self._raw(batch, q, timings), None
@@ -357,58 +346,6 @@ class IKDiffuserSolver:
         timings["polish"] = time.monotonic() - t
         return res
 
-    def _refined(self, batch: "SolveBatch", q: torch.Tensor, cost, deadline, timings, bounds, random_seed: int | None,
-                 sampled: bool) -> RefineResult:
-        """:meth:`_refine` of (M, n) rows; in a ``sampled`` call of at most ``rescue_max_rows`` rows per target
-        without a cost, the rows left off their target then restart near their sample (:meth:`_rescue`)."""
-        res = self._refine(batch, q, cost, deadline, timings, bounds)
-        if sampled and cost is None and batch.N <= self.config.rescue_max_rows:
-            res = self._rescue(batch, q, res, deadline, timings, bounds, random_seed)
-        return res
-
-    def _rescue(self, batch: "SolveBatch", q: torch.Tensor, res: RefineResult, deadline, timings, bounds,
-                random_seed: int | None) -> RefineResult:
-        """Rows whose LM did not converge start again ``rescue_restarts`` times: the joints that move an end
-        effector still off its target from the row's sample (M, n) plus Gaussian noise of ``rescue_spread`` x
-        their learnt range, the others where the LM left them (within the limits and ``bounds``); a row takes
-        its first restart that converges. The LM's failures are samples in a basin whose solution lies beyond
-        a limit or on a singular fold (docs/solver.md): a start nearby may escape it."""
-        failed = (~res.converged).nonzero().flatten()
-        K = self.config.rescue_restarts
-        if K <= 0 or len(failed) == 0 or (deadline is not None and time.monotonic() >= deadline):
-            return res
-        t = time.monotonic()
-        sub = batch.rows_batch(failed, 1)
-        moved = self._joints_of_failing(sub, res.q[failed])
-        g = torch.Generator(device=q.device).manual_seed(0 if random_seed is None else int(random_seed) + 2)
-        noise = torch.randn(len(failed) * K, batch.n, generator=g, dtype=q.dtype, device=q.device)
-        noise = noise * self.config.rescue_spread * (self.box_upper - self.box_lower).to(q)
-        starts = torch.where(moved, q[failed], res.q[failed]).repeat_interleave(K, 0)
-        starts = starts + noise * moved.repeat_interleave(K, 0)
-        lower, upper = self.robot.limits(torch.float64, q.device) if bounds is None else \
-            (torch.as_tensor(b, dtype=torch.float64, device=q.device) for b in bounds)
-        starts = batch.with_locked(project_to_limits(starts, lower, upper, self.wrapping.to(q.device)))
-        again = self._refine(batch.rows_batch(failed, K), starts, None, deadline, {}, bounds)
-        won = again.converged.view(len(failed), K)
-        pick = won.int().argmax(-1)  # the first converged restart (argmax returns the first maximum)
-        rows = torch.arange(len(failed), device=q.device) * K + pick
-        take = won.any(-1)
-        out = RefineResult(**{name: value.clone() for name, value in vars(res).items()})
-        for name in ("q", "position_error", "rotation_error", "converged"):
-            getattr(out, name)[failed[take]] = getattr(again, name)[rows[take]]
-        out.iterations[failed] += again.iterations.view(len(failed), K).sum(-1)
-        timings["rescue"] = time.monotonic() - t
-        return out
-
-    def _joints_of_failing(self, batch: "SolveBatch", q: torch.Tensor) -> torch.Tensor:
-        """(M, n) bool: the joints that move an end effector the LM left off its target in each of the (M, n) rows
-        of a one-row-per-target ``batch`` (every joint where none is off: a row failed by its limits alone)."""
-        pos, rot = self._tip_residuals(batch, q)
-        tol = self.config.refine
-        off = (pos > tol.pos_tol * (1 + 1e-6)) | (rot > tol.rot_tol * (1 + 1e-6))
-        moved = (off[:, :, None] & self.moves.to(q.device)[None]).any(1)
-        return moved | ~off.any(-1, keepdim=True)
-
     def _raw(self, batch: "SolveBatch", q: torch.Tensor, timings) -> torch.Tensor:
         lower, upper = self.robot.limits(torch.float64, self.device)
         timings["refine"] = timings["polish"] = 0.0
@@ -433,22 +370,18 @@ class IKDiffuserSolver:
 
     def _tip_errors(self, batch: "SolveBatch", q: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Worst position [m] and rotation [rad] error over the constrained tips of (M, n) rows, each (M,)."""
-        pos, rot = self._tip_residuals(batch, q)
-        return pos.amax(-1), rot.amax(-1)
-
-    def _tip_residuals(self, batch: "SolveBatch", q: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Position [m] and rotation [rad] error of each constrained tip of (M, n) rows (0 where free), each (M, E)."""
         tips = batch.rows(batch.tip_points)
         if self.native_kinematics is not None:
-            T_fk = self._native_fk(q)
+            T_fk = torch.from_numpy(self.native_kinematics.fk(q.detach().cpu().numpy()))
             if tips is not None:
-                T_fk[..., :3, 3] += (T_fk[..., :3, :3] @ tips.to(T_fk).unsqueeze(-1)).squeeze(-1)
+                T_fk[..., :3, 3] += (T_fk[..., :3, :3] @ tips.cpu().unsqueeze(-1)).squeeze(-1)
         else:
             T_fk = tip_fk_and_jacobian(self.robot, q, tips)[0] if tips is not None else self.robot.fk(q)
         res6 = boxed_residual(pose_residual(T_fk.to(q.device), tip_targets(batch.rows(batch.T), tips)), None,
                               batch.box_rows())[0]
         mask, rot_mask = batch.rows(batch.mask), batch.rows(batch.mask & ~batch.pos_only)
-        return (torch.where(mask, res6[..., :3].norm(dim=-1), 0.0), torch.where(rot_mask, res6[..., 3:].norm(dim=-1), 0.0))
+        return (torch.where(mask, res6[..., :3].norm(dim=-1), 0.0).amax(-1),
+                torch.where(rot_mask, res6[..., 3:].norm(dim=-1), 0.0).amax(-1))
 
 
 @dataclass
@@ -519,16 +452,6 @@ class SolveBatch:
 
     def rows(self, x: torch.Tensor | None) -> torch.Tensor | None:
         return None if x is None else x.to(self.T.device).repeat_interleave(self.N, 0)
-
-    def rows_batch(self, rows: torch.Tensor, N: int) -> "SolveBatch":
-        """A batch of N rows for each of the given rows (indices into the B * N rows) of this one: their
-        targets, masks, seed, tips and tolerances."""
-        def pick(x):
-            return None if x is None else self.rows(x)[rows]
-
-        return dataclasses.replace(self, T=pick(self.T), B=len(rows), N=N, mask=pick(self.mask),
-                                   pos_only=pick(self.pos_only), seed=pick(self.seed), tip_points=pick(self.tip_points),
-                                   box_frames=pick(self.box_frames), box_bounds=pick(self.box_bounds))
 
     @property
     def seed_rows(self) -> torch.Tensor | None:

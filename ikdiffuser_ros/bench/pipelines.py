@@ -14,7 +14,6 @@ no restart, no time limit).
 
 from __future__ import annotations
 
-import dataclasses
 import time
 
 import numpy as np
@@ -62,15 +61,8 @@ class PriorPipeline:
         return torch.from_numpy(answer.q[answer.valid])
 
     def one_start(self, targets: torch.Tensor, seed: int) -> torch.Tensor:
-        """One diffusion sample + LM per target, no restart (not even the solver's restarts near a failed sample),
-        no time limit -> q (B, n) (NaN: failed)."""
-        solver = self.pipeline.solver
-        config = solver.config
-        solver.config = dataclasses.replace(config, rescue_restarts=0)
-        try:
-            return _first_valid(self._answer(targets, 1, 3600.0, 1, seed), self.model.n_joints)
-        finally:
-            solver.config = config
+        """One diffusion sample + LM per target, no restart, no time limit -> q (B, n) (NaN: failed)."""
+        return _first_valid(self._answer(targets, 1, 3600.0, 1, seed), self.model.n_joints)
 
 
 def _first_valid(answers: list, n: int) -> torch.Tensor:

@@ -168,18 +168,14 @@ def _best_of_stats(loaded, robot, pos, rot6d, T_ref, best_of: int, kw: dict, gen
 def _one_sample_success(loaded, robot, T_ref: torch.Tensor) -> dict:
     """Share of the held-out targets ``T_ref`` (K, E, 4, 4) that one diffusion sample (the card's LM-ready
     plan) refined by the solver's LM solves: every end effector within 1e-5 m / 1e-4 rad by float64 FK and
-    the joints within limits (``bench.protocols.verified``), as the bench and issue 19 count it (``success``:
-    the LM alone, the prior's measure); and ``with_restarts``: the solver's default for such one-row calls,
-    whose failed rows start again near their sample (:attr:`SolverConfig.rescue_restarts`)."""
+    the joints within limits (``bench.protocols.verified``), as the bench and issue 19 count it."""
     from ikdiffuser_ros.bench.protocols import verified
-    from ikdiffuser_ros.solver import IKDiffuserSolver, SolveBatch, SolverConfig
+    from ikdiffuser_ros.solver import IKDiffuserSolver, SolveBatch
 
-    out = {}
-    for key, config in (("success", SolverConfig(rescue_restarts=0)), ("with_restarts", SolverConfig())):
-        rows = IKDiffuserSolver.from_model(loaded, robot, config).run(SolveBatch.of(T_ref, 1, robot.n_joints),
-                                                                      random_seed=0)
-        out[key] = round(verified(robot, rows["q"], T_ref).double().mean().item(), 4)
-    return {**out, "restarts": SolverConfig().rescue_restarts, "goal": one_sample_goal(len(robot.end_effectors)),
+    solver = IKDiffuserSolver.from_model(loaded, robot)
+    rows = solver.run(SolveBatch.of(T_ref, 1, robot.n_joints), random_seed=0)
+    ok = verified(robot, rows["q"], T_ref)
+    return {"success": round(ok.double().mean().item(), 4), "goal": one_sample_goal(len(robot.end_effectors)),
             "num_targets": int(T_ref.shape[0])}
 
 
@@ -335,10 +331,8 @@ def _one_sample_note(metrics: dict) -> list[str]:
     if m is None:
         return []
     met = "**met**" if m["success"] >= m["goal"] else "**not met**"
-    restarts = (f" With up to {m['restarts']} restarts near a failed sample (the solver's default for calls of a few "
-                f"rows per target): {_pct(m['with_restarts'])}.") if "with_restarts" in m else ""
     return [f"One sample + the solver's LM (the card's LM-ready plan) solves {_pct(m['success'])} of {m['num_targets']} "
-            f"held-out targets (1e-5 m, 1e-4 rad, within limits); goal {_pct(m['goal'])}: {met}.{restarts}", ""]
+            f"held-out targets (1e-5 m, 1e-4 rad, within limits); goal {_pct(m['goal'])}: {met}.", ""]
 
 
 def _reproduce_section(card: dict, reproduce: str) -> list[str]:

@@ -253,38 +253,3 @@ def test_diverse_restarts_start_a_share_from_uniform_draws(shipped_panda):
     assert bool(((drawn >= lower) & (drawn <= upper)).all())
     # uniform over the range, not near the samples: the std of a uniform draw is range / sqrt(12)
     torch.testing.assert_close(drawn.std(0) / (upper - lower), torch.full_like(lower, 12 ** -0.5), atol=0.05, rtol=0)
-
-
-def test_failed_rows_restart_near_their_sample(baxter):
-    """One sample per target on the shipped baxter: rows the LM leaves off their target start again near their
-    sample (``rescue_restarts``); rows it solved are the same rows as without the restarts; a rescued row restarts
-    only the arm that was off (the solved arm keeps its solution); locked joints stay locked. Calls of more rows per target than
-    ``rescue_max_rows`` draw samples instead."""
-    import dataclasses
-
-    from ikdiffuser_ros.bench.protocols import verified
-    from ikdiffuser_ros.solver import SolveBatch, SolverConfig
-
-    solver = IKDiffuserSolver.from_checkpoint(ROOT / "models" / "baxter", baxter, config=SolverConfig(rescue_restarts=0))
-    T = baxter.fk(random_q(baxter, 300, seed=41))
-    batch = SolveBatch.of(T, 1, baxter.n_joints)
-    plain = solver.run(batch, random_seed=0)
-    solver.config = dataclasses.replace(solver.config, rescue_restarts=4)
-    rescued = solver.run(batch, random_seed=0)
-    ok_plain, ok = verified(baxter, plain["q"], T), verified(baxter, rescued["q"], T)
-    assert torch.equal(rescued["q"][ok_plain], plain["q"][ok_plain])
-    assert (ok | ~ok_plain).all() and ok.sum() >= ok_plain.sum() + 0.25 * (~ok_plain).sum()  # ~40 % rescued
-    assert torch.equal(rescued["success"], ok)
-    fixed = ok & ~ok_plain
-    left = solver.moves[0]
-    pos, _ = solver._tip_errors(SolveBatch.of(T, 1, baxter.n_joints, mask=[[True, False]]), plain["q"])
-    left_fine = fixed & (pos <= POS_TOL)  # the left arm was solved, the right one was not: the left arm stays
-    assert left_fine.any()
-    # it restarted from the solved left arm (the LM polishes it within its tolerance): the same solution
-    assert torch.allclose(rescued["q"][left_fine][:, left], plain["q"][left_fine][:, left], atol=1e-2)
-    locked = SolveBatch.of(T, 1, baxter.n_joints, locked={0: float(baxter.lower[0])})
-    assert (solver.run(locked, random_seed=0)["q"][:, 0] == float(baxter.lower[0])).all()
-    wide = SolveBatch.of(T[:20], 8, baxter.n_joints)
-    timings = {}
-    solver.run(wide, random_seed=0, timings=timings)
-    assert "rescue" not in timings
