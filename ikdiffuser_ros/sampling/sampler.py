@@ -136,7 +136,7 @@ def _joints(loaded: LoadedModel, x: torch.Tensor, targets: tuple[torch.Tensor, .
     q = torch.minimum(torch.maximum(norm.denormalize_joints(x.clamp(-1, 1)), norm.lower), norm.upper)
     if not place_base or loaded.planar_base is None:
         return q
-    ee_pos, ee_rot6d, ee_mask, pos_only = (_repeat(x, N) for x in targets)
+    ee_pos, ee_rot6d, ee_mask, pos_only = (_repeat(t, N) for t in targets)
     T = torch.zeros(*ee_pos.shape[:2], 4, 4, dtype=torch.float64, device=q.device)
     T[..., :3, :3], T[..., :3, 3], T[..., 3, 3] = rot6d_to_matrix(ee_rot6d.double()), ee_pos.double(), 1.0
     placed = loaded.planar_base.place(q.double(), T, ee_mask, pos_only, loaded.robot.fk, norm.lower.double(),
