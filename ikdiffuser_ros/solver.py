@@ -372,7 +372,7 @@ class IKDiffuserSolver:
         """Worst position [m] and rotation [rad] error over the constrained tips of (M, n) rows, each (M,)."""
         tips = batch.rows(batch.tip_points)
         if self.native_kinematics is not None:
-            T_fk = torch.from_numpy(self.native_kinematics.fk(q.detach().cpu().numpy()))
+            T_fk = self._native_fk(q)
             if tips is not None:
                 T_fk[..., :3, 3] += (T_fk[..., :3, :3] @ tips.cpu().unsqueeze(-1)).squeeze(-1)
         else:

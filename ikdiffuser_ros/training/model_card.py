@@ -117,17 +117,20 @@ def _all_end_effector_metrics(loaded, robot, pos, rot6d, T_ref, kw: dict, gen) -
         ({"all_end_effectors_ddim20": stats, "all_end_effectors": stats}, the (K, n) float32 samples of the card's
         sampler).
     """
+    ddim20, _ = _worst_end_effector_stats(loaded, robot, pos, rot6d, T_ref, {"steps": 20}, gen())
+    card, q = _worst_end_effector_stats(loaded, robot, pos, rot6d, T_ref, kw, gen())
+    return {"all_end_effectors_ddim20": ddim20, "all_end_effectors": card}, q
+
+
+def _worst_end_effector_stats(loaded, robot, pos, rot6d, T_ref, kw: dict, generator) -> tuple[dict, torch.Tensor]:
+    """Stats of one raw sample per target (sampler options ``kw``, worst over the end effectors) and the (K, n)
+    float32 samples; targets as in :func:`_all_end_effector_metrics`."""
     from ikdiffuser_ros.kinematics.transforms import pose_errors
     from ikdiffuser_ros.sampling.sampler import sample
 
-    out = {}
-    q = sample(loaded, pos, rot6d, num_solutions=1, steps=20, generator=gen())[:, 0]
+    q = sample(loaded, pos, rot6d, num_solutions=1, generator=generator, **kw)[:, 0]
     dp, dr = pose_errors(robot.fk(q.double()), T_ref)
-    out["all_end_effectors_ddim20"] = _stats(dp.amax(-1), dr.amax(-1))
-    q = sample(loaded, pos, rot6d, num_solutions=1, generator=gen(), **kw)[:, 0]
-    dp, dr = pose_errors(robot.fk(q.double()), T_ref)
-    out["all_end_effectors"] = _stats(dp.amax(-1), dr.amax(-1))
-    return out, q
+    return _stats(dp.amax(-1), dr.amax(-1)), q
 
 
 def _single_end_effector_metrics(loaded, robot, pos, rot6d, T_ref, kw: dict, gen) -> dict:
@@ -437,16 +440,14 @@ def held_out_median(directory: Path, robot, num_targets: int) -> float:
     """The held-out raw median [mm] of the checkpoint in ``directory`` (worst end effector, one sample per target by
     its card's sampler): :func:`evaluate_checkpoint`'s ``all_end_effectors`` median, measured now, by the code that
     measures a new run (a stored ``eval.json`` may predate a change of the sampler)."""
-    from ikdiffuser_ros.kinematics.transforms import pose_errors
     from ikdiffuser_ros.model.checkpoint import load_checkpoint
-    from ikdiffuser_ros.sampling.sampler import default_sampling, sample
+    from ikdiffuser_ros.sampling.sampler import default_sampling
 
     loaded = load_checkpoint(directory, robot)
     _, T_ref, pos, rot6d = _held_out_targets(robot, num_targets)
-    steps, tail = default_sampling(loaded)
-    q = sample(loaded, pos, rot6d, num_solutions=1, steps=steps, tail_steps=tail,
-               generator=torch.Generator().manual_seed(0))[:, 0]  # evaluate_checkpoint's draw (seed 0)
-    return _stats(*(e.amax(-1) for e in pose_errors(robot.fk(q.double()), T_ref)))["pos_mm_median"]
+    kw = dict(zip(("steps", "tail_steps"), default_sampling(loaded)))
+    stats, _ = _worst_end_effector_stats(loaded, robot, pos, rot6d, T_ref, kw, torch.Generator().manual_seed(0))
+    return stats["pos_mm_median"]  # evaluate_checkpoint's draw (seed 0)
 
 
 def ship(run_dir: Path, dest: Path, steps: int, tail_steps: int, force: bool, num_targets: int,
