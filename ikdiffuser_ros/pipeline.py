@@ -227,7 +227,8 @@ class _Plan:
 
     query: IKQuery
     specs: list
-    deadline: float
+    #: time kept for ranking the answers [s] (:meth:`IKPipeline._finish_estimate` x targets, capped)
+    reserve: float
     n_sample: int
     seed: np.ndarray | None
     locked: dict[int, float]
@@ -253,6 +254,15 @@ class _Plan:
     end: float = math.inf
     calls: int = 0  #: solver calls made (each gets its own random seed)
     sampled_calls: int = 0  #: of those, calls of the learned prior (the first is always made)
+    returnable: int = 0  #: rows the answer would hold now: sum over targets of min(num_solutions, rows kept)
+    pending: int = 0  #: rows the call under way may add to ``returnable`` (0 between calls)
+
+    @property
+    def deadline(self) -> float:
+        """When the rounds end (monotonic s): the answer's end less the ranking's reserve and the caller's
+        delivery of the rows found so far and of those the call under way may add
+        (:attr:`IKQuery.delivery_s_per_solution`)."""
+        return self.end - self.reserve - self.query.delivery_s_per_solution * (self.returnable + self.pending)
 
 
 @dataclass
@@ -261,6 +271,7 @@ class _Pool:
 
     parts: list = field(default_factory=list)  #: (q, pe, re, coll, valid, cost, first) per call
     valid_count: int = 0
+    kept: int = 0  #: rows in ``parts`` (valid ones, all measured ones with ``keep_invalid``)
     distinct: int = 0  #: distinct valid rows, counted where the plan wants 2 to SPREAD_CANDIDATES (:meth:`_count`)
     stale: int = 0  #: calls in a row that brought STALE_MIN_ROWS valid rows or more and no new distinct one
     measured: int = 0  #: rows whose measurement completed in time
@@ -501,11 +512,11 @@ class IKPipeline:
             float(query.num_solutions >= self.config.diverse_min_solutions)
         spread_first = diversity > 0 and seed is None and not objectives and query.num_solutions > 1
         finish = self._finish_estimate(self._finish_key(query, spread_first))
-        deadline = t0 + timeout - min(finish * len(specs), FINISH_MAX_SHARE * timeout)  # time kept for ranking
+        reserve = min(finish * len(specs), FINISH_MAX_SHARE * timeout)  # time kept for ranking
         pooled = int(query.num_solutions * self.config.diverse_pool)  # a harvest asks more than the order ranks
         cover = spread_first and timeout >= self.config.generous_budget and pooled <= SPREAD_CANDIDATES
         wanted = max(query.num_solutions, pooled) if cover else query.num_solutions
-        return _Plan(query, specs, deadline, max(1, int(wanted * factor + 1e-9)), seed, locked,
+        return _Plan(query, specs, reserve, max(1, int(wanted * factor + 1e-9)), seed, locked,
                      objectives, self._guided(query, objectives), int(seed_value), consistency,
                      self._box(seed, consistency, query.constraints), float(diversity), spread_first, wanted,
                      cover, t0 + timeout)
@@ -564,6 +575,9 @@ class IKPipeline:
         d = query.diversity
         if d is not None and not (_finite_number(d) and 0 <= d <= 1):
             raise InvalidRequestError(f"diversity must be a number in [0, 1] (or None: automatic), got {d!r}")
+        c = query.delivery_s_per_solution
+        if not (_finite_number(c) and c >= 0):
+            raise InvalidRequestError(f"delivery_s_per_solution must be a number >= 0 [s], got {c!r}")
 
     def _seed(self, seed: np.ndarray | Sequence[float] | None) -> np.ndarray | None:
         if seed is None:
@@ -788,6 +802,7 @@ class IKPipeline:
                               plan.locked, np.stack([s.tip_points for s in specs]),
                               box_frames=np.stack([s.box_frames for s in specs]) if boxed else None,
                               box_bounds=np.stack([s.box_bounds for s in specs]) if boxed else None)
+        plan.pending = self._pending(plan, items, num, pools)
         remaining = plan.deadline - time.monotonic()
         res = self.solver.run(batch, cost, refine=self.config.refine, sampler=self.config.sampler,
                               steps=self.config.steps, random_seed=(plan.random_seed + 7919 * plan.calls) % (2**62),
@@ -805,6 +820,13 @@ class IKPipeline:
             self._pool(pools[i], {k: None if v is None else v[j] for k, v in m.items()}, plan.query.keep_invalid)
             if self._counts_distinct(plan):
                 self._count(pools[i], int(m["valid"][j].sum()))
+        plan.returnable = sum(min(plan.query.num_solutions, p.kept) for p in pools)
+        plan.pending = 0
+
+    @staticmethod
+    def _pending(plan: _Plan, items: list[int], num: int, pools: list[_Pool]) -> int:
+        """Rows a call of ``num`` rows for each target in ``items`` may add to the answer (:attr:`_Plan.pending`)."""
+        return sum(min(num, max(0, plan.query.num_solutions - pools[i].kept)) for i in items)
 
     def _measured(self, plan: _Plan, res: dict, k: int, num: int) -> dict[str, np.ndarray | None]:
         """The solver's rows (:meth:`IKDiffuserSolver.run`, k targets x num rows) -> numpy (k, num) arrays:
@@ -855,6 +877,7 @@ class IKPipeline:
         pool.parts.append((m["q"][keep], pe[keep], re[keep], m["coll"][keep], valid[keep],
                            None if m["cost"] is None else m["cost"][keep], m["first"][keep]))
         pool.valid_count += int(valid[keep].sum())
+        pool.kept += int(keep.sum())
         pool.measured += int(checked.sum())
         pool.reached += int((m["success"] & checked).sum())
         if checked.any():

@@ -104,6 +104,10 @@ class IKQuery:
             the checkpoint's fast, mode-seeking plan; 1 = stochastic sampling with more steps (more
             distinct solutions, more passes each). None = automatic: 1 when ``num_solutions`` is at
             least :attr:`PipelineConfig.diverse_min_solutions`, else 0.
+        delivery_s_per_solution: time [s] the caller spends per returned solution after the answer
+            (the ROS node: building and sending its messages). The rounds end early enough to leave it
+            for the solutions the answer will hold, counted as they are found, so a large request
+            keeps time for what it found, not for all it asked for.
     """
 
     targets: Sequence[IKTarget]
@@ -125,6 +129,7 @@ class IKQuery:
     max_rounds: int = 100
     keep_invalid: bool = False
     diversity: float | None = None
+    delivery_s_per_solution: float = 0.0
 
 
 class Status(enum.Enum):

@@ -159,7 +159,8 @@ def sampler_plan(solver: IKDiffuserSolver, cfg: NodeConfig) -> str:
 GIL_SWITCH_INTERVAL_S = 0.0002
 #: Least time [s] per solution a GetIKSolutions request keeps out of its solver budget for building and sending
 #: its answer (one sensor_msgs/JointState per solution: ~17 us each here, 70 ms for 64 x 64); the node measures
-#: it on every answer (x 1.5 for the serialisation after the callback).
+#: it on every answer (x 1.5 for the serialisation after the callback) and passes it to the pipeline
+#: (:attr:`~ikdiffuser_ros.query.IKQuery.delivery_s_per_solution`), which keeps it for the solutions it found.
 RESPONSE_S_PER_SOLUTION = 2e-5
 
 
@@ -464,7 +465,7 @@ class IKDiffuserNode(Node):
             query, passive = ik_solutions.query_of(request, self.layout, self.config, self.scene.snapshot(), t0,
                                                    received)
             query = self.tf_frames.resolve(query, self.robot, [p.header for t in request.targets for p in t.poses])
-            answer = self._answer(self._keep_time_for_the_answer(query))
+            answer = self._answer(dataclasses.replace(query, delivery_s_per_solution=self._response_s_per_solution))
             t = time.monotonic()
             response = ik_solutions.fill_response(response, answer, self.layout, passive, self.robot.root_frame)
             self._measure_response(time.monotonic() - t, sum(len(a.q) for a in answer.targets))
@@ -476,14 +477,6 @@ class IKDiffuserNode(Node):
                                                f"{exc}", time.monotonic() - received)
         self._publish_markers(response)
         return response
-
-    def _keep_time_for_the_answer(self, query: IKQuery) -> IKQuery:
-        """``query`` with its budget shortened by the time its answer's messages will take (at most
-        ``len(targets) x num_solutions`` JointStates), so the answer still arrives within the timeout."""
-        if query.timeout is None:
-            return query
-        keep = self._response_s_per_solution * len(query.targets) * query.num_solutions
-        return dataclasses.replace(query, timeout=max(query.timeout - keep, min(query.timeout, 1e-3)))
 
     def _measure_response(self, seconds: float, solutions: int) -> None:
         """Update the time per solution of building an answer (x 1.5 for sending it), from ``solutions`` built

@@ -158,6 +158,8 @@ def test_errors_of_targets_and_queries(baxter_pipeline):
                        (IKQuery([good], constraints=[JointBounds("nope", 0, 1)]), InvalidGoalError),
                        (IKQuery([good], timeout=-1.0), InvalidRequestError),
                        (IKQuery([good], timeout="1"), InvalidRequestError),
+                       (IKQuery([good], delivery_s_per_solution=-1e-5), InvalidRequestError),
+                       (IKQuery([good], delivery_s_per_solution=math.nan), InvalidRequestError),
                        (IKQuery([good], seed="abc"), InvalidRobotStateError),
                        (IKQuery([good], locked={"left_s0": "x"}), InvalidRobotStateError)):
         with pytest.raises(cls):
@@ -305,6 +307,27 @@ def test_a_large_answer_does_not_shorten_the_next_small_query(baxter_pipeline):
         if kept is not None:
             pl._finish_s_per_target[key] = kept
     assert pl.answer(small).targets[0].status is not Status.TIMED_OUT
+
+
+def test_a_large_request_keeps_delivery_time_for_what_it_found_not_for_all_it_asked(baxter_pipeline):
+    """The caller's time per returned solution (the node's messages) is kept for the rows found: 8 targets x 512
+    solutions within 0.1 s at 20 us each (82 ms for all 4096) still answer with solutions (the whole budget kept
+    for 4096 of them left the search 18 ms: none), and the rounds end in time to deliver what they found."""
+    import time
+
+    pl = baxter_pipeline
+    per_row, budget = 2e-5, 0.1
+    targets = [_all_ee_target(pl.robot, x) for x in _reachable(pl.robot, 8, seed=13)]
+    query = IKQuery(targets, num_solutions=512, timeout=budget, diversity=0.0, delivery_s_per_solution=per_row)
+    t0 = time.monotonic()
+    plan = pl._plan(query, t0)
+    assert plan.deadline - t0 >= 0.5 * budget, "nothing found yet: nothing to deliver yet"
+    plan.returnable = 1000
+    assert plan.deadline == pytest.approx(plan.end - plan.reserve - 1000 * per_row)
+    answer = pl.answer(query)
+    found = sum(len(t.q) for t in answer.targets)
+    assert found > 0
+    assert answer.solve_time + per_row * found <= budget + 0.02, (answer.solve_time, found)
 
 
 def test_a_diverse_query_chooses_its_answers_among_more_candidates(baxter_pipeline, monkeypatch):
