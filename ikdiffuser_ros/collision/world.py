@@ -41,6 +41,7 @@ Attached objects may always touch their own ``link`` and their ``touch_links``.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -382,8 +383,8 @@ class World:
     acm: AllowedCollisionMatrix = field(default_factory=AllowedCollisionMatrix)
 
     def __post_init__(self) -> None:
-        ids = [o.id for o in self.objects] + [a.object.id for a in self.attached]
-        dup = {i for i in ids if ids.count(i) > 1}
+        ids = Counter([o.id for o in self.objects] + [a.object.id for a in self.attached])
+        dup = {i for i, count in ids.items() if count > 1}  # one pass: a scene has thousands of objects
         if dup:
             raise InvalidRequestError(f"duplicate collision object ids: {sorted(dup)}")
 

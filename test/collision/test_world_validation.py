@@ -81,3 +81,15 @@ def test_mesh_obb_contains_the_points_and_is_tight_on_flat_sets(points):
     assert np.all(np.abs(local) <= extents / 2 + 1e-12)
     if np.linalg.matrix_rank(points - points.mean(0)) < 3:
         assert np.sort(extents)[0] < 1e-12
+
+
+def test_duplicate_object_ids_are_refused_naming_them():
+    """World and attached objects share one id space; every id used twice is named (checked in one pass:
+    a scene snapshot of thousands of objects is built inside the first request after a change)."""
+    from ikdiffuser_ros.collision.world import AttachedObject, World, WorldObject
+
+    box = [Shape.box((0.1, 0.1, 0.1))]
+    objects = [WorldObject(f"box_{i}", box) for i in range(5000)] + [WorldObject("box_7", box)]
+    with pytest.raises(InvalidRequestError, match=r"\['box_7', 'cup'\]"):
+        World(objects + [WorldObject("cup", box)], [AttachedObject("left_gripper", WorldObject("cup", box))])
+    assert len(World(objects[:-1]).object_ids()) == 5000
