@@ -26,11 +26,11 @@ def denoising_loss(loaded, rows: tuple, seed: int, chunk: int = 1024) -> float:
     g = torch.Generator().manual_seed(seed)
     K, E = q.shape[0], pos.shape[1]
     keep, pos_only = torch.ones(K, E, dtype=torch.bool), torch.zeros(K, E, dtype=torch.bool)
-    norm, abar = loaded.normalizer, loaded.schedule.alphas_cumprod.float()
+    norm, schedule = loaded.normalizer, loaded.schedule
     x0 = norm.normalize_joints(q)
-    t = torch.randint(0, abar.shape[0], (K,), generator=g)
+    t = torch.randint(0, schedule.num_train_steps, (K,), generator=g)
     eps = torch.randn(x0.shape, generator=g)
-    x_t = abar[t][:, None].sqrt() * x0 + (1 - abar[t][:, None]).sqrt() * eps
+    x_t = schedule.add_noise(x0, eps, t)
     total = 0.0
     for s in range(0, K, chunk):
         sl = slice(s, s + chunk)
