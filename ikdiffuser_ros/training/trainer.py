@@ -53,6 +53,7 @@ from ikdiffuser_ros.model.feedback import FeedbackTargets, KinematicFeedback
 from ikdiffuser_ros.model.mlp_denoiser import IKMLPDenoiser
 from ikdiffuser_ros.model.normalizer import Normalizer
 from ikdiffuser_ros.model.schedule import NoiseSchedule, ScheduleConfig
+from ikdiffuser_ros.sampling.sampler import TAIL_T_MAX
 
 HELD_OUT_SEED_OFFSET = 7_919
 
@@ -78,6 +79,9 @@ class TrainConfig:
     init_from: str | None = None
     #: diffusion steps T.
     num_train_steps: int = 100
+    #: share of each batch whose timestep is drawn from the low-noise tail ``0 .. TAIL_T_MAX`` that the
+    #: sampler's tail passes use (the rest uniform over ``0 .. T-1``): weights the loss toward the last passes.
+    tail_share: float = 0.0
     # -- data
     #: directory of shards from `ikdiffuser generate`; None = generate in-process.
     data_dir: str | None = None
@@ -129,6 +133,8 @@ class TrainConfig:
         self.model = dict(self.model)
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision = {self.precision!r}: choose one of {list(PRECISIONS)}")
+        if not 0.0 <= self.tail_share < 1.0:  # NaN fails too
+            raise ValueError(f"tail_share = {self.tail_share!r}: a share of the batch in [0, 1)")
         self.model_config(1, 1)  # ValueError naming an unknown type or key, or a bad value
 
     def model_config(self, n_joints: int, n_ee: int):
@@ -576,6 +582,17 @@ def _mask_chains(model: torch.nn.Module, robot) -> list[int] | None:
     return independent_chains(robot)[1]
 
 
+def draw_timesteps(B: int, T: int, tail_share: float, generator: torch.Generator) -> torch.Tensor:
+    """(B,) int64 training timesteps: uniform over ``0 .. T-1``, then the first ``round(tail_share * B)``
+    redrawn uniform over the sampler's low-noise tail ``0 .. TAIL_T_MAX`` (with ``tail_share`` 0 the draws
+    are those of a plain uniform run, so older runs resume on the same random stream)."""
+    t = torch.randint(0, T, (B,), generator=generator)
+    n_tail = round(tail_share * B)
+    if n_tail:
+        t[:n_tail] = torch.randint(0, min(TAIL_T_MAX, T - 1) + 1, (n_tail,), generator=generator)
+    return t
+
+
 def _train_step(run: _Run, lr: float) -> float:
     """One AdamW step on a fresh batch (+ EMA update); returns the loss."""
     c, dev = run.config, run.device
@@ -588,7 +605,7 @@ def _train_step(run: _Run, lr: float) -> float:
     if run.fold is not None:
         q = fold_turns(q, *run.fold)
     x0 = run.normalizer.normalize_joints(q)
-    t = torch.randint(0, c.num_train_steps, (c.batch_size,), generator=run.gens["noise"]).to(dev)
+    t = draw_timesteps(c.batch_size, c.num_train_steps, c.tail_share, run.gens["noise"]).to(dev)
     eps = torch.randn(x0.shape, generator=run.gens["noise"]).to(dev)
     ab = run.abar[t][:, None]
     x_t = ab.sqrt() * x0 + (1 - ab).sqrt() * eps

@@ -288,3 +288,21 @@ def test_train_called_from_python_leaves_signal_handlers_alone(tmp_path, monkeyp
     cfg = TrainConfig.preset("tiny", robot="panda", out_dir=str(tmp_path / "run"), max_steps=3, eval_every=3,
                              ckpt_every=3)
     assert train(cfg, progress=False)["step"] == 3
+
+
+def test_tail_share_draws_that_share_of_timesteps_from_the_low_noise_tail():
+    """``tail_share``: that share of a batch's timesteps lies in the sampler's tail ``0 .. TAIL_T_MAX``, the rest
+    uniform over ``0 .. T-1``; 0 draws exactly what a plain uniform run draws (resumed runs keep their stream);
+    a share outside [0, 1) is refused by name."""
+    from ikdiffuser_ros.sampling.sampler import TAIL_T_MAX
+    from ikdiffuser_ros.training.trainer import draw_timesteps
+
+    t = draw_timesteps(4000, 100, 0.5, torch.Generator().manual_seed(0))
+    assert t[:2000].max() <= TAIL_T_MAX and t[:2000].min() == 0 and t[2000:].max() > 90
+    assert 0.5 < (t <= TAIL_T_MAX).float().mean() < 0.6  # half, plus the uniform half's 11 %
+    plain = torch.randint(0, 100, (64,), generator=torch.Generator().manual_seed(3))
+    assert torch.equal(draw_timesteps(64, 100, 0.0, torch.Generator().manual_seed(3)), plain)
+    assert draw_timesteps(64, 5, 0.9, torch.Generator().manual_seed(3)).max() <= 4
+    for bad in (-0.1, 1.0, float("nan")):
+        with pytest.raises(ValueError, match="tail_share"):
+            TrainConfig(tail_share=bad)
