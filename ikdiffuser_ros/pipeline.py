@@ -51,9 +51,10 @@ from ikdiffuser_ros.kinematics.frames import FrameResolver, rigid_offsets
 from ikdiffuser_ros.kinematics.groups import Group, build_groups, find_group
 from ikdiffuser_ros.query import IKAnswer, IKQuery, IKTarget, JointBounds, Status, TargetAnswer
 from ikdiffuser_ros.sampling import objectives as obj
-from ikdiffuser_ros.sampling.dedup import farthest_first, unique_mask
+from ikdiffuser_ros.sampling.dedup import farthest_first_many, unique_mask
 from ikdiffuser_ros.kinematics.robot_model import RobotModel
-from ikdiffuser_ros.solver import IKDiffuserSolver, SolveBatch, SolverConfig, rank, ranking_key
+from ikdiffuser_ros.pool_ranking import PoolRows, rank_pools
+from ikdiffuser_ros.solver import IKDiffuserSolver, SolveBatch, SolverConfig
 
 
 if TYPE_CHECKING:  # python-fcl is optional
@@ -242,7 +243,7 @@ class _Plan:
     box: tuple[np.ndarray, np.ndarray] | None = None
     #: diversity of the sampled calls, in [0, 1] (:attr:`IKQuery.diversity` resolved)
     diversity: float = 0.0
-    #: order the answers farthest point first (:meth:`IKPipeline._ranked`): diverse, no objectives, no seed
+    #: order the answers farthest point first (:meth:`IKPipeline._spread`): diverse, no objectives, no seed
     spread_first: bool = False
     #: valid candidates each target's rounds collect before they stop: ``num_solutions``, more for
     #: ``cover`` (:attr:`PipelineConfig.diverse_pool`)
@@ -423,7 +424,7 @@ class IKPipeline:
         plan = self._plan(query, t0)
         pools = self._rounds(plan)
         t = time.monotonic()
-        answers = [self._finish(plan, i, pools[i]) for i in range(len(plan.specs))]
+        answers = self._finish(plan, pools)
         self._finish_s_per_target[self._finish_key(query, plan.spread_first)] = max(
             FINISH_S_PER_TARGET, (time.monotonic() - t) / len(answers))
         return IKAnswer(answers, list(self.robot.joint_names), time.monotonic() - t0)
@@ -897,20 +898,28 @@ class IKPipeline:
         return coll, checked
 
     # ------------------------------------------------------------------ finish
-    def _finish(self, plan: _Plan, i: int, pool: _Pool) -> TargetAnswer:
-        spec = plan.specs[i]
+    def _finish(self, plan: _Plan, pools: list[_Pool]) -> list[TargetAnswer]:
+        """Every target's answer: INVALID or TIMED_OUT where it has no measured candidate, else its pool in
+        the order of :meth:`_orders` (all pools ranked in batched passes), cut to ``num_solutions``."""
+        answers: list[TargetAnswer | None] = [self._unranked(plan.specs[i], pool) for i, pool in enumerate(pools)]
+        todo = [i for i, a in enumerate(answers) if a is None]
+        rows = [self._concat(pools[i]) for i in todo]
+        for i, (q, pe, re, coll, valid, _, _), order in zip(todo, rows, self._orders(plan, rows)):
+            order = order[: plan.query.num_solutions]
+            answers[i] = TargetAnswer(Status.SOLVED, "ok", q[order], pe[order], re[order], coll[order], valid[order])
+            if not valid.any():
+                answers[i].status = Status.NO_SOLUTION
+                answers[i].message = self._no_solution_message(plan, pools[i])
+        return answers
+
+    def _unranked(self, spec: _Spec | IKDiffuserError, pool: _Pool) -> TargetAnswer | None:
+        """The answer of a target with nothing to rank (INVALID, TIMED_OUT), else None."""
         if not isinstance(spec, _Spec):
             return TargetAnswer(Status.INVALID, str(spec), np.zeros((0, self.robot.n_joints)), error=spec)
         if pool.measured == 0:
             return TargetAnswer(Status.TIMED_OUT, "timed out before any candidate of this target was measured",
                                 np.zeros((0, self.robot.n_joints)))
-        q, pe, re, coll, valid, cost, first = self._concat(pool)
-        order = self._order(plan, q, pe, valid, cost, first)[: plan.query.num_solutions]
-        answer = TargetAnswer(Status.SOLVED, "ok", q[order], pe[order], re[order], coll[order], valid[order])
-        if not valid.any():
-            answer.status = Status.NO_SOLUTION
-            answer.message = self._no_solution_message(plan, pool)
-        return answer
+        return None
 
     def _concat(self, pool: _Pool):
         q, pe, re, coll, valid, cost, first = zip(*pool.parts)
@@ -918,32 +927,37 @@ class IKPipeline:
         return (np.concatenate(q), np.concatenate(pe), np.concatenate(re), np.concatenate(coll),
                 np.concatenate(valid), cost, np.concatenate(first))
 
-    def _order(self, plan: _Plan, q: np.ndarray, pe: np.ndarray, valid: np.ndarray, cost: np.ndarray | None,
-               first: np.ndarray) -> np.ndarray:
-        """Row order by the solver's ranking rule (:func:`~ikdiffuser_ros.solver.rank`), the distinct valid rows of a
-        ``spread_first`` plan farthest point first, except that a valid solution from the seed (``first``) comes
-        before all others."""
-        if len(q) == 1:
-            return np.zeros(1, dtype=np.int64)
-        order = self._ranked(plan, q, pe, valid, cost)
-        lead = (first & valid)[order]
-        return np.concatenate([order[lead], order[~lead]])
+    def _orders(self, plan: _Plan, rows: list[tuple]) -> list[np.ndarray]:
+        """Each pool's row order by the solver's ranking rule (:func:`~ikdiffuser_ros.pool_ranking.rank_pools`),
+        the distinct valid rows of a ``spread_first`` plan farthest point first, except that a valid solution
+        from the seed (``first``) comes before all others."""
+        pools = [PoolRows(torch.as_tensor(q), torch.as_tensor(valid), torch.as_tensor(pe),
+                          None if cost is None else torch.as_tensor(cost))
+                 for q, pe, _, _, valid, cost, _ in rows]
+        seed = None if plan.seed is None else torch.as_tensor(plan.seed)
+        ranked = rank_pools(pools, seed, self.solver.config.dedup_tol, self.solver.wrapping)
+        if plan.spread_first:
+            self._spread(plan, pools, ranked)
+        out = []
+        for (order, _), (*_, valid, _, first) in zip(ranked, rows):
+            order = order.numpy()
+            lead = (first & valid)[order]
+            out.append(np.concatenate([order[lead], order[~lead]]))
+        return out
 
-    def _ranked(self, plan: _Plan, q: np.ndarray, pe: np.ndarray, valid: np.ndarray, cost: np.ndarray | None
-                ) -> np.ndarray:
-        qt, vt = torch.as_tensor(q), torch.as_tensor(valid)
-        unique = unique_mask(qt[None], vt[None], self.solver.config.dedup_tol, self.solver.wrapping)
-        seed_rows = None if plan.seed is None else torch.as_tensor(plan.seed).expand(len(q), -1)
-        key = ranking_key(None if cost is None else torch.as_tensor(cost), qt, seed_rows, torch.as_tensor(pe),
-                          self.solver.wrapping)
-        order = rank(unique, vt[None], key[None])[0]
-        if plan.spread_first and time.monotonic() + self._spread_s < plan.end:  # the order may not delay the answer
-            t = time.monotonic()  # the distinct valid rows lead; the first SPREAD_CANDIDATES of them spread out
-            head = order[: min(int(unique.sum()), SPREAD_CANDIDATES)]
-            k = min(plan.query.num_solutions, len(head))
-            order[: len(head)] = head[farthest_first(qt[head], k, self.solver.wrapping)]
-            self._spread_s = time.monotonic() - t
-        return order.numpy()
+    def _spread(self, plan: _Plan, pools: list[PoolRows], ranked: list[tuple[torch.Tensor, int]]) -> None:
+        """In each pool's order, put the first SPREAD_CANDIDATES of the distinct valid rows that lead it farthest
+        point first (in place, all pools in one batched pass), where the time it took last does not delay the
+        answer."""
+        if time.monotonic() + self._spread_s >= plan.end:
+            return
+        t = time.monotonic()
+        heads = [order[: min(distinct, SPREAD_CANDIDATES)] for order, distinct in ranked]
+        spread = farthest_first_many([pool.q[head] for pool, head in zip(pools, heads)],
+                                     [plan.query.num_solutions] * len(heads), self.solver.wrapping)
+        for (order, _), head, head_order in zip(ranked, heads, spread):
+            order[: len(head)] = head[head_order]
+        self._spread_s = time.monotonic() - t
 
     def _no_solution_message(self, plan: _Plan, pool: _Pool) -> str:
         tol = self.solver.config.refine

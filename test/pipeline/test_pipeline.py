@@ -342,9 +342,9 @@ def test_a_diverse_query_chooses_its_answers_among_more_candidates(baxter_pipeli
     collected = []
     finish = IKPipeline._finish
 
-    def spy(self, plan, i, pool):
-        collected.append(pool.valid_count)
-        return finish(self, plan, i, pool)
+    def spy(self, plan, pools):
+        collected.extend(pool.valid_count for pool in pools)
+        return finish(self, plan, pools)
 
     monkeypatch.setattr(IKPipeline, "_finish", spy)
     for diversity in (None, 0.0):
@@ -383,3 +383,4 @@ def test_rounds_count_distinct_solutions_and_stop_when_none_are_new():
             else:
                 assert took < 1.0 and 2 <= int(distinct.sum()) < num, (took, int(distinct.sum()))
                 assert distinct[: int(distinct.sum())].all(), "the distinct solutions lead"
+

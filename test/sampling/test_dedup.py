@@ -180,3 +180,20 @@ def test_farthest_first_sees_across_the_seam():
     q = torch.tensor([[3.1], [-3.1], [0.0]], dtype=torch.float64)
     assert farthest_first(q, 2, torch.tensor([True])).tolist() == [0, 2, 1]
     assert farthest_first(q, 2, torch.tensor([False])).tolist() == [0, 1, 2]
+
+
+@pytest.mark.parametrize("wrap", [False, True])
+def test_farthest_first_many_is_each_sets_own_order(wrap):
+    """Sets of different sizes (empty, one row, k <= 1, k beyond the set) padded into one batch get exactly the
+    orders they get alone."""
+    from ikdiffuser_ros.sampling.dedup import farthest_first_many
+
+    g = torch.Generator().manual_seed(4)
+    wrapping = torch.tensor([wrap, False, False, False])
+    sizes, ks = [0, 1, 7, 30, 12, 25, 3], [5, 3, 1, 9, 40, 25, 2]
+    qs = [3.0 * torch.randn(m, 4, generator=g, dtype=torch.float64) for m in sizes]
+    many = farthest_first_many(qs, ks, wrapping)
+    for q, k, order in zip(qs, ks, many):
+        alone = farthest_first(q, k, wrapping) if len(q) else torch.zeros(0, dtype=torch.int64)
+        assert order.tolist() == alone.tolist()
+        assert sorted(order.tolist()) == list(range(len(q)))
