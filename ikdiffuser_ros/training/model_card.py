@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import shutil
 import time
 from pathlib import Path
@@ -169,17 +170,23 @@ def _best_of_stats(loaded, robot, pos, rot6d, T_ref, best_of: int, kw: dict, gen
 
 
 def _one_sample_success(loaded, robot, T_ref: torch.Tensor) -> dict:
-    """Share of the held-out targets ``T_ref`` (K, E, 4, 4) that one diffusion sample (the card's LM-ready
-    plan) refined by the solver's LM solves: every end effector within 1e-5 m / 1e-4 rad by float64 FK and
-    the joints within limits (``bench.protocols.verified``), as the bench and issue 19 count it."""
+    """Share of the held-out targets ``T_ref`` (K, E, 4, 4) that one sample + LM solves (:func:`one_sample_solved`),
+    as the bench and issue 19 count it."""
+    ok = one_sample_solved(loaded, robot, T_ref)
+    return {"success": round(ok.double().mean().item(), 4), "goal": one_sample_goal(len(robot.end_effectors)),
+            "num_targets": int(T_ref.shape[0])}
+
+
+def one_sample_solved(loaded, robot, T_ref: torch.Tensor) -> torch.Tensor:
+    """(K,) bool: the held-out targets ``T_ref`` (K, E, 4, 4) that one diffusion sample (the card's LM-ready plan)
+    refined by the solver's LM solves: every end effector within 1e-5 m / 1e-4 rad by float64 FK and the joints
+    within limits (``bench.protocols.verified``)."""
     from ikdiffuser_ros.bench.protocols import verified
     from ikdiffuser_ros.solver import IKDiffuserSolver, SolveBatch
 
     solver = IKDiffuserSolver.from_model(loaded, robot)
     rows = solver.run(SolveBatch.of(T_ref, 1, robot.n_joints), random_seed=0)
-    ok = verified(robot, rows["q"], T_ref)
-    return {"success": round(ok.double().mean().item(), 4), "goal": one_sample_goal(len(robot.end_effectors)),
-            "num_targets": int(T_ref.shape[0])}
+    return torch.as_tensor(verified(robot, rows["q"], T_ref))
 
 
 def _timings(loaded, pos, rot6d, kw: dict, gen) -> dict:
@@ -450,10 +457,52 @@ def held_out_median(directory: Path, robot, num_targets: int) -> float:
     return stats["pos_mm_median"]  # evaluate_checkpoint's draw (seed 0)
 
 
+@torch.no_grad()
+def held_out_one_sample(directory: Path, robot, num_targets: int) -> torch.Tensor:
+    """(K,) bool: the held-out targets that one sample + LM solves with the checkpoint in ``directory``
+    (:func:`one_sample_solved` on :func:`evaluate_checkpoint`'s targets), measured now."""
+    from ikdiffuser_ros.model.checkpoint import load_checkpoint
+
+    _, T_ref, _, _ = _held_out_targets(robot, num_targets)
+    return one_sample_solved(load_checkpoint(directory, robot), robot, T_ref)
+
+
+#: ``ship`` refuses a model that one sample + LM solves fewer held-out targets with than the shipped one, by more than
+#: this many standard deviations of the difference (a paired, McNemar-style count on the same targets).
+ONE_SAMPLE_MARGIN_SD = 2.0
+
+
+def one_sample_regressed(new_ok: torch.Tensor, old_ok: torch.Tensor) -> bool:
+    """Whether the new model (``new_ok`` (K,) bool, targets one sample + LM solves) loses significantly against the
+    old one on the same targets: the targets only the old one solves outnumber those only the new one solves by
+    more than :data:`ONE_SAMPLE_MARGIN_SD` x the square root of their sum (chance alone: a fair coin per target)."""
+    lost, won = int((old_ok & ~new_ok).sum()), int((new_ok & ~old_ok).sum())
+    return lost - won > ONE_SAMPLE_MARGIN_SD * math.sqrt(lost + won)
+
+
+def _refusal(staging: Path, new_median: float, dest: Path, robot, num_targets: int) -> str | None:
+    """Why the model staged in ``staging`` (held-out median ``new_median`` [mm]) may not replace the one in ``dest``,
+    or None: its median must beat the shipped one's and one sample + LM must not solve significantly fewer targets
+    (:func:`one_sample_regressed`); both models measured now by the same code."""
+    if not (dest / "model.safetensors").is_file():
+        return None
+    old_median = held_out_median(dest, robot, num_targets)
+    if new_median >= old_median:
+        return f"held-out median {new_median:.1f} mm does not beat the shipped {old_median:.1f} mm"
+    new_ok, old_ok = (held_out_one_sample(d, robot, num_targets) for d in (staging, dest))
+    if one_sample_regressed(new_ok, old_ok):
+        return (f"held-out median {new_median:.1f} mm beats the shipped {old_median:.1f} mm, but one sample + LM solves "
+                f"{100 * new_ok.double().mean():.1f} % of the targets against the shipped model's "
+                f"{100 * old_ok.double().mean():.1f} % ({int((old_ok & ~new_ok).sum())} lost, "
+                f"{int((new_ok & ~old_ok).sum())} won)")
+    return None
+
+
 def ship(run_dir: Path, dest: Path, steps: int, tail_steps: int, force: bool, num_targets: int,
          robot: str | None = None, weights_dtype: str = "float32") -> dict | None:
     """Copy a run's checkpoint to ``dest`` with sampler defaults and learning curve if it beats the shipped one
-    (their held-out raw medians, both measured now: :func:`held_out_median`).
+    (its held-out raw median is lower and its one sample + LM success no worse, both models measured now:
+    :func:`_refusal`).
 
     ``robot``: a robot name or YAML (default :func:`robot_of_card`). ``weights_dtype``: how the denoiser's tensors
     are stored (``float16`` halves the file; the evaluation is of the stored weights). Returns its
@@ -479,16 +528,18 @@ def ship(run_dir: Path, dest: Path, steps: int, tail_steps: int, force: bool, nu
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    new = metrics["all_end_effectors"]["pos_mm_median"]
-    old = held_out_median(dest, model, num_targets) if (dest / "model.safetensors").is_file() else None
-    if old is not None and new >= old and not force:
-        print(f"not shipped: held-out median {new:.1f} mm does not beat the shipped {old:.1f} mm")
+    refusal = None if force else _refusal(staging, metrics["all_end_effectors"]["pos_mm_median"], dest, model,
+                                          num_targets)
+    if refusal:
+        print(f"not shipped: {refusal}")
         shutil.rmtree(staging)
         return None
     (staging / CURVE_FILE).write_text(lineage_curve(run_dir))
     shutil.rmtree(dest, ignore_errors=True)
     staging.rename(dest)
-    print(f"shipped {run_dir} -> {dest}: held-out median {new:.1f} mm (was {old})")
+    a = metrics["all_end_effectors"]
+    print(f"shipped {run_dir} -> {dest}: held-out median {a['pos_mm_median']:.1f} mm, one sample + LM "
+          f"{100 * metrics['one_sample_lm']['success']:.1f} %")
     return metrics
 
 
@@ -505,7 +556,8 @@ def register(subparsers) -> None:
         "ship", help="copy a training run into a model folder: card with sampler defaults, held-out evaluation, README",
         description="Copy the checkpoint of training run RUN into the model folder --out with the sampler defaults "
                     "in its card, its learning curve, its held-out evaluation (eval.json) and a README; refused "
-                    "when --out already holds a model with a better held-out median (unless --force).")
+                    "when --out already holds a model with a better held-out median, or one that one sample + LM "
+                    "solves significantly more of the held-out targets with (unless --force).")
     p.add_argument("run", type=Path, help="training run folder (ikdiffuser train --out)")
     p.add_argument("--out", type=Path, required=True, help="model folder to write (e.g. models/<robot>)")
     p.add_argument("--robot", help="robot name or robot YAML (default: the one the run was trained with)")

@@ -129,3 +129,33 @@ def test_readme_without_samples_seen_or_steps():
             assert "- ? AdamW steps" in text
     card["training"] = {}
     assert "? samples seen" in readme(card, metrics, "ikdiffuser train --robot baxter")
+
+
+def test_ship_refuses_a_more_accurate_model_that_one_sample_lm_solves_less_often(tmp_path, monkeypatch):
+    """A lower held-out median is not enough: a model that one sample + LM solves significantly fewer of the same
+    held-out targets with (paired count) is refused and the shipped folder kept; --force replaces it."""
+    from ikdiffuser_ros.training import model_card
+
+    import torch
+
+    def solved(lost, won, both=900, K=1000):  # (new_ok, old_ok) with `lost` targets only the old one solves
+        new, old = torch.zeros(K, dtype=torch.bool), torch.zeros(K, dtype=torch.bool)
+        new[:both], old[:both] = True, True
+        old[both:both + lost], new[both + lost:both + lost + won] = True, True
+        return new, old
+
+    assert model_card.one_sample_regressed(*solved(40, 20))  # 20 > 2 sqrt(60)
+    assert not model_card.one_sample_regressed(*solved(30, 25)) and not model_card.one_sample_regressed(*solved(5, 30))
+    run = tmp_path / "run"
+    train(TrainConfig.preset("tiny", robot="panda", model=dict(type="IKMLPDenoiser", d_model=32, n_blocks=1), max_steps=5,
+                             eval_every=5, out_dir=str(run)), progress=False)
+    dest = tmp_path / "models" / "panda"
+    assert main([str(run), "--ship", str(dest), "--steps", "3", "--tail-steps", "2"]) == 0
+    before = (dest / "eval.json").read_text()
+    monkeypatch.setattr(model_card, "held_out_median", lambda *a: 1e6)  # the new model is more accurate ...
+    shipped = str(dest)
+    monkeypatch.setattr(model_card, "held_out_one_sample",  # ... but the shipped one solves all, the new one none
+                        lambda d, *a: torch.full((50,), str(d) == shipped))
+    assert main([str(run), "--ship", str(dest), "--steps", "3", "--tail-steps", "2"]) == 1
+    assert (dest / "eval.json").read_text() == before and not (dest.parent / "panda.staging").exists()
+    assert main([str(run), "--ship", str(dest), "--steps", "3", "--tail-steps", "2", "--force"]) == 0
