@@ -498,6 +498,23 @@ def _refusal(staging: Path, new_median: float, dest: Path, robot, num_targets: i
     return None
 
 
+def _stage(run_dir: Path, staging: Path, card: dict, robot, weights_dtype: str, num_targets: int) -> dict:
+    """The run's checkpoint with ``card`` in a fresh ``staging`` folder, its weights stored as ``weights_dtype``;
+    returns its :func:`evaluate_checkpoint` metrics (the folder removed if that fails)."""
+    from ikdiffuser_ros.model.checkpoint import store_weights_as
+
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    shutil.copy(run_dir / "model.safetensors", staging)
+    (staging / "card.json").write_text(json.dumps(card, indent=2) + "\n")
+    try:
+        store_weights_as(staging / "model.safetensors", weights_dtype)
+        return evaluate_checkpoint(staging, robot, num_targets=num_targets)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
 def ship(run_dir: Path, dest: Path, steps: int, tail_steps: int, force: bool, num_targets: int,
          robot: str | None = None, weights_dtype: str = "float32") -> dict | None:
     """Copy a run's checkpoint to ``dest`` with sampler defaults and learning curve if it beats the shipped one
@@ -507,7 +524,6 @@ def ship(run_dir: Path, dest: Path, steps: int, tail_steps: int, force: bool, nu
     ``robot``: a robot name or YAML (default :func:`robot_of_card`). ``weights_dtype``: how the denoiser's tensors
     are stored (``float16`` halves the file; the evaluation is of the stored weights). Returns its
     :func:`evaluate_checkpoint` metrics if shipped, else None."""
-    from ikdiffuser_ros.model.checkpoint import store_weights_as
     from ikdiffuser_ros.robots import load_robot
     from ikdiffuser_ros.training.learning_curve import CURVE_FILE
 
@@ -518,16 +534,7 @@ def ship(run_dir: Path, dest: Path, steps: int, tail_steps: int, force: bool, nu
                         "refined_tail_steps": REFINED_TAIL_STEPS}
     model = load_robot(robot_of_card(card, robot))
     staging = dest.with_name(dest.name + ".staging")
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
-    shutil.copy(run_dir / "model.safetensors", staging)
-    (staging / "card.json").write_text(json.dumps(card, indent=2) + "\n")
-    try:
-        store_weights_as(staging / "model.safetensors", weights_dtype)
-        metrics = evaluate_checkpoint(staging, model, num_targets=num_targets)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+    metrics = _stage(run_dir, staging, card, model, weights_dtype, num_targets)
     refusal = None if force else _refusal(staging, metrics["all_end_effectors"]["pos_mm_median"], dest, model,
                                           num_targets)
     if refusal:
