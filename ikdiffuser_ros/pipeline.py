@@ -930,19 +930,21 @@ class IKPipeline:
     def _orders(self, plan: _Plan, rows: list[tuple]) -> list[np.ndarray]:
         """Each pool's row order by the solver's ranking rule (:func:`~ikdiffuser_ros.pool_ranking.rank_pools`),
         the distinct valid rows of a ``spread_first`` plan farthest point first, except that a valid solution
-        from the seed (``first``) comes before all others."""
+        from the seed (``first``) comes before all others. A pool of one row (most of MoveIt's answers) or none is
+        not ranked."""
+        out = [np.arange(len(r[0])) for r in rows]
+        multi = [k for k, r in enumerate(rows) if len(r[0]) > 1]
         pools = [PoolRows(torch.as_tensor(q), torch.as_tensor(valid), torch.as_tensor(pe),
                           None if cost is None else torch.as_tensor(cost))
-                 for q, pe, _, _, valid, cost, _ in rows]
+                 for q, pe, _, _, valid, cost, _ in (rows[k] for k in multi)]
         seed = None if plan.seed is None else torch.as_tensor(plan.seed)
         ranked = rank_pools(pools, seed, self.solver.config.dedup_tol, self.solver.wrapping)
-        if plan.spread_first:
+        if plan.spread_first and pools:
             self._spread(plan, pools, ranked)
-        out = []
-        for (order, _), (*_, valid, _, first) in zip(ranked, rows):
-            order = order.numpy()
+        for k, (order, _) in zip(multi, ranked):
+            order, (*_, valid, _, first) = order.numpy(), rows[k]
             lead = (first & valid)[order]
-            out.append(np.concatenate([order[lead], order[~lead]]))
+            out[k] = np.concatenate([order[lead], order[~lead]])
         return out
 
     def _spread(self, plan: _Plan, pools: list[PoolRows], ranked: list[tuple[torch.Tensor, int]]) -> None:

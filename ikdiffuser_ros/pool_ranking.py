@@ -37,15 +37,11 @@ def rank_pools(pools: list[PoolRows], seed: torch.Tensor | None, tol: float | to
     """Each pool's (M_i,) int64 row order (module docstring) and how many distinct valid rows lead it; ``seed`` (n,)
     or None as in :func:`ranking_key`, ``tol`` and ``wrapping`` as in
     :func:`~ikdiffuser_ros.sampling.dedup.unique_mask`. Pools are batched with those of the same size class (the
-    next power of two of M; with a cost or without), so padding at most doubles a batch; a one-row pool needs
-    no ranking (a one-row answer, MoveIt's, pays nothing)."""
+    next power of two of M; with a cost or without), so padding at most doubles a batch."""
     ranked: list[tuple[torch.Tensor, int] | None] = [None] * len(pools)
     classes: dict[tuple[bool, int], list[int]] = defaultdict(list)
     for i, pool in enumerate(pools):
-        if len(pool.q) == 1:
-            ranked[i] = torch.zeros(1, dtype=torch.int64), int(pool.valid[0])
-        else:
-            classes[pool.cost is None, (len(pool.q) - 1).bit_length()].append(i)
+        classes[pool.cost is None, max(0, len(pool.q) - 1).bit_length()].append(i)
     for members in classes.values():
         for i, result in zip(members, _rank_batch([pools[i] for i in members], seed, tol, wrapping)):
             ranked[i] = result
@@ -57,21 +53,30 @@ def _rank_batch(pools: list[PoolRows], seed: torch.Tensor | None, tol: float | t
     """The orders of ``pools`` padded to their largest size and ranked as one batch, with their distinct counts."""
     sizes = [len(p.q) for p in pools]
     B, M, n = len(pools), max(sizes), pools[0].q.shape[-1]
-    q = pools[0].q.new_zeros(B, M, n)
-    valid = torch.zeros(B, M, dtype=torch.bool)
-    pe = torch.full((B, M), math.inf, dtype=torch.float64)
-    cost = None if pools[0].cost is None else torch.full((B, M), math.inf, dtype=torch.float64)
-    for b, p in enumerate(pools):
-        m = sizes[b]
-        q[b, :m], valid[b, :m], pe[b, :m] = p.q, p.valid, p.pe
-        if cost is not None:
-            cost[b, :m] = p.cost
+    q, valid, pe, cost = _padded(pools, M) if B > 1 else (
+        pools[0].q[None], pools[0].valid[None], pools[0].pe[None], None if pools[0].cost is None else pools[0].cost[None])
     seed_rows = None if seed is None else seed.expand(B * M, -1)
     key = ranking_key(None if cost is None else cost.reshape(-1), q.reshape(B * M, n), seed_rows,
                       pe.reshape(-1), wrapping).reshape(B, M)
     unique = unique_mask(q, valid, tol, wrapping)
     order = rank(unique, valid, key)
-    return [(row[row < m], int(k)) for row, m, k in zip(order, sizes, unique.sum(-1))]
+    return [(row[row < m] if m < M else row, k) for row, m, k in zip(order, sizes, unique.sum(-1).tolist())]
+
+
+def _padded(pools: list[PoolRows], M: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """q (B, M, n), valid (B, M), pe (B, M), cost (B, M) or None of ``pools``: padded rows zero, invalid, their
+    error and cost infinite."""
+    B, n = len(pools), pools[0].q.shape[-1]
+    q = pools[0].q.new_zeros(B, M, n)
+    valid = torch.zeros(B, M, dtype=torch.bool)
+    pe = torch.full((B, M), math.inf, dtype=torch.float64)
+    cost = None if pools[0].cost is None else torch.full((B, M), math.inf, dtype=torch.float64)
+    for b, p in enumerate(pools):
+        m = len(p.q)
+        q[b, :m], valid[b, :m], pe[b, :m] = p.q, p.valid, p.pe
+        if cost is not None:
+            cost[b, :m] = p.cost
+    return q, valid, pe, cost
 
 
 __all__ = ["PoolRows", "rank_pools"]
