@@ -103,7 +103,8 @@ class IKQuery:
         diversity: how widely the learned prior's samples spread over the solution set, in [0, 1]: 0 =
             the checkpoint's fast, mode-seeking plan; 1 = stochastic sampling with more steps (more
             distinct solutions, more passes each). None = automatic: 1 when ``num_solutions`` is at
-            least :attr:`PipelineConfig.diverse_min_solutions`, else 0.
+            least :attr:`PipelineConfig.diverse_min_solutions` and the timeout at least
+            :attr:`PipelineConfig.diverse_min_budget` (20 ms), else 0.
         delivery_s_per_solution: time [s] the caller spends per returned solution after the answer
             (the ROS node: building and sending its messages). The rounds end early enough to leave it
             for the solutions the answer will hold, counted as they are found, so a large request

@@ -263,6 +263,24 @@ def test_only_a_generous_diverse_query_repels_its_first_call(monkeypatch):
         assert all(u is expected for u in uniform)
 
 
+def test_automatic_diversity_needs_a_budget_but_the_answer_still_comes_spread(baxter_pipeline):
+    """diversity None: 1 for 16 solutions or more within diverse_min_budget or more, else 0 (1 x 32 within 10 ms
+    wants its 32 solutions first); the farthest-point order stays for such a tight query, not for a seeded one
+    or one asking fewer solutions; an explicit diversity is kept whatever the budget."""
+    pl = baxter_pipeline
+    target = _all_ee_target(pl.robot, _reachable(pl.robot, 1, seed=11)[0])
+    tight, enough = 0.5 * pl.config.diverse_min_budget, pl.config.diverse_min_budget
+    plan = lambda **kw: pl._plan(IKQuery([target], **kw), 0.0)  # noqa: E731
+    assert (plan(num_solutions=32, timeout=enough).diversity, plan(num_solutions=32, timeout=enough).spread_first) \
+        == (1.0, True)
+    assert (plan(num_solutions=32, timeout=tight).diversity, plan(num_solutions=32, timeout=tight).spread_first) \
+        == (0.0, True)
+    assert plan(num_solutions=32, timeout=tight, diversity=0.5).diversity == 0.5
+    assert not plan(num_solutions=8, timeout=enough).spread_first and plan(num_solutions=8, timeout=enough).diversity == 0
+    seeded = plan(num_solutions=32, timeout=tight, seed=pl.default_state)
+    assert seeded.diversity == 0.0 and not seeded.spread_first
+
+
 def test_diverse_answers_come_farthest_point_first(baxter_pipeline):
     """A diverse query without objectives or seed: its distinct valid answers come farthest point first (each
     the farthest of the rest from those before it), so any prefix is spread out; asked plainly (diversity

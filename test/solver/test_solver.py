@@ -125,6 +125,7 @@ def test_baxter_both_arms_with_a_shared_seed(baxter, baxter_solver):
     (dict(collision_guidance="sometimes"), "collision_guidance='sometimes'"),
     (dict(generous_budget=-1.0), "generous_budget=-1.0"),
     (dict(generous_budget=float("nan")), "generous_budget=nan"),
+    (dict(diverse_min_budget=-0.01), "diverse_min_budget=-0.01"),
 ])
 def test_bad_pipeline_settings_are_refused(kwargs, match):
     with pytest.raises(ConfigError, match=match):
