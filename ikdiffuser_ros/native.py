@@ -49,8 +49,14 @@ def available() -> bool:
     return _native is not None
 
 
+def _shaped(a: np.ndarray, shape) -> np.ndarray:
+    """``a`` broadcast to ``shape`` (itself when it has it: the one-row call skips numpy's broadcasting)."""
+    return a if a.shape == tuple(shape) else np.broadcast_to(a, shape)
+
+
 def _u8(x, shape) -> np.ndarray:
-    return np.ascontiguousarray(np.broadcast_to(np.asarray(x, dtype=np.uint8), shape))
+    """``x`` (bools, or one bool) as a C-contiguous uint8 array of ``shape``."""
+    return np.ascontiguousarray(_shaped(np.asarray(x, dtype=np.uint8), shape))
 
 
 class NativeKinematics:
@@ -96,10 +102,10 @@ class NativeKinematics:
             np.ascontiguousarray(_numpy(b), np.float64) for b in bounds)
         q0 = _numpy(q0).reshape(-1, self.n)
         M, E, n = len(q0), self.E, self.n
-        T = np.broadcast_to(_numpy(targets), (M, E, 4, 4))
+        T = _shaped(_numpy(targets), (M, E, 4, 4))
         tips = None
         if tip_points is not None:
-            tips = np.ascontiguousarray(np.broadcast_to(_numpy(tip_points), (M, E, 3)))
+            tips = np.ascontiguousarray(_shaped(_numpy(tip_points), (M, E, 3)))
             T = T.copy()
             T[..., :3, 3] += (T[..., :3, :3] @ tips[..., None])[..., 0]
         mask = _u8(True if target_mask is None else _numpy(target_mask), (M, E))

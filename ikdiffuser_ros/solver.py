@@ -127,6 +127,7 @@ class IKDiffuserSolver:
         self.turns = full_turns(robot)
         self.box_lower, self.box_upper = learnt_box(robot)  #: the joint box the prior learnt (n,) [rad or m]
         self.native_kinematics, self.native_sampler = self._native_parts(loaded, robot, config)
+        self._plans: dict[tuple[int, int], list[tuple[int, int | None]]] = {}  #: sampling plans by (steps, tail)
         n_model = loaded.denoiser.config.n_joints
         e_model = loaded.denoiser.config.n_ee
         if n_model != robot.n_joints or e_model != len(robot.end_effectors):
@@ -239,7 +240,8 @@ class IKDiffuserSolver:
         cost = self._with_spread(cost, batch.N, diversity) if refined and repel else cost
         if self.native_sampler is not None and cost is None and sampler == "ddim":
             x = torch.randn(batch.B * batch.N, batch.n, generator=generator, device=self.device, dtype=torch.float32)
-            plan = sampling_plan(self.loaded.schedule, steps, tail)
+            plan = self._plans.get((steps, tail)) or self._plans.setdefault(
+                (steps, tail), sampling_plan(self.loaded.schedule, steps, tail))
             q = self.native_sampler.sample(x, T_rows, batch.rows(batch.mask), batch.rows(batch.pos_only), plan, deadline,
                                            eta, step_noise(x, len(plan), "ddim", eta, generator))
             q = q.to(torch.float64) if refined else self._place_base(q.to(torch.float64), T_rows, batch)
@@ -451,7 +453,12 @@ class SolveBatch:
         return F @ G @ torch.linalg.inv(F) @ self.rows(self.T)
 
     def rows(self, x: torch.Tensor | None) -> torch.Tensor | None:
-        return None if x is None else x.to(self.T.device).repeat_interleave(self.N, 0)
+        """(B, ...) per target -> (B * N, ...) per row, target-major (``x`` itself, on the batch's device, when N is 1:
+        read it, do not write it)."""
+        if x is None:
+            return None
+        x = x.to(self.T.device)
+        return x if self.N == 1 else x.repeat_interleave(self.N, 0)
 
     @property
     def seed_rows(self) -> torch.Tensor | None:

@@ -66,3 +66,27 @@ def test_quat_to_matrix_numpy_and_torch_agree():
     R = quat_to_matrix(q)
     assert isinstance(R, np.ndarray) and R.shape == (16, 3, 3)
     assert np.array_equal(R, quat_to_matrix(torch.from_numpy(q)).numpy())
+
+
+def test_only_rigid_transforms_are_poses():
+    """A (4, 4) pose must hold a rotation (orthonormal, det +1, within ORTHONORMAL_TOLERANCE) and the last row
+    0 0 0 1: a reflection, a scaled or sheared rotation, a bad last row are refused by name; a rotation off by
+    less than the tolerance (float32 round trips) is accepted as it is."""
+    from scipy.spatial.transform import Rotation
+
+    from ikdiffuser_ros.kinematics.frames import ORTHONORMAL_TOLERANCE
+
+    T = np.eye(4)
+    T[:3, :3], T[:3, 3] = Rotation.from_rotvec([0.3, -1.2, 2.0]).as_matrix(), [0.1, 0.2, 0.3]
+    assert np.array_equal(pose_matrix(T), T)
+    near = T.copy()
+    near[:3, :3] += 0.2 * ORTHONORMAL_TOLERANCE * np.random.default_rng(0).standard_normal((3, 3))
+    assert np.array_equal(pose_matrix(near), near)
+    reflection, scaled, sheared, last_row = T.copy(), T.copy(), T.copy(), T.copy()
+    reflection[:3, 0] *= -1
+    scaled[:3, :3] *= 1.01
+    sheared[0, 1] += 0.01
+    last_row[3, 0] = 1e-3
+    for bad in (reflection, scaled, sheared, last_row):
+        with pytest.raises(InvalidGoalError, match="not a rigid transform"):
+            pose_matrix(bad)
