@@ -286,6 +286,14 @@ class _Pool:
     best: tuple[float, float] = (math.inf, math.inf)  #: smallest (position [m], rotation [rad]) error measured
 
 
+_EYE4 = np.eye(4)
+
+
+def _stack(arrays: list[np.ndarray]) -> np.ndarray:
+    """``np.stack(arrays)``; one array as a view with a leading axis (a one-target call skips the copy)."""
+    return arrays[0][None] if len(arrays) == 1 else np.stack(arrays)
+
+
 def _target_lists(target: IKTarget, what: str) -> tuple[list, ...]:
     """(links, poses, frames, position_only, tolerances) of a target, each one per link (empty optional
     lists filled with their defaults); InvalidGoalError names the counts that do not match."""
@@ -645,7 +653,7 @@ class IKPipeline:
         """The end-effector targets of ``target`` (poses in robot frames or ``external`` ones, at ``q_ref``)."""
         E = len(self.robot.end_effectors)
         spec = _Spec(T_ref.copy(), np.zeros(E, bool), np.zeros(E, bool), np.zeros((E, 3)),
-                     np.broadcast_to(np.eye(4), (E, 4, 4)).copy(), np.zeros((E, 6)))
+                     _EYE4[None].repeat(E, 0), np.zeros((E, 6)))
         for link, pose, frame, po, tol in zip(*_target_lists(target, what)):
             T_root_link = self.frames.to_root(pose, frame, q_ref, f"{what}, link {link!r}", external)
             self._constrain(spec, link, T_root_link, bool(po), group, what)
@@ -810,12 +818,12 @@ class IKPipeline:
         cost = self.solver.make_cost(objectives, seed_rows, q.world if q.avoid_collisions else None, q.cost_fn) \
             if objectives else None
         boxed = any(s.boxed for s in specs)
-        batch = SolveBatch.of(np.stack([s.T for s in specs]), num, self.robot.n_joints,
-                              np.stack([s.mask for s in specs]), np.stack([s.position_only for s in specs]),
+        batch = SolveBatch.of(_stack([s.T for s in specs]), num, self.robot.n_joints,
+                              _stack([s.mask for s in specs]), _stack([s.position_only for s in specs]),
                               None if plan.seed is None else np.repeat(plan.seed[None], len(items), 0),
-                              plan.locked, np.stack([s.tip_points for s in specs]),
-                              box_frames=np.stack([s.box_frames for s in specs]) if boxed else None,
-                              box_bounds=np.stack([s.box_bounds for s in specs]) if boxed else None)
+                              plan.locked, _stack([s.tip_points for s in specs]),
+                              box_frames=_stack([s.box_frames for s in specs]) if boxed else None,
+                              box_bounds=_stack([s.box_bounds for s in specs]) if boxed else None)
         plan.pending = self._pending(plan, items, num, pools)
         remaining = plan.deadline - time.monotonic()
         res = self.solver.run(batch, cost, refine=self.config.refine, sampler=self.config.sampler,
