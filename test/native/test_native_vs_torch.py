@@ -78,17 +78,18 @@ def test_lm_stays_in_a_narrowed_box(robot):
     assert (ref.q - res.q).abs().max() < 1e-8
 
 
-@pytest.mark.parametrize("eta", [0.0, 1.0])
+@pytest.mark.parametrize("eta, rows", [(0.0, 8), (1.0, 8), (0.0, 3)])
 @pytest.mark.parametrize("name", SHIPPED)
-def test_sampler_matches_torch(name, eta):
+def test_sampler_matches_torch(name, eta, rows):
     """The compiled DDIM + tail loop gives the torch sampler's samples (float32 network, float64 feedback);
-    stochastic DDIM (eta 1, the diversity plan: more steps, no tail) with the same step noise too."""
+    stochastic DDIM (eta 1, the diversity plan: more steps, no tail) with the same step noise too; a batch of 3
+    rows (multiplied row by row in C++) as well as one of 8 (one matrix product)."""
     robot = load_robot(name)
     loaded = load_checkpoint(f"models/{robot.name}", robot)
-    T = robot.fk(_uniform(robot, 8, 4))
+    T = robot.fk(_uniform(robot, rows, 4))
     E = len(robot.end_effectors)
-    mask = torch.ones(8, E, dtype=torch.bool)
-    pos_only = torch.zeros(8, E, dtype=torch.bool)
+    mask = torch.ones(rows, E, dtype=torch.bool)
+    pos_only = torch.zeros(rows, E, dtype=torch.bool)
     if E > 1:
         mask[0, 0] = False
         pos_only[1, -1] = True
@@ -97,15 +98,16 @@ def test_sampler_matches_torch(name, eta):
     ref = sample(loaded, pos, rot6d, mask, pos_only, 1, steps=steps, tail_steps=tail, eta=eta,
                  generator=torch.Generator().manual_seed(5), place_base=False)[:, 0]  # the solver places it (below)
     gen = torch.Generator().manual_seed(5)
-    x = torch.randn(8, robot.n_joints, generator=gen)
+    x = torch.randn(rows, robot.n_joints, generator=gen)
     plan = sampling_plan(loaded.schedule, steps, tail)
     sampler = native.NativeSampler(loaded, native.NativeKinematics(robot))
     got = sampler.sample(x, T, mask, pos_only, plan, eta=eta, noise=step_noise(x, len(plan), "ddim", eta, gen))
     assert (ref - got).abs().max() < 2e-3  # float32 network: rounding differences only
 
 
+@pytest.mark.parametrize("rows", [8, 2])
 @pytest.mark.parametrize("name", ["baxter", "mobile_baxter", "talos"])
-def test_sampler_matches_torch_on_a_factorized_network(name):
+def test_sampler_matches_torch_on_a_factorized_network(name, rows):
     """A factorized network samples the same in C++ as in torch: baxter (one branch per arm: cross-branch
     weights zero, a layer norm per branch; the compiled hidden layers block by block), mobile_baxter (a trunk,
     the base, whose units reach both arms: most weights nonzero, the compiled hidden layers whole) and talos
@@ -132,12 +134,12 @@ def test_sampler_matches_torch_on_a_factorized_network(name):
     pos = sample_fk(robot, 500, torch.Generator().manual_seed(0))[1]
     loaded = LoadedModel(net, Normalizer.fit(robot.lower, robot.upper, pos),
                          NoiseSchedule(ScheduleConfig(num_train_steps=20)), {}, robot)
-    T = robot.fk(_uniform(robot, 8, 4))
-    mask, pos_only = torch.ones(8, E, dtype=torch.bool), torch.zeros(8, E, dtype=torch.bool)
+    T = robot.fk(_uniform(robot, rows, 4))
+    mask, pos_only = torch.ones(rows, E, dtype=torch.bool), torch.zeros(rows, E, dtype=torch.bool)
     p, r = targets_from_poses(T.float())
     ref = sample(loaded, p, r, mask, pos_only, 1, steps=4, tail_steps=2, generator=torch.Generator().manual_seed(5),
                  place_base=False)[:, 0]
-    x = torch.randn(8, n, generator=torch.Generator().manual_seed(5))
+    x = torch.randn(rows, n, generator=torch.Generator().manual_seed(5))
     got = native.NativeSampler(loaded, native.NativeKinematics(robot)).sample(
         x, T, mask, pos_only, sampling_plan(loaded.schedule, 4, 2))
     assert (ref - got).abs().max() < 2e-3
