@@ -66,6 +66,8 @@ def test_quat_to_matrix_numpy_and_torch_agree():
     R = quat_to_matrix(q)
     assert isinstance(R, np.ndarray) and R.shape == (16, 3, 3)
     assert np.array_equal(R, quat_to_matrix(torch.from_numpy(q)).numpy())
+    one = quat_to_matrix(q[3])  # one quaternion: computed in Python floats, the same numbers
+    assert isinstance(one, np.ndarray) and one.dtype == np.float64 and np.allclose(one, R[3], rtol=0, atol=1e-15)
 
 
 def test_only_rigid_transforms_are_poses():
