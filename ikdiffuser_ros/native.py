@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import functools
 import time
+from collections.abc import Sequence
 from dataclasses import asdict
 
 import numpy as np
@@ -59,24 +60,31 @@ def _u8(x, shape) -> np.ndarray:
     return np.ascontiguousarray(_shaped(np.asarray(x, dtype=np.uint8), shape))
 
 
+def compiled_tree(robot: RobotModel, links: Sequence[str]):
+    """The compiled twin of ``robot.tree(links)`` (an ``ikdiffuser_ros._native.Tree``): ``.fk(q)`` maps (M, n)
+    float64 joint values to the (M, len(links), 4, 4) poses ``robot.fk_links`` gives, without torch's per-op cost
+    (one row in microseconds)."""
+    if _native is None:
+        raise RuntimeError(unavailable_reason)
+    tree = robot.tree(links)
+    nodes, frames = tree.nodes, tree.frames
+    return _native.Tree(
+        tree.n_vars, np.array([nd.parent for nd in nodes], np.int64),
+        np.array([nd.origin for nd in nodes], np.float64).reshape(-1, 4, 4),
+        np.array([nd.axis for nd in nodes], np.float64).reshape(-1, 3),
+        np.array([nd.prismatic for nd in nodes], np.uint8), np.array([nd.var for nd in nodes], np.int64),
+        np.array([nd.multiplier for nd in nodes], np.float64), np.array([nd.offset for nd in nodes], np.float64),
+        np.array([f.parent for f in frames], np.int64),
+        np.array([f.offset for f in frames], np.float64).reshape(-1, 4, 4))
+
+
 class NativeKinematics:
     """FK, Jacobians and LM of one robot's end effectors (the frames of ``robot.fk``), float64."""
 
     def __init__(self, robot: RobotModel) -> None:
-        if _native is None:
-            raise RuntimeError(unavailable_reason)
-        tree = robot.tree(robot.end_effectors)
-        nodes, frames = tree.nodes, tree.frames
         self.robot = robot
         self.n, self.E = robot.n_joints, len(robot.end_effectors)
-        self.tree = _native.Tree(
-            tree.n_vars, np.array([nd.parent for nd in nodes], np.int64),
-            np.array([nd.origin for nd in nodes], np.float64).reshape(-1, 4, 4),
-            np.array([nd.axis for nd in nodes], np.float64).reshape(-1, 3),
-            np.array([nd.prismatic for nd in nodes], np.uint8), np.array([nd.var for nd in nodes], np.int64),
-            np.array([nd.multiplier for nd in nodes], np.float64), np.array([nd.offset for nd in nodes], np.float64),
-            np.array([f.parent for f in frames], np.int64),
-            np.array([f.offset for f in frames], np.float64).reshape(-1, 4, 4))
+        self.tree = compiled_tree(robot, robot.end_effectors)
         lower, upper = robot.limits(torch.float64)
         self.lower, self.upper = lower.numpy().copy(), upper.numpy().copy()
         self.wrapping = joint_kinds(robot)[1].numpy().astype(np.uint8)
@@ -209,4 +217,4 @@ def _t_table(den, schedule) -> np.ndarray:
     return torch.cat([b.t_proj(t_act) for b in den.blocks], -1).float().contiguous().numpy()
 
 
-__all__ = ["NativeKinematics", "NativeSampler", "available", "unavailable_reason"]
+__all__ = ["NativeKinematics", "NativeSampler", "available", "compiled_tree", "unavailable_reason"]
