@@ -240,8 +240,9 @@ class IKDiffuserSolver:
         cost = self._with_spread(cost, batch.N, diversity) if refined and repel else cost
         if self.native_sampler is not None and cost is None and sampler == "ddim":
             x = torch.randn(batch.B * batch.N, batch.n, generator=generator, device=self.device, dtype=torch.float32)
-            plan = self._plans.get((steps, tail)) or self._plans.setdefault(
-                (steps, tail), sampling_plan(self.loaded.schedule, steps, tail))
+            if (steps, tail) not in self._plans:
+                self._plans[steps, tail] = sampling_plan(self.loaded.schedule, steps, tail)
+            plan = self._plans[steps, tail]
             q = self.native_sampler.sample(x, T_rows, batch.rows(batch.mask), batch.rows(batch.pos_only), plan, deadline,
                                            eta, step_noise(x, len(plan), "ddim", eta, generator))
             q = q.to(torch.float64) if refined else self._place_base(q.to(torch.float64), T_rows, batch)
