@@ -82,6 +82,9 @@ class TrainConfig:
     #: share of each batch whose timestep is drawn from the low-noise tail ``0 .. TAIL_T_MAX`` that the
     #: sampler's tail passes use (the rest uniform over ``0 .. T-1``): weights the loss toward the last passes.
     tail_share: float = 0.0
+    #: share of each batch whose timestep is drawn from the high-noise half ``T // 2 .. T-1``, where the
+    #: sampler's first passes choose a sample's basin (the rest uniform): weights the loss toward those passes.
+    head_share: float = 0.0
     # -- data
     #: directory of shards from `ikdiffuser generate`; None = generate in-process.
     data_dir: str | None = None
@@ -135,6 +138,9 @@ class TrainConfig:
             raise ValueError(f"precision = {self.precision!r}: choose one of {list(PRECISIONS)}")
         if not 0.0 <= self.tail_share < 1.0:  # NaN fails too
             raise ValueError(f"tail_share = {self.tail_share!r}: a share of the batch in [0, 1)")
+        if not (0.0 <= self.head_share < 1.0 and self.tail_share + self.head_share < 1.0):
+            raise ValueError(f"head_share = {self.head_share!r}: a share of the batch in [0, 1), "
+                             f"with tail_share ({self.tail_share}) below 1 together")
         self.model_config(1, 1)  # ValueError naming an unknown type or key, or a bad value
 
     def model_config(self, n_joints: int, n_ee: int):
@@ -582,14 +588,18 @@ def _mask_chains(model: torch.nn.Module, robot) -> list[int] | None:
     return independent_chains(robot)[1]
 
 
-def draw_timesteps(B: int, T: int, tail_share: float, generator: torch.Generator) -> torch.Tensor:
+def draw_timesteps(B: int, T: int, tail_share: float, generator: torch.Generator,
+                   head_share: float = 0.0) -> torch.Tensor:
     """(B,) int64 training timesteps: uniform over ``0 .. T-1``, then the first ``round(tail_share * B)``
-    redrawn uniform over the sampler's low-noise tail ``0 .. TAIL_T_MAX`` (with ``tail_share`` 0 the draws
-    are those of a plain uniform run, so older runs resume on the same random stream)."""
+    redrawn uniform over the sampler's low-noise tail ``0 .. TAIL_T_MAX`` and the next ``round(head_share * B)``
+    uniform over the high-noise half ``T // 2 .. T-1`` (with both shares 0 the draws are those of a plain
+    uniform run, so older runs resume on the same random stream)."""
     t = torch.randint(0, T, (B,), generator=generator)
-    n_tail = round(tail_share * B)
+    n_tail, n_head = round(tail_share * B), round(head_share * B)
     if n_tail:
         t[:n_tail] = torch.randint(0, min(TAIL_T_MAX, T - 1) + 1, (n_tail,), generator=generator)
+    if n_head:
+        t[n_tail:n_tail + n_head] = torch.randint(T // 2, T, (n_head,), generator=generator)
     return t
 
 
@@ -605,7 +615,7 @@ def _train_step(run: _Run, lr: float) -> float:
     if run.fold is not None:
         q = fold_turns(q, *run.fold)
     x0 = run.normalizer.normalize_joints(q)
-    t = draw_timesteps(c.batch_size, c.num_train_steps, c.tail_share, run.gens["noise"]).to(dev)
+    t = draw_timesteps(c.batch_size, c.num_train_steps, c.tail_share, run.gens["noise"], c.head_share).to(dev)
     eps = torch.randn(x0.shape, generator=run.gens["noise"]).to(dev)
     ab = run.abar[t][:, None]
     x_t = ab.sqrt() * x0 + (1 - ab).sqrt() * eps

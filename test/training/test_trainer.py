@@ -306,3 +306,21 @@ def test_tail_share_draws_that_share_of_timesteps_from_the_low_noise_tail():
     for bad in (-0.1, 1.0, float("nan")):
         with pytest.raises(ValueError, match="tail_share"):
             TrainConfig(tail_share=bad)
+
+
+def test_head_share_draws_that_share_of_timesteps_from_the_high_noise_half():
+    """``head_share``: that share of a batch's timesteps lies in ``T // 2 .. T-1`` (where the first passes choose
+    a sample's basin), after the tail's share; 0 leaves the draws untouched; shares that are bad alone or that
+    sum to 1 with ``tail_share`` are refused by name."""
+    from ikdiffuser_ros.sampling.sampler import TAIL_T_MAX
+    from ikdiffuser_ros.training.trainer import draw_timesteps
+
+    t = draw_timesteps(4000, 100, 0.25, torch.Generator().manual_seed(0), head_share=0.5)
+    assert t[:1000].max() <= TAIL_T_MAX and t[1000:3000].min() == 50 and t[1000:3000].max() == 99
+    assert 0.6 < (t >= 50).float().mean() < 0.7  # half, plus the uniform quarter's half
+    plain = draw_timesteps(64, 100, 0.0, torch.Generator().manual_seed(3))
+    assert torch.equal(draw_timesteps(64, 100, 0.0, torch.Generator().manual_seed(3), head_share=0.0), plain)
+    for bad in ({"head_share": -0.1}, {"head_share": 1.0}, {"head_share": float("nan")},
+                {"head_share": 0.5, "tail_share": 0.5}):
+        with pytest.raises(ValueError, match="head_share"):
+            TrainConfig(**bad)
