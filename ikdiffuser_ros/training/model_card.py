@@ -171,10 +171,18 @@ def _best_of_stats(loaded, robot, pos, rot6d, T_ref, best_of: int, kw: dict, gen
 
 def _one_sample_success(loaded, robot, T_ref: torch.Tensor) -> dict:
     """Share of the held-out targets ``T_ref`` (K, E, 4, 4) that one sample + LM solves (:func:`one_sample_solved`),
-    as the bench and issue 19 count it."""
+    as the bench and issue 19 count it, and the indices of those it does not (``failed``: for failure studies, and
+    ``ship``'s paired comparison without solving them again)."""
     ok = one_sample_solved(loaded, robot, T_ref)
     return {"success": round(ok.double().mean().item(), 4), "goal": one_sample_goal(len(robot.end_effectors)),
-            "num_targets": int(T_ref.shape[0])}
+            "num_targets": int(T_ref.shape[0]), "failed": (~ok).nonzero().flatten().tolist()}
+
+
+def solved_targets(one_sample_lm: dict) -> torch.Tensor:
+    """(K,) bool from an ``one_sample_lm`` entry of :func:`evaluate_checkpoint`: the targets one sample + LM solved."""
+    ok = torch.ones(one_sample_lm["num_targets"], dtype=torch.bool)
+    ok[one_sample_lm["failed"]] = False
+    return ok
 
 
 def one_sample_solved(loaded, robot, T_ref: torch.Tensor) -> torch.Tensor:
@@ -482,16 +490,16 @@ def one_sample_regressed(new_ok: torch.Tensor, old_ok: torch.Tensor) -> bool:
     return lost - won > ONE_SAMPLE_MARGIN_SD * math.sqrt(lost + won)
 
 
-def _refusal(staging: Path, new_median: float, dest: Path, robot, num_targets: int) -> str | None:
-    """Why the model staged in ``staging`` (held-out median ``new_median`` [mm]) may not replace the one in ``dest``,
-    or None: its median must beat the shipped one's and one sample + LM must not solve significantly fewer targets
-    (:func:`one_sample_regressed`); both models measured now by the same code."""
+def _refusal(metrics: dict, dest: Path, robot, num_targets: int) -> str | None:
+    """Why the staged model (its :func:`evaluate_checkpoint` ``metrics``) may not replace the one in ``dest``, or None:
+    its held-out median must beat the shipped one's and one sample + LM must not solve significantly fewer targets
+    (:func:`one_sample_regressed`); the shipped model measured now by the same code."""
     if not (dest / "model.safetensors").is_file():
         return None
-    old_median = held_out_median(dest, robot, num_targets)
+    new_median, old_median = metrics["all_end_effectors"]["pos_mm_median"], held_out_median(dest, robot, num_targets)
     if new_median >= old_median:
         return f"held-out median {new_median:.1f} mm does not beat the shipped {old_median:.1f} mm"
-    new_ok, old_ok = (held_out_one_sample(d, robot, num_targets) for d in (staging, dest))
+    new_ok, old_ok = solved_targets(metrics["one_sample_lm"]), held_out_one_sample(dest, robot, num_targets)
     if one_sample_regressed(new_ok, old_ok):
         return (f"held-out median {new_median:.1f} mm beats the shipped {old_median:.1f} mm, but one sample + LM solves "
                 f"{100 * new_ok.double().mean():.1f} % of the targets against the shipped model's "
@@ -537,8 +545,7 @@ def ship(run_dir: Path, dest: Path, steps: int, tail_steps: int, force: bool, nu
     model = load_robot(robot_of_card(card, robot))
     staging = dest.with_name(dest.name + ".staging")
     metrics = _stage(run_dir, staging, card, model, weights_dtype, num_targets)
-    refusal = None if force else _refusal(staging, metrics["all_end_effectors"]["pos_mm_median"], dest, model,
-                                          num_targets)
+    refusal = None if force else _refusal(metrics, dest, model, num_targets)
     if refusal:
         print(f"not shipped: {refusal}")
         shutil.rmtree(staging)

@@ -1,9 +1,12 @@
 import json
 
+import torch
+
 from ikdiffuser_ros.model.checkpoint import save_checkpoint
 from ikdiffuser_ros.model.schedule import ScheduleConfig
 from ikdiffuser_ros.training.learning_curve import CURVE_FILE
-from ikdiffuser_ros.training.model_card import evaluate_checkpoint, held_out_median, main, readme
+from ikdiffuser_ros.training.model_card import (evaluate_checkpoint, held_out_median, held_out_one_sample, main, readme,
+                                                solved_targets)
 from ikdiffuser_ros.training.trainer import TrainConfig, train
 
 
@@ -21,6 +24,8 @@ def test_evaluate_and_readme(tmp_path, baxter, make_loaded):
     assert 0.0 <= m["self_collision_free_share"] <= 1.0 and 0.0 <= m["self_collision_free_share_feasible_targets"] <= 1.0
 
     assert held_out_median(tmp_path, baxter, 20) == m["all_end_effectors"]["pos_mm_median"]  # what ship compares
+    ok = held_out_one_sample(tmp_path, baxter, 20)  # ... and the targets it solves, as the evaluation lists them
+    assert torch.equal(solved_targets(m["one_sample_lm"]), ok) and m["one_sample_lm"]["success"] == ok.double().mean()
 
     text = readme(json.loads((tmp_path / "card.json").read_text()), m, "ikdiffuser train --robot baxter")
     assert "Not met" in text and "ikdiffuser train --robot baxter" in text and "left_gripper" in text
@@ -136,8 +141,6 @@ def test_ship_refuses_a_more_accurate_model_that_one_sample_lm_solves_less_often
     held-out targets with (paired count) is refused and the shipped folder kept; --force replaces it."""
     from ikdiffuser_ros.training import model_card
 
-    import torch
-
     def solved(lost, won, both=900, K=1000):  # (new_ok, old_ok) with `lost` targets only the old one solves
         new, old = torch.zeros(K, dtype=torch.bool), torch.zeros(K, dtype=torch.bool)
         new[:both], old[:both] = True, True
@@ -154,8 +157,14 @@ def test_ship_refuses_a_more_accurate_model_that_one_sample_lm_solves_less_often
     before = (dest / "eval.json").read_text()
     monkeypatch.setattr(model_card, "held_out_median", lambda *a: 1e6)  # the new model is more accurate ...
     shipped = str(dest)
-    monkeypatch.setattr(model_card, "held_out_one_sample",  # ... but the shipped one solves all, the new one none
-                        lambda d, *a: torch.full((50,), str(d) == shipped))
+    new_ok = model_card.solved_targets(json.loads(before)["one_sample_lm"])  # the tiny model's own evaluation
+    assert not new_ok.all()
+
+    def shipped_solves_all(d, robot, K):  # ... but the shipped one solves every target (the staged one is not re-run)
+        assert str(d) == shipped, f"{d}: the staged model's one-sample rate was measured twice"
+        return torch.ones(K, dtype=torch.bool)
+
+    monkeypatch.setattr(model_card, "held_out_one_sample", shipped_solves_all)
     assert main([str(run), "--ship", str(dest), "--steps", "3", "--tail-steps", "2"]) == 1
     assert (dest / "eval.json").read_text() == before and not (dest.parent / "panda.staging").exists()
     assert main([str(run), "--ship", str(dest), "--steps", "3", "--tail-steps", "2", "--force"]) == 0
