@@ -12,7 +12,9 @@ all call it)::
               the consistency box, instead of the learned prior
     rounds    round 0 samples every target, later rounds only targets with fewer valid solutions
               than asked for (at most ``max_rounds``; round k samples ``ROUND_GROWTH**k`` times
-              more, up to ``ROUND_ROWS``); only targets with none get collision guidance.
+              more, up to ``ROUND_ROWS``); only targets with none get collision guidance. A query for
+              one solution samples at the card's temperature (typical samples: one sample + LM
+              succeeds more often), one for several at 1 (their answers should spread)
               Work is cut into solver calls whose size follows
               the measured throughput and the time left (:class:`ChunkSizer`), breadth first:
               each call gives its targets equal shares, so a tight budget still reaches them all
@@ -833,7 +835,7 @@ class IKPipeline:
                               restarts=self.config.restarts if num >= self.config.restart_min_rows else 1,
                               bounds=plan.box, diversity=plan.diversity,
                               repel=plan.sampled_calls == 0 and remaining >= self.config.generous_budget,
-                              uniform=plan.cover)
+                              uniform=plan.cover, temperature=None if q.num_solutions == 1 else 1.0)
         plan.calls += 1
         plan.sampled_calls += q0 is None
         m = self._measured(plan, res, len(items), int(num))

@@ -54,7 +54,8 @@ from ikdiffuser_ros.sampling import objectives as obj
 from ikdiffuser_ros.sampling.lm import (RefineConfig, RefineResult, ToleranceBox, boxed_residual, pose_residual, refine,
                                         tip_fk_and_jacobian, tip_targets)
 from ikdiffuser_ros.sampling.polish import PolishConfig, polish
-from ikdiffuser_ros.sampling.sampler import default_sampling, sample, sampling_plan, step_noise, targets_from_poses
+from ikdiffuser_ros.sampling.sampler import (default_sampling, default_temperature, sample, sampling_plan, step_noise,
+                                             targets_from_poses)
 
 
 #: Share of a ``timeout`` that sampling may use at most (the rest is the refinement's).
@@ -73,6 +74,11 @@ class SolverConfig:
     #: Low-noise tail passes after the reverse steps (None = the card's ``sampling.refined_tail_steps``
     #: when the LM follows, ``sampling.tail_steps`` for raw samples; else 0).
     tail_steps: int | None = None
+    #: Standard deviation of the sampler's initial noise in a call without ``diversity`` (None = the card's
+    #: ``sampling.temperature``, else 1). Below 1 fewer samples land between modes or beyond a limit (one sample +
+    #: LM succeeds more often) and one target's samples spread less, so the pipeline uses it for queries of one
+    #: solution only; a diverse call moves it toward 1 (:meth:`IKDiffuserSolver.temperature_of`).
+    temperature: float | None = None
     #: Spread of a perturbed restart (:meth:`IKDiffuserSolver.run`'s ``restarts``): Gaussian noise of this
     #: share of each joint's range around a diffusion sample, the LM's start for another solution near it.
     #: 0.15 (was 0.05): on panda the first 50 of 100 solutions' MMD to the ground truth 0.140 -> 0.105 and
@@ -189,10 +195,10 @@ class IKDiffuserSolver:
             steps: int | None = None, generator: torch.Generator | None = None, random_seed: int | None = None,
             deadline: float | None = None, self_collision: bool = False, timings: dict | None = None,
             start: float | None = None, q0: torch.Tensor | None = None, bounds=None, restarts: int = 1,
-            diversity: float = 0.0, repel: bool = True, uniform: bool = False) -> dict:
+            diversity: float = 0.0, repel: bool = True, uniform: bool = False, temperature: float | None = None) -> dict:
         """The batch call of the pipeline, trusting its caller: ``batch`` is validated (:meth:`SolveBatch.of`),
-        ``cost`` built (:meth:`make_cost`), ``sampler`` "ddim" or "ddpm", ``steps`` None or > 0. Samples (or starts from ``q0`` (B*N, n)),
-        refines within ``bounds`` ((n,) lower, upper [rad or m]; default the joint limits) and
+        ``cost`` built (:meth:`make_cost`), ``sampler`` "ddim" or "ddpm", ``steps`` None or > 0. Samples (or starts
+        from ``q0`` (B*N, n)), refines within ``bounds`` ((n,) lower, upper [rad or m]; default the joint limits) and
         measures; returns (B*N,)-row tensors, target-major, unordered (see :meth:`_measure`).
 
         ``restarts`` r > 1: only ceil(N / r) diffusion samples per target; each is the LM's start
@@ -200,18 +206,18 @@ class IKDiffuserSolver:
         per extra row, and solutions spread along each basin (a net gain in distinct valid
         solutions per CPU-second when many are asked for).
 
-        ``diversity`` d in [0, 1]: 0 = the card's plan (deterministic DDIM + low-noise tail: accurate, but
-        its samples pile up on the most likely modes); d > 0 = stochastic DDIM (eta = d) with more steps and
-        no tail (:meth:`plan_of`), and with the LM and ``repel`` each target's samples repel each other
-        (``spread_weight * d``, in the torch sampler); with ``uniform``, ``uniform_share * d`` of the perturbed
-        restarts start from uniform draws. Both cover more of the solution set at more cost per solution."""
+        ``diversity`` d in [0, 1]: 0 = the card's plan (deterministic DDIM + low-noise tail: accurate, but its samples
+        pile up on the most likely modes); d > 0 = stochastic DDIM (eta = d) with more steps and no tail (:meth:`plan_of`),
+        with the LM and ``repel`` each target's samples repel each other (``spread_weight * d``, in the torch sampler);
+        with ``uniform``, ``uniform_share * d`` of the perturbed restarts start from uniform draws: more coverage at
+        more cost per solution. ``temperature``: the initial noise's standard deviation (None: :meth:`temperature_of`)."""
         timings = {} if timings is None else timings
         t0 = time.monotonic() if start is None else start
         if q0 is None:
             sample_deadline = None if deadline is None else t0 + SAMPLE_SHARE * (deadline - t0)
             few = dataclasses.replace(batch, N=-(-batch.N // restarts)) if restarts > 1 else batch
             q = self._sample(few, cost, sampler, steps, generator, random_seed, sample_deadline, timings, refine,
-                             diversity, repel)
+                             diversity, repel, temperature)
             if restarts > 1:
                 q = batch.with_locked(self._spread(q, few, batch.N, random_seed, diversity if uniform else 0.0))
         else:
@@ -228,18 +234,21 @@ class IKDiffuserSolver:
 
     # ------------------------------------------------------------------ stages of run
     def _sample(self, batch: "SolveBatch", cost, sampler, steps, generator, random_seed, deadline, timings,
-                refined: bool, diversity: float = 0.0, repel: bool = True) -> torch.Tensor:
+                refined: bool, diversity: float = 0.0, repel: bool = True, temperature: float | None = None
+                ) -> torch.Tensor:
         """Diffusion samples, (M, n) float64 rows (target-major), locked joints set. Unguided DDIM on CPU
         runs in the compiled sampler (the same loop); ``refined``: the LM follows (the card's LM-ready plan)."""
         t = time.monotonic()
         steps, tail = self.plan_of(refined, steps, diversity)
         eta = float(diversity)
+        tau = self.temperature_of(diversity) if temperature is None else float(temperature)
         if generator is None:
             generator = torch.Generator(device=self.device).manual_seed(0 if random_seed is None else int(random_seed))
         T_rows = batch.rows(batch.T) if batch.box_bounds is None else batch.jittered_targets(generator)
         cost = self._with_spread(cost, batch.N, diversity) if refined and repel else cost
         if self.native_sampler is not None and cost is None and sampler == "ddim":
             x = torch.randn(batch.B * batch.N, batch.n, generator=generator, device=self.device, dtype=torch.float32)
+            x *= tau
             if (steps, tail) not in self._plans:
                 self._plans[steps, tail] = sampling_plan(self.loaded.schedule, steps, tail)
             plan = self._plans[steps, tail]
@@ -251,7 +260,7 @@ class IKDiffuserSolver:
             q = sample(self.loaded, ee_pos, ee_rot6d, batch.rows(batch.mask), batch.rows(batch.pos_only), 1,
                        method=sampler, eta=eta, steps=steps, tail_steps=tail, guidance_scale=self.config.guidance_scale,
                        guidance_clip=self.config.guidance_clip, generator=generator, guidance=cost, deadline=deadline,
-                       place_base=not refined)
+                       place_base=not refined, temperature=tau)
         q = q.reshape(batch.B * batch.N, batch.n).to(torch.float64)
         if bool(self.turns.any()):  # robots without full-turn joints skip it (the one-target hot path)
             lower, upper = self.robot.limits(torch.float64, q.device)
@@ -297,6 +306,12 @@ class IKDiffuserSolver:
         if diversity > 0:
             return None
         return (0.5 * (self.robot.lower + self.robot.upper)).to(q).expand_as(q)
+
+    def temperature_of(self, diversity: float = 0.0) -> float:
+        """The initial noise's standard deviation of a call: :attr:`SolverConfig.temperature` (else the card's)
+        at ``diversity`` 0, moved toward 1 by it (a fully diverse call samples the training distribution)."""
+        tau = default_temperature(self.loaded) if self.config.temperature is None else float(self.config.temperature)
+        return tau + float(diversity) * (1.0 - tau)
 
     def plan_of(self, refined: bool, steps: int | None = None, diversity: float = 0.0) -> tuple[int, int]:
         """(DDIM steps, tail passes) of a call: ``steps``, else :attr:`SolverConfig.steps`, else the card's

@@ -84,6 +84,8 @@ ROBOT_KEYS = ("name", "fingerprint", "joint_names", "end_effectors", "root_frame
 #: keys of the card's optional ``sampling`` section -> their integer range
 SAMPLING_RANGES = {"steps": (1, 1000), "tail_steps": (0, 100), "refined_steps": (1, 1000),
                    "refined_tail_steps": (0, 100)}
+#: the card's optional ``sampling.temperature``: the standard deviation of the sampler's initial noise, in (0, 1]
+SAMPLING_TEMPERATURE = "temperature"
 
 
 @dataclass
@@ -358,13 +360,16 @@ def _card_schedule(card: dict, path: Path) -> ScheduleConfig:
 
 def _check_sampling(card: dict, path: Path) -> None:
     """The card's optional ``sampling`` defaults: integer ``steps`` and ``refined_steps`` in [1, 1000],
-    ``tail_steps`` and ``refined_tail_steps`` in [0, 100]; no other key."""
+    ``tail_steps`` and ``refined_tail_steps`` in [0, 100], ``temperature`` a number in (0, 1]; no other key."""
     sampling = _card_section(card, path, "sampling", {})
-    _refuse_unknown_keys(sampling, SAMPLING_RANGES, path, "sampling")
+    _refuse_unknown_keys(sampling, (*SAMPLING_RANGES, SAMPLING_TEMPERATURE), path, "sampling")
     for key, (lo, hi) in SAMPLING_RANGES.items():
         value = sampling.get(key, lo)
         if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
             raise _card_error(path, f"sampling.{key} = {value!r} must be an integer in [{lo}, {hi}]")
+    tau = sampling.get(SAMPLING_TEMPERATURE, 1.0)
+    if isinstance(tau, bool) or not isinstance(tau, (int, float)) or not 0.0 < tau <= 1.0:  # NaN fails too
+        raise _card_error(path, f"sampling.temperature = {tau!r} must be a number in (0, 1]")
 
 
 def validate_card(card: dict, path: Path, robot) -> CardSpec:

@@ -145,13 +145,16 @@ def load_solver(robot: RobotModel, path: Path, device: str) -> IKDiffuserSolver:
 
 def sampler_plan(solver: IKDiffuserSolver, cfg: NodeConfig) -> str:
     """The reverse-diffusion plan of a solve under ``cfg``, as the solver resolves it, e.g. ``"ddim, 3 steps +
-    1 tail passes (the checkpoint card's plan for refined samples; sampler_steps 0)"``."""
+    1 tail passes, temperature 0.5 for queries of one solution (the checkpoint card's plan for refined samples;
+    sampler_steps 0)"``."""
     steps, tail = solver.plan_of(cfg.refine, cfg.sampler_steps or None)
     card = solver.loaded.card if isinstance(solver.loaded.card, dict) else {}
     source = (f"sampler_steps {cfg.sampler_steps}" if cfg.sampler_steps else
               f"the checkpoint card's plan for {'refined' if cfg.refine else 'raw'} samples; sampler_steps 0"
               if "sampling" in card else "the default: the checkpoint card has no sampling plan; sampler_steps 0")
-    return f"{cfg.sampler}, {steps} steps + {tail} tail passes ({source})"
+    tau = solver.temperature_of()
+    one = f", temperature {tau:g} for queries of one solution" if tau != 1 else ""
+    return f"{cfg.sampler}, {steps} steps + {tail} tail passes{one} ({source})"
 
 
 # ---------------------------------------------------------------------- the node

@@ -6,7 +6,8 @@ Stable API (used by the solver facade, objectives and refinement):
 - ``sample(loaded, ee_pos, ee_rot6d, ee_mask, pos_only, num_solutions, method="ddim", steps=20,
   eta=0.0, generator=None, guidance=None, guidance_scale=1.0, guidance_clip=1.0) -> q (B, N, n)``;
 - ``targets_from_poses(T) -> (ee_pos, ee_rot6d)`` to build the inputs from (B, E, 4, 4) poses;
-- ``default_sampling(loaded) -> (steps, tail_steps)``, the checkpoint card's recommended sampler.
+- ``default_sampling(loaded) -> (steps, tail_steps)`` and ``default_temperature(loaded)``, the checkpoint card's
+  recommended sampler.
 
 All B targets x N solutions are denoised as one batch of B*N rows (row ``b * N + k`` is solution k
 of target b). Each step, numbered as in diffusion_policy::
@@ -30,6 +31,12 @@ error where 20 plain DDIM steps give 32 mm (docs/training.md).
 **Planar base**: a robot whose root joint is planar (a mobile base) gets, after the last pass, the base pose
 that best fits the sampled arms to the targets in closed form (:mod:`ikdiffuser_ros.kinematics.planar_base`;
 ``place_base``): mobile_baxter's raw median with the shipped sampler 11.2 -> 6.5 mm, DDIM-20 80 -> 49 mm.
+
+**Temperature** (``temperature`` tau, the card's ``sampling.temperature``): the initial noise is drawn from
+N(0, tau^2) instead of N(0, 1), as flow-based IK samplers scale their latent (IKFlow). Below 1 the samples are more
+typical of the target's solutions: fewer land between two modes or beyond a limit, where one sample + LM fails
+(LM-ready plan, 3000 targets, tau 0.5 against 1: +1.4 to +1.7 % on panda, baxter, dual_ur5_mobile and talos;
+docs/solver.md), at less spread among one target's samples.
 
 The returned joints are denormalized and clamped to the robot's limits. All randomness comes from
 ``generator`` (a ``torch.Generator`` on the model's device), so a seeded generator makes ``sample``
@@ -70,6 +77,12 @@ def default_sampling(loaded: LoadedModel, refined: bool = False) -> tuple[int, i
     return steps, tail
 
 
+def default_temperature(loaded: LoadedModel) -> float:
+    """The card's ``sampling.temperature`` (module docstring), 1.0 for a card without one."""
+    section = loaded.card.get("sampling", {}) if isinstance(loaded.card, dict) else {}
+    return float(section.get("temperature", 1.0))
+
+
 def tail_timesteps(k: int) -> list[int]:
     """The k timesteps of the low-noise tail, descending from :data:`TAIL_T_MAX` to 0."""
     if k <= 0:
@@ -90,15 +103,15 @@ def sample(loaded: LoadedModel, ee_pos: torch.Tensor, ee_rot6d: torch.Tensor, ee
            pos_only: torch.Tensor | None = None, num_solutions: int = 1, method: str = "ddim",
            steps: int | None = 20, eta: float = 0.0, generator: torch.Generator | None = None,
            guidance: GuidanceFn | None = None, guidance_scale: float = 1.0, guidance_clip: float | None = 1.0,
-           deadline: float | None = None, tail_steps: int = 0, place_base: bool = True) -> torch.Tensor:
+           deadline: float | None = None, tail_steps: int = 0, place_base: bool = True,
+           temperature: float = 1.0) -> torch.Tensor:
     """Draw ``num_solutions`` joint configurations for each of B end-effector targets.
 
     Args:
         loaded: from :func:`load_checkpoint` (or built by the trainer).
         ee_pos: (B, E, 3) target positions [m] in the robot's root frame.
         ee_rot6d: (B, E, 6) target rotations, first two columns of R (ignored where free/position-only).
-        ee_mask: (B, E) bool, True = constrained; default all True.
-        pos_only: (B, E) bool, True = only the position is constrained; default all False.
+        ee_mask, pos_only: (B, E) bool, True = constrained / only in position; default all True / all False.
         num_solutions: N samples per target.
         method: ``"ddim"`` (deterministic for eta=0) or ``"ddpm"`` (ancestral).
         steps: number of reverse steps S (a strided subset of the T training steps; None = all T).
@@ -107,10 +120,10 @@ def sample(loaded: LoadedModel, ee_pos: torch.Tensor, ee_rot6d: torch.Tensor, ee
         guidance: ``cost(q (B*N, n) joint units, float32) -> (B*N,)``, differentiable in q; see step 3.
         guidance_scale: step size of the guidance shift in normalized joint units.
         guidance_clip: per-row L2 clip of the guidance gradient (None = no clip).
-        deadline: ``time.monotonic()`` value; once passed, no further reverse step starts and the
-            last clean-sample estimate is returned (coarser samples, on time). None = no limit.
+        deadline: ``time.monotonic()`` value; once passed, the last clean-sample estimate (None = no limit).
         tail_steps: k passes of the low-noise tail after the reverse steps (module docstring).
         place_base: unguided samples of a mobile robot get the base that best fits their arms (module docstring).
+        temperature: standard deviation of the initial noise (module docstring; 1 = as in training).
     Returns:
         q: (B, N, n) float32 joint values within the robot's limits.
     """
@@ -123,7 +136,7 @@ def sample(loaded: LoadedModel, ee_pos: torch.Tensor, ee_rot6d: torch.Tensor, ee
     model.eval()
     with torch.no_grad():
         x = _denoise(loaded, targets, N, sampling_plan(loaded.schedule, steps, tail_steps), method, eta, generator,
-                     (guidance, guidance_scale, guidance_clip), deadline)
+                     (guidance, guidance_scale, guidance_clip), deadline, temperature)
     model.train(was_training)
     return _joints(loaded, x, targets, N, place_base and guidance is None).view(B, N, n)
 
@@ -145,9 +158,9 @@ def _joints(loaded: LoadedModel, x: torch.Tensor, targets: tuple[torch.Tensor, .
 
 
 def _denoise(loaded: LoadedModel, targets: tuple[torch.Tensor, ...], N: int, plan: list[tuple[int, int | None]],
-             method: str, eta: float, generator: torch.Generator | None, guide: tuple, deadline: float | None
-             ) -> torch.Tensor:
-    """(B*N, n) normalized samples: Gaussian noise through every pass of ``plan``, conditioned on the B
+             method: str, eta: float, generator: torch.Generator | None, guide: tuple, deadline: float | None,
+             temperature: float = 1.0) -> torch.Tensor:
+    """(B*N, n) normalized samples: Gaussian noise (standard deviation ``temperature``) through every pass of ``plan``, conditioned on the B
     ``targets`` (ee_pos, ee_rot6d, ee_mask, pos_only) N times each (``guide``: guidance, scale, clip).
     When the deadline leaves no time for another pass (after the first), the last clean-sample estimate."""
     model, norm = loaded.denoiser, loaded.normalizer
@@ -156,7 +169,7 @@ def _denoise(loaded: LoadedModel, targets: tuple[torch.Tensor, ...], N: int, pla
                                _repeat(ee_mask, N), _repeat(pos_only, N))
     fb_targets = _feedback_targets(loaded, ee_pos, ee_rot6d, ee_mask, pos_only, N)
     x = torch.randn(ee_pos.shape[0] * N, model.config.n_joints, generator=generator, device=ee_pos.device,
-                    dtype=torch.float32)
+                    dtype=torch.float32) * temperature
     noise = step_noise(x, len(plan), method, eta, generator)
     clock = UnitClock(deadline)
     x0 = x

@@ -212,27 +212,40 @@ def _timings(loaded, pos, rot6d, kw: dict, gen) -> dict:
     return out
 
 
+def card_plan(loaded) -> dict:
+    """Keyword arguments of :func:`~ikdiffuser_ros.sampling.sampler.sample` for the card's plan of raw samples:
+    ``steps``, ``tail_steps`` and ``temperature``."""
+    from ikdiffuser_ros.sampling.sampler import default_sampling, default_temperature
+
+    steps, tail = default_sampling(loaded)
+    return dict(steps=steps, tail_steps=tail, temperature=default_temperature(loaded))
+
+
+def plan_name(steps: int, tail_steps: int, temperature: float) -> str:
+    """E.g. ``"ddim-4 + tail-15, temperature 0.5"`` (``"ddim-20"``: no tail, temperature 1)."""
+    return (f"ddim-{steps}" + (f" + tail-{tail_steps}" if tail_steps else "")
+            + (f", temperature {temperature:g}" if temperature != 1.0 else ""))
+
+
 @torch.no_grad()
 def evaluate_checkpoint(directory, robot, num_targets: int = 1000, best_of: int = 16, best_of_targets: int = 100,
                         seed: int = 0) -> dict:
     """Raw-sample accuracy of a checkpoint with its card's sampler: all EEs, each EE alone (E > 1), best
     of N, self-collision-free share, timing; all EEs with plain DDIM-20; and the share one sample + LM solves."""
     from ikdiffuser_ros.model.checkpoint import load_checkpoint, stored_weights_dtype
-    from ikdiffuser_ros.sampling.sampler import default_sampling
-
     loaded = load_checkpoint(directory, robot)
-    steps, tail = default_sampling(loaded)
+    kw = card_plan(loaded)
     q_ref, T_ref, pos, rot6d = _held_out_targets(robot, num_targets)
     gen = lambda: torch.Generator().manual_seed(seed)  # noqa: E731
-    out: dict = {"sampler": f"ddim-{steps}" + (f" + tail-{tail}" if tail else ""), "held_out_seed": HELD_OUT_SEED}
-    kw = dict(steps=steps, tail_steps=tail)
+    out: dict = {"sampler": plan_name(**kw), "held_out_seed": HELD_OUT_SEED}
     all_ee, q = _all_end_effector_metrics(loaded, robot, pos, rot6d, T_ref, kw, gen)
     out.update(all_ee)
     out.update(collision_metrics(loaded, robot, q_ref, q, kw, gen))
     if len(robot.end_effectors) > 1:
         out["single_end_effector"] = _single_end_effector_metrics(loaded, robot, pos, rot6d, T_ref, kw, gen)
     K = min(best_of_targets, num_targets)
-    out[f"best_of_{best_of}"] = _best_of_stats(loaded, robot, pos[:K], rot6d[:K], T_ref[:K], best_of, kw, gen)
+    out[f"best_of_{best_of}"] = _best_of_stats(loaded, robot, pos[:K], rot6d[:K], T_ref[:K], best_of,
+                                               {**kw, "temperature": 1.0}, gen)  # as a query for several samples
     out["one_sample_lm"] = _one_sample_success(loaded, robot, T_ref)
     out.update(_timings(loaded, pos, rot6d, kw, gen))
     out["torch_threads"] = torch.get_num_threads()
@@ -302,7 +315,7 @@ def _accuracy_table(metrics: dict, joint_names: list[str]) -> list[str]:
         if planar_indices(joint_names) else ""
     lines = [
         "## Held-out accuracy of raw samples (no guidance, no refinement)",
-        f"{metrics['sampler'].upper()}{mobile}, targets = FK of uniform joint samples (seed "
+        f"{metrics['sampler'].replace('ddim', 'DDIM')}{mobile}, targets = FK of uniform joint samples (seed "
         f"{metrics['held_out_seed']}); error = worst over constrained end effectors.",
         "",
         "| query | median pos [mm] | p90 pos [mm] | median rot [deg] | p90 rot [deg] | targets |",
@@ -417,6 +430,9 @@ def _architecture(card: dict) -> str:
 #: The LM-ready plan written into shipped cards (``sampling.refined_*``): 3 DDIM steps and one tail
 #: pass give the LM starts as good as DDIM-4 + tail-15 on every shipped robot (docs/training.md).
 REFINED_STEPS, REFINED_TAIL_STEPS = 3, 1
+#: The sampler's temperature written into shipped cards (``sampling.temperature``): initial noise of standard deviation
+#: 0.5 puts fewer samples between modes or beyond a limit (one sample + LM, docs/solver.md "A sampling temperature").
+DEFAULT_TEMPERATURE = 0.5
 
 
 def robot_of_card(card: dict, robot: str | None = None) -> str:
@@ -456,11 +472,10 @@ def held_out_median(directory: Path, robot, num_targets: int) -> float:
     its card's sampler): :func:`evaluate_checkpoint`'s ``all_end_effectors`` median, measured now, by the code that
     measures a new run (a stored ``eval.json`` may predate a change of the sampler)."""
     from ikdiffuser_ros.model.checkpoint import load_checkpoint
-    from ikdiffuser_ros.sampling.sampler import default_sampling
 
     loaded = load_checkpoint(directory, robot)
     _, T_ref, pos, rot6d = _held_out_targets(robot, num_targets)
-    kw = dict(zip(("steps", "tail_steps"), default_sampling(loaded)))
+    kw = card_plan(loaded)
     stats, _ = _worst_end_effector_stats(loaded, robot, pos, rot6d, T_ref, kw, torch.Generator().manual_seed(0))
     return stats["pos_mm_median"]  # evaluate_checkpoint's draw (seed 0)
 
@@ -526,10 +541,11 @@ def _stage(run_dir: Path, staging: Path, card: dict, robot, weights_dtype: str, 
 
 
 def ship(run_dir: Path, dest: Path, steps: int, tail_steps: int, force: bool, num_targets: int,
-         robot: str | None = None, weights_dtype: str = "float32") -> dict | None:
+         robot: str | None = None, weights_dtype: str = "float32", temperature: float = DEFAULT_TEMPERATURE
+         ) -> dict | None:
     """Copy a run's checkpoint to ``dest`` with sampler defaults and learning curve if it beats the shipped one
     (its held-out raw median is lower and its one sample + LM success no worse, both models measured now:
-    :func:`_refusal`).
+    :func:`_refusal`). ``temperature``: the card's ``sampling.temperature``.
 
     ``robot``: a robot name or YAML (default :func:`robot_of_card`). ``weights_dtype``: how the denoiser's tensors
     are stored (``float16`` halves the file; the evaluation is of the stored weights). Returns its
@@ -541,7 +557,7 @@ def ship(run_dir: Path, dest: Path, steps: int, tail_steps: int, force: bool, nu
         raise FileNotFoundError(f"{run_dir} is not a training run (no card.json and model.safetensors)")
     card = json.loads((run_dir / "card.json").read_text())
     card["sampling"] = {"steps": steps, "tail_steps": tail_steps, "refined_steps": REFINED_STEPS,
-                        "refined_tail_steps": REFINED_TAIL_STEPS}
+                        "refined_tail_steps": REFINED_TAIL_STEPS, "temperature": temperature}
     model = load_robot(robot_of_card(card, robot))
     staging = dest.with_name(dest.name + ".staging")
     metrics = _stage(run_dir, staging, card, model, weights_dtype, num_targets)
@@ -579,6 +595,9 @@ def register(subparsers) -> None:
     p.add_argument("--robot", help="robot name or robot YAML (default: the one the run was trained with)")
     p.add_argument("--steps", type=int, default=4, help="the card's default DDIM steps (default 4)")
     p.add_argument("--tail-steps", type=int, default=15, help="the card's default low-noise tail passes (default 15)")
+    p.add_argument("--temperature", type=float, default=DEFAULT_TEMPERATURE,
+                   help=f"the card's standard deviation of the sampler's initial noise, in (0, 1] (default "
+                        f"{DEFAULT_TEMPERATURE:g})")
     p.add_argument("--num-targets", type=int, default=1000, help="held-out targets of the evaluation (default 1000)")
     p.add_argument("--force", action="store_true", help="replace --out even if its held-out error is better")
     p.add_argument("--weights-dtype", choices=("float32", "float16"), default="float32",
@@ -595,7 +614,7 @@ def _ship_main(args: argparse.Namespace) -> int:
 
     try:
         metrics = ship(args.run, args.out, args.steps, args.tail_steps, args.force, args.num_targets, args.robot,
-                       args.weights_dtype)
+                       args.weights_dtype, args.temperature)
     except (FileNotFoundError, IKDiffuserError) as exc:
         from ikdiffuser_ros.robots import RobotConfigError
 
@@ -623,11 +642,13 @@ def main(argv=None) -> int:
     ap.add_argument("--ship", type=Path, help="copy the run CHECKPOINT into this models/<robot> folder if it is better")
     ap.add_argument("--steps", type=int, default=20, help="--ship: the card's default DDIM steps")
     ap.add_argument("--tail-steps", type=int, default=0, help="--ship: the card's default low-noise tail passes")
+    ap.add_argument("--temperature", type=float, default=DEFAULT_TEMPERATURE, help="--ship: the card's temperature")
     ap.add_argument("--force", action="store_true", help="--ship even if the held-out error is not better")
     args = ap.parse_args(argv)
     d = Path(args.checkpoint)
     if args.ship:
-        metrics = ship(d, args.ship, args.steps, args.tail_steps, args.force, args.num_targets, args.robot)
+        metrics = ship(d, args.ship, args.steps, args.tail_steps, args.force, args.num_targets, args.robot,
+                       temperature=args.temperature)
         if metrics is None:
             return 1
         d, args.write_readme = args.ship, True

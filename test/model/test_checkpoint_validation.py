@@ -95,6 +95,10 @@ CARD_CASES = {
     "sampling_steps_0": (lambda c: c.update(sampling={"steps": 0}), ("card.json", "sampling.steps = 0")),
     "sampling_tail_huge": (lambda c: c.update(sampling={"steps": 6, "tail_steps": 10**9}), ("sampling.tail_steps",)),
     "sampling_list": (lambda c: c.update(sampling=[6]), ("sampling must be an object",)),
+    "sampling_temperature_0": (lambda c: c.update(sampling={"steps": 4, "temperature": 0}), ("temperature = 0",)),
+    "sampling_temperature_2": (lambda c: c.update(sampling={"temperature": 2.0}), ("sampling.temperature = 2.0",)),
+    "sampling_temperature_nan": (lambda c: c.update(sampling={"temperature": math.nan}), ("temperature = nan",)),
+    "sampling_temperature_text": (lambda c: c.update(sampling={"temperature": "0.5"}), ("temperature = '0.5'",)),
     "other_robot_fingerprint": (lambda c: c["robot"].update(fingerprint="0123456789abcdef"),
                                 ("0123456789abcdef", "fingerprint")),
     # unknown keys: refused, naming the key and the known ones (never silently ignored)

@@ -78,12 +78,13 @@ def test_lm_stays_in_a_narrowed_box(robot):
     assert (ref.q - res.q).abs().max() < 1e-8
 
 
-@pytest.mark.parametrize("eta, rows", [(0.0, 8), (1.0, 8), (0.0, 3)])
+@pytest.mark.parametrize("eta, rows, temperature", [(0.0, 8, 1.0), (1.0, 8, 1.0), (0.0, 3, 1.0), (0.0, 3, 0.5)])
 @pytest.mark.parametrize("name", SHIPPED)
-def test_sampler_matches_torch(name, eta, rows):
+def test_sampler_matches_torch(name, eta, rows, temperature):
     """The compiled DDIM + tail loop gives the torch sampler's samples (float32 network, float64 feedback);
     stochastic DDIM (eta 1, the diversity plan: more steps, no tail) with the same step noise too; a batch of 3
-    rows (multiplied row by row in C++) as well as one of 8 (one matrix product)."""
+    rows (multiplied row by row in C++) as well as one of 8 (one matrix product); the torch sampler's ``temperature``
+    is the compiled one's initial noise scaled by it."""
     robot = load_robot(name)
     loaded = load_checkpoint(f"models/{robot.name}", robot)
     T = robot.fk(_uniform(robot, rows, 4))
@@ -96,9 +97,10 @@ def test_sampler_matches_torch(name, eta, rows):
     steps, tail = default_sampling(loaded, refined=True) if eta == 0 else (10, 0)
     pos, rot6d = targets_from_poses(T.float())
     ref = sample(loaded, pos, rot6d, mask, pos_only, 1, steps=steps, tail_steps=tail, eta=eta,
-                 generator=torch.Generator().manual_seed(5), place_base=False)[:, 0]  # the solver places it (below)
+                 generator=torch.Generator().manual_seed(5), place_base=False,  # the solver places it (below)
+                 temperature=temperature)[:, 0]
     gen = torch.Generator().manual_seed(5)
-    x = torch.randn(rows, robot.n_joints, generator=gen)
+    x = temperature * torch.randn(rows, robot.n_joints, generator=gen)
     plan = sampling_plan(loaded.schedule, steps, tail)
     sampler = native.NativeSampler(loaded, native.NativeKinematics(robot))
     got = sampler.sample(x, T, mask, pos_only, plan, eta=eta, noise=step_noise(x, len(plan), "ddim", eta, gen))

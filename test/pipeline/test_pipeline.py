@@ -263,6 +263,30 @@ def test_only_a_generous_diverse_query_repels_its_first_call(monkeypatch):
         assert all(u is expected for u in uniform)
 
 
+def test_one_solution_samples_at_the_cards_temperature_several_at_one(monkeypatch):
+    """A query for one solution (MoveIt's) samples at the card's ``sampling.temperature`` (the solver's default:
+    typical samples, which one LM finishes more often); a query for several at 1, so its answers spread."""
+    from ikdiffuser_ros.pipeline import IKPipeline, IKQuery, IKTarget
+    from ikdiffuser_ros.solver import IKDiffuserSolver
+
+    pipeline = IKPipeline.from_robot("panda", collision=False, warmup=False)
+    assert pipeline.solver.temperature_of() == pipeline.solver.loaded.card["sampling"]["temperature"] < 1
+    used = []
+    run = IKDiffuserSolver.run
+
+    def spy(self, batch, *args, **kwargs):
+        used.append(kwargs.get("temperature"))
+        return run(self, batch, *args, **kwargs)
+
+    monkeypatch.setattr(IKDiffuserSolver, "run", spy)
+    T = pipeline.robot.fk(pipeline.robot.default_positions()[None])[0].numpy()
+    for num, expected in ((1, None), (8, 1.0)):
+        used.clear()
+        answer = pipeline.answer(IKQuery([IKTarget(pipeline.robot.end_effectors, list(T))], num_solutions=num,
+                                         timeout=1.0, max_rounds=2))
+        assert answer.targets[0].valid.any() and used and all(t == expected for t in used)
+
+
 def test_automatic_diversity_needs_a_budget_but_the_answer_still_comes_spread(baxter_pipeline):
     """diversity None: 1 for 16 solutions or more within diverse_min_budget or more, else 0 (1 x 32 within 10 ms
     wants its 32 solutions first); the farthest-point order stays for such a tight query, not for a seeded one

@@ -254,3 +254,28 @@ def test_diverse_restarts_start_a_share_from_uniform_draws(shipped_panda):
     assert bool(((drawn >= lower) & (drawn <= upper)).all())
     # uniform over the range, not near the samples: the std of a uniform draw is range / sqrt(12)
     torch.testing.assert_close(drawn.std(0) / (upper - lower), torch.full_like(lower, 12 ** -0.5), atol=0.05, rtol=0)
+
+
+def test_the_cards_temperature_scales_the_initial_noise_and_diversity_moves_it_toward_one():
+    """``sampling.temperature`` of the card: a call's initial noise has that standard deviation (other samples than at
+    1, the same ones again for the same seed); :attr:`SolverConfig.temperature` overrides the card; a call's
+    ``diversity`` d moves it toward 1 (tau + d (1 - tau)); a card without one samples at 1."""
+    import dataclasses
+
+    from ikdiffuser_ros.solver import SolveBatch
+
+    solver = IKDiffuserSolver.from_checkpoint(ROOT / "models" / "panda", "panda")
+    batch = SolveBatch.of(solver.robot.fk(random_q(solver.robot, 3, seed=5)), 4, solver.robot.n_joints)
+    card = solver.loaded.card
+    runs = {}
+    for tau in (1.0, 0.5):
+        solver.loaded.card = {**card, "sampling": {**card["sampling"], "temperature": tau}}
+        assert solver.temperature_of() == tau and solver.temperature_of(0.5) == tau + 0.5 * (1 - tau)
+        runs[tau] = [solver.run(batch, refine=False, random_seed=s)["q"] for s in (0, 0, 1)]
+    assert torch.equal(runs[0.5][0], runs[0.5][1]) and not torch.equal(runs[0.5][0], runs[0.5][2])
+    assert not torch.allclose(runs[1.0][0], runs[0.5][0])
+    solver.config = dataclasses.replace(solver.config, temperature=1.0)  # the card says 0.5
+    assert torch.equal(solver.run(batch, refine=False, random_seed=0)["q"], runs[1.0][0])
+    solver.loaded.card = {k: v for k, v in card.items() if k != "sampling"}
+    solver.config = dataclasses.replace(solver.config, temperature=None)
+    assert solver.temperature_of() == 1.0

@@ -39,7 +39,9 @@ def test_ship_only_when_better(tmp_path):
     dest = tmp_path / "models" / "panda"
     assert main([str(run), "--ship", str(dest), "--steps", "3", "--tail-steps", "2"]) == 0
     card = json.loads((dest / "card.json").read_text())
-    assert card["sampling"] == {"steps": 3, "tail_steps": 2, "refined_steps": 3, "refined_tail_steps": 1}
+    assert card["sampling"] == {"steps": 3, "tail_steps": 2, "refined_steps": 3, "refined_tail_steps": 1,
+                                "temperature": 0.5}
+    assert json.loads((dest / "eval.json").read_text())["sampler"] == "ddim-3 + tail-2, temperature 0.5"
     assert {"README.md", "eval.json", CURVE_FILE, "model.safetensors"} <= {p.name for p in dest.iterdir()}
     # the same run again is not better: refused, the shipped folder untouched; --force replaces it. The shipped
     # model is measured anew (a stale eval.json, e.g. from before a change of the sampler, decides nothing)
@@ -49,8 +51,10 @@ def test_ship_only_when_better(tmp_path):
     before = (dest / "eval.json").read_text()
     assert main([str(run), "--ship", str(dest), "--steps", "3", "--tail-steps", "2"]) == 1
     assert (dest / "eval.json").read_text() == before and not (dest.parent / "panda.staging").exists()
-    assert main([str(run), "--ship", str(dest), "--steps", "4", "--force"]) == 0
-    assert json.loads((dest / "card.json").read_text())["sampling"] == {"steps": 4, "tail_steps": 0, "refined_steps": 3, "refined_tail_steps": 1}
+    assert main([str(run), "--ship", str(dest), "--steps", "4", "--force", "--temperature", "1"]) == 0
+    assert json.loads((dest / "card.json").read_text())["sampling"] == {"steps": 4, "tail_steps": 0, "refined_steps": 3,
+                                                                        "refined_tail_steps": 1, "temperature": 1.0}
+    assert json.loads((dest / "eval.json").read_text())["sampler"] == "ddim-4"
     # float16 storage: the evaluation is of the stored weights, and eval.json and the README say so
     f32 = (dest / "model.safetensors").stat().st_size
     assert main([str(run), "--ship", str(dest), "--force"]) == 0  # the legacy entry keeps float32

@@ -1,11 +1,12 @@
-"""Stochastic DDIM steps (eta > 0) against the shipped deterministic plans, for one sample + LM
-(docs/solver.md, "Stochastic reverse steps").
+"""The sampler's noise and one sample + LM: stochastic DDIM steps (eta) and the initial noise's temperature
+(docs/solver.md, "Stochastic reverse steps" and "A sampling temperature").
 
-    python scripts/study_stochastic_steps.py --robots panda baxter --targets 3000 --seed 777 \\
-        --plans 3,1,0 3,1,1 4,15,0 4,15,1
+    python scripts/study_sampler_noise.py --robots panda baxter --targets 3000 --seed 777 \\
+        --plans 3,1,0 3,1,1 3,1,0,0.5 4,15,0 4,15,1
 
 For each shipped model: ``--targets`` FK poses of uniform configurations (``--seed``), one diffusion sample per
-target from the compiled sampler with each plan (``steps,tail_steps,eta``; the same initial noise for every plan),
+target from the compiled sampler with each plan (``steps,tail_steps,eta[,temperature]``, temperature 1 when left
+out; the same initial noise for every plan, scaled by the temperature),
 the solver's LM from it, verified at 1e-5 m / 1e-4 rad within limits. Prints the share solved and the raw samples'
 median position error (worst end effector, a mobile base as sampled, not placed).
 """
@@ -23,10 +24,11 @@ from ikdiffuser_ros.sampling.sampler import sampling_plan, step_noise
 from ikdiffuser_ros.solver import SolveBatch
 
 
-def one_sample_with(solver, batch: SolveBatch, steps: int, tail: int, eta: float, seed: int) -> torch.Tensor:
+def one_sample_with(solver, batch: SolveBatch, steps: int, tail: int, eta: float, seed: int,
+                    temperature: float = 1.0) -> torch.Tensor:
     """(B, n) raw samples of ``batch`` (one per target) by the compiled sampler with that plan, full turns unfolded."""
     g = torch.Generator().manual_seed(seed)
-    x = torch.randn(batch.B, batch.n, generator=g)
+    x = temperature * torch.randn(batch.B, batch.n, generator=g)
     plan = sampling_plan(solver.loaded.schedule, steps, tail)
     q = solver.native_sampler.sample(x, batch.rows(batch.T), batch.rows(batch.mask), batch.rows(batch.pos_only), plan,
                                      None, eta, step_noise(x, len(plan), "ddim", eta, g)).to(torch.float64)
@@ -49,10 +51,11 @@ def main() -> None:
         _, T = random_targets(solver.robot, args.targets, args.seed)
         batch = SolveBatch.of(T, 1, solver.robot.n_joints)
         for plan in args.plans:
-            steps, tail, eta = plan.split(",")
-            q = one_sample_with(solver, batch, int(steps), int(tail), float(eta), args.seed)
+            steps, tail, eta, tau = (plan.split(",") + ["1"])[:4]
+            q = one_sample_with(solver, batch, int(steps), int(tail), float(eta), args.seed, float(tau))
             ok = verified(solver.robot, solver.run(batch, q0=q, random_seed=0)["q"], T)
-            print(f"{robot} DDIM-{steps} + tail-{tail}, eta {eta}: one sample + LM {100 * ok.double().mean():.1f} %, "
+            print(f"{robot} DDIM-{steps} + tail-{tail}, eta {eta}, temperature {tau}: one sample + LM "
+                  f"{100 * ok.double().mean():.1f} %, "
                   f"raw median {1000 * errors(solver.robot, q, T)[0].median():.1f} mm", flush=True)
 
 
