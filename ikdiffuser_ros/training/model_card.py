@@ -582,6 +582,17 @@ def _document(d: Path, card: dict, metrics: dict, reproduce: str | None) -> None
     (d / "README.md").write_text(readme(card, metrics, cmd))
 
 
+def _temperature(text: str) -> float:
+    """``--temperature``: a number in (0, 1] (argparse's error otherwise, before anything is evaluated)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0.0 < value <= 1.0:  # NaN fails too
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number in (0, 1]")
+    return value
+
+
 def register(subparsers) -> None:
     """Add ``ship`` to the ``ikdiffuser`` command."""
     p = subparsers.add_parser(
@@ -595,7 +606,7 @@ def register(subparsers) -> None:
     p.add_argument("--robot", help="robot name or robot YAML (default: the one the run was trained with)")
     p.add_argument("--steps", type=int, default=4, help="the card's default DDIM steps (default 4)")
     p.add_argument("--tail-steps", type=int, default=15, help="the card's default low-noise tail passes (default 15)")
-    p.add_argument("--temperature", type=float, default=DEFAULT_TEMPERATURE,
+    p.add_argument("--temperature", type=_temperature, default=DEFAULT_TEMPERATURE,
                    help=f"the card's standard deviation of the sampler's initial noise, in (0, 1] (default "
                         f"{DEFAULT_TEMPERATURE:g})")
     p.add_argument("--num-targets", type=int, default=1000, help="held-out targets of the evaluation (default 1000)")
@@ -642,7 +653,8 @@ def main(argv=None) -> int:
     ap.add_argument("--ship", type=Path, help="copy the run CHECKPOINT into this models/<robot> folder if it is better")
     ap.add_argument("--steps", type=int, default=20, help="--ship: the card's default DDIM steps")
     ap.add_argument("--tail-steps", type=int, default=0, help="--ship: the card's default low-noise tail passes")
-    ap.add_argument("--temperature", type=float, default=DEFAULT_TEMPERATURE, help="--ship: the card's temperature")
+    ap.add_argument("--temperature", type=_temperature, default=DEFAULT_TEMPERATURE,
+                    help="--ship: the card's temperature")
     ap.add_argument("--force", action="store_true", help="--ship even if the held-out error is not better")
     args = ap.parse_args(argv)
     d = Path(args.checkpoint)

@@ -172,3 +172,14 @@ def test_ship_refuses_a_more_accurate_model_that_one_sample_lm_solves_less_often
     assert main([str(run), "--ship", str(dest), "--steps", "3", "--tail-steps", "2"]) == 1
     assert (dest / "eval.json").read_text() == before and not (dest.parent / "panda.staging").exists()
     assert main([str(run), "--ship", str(dest), "--steps", "3", "--tail-steps", "2", "--force"]) == 0
+
+
+def test_ship_refuses_a_temperature_outside_0_1_before_evaluating_anything(tmp_path, capsys):
+    """``--temperature`` must be a number in (0, 1]: argparse's error (exit 2) names it, nothing is staged."""
+    import pytest
+
+    for bad in ("0", "1.5", "nan", "warm"):
+        with pytest.raises(SystemExit) as exc:
+            main([str(tmp_path / "run"), "--ship", str(tmp_path / "out"), "--temperature", bad])
+        assert exc.value.code == 2 and f"{bad!r} is not a number in (0, 1]" in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())
