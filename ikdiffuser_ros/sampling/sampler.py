@@ -4,7 +4,7 @@ Stable API (used by the solver facade, objectives and refinement):
 
 - a ``LoadedModel`` from ``load_checkpoint(dir, robot, device)`` (:mod:`ikdiffuser_ros.model.checkpoint`);
 - ``sample(loaded, ee_pos, ee_rot6d, ee_mask, pos_only, num_solutions, method="ddim", steps=20,
-  eta=0.0, generator=None, guidance=None, guidance_scale=1.0, guidance_clip=1.0) -> q (B, N, n)``;
+  eta=0.0, generator=None, guidance=None, guidance_scale=1.0, guidance_clip=1.0, temperature=1.0) -> q (B, N, n)``;
 - ``targets_from_poses(T) -> (ee_pos, ee_rot6d)`` to build the inputs from (B, E, 4, 4) poses;
 - ``default_sampling(loaded) -> (steps, tail_steps)`` and ``default_temperature(loaded)``, the checkpoint card's
   recommended sampler.
@@ -160,8 +160,9 @@ def _joints(loaded: LoadedModel, x: torch.Tensor, targets: tuple[torch.Tensor, .
 def _denoise(loaded: LoadedModel, targets: tuple[torch.Tensor, ...], N: int, plan: list[tuple[int, int | None]],
              method: str, eta: float, generator: torch.Generator | None, guide: tuple, deadline: float | None,
              temperature: float = 1.0) -> torch.Tensor:
-    """(B*N, n) normalized samples: Gaussian noise (standard deviation ``temperature``) through every pass of ``plan``, conditioned on the B
-    ``targets`` (ee_pos, ee_rot6d, ee_mask, pos_only) N times each (``guide``: guidance, scale, clip).
+    """(B*N, n) normalized samples: Gaussian noise (standard deviation ``temperature``) through every pass of
+    ``plan``, conditioned on the B ``targets`` (ee_pos, ee_rot6d, ee_mask, pos_only) N times each (``guide``:
+    guidance, scale, clip).
     When the deadline leaves no time for another pass (after the first), the last clean-sample estimate."""
     model, norm = loaded.denoiser, loaded.normalizer
     ee_pos, ee_rot6d, ee_mask, pos_only = targets
