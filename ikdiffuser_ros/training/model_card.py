@@ -22,6 +22,7 @@ The robot is ``--robot``, else the robot YAML the run was trained with (its trai
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import math
 import shutil
@@ -433,6 +434,34 @@ REFINED_STEPS, REFINED_TAIL_STEPS = 3, 1
 #: The sampler's temperature written into shipped cards (``sampling.temperature``): initial noise of standard deviation
 #: 0.5 puts fewer samples between modes or beyond a limit (one sample + LM, docs/solver.md "A sampling temperature").
 DEFAULT_TEMPERATURE = 0.5
+#: The raw-sample plan ``ship`` writes into cards by default (``sampling.steps``, ``sampling.tail_steps``).
+SHIPPED_STEPS, SHIPPED_TAIL_STEPS = 4, 15
+
+
+def shipped_sampling(steps: int = SHIPPED_STEPS, tail_steps: int = SHIPPED_TAIL_STEPS,
+                     temperature: float = DEFAULT_TEMPERATURE) -> dict:
+    """The card's ``sampling`` section as ``ship`` writes it: the raw plan, the LM-ready plan and the temperature."""
+    return {"steps": steps, "tail_steps": tail_steps, "refined_steps": REFINED_STEPS,
+            "refined_tail_steps": REFINED_TAIL_STEPS, "temperature": temperature}
+
+
+@torch.no_grad()
+def as_shipped_metrics(loaded, q_ref: torch.Tensor, seed: int = 0) -> dict:
+    """What ``ship`` would measure, on held-out configurations ``q_ref`` (K, n) of ``loaded.robot`` (CPU): the raw
+    samples' median position error [mm] (worst end effector) with the card ``ship`` writes by default
+    (``shipped_pos_mm_median``), and the share of the K targets that one sample + LM solves (``one_sample_lm``).
+    The trainer logs both beside its DDIM-20 curve: the plan that ships, not DDIM-20, is what users run."""
+    from ikdiffuser_ros.sampling.sampler import targets_from_poses
+
+    shipped = copy.copy(loaded)
+    shipped.card = {**loaded.card, "sampling": shipped_sampling()}
+    robot = loaded.robot
+    T_ref = robot.fk(q_ref.double())
+    pos, rot6d = targets_from_poses(T_ref.float())
+    stats, _ = _worst_end_effector_stats(shipped, robot, pos, rot6d, T_ref, card_plan(shipped),
+                                         torch.Generator().manual_seed(seed))
+    ok = one_sample_solved(shipped, robot, T_ref)
+    return {"shipped_pos_mm_median": stats["pos_mm_median"], "one_sample_lm": round(ok.double().mean().item(), 4)}
 
 
 def robot_of_card(card: dict, robot: str | None = None) -> str:
@@ -556,8 +585,7 @@ def ship(run_dir: Path, dest: Path, steps: int, tail_steps: int, force: bool, nu
     if not (run_dir / "card.json").is_file() or not (run_dir / "model.safetensors").is_file():
         raise FileNotFoundError(f"{run_dir} is not a training run (no card.json and model.safetensors)")
     card = json.loads((run_dir / "card.json").read_text())
-    card["sampling"] = {"steps": steps, "tail_steps": tail_steps, "refined_steps": REFINED_STEPS,
-                        "refined_tail_steps": REFINED_TAIL_STEPS, "temperature": temperature}
+    card["sampling"] = shipped_sampling(steps, tail_steps, temperature)
     model = load_robot(robot_of_card(card, robot))
     staging = dest.with_name(dest.name + ".staging")
     metrics = _stage(run_dir, staging, card, model, weights_dtype, num_targets)
@@ -604,8 +632,10 @@ def register(subparsers) -> None:
     p.add_argument("run", type=Path, help="training run folder (ikdiffuser train --out)")
     p.add_argument("--out", type=Path, required=True, help="model folder to write (e.g. models/<robot>)")
     p.add_argument("--robot", help="robot name or robot YAML (default: the one the run was trained with)")
-    p.add_argument("--steps", type=int, default=4, help="the card's default DDIM steps (default 4)")
-    p.add_argument("--tail-steps", type=int, default=15, help="the card's default low-noise tail passes (default 15)")
+    p.add_argument("--steps", type=int, default=SHIPPED_STEPS,
+                   help=f"the card's default DDIM steps (default {SHIPPED_STEPS})")
+    p.add_argument("--tail-steps", type=int, default=SHIPPED_TAIL_STEPS,
+                   help=f"the card's default low-noise tail passes (default {SHIPPED_TAIL_STEPS})")
     p.add_argument("--temperature", type=_temperature, default=DEFAULT_TEMPERATURE,
                    help=f"the card's standard deviation of the sampler's initial noise, in (0, 1] (default "
                         f"{DEFAULT_TEMPERATURE:g})")
@@ -651,8 +681,9 @@ def main(argv=None) -> int:
     ap.add_argument("--write-readme", action="store_true")
     ap.add_argument("--reproduce", default=None, help="command line to put in the README")
     ap.add_argument("--ship", type=Path, help="copy the run CHECKPOINT into this models/<robot> folder if it is better")
-    ap.add_argument("--steps", type=int, default=20, help="--ship: the card's default DDIM steps")
-    ap.add_argument("--tail-steps", type=int, default=0, help="--ship: the card's default low-noise tail passes")
+    ap.add_argument("--steps", type=int, default=SHIPPED_STEPS, help="--ship: the card's default DDIM steps")
+    ap.add_argument("--tail-steps", type=int, default=SHIPPED_TAIL_STEPS,
+                    help="--ship: the card's default low-noise tail passes")
     ap.add_argument("--temperature", type=_temperature, default=DEFAULT_TEMPERATURE,
                     help="--ship: the card's temperature")
     ap.add_argument("--force", action="store_true", help="--ship even if the held-out error is not better")

@@ -656,7 +656,8 @@ def _card_extra(run: _Run, metrics: dict, wall_s: float, command: str | None) ->
 
 
 def _evaluate(run: _Run, wall_s: float) -> dict:
-    """Held-out raw-sample metrics of the EMA weights, appended to ``metrics.jsonl``.
+    """Held-out raw-sample metrics of the EMA weights, appended to ``metrics.jsonl``: the DDIM-20 curve and, on CPU,
+    what ``ikdiffuser ship`` would measure (the shipped plan's raw median, one sample + LM: ``as_shipped_metrics``).
 
     ``total_hours`` / ``total_steps`` count the warm-started runs before this one too (learning curves).
     """
@@ -665,6 +666,10 @@ def _evaluate(run: _Run, wall_s: float) -> dict:
     metrics = {"step": run.step, "total_steps": run.prior.get("steps", 0) + run.step,
                "total_hours": round(run.prior.get("hours", 0.0) + wall_s / 3600, 4),
                **evaluate(loaded, run.q_eval, run.config.eval_sampler_steps)}
+    if run.device.type == "cpu":  # the compiled sampler and LM of the solver (CPU)
+        from ikdiffuser_ros.training.model_card import as_shipped_metrics
+
+        metrics.update(as_shipped_metrics(loaded, run.q_eval))
     run.history.append(metrics)
     with open(Path(run.config.out_dir) / "metrics.jsonl", "a") as fh:
         fh.write(json.dumps(metrics) + "\n")
@@ -775,9 +780,11 @@ def _after_step(run: _Run, loss_avg: float, elapsed: float, metrics: dict, wall:
         log(f"[train] step {run.step} loss {loss_avg:.4f} elapsed {elapsed / 60:.1f} min")
     if run.step % config.eval_every == 0:
         metrics = {**_evaluate(run, elapsed), "loss": loss_avg}
+        shipped = (f"; shipped plan {metrics['shipped_pos_mm_median']:.1f} mm, one sample + LM "
+                   f"{100 * metrics['one_sample_lm']:.1f} %" if "one_sample_lm" in metrics else "")
         log(f"[eval] step {run.step}: raw DDIM-{config.eval_sampler_steps} median {metrics['pos_mm_median']:.1f} "
             f"mm / {metrics['rot_deg_median']:.2f} deg (p90 {metrics['pos_mm_p90']:.1f} mm / "
-            f"{metrics['rot_deg_p90']:.2f} deg)")
+            f"{metrics['rot_deg_p90']:.2f} deg){shipped}")
     if run.step % config.ckpt_every == 0:
         _save(run, metrics, wall(), command)
     return metrics

@@ -51,7 +51,7 @@ def test_ship_only_when_better(tmp_path):
     before = (dest / "eval.json").read_text()
     assert main([str(run), "--ship", str(dest), "--steps", "3", "--tail-steps", "2"]) == 1
     assert (dest / "eval.json").read_text() == before and not (dest.parent / "panda.staging").exists()
-    assert main([str(run), "--ship", str(dest), "--steps", "4", "--force", "--temperature", "1"]) == 0
+    assert main([str(run), "--ship", str(dest), "--steps", "4", "--tail-steps", "0", "--force", "--temperature", "1"]) == 0
     assert json.loads((dest / "card.json").read_text())["sampling"] == {"steps": 4, "tail_steps": 0, "refined_steps": 3,
                                                                         "refined_tail_steps": 1, "temperature": 1.0}
     assert json.loads((dest / "eval.json").read_text())["sampler"] == "ddim-4"
@@ -183,3 +183,25 @@ def test_ship_refuses_a_temperature_outside_0_1_before_evaluating_anything(tmp_p
             main([str(tmp_path / "run"), "--ship", str(tmp_path / "out"), "--temperature", bad])
         assert exc.value.code == 2 and f"{bad!r} is not a number in (0, 1]" in capsys.readouterr().err
     assert not any(tmp_path.iterdir())
+
+
+def test_the_trainer_logs_what_ship_measures(tmp_path):
+    """Each periodic evaluation of a CPU run carries ``as_shipped_metrics``: the raw median of the plan ``ship`` writes
+    and one sample + LM, which on ship's held-out targets equal what ``ship`` then puts into eval.json."""
+    from ikdiffuser_ros.model.checkpoint import load_checkpoint
+    from ikdiffuser_ros.robots import load_robot
+    from ikdiffuser_ros.training.model_card import _held_out_targets, as_shipped_metrics
+
+    run = tmp_path / "run"
+    train(TrainConfig.preset("tiny", robot="panda", model=dict(type="IKMLPDenoiser", d_model=32, n_blocks=1), max_steps=6,
+                             eval_every=3, out_dir=str(run)), progress=False)
+    lines = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert len(lines) == 2 and all(0.0 <= m["one_sample_lm"] <= 1.0 and m["shipped_pos_mm_median"] > 0 for m in lines)
+    dest = tmp_path / "models" / "panda"
+    assert main([str(run), "--ship", str(dest), "--num-targets", "40"]) == 0
+    shipped = json.loads((dest / "eval.json").read_text())
+    assert shipped["sampler"] == "ddim-4 + tail-15, temperature 0.5"  # ship's defaults, as the ikdiffuser command's
+    robot = load_robot("panda")
+    m = as_shipped_metrics(load_checkpoint(run, robot), _held_out_targets(robot, 40)[0])
+    assert m["shipped_pos_mm_median"] == shipped["all_end_effectors"]["pos_mm_median"]
+    assert m["one_sample_lm"] == shipped["one_sample_lm"]["success"]
