@@ -5,7 +5,8 @@
 as a markdown table.)
 
 ``--x steps`` puts training steps on the horizontal axis instead of hours; ``--per-end-effector`` adds each end
-effector's own median (dotted) where the curve records it.
+effector's own median (dotted) where the curve records it. ``--shipped`` plots what ``ikdiffuser ship`` measures
+instead (the shipped plan's raw median and one sample + LM, which CPU runs record since 2026-12-07).
 
 Each checkpoint directory holds ``learning_curve.jsonl`` (the ``metrics.jsonl`` lines of every run
 that led to it, copied when the model is shipped); a training run's ``--out`` directory, which has only its
@@ -53,34 +54,48 @@ def table(directories: list[str | Path], mm: float = 50.0) -> str:
     return "\n".join(lines)
 
 
-def plot(directories: list[str | Path], out: str | Path, x: str = "hours", per_end_effector: bool = False) -> Path:
-    """Median raw position [mm] and rotation [deg] error vs CPU hours (``x="hours"``) or training steps
-    (``x="steps"``), log-log, to a PNG; each line is labelled by its directory's name. ``per_end_effector``:
-    also each end effector's own median position error, dotted (curves that record it)."""
+#: (left key, right key, left label, right label, left goals, right goals, right axis scale, title) of each view
+VIEWS = {
+    "ddim20": ("pos_mm_median", "rot_deg_median", "median position error [mm]", "median rotation error [deg]",
+               (10, 20), (3, 5), "log", "Raw samples (DDIM-20, no refinement) on held-out targets; dashed: goals "
+                                        "(single arm, multi-arm)"),
+    "shipped": ("shipped_pos_mm_median", "one_sample_lm", "median position error, shipped plan [mm]",
+                "one sample + LM solved [share]", (10, 20), (0.95, 0.98, 0.995), "linear",
+                "What ikdiffuser ship measures, on the trainer's held-out targets; dashed: goals"),
+}
+
+
+def plot(directories: list[str | Path], out: str | Path, x: str = "hours", per_end_effector: bool = False,
+         view: str = "ddim20") -> Path:
+    """Two panels of ``VIEWS[view]`` vs CPU hours (``x="hours"``) or training steps (``x="steps"``), log x, to a PNG;
+    each line is labelled by its directory's name (``ddim20``: median raw position [mm] and rotation [deg] error;
+    ``shipped``: the shipped plan's median [mm] and one sample + LM, from the rows that record them).
+    ``per_end_effector``: also each end effector's own DDIM-20 median position error, dotted."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    left, right, label_l, label_r, goals_l, goals_r, scale_r, title = VIEWS[view]
     fig, (ax_p, ax_r) = plt.subplots(1, 2, figsize=(10, 4))
     for i, d in enumerate(directories):
-        rows = read_curve(d)
+        rows = [r for r in read_curve(d) if left in r and right in r]
         xs = [r["total_hours"] if x == "hours" else r.get("total_steps", r["step"]) for r in rows]
         style = {"color": plt.cm.tab20(i % 20), "marker": ".", "label": Path(d).name}  # 20 colours, none twice
-        line, = ax_p.plot(xs, [r["pos_mm_median"] for r in rows], **style)
+        line, = ax_p.plot(xs, [r[left] for r in rows], **style)
         per_ee = [r.get("pos_mm_median_per_ee") for r in rows]
-        if per_end_effector and all(per_ee):
+        if per_end_effector and view == "ddim20" and rows and all(per_ee):
             for e in range(len(per_ee[0])):
                 ax_p.plot(xs, [v[e] for v in per_ee], ls=":", color=line.get_color())
-        ax_r.plot(xs, [r["rot_deg_median"] for r in rows], **style)
+        ax_r.plot(xs, [r[right] for r in rows], **style)
     xlabel = "training hours (one CPU thread)" if x == "hours" else "training steps (batch 1024)"
-    for ax, label, goals in ((ax_p, "median position error [mm]", (10, 20)), (ax_r, "median rotation error [deg]", (3, 5))):
-        ax.set(xscale="log", yscale="log", xlabel=xlabel, ylabel=label)
+    for ax, label, goals, scale in ((ax_p, label_l, goals_l, "log"), (ax_r, label_r, goals_r, scale_r)):
+        ax.set(xscale="log", yscale=scale, xlabel=xlabel, ylabel=label)
         for g in goals:
             ax.axhline(g, color="grey", lw=0.8, ls="--")
         ax.grid(True, which="both", alpha=0.3)
     ax_p.legend(fontsize="small")
-    fig.suptitle("Raw samples (DDIM-20, no refinement) on held-out targets; dashed: goals (single arm, multi-arm)")
+    fig.suptitle(title)
     fig.tight_layout()
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -97,8 +112,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--x", choices=("hours", "steps"), default="hours", help="the horizontal axis")
     ap.add_argument("--per-end-effector", action="store_true",
                     help="also plot each end effector's own median position error (dotted)")
+    ap.add_argument("--shipped", action="store_true",
+                    help="plot what ikdiffuser ship measures (the shipped plan's median, one sample + LM) instead")
     args = ap.parse_args(argv)
-    print(plot(args.checkpoints, args.out, args.x, args.per_end_effector))
+    print(plot(args.checkpoints, args.out, args.x, args.per_end_effector, "shipped" if args.shipped else "ddim20"))
     if args.table:
         print(table(args.checkpoints))
     return 0

@@ -26,6 +26,9 @@ def test_curve_has_cumulative_hours_and_plots(tmp_path):
         out = plot([shipped], tmp_path / f"curves_{x}.png", x=x)
         assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert plot([shipped], tmp_path / "per_ee.png", x="steps", per_end_effector=True).is_file()
+    # what ship measures, recorded by every CPU evaluation, in its own view
+    assert all(0.0 <= r["one_sample_lm"] <= 1.0 and r["shipped_pos_mm_median"] > 0 for r in rows)
+    assert plot([shipped], tmp_path / "shipped.png", view="shipped").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     # a run directory (no learning_curve.jsonl yet) is read from its metrics.jsonl
     assert [r["step"] for r in read_curve(run)] == [10, 20, 30]
 
