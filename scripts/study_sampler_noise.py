@@ -44,8 +44,10 @@ def main() -> None:
     ap.add_argument("--targets", type=int, default=3000)
     ap.add_argument("--seed", type=int, default=777)
     ap.add_argument("--plans", nargs="+", default=["3,1,0", "3,1,1", "4,15,0", "4,15,1"])
+    ap.add_argument("--plot", help="PNG: one sample + LM against the plans' temperatures, a line per robot")
     args = ap.parse_args()
     torch.set_num_threads(1)
+    solved: dict[str, list[tuple[float, float]]] = {}
     for robot in args.robots:
         solver = IKPipeline.from_robot(robot, warmup=False, collision=False).solver
         _, T = random_targets(solver.robot, args.targets, args.seed)
@@ -54,9 +56,36 @@ def main() -> None:
             steps, tail, eta, tau = (plan.split(",") + ["1"])[:4]
             q = one_sample_with(solver, batch, int(steps), int(tail), float(eta), args.seed, float(tau))
             ok = verified(solver.robot, solver.run(batch, q0=q, random_seed=0)["q"], T)
+            solved.setdefault(robot, []).append((float(tau), 100 * ok.double().mean().item()))
             print(f"{robot} DDIM-{steps} + tail-{tail}, eta {eta}, temperature {tau}: one sample + LM "
                   f"{100 * ok.double().mean():.1f} %, "
                   f"raw median {1000 * errors(solver.robot, q, T)[0].median():.1f} mm", flush=True)
+    if args.plot:
+        steps, tail, eta = args.plans[0].split(",")[:3]
+        plot_temperatures(solved, args.plot, f"{args.targets} targets, DDIM-{steps} + tail-{tail}, eta {eta}")
+
+
+def plot_temperatures(solved: dict[str, list[tuple[float, float]]], out: str, subtitle: str) -> None:
+    """One sample + LM [%] against the initial noise's temperature, a line per robot, to the PNG ``out``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from ikdiffuser_ros.training.model_card import DEFAULT_TEMPERATURE
+
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    ax.axvline(DEFAULT_TEMPERATURE, color="grey", lw=0.8, ls="--", label="the cards' temperature")
+    for robot, points in solved.items():
+        taus, pct = zip(*sorted(points))
+        ax.plot(taus, pct, marker="o", label=robot)
+    ax.set(xlabel="temperature of the initial noise (standard deviation)", ylabel="one sample + LM solved [%]",
+           title=f"One sample + LM against the sampling temperature\n({subtitle})")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize="small")
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
 
 
 if __name__ == "__main__":
