@@ -70,7 +70,7 @@ def default_sampling(loaded: LoadedModel, refined: bool = False) -> tuple[int, i
     ``steps`` / ``tail_steps``; for samples the LM refines (``refined``) ``refined_steps`` /
     ``refined_tail_steps`` when the card has them (the LM finishes what the tail passes would polish,
     at a fraction of their cost), else the raw plan."""
-    section = loaded.card.get("sampling", {}) if isinstance(loaded.card, dict) else {}
+    section = _card_sampling(loaded)
     steps, tail = int(section.get("steps", DEFAULT_STEPS)), int(section.get("tail_steps", DEFAULT_TAIL_STEPS))
     if refined:
         return int(section.get("refined_steps", steps)), int(section.get("refined_tail_steps", tail))
@@ -79,8 +79,12 @@ def default_sampling(loaded: LoadedModel, refined: bool = False) -> tuple[int, i
 
 def default_temperature(loaded: LoadedModel) -> float:
     """The card's ``sampling.temperature`` (module docstring), 1.0 for a card without one."""
-    section = loaded.card.get("sampling", {}) if isinstance(loaded.card, dict) else {}
-    return float(section.get("temperature", 1.0))
+    return float(_card_sampling(loaded).get("temperature", 1.0))
+
+
+def _card_sampling(loaded: LoadedModel) -> dict:
+    """The card's ``sampling`` section ({} for a card without one)."""
+    return loaded.card.get("sampling", {}) if isinstance(loaded.card, dict) else {}
 
 
 def tail_timesteps(k: int) -> list[int]:

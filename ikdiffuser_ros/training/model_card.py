@@ -101,12 +101,17 @@ def _held_out_targets(robot, num_targets: int) -> tuple[torch.Tensor, torch.Tens
         rot6d: (K, E, 6) float32 target rotations (first two columns of R).
     """
     from ikdiffuser_ros.data.generate import sample_fk
-    from ikdiffuser_ros.sampling.sampler import targets_from_poses
 
     q_ref = sample_fk(robot, num_targets, torch.Generator().manual_seed(HELD_OUT_SEED))[0].double()
-    T_ref = robot.fk(q_ref)
-    pos, rot6d = targets_from_poses(T_ref.float())
-    return q_ref, T_ref, pos, rot6d
+    return (q_ref, *_targets_of(robot, q_ref))
+
+
+def _targets_of(robot, q_ref: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """FK targets of configurations ``q_ref`` (K, n): (T_ref (K, E, 4, 4) float64 [m], pos (K, E, 3), rot6d (K, E, 6))."""
+    from ikdiffuser_ros.sampling.sampler import targets_from_poses
+
+    T_ref = robot.fk(q_ref.double())
+    return (T_ref, *targets_from_poses(T_ref.float()))
 
 
 def _all_end_effector_metrics(loaded, robot, pos, rot6d, T_ref, kw: dict, gen) -> tuple[dict, torch.Tensor]:
@@ -234,6 +239,7 @@ def evaluate_checkpoint(directory, robot, num_targets: int = 1000, best_of: int 
     """Raw-sample accuracy of a checkpoint with its card's sampler: all EEs, each EE alone (E > 1), best
     of N, self-collision-free share, timing; all EEs with plain DDIM-20; and the share one sample + LM solves."""
     from ikdiffuser_ros.model.checkpoint import load_checkpoint, stored_weights_dtype
+
     loaded = load_checkpoint(directory, robot)
     kw = card_plan(loaded)
     q_ref, T_ref, pos, rot6d = _held_out_targets(robot, num_targets)
@@ -451,13 +457,10 @@ def as_shipped_metrics(loaded, q_ref: torch.Tensor, seed: int = 0) -> dict:
     samples' median position error [mm] (worst end effector) with the card ``ship`` writes by default
     (``shipped_pos_mm_median``), and the share of the K targets that one sample + LM solves (``one_sample_lm``).
     The trainer logs both beside its DDIM-20 curve: the plan that ships, not DDIM-20, is what users run."""
-    from ikdiffuser_ros.sampling.sampler import targets_from_poses
-
     shipped = copy.copy(loaded)
     shipped.card = {**loaded.card, "sampling": shipped_sampling()}
     robot = loaded.robot
-    T_ref = robot.fk(q_ref.double())
-    pos, rot6d = targets_from_poses(T_ref.float())
+    T_ref, pos, rot6d = _targets_of(robot, q_ref)
     stats, _ = _worst_end_effector_stats(shipped, robot, pos, rot6d, T_ref, card_plan(shipped),
                                          torch.Generator().manual_seed(seed))
     ok = one_sample_solved(shipped, robot, T_ref)
