@@ -33,23 +33,25 @@ class PoolRows:
 
 
 def rank_pools(pools: list[PoolRows], seed: torch.Tensor | None, tol: float | torch.Tensor,
-               wrapping: torch.Tensor | None) -> list[tuple[torch.Tensor, int]]:
+               wrapping: torch.Tensor | None, distinct: bool = True) -> list[tuple[torch.Tensor, int]]:
     """Each pool's (M_i,) int64 row order (module docstring) and how many distinct valid rows lead it; ``seed`` (n,)
     or None as in :func:`ranking_key`, ``tol`` and ``wrapping`` as in
     :func:`~ikdiffuser_ros.sampling.dedup.unique_mask`. Pools are batched with those of the same size class (the
-    next power of two of M; with a cost or without), so padding at most doubles a batch."""
+    next power of two of M; with a cost or without), so padding at most doubles a batch. ``distinct`` False skips
+    the de-duplication (most of the time): every valid row counts as distinct, so the order's first row is the
+    valid row of the lowest key, all an answer of one solution needs."""
     ranked: list[tuple[torch.Tensor, int] | None] = [None] * len(pools)
     classes: dict[tuple[bool, int], list[int]] = defaultdict(list)
     for i, pool in enumerate(pools):
         classes[pool.cost is None, max(0, len(pool.q) - 1).bit_length()].append(i)
     for members in classes.values():
-        for i, result in zip(members, _rank_batch([pools[i] for i in members], seed, tol, wrapping)):
+        for i, result in zip(members, _rank_batch([pools[i] for i in members], seed, tol, wrapping, distinct)):
             ranked[i] = result
     return ranked
 
 
 def _rank_batch(pools: list[PoolRows], seed: torch.Tensor | None, tol: float | torch.Tensor,
-                wrapping: torch.Tensor | None) -> list[tuple[torch.Tensor, int]]:
+                wrapping: torch.Tensor | None, distinct: bool) -> list[tuple[torch.Tensor, int]]:
     """The orders of ``pools`` padded to their largest size and ranked as one batch, with their distinct counts."""
     sizes = [len(p.q) for p in pools]
     B, M, n = len(pools), max(sizes), pools[0].q.shape[-1]
@@ -58,7 +60,7 @@ def _rank_batch(pools: list[PoolRows], seed: torch.Tensor | None, tol: float | t
     seed_rows = None if seed is None else seed.expand(B * M, -1)
     key = ranking_key(None if cost is None else cost.reshape(-1), q.reshape(B * M, n), seed_rows,
                       pe.reshape(-1), wrapping).reshape(B, M)
-    unique = unique_mask(q, valid, tol, wrapping)
+    unique = unique_mask(q, valid, tol, wrapping) if distinct else valid
     order = rank(unique, valid, key)
     return [(row[row < m] if m < M else row, k) for row, m, k in zip(order, sizes, unique.sum(-1).tolist())]
 

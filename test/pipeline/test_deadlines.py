@@ -103,3 +103,16 @@ def test_a_generous_budget_is_not_used_up(baxter_pipeline):
     pl = baxter_pipeline
     answer, took = _timed_answer(pl, IKQuery(_targets(pl.robot, 1, seed=3), num_solutions=8, timeout=10.0))
     assert answer.solved and took < 2.0
+
+
+def test_a_call_near_the_deadline_gets_the_rows_that_fit():
+    """The chunk sizer fits the next call into the time left at the last call's rate, down to one row: a one-target
+    query's second round within a 2 ms budget is one sample (~0.5 ms), not a floor of several that ends past it."""
+    from ikdiffuser_ros.pipeline import CALL_SHARE, ChunkSizer
+
+    sizer = ChunkSizer().start(first=256, most=1024)
+    assert sizer.rows(0.001) == 256  # nothing measured: the query's first call is the cap
+    sizer.record(1, 0.0006)  # a first call of one row in 0.6 ms
+    assert sizer.rows(0.0008) == 1
+    assert sizer.rows(0.002) == int(2 / 0.6 * CALL_SHARE) == 2
+    assert sizer.rows(1.0) == 4  # at most 4x the previous call

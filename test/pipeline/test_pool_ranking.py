@@ -42,3 +42,20 @@ def test_batched_orders_are_each_pools_own(with_cost, with_seed, wrap):
     ranked = rank_pools(pools, seed, 0.05, wrapping)
     for pool, (order, distinct) in zip(pools, ranked):
         assert (order.tolist(), distinct) == _alone(pool, seed, 0.05, wrapping)
+
+
+@pytest.mark.parametrize("with_cost, with_seed", [(False, False), (True, False), (False, True)])
+def test_without_deduplication_the_first_row_is_the_valid_row_of_the_lowest_key(with_cost, with_seed):
+    """``distinct=False`` (an answer of one solution): each pool leads with its valid row of the lowest key, the one
+    the de-duplicating order leads with or one at least as good, and counts every valid row."""
+    g = torch.Generator().manual_seed(11)
+    pools = _pools(g, [1, 2, 5, 9, 17, 40], with_cost)
+    seed = torch.zeros(5, dtype=torch.float64) if with_seed else None
+    wrapping = torch.zeros(5, dtype=torch.bool)
+    fast, full = rank_pools(pools, seed, 0.05, wrapping, distinct=False), rank_pools(pools, seed, 0.05, wrapping)
+    for pool, (order, count), (full_order, _) in zip(pools, fast, full):
+        seed_rows = None if seed is None else seed.expand(len(pool.q), -1)
+        key = ranking_key(pool.cost, pool.q, seed_rows, pool.pe, wrapping)
+        assert count == int(pool.valid.sum()) and sorted(order.tolist()) == list(range(len(pool.q)))
+        if pool.valid.any():
+            assert bool(pool.valid[order[0]]) and key[order[0]] == key[pool.valid].min() <= key[full_order[0]]
