@@ -829,7 +829,7 @@ class IKPipeline:
         remaining = plan.deadline - time.monotonic()
         res = self.solver.run(batch, cost, refine=self.config.refine, sampler=self.config.sampler,
                               steps=self.config.steps, random_seed=(plan.random_seed + 7919 * plan.calls) % (2**62),
-                              deadline=time.monotonic() + max(SOLVER_SHARE * remaining, 1e-3),
+                              deadline=time.monotonic() + max(SOLVER_SHARE * remaining, 0.0),
                               q0=None if q0 is None else torch.tensor(np.asarray(q0, dtype=np.float64)),
                               restarts=self.config.restarts if num >= self.config.restart_min_rows else 1,
                               bounds=plan.box, diversity=plan.diversity,

@@ -116,3 +116,25 @@ def test_a_call_near_the_deadline_gets_the_rows_that_fit():
     assert sizer.rows(0.0008) == 1
     assert sizer.rows(0.002) == int(2 / 0.6 * CALL_SHARE) == 2
     assert sizer.rows(1.0) == 4  # at most 4x the previous call
+
+
+@pytest.mark.parametrize("budget", [0.001, 0.003])
+def test_no_solver_call_may_run_past_the_answers_deadline(baxter_pipeline, monkeypatch, budget):
+    """Every solver call of a tight one-target query gets a deadline before the query's own: the first call's LM, too,
+    stops when the answer is due (with a floor of 1 ms after the call's start, a 1 ms query whose sample the LM could
+    not finish once answered NO_SOLUTION after 4.7 ms, training on the cores). Within 1 ms a call starts only if the query's planning left time
+    for one; within 3 ms one does."""
+    pipeline, late, calls = baxter_pipeline, [], []
+    run = pipeline.solver.run
+
+    def recording(*args, **kwargs):
+        calls.append(kwargs["deadline"])
+        late.append(kwargs["deadline"] > due)
+        return run(*args, **kwargs)
+
+    monkeypatch.setattr(pipeline.solver, "run", recording)
+    for target in _targets(pipeline.robot, 8, seed=5):
+        start = time.monotonic()
+        due = start + budget
+        pipeline.answer(IKQuery([target], num_solutions=1, timeout=budget, start=start))
+    assert not any(late) and (calls or budget < 0.002)
