@@ -197,3 +197,27 @@ def test_farthest_first_many_is_each_sets_own_order(wrap):
         alone = farthest_first(q, k, wrapping) if len(q) else torch.zeros(0, dtype=torch.int64)
         assert order.tolist() == alone.tolist()
         assert sorted(order.tolist()) == list(range(len(q)))
+
+
+@pytest.mark.parametrize("wrap", [False, True])
+def test_small_batches_in_numpy_keep_the_rows_torch_keeps(wrap, monkeypatch):
+    """One batch of up to SMALL_MAX_ROWS rows goes through numpy (:func:`_small_leaders`): the same rows as the torch
+    path, for pools piled on a few solutions (chains of close rows), invalid rows and rows across the seam."""
+    import ikdiffuser_ros.sampling.dedup as dedup
+
+    g = torch.Generator().manual_seed(3)
+    wrapping = torch.tensor([wrap] + [False] * 13)
+    tol, merged = torch.full((14,), 0.05, dtype=torch.float64), 0
+    for N in (1, 2, 7, 33, 64, dedup.SMALL_MAX_ROWS):
+        centers = torch.rand(max(1, N // 6), 14, generator=g, dtype=torch.float64) * 2 - 1
+        q = centers[torch.randint(0, len(centers), (N,), generator=g)] + 0.015 * torch.randn(N, 14, generator=g,
+                                                                                           dtype=torch.float64)
+        if wrap:
+            q[:, 0] += torch.where(torch.rand(N, generator=g) < 0.5, math.pi - 0.02, -math.pi)
+        valid = torch.rand(N, generator=g) < 0.85
+        fast = unique_mask(q, valid, tol, wrapping)
+        monkeypatch.setattr(dedup, "SMALL_MAX_ROWS", 0)
+        assert torch.equal(fast, unique_mask(q, valid, tol, wrapping)), N
+        monkeypatch.undo()
+        merged += int(valid.sum() - fast.sum())
+    assert merged > 50  # the pools had repeats to merge
