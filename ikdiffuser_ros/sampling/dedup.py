@@ -56,17 +56,19 @@ def unique_mask(
         return torch.from_numpy(_small_leaders(q[0].numpy(), valid[0].numpy(), tol_t.numpy(),
                                                None if wrap is None else wrap.numpy())).reshape(*batch, N)
     close = _Closeness(tol_t, wrap, max_elements)
-    scaled = q / tol_t
-    if N >= SWEEP_MIN_ROWS:
-        return _large_batch_leaders(close, scaled, valid).reshape(*batch, N)
-    # 1. rows with no other valid row within tolerance are kept as they are (one chunked pass)
+    leaders = _large_batch_leaders if N >= SWEEP_MIN_ROWS else _batch_leaders
+    return leaders(close, q / tol_t, valid).reshape(*batch, N)
+
+
+def _batch_leaders(close: "_Closeness", scaled: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """:func:`unique_mask` of (B, N, n) scaled rows: rows with no other valid row within tolerance are kept as they
+    are (one chunked all-pairs pass); the greedy leaders among the rest, per batch, in row order."""
     has_neighbour = close.has_neighbour(scaled, valid)
     keep, ambiguous = valid & ~has_neighbour, valid & has_neighbour
-    # 2. greedy leaders among the rest, per batch, in row order
     for b in ambiguous.any(-1).nonzero().flatten().tolist():
         idx = ambiguous[b].nonzero().flatten()
         keep[b, idx[close.leaders(scaled[b, idx])]] = True
-    return keep.reshape(*batch, N)
+    return keep
 
 
 def _small_leaders(q: np.ndarray, valid: np.ndarray, tol: np.ndarray, wrap: np.ndarray | None) -> np.ndarray:
