@@ -815,8 +815,8 @@ class IKPipeline:
         q = plan.query
         specs = [plan.specs[i] for i in items]
         objectives = plan.guided if guided else plan.objectives
-        seed_rows = None if plan.seed is None else torch.as_tensor(plan.seed).expand(len(items) * num, -1)
-        cost = self.solver.make_cost(objectives, seed_rows, q.world if q.avoid_collisions else None, q.cost_fn) \
+        seed = None if plan.seed is None else torch.as_tensor(plan.seed)  # (n,): a cost of any row count (restarts)
+        cost = self.solver.make_cost(objectives, seed, q.world if q.avoid_collisions else None, q.cost_fn) \
             if objectives else None
         boxed = any(s.boxed for s in specs)
         batch = SolveBatch.of(_stack([s.T for s in specs]), num, self.robot.n_joints,

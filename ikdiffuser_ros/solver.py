@@ -178,7 +178,8 @@ class IKDiffuserSolver:
     # ------------------------------------------------------------------ the batch call
     def make_cost(self, objectives, seed_rows=None, world=None, cost_fn=None):
         """``{name: weight}`` (+ ``cost_fn`` as ``user``) -> one ``cost(q (M, n)) -> (M,)`` or None;
-        ``seed_rows`` (M, n) for the ``seed`` objective, ``world`` for ``collision``."""
+        ``seed_rows`` (M, n) or (n,) for the ``seed`` objective, ``world`` for ``collision``. A call with ``restarts``
+        samples fewer rows than it refines: give it a cost of any row count (a seed (n,), not (M, n) rows)."""
         weights = dict(objectives or {})
         if cost_fn is not None:
             if not callable(cost_fn):

@@ -426,3 +426,14 @@ def test_rounds_count_distinct_solutions_and_stop_when_none_are_new():
                 assert took < 1.0 and 2 <= int(distinct.sum()) < num, (took, int(distinct.sum()))
                 assert distinct[: int(distinct.sum())].all(), "the distinct solutions lead"
 
+
+
+def test_a_seed_objective_with_many_solutions_samples_fewer_rows_than_it_refines(baxter_pipeline):
+    """32 solutions ranked by the seed objective: each call samples a quarter of its rows (restarts) guided by the
+    seed's cost, then refines them all. It raised a RuntimeError (10 rows against 40) when the cost held one seed
+    row per refined row."""
+    pl = baxter_pipeline
+    q = _reachable(pl.robot, 1, seed=4)[0]
+    [t] = pl.answer(IKQuery([_all_ee_target(pl.robot, q)], num_solutions=32, seed=q + 0.05,
+                            objectives={"seed_distance": 1.0}, timeout=1.0, max_rounds=2)).targets
+    assert t.status is Status.SOLVED and t.valid.all() and len(t.q) >= 8
