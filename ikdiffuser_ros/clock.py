@@ -13,10 +13,12 @@ import time
 class UnitClock:
     """Whether another unit of work (an LM iteration, a polish step, a denoiser pass) fits before a
     ``time.monotonic()`` deadline: not when the deadline has passed, nor when the last unit, started
-    now, would end after it (None: no deadline)."""
+    now, would end after it (None: no deadline). ``first`` [s]: what the first unit is expected to take
+    (e.g. a unit of the same loop measured before; 0: the first unit runs whenever the deadline is ahead);
+    :attr:`last` holds the latest unit measured."""
 
-    def __init__(self, deadline: float | None) -> None:
-        self.deadline, self.last, self.started = deadline, 0.0, None
+    def __init__(self, deadline: float | None, first: float = 0.0) -> None:
+        self.deadline, self.last, self.started = deadline, first, None
 
     def time_for_another(self) -> bool:
         now = time.monotonic()

@@ -261,7 +261,7 @@ class _Plan:
     #: when the answer is due (monotonic s): t0 + timeout
     end: float = math.inf
     calls: int = 0  #: solver calls made (each gets its own random seed)
-    sampled_calls: int = 0  #: of those, calls of the learned prior (the first is always made)
+    sampled_calls: int = 0  #: of those, calls of the learned prior
     returnable: int = 0  #: rows the answer would hold now: sum over targets of min(num_solutions, rows kept)
     pending: int = 0  #: rows the call under way may add to ``returnable`` (0 between calls)
 
@@ -355,7 +355,9 @@ class IKPipeline:
         self.joint_index = {name: i for i, name in enumerate(self.robot.joint_names)}
         self.default_state = self.robot.default_positions().numpy().astype(np.float64)
         #: plain (False) and collision-guided (True) solver calls: their measured rates, kept across queries
-        self._sizers = {False: ChunkSizer(), True: ChunkSizer()}
+        #: one sizer per kind of call: plain (the compiled path), with objectives (the torch sampler guided by their
+        #: cost, 20-60x a plain call per row), collision-guided
+        self._sizers = {kind: ChunkSizer() for kind in ("plain", "objectives", "guided")}
         #: measured time to rank one target's answer [s], by :meth:`_finish_key`
         self._finish_s_per_target: dict[tuple[bool, int], float] = {}
         self._spread_s = 0.001  #: measured time of the last farthest-first order of one target [s]
@@ -757,7 +759,8 @@ class IKPipeline:
         valid candidates they want (``plan.wanted``)."""
         first, most = self.config.first_chunk_rows, self.config.max_batch_size
         # guided calls (collision gradients at every reverse step) cost several times more per row
-        sizers = {False: self._sizers[False].start(first, most), True: self._sizers[True].start(first // 4, most)}
+        unguided = "objectives" if plan.objectives else "plain"
+        sizers = {False: self._sizers[unguided].start(first, most), True: self._sizers["guided"].start(first // 4, most)}
         for round_ in range(plan.query.max_rounds):
             todo = self._todo(plan, pools)
             if not todo or time.monotonic() > plan.deadline:
@@ -775,9 +778,10 @@ class IKPipeline:
                     sizers[guided].record(len(items) * num, time.monotonic() - t)
 
     def _guided_guess(self, sizer: ChunkSizer) -> float | None:
-        """For the guided calls' sizer: the plain calls' shortest x GUIDED_COST, until a guided one is measured."""
-        plain = self._sizers[False].shortest
-        return GUIDED_COST * plain if sizer is self._sizers[True] and plain is not None else None
+        """For the sizers of costlier calls (objectives, collision guidance): the plain calls' shortest x GUIDED_COST,
+        until a call of their own is measured."""
+        plain = self._sizers["plain"]
+        return GUIDED_COST * plain.shortest if sizer is not plain and plain.shortest is not None else None
 
     def _is_guided(self, plan: _Plan, round_: int) -> bool:
         """Whether the calls of this round use the collision-guided objectives."""
@@ -797,7 +801,7 @@ class IKPipeline:
         queue = list(todo)
         while queue:
             remaining = plan.deadline - time.monotonic()
-            if remaining <= 0 or not sizer.worth_a_call(remaining, plan.sampled_calls, self._guided_guess(sizer)):
+            if remaining <= 0 or not sizer.worth_a_call(remaining, plan.calls, self._guided_guess(sizer)):
                 return
             rows = sizer.rows(remaining)
             share = max(1, min(rows // len(queue), min(left[i] for i in queue)))

@@ -25,3 +25,15 @@ def test_the_last_unit_must_fit_before_the_deadline():
         ran += 1
     assert ran == 2, ran
     assert time.monotonic() <= deadline + 0.01  # stopped before, not one unit after, the deadline
+
+
+def test_a_first_unit_known_to_be_long_does_not_start():
+    """``first``: a unit measured before (e.g. a polish step) stands for the first one, which then does not start
+    when it would end past the deadline; the clock keeps what it measures in ``last``."""
+    deadline = time.monotonic() + 0.01
+    assert not UnitClock(deadline, first=0.05).time_for_another()
+    clock = UnitClock(deadline, first=0.001)
+    assert clock.time_for_another()
+    time.sleep(0.002)
+    clock.time_for_another()
+    assert clock.last >= 0.002

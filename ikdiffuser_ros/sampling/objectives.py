@@ -301,4 +301,5 @@ def combine(weights: Mapping[str, float], ctx: ObjectiveContext) -> CostFn | Non
             total = total + w * fn(q)
         return total
 
+    cost.names = tuple(sorted(n for n, w in canonical_weights(weights).items() if w))  # what it costs to evaluate
     return cost

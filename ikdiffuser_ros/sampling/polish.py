@@ -39,39 +39,39 @@ def polish(model: RobotModel, result: RefineResult, targets: torch.Tensor, cost_
            target_mask: torch.Tensor | None = None, position_only: torch.Tensor | None = None,
            config: RefineConfig = RefineConfig(), polish_config: PolishConfig = PolishConfig(),
            deadline: float | None = None, frozen: torch.Tensor | None = None,
-           tip_points: torch.Tensor | None = None, box: ToleranceBox | None = None) -> RefineResult:
+           tip_points: torch.Tensor | None = None, box: ToleranceBox | None = None,
+           clock: UnitClock | None = None) -> RefineResult:
     """Lower ``cost_fn`` on converged rows while keeping their end-effector poses.
 
-    Each iteration moves every converged row along the projection of
-    ``-grad cost`` onto the null space of its (weighted, masked) task Jacobian,
-    by a per-row step length (normalised to the largest joint change), then
-    re-converges it with a short :func:`refine`. The move is kept only when the
-    row is still converged and its cost went down; the step length then grows,
-    else it shrinks. Non-converged rows are returned unchanged. Redundant
-    robots, unconstrained end effectors and position-only targets leave room
-    to move; a fully constrained 6-DOF arm has none (the cost cannot change).
+    Each iteration moves every converged row along the projection of ``-grad cost`` onto the null space of
+    its (weighted, masked) task Jacobian, by a per-row step length (normalised to the largest joint change),
+    then re-converges it with a short :func:`refine`. The move is kept only when the row is still converged
+    and its cost went down; the step length then grows, else it shrinks. Non-converged rows are returned
+    unchanged. Redundant robots, unconstrained end effectors and position-only targets leave room to move;
+    a fully constrained 6-DOF arm has none (the cost cannot change).
 
     Args:
         result: the output of :func:`refine` (not modified).
         targets, target_mask, position_only: as for :func:`refine`.
-        cost_fn: ``q (M, n) float64 -> (M,)``, differentiable, row-wise (row i's cost depends
-            only on row i); always called on all M rows.
+        cost_fn: ``q (M, n) float64 -> (M,)``, differentiable, row-wise; always called on all M rows.
         frozen, tip_points, box: as for :func:`refine` (frozen joints do not move, errors at the tips,
             per-axis tolerances: a component inside its bound is free to move).
+        clock: the steps' :class:`UnitClock` (default: one on ``deadline``); one given the step time measured
+            before keeps a first step that would end past the deadline from starting (the problem is built lazily).
 
     Returns:
         a new :class:`RefineResult`.
     """
-    out = RefineResult(**{name: value.clone() for name, value in vars(result).items()})
-    p = _null_space_problem(model, result.q, targets, target_mask, position_only,
-                            RefineConfig(**{**config.__dict__, "max_iters": polish_config.reconverge_iters}),
-                            frozen, tip_points, box)
+    out, p = RefineResult(**{name: value.clone() for name, value in vars(result).items()}), None
     step = torch.full((len(out.q),), polish_config.step, dtype=out.q.dtype, device=out.q.device)
-    clock = UnitClock(deadline)
+    clock = UnitClock(deadline) if clock is None else clock
     for _ in range(polish_config.iters):
         idx = (out.converged & (step >= polish_config.min_step)).nonzero().squeeze(-1)
         if idx.numel() == 0 or not clock.time_for_another():
             break
+        p = p or _null_space_problem(model, result.q, targets, target_mask, position_only,
+                                     RefineConfig(**{**config.__dict__, "max_iters": polish_config.reconverge_iters}),
+                                     frozen, tip_points, box)
         if not _polish_step(p, out, idx, step, cost_fn, polish_config, deadline):
             break
     return out

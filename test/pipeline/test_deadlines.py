@@ -138,3 +138,22 @@ def test_no_solver_call_may_run_past_the_answers_deadline(baxter_pipeline, monke
         due = start + budget
         pipeline.answer(IKQuery([target], num_solutions=1, timeout=budget, start=start))
     assert not any(late) and (calls or budget < 0.002)
+
+
+def test_a_seeded_query_with_an_objective_makes_no_sampled_call_that_cannot_end_in_time(baxter_pipeline, monkeypatch):
+    """Calls with objectives (the torch sampler guided by their cost) have their own chunk sizer: once such a call
+    was measured at 30 ms, a 5 ms query that already made its seed call starts none (every call but a query's
+    first must fit the time left)."""
+    pipeline, calls = baxter_pipeline, []
+    run = pipeline.solver.run
+
+    def recording(*args, **kwargs):
+        calls.append(kwargs.get("q0") is not None)
+        return run(*args, **kwargs)
+
+    monkeypatch.setattr(pipeline.solver, "run", recording)
+    monkeypatch.setattr(pipeline._sizers["objectives"], "shortest", 0.030)
+    [target] = _targets(pipeline.robot, 1, seed=6)
+    q = pipeline.default_state + 0.3
+    pipeline.answer(IKQuery([target], num_solutions=4, seed=q, objectives={"manipulability": 0.5}, timeout=0.005))
+    assert calls == [True], calls  # the LM from the seed, no sampled call

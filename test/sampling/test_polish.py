@@ -29,3 +29,19 @@ def test_polish_lowers_a_cost_keeping_the_pose(panda):
     assert pos.max() < POS_TOL and rot.max() < ROT_TOL
     lo, hi = panda.limits()
     assert ((out.q >= lo) & (out.q <= hi)).all()
+
+
+def test_a_polish_whose_first_step_would_end_late_leaves_the_rows_as_they_are(panda):
+    """Given a clock that knows a step takes longer than the time left, polish starts none (and costs nothing):
+    a query with an objective and a tight budget is answered on time with the LM's rows."""
+    import time
+
+    from ikdiffuser_ros.clock import UnitClock
+
+    q_true = random_q(panda, 8, seed=16)
+    targets = panda.fk(q_true)
+    res = refine(panda, q_true + 0.05, targets)
+    deadline = time.monotonic() + 0.005
+    out = polish(panda, res, targets, lambda q: q[:, 0], deadline=deadline, clock=UnitClock(deadline, first=0.05))
+    assert (out.q == res.q).all() and (out.iterations == res.iterations).all()
+    assert time.monotonic() < deadline
