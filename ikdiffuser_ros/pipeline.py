@@ -51,6 +51,7 @@ from ikdiffuser_ros.errors import (CollisionCheckingUnavailableError, ConfigErro
                                    InvalidRequestError, InvalidRobotStateError, UnknownLinkError)
 from ikdiffuser_ros.kinematics.frames import FrameResolver, rigid_offsets
 from ikdiffuser_ros.kinematics.groups import Group, build_groups, find_group
+from ikdiffuser_ros.kinematics.joint_kinds import wrap_to_pi
 from ikdiffuser_ros.query import IKAnswer, IKQuery, IKTarget, JointBounds, Status, TargetAnswer
 from ikdiffuser_ros.sampling import objectives as obj
 from ikdiffuser_ros.sampling.dedup import farthest_first_many, unique_mask
@@ -354,9 +355,8 @@ class IKPipeline:
         self.ee_index = {ee: i for i, ee in enumerate(self.robot.end_effectors)}
         self.joint_index = {name: i for i, name in enumerate(self.robot.joint_names)}
         self.default_state = self.robot.default_positions().numpy().astype(np.float64)
-        #: plain (False) and collision-guided (True) solver calls: their measured rates, kept across queries
-        #: one sizer per kind of call: plain (the compiled path), with objectives (the torch sampler guided by their
-        #: cost, 20-60x a plain call per row), collision-guided
+        #: one sizer per kind of call, its measured rates kept across queries: plain (the compiled path), with
+        #: objectives (the torch sampler guided by their cost, 20-60x a plain call per row), collision-guided
         self._sizers = {kind: ChunkSizer() for kind in ("plain", "objectives", "guided")}
         #: measured time to rank one target's answer [s], by :meth:`_finish_key`
         self._finish_s_per_target: dict[tuple[bool, int], float] = {}
@@ -883,7 +883,7 @@ class IKPipeline:
         """(..., n) -> (...) bool: every joint within the consistency limits of the seed (wrap-aware)."""
         d = q - plan.seed
         wrap = self.solver.wrapping.numpy()
-        d = np.where(wrap, np.remainder(d + np.pi, 2 * np.pi) - np.pi, d)
+        d = np.where(wrap, wrap_to_pi(d), d)
         return np.all(np.abs(d) <= plan.consistency + 1e-12, axis=-1)
 
     def _count(self, pool: _Pool, new_valid: int) -> None:

@@ -52,7 +52,7 @@ from ikdiffuser_ros.bench.ik import REPO, SOLVER_SEED_OFFSET, _command, _version
 from ikdiffuser_ros.bench.peer_registry import PEERS, build_peers
 from ikdiffuser_ros.bench.peers import restart_until
 from ikdiffuser_ros.bench.protocols import DEFAULT_SEED, random_targets, verified
-from ikdiffuser_ros.kinematics.joint_kinds import joint_kinds
+from ikdiffuser_ros.kinematics.joint_kinds import joint_kinds, wrap_to_pi
 from ikdiffuser_ros.kinematics.robot_model import RobotModel
 from ikdiffuser_ros.query import IKQuery, IKTarget
 from ikdiffuser_ros.sampling.dedup import joint_tolerances, unique_mask
@@ -158,7 +158,7 @@ def _deviation(model: RobotModel, qs: list[np.ndarray], seeds: np.ndarray) -> np
     for i, (q, seed) in enumerate(zip(qs, seeds)):
         if q.shape[0]:
             d = q[0] - seed
-            out[i] = np.abs(np.where(wrapping, np.remainder(d + np.pi, 2 * np.pi) - np.pi, d)).max()
+            out[i] = np.abs(np.where(wrapping, wrap_to_pi(d), d)).max()
     return out
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 
 from ikdiffuser_ros.kinematics.joint_names import axis_of
@@ -101,9 +102,9 @@ def uniform_in_limits(lower: torch.Tensor, upper: torch.Tensor, rows: int, gener
     return lower + (upper - lower) * u
 
 
-def wrap_to_pi(x: torch.Tensor) -> torch.Tensor:
-    """Angles -> [-pi, pi)."""
-    return torch.remainder(x + math.pi, 2 * math.pi) - math.pi
+def wrap_to_pi(x: torch.Tensor | np.ndarray) -> torch.Tensor | np.ndarray:
+    """Angles -> [-pi, pi) (a tensor or a numpy array: ``%`` is the floored remainder in both)."""
+    return (x + math.pi) % (2 * math.pi) - math.pi
 
 
 def project_to_limits(q: torch.Tensor, lower: torch.Tensor, upper: torch.Tensor,

@@ -80,7 +80,7 @@ def _small_leaders(q: np.ndarray, valid: np.ndarray, tol: np.ndarray, wrap: np.n
     for k in range(q.shape[1]):  # joint by joint: (N, N) arrays, no (N, N, n) one
         d = q[:, None, k] - q[None, :, k]
         if wrap is not None and wrap[k]:
-            d = np.remainder(d + math.pi, 2 * math.pi) - math.pi
+            d = wrap_to_pi(d)
         close &= np.abs(d) <= tol[k]
     earlier = np.tril(close, -1)
     keep = valid & ~earlier.any(-1)

@@ -284,8 +284,8 @@ def combine(weights: Mapping[str, float], ctx: ObjectiveContext) -> CostFn | Non
     context is missing (``seed`` without a seed...) raise :class:`InvalidRequestError` with the reason.
     Returns the combined cost, or None when every weight is zero.
     """
-    terms = []
-    for name, w in canonical_weights(weights).items():
+    terms, weights = [], canonical_weights(weights)
+    for name, w in weights.items():
         if w == 0:
             continue
         cls = OBJECTIVES[name]
@@ -301,5 +301,5 @@ def combine(weights: Mapping[str, float], ctx: ObjectiveContext) -> CostFn | Non
             total = total + w * fn(q)
         return total
 
-    cost.names = tuple(sorted(n for n, w in canonical_weights(weights).items() if w))  # what it costs to evaluate
+    cost.names = tuple(sorted(n for n, w in weights.items() if w))  # what it costs to evaluate
     return cost
