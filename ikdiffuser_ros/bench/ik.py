@@ -95,8 +95,9 @@ def _pipelines(args: argparse.Namespace, model, name: str, notes: list[str]) -> 
                                     max_num_solutions=MANY_SOLUTIONS, steps=args.steps)
             row = PriorPipeline(IKPipeline.from_robot(model, path, args.device, config, collision=False))
             card = read_card(path)
-            row.description += (f"; model {path.name}: {card.get('architecture', {}).get('type')}, "
-                                f"{card.get('training', {}).get('steps')} training steps")
+            training = card.get("training", {})
+            steps = training.get("cumulative", {}).get("steps", training.get("steps"))
+            row.description += f"; model {path.name}: {card.get('architecture', {}).get('type')}, {steps} training steps"
             out.append(row)
         else:
             notes.append(f"ikdiffuser: skipped, no model in {path}")
@@ -166,7 +167,8 @@ def bench_robot(args: argparse.Namespace, name: str) -> dict:
         "solvers": {p.name: p.description for p in [*pipelines, *(peers_1 or peers_2)]},
         "notes": notes,
         "one_solution": [asdict(r) for r in one],
-        "many": [{**asdict(r), "mean_diversity": r.mean_diversity} for r in many],
+        "many": [{**asdict(r), "mean_diversity": r.mean_diversity,
+                  "mean_diversity_self_free": r.mean_diversity_self_free} for r in many],
     }
     if "coverage" in protocols:
         out["coverage"] = _coverage(args, model, xml, pipelines, peers_2, seed, notes)

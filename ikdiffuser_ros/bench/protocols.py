@@ -179,6 +179,7 @@ class ManySolutions:
     self_free: float = 0.0
     scene_free: float = 0.0
     diversity: list[float] = field(default_factory=list)
+    diversity_self_free: list[float] = field(default_factory=list)
 
     @property
     def distinct_per_s(self) -> float:
@@ -194,8 +195,19 @@ class ManySolutions:
 
     @property
     def mean_diversity(self) -> float:
-        values = [d for d in self.diversity if not np.isnan(d)]
-        return float(np.mean(values)) if values else float("nan")
+        return _nan_mean(self.diversity)
+
+    @property
+    def mean_diversity_self_free(self) -> float:
+        """Diversity of the checked self-collision-free distinct solutions (a random subset of up to
+        ``max_checks`` per target, whose mean pairwise distance estimates the whole set's) [rad/m]."""
+        return _nan_mean(self.diversity_self_free)
+
+
+def _nan_mean(values: list[float]) -> float:
+    """The mean of the non-NaN values (NaN if none)."""
+    kept = [v for v in values if not np.isnan(v)]
+    return float(np.mean(kept)) if kept else float("nan")
 
 
 class SolutionCounter:
@@ -223,6 +235,7 @@ class SolutionCounter:
         self_hit = self.checker.check(checked).self_collision
         scene_hit = self.checker.check(checked, self.scene).in_collision
         result.checked += len(pick)
+        result.diversity_self_free.append(diversity(checked[~self_hit]))
         scale = reps.shape[0] / len(pick)
         result.self_free += float((~self_hit).sum()) * scale
         result.scene_free += float((~scene_hit).sum()) * scale

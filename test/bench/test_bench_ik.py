@@ -48,7 +48,23 @@ def test_bench_runs_every_solver_on_the_same_targets(tmp_path):
     text = docs.read_text()
     assert "old" not in text and text.endswith("after\n") and "| uniform+LM |" in text
     assert "panda: one sample + LM >= 99.5 % (the goal for 1 end effector(s))" in text
+    assert "diversity of self-coll-free [rad]" in text
     assert (tmp_path / "img" / PLOT_SUCCESS).stat().st_size > 0 and (tmp_path / "img" / PLOT_FREE).stat().st_size > 0
+
+
+@pytest.mark.skipif(not (MODELS / "panda" / "card.json").is_file(), reason="no shipped panda model")
+def test_bench_of_many_solutions_alone_reports_its_goals(tmp_path):
+    """``--protocols many`` writes its tables and goals without protocol 1's (it used to fail on the missing
+    one-solution rows)."""
+    torch.set_num_threads(1)
+    docs = tmp_path / "benchmarks.md"
+    rc = main(["bench", "--robots", "panda", "--protocols", "many", "--solvers", "ikdiffuser", "rtb_ik_LM",
+               "--many-targets", "1", "--many-budget", "0.2", "--max-checks", "20", "--docs", str(docs)])
+    assert rc == 0
+    text = docs.read_text()
+    assert "One solution per target" not in text and "Many solutions per target" in text
+    if "rtb_ik_LM: skipped" not in text:
+        assert "panda: diversity of the self-collision-free solutions >= every peer's" in text
 
 
 @pytest.mark.parametrize("robot", ["panda", "baxter"])
