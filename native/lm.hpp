@@ -20,10 +20,10 @@ inline double monotonic_s() {
 }
 
 struct LMConfig {
-  int max_iters = 80;
+  int max_iters = 300;
   double pos_tol = 1e-5, rot_tol = 1e-4, rot_weight = 0.2;
   double lambda_init = 1e-3, lambda_up = 8.0, lambda_down = 0.25, lambda_min = 1e-9, lambda_max = 1e6;
-  double max_step = 0.5, progress_ratio = 0.9;
+  double max_step = 0.5, progress_ratio = 0.99;
   int patience = 15;
 };
 
