@@ -42,7 +42,7 @@ def unique_mask(
     all-pairs pass; rows with a neighbour are then resolved per batch, chunk by
     chunk against the rows kept so far (:meth:`_Closeness.leaders`). Batches of
     :data:`SWEEP_MIN_ROWS` rows or more skip the all-pairs pass (:func:`_large_batch_leaders`); one batch of at
-    most :data:`SMALL_MAX_ROWS` rows on the CPU is compared in numpy (:func:`_small_leaders`).
+    most :data:`SMALL_MAX_ROWS` rows on the CPU is compared in numpy (:func:`unique_mask_numpy`).
     """
     *batch, N, n = q.shape
     if N == 0 or q.numel() == 0:
@@ -53,8 +53,8 @@ def unique_mask(
     tol_t = torch.as_tensor(tol, dtype=q.dtype, device=q.device).expand(n)
     wrap = None if wrapping is None or not bool(wrapping.any()) else wrapping.to(q.device)
     if q.shape[0] == 1 and N <= SMALL_MAX_ROWS and q.device.type == "cpu":
-        return torch.from_numpy(_small_leaders(q[0].numpy(), valid[0].numpy(), tol_t.numpy(),
-                                               None if wrap is None else wrap.numpy())).reshape(*batch, N)
+        return torch.from_numpy(unique_mask_numpy(q[0].numpy(), valid[0].numpy(), tol_t.numpy(),
+                                                  None if wrap is None else wrap.numpy())).reshape(*batch, N)
     close = _Closeness(tol_t, wrap, max_elements)
     leaders = _large_batch_leaders if N >= SWEEP_MIN_ROWS else _batch_leaders
     return leaders(close, q / tol_t, valid).reshape(*batch, N)
@@ -71,17 +71,24 @@ def _batch_leaders(close: "_Closeness", scaled: torch.Tensor, valid: torch.Tenso
     return keep
 
 
-def _small_leaders(q: np.ndarray, valid: np.ndarray, tol: np.ndarray, wrap: np.ndarray | None) -> np.ndarray:
-    """:func:`unique_mask` of one batch of a few rows in numpy: q (N, n), valid (N,), tol (n,), wrap (n,) bool or
-    None -> (N,) bool. All pairs, joint by joint; then the greedy leaders in rounds: an undecided row is dropped once
-    an earlier kept row is close to it, and kept once every earlier close row is dropped (the earliest undecided row
-    is always one or the other, so every round decides at least one row)."""
-    close = valid[None, :] & valid[:, None]
-    for k in range(q.shape[1]):  # joint by joint: (N, N) arrays, no (N, N, n) one
-        d = q[:, None, k] - q[None, :, k]
-        if wrap is not None and wrap[k]:
-            d = wrap_to_pi(d)
-        close &= np.abs(d) <= tol[k]
+def unique_mask_numpy(q: np.ndarray, valid: np.ndarray | None, tol: float | np.ndarray,
+                      wrap: np.ndarray | None = None) -> np.ndarray:
+    """:func:`unique_mask` of one batch in numpy: q (N, n), valid (N,) bool or None (all), tol a float or (n,),
+    wrap (n,) bool or None -> (N,) bool. Up to :data:`SMALL_MAX_ROWS` rows all pairs at once (rows of a few
+    targets' pools: ~40 us for 16 rows, a tenth of the torch path's fixed cost); more rows go to :func:`unique_mask`.
+    The greedy leaders in rounds: an undecided row is dropped once an earlier kept row is close to it, and kept once
+    every earlier close row is dropped (the earliest undecided row is always one or the other, so every round
+    decides at least one row)."""
+    N, n = q.shape
+    valid = np.ones(N, dtype=bool) if valid is None else np.asarray(valid, dtype=bool)
+    tol = np.broadcast_to(np.asarray(tol, dtype=q.dtype), (n,))
+    if N > SMALL_MAX_ROWS:
+        return unique_mask(torch.from_numpy(q), torch.from_numpy(valid), torch.from_numpy(tol.copy()),
+                           None if wrap is None else torch.from_numpy(wrap)).numpy()
+    d = np.abs(q[:, None, :] - q[None, :, :])  # (N, N, n): at most 96 x 96 x n
+    if wrap is not None and wrap.any():
+        d[..., wrap] = np.abs(wrap_to_pi(d[..., wrap]))
+    close = (d <= tol).all(-1) & valid[None, :] & valid[:, None]
     earlier = np.tril(close, -1)
     keep = valid & ~earlier.any(-1)
     undecided = valid & ~keep
@@ -108,7 +115,7 @@ def _large_batch_leaders(close: "_Closeness", scaled: torch.Tensor, valid: torch
     return keep
 
 
-#: :func:`unique_mask` compares one batch of at most this many rows in numpy (:func:`_small_leaders`; 14-16 joints,
+#: :func:`unique_mask` compares one batch of at most this many rows in numpy (:func:`unique_mask_numpy`; 14-16 joints,
 #: quiet machine: 8 / 32 / 64 rows 0.07 / 0.10 / 0.20 ms against 0.42 / 0.46 / 0.49 ms in torch; 128: 0.60 / 0.74)...
 SMALL_MAX_ROWS = 96
 #: ... and sorts and sweeps batches of at least this many rows (4096 rows of 14 joints: 0.3-0.6 s all

@@ -118,6 +118,30 @@ def test_a_call_near_the_deadline_gets_the_rows_that_fit():
     assert sizer.rows(1.0) == 4  # at most 4x the previous call
 
 
+def test_the_sizer_tells_a_calls_fixed_cost_from_its_rows():
+    """Calls of different sizes give the fixed cost of a call apart from each row's: a rate from small calls alone
+    would undersize the next one (a 1 x 8 query within 5 ms on dual_ur5_mobile got first calls of 1-4 rows, each
+    costing ~1 ms before its first row); calls of one size give a rate, as before."""
+    from ikdiffuser_ros.pipeline import CALL_SHARE, SIZER_DECAY, ChunkSizer
+
+    sizer = ChunkSizer().start(first=256, most=1024)
+    sizer.record(1, 0.0010)
+    sizer.record(4, 0.0016)  # 0.8 ms fixed + 0.2 ms a row
+    fixed, per_row = sizer.cost()
+    assert fixed == pytest.approx(0.0008) and per_row == pytest.approx(0.0002)
+    assert sizer.rows(0.005) == int((0.005 * CALL_SHARE - 0.0008) / 0.0002) == 13  # the rate of 4 rows: 8
+    assert sizer.rows(0.0008) == 1
+    noisy = ChunkSizer().start(first=256, most=1024)
+    noisy.record(4, 0.0020)
+    noisy.record(1, 0.0001)  # a fit beyond the shortest call (negative per row) keeps the shortest as fixed
+    assert noisy.cost()[0] <= 0.0001 and noisy.cost()[1] > 0
+    restarts = ChunkSizer(fallback=sizer).start(first=256, most=1024)
+    mean_per_row = (SIZER_DECAY * 0.0010 + 0.0016) / (SIZER_DECAY * 1 + 4)  # fixed cost included: conservative
+    assert restarts.rows(0.005) == int(0.005 * CALL_SHARE / mean_per_row) < 13  # nothing measured yet: the fallback
+    restarts.record(8, 0.0020)
+    assert restarts.rows(0.005) == int(0.005 * CALL_SHARE / (0.0020 / 8))  # then its own calls
+
+
 @pytest.mark.parametrize("budget", [0.001, 0.003])
 def test_no_solver_call_may_run_past_the_answers_deadline(baxter_pipeline, monkeypatch, budget):
     """Every solver call of a tight one-target query gets a deadline before the query's own: the first call's LM, too,

@@ -201,7 +201,7 @@ def test_farthest_first_many_is_each_sets_own_order(wrap):
 
 @pytest.mark.parametrize("wrap", [False, True])
 def test_small_batches_in_numpy_keep_the_rows_torch_keeps(wrap, monkeypatch):
-    """One batch of up to SMALL_MAX_ROWS rows goes through numpy (:func:`_small_leaders`): the same rows as the torch
+    """One batch of up to SMALL_MAX_ROWS rows goes through numpy (:func:`unique_mask_numpy`): the same rows as the torch
     path, for pools piled on a few solutions (chains of close rows), invalid rows and rows across the seam."""
     import ikdiffuser_ros.sampling.dedup as dedup
 

@@ -1,0 +1,88 @@
+"""What users run, two versions of the pipeline in one process: an older ``ikdiffuser_ros/pipeline.py`` against the
+working tree's, the same queries interleaved per target (the order alternating), so both see the same machine.
+
+    git show <commit>:ikdiffuser_ros/pipeline.py > /tmp/old_pipeline.py
+    OMP_NUM_THREADS=1 python scripts/ab_pipeline.py --old /tmp/old_pipeline.py --robot baxter --targets 60 \\
+        --cases 1x1@2 1x8@5 1x32@10 16x1@10 64x1@20 16x4@20 4x32@50
+
+A case ``BxN@T`` asks N solutions for each of B targets within T ms (FK poses of uniform configurations). Prints
+per case and version: the share of queries whose every target got N verified solutions in time, the share of targets
+that got N, the median of the fewest any target got, and the answer's median and p95 time [ms]. The older module
+runs against the working tree's other modules (solver, LM, dedup): compare pipeline changes only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import sys
+import time
+
+import numpy as np
+import torch
+
+from ikdiffuser_ros.bench.protocols import DEFAULT_SEED, random_targets, verified
+from ikdiffuser_ros.pipeline import IKPipeline
+from ikdiffuser_ros.query import IKQuery, IKTarget
+from ikdiffuser_ros.robots import robot_config
+
+
+def load_old(path: str):
+    """The older pipeline module, imported beside the working tree's."""
+    spec = importlib.util.spec_from_file_location("ikdiffuser_ros._old_pipeline", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def parse_case(text: str) -> tuple[int, int, float]:
+    """``"16x4@20"`` -> (16 targets, 4 solutions, 0.020 s)."""
+    head, ms = text.split("@")
+    targets, num = head.split("x")
+    return int(targets), int(num), float(ms) / 1e3
+
+
+def run_case(pipeline, model, T: np.ndarray, num: int, budget: float, seed: int) -> tuple[int, float, float]:
+    """One query -> (fewest verified solutions of a target, seconds, share of targets with ``num``)."""
+    ees = list(model.end_effectors)
+    query = IKQuery([IKTarget(ees, list(t)) for t in T], num_solutions=num, timeout=budget, random_seed=seed)
+    t0 = time.perf_counter()
+    answer = pipeline.answer(query)
+    seconds = time.perf_counter() - t0
+    good = []
+    for target, pose in zip(answer.targets, T):
+        q = torch.from_numpy(target.q)
+        good.append(int(verified(model, q, torch.from_numpy(pose).expand(len(q), *pose.shape)).sum()) if len(q) else 0)
+    return min(good), seconds, float(np.mean([g >= num for g in good]))
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--old", required=True, help="an older ikdiffuser_ros/pipeline.py")
+    p.add_argument("--robot", default="baxter")
+    p.add_argument("--targets", type=int, default=60, help="queries per case")
+    p.add_argument("--cases", nargs="+", default=["1x1@2", "1x8@5", "1x32@10", "16x4@20"])
+    args = p.parse_args()
+    torch.set_num_threads(1)
+    cases = [parse_case(c) for c in args.cases]
+    model = robot_config(args.robot).load()
+    most = max(b for b, _, _ in cases)
+    _, T = (t.numpy() for t in random_targets(model, args.targets * most, DEFAULT_SEED))
+    pipes = {"old": load_old(args.old).IKPipeline.from_robot(args.robot), "new": IKPipeline.from_robot(args.robot)}
+    res = {(k, c): [] for k in pipes for c in cases}
+    for i in range(args.targets):
+        for case in cases:
+            for k in ("old", "new") if i % 2 else ("new", "old"):
+                res[k, case].append(run_case(pipes[k], model, T[most * i: most * i + case[0]], case[1], case[2], i))
+    for case in cases:
+        for k in pipes:
+            fewest, seconds, share = (np.array(x) for x in zip(*res[k, case]))
+            print(f"{args.robot} {k} {case[0]}x{case[1]} in {1e3 * case[2]:g} ms: all in time "
+                  f"{100 * np.mean((fewest >= case[1]) & (seconds <= case[2])):.0f} %, targets served "
+                  f"{100 * share.mean():.0f} %, fewest median {np.median(fewest):.0f}, ms median "
+                  f"{1e3 * np.median(seconds):.2f} p95 {1e3 * np.percentile(seconds, 95):.2f}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
