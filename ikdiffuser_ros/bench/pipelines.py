@@ -41,8 +41,9 @@ class PriorPipeline:
         self.model: RobotModel = pipeline.robot
         cfg = pipeline.config
         self.description = (f"IKPipeline.answer, one IKQuery per call with the budget as its timeout (diffusion "
-                            f"samples, {cfg.steps or 'the card'}'s DDIM steps, perturbed restarts for >= "
-                            f"{cfg.restart_min_rows} rows, its LM, rounds until the deadline)")
+                            f"samples, {cfg.steps or 'the card'}'s DDIM steps, perturbed restarts in rounds "
+                            f"of >= {cfg.restart_min_rows} rows of a multi-solution query, its LM, rounds until the "
+                            f"deadline)")
 
     def _answer(self, targets: torch.Tensor, num: int, timeout: float, rounds: int, seed: int) -> list:
         ees = list(self.model.end_effectors)
