@@ -14,10 +14,12 @@ all call it)::
               than asked for (at most ``max_rounds``; round k samples ``ROUND_GROWTH**k`` times
               more, up to ``ROUND_ROWS``); only targets with none get collision guidance. A query for
               one solution samples at the card's temperature (typical samples: one sample + LM
-              succeeds more often), one for several at 1 (their answers should spread)
-              Work is cut into solver calls whose size follows
-              the measured throughput and the time left (:class:`ChunkSizer`), breadth first:
-              each call gives its targets equal shares, so a tight budget still reaches them all
+              succeeds more often), one for several at 1 (their answers should spread). A round
+              that wants ``restart_min_rows`` or more rows per target of a query for several
+              solutions gives each sample ``restarts`` LM starts. Work is cut into solver calls
+              whose size follows the measured cost of a call (fixed and per row) and the time
+              left (:class:`ChunkSizer`), breadth first: each call gives its targets equal
+              shares, so a tight budget still reaches them all
     chunk     one :meth:`IKDiffuserSolver.run` call (sample, LM with locked joints frozen,
               polish, measure at the named links: the one success test) -> joint constraints ->
               exact collision check of the call's rows in one batch (FCL, stops at the deadline)
