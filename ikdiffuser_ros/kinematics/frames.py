@@ -130,6 +130,8 @@ class FrameResolver:
                 external: Mapping[str, np.ndarray] | None = None) -> np.ndarray:
         """A pose (see :func:`pose_matrix`) expressed in ``frame`` -> validated (4, 4) in the root frame."""
         T = pose_matrix(pose, what)
+        if frame == self.root or frame in ("", "/"):  # most requests: no frame to resolve, no product
+            return T
         return self.T_root(frame, q_ref, what, external) @ T
 
 
