@@ -205,15 +205,19 @@ class ChunkSizer:
         """(fixed [s], per row [s]) of a call, seconds = fixed + rows x per row, fitted by least squares to the
         recent calls (SIZER_DECAY); None before the first. The fixed part (a call's Python and setup, ~1 ms on
         a mobile robot) only where the calls' sizes spread enough to tell it (a standard deviation of at least a
-        quarter of their mean) and within [0, shortest call]; else a row costs the calls' mean time per row (a
-        rate from small calls alone undersizes the next: the fixed cost is most of them)."""
+        quarter of their mean) and the fit is plausible (a cost per row of at least a tenth of the mean, a fixed
+        cost within [0, shortest call]); else a row costs the calls' mean time per row (conservative: a rate from
+        small calls alone undersizes the next, their fixed cost being most of them, but never oversizes it)."""
         w, x, y, xx, xy = self._sums
         if w == 0.0:
             return None
         spread = w * xx - x * x  # w^2 x the variance of the rows
-        fixed = (y - (w * xy - x * y) / spread * x) / w if spread >= (0.25 * x) ** 2 else 0.0
-        fixed = min(max(fixed, 0.0), self.shortest)
-        return fixed, max(y - fixed * w, 1e-9) / x
+        if spread >= (0.25 * x) ** 2:
+            per_row = (w * xy - x * y) / spread
+            fixed = (y - per_row * x) / w
+            if per_row >= 0.1 * y / x and 0.0 <= fixed <= self.shortest:
+                return fixed, per_row
+        return 0.0, y / x  # one size, or a fit the noise bent (a larger call measured as fast)
 
     def start(self, first: int, most: int) -> "ChunkSizer":
         """Caps of a new query (the measurements stay)."""

@@ -132,9 +132,14 @@ def test_the_sizer_tells_a_calls_fixed_cost_from_its_rows():
     assert sizer.rows(0.005) == int((0.005 * CALL_SHARE - 0.0008) / 0.0002) == 13  # the rate of 4 rows: 8
     assert sizer.rows(0.0008) == 1
     noisy = ChunkSizer().start(first=256, most=1024)
-    noisy.record(4, 0.0020)
-    noisy.record(1, 0.0001)  # a fit beyond the shortest call (negative per row) keeps the shortest as fixed
-    assert noisy.cost()[0] <= 0.0001 and noisy.cost()[1] > 0
+    noisy.record(40, 0.0057)
+    noisy.record(16, 0.0057)  # noise: a fit with no cost per row and a fixed cost of the whole budget
+    assert noisy.cost() == pytest.approx((0.0, (SIZER_DECAY * 0.0057 + 0.0057) / (SIZER_DECAY * 40 + 16)))
+    assert noisy.rows(0.010) > 16  # the mean rate (the fit sized a 1 x 32 query's first call at 1 row of 40)
+    negative = ChunkSizer().start(first=256, most=1024)
+    negative.record(4, 0.0020)
+    negative.record(1, 0.0001)  # a fixed cost below zero: the mean rate too
+    assert negative.cost()[0] == 0.0 and negative.cost()[1] > 0
     restarts = ChunkSizer(fallback=sizer).start(first=256, most=1024)
     mean_per_row = (SIZER_DECAY * 0.0010 + 0.0016) / (SIZER_DECAY * 1 + 4)  # fixed cost included: conservative
     assert restarts.rows(0.005) == int(0.005 * CALL_SHARE / mean_per_row) < 13  # nothing measured yet: the fallback
