@@ -79,15 +79,16 @@ def unique_mask_numpy(q: np.ndarray, valid: np.ndarray | None, tol: float | np.n
     The greedy leaders in rounds: an undecided row is dropped once an earlier kept row is close to it, and kept once
     every earlier close row is dropped (the earliest undecided row is always one or the other, so every round
     decides at least one row)."""
-    N, n = q.shape
+    N = q.shape[0]
     valid = np.ones(N, dtype=bool) if valid is None else np.asarray(valid, dtype=bool)
-    tol = np.broadcast_to(np.asarray(tol, dtype=q.dtype), (n,))
+    tol = np.asarray(tol, dtype=q.dtype)  # a scalar or (n,): both broadcast against (N, N, n)
     if N > SMALL_MAX_ROWS:
         return unique_mask(torch.from_numpy(q), torch.from_numpy(valid), torch.from_numpy(tol.copy()),
                            None if wrap is None else torch.from_numpy(wrap)).numpy()
     d = np.abs(q[:, None, :] - q[None, :, :])  # (N, N, n): at most 96 x 96 x n
     if wrap is not None and wrap.any():
-        d[..., wrap] = np.abs(wrap_to_pi(d[..., wrap]))
+        dw = d[..., wrap]  # |a - b| of wrapped angles lies in [0, 2 pi]: the shorter way round, without a %
+        d[..., wrap] = np.minimum(dw, 2 * math.pi - dw) if dw.max() <= 2 * math.pi else np.abs(wrap_to_pi(dw))
     close = (d <= tol).all(-1) & valid[None, :] & valid[:, None]
     earlier = np.tril(close, -1)
     keep = valid & ~earlier.any(-1)
