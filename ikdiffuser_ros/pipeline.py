@@ -217,7 +217,11 @@ class ChunkSizer:
             fixed = (y - per_row * x) / w
             if per_row >= 0.1 * y / x and 0.0 <= fixed <= self.shortest:
                 return fixed, per_row
-        return 0.0, y / x  # one size, or a fit the noise bent (a larger call measured as fast)
+        return self._mean_cost()  # one size, or a fit the noise bent (a larger call measured as fast)
+
+    def _mean_cost(self) -> tuple[float, float]:
+        """(0, the recorded calls' mean time per row) [s], their fixed cost included."""
+        return 0.0, float(self._sums[2] / self._sums[1])
 
     def start(self, first: int, most: int) -> "ChunkSizer":
         """Caps of a new query (the measurements stay)."""
@@ -240,11 +244,11 @@ class ChunkSizer:
         return max(1, min(cap, int((max(remaining, 0.0) * CALL_SHARE - fixed) / per_row)))
 
     def _fallback_cost(self) -> tuple[float, float] | None:
-        """The first measured fallback's mean time per row, as (0, per row) [s], or None."""
+        """The first measured fallback's :meth:`_mean_cost`, or None."""
         sizer = self.fallback
         while sizer is not None and sizer.shortest is None:
             sizer = sizer.fallback
-        return None if sizer is None else (0.0, float(sizer._sums[2] / sizer._sums[1]))
+        return None if sizer is None else sizer._mean_cost()
 
     def record(self, rows: int, seconds: float) -> None:
         self.last = rows = max(1, rows)

@@ -80,6 +80,8 @@ def unique_mask_numpy(q: np.ndarray, valid: np.ndarray | None, tol: float | np.n
     every earlier close row is dropped (the earliest undecided row is always one or the other, so every round
     decides at least one row)."""
     N = q.shape[0]
+    if N == 0:
+        return np.zeros(0, dtype=bool)
     valid = np.ones(N, dtype=bool) if valid is None else np.asarray(valid, dtype=bool)
     tol = np.asarray(tol, dtype=q.dtype)  # a scalar or (n,): both broadcast against (N, N, n)
     if N > SMALL_MAX_ROWS:

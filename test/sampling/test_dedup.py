@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -221,3 +222,11 @@ def test_small_batches_in_numpy_keep_the_rows_torch_keeps(wrap, monkeypatch):
         monkeypatch.undo()
         merged += int(valid.sum() - fast.sum())
     assert merged > 50  # the pools had repeats to merge
+
+
+def test_numpy_dedup_of_no_rows_is_empty():
+    """No rows, wrapping joints included (the wrapped-difference shortcut takes a max over them): an empty mask."""
+    from ikdiffuser_ros.sampling.dedup import unique_mask_numpy
+
+    out = unique_mask_numpy(np.zeros((0, 3)), None, 1e-3, np.array([True, False, False]))
+    assert out.shape == (0,) and out.dtype == bool
