@@ -15,21 +15,28 @@ import math
 from collections import defaultdict
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
-from ikdiffuser_ros.sampling.dedup import unique_mask
+from ikdiffuser_ros.kinematics.joint_kinds import wrap_to_pi
+from ikdiffuser_ros.sampling.dedup import SMALL_MAX_ROWS, unique_mask, unique_mask_numpy
 from ikdiffuser_ros.solver import rank, ranking_key
 
 
 @dataclass(frozen=True)
 class PoolRows:
     """One target's measured candidates: joints q (M, n) [rad or m], valid (M,) bool, position error pe (M,)
-    [m], the combined cost (M,) or None (no objective)."""
+    [m], the combined cost (M,) or None (no objective); tensors or numpy arrays (small pools are ranked in numpy,
+    larger ones in torch: either converts without a copy on the CPU)."""
 
-    q: torch.Tensor
-    valid: torch.Tensor
-    pe: torch.Tensor
-    cost: torch.Tensor | None
+    q: torch.Tensor | np.ndarray
+    valid: torch.Tensor | np.ndarray
+    pe: torch.Tensor | np.ndarray
+    cost: torch.Tensor | np.ndarray | None
+
+    def tensors(self) -> "PoolRows":
+        """The same rows as tensors."""
+        return PoolRows(*(None if a is None else torch.as_tensor(a) for a in (self.q, self.valid, self.pe, self.cost)))
 
 
 def rank_pools(pools: list[PoolRows], seed: torch.Tensor | None, tol: float | torch.Tensor,
@@ -44,8 +51,13 @@ def rank_pools(pools: list[PoolRows], seed: torch.Tensor | None, tol: float | to
     classes: dict[tuple[bool, int], list[int]] = defaultdict(list)
     for i, pool in enumerate(pools):
         classes[pool.cost is None, max(0, len(pool.q) - 1).bit_length()].append(i)
-    for members in classes.values():
-        for i, result in zip(members, _rank_batch([pools[i] for i in members], seed, tol, wrapping, distinct)):
+    for (_, size), members in classes.items():
+        q = pools[members[0]].q
+        if (1 << size) <= SMALL_MAX_ROWS and (not isinstance(q, torch.Tensor) or q.device.type == "cpu"):
+            results = _rank_batch_numpy([pools[i] for i in members], seed, tol, wrapping, distinct)
+        else:
+            results = _rank_batch([pools[i].tensors() for i in members], seed, tol, wrapping, distinct)
+        for i, result in zip(members, results):
             ranked[i] = result
     return ranked
 
@@ -63,6 +75,36 @@ def _rank_batch(pools: list[PoolRows], seed: torch.Tensor | None, tol: float | t
     unique = unique_mask(q, valid, tol, wrapping) if distinct else valid
     order = rank(unique, valid, key)
     return [(row[row < m] if m < M else row, k) for row, m, k in zip(order, sizes, unique.sum(-1).tolist())]
+
+
+def _rank_batch_numpy(pools: list[PoolRows], seed: torch.Tensor | None, tol: float | torch.Tensor,
+                      wrapping: torch.Tensor | None, distinct: bool) -> list[tuple[torch.Tensor, int]]:
+    """:func:`_rank_batch` of small pools (at most SMALL_MAX_ROWS rows) in numpy: the same key, de-duplication
+    (:func:`~ikdiffuser_ros.sampling.dedup.unique_mask_numpy`) and stable order, without torch's per-op cost
+    (16 pools of 5 rows: ~0.2 ms against ~1 ms)."""
+    sizes = [len(p.q) for p in pools]
+    B, M, n = len(pools), max(sizes), pools[0].q.shape[-1]
+    q, valid, pe = np.zeros((B, M, n)), np.zeros((B, M), bool), np.full((B, M), np.inf)
+    cost = None if pools[0].cost is None else np.full((B, M), np.inf)
+    for b, p in enumerate(pools):
+        m = sizes[b]
+        q[b, :m], valid[b, :m], pe[b, :m] = np.asarray(p.q), np.asarray(p.valid), np.asarray(p.pe)
+        if cost is not None:
+            cost[b, :m] = np.asarray(p.cost)
+    wrap = None if wrapping is None else wrapping.numpy().astype(bool)
+    if cost is not None:
+        key = cost
+    elif seed is not None:
+        d = q - seed.numpy()
+        key = (np.where(wrap, wrap_to_pi(d), d) ** 2 if wrap is not None else d * d).sum(-1)
+    else:
+        key = pe
+    key = np.nan_to_num(key, nan=np.inf)
+    tol_np = tol.numpy() if isinstance(tol, torch.Tensor) else tol
+    unique = unique_mask_numpy(q, valid, tol_np, wrap) if distinct else valid
+    order = np.lexsort((key, np.where(unique, 0, np.where(valid, 1, 2))), axis=-1)
+    return [(torch.from_numpy(row[row < m] if m < M else row), int(k))
+            for row, m, k in zip(order, sizes, unique.sum(-1).tolist())]
 
 
 def _padded(pools: list[PoolRows], M: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:

@@ -1,7 +1,7 @@
 """Frames of a robot: where named frames are, which links can carry an IK target, and pose values.
 
 * :func:`pose_matrix`: a pose given as a (4, 4) matrix or as ``(x, y, z, qx, qy, qz, qw)`` (ROS
-  quaternion order) -> validated float64 (4, 4). A quaternion whose norm is within
+  quaternion order) -> validated float64 (4, 4) (:func:`pose_matrices`: many at once). A quaternion whose norm is within
   :data:`QUATERNION_NORM_TOLERANCE` of 1 is normalized; anything else (zero, NaN, far from unit)
   raises :class:`~ikdiffuser_ros.errors.InvalidGoalError`.
 * :class:`FrameResolver`: the pose of any frame of the robot tree in the root frame at a joint
@@ -79,6 +79,30 @@ def pose_matrix(pose, what: str = "pose") -> np.ndarray:
         raise InvalidGoalError(f"{what}: not a rigid transform (rotation not orthonormal with det 1 within "
                                f"{ORTHONORMAL_TOLERANCE}, or last row not 0 0 0 1)")
     return a.copy()
+
+
+def pose_matrices(poses: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`pose_matrix` of many poses at once: (..., 7) or (..., 4, 4) float64 -> ((..., 4, 4), ok (...) bool),
+    ok False where :func:`pose_matrix` would raise (those rows' matrices are meaningless: give them to
+    :func:`pose_matrix` for the error). One numpy pass (64 targets of 2 poses: ~0.1 ms against ~6 ms one at a
+    time)."""
+    a = np.asarray(poses, dtype=np.float64)
+    if a.shape[-1:] == (7,):
+        quat = a[..., 3:]
+        norm = np.linalg.norm(quat, axis=-1)
+        ok = np.isfinite(a).all(-1) & (np.abs(norm - 1.0) <= QUATERNION_NORM_TOLERANCE)
+        T = np.zeros((*a.shape[:-1], 4, 4))
+        T[..., :3, :3] = quat_to_matrix(quat / np.where(ok, norm, 1.0)[..., None])
+        T[..., :3, 3], T[..., 3, 3] = a[..., :3], 1.0
+        return T, ok
+    if a.shape[-2:] != (4, 4):
+        raise ValueError(f"poses of shape {a.shape}: (..., 7) or (..., 4, 4)")
+    R = np.nan_to_num(a[..., :3, :3])
+    gram = np.abs(np.swapaxes(R, -1, -2) @ R - np.eye(3)).max((-2, -1))
+    last = np.abs(a[..., 3, :] - (0, 0, 0, 1)) <= 1e-8 + 1e-5 * np.array([0, 0, 0, 1])
+    ok = np.isfinite(a).all((-2, -1)) & (gram <= ORTHONORMAL_TOLERANCE) & last.all(-1) \
+        & (np.abs(np.linalg.det(R) - 1) <= ORTHONORMAL_TOLERANCE)
+    return a.copy(), ok
 
 
 class FrameResolver:

@@ -41,8 +41,8 @@ def unique_mask(
     every dropped row is within the tolerance of a kept one. Cost: one chunked
     all-pairs pass; rows with a neighbour are then resolved per batch, chunk by
     chunk against the rows kept so far (:meth:`_Closeness.leaders`). Batches of
-    :data:`SWEEP_MIN_ROWS` rows or more skip the all-pairs pass (:func:`_large_batch_leaders`); one batch of at
-    most :data:`SMALL_MAX_ROWS` rows on the CPU is compared in numpy (:func:`unique_mask_numpy`).
+    :data:`SWEEP_MIN_ROWS` rows or more skip the all-pairs pass (:func:`_large_batch_leaders`); batches of at
+    most :data:`SMALL_MAX_ROWS` rows on the CPU are compared in numpy (:func:`unique_mask_numpy`).
     """
     *batch, N, n = q.shape
     if N == 0 or q.numel() == 0:
@@ -52,8 +52,8 @@ def unique_mask(
              else valid.reshape(q.shape[0], N).to(q.device, torch.bool))
     tol_t = torch.as_tensor(tol, dtype=q.dtype, device=q.device).expand(n)
     wrap = None if wrapping is None or not bool(wrapping.any()) else wrapping.to(q.device)
-    if q.shape[0] == 1 and N <= SMALL_MAX_ROWS and q.device.type == "cpu":
-        return torch.from_numpy(unique_mask_numpy(q[0].numpy(), valid[0].numpy(), tol_t.numpy(),
+    if N <= SMALL_MAX_ROWS and q.device.type == "cpu":
+        return torch.from_numpy(unique_mask_numpy(q.numpy(), valid.numpy(), tol_t.numpy(),
                                                   None if wrap is None else wrap.numpy())).reshape(*batch, N)
     close = _Closeness(tol_t, wrap, max_elements)
     leaders = _large_batch_leaders if N >= SWEEP_MIN_ROWS else _batch_leaders
@@ -73,31 +73,39 @@ def _batch_leaders(close: "_Closeness", scaled: torch.Tensor, valid: torch.Tenso
 
 def unique_mask_numpy(q: np.ndarray, valid: np.ndarray | None, tol: float | np.ndarray,
                       wrap: np.ndarray | None = None) -> np.ndarray:
-    """:func:`unique_mask` of one batch in numpy: q (N, n), valid (N,) bool or None (all), tol a float or (n,),
-    wrap (n,) bool or None -> (N,) bool. Up to :data:`SMALL_MAX_ROWS` rows all pairs at once (rows of a few
-    targets' pools: ~40 us for 16 rows, a tenth of the torch path's fixed cost); more rows go to :func:`unique_mask`.
-    The greedy leaders in rounds: an undecided row is dropped once an earlier kept row is close to it, and kept once
-    every earlier close row is dropped (the earliest undecided row is always one or the other, so every round
-    decides at least one row)."""
-    N = q.shape[0]
-    if N == 0:
-        return np.zeros(0, dtype=bool)
-    valid = np.ones(N, dtype=bool) if valid is None else np.asarray(valid, dtype=bool)
-    tol = np.asarray(tol, dtype=q.dtype)  # a scalar or (n,): both broadcast against (N, N, n)
+    """:func:`unique_mask` in numpy: q (..., N, n), valid (..., N) bool or None (all), tol a float or (n,),
+    wrap (n,) bool or None -> (..., N) bool. Up to :data:`SMALL_MAX_ROWS` rows per batch all pairs at once, at
+    most SMALL_MAX_ELEMENTS compared elements per pass (rows of a few targets' pools: ~40 us for 16 rows, a tenth
+    of the torch path's fixed cost; 16 pools of 5 rows in one pass); more rows go to :func:`unique_mask`."""
+    *batch, N, n = q.shape
+    valid = np.ones((*batch, N), dtype=bool) if valid is None else np.asarray(valid, dtype=bool)
+    tol = np.asarray(tol, dtype=q.dtype)  # a scalar or (n,): both broadcast against (..., N, N, n)
     if N > SMALL_MAX_ROWS:
         return unique_mask(torch.from_numpy(q), torch.from_numpy(valid), torch.from_numpy(tol.copy()),
                            None if wrap is None else torch.from_numpy(wrap)).numpy()
-    d = np.abs(q[:, None, :] - q[None, :, :])  # (N, N, n): at most 96 x 96 x n
-    if wrap is not None and wrap.any():
+    if N == 0 or q.size == 0:
+        return np.zeros((*batch, N), dtype=bool)
+    q, valid = q.reshape(-1, N, n), valid.reshape(-1, N)
+    step = max(1, SMALL_MAX_ELEMENTS // max(1, N * N * n))
+    keep = [_leaders_numpy(q[b:b + step], valid[b:b + step], tol, wrap) for b in range(0, len(q), step)]
+    return np.concatenate(keep).reshape(*batch, N)
+
+
+def _leaders_numpy(q: np.ndarray, valid: np.ndarray, tol: np.ndarray, wrap: np.ndarray | None) -> np.ndarray:
+    """:func:`unique_mask_numpy` of (B, N, n) rows, all pairs at once. The greedy leaders in rounds: an undecided
+    row is dropped once an earlier kept row is close to it, and kept once every earlier close row is dropped (the
+    earliest undecided row is always one or the other, so every round decides at least one row per batch)."""
+    d = np.abs(q[:, :, None, :] - q[:, None, :, :])  # (B, N, N, n)
+    if wrap is not None and wrap.any() and d.size:
         dw = d[..., wrap]  # |a - b| of wrapped angles lies in [0, 2 pi]: the shorter way round, without a %
         d[..., wrap] = np.minimum(dw, 2 * math.pi - dw) if dw.max() <= 2 * math.pi else np.abs(wrap_to_pi(dw))
-    close = (d <= tol).all(-1) & valid[None, :] & valid[:, None]
+    close = (d <= tol).all(-1) & valid[:, None, :] & valid[:, :, None]
     earlier = np.tril(close, -1)
     keep = valid & ~earlier.any(-1)
     undecided = valid & ~keep
     while undecided.any():
-        dropped = undecided & (earlier & keep).any(-1)
-        kept = undecided & ~dropped & ~(earlier & undecided).any(-1)
+        dropped = undecided & (earlier & keep[:, None, :]).any(-1)
+        kept = undecided & ~dropped & ~(earlier & undecided[:, None, :]).any(-1)
         keep |= kept
         undecided &= ~(dropped | kept)
     return keep
@@ -121,6 +129,8 @@ def _large_batch_leaders(close: "_Closeness", scaled: torch.Tensor, valid: torch
 #: :func:`unique_mask` compares one batch of at most this many rows in numpy (:func:`unique_mask_numpy`; 14-16 joints,
 #: quiet machine: 8 / 32 / 64 rows 0.07 / 0.10 / 0.20 ms against 0.42 / 0.46 / 0.49 ms in torch; 128: 0.60 / 0.74)...
 SMALL_MAX_ROWS = 96
+#: ... at most this many compared elements (batches x rows^2 x joints) per numpy pass (~4 MB of float64)
+SMALL_MAX_ELEMENTS = 1 << 19
 #: ... and sorts and sweeps batches of at least this many rows (4096 rows of 14 joints: 0.3-0.6 s all
 #: pairs against milliseconds)...
 SWEEP_MIN_ROWS = 512

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from ikdiffuser_ros.errors import InvalidGoalError, UnknownFrameError
-from ikdiffuser_ros.kinematics.frames import FrameResolver, pose_matrix, rigid_offsets
+from ikdiffuser_ros.kinematics.frames import FrameResolver, pose_matrices, pose_matrix, rigid_offsets
 
 
 @pytest.fixture(scope="module")
@@ -25,6 +25,36 @@ def test_pose_values_and_matrices():
     for bad in ([0, 0, 0, 0, 0, 0, 0], [0, 0, 0, 0, 0, 0, 2.0], [math.nan, 0, 0, 0, 0, 0, 1], np.diag([1, 1, 2, 1.0])):
         with pytest.raises(InvalidGoalError):
             pose_matrix(bad)
+
+
+def test_many_poses_at_once_are_validated_as_one_at_a_time():
+    """pose_matrices: the matrices pose_matrix gives, and ok False exactly where pose_matrix raises (7 numbers:
+    NaN, infinite, zero or far-from-unit quaternions, a norm within the tolerance; matrices: scaled, sheared,
+    reflected, a wrong last row, NaN)."""
+    rng = np.random.default_rng(4)
+    quats = rng.standard_normal((40, 4))
+    quats /= np.linalg.norm(quats, axis=-1, keepdims=True)
+    poses = np.concatenate([rng.standard_normal((40, 3)), quats], -1)
+    poses[1, 6], poses[2, 3:] = math.nan, 0.0
+    poses[3, 3:] *= 1.05
+    poses[4, 3:] *= 1.2
+    poses[5, 0] = math.inf
+    mats = np.stack([pose_matrix(p) if k > 5 else np.eye(4) for k, p in enumerate(poses)])
+    mats[0, :3, :3] *= 1.01
+    mats[1, 0, 1] += 0.01
+    mats[2, :3, 0] *= -1
+    mats[3, 3, 0] = 1e-3
+    mats[4, 2, 2] = math.nan
+    for batch in (poses.reshape(8, 5, 7), mats.reshape(4, 10, 4, 4)):
+        T, ok = pose_matrices(batch)
+        assert T.shape == batch.shape[:2] + (4, 4) and ok.shape == batch.shape[:2] and 30 < ok.sum() < 40
+        for pose, T_k, ok_k in zip(batch.reshape(40, *batch.shape[2:]), T.reshape(40, 4, 4), ok.reshape(40)):
+            try:
+                expected = pose_matrix(pose)
+            except InvalidGoalError:
+                assert not ok_k
+                continue
+            assert ok_k and np.allclose(T_k, expected, rtol=0, atol=1e-15)
 
 
 def test_frames(baxter):

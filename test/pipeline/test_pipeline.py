@@ -8,6 +8,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from scipy.spatial.transform import Rotation
 
 from ikdiffuser_ros.errors import (CollisionCheckingUnavailableError, InvalidGoalError, InvalidRequestError,
                                    InvalidRobotStateError, UnknownFrameError, UnknownGroupError, UnknownLinkError)
@@ -167,6 +168,32 @@ def test_errors_of_targets_and_queries(baxter_pipeline):
     with pytest.raises(UnknownLinkError):  # a link outside the group
         [t] = pl.answer(IKQuery([IKTarget(["right_gripper"], [T])], group="left_arm", timeout=5.0)).targets
         raise t.error
+
+
+def test_targets_validated_together_get_what_one_at_a_time_gives(baxter_pipeline):
+    """Targets that share links, frames and flags are validated and composed in one pass: the same end-effector
+    poses, masks and tip points as one target at a time, and a malformed one among them gets its own error."""
+    pl = baxter_pipeline
+    qs = _reachable(pl.robot, 6, seed=21)
+    poses = _fk(pl.robot, qs, ["left_hand_camera_link", "right_gripper"])  # (6, 2, 4, 4): a link with an offset
+    quat = lambda T: list(T[:3, 3]) + list(Rotation.from_matrix(T[:3, :3]).as_quat())  # noqa: E731
+    targets = [IKTarget(["left_hand_camera_link", "right_gripper"], [quat(T) for T in Ts], ["", "torso"],
+                        [False, True]) for Ts in poses]
+    targets[2].poses[0][6] = math.nan
+    targets[4].poses[1][3:] = [0, 0, 0, 0]
+    targets += [IKTarget(["left_hand_camera_link"], [T[0]]) for T in poses[:3]]  # 4 x 4 matrices, a second batch
+    targets[-1].poses[0] = np.diag([1.0, 1.0, -1.0, 1.0]) @ targets[-1].poses[0]
+    query, group = IKQuery(targets), pl.groups["both_arms"]
+    q_ref, T_ref = pl.default_state, pl._fk(pl.default_state)
+    together = pl._specs(query, group, q_ref, T_ref)
+    for b, (target, spec) in enumerate(zip(targets, together)):
+        alone = pl._spec_or_error(target, group, q_ref, T_ref, f"target {b}", {})
+        assert type(spec) is type(alone), b
+        if isinstance(alone, Exception):
+            assert str(spec) == str(alone) and b in (2, 4, 8)
+            continue
+        for name in ("T", "mask", "position_only", "tip_points", "box_frames", "box_bounds"):
+            assert np.allclose(getattr(spec, name), getattr(alone, name), rtol=0, atol=1e-12), (b, name)
 
 
 def test_objective_aliases_and_no_checker(baxter_pipeline):

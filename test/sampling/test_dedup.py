@@ -224,6 +224,29 @@ def test_small_batches_in_numpy_keep_the_rows_torch_keeps(wrap, monkeypatch):
     assert merged > 50  # the pools had repeats to merge
 
 
+@pytest.mark.parametrize("wrap", [False, True])
+def test_batches_in_numpy_keep_each_batchs_own_rows(wrap, monkeypatch):
+    """Many small batches in numpy, in one pass or in chunks of a few batches (SMALL_MAX_ELEMENTS): each batch keeps
+    the rows it keeps alone in torch (padded rows invalid, a batch without valid rows)."""
+    import ikdiffuser_ros.sampling.dedup as dedup
+
+    g = torch.Generator().manual_seed(5)
+    wrapping = torch.tensor([wrap] + [False] * 6)
+    q = (torch.rand(9, 12, 1, 7, generator=g, dtype=torch.float64) * 2 - 1).repeat(1, 1, 3, 1).reshape(9, 36, 7)
+    q = q + 0.01 * torch.randn(9, 36, 7, generator=g, dtype=torch.float64)
+    valid = torch.rand(9, 36, generator=g) < 0.8
+    valid[3], valid[5, 30:] = False, False
+    alone = []
+    monkeypatch.setattr(dedup, "SMALL_MAX_ROWS", 0)
+    for b in range(9):
+        alone.append(unique_mask(q[b], valid[b], 0.05, wrapping))
+    monkeypatch.undo()
+    for elements in (dedup.SMALL_MAX_ELEMENTS, 36 * 36 * 7 * 2):
+        monkeypatch.setattr(dedup, "SMALL_MAX_ELEMENTS", elements)
+        assert torch.equal(unique_mask(q, valid, 0.05, wrapping), torch.stack(alone))
+    assert int(valid.sum()) - int(torch.stack(alone).sum()) > 100  # the batches had repeats to merge
+
+
 def test_numpy_dedup_of_no_rows_is_empty():
     """No rows, wrapping joints included (the wrapped-difference shortcut takes a max over them): an empty mask."""
     from ikdiffuser_ros.sampling.dedup import unique_mask_numpy
