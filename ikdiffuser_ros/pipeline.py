@@ -49,6 +49,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ikdiffuser_ros.call_costs import AffineCost, ChunkSizer
 from ikdiffuser_ros.errors import (CollisionCheckingUnavailableError, ConfigError, IKDiffuserError, InvalidGoalError,
                                    InvalidRequestError, InvalidRobotStateError, UnknownLinkError)
 from ikdiffuser_ros.kinematics.frames import FrameResolver, pose_matrices, rigid_offsets
@@ -68,19 +69,20 @@ if TYPE_CHECKING:  # python-fcl is optional
 #: How many times longer a collision-guided solver call takes than a plain one (CPU, sphere model),
 #: a first guess until one is measured.
 GUIDED_COST = 4.0
-#: Time kept per target for ranking the answer after the solving [s], until one is measured (per answer size and
-#: order, :meth:`IKPipeline._finish_key`: ranking 512 solutions takes 100x the time of one); then FINISH_MARGIN x
-#: the measurements' running mean (FINISH_EMA the weight of the newest: one slow ranking, a collection or a busy
-#: core, moves it a little). The whole answer keeps at least FINISH_MIN_S (the last call's pooling after its solver
-#: deadline) and at most FINISH_MAX_SHARE of its timeout. (Was the last measurement but at least 0.2 ms per target:
-#: a query for one solution on each of 64 baxter targets within 20 ms kept 10 ms for a ranking of 1-1.5 ms.)
-FINISH_S_PER_TARGET, FINISH_MARGIN, FINISH_EMA, FINISH_MIN_S, FINISH_MAX_SHARE = 2e-4, 1.5, 0.3, 2e-4, 0.5
+#: Time kept for ranking the answer after the solving [s], by the answer's order and size (:meth:`IKPipeline._finish_key`:
+#: ranking 512 solutions takes 100x the time of one): FINISH_MARGIN x the fit of its measurements, fixed + targets x per
+#: target (:class:`~ikdiffuser_ros.call_costs.AffineCost`: MoveIt's one target and a batch of 64 under one fit),
+#: FINISH_S_PER_TARGET per target until one is measured. The whole answer keeps at least FINISH_MIN_S (the last call's
+#: pooling after its solver deadline) and at most FINISH_MAX_SHARE of its timeout. (Was a running mean per target:
+#: one-target answers, whose fixed cost is most of them, kept 2-4 ms for the 0.7-0.9 ms ranking of 64 targets.)
+FINISH_S_PER_TARGET, FINISH_MARGIN, FINISH_MIN_S, FINISH_MAX_SHARE = 2e-4, 1.5, 2e-4, 0.5
 #: Each round after the first samples this many times more candidates per target than the one
 #: before (a target the prior missed with a few samples gets more, while the budget lasts), up to
 #: ROUND_ROWS per target (or the query's own count, if larger).
 ROUND_GROWTH, ROUND_ROWS = 4, 64
-#: Share of the time left that one solver call may use; the rest is for the exact collision
-#: checks and the answer (so a call started near the deadline still ends before it).
+#: Share of the time left, less the call's measured pooling (:meth:`IKPipeline._pooling_estimate`), that one solver
+#: call may use; the rest is for its last unit of work, the exact collision checks and the answer (so a call started
+#: near the deadline still ends before it).
 SOLVER_SHARE = 0.8
 #: A diverse answer without objectives or seed comes farthest point first
 #: (:func:`~ikdiffuser_ros.sampling.dedup.farthest_first`) over at most this many of its distinct valid
@@ -176,87 +178,6 @@ class PipelineConfig:
             raise ConfigError("PipelineConfig: " + "; ".join(bad))
 
 
-#: Share of the time left that the next call's rows are sized for (by the recent calls' fixed and per-row cost,
-#: :meth:`ChunkSizer.cost`).
-CALL_SHARE = 0.7
-#: Weight left to the earlier calls in a chunk sizer's cost fit after each new call (the last ~5 calls count).
-SIZER_DECAY = 0.8
-
-
-class ChunkSizer:
-    """Rows of the next solver call: what the measured cost (:meth:`cost`) fits in CALL_SHARE of the time left (at
-    least one row), at most ``first`` for a query's first call and 4x the previous call after it.
-
-    One sizer per kind of call lives as long as its pipeline, so its cost fit and ``shortest`` (the shortest call
-    measured [s]) carry over from query to query; :meth:`start` sets a query's caps. ``rows(remaining_s)`` before
-    each call, ``record(rows, seconds)`` after it. Until it has measured a call, a sizer with a ``fallback`` (calls
-    of a related kind: one target's calls for a batch's, calls without restarts for those with) sizes by the
-    fallback's mean time per row (its fixed cost included: conservative); ``guess_factor`` x the plain calls'
-    shortest is the shortest call it expects meanwhile (:meth:`IKPipeline._guided_guess`).
-    """
-
-    def __init__(self, fallback: "ChunkSizer | None" = None, guess_factor: float = 1.0) -> None:
-        self.first, self.most, self.last = 1, 1, None
-        self.shortest: float | None = None
-        self.fallback, self.guess_factor = fallback, guess_factor
-        self._sums = np.zeros(5)  #: decayed sums over the recorded calls of 1, rows, s, rows^2, rows * s
-
-    def cost(self) -> tuple[float, float] | None:
-        """(fixed [s], per row [s]) of a call, seconds = fixed + rows x per row, fitted by least squares to the
-        recent calls (SIZER_DECAY); None before the first. The fixed part (a call's Python and setup, ~1 ms on
-        a mobile robot) only where the calls' sizes spread enough to tell it (a standard deviation of at least a
-        quarter of their mean) and the fit is plausible (a cost per row of at least a tenth of the mean, a fixed
-        cost within [0, shortest call]); else a row costs the calls' mean time per row (conservative: a rate from
-        small calls alone undersizes the next, their fixed cost being most of them, but never oversizes it)."""
-        w, x, y, xx, xy = self._sums
-        if w == 0.0:
-            return None
-        spread = w * xx - x * x  # w^2 x the variance of the rows
-        if spread >= (0.25 * x) ** 2:
-            per_row = (w * xy - x * y) / spread
-            fixed = (y - per_row * x) / w
-            if per_row >= 0.1 * y / x and 0.0 <= fixed <= self.shortest:
-                return fixed, per_row
-        return self._mean_cost()  # one size, or a fit the noise bent (a larger call measured as fast)
-
-    def _mean_cost(self) -> tuple[float, float]:
-        """(0, the recorded calls' mean time per row) [s], their fixed cost included."""
-        return 0.0, float(self._sums[2] / self._sums[1])
-
-    def start(self, first: int, most: int) -> "ChunkSizer":
-        """Caps of a new query (the measurements stay)."""
-        self.most = max(1, most)
-        self.first, self.last = max(1, min(first, self.most)), None
-        return self
-
-    def worth_a_call(self, remaining: float, calls_so_far: int, guess: float | None = None) -> bool:
-        """Whether a call started now can end in time (the query's first call is always made);
-        ``guess`` [s] stands for the shortest call until one is measured."""
-        shortest = self.shortest if self.shortest is not None else guess
-        return calls_so_far == 0 or shortest is None or remaining >= shortest
-
-    def rows(self, remaining: float) -> int:
-        cap = self.first if self.last is None else min(self.most, 4 * self.last)
-        cost = self.cost() if self.shortest is not None else self._fallback_cost()
-        if cost is None:
-            return cap
-        fixed, per_row = cost
-        return max(1, min(cap, int((max(remaining, 0.0) * CALL_SHARE - fixed) / per_row)))
-
-    def _fallback_cost(self) -> tuple[float, float] | None:
-        """The first measured fallback's :meth:`_mean_cost`, or None."""
-        sizer = self.fallback
-        while sizer is not None and sizer.shortest is None:
-            sizer = sizer.fallback
-        return None if sizer is None else sizer._mean_cost()
-
-    def record(self, rows: int, seconds: float) -> None:
-        self.last = rows = max(1, rows)
-        seconds = max(seconds, 1e-6)
-        self._sums = SIZER_DECAY * self._sums + np.array([1.0, rows, seconds, rows * rows, rows * seconds])
-        self.shortest = seconds if self.shortest is None else min(self.shortest, seconds)
-
-
 @dataclass
 class _Spec:
     """A resolved target: end-effector poses T (E, 4, 4) in the root frame, constrained (E,) and
@@ -281,8 +202,8 @@ class _Plan:
 
     query: IKQuery
     specs: list
-    #: time kept for ranking the answer [s] (:meth:`IKPipeline._finish_estimate` x targets, within [FINISH_MIN_S,
-    #: FINISH_MAX_SHARE x timeout])
+    #: time kept for ranking the answer [s] (FINISH_MARGIN x :meth:`IKPipeline._finish_estimate`, within
+    #: [FINISH_MIN_S, FINISH_MAX_SHARE x timeout])
     reserve: float
     n_sample: int
     seed: np.ndarray | None
@@ -442,8 +363,10 @@ class IKPipeline:
         self.joint_index = {name: i for i, name in enumerate(self.robot.joint_names)}
         self.default_state = self.robot.default_positions().numpy().astype(np.float64)
         self._sizers = self._new_sizers()
-        #: running mean of the time to rank one target's answer [s], by :meth:`_finish_key`
-        self._finish_s_per_target: dict[tuple[bool, int], float] = {}
+        #: measured time to rank an answer by its targets, by :meth:`_finish_key`
+        self._finish_costs: dict[tuple[bool, int], AffineCost] = {}
+        #: measured time to pool a call's rows by its targets, with exact collision checks or without
+        self._pooling_costs: dict[bool, AffineCost] = {}
         self._spread_s = 0.001  #: measured time of the last farthest-first order of one target [s]
 
     @classmethod
@@ -526,9 +449,8 @@ class IKPipeline:
         pools = self._rounds(plan)
         t = time.monotonic()
         answers = self._finish(plan, pools)
-        key, took = self._finish_key(query, plan.spread_first), (time.monotonic() - t) / len(answers)
-        mean = self._finish_s_per_target.get(key)
-        self._finish_s_per_target[key] = took if mean is None else (1 - FINISH_EMA) * mean + FINISH_EMA * took
+        cost = self._finish_costs.setdefault(self._finish_key(query, plan.spread_first), AffineCost())
+        cost.record(len(answers), time.monotonic() - t)
         return IKAnswer(answers, list(self.robot.joint_names), time.monotonic() - t0)
 
     def warmup(self) -> float:
@@ -615,8 +537,8 @@ class IKPipeline:
         seed_value = query.random_seed if query.random_seed is not None and query.random_seed >= 0 \
             else secrets.randbits(62)
         diversity, spread_first = self._diversity(query, timeout, seed is None and not objectives)
-        finish = self._finish_estimate(self._finish_key(query, spread_first))
-        reserve = min(max(FINISH_MARGIN * finish * len(specs), FINISH_MIN_S), FINISH_MAX_SHARE * timeout)
+        finish = self._finish_estimate(self._finish_key(query, spread_first), len(specs))
+        reserve = min(max(FINISH_MARGIN * finish, FINISH_MIN_S), FINISH_MAX_SHARE * timeout)
         pooled = int(query.num_solutions * self.config.diverse_pool)  # a harvest asks more than the order ranks
         cover = spread_first and timeout >= self.config.generous_budget and pooled <= SPREAD_CANDIDATES
         wanted = max(query.num_solutions, pooled) if cover else query.num_solutions
@@ -640,15 +562,15 @@ class IKPipeline:
         first or not) and size (``num_solutions`` to the next power of two)."""
         return spread_first, int(query.num_solutions).bit_length()
 
-    def _finish_estimate(self, key: tuple[bool, int]) -> float:
-        """Seconds to rank one target's answer of :meth:`_finish_key` ``key``: its measurements' mean, else the largest
-        measured for answers no larger (of the same order if any; a larger answer is ranked from a pool that
-        the budget, more than the size asked for, limits), else FINISH_S_PER_TARGET."""
-        if key in self._finish_s_per_target:
-            return self._finish_s_per_target[key]
-        smaller = {k: v for k, v in self._finish_s_per_target.items() if k[1] <= key[1]}
-        same = [v for k, v in smaller.items() if k[0] == key[0]]
-        return max(same or smaller.values() or [FINISH_S_PER_TARGET])
+    def _finish_estimate(self, key: tuple[bool, int], targets: int) -> float:
+        """Seconds to rank an answer of :meth:`_finish_key` ``key`` for ``targets`` targets: its measurements' fit,
+        else the largest fit of answers no larger (of the same order if any; a larger answer is ranked from a pool
+        that the budget, more than the size asked for, limits), else FINISH_S_PER_TARGET per target."""
+        if key in self._finish_costs:
+            return self._finish_costs[key].predict(targets)
+        smaller = {k: c for k, c in self._finish_costs.items() if k[1] <= key[1]}
+        same = [c for k, c in smaller.items() if k[0] == key[0]]
+        return max([c.predict(targets) for c in same or smaller.values()] or [FINISH_S_PER_TARGET * targets])
 
     def _fk(self, q: np.ndarray) -> np.ndarray:
         """(n,) joint values -> (E, 4, 4) end-effector poses (the compiled FK when built)."""
@@ -993,7 +915,7 @@ class IKPipeline:
                               box_frames=_stack([s.box_frames for s in specs]) if boxed else None,
                               box_bounds=_stack([s.box_bounds for s in specs]) if boxed else None)
         plan.pending = self._pending(plan, items, num, pools)
-        remaining = plan.deadline - time.monotonic()
+        remaining = plan.deadline - time.monotonic() - self._pooling_estimate(plan, len(items))
         res = self.solver.run(batch, cost, refine=self.config.refine, sampler=self.config.sampler,
                               steps=self.config.steps, random_seed=(plan.random_seed + 7919 * plan.calls) % (2**62),
                               deadline=time.monotonic() + max(SOLVER_SHARE * remaining, 0.0),
@@ -1008,7 +930,9 @@ class IKPipeline:
 
     def _pool_call(self, plan: _Plan, items: list[int], num: int, res: dict, first: bool, pools: list[_Pool]) -> None:
         """Measure a call's rows (:meth:`_measured`: exact collision checks included) and pool them per target
-        (:func:`_pool_rows`), counting the distinct ones where the rounds count them."""
+        (:func:`_pool_rows`), counting the distinct ones where the rounds count them; its time is measured
+        (:meth:`_pooling_estimate`)."""
+        t = time.monotonic()
         m = self._measured(plan, res, len(items), num)
         m["first"] = np.full((len(items), num), first)
         valid_new = _pool_rows([pools[i] for i in items], m, plan.query.keep_invalid)
@@ -1016,6 +940,19 @@ class IKPipeline:
             self._count([pools[i] for i in items], valid_new.tolist(), plan.wanted)
         plan.returnable = sum(min(plan.query.num_solutions, p.kept) for p in pools)
         plan.pending = 0
+        self._pooling_costs.setdefault(self._checks(plan), AffineCost()).record(len(items), time.monotonic() - t)
+
+    @staticmethod
+    def _checks(plan: _Plan) -> bool:
+        """Whether the plan's rows get exact collision checks (their pooling includes them)."""
+        return plan.query.avoid_collisions or plan.query.report_collisions
+
+    def _pooling_estimate(self, plan: _Plan, targets: int) -> float:
+        """Seconds to pool the rows of a call for ``targets`` targets (measured, 0 until then), kept free of its
+        solver deadline: the pooling of a 16-target call ran 0.15-0.2 ms past the rounds' deadline and the answer
+        came late."""
+        cost = self._pooling_costs.get(self._checks(plan))
+        return 0.0 if cost is None else cost.predict(targets)
 
     @staticmethod
     def _pending(plan: _Plan, items: list[int], num: int, pools: list[_Pool]) -> int:
@@ -1164,4 +1101,4 @@ class IKPipeline:
         return "no IK solution: " + "; ".join(parts)
 
 
-__all__ = ["ChunkSizer", "IKPipeline", "PipelineConfig"]
+__all__ = ["IKPipeline", "PipelineConfig"]

@@ -108,7 +108,7 @@ def test_a_generous_budget_is_not_used_up(baxter_pipeline):
 def test_a_call_near_the_deadline_gets_the_rows_that_fit():
     """The chunk sizer fits the next call into the time left at the last call's rate, down to one row: a one-target
     query's second round within a 2 ms budget is one sample (~0.5 ms), not a floor of several that ends past it."""
-    from ikdiffuser_ros.pipeline import CALL_SHARE, ChunkSizer
+    from ikdiffuser_ros.call_costs import CALL_SHARE, ChunkSizer
 
     sizer = ChunkSizer().start(first=256, most=1024)
     assert sizer.rows(0.001) == 256  # nothing measured: the query's first call is the cap
@@ -122,7 +122,7 @@ def test_the_sizer_tells_a_calls_fixed_cost_from_its_rows():
     """Calls of different sizes give the fixed cost of a call apart from each row's: a rate from small calls alone
     would undersize the next one (a 1 x 8 query within 5 ms on dual_ur5_mobile got first calls of 1-4 rows, each
     costing ~1 ms before its first row); calls of one size give a rate, as before."""
-    from ikdiffuser_ros.pipeline import CALL_SHARE, SIZER_DECAY, ChunkSizer
+    from ikdiffuser_ros.call_costs import CALL_SHARE, SIZER_DECAY, ChunkSizer
 
     sizer = ChunkSizer().start(first=256, most=1024)
     sizer.record(1, 0.0010)
@@ -181,8 +181,29 @@ def test_a_seeded_query_with_an_objective_makes_no_sampled_call_that_cannot_end_
         return run(*args, **kwargs)
 
     monkeypatch.setattr(pipeline.solver, "run", recording)
-    monkeypatch.setattr(pipeline._sizers["objectives"], "shortest", 0.030)
+    monkeypatch.setattr(pipeline._sizers["objectives"].measured, "shortest", 0.030)
     [target] = _targets(pipeline.robot, 1, seed=6)
     q = pipeline.default_state + 0.3
     pipeline.answer(IKQuery([target], num_solutions=4, seed=q, objectives={"manipulability": 0.5}, timeout=0.005))
     assert calls == [True], calls  # the LM from the seed, no sampled call
+
+
+def test_a_solver_call_leaves_its_measured_pooling_free(baxter_pipeline, monkeypatch):
+    """A call's solver deadline leaves free the time its rows' pooling is measured to take for its targets (the
+    pooling of a 16-target call once ran past the rounds' deadline and the answer came late): with 8 ms measured to
+    pool one target, the first call of a 20 ms query must end its solving before 12 ms (without: ~16 ms)."""
+    from ikdiffuser_ros.call_costs import AffineCost
+
+    slow, deadlines, run = AffineCost(), [], baxter_pipeline.solver.run
+    slow.record(1, 0.008)
+    monkeypatch.setitem(baxter_pipeline._pooling_costs, False, slow)
+
+    def recording(*args, **kwargs):
+        deadlines.append(kwargs["deadline"])
+        return run(*args, **kwargs)
+
+    monkeypatch.setattr(baxter_pipeline.solver, "run", recording)
+    [target] = _targets(baxter_pipeline.robot, 1, seed=9)
+    start = time.monotonic()
+    baxter_pipeline.answer(IKQuery([target], num_solutions=1, timeout=0.02, start=start))
+    assert deadlines and deadlines[0] <= start + 0.012

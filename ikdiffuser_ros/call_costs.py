@@ -1,0 +1,119 @@
+"""Measured costs of the pipeline's repeated work, and the solver-call sizes they allow.
+
+* :class:`AffineCost`: seconds of a piece of work of some size (rows of a solver call, targets of an answer's
+  ranking) as ``fixed + size x per_unit``, fitted by least squares to its recent measurements.
+* :class:`ChunkSizer`: the rows of the next solver call that its measured cost fits in the time left.
+
+Both live as long as their pipeline, so what they measured carries over from query to query.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+#: Share of the time left that the next call's rows are sized for (by the recent calls' fixed and per-row cost,
+#: :meth:`ChunkSizer.cost`).
+CALL_SHARE = 0.7
+#: Weight left to the earlier measurements in a cost fit after each new one (the last ~5 count).
+SIZER_DECAY = 0.8
+
+
+class AffineCost:
+    """Seconds = fixed + size x per unit, fitted to the recent measurements (SIZER_DECAY); ``shortest`` is the
+    shortest measurement [s] (None before the first)."""
+
+    def __init__(self) -> None:
+        self.shortest: float | None = None
+        self._sums = np.zeros(5)  #: decayed sums over the measurements of 1, size, s, size^2, size * s
+
+    def record(self, size: int, seconds: float) -> None:
+        size, seconds = max(1, size), max(seconds, 1e-6)
+        self._sums = SIZER_DECAY * self._sums + np.array([1.0, size, seconds, size * size, size * seconds])
+        self.shortest = seconds if self.shortest is None else min(self.shortest, seconds)
+
+    def cost(self) -> tuple[float, float] | None:
+        """(fixed [s], per unit [s]) by least squares; None before the first measurement. The fixed part only
+        where the sizes spread enough to tell it (a standard deviation of at least a quarter of their mean) and the
+        fit is plausible (a cost per unit of at least a tenth of the mean, a fixed cost within [0, shortest]);
+        else a unit costs the measurements' mean time per unit (conservative: a rate from small sizes alone,
+        their fixed cost being most of them, oversizes the cost of a larger one, never undersizes it)."""
+        w, x, y, xx, xy = self._sums
+        if w == 0.0:
+            return None
+        spread = w * xx - x * x  # w^2 x the variance of the sizes
+        if spread >= (0.25 * x) ** 2:
+            per_unit = (w * xy - x * y) / spread
+            fixed = (y - per_unit * x) / w
+            if per_unit >= 0.1 * y / x and 0.0 <= fixed <= self.shortest:
+                return fixed, per_unit
+        return self.mean_cost()  # one size, or a fit the noise bent (a larger size measured as fast)
+
+    def mean_cost(self) -> tuple[float, float]:
+        """(0, the measurements' mean time per unit) [s], their fixed cost included."""
+        return 0.0, float(self._sums[2] / self._sums[1])
+
+    def predict(self, size: int) -> float | None:
+        """Seconds for ``size`` units by :meth:`cost`, or None before the first measurement."""
+        cost = self.cost()
+        return None if cost is None else cost[0] + size * cost[1]
+
+
+class ChunkSizer:
+    """Rows of the next solver call: what the measured cost (:meth:`cost`) fits in CALL_SHARE of the time left (at
+    least one row), at most ``first`` for a query's first call and 4x the previous call after it.
+
+    One sizer per kind of call lives as long as its pipeline, so its cost fit and ``shortest`` (the shortest call
+    measured [s]) carry over from query to query; :meth:`start` sets a query's caps. ``rows(remaining_s)`` before
+    each call, ``record(rows, seconds)`` after it. Until it has measured a call, a sizer with a ``fallback`` (calls
+    of a related kind: one target's calls for a batch's, calls without restarts for those with) sizes by the
+    fallback's mean time per row (its fixed cost included: conservative); ``guess_factor`` x the plain calls'
+    shortest is the shortest call it expects meanwhile (:meth:`IKPipeline._guided_guess`).
+    """
+
+    def __init__(self, fallback: "ChunkSizer | None" = None, guess_factor: float = 1.0) -> None:
+        self.first, self.most, self.last = 1, 1, None
+        self.fallback, self.guess_factor = fallback, guess_factor
+        self.measured = AffineCost()  #: seconds of a call by its rows
+
+    @property
+    def shortest(self) -> float | None:
+        return self.measured.shortest
+
+    def cost(self) -> tuple[float, float] | None:
+        """(fixed [s], per row [s]) of a call (:meth:`AffineCost.cost`: the fixed part is a call's Python and setup,
+        ~1 ms on a mobile robot)."""
+        return self.measured.cost()
+
+    def start(self, first: int, most: int) -> "ChunkSizer":
+        """Caps of a new query (the measurements stay)."""
+        self.most = max(1, most)
+        self.first, self.last = max(1, min(first, self.most)), None
+        return self
+
+    def worth_a_call(self, remaining: float, calls_so_far: int, guess: float | None = None) -> bool:
+        """Whether a call started now can end in time (the query's first call is always made);
+        ``guess`` [s] stands for the shortest call until one is measured."""
+        shortest = self.shortest if self.shortest is not None else guess
+        return calls_so_far == 0 or shortest is None or remaining >= shortest
+
+    def rows(self, remaining: float) -> int:
+        cap = self.first if self.last is None else min(self.most, 4 * self.last)
+        cost = self.cost() if self.shortest is not None else self._fallback_cost()
+        if cost is None:
+            return cap
+        fixed, per_row = cost
+        return max(1, min(cap, int((max(remaining, 0.0) * CALL_SHARE - fixed) / per_row)))
+
+    def _fallback_cost(self) -> tuple[float, float] | None:
+        """The first measured fallback's :meth:`AffineCost.mean_cost`, or None."""
+        sizer = self.fallback
+        while sizer is not None and sizer.shortest is None:
+            sizer = sizer.fallback
+        return None if sizer is None else sizer.measured.mean_cost()
+
+    def record(self, rows: int, seconds: float) -> None:
+        self.last = max(1, rows)
+        self.measured.record(rows, seconds)
+
+
+__all__ = ["AffineCost", "CALL_SHARE", "ChunkSizer", "SIZER_DECAY"]
