@@ -1,8 +1,10 @@
 """Measured costs of the pipeline's repeated work, and the solver-call sizes they allow.
 
-* :class:`AffineCost`: seconds of a piece of work of some size (rows of a solver call, targets of an answer's
-  ranking) as ``fixed + size x per_unit``, fitted by least squares to its recent measurements.
+* :class:`AffineCost`: seconds of a solver call as ``fixed + rows x per_row``, fitted by least squares to its recent
+  measurements.
 * :class:`ChunkSizer`: the rows of the next solver call that its measured cost fits in the time left.
+* :class:`RateBySize`: seconds per unit of a piece of work whose fixed cost is most of it at small sizes (an answer's
+  ranking, a call's pooling, by targets), a running mean per size class.
 
 Both live as long as their pipeline, so what they measured carries over from query to query.
 """
@@ -52,10 +54,30 @@ class AffineCost:
         """(0, the measurements' mean time per unit) [s], their fixed cost included."""
         return 0.0, float(self._sums[2] / self._sums[1])
 
-    def predict(self, size: int) -> float | None:
-        """Seconds for ``size`` units by :meth:`cost`, or None before the first measurement."""
-        cost = self.cost()
-        return None if cost is None else cost[0] + size * cost[1]
+
+class RateBySize:
+    """Seconds per unit of a piece of work, by size class (units to the next power of two): the running mean of each
+    class's measurements (``ema`` the weight of the newest: one slow measurement, a collection or a busy core, moves
+    it a little). A class not measured yet takes the rate of the nearest smaller measured one (a rate from smaller
+    sizes, their fixed cost included, overestimates), else of the nearest larger one. (One fit across sizes
+    mispredicted: the ranking of one target's answer is mostly fixed cost, of 64 targets' mostly per target.)"""
+
+    def __init__(self, ema: float) -> None:
+        self.ema = ema
+        self.rates: dict[int, float] = {}  #: size class -> seconds per unit
+
+    def record(self, units: int, seconds: float) -> None:
+        size, rate = max(1, units).bit_length(), seconds / max(1, units)
+        old = self.rates.get(size)
+        self.rates[size] = rate if old is None else (1 - self.ema) * old + self.ema * rate
+
+    def predict(self, units: int) -> float | None:
+        """Seconds for ``units`` units, or None before any measurement."""
+        if not self.rates:
+            return None
+        size = max(1, units).bit_length()
+        smaller = [k for k in self.rates if k <= size]
+        return max(1, units) * self.rates[max(smaller) if smaller else min(self.rates)]
 
 
 class ChunkSizer:
@@ -116,4 +138,4 @@ class ChunkSizer:
         self.measured.record(rows, seconds)
 
 
-__all__ = ["AffineCost", "CALL_SHARE", "ChunkSizer", "SIZER_DECAY"]
+__all__ = ["AffineCost", "CALL_SHARE", "ChunkSizer", "RateBySize", "SIZER_DECAY"]

@@ -36,6 +36,7 @@ was measured in time.
 
 from __future__ import annotations
 
+import gc
 import logging
 import math
 import secrets
@@ -49,7 +50,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ikdiffuser_ros.call_costs import AffineCost, ChunkSizer
+from ikdiffuser_ros.call_costs import ChunkSizer, RateBySize
 from ikdiffuser_ros.errors import (CollisionCheckingUnavailableError, ConfigError, IKDiffuserError, InvalidGoalError,
                                    InvalidRequestError, InvalidRobotStateError, UnknownLinkError)
 from ikdiffuser_ros.kinematics.frames import FrameResolver, pose_matrices, rigid_offsets
@@ -70,19 +71,20 @@ if TYPE_CHECKING:  # python-fcl is optional
 #: a first guess until one is measured.
 GUIDED_COST = 4.0
 #: Time kept for ranking the answer after the solving [s], by the answer's order and size (:meth:`IKPipeline._finish_key`:
-#: ranking 512 solutions takes 100x the time of one): FINISH_MARGIN x the fit of its measurements, fixed + targets x per
-#: target (:class:`~ikdiffuser_ros.call_costs.AffineCost`: MoveIt's one target and a batch of 64 under one fit),
-#: FINISH_S_PER_TARGET per target until one is measured. The whole answer keeps at least FINISH_MIN_S (the last call's
-#: pooling after its solver deadline) and at most FINISH_MAX_SHARE of its timeout. (Was a running mean per target:
-#: one-target answers, whose fixed cost is most of them, kept 2-4 ms for the 0.7-0.9 ms ranking of 64 targets.)
-FINISH_S_PER_TARGET, FINISH_MARGIN, FINISH_MIN_S, FINISH_MAX_SHARE = 2e-4, 1.5, 2e-4, 0.5
+#: ranking 512 solutions takes 100x the time of one) and targets: FINISH_MARGIN x the running mean of its measurements
+#: per target for answers of as many targets (:class:`~ikdiffuser_ros.call_costs.RateBySize`, FINISH_EMA the weight of
+#: the newest), FINISH_S_PER_TARGET per target until one is measured. The whole answer keeps at least FINISH_MIN_S (the
+#: last call's pooling after its solver deadline) and at most FINISH_MAX_SHARE of its timeout. (Was one mean per
+#: target across answers of 1 to 64 targets: one target's ranking is mostly fixed cost, and 64 targets kept 2-4 ms for
+#: a ranking of 0.7-0.9 ms.)
+FINISH_S_PER_TARGET, FINISH_MARGIN, FINISH_EMA, FINISH_MIN_S, FINISH_MAX_SHARE = 2e-4, 1.5, 0.3, 2e-4, 0.5
 #: Each round after the first samples this many times more candidates per target than the one
 #: before (a target the prior missed with a few samples gets more, while the budget lasts), up to
 #: ROUND_ROWS per target (or the query's own count, if larger).
 ROUND_GROWTH, ROUND_ROWS = 4, 64
-#: Share of the time left, less the call's measured pooling (:meth:`IKPipeline._pooling_estimate`), that one solver
-#: call may use; the rest is for its last unit of work, the exact collision checks and the answer (so a call started
-#: near the deadline still ends before it).
+#: Share of the time left that one solver call may use (at most the time left less the call's measured pooling,
+#: :meth:`IKPipeline._pooling_estimate`); the rest is for its last unit of work, the exact collision checks and the
+#: answer (so a call started near the deadline still ends before it).
 SOLVER_SHARE = 0.8
 #: A diverse answer without objectives or seed comes farthest point first
 #: (:func:`~ikdiffuser_ros.sampling.dedup.farthest_first`) over at most this many of its distinct valid
@@ -364,9 +366,9 @@ class IKPipeline:
         self.default_state = self.robot.default_positions().numpy().astype(np.float64)
         self._sizers = self._new_sizers()
         #: measured time to rank an answer by its targets, by :meth:`_finish_key`
-        self._finish_costs: dict[tuple[bool, int], AffineCost] = {}
+        self._finish_costs: dict[tuple[bool, int], RateBySize] = {}
         #: measured time to pool a call's rows by its targets, with exact collision checks or without
-        self._pooling_costs: dict[bool, AffineCost] = {}
+        self._pooling_costs: dict[bool, RateBySize] = {}
         self._spread_s = 0.001  #: measured time of the last farthest-first order of one target [s]
 
     @classmethod
@@ -449,7 +451,7 @@ class IKPipeline:
         pools = self._rounds(plan)
         t = time.monotonic()
         answers = self._finish(plan, pools)
-        cost = self._finish_costs.setdefault(self._finish_key(query, plan.spread_first), AffineCost())
+        cost = self._finish_costs.setdefault(self._finish_key(query, plan.spread_first), RateBySize(FINISH_EMA))
         cost.record(len(answers), time.monotonic() - t)
         return IKAnswer(answers, list(self.robot.joint_names), time.monotonic() - t0)
 
@@ -458,7 +460,9 @@ class IKPipeline:
         measurements): sampled, seeded and local queries of 1 and 8 solutions at the default state, sampled ones
         of 32 (with restarts), a diverse one of 16, and with a checker the sphere model (fitted now if the robot
         has no sphere file) and collision checks; twice, the sizers keeping the second (warm) pass's
-        measurements; returns seconds (~0.1-0.3 s)."""
+        measurements; returns seconds (~0.1-0.3 s). Then it collects the garbage and freezes what is alive (``gc.freeze``,
+        process-wide: the modules, the model, the robot): the collector's full passes scanned those ~265 k objects in
+        70-210 ms, in the middle of a request, which then came that late."""
         t0 = time.monotonic()
         target = IKTarget(list(self.robot.end_effectors), list(self._fk(self.default_state)))
         seed = self.default_state + 0.05 * (self.robot.upper - self.robot.lower).numpy()
@@ -472,6 +476,8 @@ class IKPipeline:
             if self.checker is not None:
                 _ = self.solver.sphere_model  # the collision guidance's spheres, before the first request needs them
                 self.answer(IKQuery([target], num_solutions=8, max_rounds=1, timeout=30.0, avoid_collisions=True))
+        gc.collect()
+        gc.freeze()
         return time.monotonic() - t0
 
     def forward_kinematics(self, q: np.ndarray | Sequence[float], links: list[str], frame: str = "",
@@ -563,9 +569,9 @@ class IKPipeline:
         return spread_first, int(query.num_solutions).bit_length()
 
     def _finish_estimate(self, key: tuple[bool, int], targets: int) -> float:
-        """Seconds to rank an answer of :meth:`_finish_key` ``key`` for ``targets`` targets: its measurements' fit,
-        else the largest fit of answers no larger (of the same order if any; a larger answer is ranked from a pool
-        that the budget, more than the size asked for, limits), else FINISH_S_PER_TARGET per target."""
+        """Seconds to rank an answer of :meth:`_finish_key` ``key`` for ``targets`` targets: its measurements', else
+        the largest of answers no larger (of the same order if any; a larger answer is ranked from a pool that the
+        budget, more than the size asked for, limits), else FINISH_S_PER_TARGET per target."""
         if key in self._finish_costs:
             return self._finish_costs[key].predict(targets)
         smaller = {k: c for k, c in self._finish_costs.items() if k[1] <= key[1]}
@@ -915,10 +921,11 @@ class IKPipeline:
                               box_frames=_stack([s.box_frames for s in specs]) if boxed else None,
                               box_bounds=_stack([s.box_bounds for s in specs]) if boxed else None)
         plan.pending = self._pending(plan, items, num, pools)
-        remaining = plan.deadline - time.monotonic() - self._pooling_estimate(plan, len(items))
+        remaining = plan.deadline - time.monotonic()
+        solving = min(SOLVER_SHARE * remaining, remaining - self._pooling_estimate(plan, len(items)))
         res = self.solver.run(batch, cost, refine=self.config.refine, sampler=self.config.sampler,
                               steps=self.config.steps, random_seed=(plan.random_seed + 7919 * plan.calls) % (2**62),
-                              deadline=time.monotonic() + max(SOLVER_SHARE * remaining, 0.0),
+                              deadline=time.monotonic() + max(solving, 0.0),
                               q0=None if q0 is None else torch.tensor(np.asarray(q0, dtype=np.float64)),
                               restarts=min(restarts, num),
                               bounds=plan.box, diversity=plan.diversity,
@@ -940,7 +947,7 @@ class IKPipeline:
             self._count([pools[i] for i in items], valid_new.tolist(), plan.wanted)
         plan.returnable = sum(min(plan.query.num_solutions, p.kept) for p in pools)
         plan.pending = 0
-        self._pooling_costs.setdefault(self._checks(plan), AffineCost()).record(len(items), time.monotonic() - t)
+        self._pooling_costs.setdefault(self._checks(plan), RateBySize(FINISH_EMA)).record(len(items), time.monotonic() - t)
 
     @staticmethod
     def _checks(plan: _Plan) -> bool:
@@ -949,10 +956,10 @@ class IKPipeline:
 
     def _pooling_estimate(self, plan: _Plan, targets: int) -> float:
         """Seconds to pool the rows of a call for ``targets`` targets (measured, 0 until then), kept free of its
-        solver deadline: the pooling of a 16-target call ran 0.15-0.2 ms past the rounds' deadline and the answer
-        came late."""
+        solver deadline where SOLVER_SHARE leaves less: the pooling of a 16-target call ran 0.15-0.2 ms past the
+        rounds' deadline and the answer came late."""
         cost = self._pooling_costs.get(self._checks(plan))
-        return 0.0 if cost is None else cost.predict(targets)
+        return (cost.predict(targets) if cost is not None else None) or 0.0
 
     @staticmethod
     def _pending(plan: _Plan, items: list[int], num: int, pools: list[_Pool]) -> int:
