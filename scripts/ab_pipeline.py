@@ -1,23 +1,26 @@
 """What users run, two versions of the pipeline in one process: an older ``ikdiffuser_ros/pipeline.py`` against the
 working tree's, the same queries interleaved per target (the order alternating), so both see the same machine.
 
-    git show <commit>:ikdiffuser_ros/pipeline.py > /tmp/old_pipeline.py
-    OMP_NUM_THREADS=1 python scripts/ab_pipeline.py --old /tmp/old_pipeline.py --robot baxter --targets 60 \\
+    OMP_NUM_THREADS=1 python scripts/ab_pipeline.py --old <commit> --robot baxter --targets 60 \\
         --cases 1x1@2 1x8@5 1x32@10 16x1@10 64x1@20 16x4@20 4x32@50
 
 A case ``BxN@T`` asks N solutions for each of B targets within T ms (FK poses of uniform configurations). Prints
 per case and version: the share of queries whose every target got N verified solutions in time, the share of targets
 that got N, the median of the fewest any target got, the answer's median and p95 time [ms], and the share of
-answers that came after the budget (and the latest, past it). The older module
-runs against the working tree's other modules (solver, LM, dedup): compare pipeline changes only.
+answers that came after the budget (and the latest, past it). The older modules
+run against the working tree's others (solver, LM, kinematics): compare pipeline changes only. ``--old`` may also be
+an older ``pipeline.py`` alone (``git show <commit>:ikdiffuser_ros/pipeline.py > /tmp/old.py``).
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib.util
+import subprocess
 import sys
+import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -28,9 +31,35 @@ from ikdiffuser_ros.query import IKQuery, IKTarget
 from ikdiffuser_ros.robots import robot_config
 
 
-def load_old(path: str):
-    """The older pipeline module, imported beside the working tree's."""
-    spec = importlib.util.spec_from_file_location("ikdiffuser_ros._old_pipeline", path)
+#: Modules an older pipeline is loaded with from its commit, in import order (a module the commit lacks is skipped).
+OLD_MODULES = ("sampling/dedup", "pool_ranking", "call_costs", "pipeline")
+
+
+def load_old(old: str):
+    """The older pipeline module, imported beside the working tree's: ``old`` a ``pipeline.py`` file (run against
+    the working tree's other modules), or a commit, whose OLD_MODULES are loaded with each other (while they load,
+    their names in ``sys.modules`` point at the old ones; the working tree's modules keep theirs)."""
+    if Path(old).is_file():
+        return _load_module("ikdiffuser_ros._old_pipeline", Path(old))
+    folder, saved, module = Path(tempfile.mkdtemp(prefix="old_pipeline_")), {}, None
+    try:
+        for name in OLD_MODULES:
+            shown = subprocess.run(["git", "show", f"{old}:ikdiffuser_ros/{name}.py"], capture_output=True, text=True)
+            if shown.returncode:
+                continue
+            path = folder / (name.replace("/", "_") + ".py")
+            path.write_text(shown.stdout)
+            dotted = "ikdiffuser_ros." + name.replace("/", ".")
+            saved[dotted] = sys.modules.get(dotted)
+            module = sys.modules[dotted] = _load_module("ikdiffuser_ros._old_" + name.replace("/", "_"), path)
+    finally:
+        for dotted, kept in saved.items():
+            sys.modules[dotted] = kept
+    return module
+
+
+def _load_module(name: str, path: Path):
+    spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module
     spec.loader.exec_module(module)
@@ -60,7 +89,8 @@ def run_case(pipeline, model, T: np.ndarray, num: int, budget: float, seed: int)
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--old", required=True, help="an older ikdiffuser_ros/pipeline.py")
+    p.add_argument("--old", required=True, help="an older ikdiffuser_ros/pipeline.py, or a commit (its pipeline with "
+                                                 "its de-duplication, ranking and cost modules)")
     p.add_argument("--robot", default="baxter")
     p.add_argument("--targets", type=int, default=60, help="queries per case")
     p.add_argument("--cases", nargs="+", default=["1x1@2", "1x8@5", "1x32@10", "16x4@20"])
