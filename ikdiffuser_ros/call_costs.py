@@ -18,6 +18,8 @@ import numpy as np
 CALL_SHARE = 0.7
 #: Weight left to the earlier measurements in a cost fit after each new one (the last ~5 count).
 SIZER_DECAY = 0.8
+#: A time measurement counts for at most this many times the running mean it updates (:meth:`RateBySize.record`).
+OUTLIER_FACTOR = 2.0
 
 
 class AffineCost:
@@ -67,9 +69,12 @@ class RateBySize:
         self.rates: dict[int, float] = {}  #: size class -> seconds per unit
 
     def record(self, units: int, seconds: float) -> None:
+        """One measurement; it counts for at most OUTLIER_FACTOR x its class's rate (a core taken away for a few ms
+        would otherwise starve the next requests of solver time; a machine that stays slower still raises the rate
+        by that factor's share at every measurement)."""
         size, rate = max(1, units).bit_length(), seconds / max(1, units)
         old = self.rates.get(size)
-        self.rates[size] = rate if old is None else (1 - self.ema) * old + self.ema * rate
+        self.rates[size] = rate if old is None else (1 - self.ema) * old + self.ema * min(rate, OUTLIER_FACTOR * old)
 
     def predict(self, units: int) -> float | None:
         """Seconds for ``units`` units, or None before any measurement."""
@@ -138,4 +143,4 @@ class ChunkSizer:
         self.measured.record(rows, seconds)
 
 
-__all__ = ["AffineCost", "CALL_SHARE", "ChunkSizer", "RateBySize", "SIZER_DECAY"]
+__all__ = ["AffineCost", "CALL_SHARE", "ChunkSizer", "OUTLIER_FACTOR", "RateBySize", "SIZER_DECAY"]

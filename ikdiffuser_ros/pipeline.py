@@ -456,20 +456,22 @@ class IKPipeline:
     def warmup(self) -> float:
         """Run every path of a request before serving (lazy loading, kernel selection, the chunk sizers' first
         measurements): sampled, seeded and local queries of 1 and 8 solutions at the default state, sampled ones
-        of 32 (with restarts), a diverse one of 16, and with a checker the sphere model (fitted now if the robot
-        has no sphere file) and collision checks; twice, the sizers keeping the second (warm) pass's
-        measurements; returns seconds (~0.1-0.3 s). Then it collects the garbage and freezes what is alive (``gc.freeze``,
+        of 32 (with restarts), batches of 8 targets x 1 and x 4, a diverse one of 16, and with a checker the sphere model (fitted now if the robot
+        has no sphere file) and collision checks; twice, the sizers and the ranking's and pooling's times keeping
+        the second (warm) pass's measurements; returns seconds (~0.1-0.3 s). Then it collects the garbage and freezes what is alive (``gc.freeze``,
         process-wide: the modules, the model, the robot): the collector's full passes scanned those ~265 k objects in
         70-210 ms, in the middle of a request, which then came that late."""
         t0 = time.monotonic()
         target = IKTarget(list(self.robot.end_effectors), list(self._fk(self.default_state)))
         seed = self.default_state + 0.05 * (self.robot.upper - self.robot.lower).numpy()
         for _ in range(2):
-            self._sizers = self._new_sizers()
+            self._sizers, self._finish_costs, self._pooling_costs = self._new_sizers(), {}, {}
             for num in (1, 8):
                 for extra in ({}, {"seed": seed}, {"seed": seed, "consistency_limits": 0.2}):
                     self.answer(IKQuery([target], num_solutions=num, max_rounds=1, timeout=30.0, **extra))
             self.answer(IKQuery([target], num_solutions=32, max_rounds=1, timeout=30.0, diversity=0.0))
+            for num in (1, 4):  # a batch: its sizers, pooling and ranking times per target
+                self.answer(IKQuery([target] * 8, num_solutions=num, max_rounds=1, timeout=30.0))
             self.answer(IKQuery([target], num_solutions=16, max_rounds=1, timeout=30.0, diversity=1.0))
             if self.checker is not None:
                 _ = self.solver.sphere_model  # the collision guidance's spheres, before the first request needs them

@@ -207,3 +207,19 @@ def test_a_solver_call_leaves_its_measured_pooling_free(baxter_pipeline, monkeyp
     start = time.monotonic()
     baxter_pipeline.answer(IKQuery([target], num_solutions=1, timeout=0.02, start=start))
     assert deadlines and deadlines[0] <= start + 0.011
+
+
+def test_a_rate_per_size_class_falls_back_to_smaller_sizes_and_damps_outliers():
+    """RateBySize: seconds per unit by size class (powers of two); a class not measured takes the nearest smaller
+    measured one's rate (else the nearest larger's); a measurement counts for at most OUTLIER_FACTOR x the mean."""
+    from ikdiffuser_ros.call_costs import OUTLIER_FACTOR, RateBySize
+
+    rate = RateBySize(0.5)
+    assert rate.predict(4) is None
+    rate.record(16, 0.0016)  # 0.1 ms per unit, class of 16..31
+    assert rate.predict(8) == pytest.approx(0.0008)  # only a larger class measured
+    rate.record(1, 0.0003)
+    assert rate.predict(1) == pytest.approx(0.0003) and rate.predict(8) == pytest.approx(8 * 0.0003)
+    assert rate.predict(64) == pytest.approx(64 * 0.0001)
+    rate.record(20, 1.0)  # a core taken away: counts as OUTLIER_FACTOR x the mean
+    assert rate.predict(16) == pytest.approx(16 * (0.5 * 0.0001 + 0.5 * OUTLIER_FACTOR * 0.0001))
