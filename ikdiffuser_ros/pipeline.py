@@ -184,7 +184,8 @@ class PipelineConfig:
 class _Spec:
     """A resolved target: end-effector poses T (E, 4, 4) in the root frame, constrained (E,) and
     position-only (E,) masks, tip points (E, 3) [m] of the named links in their end effectors' frames;
-    per-axis tolerances: the named links' target poses (E, 4, 4) and bounds (E, 6) (0 = exact)."""
+    per-axis tolerances: the named links' target poses (E, 4, 4) and bounds (E, 6) (0 = exact), and whether any
+    bound is set (``boxed``: a property asked per target per call took 0.3 ms of a 64-target call)."""
 
     T: np.ndarray
     mask: np.ndarray
@@ -192,10 +193,7 @@ class _Spec:
     tip_points: np.ndarray
     box_frames: np.ndarray
     box_bounds: np.ndarray
-
-    @property
-    def boxed(self) -> bool:
-        return bool(np.any(self.box_bounds > 0))
+    boxed: bool = False
 
 
 @dataclass
@@ -699,7 +697,7 @@ class IKPipeline:
         ok = ok.all(-1)
         for j in np.flatnonzero(ok).tolist():
             specs[members[j]] = _Spec(T[j], template.mask, template.position_only, template.tip_points,
-                                      template.box_frames, template.box_bounds)
+                                      template.box_frames, template.box_bounds, template.boxed)
         return [b for b, good in zip(members, ok.tolist()) if not good]
 
     def _spec_or_error(self, target: IKTarget, group: Group | None, q_ref: np.ndarray, T_ref: np.ndarray, what: str,
@@ -721,6 +719,7 @@ class IKPipeline:
             if tol is not None:
                 e = self.ee_index[self.tips[link][0]]
                 spec.box_frames[e], spec.box_bounds[e] = T_root_link, _tolerance(tol, f"{what}, link {link!r}")
+                spec.boxed = spec.boxed or bool(np.any(spec.box_bounds[e] > 0))
         if group is not None:  # group tips without a pose keep their pose at the reference state
             for tip in group.tips:
                 spec.mask[self.ee_index[self.tips[tip][0]]] = True
