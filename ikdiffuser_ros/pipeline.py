@@ -318,6 +318,11 @@ def _batch_key(target: IKTarget) -> tuple | None:
     return key
 
 
+def _reports_late(query: IKQuery) -> bool:
+    """Whether a query's answer rows are checked for collisions after the ranking (reported, not avoided)."""
+    return query.report_collisions and not query.avoid_collisions
+
+
 def _tolerance(values: Sequence[float] | np.ndarray, what: str) -> np.ndarray:
     """Six tolerances (x, y, z [m], rx, ry, rz [rad]), each >= 0 or inf -> (6,) float64 (InvalidGoalError)."""
     try:
@@ -363,8 +368,8 @@ class IKPipeline:
         self._sizers = self._new_sizers()
         #: measured time to rank an answer by its targets, by :meth:`_finish_key`
         self._finish_costs: dict[tuple[bool, int], RateBySize] = {}
-        #: measured time to pool a call's rows by its targets, with exact collision checks or without
-        self._pooling_costs: dict[bool, RateBySize] = {}
+        #: measured time to pool a call's rows by its targets, by the collision checks it makes (:meth:`_checks`)
+        self._pooling_costs: dict[tuple[bool, bool], RateBySize] = {}
         self._spread_s = 0.001  #: measured time of the last farthest-first order of one target [s]
 
     @classmethod
@@ -454,11 +459,12 @@ class IKPipeline:
     def warmup(self) -> float:
         """Run every path of a request before serving (lazy loading, kernel selection, the chunk sizers' first
         measurements): sampled, seeded and local queries of 1 and 8 solutions at the default state, sampled ones
-        of 32 (with restarts), batches of 8 targets x 1 and x 4, a diverse one of 16, and with a checker the sphere model (fitted now if the robot
-        has no sphere file) and collision checks; twice, the sizers and the ranking's and pooling's times keeping
-        the second (warm) pass's measurements; returns seconds (~0.1-0.3 s). Then it collects the garbage and freezes what is alive (``gc.freeze``,
-        process-wide: the modules, the model, the robot): the collector's full passes scanned those ~265 k objects in
-        70-210 ms, in the middle of a request, which then came that late."""
+        of 32 (with restarts), batches of 8 targets x 1 and x 4, a diverse one of 16, and with a checker the sphere
+        model (fitted now if the robot has no sphere file) and collision checks (avoided, reported); twice, the
+        sizers and the ranking's and pooling's times keeping the second (warm) pass's measurements; returns seconds
+        (~0.1-0.3 s). Then it collects the garbage and freezes what is alive (``gc.freeze``, process-wide: the
+        modules, the model, the robot): the collector's full passes scanned those ~265 k objects in 70-210 ms, in
+        the middle of a request, which then came that late."""
         t0 = time.monotonic()
         target = IKTarget(list(self.robot.end_effectors), list(self._fk(self.default_state)))
         seed = self.default_state + 0.05 * (self.robot.upper - self.robot.lower).numpy()
@@ -474,6 +480,8 @@ class IKPipeline:
             if self.checker is not None:
                 _ = self.solver.sphere_model  # the collision guidance's spheres, before the first request needs them
                 self.answer(IKQuery([target], num_solutions=8, max_rounds=1, timeout=30.0, avoid_collisions=True))
+                for num in (1, 32):
+                    self.answer(IKQuery([target], num_solutions=num, max_rounds=1, timeout=30.0, report_collisions=True))
         gc.collect()
         gc.freeze()
         return time.monotonic() - t0
@@ -561,20 +569,24 @@ class IKPipeline:
         return diversity, (diversity > 0 or many) and free and query.num_solutions > 1
 
     @staticmethod
-    def _finish_key(query: IKQuery, spread_first: bool) -> tuple[bool, int]:
+    def _finish_key(query: IKQuery, spread_first: bool) -> tuple[bool, int, bool]:
         """Which measured ranking time a query keeps and updates: that of answers of its order (farthest point
-        first or not) and size (``num_solutions`` to the next power of two)."""
-        return spread_first, int(query.num_solutions).bit_length()
+        first or not), size (``num_solutions`` to the next power of two) and whether its answer's rows are
+        checked for collisions then (:meth:`_report_collisions`)."""
+        return spread_first, int(query.num_solutions).bit_length(), _reports_late(query)
 
     def _finish_estimate(self, key: tuple[bool, int], targets: int) -> float:
         """Seconds to rank an answer of :meth:`_finish_key` ``key`` for ``targets`` targets: its measurements', else
-        the largest of answers no larger (of the same order if any; a larger answer is ranked from a pool that the
-        budget, more than the size asked for, limits), else FINISH_S_PER_TARGET per target."""
+        the largest of answers no larger (of the same order and checks if any; a larger answer is ranked from a pool
+        that the budget, more than the size asked for, limits), else FINISH_S_PER_TARGET per target."""
         if key in self._finish_costs:
             return self._finish_costs[key].predict(targets)
         smaller = {k: c for k, c in self._finish_costs.items() if k[1] <= key[1]}
-        same = [c for k, c in smaller.items() if k[0] == key[0]]
-        return max([c.predict(targets) for c in same or smaller.values()] or [FINISH_S_PER_TARGET * targets])
+        for alike in ((0, 2), (2,), (0,), ()):  # the same order and checks, the same checks, ...
+            same = [c.predict(targets) for k, c in smaller.items() if all(k[i] == key[i] for i in alike)]
+            if same:
+                return max(same)
+        return FINISH_S_PER_TARGET * targets
 
     def _fk(self, q: np.ndarray) -> np.ndarray:
         """(n,) joint values -> (E, 4, 4) end-effector poses (the compiled FK when built)."""
@@ -949,9 +961,11 @@ class IKPipeline:
         self._pooling_costs.setdefault(self._checks(plan), RateBySize(FINISH_EMA)).record(len(items), time.monotonic() - t)
 
     @staticmethod
-    def _checks(plan: _Plan) -> bool:
-        """Whether the plan's rows get exact collision checks (their pooling includes them)."""
-        return plan.query.avoid_collisions or plan.query.report_collisions
+    def _checks(plan: _Plan) -> tuple[bool, bool]:
+        """The exact collision checks a plan's pooling makes: (of the valid rows, to avoid collisions; of every row
+        kept, to report them). Each its own pooling time: the node reports collisions on every request, and the
+        warmup's collision-guided query (~10 ms a target) had set what its 1 x 1 requests kept free."""
+        return plan.query.avoid_collisions, plan.query.report_collisions
 
     def _pooling_estimate(self, plan: _Plan, targets: int) -> float:
         """Seconds to pool the rows of a call for ``targets`` targets (measured, 0 until then), kept free of its
@@ -979,7 +993,7 @@ class IKPipeline:
         if plan.consistency is not None:
             ok &= self._near_seed(q, plan)
         check = np.ones_like(ok) if plan.query.keep_invalid else ok
-        if not (plan.query.avoid_collisions or plan.query.report_collisions):
+        if not plan.query.avoid_collisions:  # reported only: the answer's rows are checked (_report_collisions)
             check = np.zeros_like(ok)
         coll, checked = (a.reshape(k, num) for a in self._collisions(q.reshape(-1, n), check.reshape(-1), plan))
         valid = ok & ~coll if plan.query.avoid_collisions else ok
@@ -1040,7 +1054,29 @@ class IKPipeline:
             if not valid.any():
                 answers[i].status = Status.NO_SOLUTION
                 answers[i].message = self._no_solution_message(plan, pools[i])
+        if _reports_late(plan.query) and self.checker is not None:
+            self._report_collisions(plan, [answers[i] for i in todo])
         return answers
+
+    def _report_collisions(self, plan: _Plan, answers: list[TargetAnswer]) -> None:
+        """Check the answers' rows for collisions (a query that reports them without avoiding them), all in one
+        batch until the answer is due, rows left unchecked then dropped: only the rows returned are checked, not
+        every valid row found (FCL: ~0.15 ms a baxter row; a 1 x 32 query within 10 ms found 17 solutions when it
+        checked every one)."""
+        if not answers:
+            return
+        rows = sum(len(a.q) for a in answers)
+        due = plan.end - plan.query.delivery_s_per_solution * rows
+        hit, done = self.checker.check_until(np.concatenate([a.q for a in answers]), plan.query.world, due)
+        start = 0
+        for a in answers:
+            part = slice(start, start + len(a.q))
+            start += len(a.q)
+            keep = done[part]
+            a.q, a.position_error, a.rotation_error = a.q[keep], a.position_error[keep], a.rotation_error[keep]
+            a.in_collision, a.valid = hit[part][keep], a.valid[keep]
+            if not keep.all() and not len(a.q):
+                a.status, a.message = Status.TIMED_OUT, "timed out checking its solutions for collisions"
 
     def _unranked(self, spec: _Spec | IKDiffuserError, pool: _Pool) -> TargetAnswer | None:
         """The answer of a target with nothing to rank (INVALID, TIMED_OUT), else None."""

@@ -73,10 +73,12 @@ def parse_case(text: str) -> tuple[int, int, float]:
     return int(targets), int(num), float(ms) / 1e3
 
 
-def run_case(pipeline, model, T: np.ndarray, num: int, budget: float, seed: int) -> tuple[int, float, float]:
+def run_case(pipeline, model, T: np.ndarray, num: int, budget: float, seed: int,
+             report_collisions: bool = False) -> tuple[int, float, float]:
     """One query -> (fewest verified solutions of a target, seconds, share of targets with ``num``)."""
     ees = list(model.end_effectors)
-    query = IKQuery([IKTarget(ees, list(t)) for t in T], num_solutions=num, timeout=budget, random_seed=seed)
+    query = IKQuery([IKTarget(ees, list(t)) for t in T], num_solutions=num, timeout=budget, random_seed=seed,
+                    report_collisions=report_collisions)
     t0 = time.perf_counter()
     answer = pipeline.answer(query)
     seconds = time.perf_counter() - t0
@@ -94,6 +96,8 @@ def main() -> None:
     p.add_argument("--robot", default="baxter")
     p.add_argument("--targets", type=int, default=60, help="queries per case")
     p.add_argument("--cases", nargs="+", default=["1x1@2", "1x8@5", "1x32@10", "16x4@20"])
+    p.add_argument("--report-collisions", action="store_true",
+                   help="every answer's collisions checked and reported, as the node's get_ik_solutions asks")
     args = p.parse_args()
     torch.set_num_threads(1)
     cases = [parse_case(c) for c in args.cases]
@@ -105,7 +109,8 @@ def main() -> None:
     for i in range(args.targets):
         for case in cases:
             for k in ("old", "new") if i % 2 else ("new", "old"):
-                res[k, case].append(run_case(pipes[k], model, T[most * i: most * i + case[0]], case[1], case[2], i))
+                res[k, case].append(run_case(pipes[k], model, T[most * i: most * i + case[0]], case[1], case[2], i,
+                                             args.report_collisions))
     for case in cases:
         for k in pipes:
             fewest, seconds, share = (np.array(x) for x in zip(*res[k, case]))

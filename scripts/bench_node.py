@@ -4,10 +4,12 @@
 Starts the installed ikdiffuser_node (config/<robot>.yaml, the shipped model unless
 --model-path) as a subprocess, then from a client in this process:
 
-1. latency: ``--requests`` GetIKSolutions calls of 1 target x ``--num-solutions`` on
+1. latency: ``--requests`` GetIKSolutions calls of ``--targets`` targets x ``--num-solutions`` on
    ``--links`` (default both Baxter arms), targets from FK of random collision-free
    configurations, each call with its own random_seed; reports median / p95 / max
-   round trip (client send -> answer) and the node's own solve_time;
+   round trip (client send -> answer), the node's own solve_time, the share of targets answered
+   with ``--num-solutions`` solutions and, with ``--timeout-ms``, the share of answers that came
+   after it;
 2. memory: the node's VmRSS (/proc/<pid>/status) after start-up and warm-up, then every
    ``--soak-every`` calls of a ``--soak-requests`` long run (cheaper requests:
    ``--soak-num-solutions``); reports start / end / max and the least-squares slope
@@ -49,6 +51,7 @@ def main() -> int:
     ap.add_argument("--model-path", default="")
     ap.add_argument("--links", default="", help="comma-separated end effectors (default: all of the robot)")
     ap.add_argument("--num-solutions", type=int, default=32)
+    ap.add_argument("--targets", type=int, default=1, help="targets per GetIKSolutions request")
     ap.add_argument("--service", choices=["get_ik_solutions", "compute_ik"], default="get_ik_solutions",
                     help="compute_ik: MoveIt's GetPositionIK for --group (one solution per call)")
     ap.add_argument("--group", default="", help="planning group: compute_ik's (default: the robot config's first); "
@@ -123,7 +126,8 @@ def main() -> int:
             req.ik_request.avoid_collisions = args.avoid_collisions
             req.ik_request.timeout.sec, req.ik_request.timeout.nanosec = sec, nsec
             return req
-        req = GetIKSolutions.Request(targets=[IKTarget(link_names=links, poses=poses(i))], num_solutions=num,
+        targets = [IKTarget(link_names=links, poses=poses(i * args.targets + k)) for k in range(args.targets)]
+        req = GetIKSolutions.Request(targets=targets, num_solutions=num,
                                      random_seed=i, avoid_collisions=args.avoid_collisions, group_name=args.group)
         req.timeout.sec, req.timeout.nanosec = sec, nsec
         return req
@@ -145,7 +149,8 @@ def main() -> int:
     else:
         client = node.create_client(GetIKSolutions, f"/{NODE}/get_ik_solutions")
     out: dict = {"robot": args.robot, "service": args.service, "group": args.group, "timeout_ms": args.timeout_ms,
-                 "avoid_collisions": args.avoid_collisions, "params": args.param, "torch_threads": args.threads, "links": links, "num_solutions": args.num_solutions, "cpu": cpu_model(),
+                 "avoid_collisions": args.avoid_collisions, "params": args.param, "torch_threads": args.threads,
+                 "links": links, "num_solutions": args.num_solutions, "cpu": cpu_model(),
                  "cores": os.cpu_count(), "load_average_start": os.getloadavg()}
     try:
         t0 = time.monotonic()
@@ -167,7 +172,7 @@ def main() -> int:
         for i in range(args.warmup):
             call(request(10_000_000 + i, args.num_solutions))
         out["rss_after_warmup_mb"] = rss_mb(proc.pid)
-        lat, solve, ok, nsol = [], [], 0, []
+        lat, solve, ok, nsol, served = [], [], 0, [], []
         for i in range(args.requests):
             res, dt = call(request(i, args.num_solutions))
             lat.append(dt)
@@ -175,16 +180,22 @@ def main() -> int:
             ok += succeeded(res)
             nsol.append(int(succeeded(res)) if args.service == "compute_ik" else
                         res.results[0].num_solutions if res.results else 0)
+            served += [int(succeeded(res))] if args.service == "compute_ik" else \
+                [r.num_solutions >= args.num_solutions for r in res.results] or [False] * args.targets
         lat_ms = np.array(lat) * 1000
         out.update(
-            requests=args.requests, success_rate=ok / max(args.requests, 1),
+            requests=args.requests, targets=args.targets, success_rate=ok / max(args.requests, 1),
+            targets_served=float(np.mean(served)) if served else 0.0,
+            late_share=float(np.mean(lat_ms > args.timeout_ms)) if args.timeout_ms else None,
             median_solutions=float(np.median(nsol)) if nsol else 0.0,
             latency_ms={"median": float(np.median(lat_ms)), "p95": float(np.percentile(lat_ms, 95)),
                         "max": float(lat_ms.max()), "mean": float(lat_ms.mean())},
             solve_time_ms_median=float(statistics.median(solve) * 1000),
             rss_after_latency_mb=rss_mb(proc.pid),
         )
-        print(f"latency over {args.requests} {args.service} calls of 1 target x {args.num_solutions} ({'+'.join(links)}): median "
+        late = "" if out["late_share"] is None else f", past the timeout {out['late_share']:.0%}"
+        print(f"latency over {args.requests} {args.service} calls of {args.targets} target(s) x {args.num_solutions} "
+              f"({'+'.join(links)}): targets served {out['targets_served']:.0%}{late}; median "
               f"{out['latency_ms']['median']:.1f} ms, p95 {out['latency_ms']['p95']:.1f} ms, max "
               f"{out['latency_ms']['max']:.1f} ms; node solve_time median {out['solve_time_ms_median']:.1f} ms; "
               f"success {out['success_rate']:.2%}; RSS {out['rss_after_latency_mb']:.0f} MB", flush=True)

@@ -196,7 +196,7 @@ def test_a_solver_call_leaves_its_measured_pooling_free(baxter_pipeline, monkeyp
 
     slow, deadlines, run = RateBySize(0.3), [], baxter_pipeline.solver.run
     slow.record(1, 0.010)
-    monkeypatch.setitem(baxter_pipeline._pooling_costs, False, slow)
+    monkeypatch.setitem(baxter_pipeline._pooling_costs, (False, False), slow)
 
     def recording(*args, **kwargs):
         deadlines.append(kwargs["deadline"])
