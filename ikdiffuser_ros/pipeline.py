@@ -70,13 +70,13 @@ if TYPE_CHECKING:  # python-fcl is optional
 #: How many times longer a collision-guided solver call takes than a plain one (CPU, sphere model),
 #: a first guess until one is measured.
 GUIDED_COST = 4.0
-#: Time kept for ranking the answer after the solving [s], by the answer's order and size (:meth:`IKPipeline._finish_key`:
-#: ranking 512 solutions takes 100x the time of one) and targets: FINISH_MARGIN x the running mean of its measurements
-#: per target for answers of as many targets (:class:`~ikdiffuser_ros.call_costs.RateBySize`, FINISH_EMA the weight of
-#: the newest), FINISH_S_PER_TARGET per target until one is measured. The whole answer keeps at least FINISH_MIN_S (the
-#: last call's pooling after its solver deadline) and at most FINISH_MAX_SHARE of its timeout. (Was one mean per
-#: target across answers of 1 to 64 targets: one target's ranking is mostly fixed cost, and 64 targets kept 2-4 ms for
-#: a ranking of 0.7-0.9 ms.)
+#: Time kept for ranking the answer after the solving [s], by the answer's order, size and checks
+#: (:meth:`IKPipeline._finish_key`: ranking 512 solutions takes 100x the time of one) and its targets: FINISH_MARGIN
+#: x the running mean of its measurements per target for answers of as many targets
+#: (:class:`~ikdiffuser_ros.call_costs.RateBySize`, FINISH_EMA the weight of the newest), FINISH_S_PER_TARGET per
+#: target until one is measured. The whole answer keeps at least FINISH_MIN_S (the last call's pooling after its
+#: solver deadline) and at most FINISH_MAX_SHARE of its timeout. (Was one mean per target across answers of 1 to 64
+#: targets: one target's ranking is mostly fixed cost, and 64 targets kept 2-4 ms for a ranking of 0.7-0.9 ms.)
 FINISH_S_PER_TARGET, FINISH_MARGIN, FINISH_EMA, FINISH_MIN_S, FINISH_MAX_SHARE = 2e-4, 1.5, 0.3, 2e-4, 0.5
 #: Each round after the first samples this many times more candidates per target than the one
 #: before (a target the prior missed with a few samples gets more, while the budget lasts), up to
@@ -483,7 +483,8 @@ class IKPipeline:
                 _ = self.solver.sphere_model  # the collision guidance's spheres, before the first request needs them
                 self.answer(IKQuery([target], num_solutions=8, max_rounds=1, timeout=30.0, avoid_collisions=True))
                 for num in (1, 32):
-                    self.answer(IKQuery([target], num_solutions=num, max_rounds=1, timeout=30.0, report_collisions=True))
+                    self.answer(IKQuery([target], num_solutions=num, max_rounds=1, timeout=30.0,
+                                        report_collisions=True))
         gc.collect()
         gc.freeze()
         return time.monotonic() - t0
@@ -960,13 +961,15 @@ class IKPipeline:
             self._count([pools[i] for i in items], valid_new, plan.wanted)
         plan.returnable = sum(min(plan.query.num_solutions, p.kept) for p in pools)
         plan.pending = 0
-        self._pooling_costs.setdefault(self._checks(plan), RateBySize(FINISH_EMA)).record(len(items), time.monotonic() - t)
+        cost = self._pooling_costs.setdefault(self._checks(plan), RateBySize(FINISH_EMA))
+        cost.record(len(items), time.monotonic() - t)
 
     @staticmethod
     def _checks(plan: _Plan) -> tuple[bool, bool]:
-        """The exact collision checks a plan's pooling makes: (of the valid rows, to avoid collisions; of every row
-        kept, to report them). Each its own pooling time: the node reports collisions on every request, and the
-        warmup's collision-guided query (~10 ms a target) had set what its 1 x 1 requests kept free."""
+        """(avoid_collisions, report_collisions): what sets the collision checks of a plan's pooling (the valid rows
+        of a query that avoids collisions, or that reports them for one solution, :func:`_reports_late`), so each
+        has its own pooling time: the node reports collisions on every request, and the warmup's collision-guided
+        query (~10 ms a target) had set what its 1 x 1 requests kept free."""
         return plan.query.avoid_collisions, plan.query.report_collisions
 
     def _pooling_estimate(self, plan: _Plan, targets: int) -> float:
