@@ -438,13 +438,15 @@ def _on_set(node: Node, params: list[Parameter], apply: bool) -> SetParametersRe
 
 
 def _post_set(node: Node, params: list[Parameter]) -> None:
-    """Copy accepted changes into ``node.ikd_config`` (an int given for a float parameter becomes a float)."""
+    """Copy accepted changes into ``node.ikd_config`` (an int given for a float parameter becomes a float) and
+    count them in ``node.ikd_config_version`` (what the node derives from the parameters is rebuilt on a change)."""
     for p in params:
         if p.name in NodeConfig.names():
             value = p.value
             if isinstance(getattr(node.ikd_config, p.name), float) and isinstance(value, int):
                 value = float(value)
             setattr(node.ikd_config, p.name, value)
+    node.ikd_config_version = getattr(node, "ikd_config_version", 0) + 1
 
 
 if __name__ == "__main__":

@@ -680,11 +680,14 @@ def test_compute_ik_errors(setup, free_config, case, code):
         assert time.monotonic() - t0 < 2.0
 
 
-def test_parameters_refuse_bad_values(setup):
+def test_parameters_refuse_bad_values(setup, free_config):
+    """Bad values are refused with a reason, read-only ones at run time; an accepted tolerance is what the next
+    request solves with (the node rebuilds its configs after a change, not for every request)."""
     from rcl_interfaces.srv import SetParameters
     from rclpy.parameter import Parameter
 
     runner, client = setup
+    _, T = free_config
     c = client.node.create_client(SetParameters, f"/{NODE}/set_parameters")
     assert c.wait_for_service(timeout_sec=10)
     req = SetParameters.Request(parameters=[Parameter("default_num_solutions", value=0).to_parameter_msg(),
@@ -695,6 +698,8 @@ def test_parameters_refuse_bad_values(setup):
     assert not res.results[1].successful  # read-only at run time
     assert res.results[2].successful
     assert runner.node.config.position_tolerance == pytest.approx(0.002)
+    assert client.call(client.ik, _request([_target(["left_gripper"], [pose_stamped(T[0])])], num_solutions=1)).results
+    assert runner.node.solver.config.refine.pos_tol == pytest.approx(0.002)
     res = client.call(c, SetParameters.Request(parameters=[
         Parameter("position_tolerance", value=0.005).to_parameter_msg()]))
     assert res.results[0].successful
