@@ -1,8 +1,7 @@
 """Measured costs of the pipeline's repeated work, and the solver-call sizes they allow.
 
-* :class:`AffineCost`: seconds of a solver call as ``fixed + rows x per_row``, fitted by least squares to its recent
-  measurements.
-* :class:`ChunkSizer`: the rows of the next solver call that its measured cost fits in the time left.
+* :class:`ChunkSizer`: the rows of the next solver call that its measured cost (``fixed + rows x per_row``, fitted by
+  least squares to its recent calls) fits in the time left.
 * :class:`RateBySize`: seconds per unit of a piece of work whose fixed cost is most of it at small sizes (an answer's
   ranking, a call's pooling, by targets), a running mean per size class.
 
@@ -16,45 +15,10 @@ import numpy as np
 #: Share of the time left that the next call's rows are sized for (by the recent calls' fixed and per-row cost,
 #: :meth:`ChunkSizer.cost`).
 CALL_SHARE = 0.7
-#: Weight left to the earlier measurements in a cost fit after each new one (the last ~5 count).
+#: Weight left to the earlier calls in a chunk sizer's cost fit after each new call (the last ~5 calls count).
 SIZER_DECAY = 0.8
 #: A time measurement counts for at most this many times the running mean it updates (:meth:`RateBySize.record`).
 OUTLIER_FACTOR = 2.0
-
-
-class AffineCost:
-    """Seconds = fixed + size x per unit, fitted to the recent measurements (SIZER_DECAY); ``shortest`` is the
-    shortest measurement [s] (None before the first)."""
-
-    def __init__(self) -> None:
-        self.shortest: float | None = None
-        self._sums = np.zeros(5)  #: decayed sums over the measurements of 1, size, s, size^2, size * s
-
-    def record(self, size: int, seconds: float) -> None:
-        size, seconds = max(1, size), max(seconds, 1e-6)
-        self._sums = SIZER_DECAY * self._sums + np.array([1.0, size, seconds, size * size, size * seconds])
-        self.shortest = seconds if self.shortest is None else min(self.shortest, seconds)
-
-    def cost(self) -> tuple[float, float] | None:
-        """(fixed [s], per unit [s]) by least squares; None before the first measurement. The fixed part only
-        where the sizes spread enough to tell it (a standard deviation of at least a quarter of their mean) and the
-        fit is plausible (a cost per unit of at least a tenth of the mean, a fixed cost within [0, shortest]);
-        else a unit costs the measurements' mean time per unit (conservative: a rate from small sizes alone,
-        their fixed cost being most of them, oversizes the cost of a larger one, never undersizes it)."""
-        w, x, y, xx, xy = self._sums
-        if w == 0.0:
-            return None
-        spread = w * xx - x * x  # w^2 x the variance of the sizes
-        if spread >= (0.25 * x) ** 2:
-            per_unit = (w * xy - x * y) / spread
-            fixed = (y - per_unit * x) / w
-            if per_unit >= 0.1 * y / x and 0.0 <= fixed <= self.shortest:
-                return fixed, per_unit
-        return self.mean_cost()  # one size, or a fit the noise bent (a larger size measured as fast)
-
-    def mean_cost(self) -> tuple[float, float]:
-        """(0, the measurements' mean time per unit) [s], their fixed cost included."""
-        return 0.0, float(self._sums[2] / self._sums[1])
 
 
 class RateBySize:
@@ -99,17 +63,31 @@ class ChunkSizer:
 
     def __init__(self, fallback: "ChunkSizer | None" = None, guess_factor: float = 1.0) -> None:
         self.first, self.most, self.last = 1, 1, None
+        self.shortest: float | None = None
         self.fallback, self.guess_factor = fallback, guess_factor
-        self.measured = AffineCost()  #: seconds of a call by its rows
-
-    @property
-    def shortest(self) -> float | None:
-        return self.measured.shortest
+        self._sums = np.zeros(5)  #: decayed sums over the recorded calls of 1, rows, s, rows^2, rows * s
 
     def cost(self) -> tuple[float, float] | None:
-        """(fixed [s], per row [s]) of a call (:meth:`AffineCost.cost`: the fixed part is a call's Python and setup,
-        ~1 ms on a mobile robot)."""
-        return self.measured.cost()
+        """(fixed [s], per row [s]) of a call, seconds = fixed + rows x per row, fitted by least squares to the
+        recent calls (SIZER_DECAY); None before the first. The fixed part (a call's Python and setup, ~1 ms on
+        a mobile robot) only where the calls' sizes spread enough to tell it (a standard deviation of at least a
+        quarter of their mean) and the fit is plausible (a cost per row of at least a tenth of the mean, a fixed
+        cost within [0, shortest call]); else a row costs the calls' mean time per row (conservative: a rate from
+        small calls alone undersizes the next, their fixed cost being most of them, but never oversizes it)."""
+        w, x, y, xx, xy = self._sums
+        if w == 0.0:
+            return None
+        spread = w * xx - x * x  # w^2 x the variance of the rows
+        if spread >= (0.25 * x) ** 2:
+            per_row = (w * xy - x * y) / spread
+            fixed = (y - per_row * x) / w
+            if per_row >= 0.1 * y / x and 0.0 <= fixed <= self.shortest:
+                return fixed, per_row
+        return self._mean_cost()  # one size, or a fit the noise bent (a larger call measured as fast)
+
+    def _mean_cost(self) -> tuple[float, float]:
+        """(0, the recorded calls' mean time per row) [s], their fixed cost included."""
+        return 0.0, float(self._sums[2] / self._sums[1])
 
     def start(self, first: int, most: int) -> "ChunkSizer":
         """Caps of a new query (the measurements stay)."""
@@ -132,15 +110,17 @@ class ChunkSizer:
         return max(1, min(cap, int((max(remaining, 0.0) * CALL_SHARE - fixed) / per_row)))
 
     def _fallback_cost(self) -> tuple[float, float] | None:
-        """The first measured fallback's :meth:`AffineCost.mean_cost`, or None."""
+        """The first measured fallback's :meth:`_mean_cost`, or None."""
         sizer = self.fallback
         while sizer is not None and sizer.shortest is None:
             sizer = sizer.fallback
-        return None if sizer is None else sizer.measured.mean_cost()
+        return None if sizer is None else sizer._mean_cost()
 
     def record(self, rows: int, seconds: float) -> None:
-        self.last = max(1, rows)
-        self.measured.record(rows, seconds)
+        self.last = rows = max(1, rows)
+        seconds = max(seconds, 1e-6)
+        self._sums = SIZER_DECAY * self._sums + np.array([1.0, rows, seconds, rows * rows, rows * seconds])
+        self.shortest = seconds if self.shortest is None else min(self.shortest, seconds)
 
 
-__all__ = ["AffineCost", "CALL_SHARE", "ChunkSizer", "OUTLIER_FACTOR", "RateBySize", "SIZER_DECAY"]
+__all__ = ["CALL_SHARE", "ChunkSizer", "OUTLIER_FACTOR", "RateBySize", "SIZER_DECAY"]

@@ -367,11 +367,7 @@ class IKPipeline:
         self.ee_index = {ee: i for i, ee in enumerate(self.robot.end_effectors)}
         self.joint_index = {name: i for i, name in enumerate(self.robot.joint_names)}
         self.default_state = self.robot.default_positions().numpy().astype(np.float64)
-        self._sizers = self._new_sizers()
-        #: measured time to rank an answer by its targets, by :meth:`_finish_key`
-        self._finish_costs: dict[tuple[bool, int], RateBySize] = {}
-        #: measured time to pool a call's rows by its targets, by the collision checks it makes (:meth:`_checks`)
-        self._pooling_costs: dict[tuple[bool, bool], RateBySize] = {}
+        self._reset_measurements()
         self._spread_s = 0.001  #: measured time of the last farthest-first order of one target [s]
 
     @classmethod
@@ -471,7 +467,7 @@ class IKPipeline:
         target = IKTarget(list(self.robot.end_effectors), list(self._fk(self.default_state)))
         seed = self.default_state + 0.05 * (self.robot.upper - self.robot.lower).numpy()
         for _ in range(2):
-            self._sizers, self._finish_costs, self._pooling_costs = self._new_sizers(), {}, {}
+            self._reset_measurements()
             for num in (1, 8):
                 for extra in ({}, {"seed": seed}, {"seed": seed, "consistency_limits": 0.2}):
                     self.answer(IKQuery([target], num_solutions=num, max_rounds=1, timeout=30.0, **extra))
@@ -488,6 +484,14 @@ class IKPipeline:
         gc.collect()
         gc.freeze()
         return time.monotonic() - t0
+
+    def _reset_measurements(self) -> None:
+        """Forget the measured costs: the chunk sizers, the ranking's and the pooling's times."""
+        self._sizers = self._new_sizers()
+        #: measured time to rank an answer by its targets, by :meth:`_finish_key`
+        self._finish_costs: dict[tuple[bool, int, bool], RateBySize] = {}
+        #: measured time to pool a call's rows by its targets, by the collision checks it makes (:meth:`_checks`)
+        self._pooling_costs: dict[tuple[bool, bool], RateBySize] = {}
 
     def forward_kinematics(self, q: np.ndarray | Sequence[float], links: list[str], frame: str = "",
                            external: Mapping[str, np.ndarray] | None = None) -> np.ndarray:
@@ -578,7 +582,7 @@ class IKPipeline:
         checked for collisions then (:meth:`_report_collisions`)."""
         return spread_first, int(query.num_solutions).bit_length(), _reports_late(query)
 
-    def _finish_estimate(self, key: tuple[bool, int], targets: int) -> float:
+    def _finish_estimate(self, key: tuple[bool, int, bool], targets: int) -> float:
         """Seconds to rank an answer of :meth:`_finish_key` ``key`` for ``targets`` targets: its measurements', else
         the largest of answers no larger (of the same order and checks if any; a larger answer is ranked from a pool
         that the budget, more than the size asked for, limits), else FINISH_S_PER_TARGET per target."""
@@ -698,11 +702,11 @@ class IKPipeline:
         pose, for their own error)."""
         first = query.targets[members[0]]
         template = self._spec_or_error(first, group, q_ref, T_ref, f"target {members[0]}", query.external_frames)
+        if not isinstance(template, _Spec):
+            return members
         try:
             T_pose, ok = pose_matrices([list(query.targets[b].poses) for b in members])  # (B, L, 4, 4), (B, L)
         except (TypeError, ValueError):  # ragged or not numbers: each target's own error
-            return members
-        if not isinstance(template, _Spec):
             return members
         frames = list(first.frames) or [""] * len(first.links)
         F = np.stack([self.frames.T_root(f, q_ref, "", query.external_frames) for f in frames])  # (L, 4, 4)

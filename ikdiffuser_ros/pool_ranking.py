@@ -18,7 +18,6 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ikdiffuser_ros.kinematics.joint_kinds import wrap_to_pi
 from ikdiffuser_ros.sampling.dedup import SMALL_MAX_ROWS, unique_mask, unique_mask_numpy
 from ikdiffuser_ros.solver import rank, ranking_key
 
@@ -80,8 +79,8 @@ def _rank_batch(pools: list[PoolRows], seed: torch.Tensor | None, tol: float | t
 def _rank_batch_numpy(pools: list[PoolRows], seed: torch.Tensor | None, tol: float | torch.Tensor,
                       wrapping: torch.Tensor | None, distinct: bool) -> list[tuple[torch.Tensor, int]]:
     """:func:`_rank_batch` of small pools (at most SMALL_MAX_ROWS rows) in numpy: the same key, de-duplication
-    (:func:`~ikdiffuser_ros.sampling.dedup.unique_mask_numpy`) and stable order, without torch's per-op cost
-    (16 pools of 5 rows: ~0.2 ms against ~1 ms)."""
+    (:func:`~ikdiffuser_ros.sampling.dedup.unique_mask_numpy`) and stable order (:func:`rank`'s, by one lexsort),
+    without torch's per-op cost on padding and sorting (16 pools of 5 rows: ~0.4 ms against ~1.2 ms)."""
     sizes = [len(p.q) for p in pools]
     B, M, n = len(pools), max(sizes), pools[0].q.shape[-1]
     q, valid, pe = np.zeros((B, M, n)), np.zeros((B, M), bool), np.full((B, M), np.inf)
@@ -91,15 +90,10 @@ def _rank_batch_numpy(pools: list[PoolRows], seed: torch.Tensor | None, tol: flo
         q[b, :m], valid[b, :m], pe[b, :m] = np.asarray(p.q), np.asarray(p.valid), np.asarray(p.pe)
         if cost is not None:
             cost[b, :m] = np.asarray(p.cost)
+    key = ranking_key(None if cost is None else torch.from_numpy(cost).reshape(-1), torch.from_numpy(q).reshape(-1, n),
+                      None if seed is None else seed.expand(B * M, -1), torch.from_numpy(pe).reshape(-1),
+                      wrapping).reshape(B, M).numpy()  # the one key rule, on views of the padded arrays
     wrap = None if wrapping is None else wrapping.numpy().astype(bool)
-    if cost is not None:
-        key = cost
-    elif seed is not None:
-        d = q - seed.numpy()
-        key = (np.where(wrap, wrap_to_pi(d), d) ** 2 if wrap is not None else d * d).sum(-1)
-    else:
-        key = pe
-    key = np.nan_to_num(key, nan=np.inf)
     tol_np = tol.numpy() if isinstance(tol, torch.Tensor) else tol
     unique = unique_mask_numpy(q, valid, tol_np, wrap) if distinct else valid
     order = np.lexsort((key, np.where(unique, 0, np.where(valid, 1, 2))), axis=-1)

@@ -544,11 +544,10 @@ class IKDiffuserNode(Node):
     def _answer(self, query: IKQuery) -> IKAnswer:
         """The pipeline's answer under the current parameters (tolerances and limits may change at run time; the
         configs they make are rebuilt after a change, not for every request: ~0.1 ms)."""
-        changes = getattr(self, "ikd_config_version", 0)
-        if changes != self._configs_built_at:
+        if self.ikd_config_version != self._configs_built_at:
             self.pipeline.config = self.config.pipeline_config()
             self.solver.config = self.config.solver_config(self._base_solver_config)
-            self._configs_built_at = changes
+            self._configs_built_at = self.ikd_config_version
         version = self.scene.version
         answer = self.pipeline.answer(query)
         self._solved_version = version

@@ -408,10 +408,10 @@ def _declare(node: Node, name: str, default: Any, desc: ParameterDescriptor) -> 
 
 
 def _install_callbacks(node: Node, config: NodeConfig) -> None:
-    """Set ``node.ikd_config`` and the callbacks that check (:func:`_on_set`) and apply (:func:`_post_set`)
+    """Set ``node.ikd_config`` (changes counted in ``node.ikd_config_version``) and the callbacks that check (:func:`_on_set`) and apply (:func:`_post_set`)
     later changes; without post-set callbacks (Humble) the on-set callback applies accepted changes."""
     has_post_set = hasattr(node, "add_post_set_parameters_callback")
-    node.ikd_config = config
+    node.ikd_config, node.ikd_config_version = config, 0
     node.add_on_set_parameters_callback(lambda params: _on_set(node, params, apply=not has_post_set))
     if has_post_set:
         node.add_post_set_parameters_callback(lambda params: _post_set(node, params))
@@ -446,7 +446,7 @@ def _post_set(node: Node, params: list[Parameter]) -> None:
             if isinstance(getattr(node.ikd_config, p.name), float) and isinstance(value, int):
                 value = float(value)
             setattr(node.ikd_config, p.name, value)
-    node.ikd_config_version = getattr(node, "ikd_config_version", 0) + 1
+    node.ikd_config_version += 1
 
 
 if __name__ == "__main__":

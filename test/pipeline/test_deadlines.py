@@ -181,7 +181,7 @@ def test_a_seeded_query_with_an_objective_makes_no_sampled_call_that_cannot_end_
         return run(*args, **kwargs)
 
     monkeypatch.setattr(pipeline.solver, "run", recording)
-    monkeypatch.setattr(pipeline._sizers["objectives"].measured, "shortest", 0.030)
+    monkeypatch.setattr(pipeline._sizers["objectives"], "shortest", 0.030)
     [target] = _targets(pipeline.robot, 1, seed=6)
     q = pipeline.default_state + 0.3
     pipeline.answer(IKQuery([target], num_solutions=4, seed=q, objectives={"manipulability": 0.5}, timeout=0.005))
