@@ -78,6 +78,7 @@ def main() -> int:
     from ikdiffuser_ros.msg import IKTarget
     from ikdiffuser_ros.robots import load_robot
     from ikdiffuser_ros.ros.conversions import matrix_to_pose
+    from ikdiffuser_ros.ros.service_io import client_qos
     from ikdiffuser_ros.srv import GetIKSolutions
 
     robot = load_robot(args.robot)
@@ -145,9 +146,9 @@ def main() -> int:
         from ikdiffuser_ros.robots import robot_config
 
         group = args.group or next(iter(robot_config(args.robot).groups), "")
-        client = node.create_client(GetPositionIK, f"/{NODE}/compute_ik")
+        client = node.create_client(GetPositionIK, f"/{NODE}/compute_ik", qos_profile=client_qos())
     else:
-        client = node.create_client(GetIKSolutions, f"/{NODE}/get_ik_solutions")
+        client = node.create_client(GetIKSolutions, f"/{NODE}/get_ik_solutions", qos_profile=client_qos())
     out: dict = {"robot": args.robot, "service": args.service, "group": args.group, "timeout_ms": args.timeout_ms,
                  "avoid_collisions": args.avoid_collisions, "params": args.param, "torch_threads": args.threads,
                  "links": links, "num_solutions": args.num_solutions, "cpu": cpu_model(),

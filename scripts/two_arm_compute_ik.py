@@ -121,7 +121,9 @@ def get_ik_solutions_request(args, seed=None):
 
 
 def _call(node, executor, srv_type, name: str, request, wait: float, timeout: float):
-    client = node.create_client(srv_type, name)
+    from ikdiffuser_ros.ros.service_io import client_qos
+
+    client = node.create_client(srv_type, name, qos_profile=client_qos())
     try:
         if not client.wait_for_service(timeout_sec=wait):
             raise TimeoutError(f"service {name} not available after {wait:g} s (is the node running? --node-name?)")

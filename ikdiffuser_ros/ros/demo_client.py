@@ -107,6 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     from rclpy.executors import SingleThreadedExecutor
 
     from ikdiffuser_ros.robots import load_robot
+    from ikdiffuser_ros.ros.service_io import client_qos
     from ikdiffuser_ros.srv import GetIKSolutions
 
     root = Path(os.environ.get("IKDIFFUSER_ROOT", Path(__file__).resolve().parents[2]))
@@ -116,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
     executor = SingleThreadedExecutor()
     executor.add_node(node)
     try:
-        ik = node.create_client(GetIKSolutions, f"/{NODE}/get_ik_solutions")
+        ik = node.create_client(GetIKSolutions, f"/{NODE}/get_ik_solutions", qos_profile=client_qos())
         if not _wait_for_node(executor, ik, proc):
             return 1
         scene = _publish_scene(node, executor)
@@ -244,7 +245,9 @@ def _compute_ik(node: Node, executor: Executor, left: np.ndarray) -> bool:
         from moveit_msgs.srv import GetPositionIK
     except ImportError:
         return True
-    cik = node.create_client(GetPositionIK, f"/{NODE}/compute_ik")
+    from ikdiffuser_ros.ros.service_io import client_qos
+
+    cik = node.create_client(GetPositionIK, f"/{NODE}/compute_ik", qos_profile=client_qos())
     cik.wait_for_service(timeout_sec=10)
     req = GetPositionIK.Request()
     req.ik_request.group_name = "left_arm"

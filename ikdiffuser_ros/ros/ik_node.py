@@ -83,6 +83,7 @@ from ikdiffuser_ros.ros.error_codes import ErrorCode, error_code, status_code
 from ikdiffuser_ros.ros.markers import solutions_marker_array
 from ikdiffuser_ros.ros.params import NodeConfig, declare_parameters, parse_groups, set_resolved
 from ikdiffuser_ros.ros.scene_monitor import SceneMonitor
+from ikdiffuser_ros.ros.service_io import retry_failed_sends
 from ikdiffuser_ros.ros.solve_queue import Busy, Expired, SolveQueue, executor_threads
 from ikdiffuser_ros.ros.tf_frames import TfFrames
 from ikdiffuser_ros.solver import IKDiffuserSolver
@@ -217,6 +218,14 @@ class IKDiffuserNode(Node):
         _freeze_start_up_objects()
         self.get_logger().info(f"ready in {time.monotonic() - t0:.1f} s: model {self.model_path} on "
                                f"{self.config.device}")
+
+    def create_service(self, *args: Any, **kwargs: Any) -> Any:
+        """rclpy's ``create_service``, whose responses are resent while the client's reply reader is not
+        matched yet (``service_io.retry_failed_sends``; parameter services included)."""
+        service = super().create_service(*args, **kwargs)
+        logger = self.get_logger()
+        retry_failed_sends(service, logger.warning, logger.error)
+        return service
 
     def _tf_frames(self) -> TfFrames:
         """Frames outside the robot: tf2 (/tf, /tf_static) and ``fixed_frame_transforms`` (ros/tf_frames.py);

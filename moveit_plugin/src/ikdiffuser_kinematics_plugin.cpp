@@ -55,6 +55,8 @@ const rclcpp::Logger LOGGER = rclcpp::get_logger("ikdiffuser_kinematics_plugin")
 // The node answers within the budget it is given + a few ms; past the caller's deadline the plugin
 // waits this much longer at most, then gives up with TIMED_OUT.
 constexpr auto GRACE = std::chrono::milliseconds(15);
+// History depth of the service clients' reply readers (service_io.CLIENT_REPLY_DEPTH on the Python side).
+constexpr std::size_t CLIENT_REPLY_DEPTH = 1000;
 
 Clock::duration seconds(double s)
 {
@@ -137,8 +139,12 @@ public:
                                                       .use_global_arguments(false)
                                                       .start_parameter_services(false)
                                                       .start_parameter_event_publisher(false));
-    solutions_client_ = client_node_->create_client<GetIKSolutions>(server + "/get_ik_solutions");
-    compute_ik_client_ = client_node_->create_client<GetPositionIK>(server + "/compute_ik");
+    // Every client of a service reads the one reply topic and drops other clients' responses only when it
+    // takes them: the default depth of 10 loses answers when the node answers many clients at once
+    // (ikdiffuser_ros/ros/service_io.py, docs/ros_node.md).
+    const auto reply_qos = rclcpp::ServicesQoS().keep_last(CLIENT_REPLY_DEPTH);
+    solutions_client_ = client_node_->create_client<GetIKSolutions>(server + "/get_ik_solutions", reply_qos);
+    compute_ik_client_ = client_node_->create_client<GetPositionIK>(server + "/compute_ik", reply_qos);
     rclcpp::ExecutorOptions options;
     options.context = context;
     executor_ = std::make_shared<rclcpp::executors::SingleThreadedExecutor>(options);

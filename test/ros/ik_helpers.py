@@ -93,6 +93,8 @@ def served(context, robot: str, node_name: str, srv_type, service: str, tmp: Pat
     import rclpy
     from rclpy.executors import SingleThreadedExecutor
 
+    from ikdiffuser_ros.ros.service_io import client_qos
+
     params = dict(robot=robot, robot_description_timeout=0.0, follow_planning_scene=False, **params)
     if not shipped_model_for(robot):
         params["model_path"] = str(train_tiny(robot, tmp / f"tiny_{robot}"))
@@ -100,7 +102,7 @@ def served(context, robot: str, node_name: str, srv_type, service: str, tmp: Pat
     client = rclpy.create_node(f"{node_name}_client", context=context)
     executor = SingleThreadedExecutor(context=context)
     executor.add_node(client)
-    service_client = client.create_client(srv_type, f"/{node_name}/{service}")
+    service_client = client.create_client(srv_type, f"/{node_name}/{service}", qos_profile=client_qos())
     assert service_client.wait_for_service(timeout_sec=20.0)
     try:
         yield runner.node, lambda req: spin_until(executor, service_client.call_async(req), timeout_s)

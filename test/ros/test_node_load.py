@@ -43,6 +43,7 @@ from moveit_msgs.msg import CollisionObject, PlanningScene  # noqa: E402
 
 from ikdiffuser_ros.msg import IKTarget  # noqa: E402
 from ikdiffuser_ros.ros.ik_solutions import solutions_array  # noqa: E402
+from ikdiffuser_ros.ros.service_io import client_qos  # noqa: E402
 from ikdiffuser_ros.srv import GetIKSolutions  # noqa: E402
 
 NODE = "ikd_load_node"
@@ -183,7 +184,7 @@ def burst(ros_context, robot, n: int, seed: int, **fields) -> dict:
         clients = []
         for node in nodes:
             executor.add_node(node)
-            clients.append(node.create_client(GetIKSolutions, f"/{NODE}/get_ik_solutions"))
+            clients.append(node.create_client(GetIKSolutions, f"/{NODE}/get_ik_solutions", qos_profile=client_qos()))
         assert all(c.wait_for_service(timeout_sec=20.0) for c in clients)
         T, T_wrist = _targets(robot, n, seed)
         done: dict[int, float] = {}
@@ -279,7 +280,7 @@ def _settle(proc: Proc, ros_context, robot) -> float:
     executor = SingleThreadedExecutor(context=ros_context)
     executor.add_node(node)
     try:
-        client = node.create_client(GetIKSolutions, f"/{NODE}/get_ik_solutions")
+        client = node.create_client(GetIKSolutions, f"/{NODE}/get_ik_solutions", qos_profile=client_qos())
         assert client.wait_for_service(timeout_sec=20.0)
         T = _targets(robot, 1, 7)[0][0]
         for k in range(3):
