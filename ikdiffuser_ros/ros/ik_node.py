@@ -480,7 +480,8 @@ class IKDiffuserNode(Node):
             query = self.tf_frames.resolve(query, self.robot, [p.header for t in request.targets for p in t.poses])
             answer = self._answer(dataclasses.replace(query, delivery_s_per_solution=self._response_s_per_solution))
             t = time.monotonic()
-            response = ik_solutions.fill_response(response, answer, self.layout, passive, self.robot.root_frame)
+            response = ik_solutions.fill_response(response, answer, self.layout, passive, self.robot.root_frame,
+                                                   query.report_collisions or query.avoid_collisions)
             self._measure_response(time.monotonic() - t, sum(len(a.q) for a in answer.targets))
         except IKDiffuserError as exc:
             response = ik_solutions.fill_error(response, error_code(exc), str(exc), time.monotonic() - received)

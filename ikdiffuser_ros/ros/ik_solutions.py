@@ -110,7 +110,8 @@ def query_of(request: GetIKSolutions.Request, layout: JointStateLayout, cfg: Nod
         num_solutions=int(request.num_solutions) or cfg.default_num_solutions,
         group=request.group_name or None, locked=locked,
         constraints=joint_bounds(request),  # compute_ik's conversion: it reads request.joint_constraints
-        seed=seed, objectives=objectives, avoid_collisions=bool(request.avoid_collisions), world=world, report_collisions=True,
+        seed=seed, objectives=objectives, avoid_collisions=bool(request.avoid_collisions), world=world,
+        report_collisions=bool(request.report_collisions),
         timeout=timeout, start=start, max_rounds=min(int(request.max_rounds) or cfg.max_rounds, cfg.max_rounds),
         random_seed=int(request.random_seed) if request.random_seed >= 0 else None,
         keep_invalid=cfg.return_failed_solutions)
@@ -118,9 +119,10 @@ def query_of(request: GetIKSolutions.Request, layout: JointStateLayout, cfg: Nod
 
 
 def fill_response(response: GetIKSolutions.Response, answer: IKAnswer, layout: JointStateLayout,
-                  passive: dict[str, float], root: str) -> GetIKSolutions.Response:
+                  passive: dict[str, float], root: str, collisions_known: bool = True) -> GetIKSolutions.Response:
     """Write an :class:`IKAnswer` into a GetIKSolutions response (returned): each solution a JointState of
-    every joint (``passive``: the passive joints' values, others at their default; frame ``root``)."""
+    every joint (``passive``: the passive joints' values, others at their default; frame ``root``);
+    ``collisions_known`` False (the query neither reported nor avoided collisions): ``in_collision`` empty."""
     for target in answer.targets:
         r = IKTargetResult()
         r.error_code, r.message = int(status_code(target.status, target.error)), target.message
@@ -128,7 +130,7 @@ def fill_response(response: GetIKSolutions.Response, answer: IKAnswer, layout: J
         r.solutions = layout.to_joint_states(target.q, passive, root) if len(target.q) else []
         r.position_errors = np.asarray(target.position_error, dtype=float).tolist()
         r.rotation_errors = np.asarray(target.rotation_error, dtype=float).tolist()
-        r.in_collision = [bool(c) for c in target.in_collision]
+        r.in_collision = [bool(c) for c in target.in_collision] if collisions_known else []
         response.results.append(r)
     failed = sorted({r.error_code for r in response.results if r.error_code != ErrorCode.SUCCESS})
     response.error_code = ErrorCode.SUCCESS if not failed else failed[0] if len(failed) == 1 else ErrorCode.FAILURE

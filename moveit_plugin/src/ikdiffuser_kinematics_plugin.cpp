@@ -332,6 +332,7 @@ private:
         appendNodeVariables(joint, values, req->seed_state);
       });
       req->avoid_collisions = avoid_collisions_;
+      req->report_collisions = false;  // MoveIt's callback judges each solution; the flags would cost solve time
       req->random_seed = -1;
       if (!consistency_limits.empty())
         req->joint_constraints = consistencyConstraints<ikdiffuser_ros::msg::JointConstraint>(seed, consistency_limits);

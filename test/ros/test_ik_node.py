@@ -139,9 +139,10 @@ def _target(links, poses, position_only=()):
     return IKTarget(link_names=list(links), poses=list(poses), position_only=list(position_only))
 
 
-def _check_solutions(robot, response, result, T_targets: dict):
+def _check_solutions(robot, response, result, T_targets: dict, collisions_reported: bool = True):
     """Every returned solution is a full JointState (the active joints in the solver's order, then the
-    passive ones) and reaches its targets (FK computed here, independently)."""
+    passive ones) and reaches its targets (FK computed here, independently); ``in_collision`` has one
+    flag per solution, or none when the request asked for no collision report."""
     import torch
 
     for js in result.solutions:
@@ -149,7 +150,8 @@ def _check_solutions(robot, response, result, T_targets: dict):
         assert len(js.position) == len(js.name) and js.header.frame_id == robot.root_frame
     q = solutions_array(result, robot.joint_names)
     assert len(q) == result.num_solutions > 0
-    assert len(result.position_errors) == len(result.rotation_errors) == len(result.in_collision) == len(q)
+    assert len(result.position_errors) == len(result.rotation_errors) == len(q)
+    assert len(result.in_collision) == (len(q) if collisions_reported else 0)
     lo, hi = robot.lower.numpy(), robot.upper.numpy()
     assert np.all(q >= lo - 1e-6) and np.all(q <= hi + 1e-6)
     links = list(T_targets)
@@ -524,8 +526,15 @@ def test_box_on_the_target_means_no_collision_free_solution(setup, ros_context, 
         assert _wait(lambda: (pub.publish(box), "target_box" in runner.node.scene.object_ids())[1], 10.0)
         req = _request([_target(["left_gripper"], [pose_stamped(T[0])])], num_solutions=4,
                        timeout=Duration(sec=1, nanosec=0))
+        assert req.report_collisions  # the message's default
         flagged = client.call(client.ik, req)
         assert flagged.error_code == CODES.SUCCESS and all(flagged.results[0].in_collision)
+        req.report_collisions = False  # not checked, not flagged: the same kind of answer, in_collision empty
+        unflagged = client.call(client.ik, req)
+        assert unflagged.error_code == CODES.SUCCESS and unflagged.results[0].num_solutions == 4
+        assert len(unflagged.results[0].in_collision) == 0
+        _check_solutions(runner.node.robot, unflagged, unflagged.results[0], {"left_gripper": T[0]},
+                         collisions_reported=False)
         req.avoid_collisions = True
         res = client.call(client.ik, req)
         assert res.error_code == CODES.NO_IK_SOLUTION and "collision free" in res.results[0].message
