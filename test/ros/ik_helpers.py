@@ -56,6 +56,38 @@ def spin_until(executor, future, timeout_s: float = 30.0):
     return future.result()
 
 
+@contextlib.contextmanager
+def fresh_clients(context, srv_type, service: str, n: int, tag: str):
+    """``n`` new client nodes of ``service`` (one node each, as ``n`` client processes would have, with the
+    client QoS of ``service_io.client_qos``), ready, on one SingleThreadedExecutor: yields (executor, clients)."""
+    import rclpy
+    from rclpy.executors import SingleThreadedExecutor
+
+    from ikdiffuser_ros.ros.service_io import client_qos
+
+    nodes = [rclpy.create_node(f"ikd_{tag}_{i}", context=context) for i in range(n)]
+    executor = SingleThreadedExecutor(context=context)
+    try:
+        clients = []
+        for node in nodes:
+            executor.add_node(node)
+            clients.append(node.create_client(srv_type, service, qos_profile=client_qos()))
+        assert all(c.wait_for_service(timeout_sec=20.0) for c in clients)
+        yield executor, clients
+    finally:
+        executor.shutdown()
+        for node in nodes:
+            node.destroy_node()
+
+
+def spin_until_all(executor, futures, timeout_s: float) -> int:
+    """Spin until every future is done or ``timeout_s`` passes; returns how many are done."""
+    deadline = time.monotonic() + timeout_s
+    while not all(f.done() for f in futures) and time.monotonic() < deadline:
+        executor.spin_once(timeout_sec=0.05)
+    return sum(f.done() for f in futures)
+
+
 class NodeRunner:
     """An IKDiffuserNode spun by a MultiThreadedExecutor (as many threads as ``main`` gives it) in a
     background thread."""

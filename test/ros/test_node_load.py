@@ -33,8 +33,8 @@ import rclpy  # noqa: E402
 from rclpy.executors import SingleThreadedExecutor  # noqa: E402
 
 from ik_helpers import (  # noqa: E402
-    INVALID_KINDS, box_object, grid_mesh, installed_executable, invalid_object, mesh_object, pose_stamped,
-    shipped_model_for, spin_until, train_tiny,
+    INVALID_KINDS, box_object, fresh_clients, grid_mesh, installed_executable, invalid_object, mesh_object,
+    pose_stamped, shipped_model_for, spin_until, spin_until_all, train_tiny,
 )
 
 pytest.importorskip("moveit_msgs.msg", reason="moveit_msgs not built: run `make setup`")
@@ -178,14 +178,7 @@ def verified(robot, response, T_links: dict[str, np.ndarray], pos_tol: float = 1
 
 def burst(ros_context, robot, n: int, seed: int, **fields) -> dict:
     """``n`` client nodes send one request each at the same moment; returns counts and latencies [s]."""
-    nodes = [rclpy.create_node(f"ikd_burst_{seed}_{i}", context=ros_context) for i in range(n)]
-    executor = SingleThreadedExecutor(context=ros_context)
-    try:
-        clients = []
-        for node in nodes:
-            executor.add_node(node)
-            clients.append(node.create_client(GetIKSolutions, f"/{NODE}/get_ik_solutions", qos_profile=client_qos()))
-        assert all(c.wait_for_service(timeout_sec=20.0) for c in clients)
+    with fresh_clients(ros_context, GetIKSolutions, f"/{NODE}/get_ik_solutions", n, f"burst_{seed}") as (executor, clients):
         T, T_wrist = _targets(robot, n, seed)
         done: dict[int, float] = {}
         futures = []
@@ -198,9 +191,7 @@ def burst(ros_context, robot, n: int, seed: int, **fields) -> dict:
             f = c.call_async(req)
             f.add_done_callback(lambda _f, i=i: done.setdefault(i, time.monotonic()))
             futures.append((f, T_links))
-        deadline = time.monotonic() + 120 + 2 * n
-        while not all(f.done() for f, _ in futures) and time.monotonic() < deadline:
-            executor.spin_once(timeout_sec=0.05)
+        spin_until_all(executor, [f for f, _ in futures], 120 + 2 * n)
         answered = [f.result() for f, _ in futures if f.done()]
         ok = [f.result() for f, _ in futures if f.done() and f.result().error_code == GetIKSolutions.Request.SUCCESS]
         good = sum(verified(robot, f.result(), T_links) for f, T_links in futures
@@ -211,10 +202,6 @@ def burst(ros_context, robot, n: int, seed: int, **fields) -> dict:
                     latency_median_s=round(float(np.median(lat)), 3) if len(lat) else None,
                     latency_p95_s=round(float(np.percentile(lat, 95)), 3) if len(lat) else None,
                     latency_max_s=round(float(lat.max()), 3) if len(lat) else None)
-    finally:
-        executor.shutdown()
-        for node in nodes:
-            node.destroy_node()
 
 
 def test_fifty_client_burst_every_request_answered_and_verified(proc, ros_context, robot):

@@ -15,7 +15,9 @@ pytestmark = pytest.mark.ros
 
 import rclpy  # noqa: E402
 from rclpy.callback_groups import ReentrantCallbackGroup  # noqa: E402
-from rclpy.executors import MultiThreadedExecutor, SingleThreadedExecutor  # noqa: E402
+from rclpy.executors import MultiThreadedExecutor  # noqa: E402
+
+from ik_helpers import fresh_clients, spin_until_all  # noqa: E402
 
 from ikdiffuser_ros.ros.service_io import client_qos, retry_failed_sends, send_until_delivered  # noqa: E402
 from ikdiffuser_ros.srv import GetIKSolutions  # noqa: E402
@@ -110,20 +112,6 @@ def test_forty_fresh_clients_with_the_client_qos_all_get_their_answer(ros_contex
     """Each client's reply reader also holds the other clients' responses until it takes them: with
     rclpy's default depth 10 such a burst loses most of its answers (scripts/bench_service_burst.py)."""
     n = 40
-    nodes = [rclpy.create_node(f"ikd_io_client_{i}", context=ros_context) for i in range(n)]
-    executor = SingleThreadedExecutor(context=ros_context)
-    try:
-        clients = []
-        for node in nodes:
-            executor.add_node(node)
-            clients.append(node.create_client(GetIKSolutions, "/ikd_io_server/get", qos_profile=client_qos()))
-        assert all(c.wait_for_service(timeout_sec=20.0) for c in clients)
+    with fresh_clients(ros_context, GetIKSolutions, "/ikd_io_server/get", n, "io_client") as (executor, clients):
         futures = [c.call_async(GetIKSolutions.Request()) for c in clients]
-        deadline = time.monotonic() + 30.0
-        while not all(f.done() for f in futures) and time.monotonic() < deadline:
-            executor.spin_once(timeout_sec=0.05)
-        assert sum(f.done() for f in futures) == n
-    finally:
-        executor.shutdown()
-        for node in nodes:
-            node.destroy_node()
+        assert spin_until_all(executor, futures, 30.0) == n
