@@ -83,7 +83,7 @@ from ikdiffuser_ros.ros.error_codes import ErrorCode, error_code, status_code
 from ikdiffuser_ros.ros.markers import solutions_marker_array
 from ikdiffuser_ros.ros.params import NodeConfig, declare_parameters, parse_groups, set_resolved
 from ikdiffuser_ros.ros.scene_monitor import SceneMonitor
-from ikdiffuser_ros.ros.service_io import retry_failed_sends
+from ikdiffuser_ros.ros.service_io import client_qos, retry_failed_sends
 from ikdiffuser_ros.ros.solve_queue import Busy, Expired, SolveQueue, executor_threads
 from ikdiffuser_ros.ros.tf_frames import TfFrames
 from ikdiffuser_ros.solver import IKDiffuserSolver
@@ -389,7 +389,8 @@ class IKDiffuserNode(Node):
             AttachedCollisionObject, "/attached_collision_object",
             lambda m: self._scene_update(self.scene.apply_attached_collision_object, m, "attached_collision_object"),
             qos, callback_group=g)
-        self._scene_client = self.create_client(GetPlanningScene, cfg.get_planning_scene_service, callback_group=g)
+        self._scene_client = self.create_client(GetPlanningScene, cfg.get_planning_scene_service,
+                                                qos_profile=client_qos(), callback_group=g)
         self._scene_asked = False
         self._scene_tries = 0
         wall = Clock(clock_type=ClockType.STEADY_TIME)  # housekeeping runs on wall time, use_sim_time or not
