@@ -58,6 +58,8 @@ def main() -> int:
                     "get_ik_solutions' group_name (default: none, every joint moves)")
     ap.add_argument("--timeout-ms", type=float, default=0.0, help="each request's timeout (0 = the node's default)")
     ap.add_argument("--avoid-collisions", action="store_true")
+    ap.add_argument("--flat-solutions", action="store_true",
+                    help="get_ik_solutions requests with flat_solutions (one array per target, no JointStates)")
     ap.add_argument("--no-collision-report", action="store_true",
                     help="get_ik_solutions requests with report_collisions false (in_collision left empty)")
     ap.add_argument("--requests", type=int, default=300, help="latency calls (after --warmup)")
@@ -132,7 +134,8 @@ def main() -> int:
         targets = [IKTarget(link_names=links, poses=poses(i * args.targets + k)) for k in range(args.targets)]
         req = GetIKSolutions.Request(targets=targets, num_solutions=num,
                                      random_seed=i, avoid_collisions=args.avoid_collisions, group_name=args.group,
-                                     report_collisions=not args.no_collision_report)
+                                     report_collisions=not args.no_collision_report,
+                                     flat_solutions=args.flat_solutions)
         req.timeout.sec, req.timeout.nanosec = sec, nsec
         return req
 
@@ -153,7 +156,8 @@ def main() -> int:
     else:
         client = node.create_client(GetIKSolutions, f"/{NODE}/get_ik_solutions", qos_profile=client_qos())
     out: dict = {"robot": args.robot, "service": args.service, "group": args.group, "timeout_ms": args.timeout_ms,
-                 "avoid_collisions": args.avoid_collisions, "report_collisions": not args.no_collision_report, "params": args.param, "torch_threads": args.threads,
+                 "avoid_collisions": args.avoid_collisions, "report_collisions": not args.no_collision_report,
+                 "flat_solutions": args.flat_solutions, "params": args.param, "torch_threads": args.threads,
                  "links": links, "num_solutions": args.num_solutions, "cpu": cpu_model(),
                  "cores": os.cpu_count(), "load_average_start": os.getloadavg()}
     try:

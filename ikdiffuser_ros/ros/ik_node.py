@@ -166,6 +166,8 @@ GIL_SWITCH_INTERVAL_S = 0.0002
 #: it on every answer (x 1.5 for the serialisation after the callback) and passes it to the pipeline
 #: (:attr:`~ikdiffuser_ros.query.IKQuery.delivery_s_per_solution`), which keeps it for the solutions it found.
 RESPONSE_S_PER_SOLUTION = 2e-5
+#: The same for an answer with ``flat_solutions`` (one float64 array per target: ~0.2 us a solution) [s].
+FLAT_RESPONSE_S_PER_SOLUTION = 1e-6
 
 
 def _freeze_start_up_objects() -> None:
@@ -209,7 +211,8 @@ class IKDiffuserNode(Node):
         self.scene = SceneMonitor(self.robot, SceneLimits(self.config.max_scene_extent, self.config.max_mesh_triangles))
         self._stats_lock = threading.Lock()
         self.requests_served = 0
-        self._response_s_per_solution = RESPONSE_S_PER_SOLUTION
+        #: time per solution of building and sending an answer [s], JointStates (False) or flat arrays (True)
+        self._response_s_per_solution = {False: RESPONSE_S_PER_SOLUTION, True: FLAT_RESPONSE_S_PER_SOLUTION}
         self.solve_queue = SolveQueue(self.config.max_queued_requests)
         self._scene_group = MutuallyExclusiveCallbackGroup()
         self.tf_frames = self._tf_frames()
@@ -479,11 +482,13 @@ class IKDiffuserNode(Node):
             query, passive = ik_solutions.query_of(request, self.layout, self.config, self.scene.snapshot(), t0,
                                                    received)
             query = self.tf_frames.resolve(query, self.robot, [p.header for t in request.targets for p in t.poses])
-            answer = self._answer(dataclasses.replace(query, delivery_s_per_solution=self._response_s_per_solution))
+            flat = bool(request.flat_solutions)
+            answer = self._answer(dataclasses.replace(query,
+                                                      delivery_s_per_solution=self._response_s_per_solution[flat]))
             t = time.monotonic()
             response = ik_solutions.fill_response(response, answer, self.layout, passive, self.robot.root_frame,
-                                                   query.report_collisions or query.avoid_collisions)
-            self._measure_response(time.monotonic() - t, sum(len(a.q) for a in answer.targets))
+                                                   query.report_collisions or query.avoid_collisions, flat)
+            self._measure_response(time.monotonic() - t, sum(len(a.q) for a in answer.targets), flat)
         except IKDiffuserError as exc:
             response = ik_solutions.fill_error(response, error_code(exc), str(exc), time.monotonic() - received)
         except Exception as exc:  # noqa: BLE001 - a bug: logged with its traceback, answered, the node serves on
@@ -493,13 +498,13 @@ class IKDiffuserNode(Node):
         self._publish_markers(response)
         return response
 
-    def _measure_response(self, seconds: float, solutions: int) -> None:
+    def _measure_response(self, seconds: float, solutions: int, flat: bool) -> None:
         """Update the time per solution of building an answer (x 1.5 for sending it), from ``solutions`` built
-        in ``seconds``."""
+        in ``seconds`` (``flat``: as arrays, else JointStates)."""
         if solutions:
             measured = 1.5 * seconds / solutions
-            self._response_s_per_solution = max(RESPONSE_S_PER_SOLUTION,
-                                                0.5 * self._response_s_per_solution + 0.5 * measured)
+            floor = FLAT_RESPONSE_S_PER_SOLUTION if flat else RESPONSE_S_PER_SOLUTION
+            self._response_s_per_solution[flat] = max(floor, 0.5 * self._response_s_per_solution[flat] + 0.5 * measured)
 
     def _on_compute_ik(self, request: GetPositionIK.Request,
                        response: GetPositionIK.Response) -> GetPositionIK.Response:
@@ -584,7 +589,8 @@ class IKDiffuserNode(Node):
             if self._display is not None and self._display.get_subscription_count() > 0:
                 first = next((r for r in response.results if r.num_solutions > 0), None)
                 if first is not None:
-                    q, passive, _ = self.layout.from_joint_state(first.solutions[0])
+                    q, passive = (ik_solutions.solutions_array(first, self.layout.active)[0], {}) \
+                        if len(first.joint_names) else self.layout.from_joint_state(first.solutions[0])[:2]
                     msg = DisplayRobotState()
                     msg.state.joint_state, msg.state.multi_dof_joint_state = self.layout.to_joint_state(q, passive)
                     msg.state.joint_state.header.stamp = self.get_clock().now().to_msg()

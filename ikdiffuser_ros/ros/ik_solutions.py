@@ -21,6 +21,7 @@ Message semantics (the meaning of the query is the core's):
 
 from __future__ import annotations
 
+import array
 import math
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING
@@ -119,15 +120,21 @@ def query_of(request: GetIKSolutions.Request, layout: JointStateLayout, cfg: Nod
 
 
 def fill_response(response: GetIKSolutions.Response, answer: IKAnswer, layout: JointStateLayout,
-                  passive: dict[str, float], root: str, collisions_known: bool = True) -> GetIKSolutions.Response:
+                  passive: dict[str, float], root: str, collisions_known: bool = True,
+                  flat: bool = False) -> GetIKSolutions.Response:
     """Write an :class:`IKAnswer` into a GetIKSolutions response (returned): each solution a JointState of
-    every joint (``passive``: the passive joints' values, others at their default; frame ``root``);
+    every joint (``passive``: the passive joints' values, others at their default; frame ``root``), or with
+    ``flat`` all of a target's solutions in one array of the active joints (``joint_names``, ``positions``);
     ``collisions_known`` False (the query neither reported nor avoided collisions): ``in_collision`` empty."""
     for target in answer.targets:
         r = IKTargetResult()
         r.error_code, r.message = int(status_code(target.status, target.error)), target.message
         r.num_solutions = int(len(target.q))
-        r.solutions = layout.to_joint_states(target.q, passive, root) if len(target.q) else []
+        if flat:
+            r.joint_names = layout.active
+            r.positions = array.array("d", np.ascontiguousarray(target.q, dtype=np.float64).tobytes())
+        else:
+            r.solutions = layout.to_joint_states(target.q, passive, root) if len(target.q) else []
         r.position_errors = np.asarray(target.position_error, dtype=float).tolist()
         r.rotation_errors = np.asarray(target.rotation_error, dtype=float).tolist()
         r.in_collision = [bool(c) for c in target.in_collision] if collisions_known else []
@@ -148,8 +155,15 @@ def fill_error(response: GetIKSolutions.Response, code: int, message: str,
 
 
 def solutions_array(result: IKTargetResult, joint_names: Sequence[str]) -> np.ndarray:
-    """A result's solutions -> (N, len(joint_names)) float64, columns in ``joint_names`` order (for clients:
-    e.g. ``robot.joint_names``); KeyError naming a joint a solution lacks."""
+    """A result's solutions (JointStates or flat) -> (N, len(joint_names)) float64, columns in ``joint_names``
+    order (for clients: e.g. ``robot.joint_names``); KeyError naming a joint a solution lacks."""
+    if len(result.joint_names):
+        flat = np.asarray(result.positions, dtype=np.float64).reshape(-1, len(result.joint_names))
+        column = {name: k for k, name in enumerate(result.joint_names)}
+        missing = [name for name in joint_names if name not in column]
+        if missing:
+            raise KeyError(f"the solutions have no joint {missing[0]!r} (they name {list(result.joint_names)})")
+        return flat[:, [column[name] for name in joint_names]]
     out = np.empty((len(result.solutions), len(joint_names)))
     for k, js in enumerate(result.solutions):
         values = dict(zip(js.name, js.position))

@@ -47,7 +47,7 @@ def solutions_marker_array(robot: RobotModel, response: GetIKSolutions.Response,
     clear.action = Marker.DELETEALL
     array.markers.append(clear)
     for b, result in enumerate(response.results):
-        k = min(len(result.solutions), max_per_target)
+        k = min(int(result.num_solutions), max_per_target)
         if k == 0:
             continue
         q = solutions_array(result, robot.joint_names)[:k]

@@ -192,6 +192,27 @@ def test_same_seed_same_answer(setup, free_config):
     assert c.results[0].solutions != a.results[0].solutions
 
 
+def test_flat_solutions_are_the_joint_states_as_one_array(setup, free_config):
+    """flat_solutions: the same solutions (same seed) as one (N x n) array of the active joints, no JointStates."""
+    runner, client = setup
+    robot = runner.node.robot
+    _, T = free_config
+    req = _request([_target(robot.end_effectors, [pose_stamped(T[0]), pose_stamped(T[1])]),
+                    _target(["left_gripper"], [pose_stamped(T[0])])], num_solutions=8, random_seed=5)
+    states = client.call(client.ik, req)
+    req.flat_solutions = True
+    flat = client.call(client.ik, req)
+    assert states.error_code == flat.error_code == CODES.SUCCESS, flat.message
+    for a, b in zip(states.results, flat.results):
+        assert len(b.solutions) == 0 and list(b.joint_names) == robot.joint_names
+        assert len(b.positions) == b.num_solutions * robot.n_joints and b.num_solutions == a.num_solutions
+        assert np.array_equal(solutions_array(b, robot.joint_names), solutions_array(a, robot.joint_names))
+        assert list(b.position_errors) == list(a.position_errors) and list(b.in_collision) == list(a.in_collision)
+    _check_solutions(robot, flat, flat.results[0], {"left_gripper": T[0], "right_gripper": T[1]})
+    with pytest.raises(KeyError, match="head_pan"):  # passive joints are not in the array
+        solutions_array(flat.results[0], ["head_pan"])
+
+
 def test_position_only_and_link_frames(setup, free_config):
     runner, client = setup
     robot = runner.node.robot
@@ -740,6 +761,15 @@ def test_markers_published(setup, ros_context, free_config):
         assert shown and set(runner.node.robot.joint_names) <= set(shown[-1].state.joint_state.name)
         assert got and len(got[-1].markers) >= 2 and got[-1].markers[1].points
         assert got[-1].markers[0].action == got[-1].markers[0].DELETEALL
+        got.clear(), shown.clear()  # an answer with flat solutions is drawn the same way
+        res = client.call(client.ik, _request([_target(["left_gripper"], [pose_stamped(T[0])])], num_solutions=4,
+                                              flat_solutions=True))
+        assert res.error_code == CODES.SUCCESS and not res.results[0].solutions
+        deadline = time.monotonic() + 10
+        while not (got and shown) and time.monotonic() < deadline:
+            ex.spin_once(timeout_sec=0.05)
+        assert shown and set(runner.node.robot.joint_names) <= set(shown[-1].state.joint_state.name)
+        assert got and len(got[-1].markers) >= 2 and got[-1].markers[1].points
     finally:
         ex.shutdown()
         sub_node.destroy_node()
