@@ -333,6 +333,7 @@ private:
       });
       req->avoid_collisions = avoid_collisions_;
       req->report_collisions = false;  // MoveIt's callback judges each solution; the flags would cost solve time
+      req->flat_solutions = true;      // one array, no JointState per solution to build, send and read
       req->random_seed = -1;
       if (!consistency_limits.empty())
         req->joint_constraints = consistencyConstraints<ikdiffuser_ros::msg::JointConstraint>(seed, consistency_limits);
@@ -346,8 +347,11 @@ private:
         return error;
       }
       const auto& result = res->results.front();
-      for (const auto& js : result.solutions)  // each the full robot state, by variable name
-        if (readSolution(js, values))
+      const size_t width = result.joint_names.size();  // the active variables, by the node's names
+      const auto index = indexOf(result.joint_names);
+      for (size_t k = 0; width > 0 && (k + 1) * width <= result.positions.size(); ++k)
+        if (readSolution(index, std::vector<double>(result.positions.begin() + k * width,
+                                                    result.positions.begin() + (k + 1) * width), values))
           solutions.push_back(values);
       error.val = solutions.empty() && result.error_code != ErrorCodes::SUCCESS ? result.error_code :
                                                                                   ErrorCodes::SUCCESS;
@@ -432,15 +436,14 @@ private:
     return true;
   }
 
-  // The group's variables out of one of get_ik_solutions' solutions (multi-DOF variables by the node's names).
-  bool readSolution(const sensor_msgs::msg::JointState& js, std::vector<double>& values) const
+  // The group's variables out of one row of get_ik_solutions' flat solutions (multi-DOF variables by the node's
+  // names; `index`: indexOf(the result's joint_names)).
+  bool readSolution(const std::unordered_map<std::string, size_t>& index, const std::vector<double>& row,
+                    std::vector<double>& values) const
   {
-    if (js.position.size() != js.name.size())
-      return false;
     values.assign(variable_count_, 0.0);
-    const auto index = indexOf(js.name);
     for (size_t i = 0; i < joints_.size(); ++i)
-      if (!readNodeVariables(*joints_[i], index, js.position, values.data() + offsets_[i]))
+      if (!readNodeVariables(*joints_[i], index, row, values.data() + offsets_[i]))
         return false;
     return true;
   }
