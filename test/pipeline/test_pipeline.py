@@ -130,10 +130,11 @@ def test_seed_orders_answers_and_same_seed_same_answer(baxter_pipeline):
 
 
 def test_rounds_resample_targets_without_solutions(baxter_pipeline):
-    """One sample per target: later rounds re-sample only the targets still without a valid solution."""
+    """One sample per target: later rounds re-sample only the targets still without a valid solution (64 targets,
+    so that some fail the first round: one sample + LM solves ~92 % of them on the shipped model)."""
     pl = baxter_pipeline
     robot = pl.robot
-    targets = [_all_ee_target(robot, qi) for qi in _reachable(robot, 24, seed=6, spread=1.5)]
+    targets = [_all_ee_target(robot, qi) for qi in _reachable(robot, 64, seed=6, spread=1.5)]
     one = pl.answer(IKQuery(targets, num_solutions=1, max_rounds=1, random_seed=1))
     more = pl.answer(IKQuery(targets, num_solutions=1, max_rounds=6, random_seed=1))
     solved = lambda a: sum(t.status is Status.SOLVED for t in a.targets)  # noqa: E731
