@@ -1,7 +1,7 @@
 """Bursts of fresh service clients against a trivial server: how many responses arrive.
 
 The server (a subprocess, rclpy, MultiThreadedExecutor) answers ``get_ik_solutions``-typed
-requests after ``--work-ms``; each round creates ``--clients`` client nodes in this process,
+requests after ``--work-ms``; each round creates ``--clients`` clients (on one new node) in this process,
 waits for the service, sends one request from each at once and counts the responses that
 arrive within 20 s. ``--depth`` is the clients' reply-reader history depth (10 is rclpy's
 default services QoS; ``ikdiffuser_ros.ros.service_io.client_qos`` uses 1000); ``--retry``
@@ -56,14 +56,13 @@ def serve(work_s: float, retry: bool) -> None:
 
 
 def burst(context: rclpy.Context, n: int, depth: int, tag: str) -> int:
-    """One round: ``n`` fresh clients send one request each; returns the responses received."""
-    nodes = [rclpy.create_node(f"ikd_burst_client_{tag}_{i}", context=context) for i in range(n)]
+    """One round: ``n`` fresh clients (each its own reply reader, on one new node) send one request each;
+    returns the responses received."""
+    node = rclpy.create_node(f"ikd_burst_client_{tag}", context=context)
     executor = SingleThreadedExecutor(context=context)
+    executor.add_node(node)
     try:
-        clients = []
-        for node in nodes:
-            executor.add_node(node)
-            clients.append(node.create_client(GetIKSolutions, SERVICE, qos_profile=client_qos(depth)))
+        clients = [node.create_client(GetIKSolutions, SERVICE, qos_profile=client_qos(depth)) for _ in range(n)]
         if not all(c.wait_for_service(timeout_sec=30.0) for c in clients):
             raise RuntimeError("the server did not come up")
         futures = [c.call_async(GetIKSolutions.Request()) for c in clients]
@@ -73,8 +72,7 @@ def burst(context: rclpy.Context, n: int, depth: int, tag: str) -> int:
         return sum(f.done() for f in futures)
     finally:
         executor.shutdown()
-        for node in nodes:
-            node.destroy_node()
+        node.destroy_node()
 
 
 def main() -> None:
