@@ -162,12 +162,11 @@ def sampler_plan(solver: IKDiffuserSolver, cfg: NodeConfig) -> str:
 #: CPython thread switch interval of the node's process [s] (see IKDiffuserNode.__init__).
 GIL_SWITCH_INTERVAL_S = 0.0002
 #: Least time [s] per solution a GetIKSolutions request keeps out of its solver budget for building and sending
-#: its answer (one sensor_msgs/JointState per solution: ~17 us each here, 70 ms for 64 x 64); the node measures
-#: it on every answer (x 1.5 for the serialisation after the callback) and passes it to the pipeline
+#: its answer, by ``flat_solutions``: False, one sensor_msgs/JointState per solution (~17 us each here, 70 ms for
+#: 64 x 64); True, one float64 array per target (~0.2 us a solution). The node measures it on every answer (x 1.5
+#: for the serialisation after the callback) and passes it to the pipeline
 #: (:attr:`~ikdiffuser_ros.query.IKQuery.delivery_s_per_solution`), which keeps it for the solutions it found.
-RESPONSE_S_PER_SOLUTION = 2e-5
-#: The same for an answer with ``flat_solutions`` (one float64 array per target: ~0.2 us a solution) [s].
-FLAT_RESPONSE_S_PER_SOLUTION = 1e-6
+RESPONSE_S_PER_SOLUTION = {False: 2e-5, True: 1e-6}
 
 
 def _freeze_start_up_objects() -> None:
@@ -212,7 +211,7 @@ class IKDiffuserNode(Node):
         self._stats_lock = threading.Lock()
         self.requests_served = 0
         #: time per solution of building and sending an answer [s], JointStates (False) or flat arrays (True)
-        self._response_s_per_solution = {False: RESPONSE_S_PER_SOLUTION, True: FLAT_RESPONSE_S_PER_SOLUTION}
+        self._response_s_per_solution = dict(RESPONSE_S_PER_SOLUTION)
         self.solve_queue = SolveQueue(self.config.max_queued_requests)
         self._scene_group = MutuallyExclusiveCallbackGroup()
         self.tf_frames = self._tf_frames()
@@ -503,8 +502,8 @@ class IKDiffuserNode(Node):
         in ``seconds`` (``flat``: as arrays, else JointStates)."""
         if solutions:
             measured = 1.5 * seconds / solutions
-            floor = FLAT_RESPONSE_S_PER_SOLUTION if flat else RESPONSE_S_PER_SOLUTION
-            self._response_s_per_solution[flat] = max(floor, 0.5 * self._response_s_per_solution[flat] + 0.5 * measured)
+            self._response_s_per_solution[flat] = max(RESPONSE_S_PER_SOLUTION[flat],
+                                                      0.5 * self._response_s_per_solution[flat] + 0.5 * measured)
 
     def _on_compute_ik(self, request: GetPositionIK.Request,
                        response: GetPositionIK.Response) -> GetPositionIK.Response:
