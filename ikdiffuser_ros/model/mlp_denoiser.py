@@ -244,7 +244,7 @@ class IKMLPDenoiser(nn.Module):
         h = self.inp(torch.cat(parts, -1))
         # timestep terms once per distinct t (a sampler step has one; a training batch at most T)
         t_unique, t_index = torch.unique(t, return_inverse=True)
-        t_act = F.silu(self.t_mlp(sinusoidal_embedding(t_unique, self.config.d_model)))
+        t_act = F.silu(self.t_mlp(sinusoidal_embedding(t_unique, self.config.d_model).to(h.dtype)))
         for block in self.blocks:
             h = block(h, t_act, t_index)
         return self.head(self.ln_out(h))

@@ -129,12 +129,14 @@ def sample(loaded: LoadedModel, ee_pos: torch.Tensor, ee_rot6d: torch.Tensor, ee
         place_base: unguided samples of a mobile robot get the base that best fits their arms (module docstring).
         temperature: standard deviation of the initial noise (module docstring; 1 = as in training).
     Returns:
-        q: (B, N, n) float32 joint values within the robot's limits.
+        q: (B, N, n) joint values within the robot's limits, in the denoiser's dtype (float32 as shipped; a
+        denoiser cast to float64 samples in float64, from the same float32 noise: the tests' exact reference).
     """
     if method not in ("ddim", "ddpm"):
         raise ValueError(f"method must be 'ddim' or 'ddpm', got {method!r}")
     model = loaded.denoiser
-    targets = _conditions(model, ee_pos, ee_rot6d, ee_mask, pos_only, next(model.parameters()).device)
+    param = next(model.parameters())
+    targets = _conditions(model, ee_pos, ee_rot6d, ee_mask, pos_only, param.device, param.dtype)
     B, N, n = targets[0].shape[0], int(num_solutions), model.config.n_joints
     was_training = model.training
     model.eval()
@@ -174,7 +176,7 @@ def _denoise(loaded: LoadedModel, targets: tuple[torch.Tensor, ...], N: int, pla
                                _repeat(ee_mask, N), _repeat(pos_only, N))
     fb_targets = _feedback_targets(loaded, ee_pos, ee_rot6d, ee_mask, pos_only, N)
     x = torch.randn(ee_pos.shape[0] * N, model.config.n_joints, generator=generator, device=ee_pos.device,
-                    dtype=torch.float32) * temperature
+                    dtype=torch.float32).to(ee_pos.dtype) * temperature
     noise = step_noise(x, len(plan), method, eta, generator)
     clock = UnitClock(deadline)
     x0 = x
@@ -193,15 +195,15 @@ def step_noise(x: torch.Tensor, passes: int, method: str, eta: float, generator:
     (the compiled sampler draws the same), or None (deterministic DDIM; DDPM draws its own per step)."""
     if method != "ddim" or eta <= 0:
         return None
-    return torch.randn((passes, *x.shape), generator=generator, device=x.device, dtype=x.dtype)
+    return torch.randn((passes, *x.shape), generator=generator, device=x.device, dtype=torch.float32).to(x.dtype)
 
 
-def _conditions(model, ee_pos, ee_rot6d, ee_mask, pos_only, dev):
-    """Targets (B, E, 3) [m] and (B, E, 6) as float32 on ``dev``, masks (B, E) bool (defaults: all
-    constrained, none position-only); ValueError on wrong shapes."""
+def _conditions(model, ee_pos, ee_rot6d, ee_mask, pos_only, dev, dtype=torch.float32):
+    """Targets (B, E, 3) [m] and (B, E, 6) as ``dtype`` (the denoiser's) on ``dev``, masks (B, E) bool (defaults:
+    all constrained, none position-only); ValueError on wrong shapes."""
     E = model.config.n_ee
-    ee_pos = torch.as_tensor(ee_pos).to(dev, torch.float32)
-    ee_rot6d = torch.as_tensor(ee_rot6d).to(dev, torch.float32)
+    ee_pos = torch.as_tensor(ee_pos).to(dev, dtype)
+    ee_rot6d = torch.as_tensor(ee_rot6d).to(dev, dtype)
     B = ee_pos.shape[0]
     if ee_pos.shape != (B, E, 3) or ee_rot6d.shape != (B, E, 6):
         raise ValueError(f"expected ee_pos (B, {E}, 3) and ee_rot6d (B, {E}, 6), got "
