@@ -129,14 +129,12 @@ def sample(loaded: LoadedModel, ee_pos: torch.Tensor, ee_rot6d: torch.Tensor, ee
         place_base: unguided samples of a mobile robot get the base that best fits their arms (module docstring).
         temperature: standard deviation of the initial noise (module docstring; 1 = as in training).
     Returns:
-        q: (B, N, n) joint values within the robot's limits, in the denoiser's dtype (float32 as shipped; a
-        denoiser cast to float64 samples in float64, from the same float32 noise: the tests' exact reference).
+        q: (B, N, n) joint values within the robot's limits, in the denoiser's dtype (float32 as shipped).
     """
     if method not in ("ddim", "ddpm"):
         raise ValueError(f"method must be 'ddim' or 'ddpm', got {method!r}")
     model = loaded.denoiser
-    param = next(model.parameters())
-    targets = _conditions(model, ee_pos, ee_rot6d, ee_mask, pos_only, param.device, param.dtype)
+    targets = _conditions(model, ee_pos, ee_rot6d, ee_mask, pos_only)
     B, N, n = targets[0].shape[0], int(num_solutions), model.config.n_joints
     was_training = model.training
     model.eval()
@@ -198,10 +196,12 @@ def step_noise(x: torch.Tensor, passes: int, method: str, eta: float, generator:
     return torch.randn((passes, *x.shape), generator=generator, device=x.device, dtype=torch.float32).to(x.dtype)
 
 
-def _conditions(model, ee_pos, ee_rot6d, ee_mask, pos_only, dev, dtype=torch.float32):
-    """Targets (B, E, 3) [m] and (B, E, 6) as ``dtype`` (the denoiser's) on ``dev``, masks (B, E) bool (defaults:
-    all constrained, none position-only); ValueError on wrong shapes."""
-    E = model.config.n_ee
+def _conditions(model, ee_pos, ee_rot6d, ee_mask, pos_only):
+    """Targets (B, E, 3) [m] and (B, E, 6) in the denoiser's dtype and on its device, masks (B, E) bool
+    (defaults: all constrained, none position-only); ValueError on wrong shapes. A denoiser cast to float64
+    samples in float64 from the same float32 noise (the tests' exact reference)."""
+    E, param = model.config.n_ee, next(model.parameters())
+    dev, dtype = param.device, param.dtype
     ee_pos = torch.as_tensor(ee_pos).to(dev, dtype)
     ee_rot6d = torch.as_tensor(ee_rot6d).to(dev, dtype)
     B = ee_pos.shape[0]

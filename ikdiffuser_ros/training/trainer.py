@@ -452,8 +452,11 @@ def _warm_start(config: TrainConfig, robot, model, ema, device) -> tuple[Normali
 
     loaded = load_checkpoint(config.init_from, robot, device="cpu")
     if loaded.denoiser.config != model.config:
-        raise ValueError(f"--resume-from {config.init_from}: its architecture {loaded.denoiser.config} differs "
-                         f"from the configured {model.config}")
+        theirs, ours = asdict(loaded.denoiser.config), asdict(model.config)
+        differ = {k: (theirs.get(k), ours.get(k)) for k in sorted(set(theirs) | set(ours)) if theirs.get(k) != ours.get(k)}
+        raise ValueError(f"--resume-from {config.init_from}: its architecture differs from the configured one in "
+                         + ", ".join(f"{k} ({a!r} there, {b!r} configured)" for k, (a, b) in differ.items())
+                         + "; set those under model: in the training config (--config) to continue it")
     model.load_state_dict(loaded.denoiser.state_dict())
     ema.load_state_dict(loaded.denoiser.state_dict())
     return loaded.normalizer.to(device), cumulative_training(loaded.card)

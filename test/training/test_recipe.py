@@ -4,11 +4,16 @@ configs name only what differs from it (`extends: recipe.yaml`)."""
 import argparse
 from pathlib import Path
 
+import pytest
+import torch
 import yaml
 
-from ikdiffuser_ros.training.trainer import TrainConfig, config_from_args
+from ikdiffuser_ros.model.checkpoint import load_checkpoint
+from ikdiffuser_ros.robots import load_robot
+from ikdiffuser_ros.training.trainer import TrainConfig, _model_and_ema, config_from_args
 
 ROOT = Path(__file__).resolve().parents[2]
+SHIPPED = sorted(p.name for p in (ROOT / "models").iterdir() if (p / "card.json").is_file())
 
 
 def _args(robot: str, config=None) -> argparse.Namespace:
@@ -36,3 +41,21 @@ def test_robot_configs_extend_the_recipe_and_override_only_what_differs():
         assert own.pop("robot") == path.stem
         assert not {k: v for k, v in own.items() if recipe.get(k) == v}, f"{path.name} restates the recipe"
         assert TrainConfig.from_yaml(path).model["type"] == "IKMLPDenoiser"
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_every_shipped_model_continues_with_its_training_config(name):
+    """`ikdiffuser train --robot R --resume-from models/R` builds the shipped network: its training config
+    (or the recipe) gives the card's architecture, chains included."""
+    robot = load_robot(name)
+    config = config_from_args(_args(name))
+    model, _ = _model_and_ema(config, robot, torch.device("cpu"))
+    assert load_checkpoint(ROOT / "models" / name, robot).denoiser.config == model.config
+
+
+def test_a_multi_arm_robot_gets_the_factorized_network_and_a_single_arm_the_dense_one():
+    """The recipe's ``factorize``: one branch of units per end effector's own joints where there are several."""
+    for name, factorized in (("pr2", True), ("ur5", False)):
+        robot = load_robot(name)
+        model, _ = _model_and_ema(config_from_args(_args(name)), robot, torch.device("cpu"))
+        assert model.config.factorize is factorized, name

@@ -112,7 +112,7 @@ def test_config_yaml_and_cli_args(tmp_path):
     y.write_text("extends: " + str(Path(__file__).resolve().parents[2] / "config/training/recipe.yaml")
                  + "\nmodel: {n_blocks: 2}\n")
     assert TrainConfig.from_yaml(y).model == {"type": "IKMLPDenoiser", "d_model": 256, "n_blocks": 2,
-                                              "fk_feedback": True}  # merged into the recipe's model
+                                              "fk_feedback": True, "factorize": True}  # merged into the recipe's
     args = build_parser().parse_args(["train", "--robot", "baxter", "--max-minutes", "2", "--seed", "4"])
     cfg = config_from_args(args)  # picks config/training/baxter.yaml
     assert cfg.robot == "baxter" and cfg.max_minutes == 2 and cfg.seed == 4 and cfg.out_dir == "runs/baxter"
@@ -166,6 +166,19 @@ def test_factorized_training_takes_the_chains_from_the_robot(tmp_path, baxter):
     train(cfg, progress=False)
     arch = json.loads((tmp_path / "panda" / "card.json").read_text())["architecture"]
     assert not arch["factorize"] and arch["joint_groups"] is None
+
+
+def test_resuming_a_checkpoint_of_another_architecture_names_the_fields_that_differ(tmp_path):
+    """A dense two-arm checkpoint warm-started by a factorized config: a clear error, not a state-dict dump."""
+    dense = dict(type="IKMLPDenoiser", d_model=32, n_blocks=1, factorize=False)
+    cfg = TrainConfig.preset("tiny", robot="baxter", out_dir=str(tmp_path / "dense"), max_steps=2, eval_every=2,
+                             ckpt_every=2, model=dense)
+    train(cfg, progress=False)
+    cfg = TrainConfig.preset("tiny", robot="baxter", out_dir=str(tmp_path / "again"), max_steps=2, eval_every=2,
+                             ckpt_every=2, init_from=str(tmp_path / "dense"), model={**dense, "factorize": True})
+    with pytest.raises(ValueError, match=r"differs from the configured one in ee_groups .*factorize \(False there, "
+                                         r"True configured\).*set those under model:"):
+        train(cfg, progress=False)
 
 
 def test_factorized_mobile_robot_has_a_trunk_and_trains_with_free_arms(tmp_path):
