@@ -1,8 +1,12 @@
 """What users run, two versions of the pipeline in one process: an older ``ikdiffuser_ros/pipeline.py`` against the
-working tree's, the same queries interleaved per target (the order alternating), so both see the same machine.
+working tree's, or the working tree's with two checkpoints (``--models``: a run against the shipped model, before
+``ikdiffuser ship`` replaces it), the same queries interleaved per target (the order alternating), so both see the
+same machine.
 
     OMP_NUM_THREADS=1 python scripts/ab_pipeline.py --old <commit> --robot baxter --targets 60 \\
         --cases 1x1@2 1x8@5 1x32@10 16x1@10 64x1@20 16x4@20 4x32@50
+    OMP_NUM_THREADS=1 python scripts/ab_pipeline.py --models models/ur5 runs/ur5 --robot ur5 --targets 300 \\
+        --cases 1x1@2 1x1@5 1x32@10
 
 A case ``BxN@T`` asks N solutions for each of B targets within T ms (FK poses of uniform configurations). Prints
 per case and version: the share of queries whose every target got N verified solutions in time, the share of targets
@@ -89,10 +93,19 @@ def run_case(pipeline, model, T: np.ndarray, num: int, budget: float, seed: int,
     return min(good), seconds, float(np.mean([g >= num for g in good]))
 
 
+def _pipelines(args: argparse.Namespace) -> dict:
+    """The two versions by name: ``old`` and ``new`` pipelines, or the two ``--models`` folders'."""
+    if args.models:
+        return {path: IKPipeline.from_robot(args.robot, path) for path in args.models}
+    return {"old": load_old(args.old).IKPipeline.from_robot(args.robot), "new": IKPipeline.from_robot(args.robot)}
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--old", required=True, help="an older ikdiffuser_ros/pipeline.py, or a commit (its pipeline with "
-                                                 "its de-duplication, ranking and cost modules)")
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument("--old", help="an older ikdiffuser_ros/pipeline.py, or a commit (its pipeline with its "
+                                     "de-duplication, ranking and cost modules)")
+    which.add_argument("--models", nargs=2, metavar=("A", "B"), help="two checkpoint folders, the same pipeline")
     p.add_argument("--robot", default="baxter")
     p.add_argument("--targets", type=int, default=60, help="queries per case")
     p.add_argument("--cases", nargs="+", default=["1x1@2", "1x8@5", "1x32@10", "16x4@20"])
@@ -104,11 +117,11 @@ def main() -> None:
     model = robot_config(args.robot).load()
     most = max(b for b, _, _ in cases)
     _, T = (t.numpy() for t in random_targets(model, args.targets * most, DEFAULT_SEED))
-    pipes = {"old": load_old(args.old).IKPipeline.from_robot(args.robot), "new": IKPipeline.from_robot(args.robot)}
+    pipes = _pipelines(args)
     res = {(k, c): [] for k in pipes for c in cases}
     for i in range(args.targets):
         for case in cases:
-            for k in ("old", "new") if i % 2 else ("new", "old"):
+            for k in list(pipes)[::1 if i % 2 else -1]:
                 res[k, case].append(run_case(pipes[k], model, T[most * i: most * i + case[0]], case[1], case[2], i,
                                              args.report_collisions))
     for case in cases:
