@@ -59,6 +59,7 @@ from ikdiffuser_ros.kinematics.joint_kinds import wrap_to_pi
 from ikdiffuser_ros.query import IKAnswer, IKQuery, IKTarget, JointBounds, Status, TargetAnswer
 from ikdiffuser_ros.sampling import objectives as obj
 from ikdiffuser_ros.sampling.dedup import farthest_first_many, unique_mask_numpy
+from ikdiffuser_ros.sampling.sampler import default_harvest_steps
 from ikdiffuser_ros.kinematics.robot_model import RobotModel
 from ikdiffuser_ros.pool_ranking import PoolRows, rank_pools
 from ikdiffuser_ros.solver import IKDiffuserSolver, SolveBatch, SolverConfig
@@ -228,6 +229,9 @@ class _Plan:
     cover: bool = False
     #: when the answer is due (monotonic s): t0 + timeout
     end: float = math.inf
+    #: DDIM steps of the sampled calls: :attr:`PipelineConfig.steps`, else for a harvest (a diverse ask larger than
+    #: the order ranks) the card's ``sampling.harvest_steps``; None = the solver's plan
+    steps: int | None = None
     calls: int = 0  #: solver calls made (each gets its own random seed)
     sampled_calls: int = 0  #: of those, calls of the learned prior
     returnable: int = 0  #: rows the answer would hold now: sum over targets of min(num_solutions, rows kept)
@@ -561,10 +565,12 @@ class IKPipeline:
         pooled = int(query.num_solutions * self.config.diverse_pool)  # a harvest asks more than the order ranks
         cover = spread_first and timeout >= self.config.generous_budget and pooled <= SPREAD_CANDIDATES
         wanted = max(query.num_solutions, pooled) if cover else query.num_solutions
+        harvest = diversity > 0 and pooled > SPREAD_CANDIDATES
+        steps = self.config.steps or (default_harvest_steps(self.solver.loaded) if harvest else None)
         return _Plan(query, specs, reserve, max(1, int(wanted * factor + 1e-9)), seed, locked,
                      objectives, self._guided(query, objectives), int(seed_value), consistency,
                      self._box(seed, consistency, query.constraints), float(diversity), spread_first, wanted,
-                     cover, t0 + timeout)
+                     cover, t0 + timeout, steps)
 
     def _diversity(self, query: IKQuery, timeout: float, free: bool) -> tuple[float, bool]:
         """The sampled calls' diversity (:attr:`IKQuery.diversity`, else 1 for a query of ``diverse_min_solutions``
@@ -942,7 +948,7 @@ class IKPipeline:
         remaining = plan.deadline - time.monotonic()
         solving = min(SOLVER_SHARE * remaining, remaining - self._pooling_estimate(plan, len(items)))
         res = self.solver.run(batch, cost, refine=self.config.refine, sampler=self.config.sampler,
-                              steps=self.config.steps, random_seed=(plan.random_seed + 7919 * plan.calls) % (2**62),
+                              steps=plan.steps, random_seed=(plan.random_seed + 7919 * plan.calls) % (2**62),
                               deadline=time.monotonic() + max(solving, 0.0),
                               q0=None if q0 is None else torch.tensor(np.asarray(q0, dtype=np.float64)),
                               restarts=min(restarts, num),

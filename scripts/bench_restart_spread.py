@@ -1,11 +1,13 @@
 """Coverage of the ikdiffuser row by the knobs of its diverse calls (docs/solver.md): the coverage protocol of
 ``ikdiffuser bench`` (MMD to a ground truth, clusters found) on rows that differ only in
-``SolverConfig.restart_spread``, ``SolverConfig.uniform_share``, ``PipelineConfig.diverse_pool`` or the order
-of the answers (farthest point first, or by the ranking key: ``--key-order``), beside uniform+LM.
+``SolverConfig.restart_spread``, ``SolverConfig.uniform_share``, ``SolverConfig.diverse_steps``,
+``PipelineConfig.diverse_pool`` or the order of the answers (farthest point first, or by the ranking key:
+``--key-order``), beside uniform+LM.
 
     python scripts/bench_restart_spread.py --robot panda --targets 15 --spread 0.05 0.15 0.25 0.4
     python scripts/bench_restart_spread.py --robot baxter --targets 8 --uniform-share 0 0.25 0.5 --key-order
     python scripts/bench_restart_spread.py --robot baxter --targets 8 --pool 1 2 3
+    python scripts/bench_restart_spread.py --robot panda --targets 20 --diverse-steps 10 6
 """
 
 from __future__ import annotations
@@ -43,13 +45,16 @@ def main() -> None:
     parser.add_argument("--spread", type=float, nargs="+", default=[SolverConfig.restart_spread])
     parser.add_argument("--uniform-share", type=float, nargs="+", default=[SolverConfig.uniform_share])
     parser.add_argument("--pool", type=float, nargs="+", default=[PipelineConfig.diverse_pool])
+    parser.add_argument("--diverse-steps", type=int, nargs="+", default=[SolverConfig.diverse_steps],
+                        help="DDIM steps of a fully diverse call")
     parser.add_argument("--key-order", action="store_true", help="also a row with the answers by the ranking key "
                         "(the first spread, share and pool)")
     args = parser.parse_args()
     torch.set_num_threads(1)
     model = load_robot(args.robot)
-    rows = [_row(model, f"ikdiffuser, spread {s}, uniform {u}, pool {p}", pool=p, restart_spread=s, uniform_share=u)
-            for s in args.spread for u in args.uniform_share for p in args.pool]
+    rows = [_row(model, f"ikdiffuser, spread {s}, uniform {u}, pool {p}" + (f", {k} diverse steps" if len(args.diverse_steps) > 1 else ""),
+                 pool=p, restart_spread=s, uniform_share=u, diverse_steps=k)
+            for s in args.spread for u in args.uniform_share for p in args.pool for k in args.diverse_steps]
     if args.key_order:
         s, u = args.spread[0], args.uniform_share[0]
         rows.insert(0, _row(model, f"ikdiffuser, spread {s}, uniform {u}, pool {args.pool[0]}, by key", True,

@@ -83,7 +83,7 @@ INFORMATIONAL_KEYS = ("training", "eval", "hardware")
 ROBOT_KEYS = ("name", "fingerprint", "joint_names", "end_effectors", "root_frame")
 #: keys of the card's optional ``sampling`` section -> their integer range
 SAMPLING_RANGES = {"steps": (1, 1000), "tail_steps": (0, 100), "refined_steps": (1, 1000),
-                   "refined_tail_steps": (0, 100)}
+                   "refined_tail_steps": (0, 100), "harvest_steps": (1, 1000)}
 #: the card's optional ``sampling.temperature``: the standard deviation of the sampler's initial noise, in (0, 1]
 SAMPLING_TEMPERATURE = "temperature"
 
@@ -359,8 +359,9 @@ def _card_schedule(card: dict, path: Path) -> ScheduleConfig:
 
 
 def _check_sampling(card: dict, path: Path) -> None:
-    """The card's optional ``sampling`` defaults: integer ``steps`` and ``refined_steps`` in [1, 1000],
-    ``tail_steps`` and ``refined_tail_steps`` in [0, 100], ``temperature`` a number in (0, 1]; no other key."""
+    """The card's optional ``sampling`` defaults: integer ``steps``, ``refined_steps`` and ``harvest_steps`` in
+    [1, 1000], ``tail_steps`` and ``refined_tail_steps`` in [0, 100], ``temperature`` a number in (0, 1]; no other
+    key."""
     sampling = _card_section(card, path, "sampling", {})
     _refuse_unknown_keys(sampling, (*SAMPLING_RANGES, SAMPLING_TEMPERATURE), path, "sampling")
     for key, (lo, hi) in SAMPLING_RANGES.items():

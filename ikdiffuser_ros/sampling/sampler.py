@@ -77,6 +77,14 @@ def default_sampling(loaded: LoadedModel, refined: bool = False) -> tuple[int, i
     return steps, tail
 
 
+def default_harvest_steps(loaded: LoadedModel) -> int | None:
+    """The card's ``sampling.harvest_steps``: the stochastic DDIM steps of a harvest's sampled calls (a query for
+    more solutions than the answer's order ranks, every valid one counted; fewer steps draw more samples per
+    second), None for a card without them (the diverse plan's)."""
+    steps = _card_sampling(loaded).get("harvest_steps")
+    return None if steps is None else int(steps)
+
+
 def default_temperature(loaded: LoadedModel) -> float:
     """The card's ``sampling.temperature`` (module docstring), 1.0 for a card without one."""
     return float(_card_sampling(loaded).get("temperature", 1.0))

@@ -95,6 +95,8 @@ CARD_CASES = {
     "sampling_steps_0": (lambda c: c.update(sampling={"steps": 0}), ("card.json", "sampling.steps = 0")),
     "sampling_tail_huge": (lambda c: c.update(sampling={"steps": 6, "tail_steps": 10**9}), ("sampling.tail_steps",)),
     "sampling_list": (lambda c: c.update(sampling=[6]), ("sampling must be an object",)),
+    "sampling_harvest_steps_0": (lambda c: c.update(sampling={"harvest_steps": 0}), ("sampling.harvest_steps = 0",)),
+    "sampling_harvest_steps_text": (lambda c: c.update(sampling={"harvest_steps": "6"}), ("harvest_steps = '6'",)),
     "sampling_temperature_0": (lambda c: c.update(sampling={"steps": 4, "temperature": 0}), ("temperature = 0",)),
     "sampling_temperature_2": (lambda c: c.update(sampling={"temperature": 2.0}), ("sampling.temperature = 2.0",)),
     "sampling_temperature_nan": (lambda c: c.update(sampling={"temperature": math.nan}), ("temperature = nan",)),

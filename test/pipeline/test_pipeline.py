@@ -346,6 +346,39 @@ def test_one_solution_samples_at_the_cards_temperature_several_at_one(monkeypatc
         assert answer.targets[0].valid.any() and used and all(t == expected for t in used)
 
 
+def test_a_harvest_samples_with_the_cards_harvest_steps(monkeypatch):
+    """A diverse ask larger than the answer's order ranks (a harvest, every valid solution counted) samples with the
+    card's ``sampling.harvest_steps``; a query whose pool the order ranks (100 solutions) keeps the diverse plan, a
+    query for one solution the card's LM-ready plan, and a card without harvest steps leaves harvests the diverse
+    plan too."""
+    from ikdiffuser_ros.pipeline import IKPipeline, IKQuery, IKTarget
+    from ikdiffuser_ros.solver import IKDiffuserSolver
+
+    pipeline = IKPipeline.from_robot("panda", collision=False, warmup=False)
+    sampling = pipeline.solver.loaded.card["sampling"]
+    assert sampling["harvest_steps"] < pipeline.solver.config.diverse_steps
+    used = []
+    run = IKDiffuserSolver.run
+
+    def spy(self, batch, *args, **kwargs):
+        if kwargs.get("q0") is None:
+            used.append(kwargs.get("steps"))
+        return run(self, batch, *args, **kwargs)
+
+    monkeypatch.setattr(IKDiffuserSolver, "run", spy)
+    T = pipeline.robot.fk(pipeline.robot.default_positions()[None])[0].numpy()
+    cases = ((300, 0.3, sampling["harvest_steps"]), (100, 0.3, None), (1, 0.05, None))
+    for num, timeout, expected in cases:
+        used.clear()
+        pipeline.answer(IKQuery([IKTarget(pipeline.robot.end_effectors, list(T))], num_solutions=num, timeout=timeout))
+        assert used and all(s == expected for s in used), (num, used)
+    pipeline.solver.loaded.card = {**pipeline.solver.loaded.card,
+                                   "sampling": {k: v for k, v in sampling.items() if k != "harvest_steps"}}
+    used.clear()
+    pipeline.answer(IKQuery([IKTarget(pipeline.robot.end_effectors, list(T))], num_solutions=300, timeout=0.3))
+    assert used and all(s is None for s in used)
+
+
 def test_automatic_diversity_needs_a_budget_but_the_answer_still_comes_spread(baxter_pipeline):
     """diversity None: 1 for 16 solutions or more within diverse_min_budget or more, else 0 (1 x 32 within 10 ms
     wants its 32 solutions first); the farthest-point order stays for such a tight query, not for a seeded one

@@ -6,7 +6,7 @@ from ikdiffuser_ros.model.checkpoint import save_checkpoint
 from ikdiffuser_ros.model.schedule import ScheduleConfig
 from ikdiffuser_ros.training.learning_curve import CURVE_FILE
 from ikdiffuser_ros.training.model_card import (evaluate_checkpoint, held_out_median, held_out_one_sample, main, readme,
-                                                solved_targets)
+                                                shipped_sampling, solved_targets)
 from ikdiffuser_ros.training.trainer import TrainConfig, train
 
 
@@ -40,7 +40,8 @@ def test_ship_only_when_better(tmp_path):
     assert main([str(run), "--ship", str(dest), "--steps", "3", "--tail-steps", "2"]) == 0
     card = json.loads((dest / "card.json").read_text())
     assert card["sampling"] == {"steps": 3, "tail_steps": 2, "refined_steps": 3, "refined_tail_steps": 1,
-                                "temperature": 0.5}
+                                "temperature": 0.5, "harvest_steps": 6}  # a single arm's harvests: fewer steps
+    assert "harvest_steps" not in shipped_sampling(n_end_effectors=2)  # several end effectors: the diverse plan
     assert json.loads((dest / "eval.json").read_text())["sampler"] == "ddim-3 + tail-2, temperature 0.5"
     assert {"README.md", "eval.json", CURVE_FILE, "model.safetensors"} <= {p.name for p in dest.iterdir()}
     # the same run again is not better: refused, the shipped folder untouched; --force replaces it. The shipped
@@ -53,7 +54,8 @@ def test_ship_only_when_better(tmp_path):
     assert (dest / "eval.json").read_text() == before and not (dest.parent / "panda.staging").exists()
     assert main([str(run), "--ship", str(dest), "--steps", "4", "--tail-steps", "0", "--force", "--temperature", "1"]) == 0
     assert json.loads((dest / "card.json").read_text())["sampling"] == {"steps": 4, "tail_steps": 0, "refined_steps": 3,
-                                                                        "refined_tail_steps": 1, "temperature": 1.0}
+                                                                        "refined_tail_steps": 1, "temperature": 1.0,
+                                                                        "harvest_steps": 6}
     assert json.loads((dest / "eval.json").read_text())["sampler"] == "ddim-4"
     # float16 storage: the evaluation is of the stored weights, and eval.json and the README say so
     f32 = (dest / "model.safetensors").stat().st_size
