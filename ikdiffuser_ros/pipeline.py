@@ -944,8 +944,10 @@ class IKPipeline:
                               plan.locked, _stack([s.tip_points for s in specs]),
                               box_frames=_stack([s.box_frames for s in specs]) if boxed else None,
                               box_bounds=_stack([s.box_bounds for s in specs]) if boxed else None)
-        plan.pending = self._pending(plan, items, num, pools)
         remaining = plan.deadline - time.monotonic()
+        if remaining <= 0:  # the rounds' deadline passed since the call was planned (the process was descheduled)
+            return
+        plan.pending = self._pending(plan, items, num, pools)
         solving = min(SOLVER_SHARE * remaining, remaining - self._pooling_estimate(plan, len(items)))
         res = self.solver.run(batch, cost, refine=self.config.refine, sampler=self.config.sampler,
                               steps=plan.steps, random_seed=(plan.random_seed + 7919 * plan.calls) % (2**62),
