@@ -99,12 +99,14 @@ def run_check(robot: str, check: str, targets: int, timeout: float, folder: Path
 
 def assert_solved_as_directly(r: dict, max_added_ms: float = 2.0) -> None:
     """A ``solve`` check's result: the node solved every target through a direct compute_ik call, the plugin
-    as many, each verified by MoveIt's FK, and the plugin added at most ``max_added_ms`` to the median."""
+    as many, each verified by MoveIt's FK, and the plugin added at most ``max_added_ms`` per call, the median of
+    each target's two calls' difference (made back to back, in alternating order: a spell of load on the machine
+    moves both; the difference of the two medians moved with it, 2.98 ms once under two training jobs)."""
     assert r["direct_solved"] == r["targets"], r
     assert r["plugin_solved"] == r["direct_solved"], r
     assert r["verified"] == r["plugin_solved"], r
-    added = statistics.median(r["plugin_ms"]) - statistics.median(r["direct_ms"])
-    assert added < max_added_ms, f"plugin adds {added:.2f} ms median over a direct call"
+    added = statistics.median(p - d for p, d in zip(r["plugin_ms"], r["direct_ms"]))
+    assert added < max_added_ms, f"plugin adds {added:.2f} ms per call (median) over a direct call"
 
 
 @contextlib.contextmanager
