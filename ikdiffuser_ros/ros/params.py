@@ -104,7 +104,8 @@ class NodeConfig:
     sampler: str = _core("pipeline", "sampler", "reverse-diffusion sampler", choices=("ddim", "ddpm"))
     sampler_steps: int = _core(
         "pipeline", "steps", "reverse-diffusion steps per solve; 0 = the checkpoint card's plan (its sampling.refined_steps and "
-        "refined_tail_steps with refine, else sampling.steps and tail_steps). The node logs the plan in use at "
+        "refined_tail_steps with refine, else sampling.steps and tail_steps; a diverse query's the diverse plan, a "
+        "harvest's the card's sampling.harvest_steps where it has them). The node logs the plan in use at "
         "start-up", (0, 1000))
     torch_threads: int = _p(1, "torch intra-op CPU threads (0 = torch's default); one suits a request path of "
                             "small ops and leaves the other cores to other processes", (0, 256), read_only=True)
