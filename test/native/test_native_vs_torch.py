@@ -33,11 +33,13 @@ def _assert_rounding_only(got, ref, exact):
     divides the noise estimate's error by sqrt(abar_t)), and by as much on a few rows whatever the summation order
     (64 rows of dual_ur5_mobile's factorized 256-unit model: torch 1.1e-3, compiled 0.9e-3 row by row and 3.6e-3 as
     one matrix product at most, medians 1e-5 to 2e-5), so: 2e-3, or 4x torch's own largest deviation where that is
-    larger. An error in the compiled arithmetic moves every row: the median row agrees with torch's to 1e-4."""
-    torch_dev = (ref.double() - exact).abs().max().item()
-    got_dev = (got.double() - exact).abs().max().item()
-    assert got_dev < max(2e-3, 4 * torch_dev), (got_dev, torch_dev)
-    assert (got - ref).abs().amax(-1).median() < 1e-4
+    larger. An error in the compiled arithmetic moves every row: the median row's deviation is below 1e-4, or within
+    4x torch's own median row's where a few rows hold sensitive samples (the same network 98 k steps later, the
+    test's 3 rows at temperature 0.5: two of them 1.2e-4 and 6.2e-4 from float64 in torch, 4.0e-4 and 2.2e-4
+    compiled)."""
+    torch_rows, got_rows = ((x.double() - exact).abs().amax(-1) for x in (ref, got))
+    assert got_rows.max() < max(2e-3, 4 * torch_rows.max()), (got_rows, torch_rows)
+    assert got_rows.median() < max(1e-4, 4 * torch_rows.median()), (got_rows, torch_rows)
 
 
 def _uniform(robot, num, seed):
