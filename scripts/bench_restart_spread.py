@@ -52,7 +52,8 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
     model = load_robot(args.robot)
-    rows = [_row(model, f"ikdiffuser, spread {s}, uniform {u}, pool {p}" + (f", {k} diverse steps" if len(args.diverse_steps) > 1 else ""),
+    steps_named = len(args.diverse_steps) > 1
+    rows = [_row(model, f"ikdiffuser, spread {s}, uniform {u}, pool {p}" + (f", {k} diverse steps" if steps_named else ""),
                  pool=p, restart_spread=s, uniform_share=u, diverse_steps=k)
             for s in args.spread for u in args.uniform_share for p in args.pool for k in args.diverse_steps]
     if args.key_order:

@@ -293,30 +293,40 @@ def test_tight_joint_constraints_bound_the_lm(dual_pipeline):
         assert np.all((v >= b.lower - 1e-9) & (v <= b.upper + 1e-9)), b.joint
 
 
+def _solver_calls(monkeypatch) -> list[dict]:
+    """The keyword arguments of every ``IKDiffuserSolver.run`` call from now on (each call still runs); a sampled
+    call's ``q0`` is None."""
+    from ikdiffuser_ros.solver import IKDiffuserSolver
+
+    calls, run = [], IKDiffuserSolver.run
+
+    def spy(self, batch, *args, **kwargs):
+        calls.append(kwargs)
+        return run(self, batch, *args, **kwargs)
+
+    monkeypatch.setattr(IKDiffuserSolver, "run", spy)
+    return calls
+
+
+def _sampled(calls: list[dict], key: str) -> list:
+    """``key`` of each sampled call among ``calls``."""
+    return [c.get(key) for c in calls if c.get("q0") is None]
+
+
 def test_only_a_generous_diverse_query_repels_its_first_call(monkeypatch):
     """The repulsion (~4x the cost per row) runs in the first solver call of a diverse query when at least
     generous_budget is left: a 1 s query for 32 solutions repels once, a 0.1 s one never; likewise only the
     generous one starts restarts from uniform draws (in every call)."""
     from ikdiffuser_ros.pipeline import IKPipeline, IKQuery, IKTarget
-    from ikdiffuser_ros.solver import IKDiffuserSolver
 
     pipeline = IKPipeline.from_robot("panda", collision=False, warmup=False)
-    calls, uniform = [], []
-    run = IKDiffuserSolver.run
-
-    def spy(self, batch, *args, **kwargs):
-        if kwargs.get("q0") is None:
-            calls.append(kwargs.get("repel"))
-            uniform.append(kwargs.get("uniform"))
-        return run(self, batch, *args, **kwargs)
-
-    monkeypatch.setattr(IKDiffuserSolver, "run", spy)
+    runs = _solver_calls(monkeypatch)
     T = pipeline.robot.fk(pipeline.robot.default_positions()[None])[0].numpy()
     for timeout, expected in ((1.0, True), (0.1, False)):
-        calls.clear()
-        uniform.clear()
+        runs.clear()
         answer = pipeline.answer(IKQuery([IKTarget(pipeline.robot.end_effectors, list(T))], num_solutions=32,
                                          timeout=timeout, max_rounds=3))
+        calls, uniform = _sampled(runs, "repel"), _sampled(runs, "uniform")
         assert answer.targets[0].valid.any()
         assert calls[0] is expected and not any(calls[1:])
         assert all(u is expected for u in uniform)
@@ -326,23 +336,16 @@ def test_one_solution_samples_at_the_cards_temperature_several_at_one(monkeypatc
     """A query for one solution (MoveIt's) samples at the card's ``sampling.temperature`` (the solver's default:
     typical samples, which one LM finishes more often); a query for several at 1, so its answers spread."""
     from ikdiffuser_ros.pipeline import IKPipeline, IKQuery, IKTarget
-    from ikdiffuser_ros.solver import IKDiffuserSolver
 
     pipeline = IKPipeline.from_robot("panda", collision=False, warmup=False)
     assert pipeline.solver.temperature_of() == pipeline.solver.loaded.card["sampling"]["temperature"] < 1
-    used = []
-    run = IKDiffuserSolver.run
-
-    def spy(self, batch, *args, **kwargs):
-        used.append(kwargs.get("temperature"))
-        return run(self, batch, *args, **kwargs)
-
-    monkeypatch.setattr(IKDiffuserSolver, "run", spy)
+    runs = _solver_calls(monkeypatch)
     T = pipeline.robot.fk(pipeline.robot.default_positions()[None])[0].numpy()
     for num, expected in ((1, None), (8, 1.0)):
-        used.clear()
+        runs.clear()
         answer = pipeline.answer(IKQuery([IKTarget(pipeline.robot.end_effectors, list(T))], num_solutions=num,
                                          timeout=1.0, max_rounds=2))
+        used = [c.get("temperature") for c in runs]
         assert answer.targets[0].valid.any() and used and all(t == expected for t in used)
 
 
@@ -352,30 +355,23 @@ def test_a_harvest_samples_with_the_cards_harvest_steps(monkeypatch):
     query for one solution the card's LM-ready plan, and a card without harvest steps leaves harvests the diverse
     plan too."""
     from ikdiffuser_ros.pipeline import IKPipeline, IKQuery, IKTarget
-    from ikdiffuser_ros.solver import IKDiffuserSolver
 
     pipeline = IKPipeline.from_robot("panda", collision=False, warmup=False)
     sampling = pipeline.solver.loaded.card["sampling"]
     assert sampling["harvest_steps"] < pipeline.solver.config.diverse_steps
-    used = []
-    run = IKDiffuserSolver.run
-
-    def spy(self, batch, *args, **kwargs):
-        if kwargs.get("q0") is None:
-            used.append(kwargs.get("steps"))
-        return run(self, batch, *args, **kwargs)
-
-    monkeypatch.setattr(IKDiffuserSolver, "run", spy)
+    runs = _solver_calls(monkeypatch)
     T = pipeline.robot.fk(pipeline.robot.default_positions()[None])[0].numpy()
     cases = ((300, 0.3, sampling["harvest_steps"]), (100, 0.3, None), (1, 0.05, None))
     for num, timeout, expected in cases:
-        used.clear()
+        runs.clear()
         pipeline.answer(IKQuery([IKTarget(pipeline.robot.end_effectors, list(T))], num_solutions=num, timeout=timeout))
+        used = _sampled(runs, "steps")
         assert used and all(s == expected for s in used), (num, used)
     pipeline.solver.loaded.card = {**pipeline.solver.loaded.card,
                                    "sampling": {k: v for k, v in sampling.items() if k != "harvest_steps"}}
-    used.clear()
+    runs.clear()
     pipeline.answer(IKQuery([IKTarget(pipeline.robot.end_effectors, list(T))], num_solutions=300, timeout=0.3))
+    used = _sampled(runs, "steps")
     assert used and all(s is None for s in used)
 
 
