@@ -85,15 +85,6 @@ class TrainConfig:
     #: share of each batch whose timestep is drawn from the high-noise half ``T // 2 .. T-1``, where the
     #: sampler's first passes choose a sample's basin (the rest uniform): weights the loss toward those passes.
     head_share: float = 0.0
-    #: weight of the loss on the LM-ready plan's samples (:mod:`~ikdiffuser_ros.training.sampler_loss`) added to the
-    #: denoising loss; 0 = the denoising loss alone.
-    sampler_loss_weight: float = 0.0
-    #: training rows of each step that the sampler loss runs the plan on.
-    sampler_loss_rows: int = 256
-    #: (steps, tail_steps) of that plan: the cards' LM-ready plan.
-    sampler_loss_plan: tuple = (3, 1)
-    #: its initial noise's standard deviation, drawn per row uniformly from this (low, high) range.
-    sampler_loss_temperature: tuple = (0.5, 1.0)
     # -- data
     #: directory of shards from `ikdiffuser generate`; None = generate in-process.
     data_dir: str | None = None
@@ -150,21 +141,7 @@ class TrainConfig:
         if not (0.0 <= self.head_share < 1.0 and self.tail_share + self.head_share < 1.0):
             raise ValueError(f"head_share = {self.head_share!r}: a share of the batch in [0, 1), "
                              f"with tail_share ({self.tail_share}) below 1 together")
-        self._check_sampler_loss()
         self.model_config(1, 1)  # ValueError naming an unknown type or key, or a bad value
-
-    def _check_sampler_loss(self) -> None:
-        """ValueError naming a bad ``sampler_loss_*`` value."""
-        if not self.sampler_loss_weight >= 0:  # NaN fails too
-            raise ValueError(f"sampler_loss_weight = {self.sampler_loss_weight!r}: a weight >= 0")
-        if int(self.sampler_loss_rows) < 1:
-            raise ValueError(f"sampler_loss_rows = {self.sampler_loss_rows!r}: at least 1 row")
-        plan, tau = tuple(self.sampler_loss_plan), tuple(self.sampler_loss_temperature)
-        if len(plan) != 2 or int(plan[0]) < 1 or int(plan[1]) < 0:
-            raise ValueError(f"sampler_loss_plan = {self.sampler_loss_plan!r}: (steps >= 1, tail_steps >= 0)")
-        if len(tau) != 2 or not 0 < tau[0] <= tau[1]:
-            raise ValueError(f"sampler_loss_temperature = {self.sampler_loss_temperature!r}: (low, high), 0 < low <= high")
-        self.sampler_loss_plan, self.sampler_loss_temperature = plan, tau
 
     def model_config(self, n_joints: int, n_ee: int):
         """The validated config of :attr:`model` for a robot of ``n_joints`` joints and ``n_ee`` end effectors."""
@@ -652,8 +629,6 @@ def _train_step(run: _Run, lr: float) -> float:
     with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=run.bf16):
         pred = run.net(x_t, t, run.normalizer.normalize_pos(pos), rot6d, keep, pos_only, **extra)
     loss = F.mse_loss(pred.float(), eps)
-    if c.sampler_loss_weight > 0:
-        loss = loss + c.sampler_loss_weight * _sampler_loss(run)
     run.opt.zero_grad(set_to_none=True)
     loss.backward()
     if c.grad_clip:
@@ -664,28 +639,6 @@ def _train_step(run: _Run, lr: float) -> float:
     with torch.no_grad():
         torch._foreach_lerp_(list(run.ema.parameters()), list(run.model.parameters()), 1 - decay)
     return loss.item()
-
-
-def _sampler_loss(run: _Run) -> torch.Tensor:
-    """The pose loss of the LM-ready plan's samples on ``sampler_loss_rows`` fresh training targets
-    (:mod:`~ikdiffuser_ros.training.sampler_loss`), with gradients to the network's weights."""
-    from ikdiffuser_ros.sampling.sampler import sampling_plan
-    from ikdiffuser_ros.training.sampler_loss import chain_samples, pose_loss
-
-    c, dev, B = run.config, run.device, run.config.sampler_loss_rows
-    _, pos, rot6d = run.source.batch(B)
-    keep, pos_only = random_masks(B, len(run.robot.end_effectors), c.p_keep_ee, c.p_pos_only, run.gens["data"],
-                                  run.mask_chains)
-    pos, rot6d, keep, pos_only = (x.to(dev) for x in (pos, rot6d, keep, pos_only))
-    low, high = c.sampler_loss_temperature
-    tau = low + (high - low) * torch.rand(B, 1, generator=run.gens["noise"])
-    noise = (torch.randn(B, len(run.robot.joint_names), generator=run.gens["noise"]) * tau).to(dev)
-    schedule = NoiseSchedule(run.schedule_config)
-    with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=run.bf16):
-        x = chain_samples(run.model, run.normalizer, schedule, run.feedback, sampling_plan(schedule, *c.sampler_loss_plan),
-                          noise, pos, rot6d, keep, pos_only)
-    q = run.normalizer.denormalize_joints(x.float().clamp(-1, 1))
-    return pose_loss(run.robot, q, pos, rot6d, keep, pos_only)
 
 
 def _card_extra(run: _Run, metrics: dict, wall_s: float, command: str | None) -> dict:
