@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from types import SimpleNamespace
 
 from ikdiffuser_ros.clock import UnitClock
 
@@ -20,7 +21,7 @@ def test_the_last_unit_must_fit_before_the_deadline(monkeypatch):
     """Units of 20 ms against a deadline 50 ms away: the first two run, the third would end at 60 ms. On a clock
     that only the units move (a busy machine oversleeps ``time.sleep``: one run measured 1 unit)."""
     now = [100.0]
-    monkeypatch.setattr("ikdiffuser_ros.clock.time.monotonic", lambda: now[0])
+    monkeypatch.setattr("ikdiffuser_ros.clock.time", SimpleNamespace(monotonic=lambda: now[0]))  # this module's only
     deadline = now[0] + 0.05
     clock, ran = UnitClock(deadline), 0
     while clock.time_for_another():
